@@ -1,0 +1,42 @@
+# Two entry points on a fresh machine: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= demo_data
+RUN_DIR ?= runs/demo
+
+.PHONY: venv demo demo-data test test-slow clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU wheel of this exact version is what keeps the install small; install it before anything else pulls torch.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo-data: venv
+	$(PY) -m data_prep.make_demo --out $(DEMO_DIR) --seed 0
+	$(PY) -m data_prep.build_mqa --annotations $(DEMO_DIR)/annotations --split train --distractors annotations \
+		--seed 0 --out $(DEMO_DIR)/questions/train_mqa.jsonl --temporal-out $(DEMO_DIR)/questions/train_temporal.jsonl
+	$(PY) -m data_prep.build_mqa --annotations $(DEMO_DIR)/annotations --split validation --distractors annotations \
+		--seed 0 --out $(DEMO_DIR)/questions/val_mqa.jsonl
+	$(PY) -m data_prep.extract_frames --questions $(DEMO_DIR)/questions/train_mqa.jsonl --videos $(DEMO_DIR)/videos \
+		--layout raw --num-frames 8 --size 32 --shard-size 64 --workers 2 --out $(DEMO_DIR)/shards/train_mqa --resume
+	$(PY) -m data_prep.extract_frames --questions $(DEMO_DIR)/questions/val_mqa.jsonl --videos $(DEMO_DIR)/videos \
+		--layout raw --num-frames 8 --size 32 --shard-size 32 --workers 2 --out $(DEMO_DIR)/shards/val_mqa --resume
+
+demo: demo-data
+	$(PY) train.py fit --config experiments/demo.yaml --trainer.default_root_dir $(RUN_DIR)
+	$(PY) -m llavaction.report $(RUN_DIR)
+
+test: venv
+	$(PY) -m pytest -q
+
+test-slow: venv
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) runs

@@ -1,0 +1,242 @@
+"""EPIC-KITCHENS-100 annotations -> EK-100-MQA questions (and the direct-narration and temporal-detection tasks).
+
+Every random choice is seeded from (seed, narration_id), so a file is identical whatever the row order or worker count.
+
+    python -m data_prep.build_mqa --annotations DIR --split validation --distractors predictions \
+        --predictions avion_val.json --benchmark --seed 0 --out val_mqa.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import string
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from llavaction.epic import EpicAnnotations, Segment, action_id, parse_action
+from llavaction.jsonl import write_jsonl
+
+DISTRACTORS = ("random", "predictions", "annotations")
+REPRESENTATIONS = ("official_key", "narration")
+TEMPORAL_PAD_SEC = 5.0
+
+Action = tuple[int, int]
+
+
+def item_rng(seed: int, narration_id: str, purpose: str) -> random.Random:
+    """A generator private to one item and one purpose; str seeds hash with SHA-512, stable across processes."""
+    return random.Random(f"{seed}:{narration_id}:{purpose}")
+
+
+def random_distractors(gt: Action, vocabulary: list[Action], k: int, rng: random.Random) -> list[Action]:
+    """k distinct wrong actions drawn uniformly from the vocabulary."""
+    wrong = [a for a in vocabulary if a != gt]
+    if len(wrong) < k:
+        raise ValueError(f"the action vocabulary holds {len(wrong)} wrong actions, fewer than {k}")
+    return rng.sample(wrong, k)
+
+
+def annotation_distractors(
+    gt: Action, vocabulary: list[Action], counts: dict[Action, int], k: int, rng: random.Random
+) -> list[Action]:
+    """Hard distractors from the annotations alone: actions sharing the verb or the noun with the ground truth, drawn
+    without replacement with probability proportional to (training count + 1); topped up uniformly if too few."""
+    related = [a for a in vocabulary if a != gt and (a[0] == gt[0] or a[1] == gt[1])]
+    chosen: list[Action] = []
+    while related and len(chosen) < k:
+        pick = rng.choices(range(len(related)), weights=[counts.get(a, 0) + 1 for a in related])[0]
+        chosen.append(related.pop(pick))
+    if len(chosen) < k:
+        rest = [a for a in vocabulary if a != gt and a not in chosen]
+        chosen += rng.sample(rest, k - len(chosen))
+    return chosen
+
+
+def ranked_actions(entry: dict, key: str) -> list[Action]:
+    """The distinct actions of one predictions entry, in rank order."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("predictions"), list):
+        raise ValueError(f"predictions for {key}: expected {{'predictions': ['verb:noun', ...]}}")
+    ranked: list[Action] = []
+    for text in entry["predictions"]:
+        action = parse_action(str(text))
+        if action not in ranked:
+            ranked.append(action)
+    return ranked
+
+
+def prediction_options(
+    gt: Action, ranked: list[Action], k: int, train: bool, benchmark: bool, rng: random.Random, key: str
+) -> list[Action]:
+    """Train: k-1 wrong actions sampled from the top-2k plus the ground truth. Validation: the top-k in rank order;
+    with benchmark the ground truth replaces the k-th when absent; without it the ground truth may be missing."""
+    if train:
+        pool = [a for a in ranked[: 2 * k] if a != gt]
+        if len(pool) < k - 1:
+            raise ValueError(f"predictions for {key}: only {len(pool)} wrong actions in the top {2 * k}, need {k - 1}")
+        return [gt] + rng.sample(pool, k - 1)
+    top = ranked[:k]
+    if len(top) < k:
+        raise ValueError(f"predictions for {key}: {len(top)} distinct actions, need {k}")
+    if benchmark and gt not in top:
+        top[-1] = gt
+    return top
+
+
+def option_texts(
+    actions: list[Action], segment: Segment, ann: EpicAnnotations, representation: str, rng: random.Random
+) -> list[str]:
+    """Distinct texts for the options. narration: the ground truth is the segment's own narration and each other action
+    is one of its annotated narrations (its class text when none is free)."""
+    gt = (segment.verb_class, segment.noun_class)
+    texts: list[str] = []
+    for action in actions:
+        if representation == "official_key":
+            candidates = [ann.action_text(*action)]
+        elif action == gt:
+            candidates = [segment.narration]
+        else:
+            pool = [n for n in ann.narrations_by_action.get(action, []) if n not in texts and n != segment.narration]
+            candidates = [rng.choice(pool)] if pool else [ann.action_text(*action)]
+        text = candidates[0]
+        if text in texts:
+            raise ValueError(f"{segment.narration_id}: two options share the text {text!r}")
+        texts.append(text)
+    return texts
+
+
+def base_record(segment: Segment, ann: EpicAnnotations, task: str) -> dict:
+    """The fields every task file carries; clip_{start,stop}_sec is the window whose frames the sample shows."""
+    return {
+        "task": task,
+        "narration_id": segment.narration_id,
+        "video_id": segment.video_id,
+        "participant_id": segment.participant_id,
+        "start_sec": segment.start_sec,
+        "stop_sec": segment.stop_sec,
+        "clip_start_sec": segment.start_sec,
+        "clip_stop_sec": segment.stop_sec,
+        "start_frame": segment.start_frame,
+        "stop_frame": segment.stop_frame,
+        "fps": ann.videos[segment.video_id].fps if segment.video_id in ann.videos else None,
+        "narration": segment.narration,
+        "verb_class": segment.verb_class,
+        "noun_class": segment.noun_class,
+        "action_id": action_id(segment.verb_class, segment.noun_class),
+        "action_index": ann.vocabulary.index[(segment.verb_class, segment.noun_class)],
+        "action_text": ann.action_text(segment.verb_class, segment.noun_class),
+        "verb_tail": segment.verb_class in ann.tail_verbs,
+        "noun_tail": segment.noun_class in ann.tail_nouns,
+        "unseen_participant": segment.participant_id in ann.unseen_participants,
+    }
+
+
+def mqa_record(
+    segment: Segment, row_index: int, ann: EpicAnnotations, priors: list, predictions: dict | None, *,
+    num_options: int, distractors: str, benchmark: bool, representation: str, seed: int,
+) -> dict:
+    rng = item_rng(seed, segment.narration_id, "mqa")
+    gt = (segment.verb_class, segment.noun_class)
+    if distractors == "random":
+        actions = [gt] + random_distractors(gt, ann.vocabulary.pairs, num_options - 1, rng)
+    elif distractors == "annotations":
+        actions = [gt] + annotation_distractors(gt, ann.vocabulary.pairs, ann.action_counts, num_options - 1, rng)
+    else:
+        assert predictions is not None
+        key = segment.narration_id if segment.narration_id in predictions else str(row_index)
+        if key not in predictions:
+            raise KeyError(f"no predictions for {segment.narration_id} (row {row_index})")
+        ranked = ranked_actions(predictions[key], segment.narration_id)
+        actions = prediction_options(gt, ranked, num_options, ann.split == "train", benchmark, rng, segment.narration_id)
+    rng.shuffle(actions)
+    texts = option_texts(actions, segment, ann, representation, rng)
+    answer = actions.index(gt) if gt in actions else None
+    return base_record(segment, ann, "mqa") | {
+        "options": texts,
+        "option_actions": [f"{v}:{n}" for v, n in actions],
+        "answer_index": answer,
+        "answer_letter": None if answer is None else string.ascii_uppercase[answer],
+        "prior_actions": [asdict(p) for p in priors],
+    }
+
+
+def narration_record(segment: Segment, ann: EpicAnnotations, priors: list) -> dict:
+    """Direct narration: the answer is the segment's narration."""
+    return base_record(segment, ann, "narration") | {
+        "answer": segment.narration, "prior_actions": [asdict(p) for p in priors],
+    }
+
+
+def temporal_record(segment: Segment, ann: EpicAnnotations, seed: int) -> dict:
+    """Temporal detection: the segment padded by 5 s in total, split at random before/after, clipped to the video;
+    the answer is "start, end" in seconds relative to the padded clip."""
+    rng = item_rng(seed, segment.narration_id, "temporal")
+    before = rng.uniform(0.0, TEMPORAL_PAD_SEC)
+    clip_start = max(0.0, segment.start_sec - before)
+    clip_stop = segment.stop_sec + TEMPORAL_PAD_SEC - before
+    if segment.video_id in ann.videos:
+        clip_stop = min(clip_stop, max(ann.videos[segment.video_id].duration_sec, segment.stop_sec))
+    record = base_record(segment, ann, "temporal")
+    record["clip_start_sec"], record["clip_stop_sec"] = round(clip_start, 3), round(clip_stop, 3)
+    record["answer"] = f"{segment.start_sec - record['clip_start_sec']:.2f}, {segment.stop_sec - record['clip_start_sec']:.2f}"
+    return record
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--annotations", type=Path, required=True, help="EPIC-KITCHENS-100 annotation directory")
+    parser.add_argument("--split", choices=("train", "validation"), required=True)
+    parser.add_argument("--num-options", type=int, default=5, help="options per question (K)")
+    parser.add_argument("--distractors", choices=DISTRACTORS, default="annotations")
+    parser.add_argument("--predictions", type=Path, help="action-model predictions JSON (for --distractors predictions)")
+    parser.add_argument("--benchmark", action="store_true", help="validation: the ground truth is always an option")
+    parser.add_argument("--representation", choices=REPRESENTATIONS, default="official_key")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-bad", action="store_true", help="skip bad rows, listed in OUT.skipped.jsonl")
+    parser.add_argument("--out", type=Path, required=True, help="MQA questions JSONL")
+    parser.add_argument("--narration-out", type=Path, help="also write the direct-narration task here")
+    parser.add_argument("--temporal-out", type=Path, help="also write the temporal-detection task here")
+    args = parser.parse_args(argv)
+    if args.num_options < 2 or args.num_options > 26:
+        parser.error("--num-options must be between 2 and 26")
+    if (args.distractors == "predictions") != (args.predictions is not None):
+        parser.error("--predictions FILE goes with --distractors predictions, and only with it")
+    if args.benchmark and args.split != "validation":
+        parser.error("--benchmark applies to the validation split")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    ann = EpicAnnotations.load(args.annotations, args.split, skip_bad=args.skip_bad)
+    predictions = json.loads(args.predictions.read_text()) if args.predictions else None
+    priors = ann.prior_actions()
+    mqa, narration, temporal = [], [], []
+    for row_index, segment in enumerate(tqdm(ann.segments, desc=f"build {args.split}", unit="q", mininterval=1)):
+        mqa.append(mqa_record(
+            segment, row_index, ann, priors[segment.narration_id], predictions,
+            num_options=args.num_options, distractors=args.distractors, benchmark=args.benchmark,
+            representation=args.representation, seed=args.seed,
+        ))
+        if args.narration_out:
+            narration.append(narration_record(segment, ann, priors[segment.narration_id]))
+        if args.temporal_out:
+            temporal.append(temporal_record(segment, ann, args.seed))
+    write_jsonl(args.out, mqa)
+    for path, records in ((args.narration_out, narration), (args.temporal_out, temporal)):
+        if path:
+            write_jsonl(path, records)
+    if args.skip_bad:
+        write_jsonl(args.out.with_suffix(".skipped.jsonl"), [asdict(s) for s in ann.skipped])
+    missing = sum(r["answer_index"] is None for r in mqa)
+    print(f"{len(mqa)} questions -> {args.out} ({len(ann.skipped)} bad rows skipped, "
+          f"{missing} without the ground truth among the options)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

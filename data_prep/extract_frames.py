@@ -1,0 +1,287 @@
+"""Videos -> WebDataset shards of pre-decoded frames, one sample per question (or segment).
+
+A sample is `{narration_id}.json` (the question fields plus frame ids, fps and frame times) and one JPEG per frame,
+`{narration_id}.000.jpg` ... Samples are ordered by (video, start, narration_id) and cut into shards of --shard-size, so
+shard contents do not depend on --workers. Each shard is written under a temporary name and renamed when complete;
+`_progress.json` records the finished shards so that --resume continues where a killed run stopped.
+
+    python -m data_prep.extract_frames --questions val_mqa.jsonl --videos EPIC-KITCHENS --layout raw \
+        --num-frames 16 --size 384 --shard-size 256 --workers 8 --out shards/val_mqa --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import simplejpeg
+import webdataset as wds
+from tqdm import tqdm
+
+from data_prep.video import LAYOUTS, RESIZE_MODES, VideoError, open_video, sample_times
+from llavaction.epic import EpicAnnotations
+from llavaction.jsonl import read_jsonl, write_json
+
+PROGRESS_FILE = "_progress.json"
+SIZES_FILE = "sizes.json"
+REPORT_FILE = "report.json"
+SHARD_PATTERN = "shard-{:06d}.tar"
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything that decides the content of the shards (a resumed run must use the same)."""
+
+    videos: str
+    layout: str
+    num_frames: int
+    size: int
+    resize: str
+    quality: int
+    chunk_seconds: float
+    shard_size: int
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    video_id: str
+    participant_id: str
+    records: list[dict]
+    config: ExtractConfig
+    decoder_threads: int
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    key: str
+    sample: dict | None  # the webdataset sample, or None when skipped
+    reason: str | None = None  # why it was skipped
+    clamped: bool = False
+
+
+def sort_key(record: dict) -> tuple:
+    return record["video_id"], record["clip_start_sec"], record["narration_id"]
+
+
+def segment_records(annotations: Path, split: str) -> list[dict]:
+    """Plain segments (no question) when extracting straight from the annotation CSVs."""
+    ann = EpicAnnotations.load(annotations, split)
+    return [
+        {
+            "task": "segment", "narration_id": s.narration_id, "video_id": s.video_id,
+            "participant_id": s.participant_id, "start_sec": s.start_sec, "stop_sec": s.stop_sec,
+            "clip_start_sec": s.start_sec, "clip_stop_sec": s.stop_sec, "narration": s.narration,
+            "verb_class": s.verb_class, "noun_class": s.noun_class,
+            "fps": ann.videos[s.video_id].fps if s.video_id in ann.videos else None,
+        }
+        for s in ann.segments
+    ]
+
+
+def check_records(records: list[dict]) -> None:
+    seen = set()
+    for line, record in enumerate(records, start=1):
+        for name in ("narration_id", "video_id", "participant_id", "clip_start_sec", "clip_stop_sec"):
+            if name not in record:
+                raise ValueError(f"question {line} ({record.get('narration_id', '?')}): missing field {name!r}")
+        if "." in record["narration_id"]:
+            raise ValueError(f"{record['narration_id']}: a key may not contain '.' (WebDataset splits keys there)")
+        if record["narration_id"] in seen:
+            raise ValueError(f"{record['narration_id']}: duplicated narration_id")
+        if record["clip_stop_sec"] < record["clip_start_sec"]:
+            raise ValueError(f"{record['narration_id']}: clip stops before it starts")
+        seen.add(record["narration_id"])
+
+
+def decode_video(job: VideoJob) -> list[SampleResult]:
+    """Decode every sample of one video (opened once); a failure skips the samples it touches, with the reason."""
+    cfg = job.config
+    try:
+        video = open_video(
+            cfg.layout, Path(cfg.videos), job.participant_id, job.video_id, size=cfg.size, mode=cfg.resize,
+            chunk_seconds=cfg.chunk_seconds, fps=job.records[0].get("fps"), threads=job.decoder_threads,
+        )
+    except VideoError as err:
+        return [SampleResult(r["narration_id"], None, str(err)) for r in job.records]
+    results = []
+    for record in job.records:
+        key = record["narration_id"]
+        times = sample_times(record["clip_start_sec"], record["clip_stop_sec"], cfg.num_frames)
+        try:
+            clip = video.clip(times)
+        except VideoError as err:
+            results.append(SampleResult(key, None, f"{key}: {err}"))
+            continue
+        meta = record | {
+            "frame_ids": clip.frame_ids,
+            "frame_times_sec": [round(i / clip.fps, 4) for i in clip.frame_ids],
+            "video_fps": clip.fps,
+            "num_frames": cfg.num_frames,
+            "frame_size": cfg.size,
+            "clamped": clip.clamped,
+        }
+        sample = {"__key__": key, "json": json.dumps(meta, ensure_ascii=False).encode()}
+        for i, frame in enumerate(clip.frames):
+            sample[f"{i:03d}.jpg"] = simplejpeg.encode_jpeg(frame, quality=cfg.quality, colorspace="RGB")
+        results.append(SampleResult(key, sample, clamped=clip.clamped))
+    return results
+
+
+def video_jobs(records: list[dict], config: ExtractConfig, decoder_threads: int) -> Iterator[VideoJob]:
+    for video_id, group in itertools.groupby(records, key=lambda r: r["video_id"]):
+        group = list(group)
+        yield VideoJob(video_id, group[0]["participant_id"], group, config, decoder_threads)
+
+
+class ShardWriter:
+    """Fills numbered shards in order; a shard becomes visible (renamed) only when complete, then progress is saved."""
+
+    def __init__(self, out: Path, config: ExtractConfig, progress: dict):
+        self.out, self.config, self.progress = out, config, progress
+        self.pending: list[dict] = []
+
+    def add(self, position: int, result: SampleResult) -> None:
+        if result.sample is None:
+            self.progress["skipped"].append({"position": position, "narration_id": result.key, "reason": result.reason})
+        else:
+            self.pending.append(result.sample)
+            if result.clamped:
+                self.progress["clamped"].append(result.key)
+        self.progress["next_position"] = position + 1
+        if len(self.pending) == self.config.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending samples as the next shard, or only save progress when there are none."""
+        if self.pending:
+            name = SHARD_PATTERN.format(len(self.progress["shards"]))
+            tmp = self.out / (name + ".tmp")
+            with wds.TarWriter(str(tmp), mtime=0) as writer:
+                for sample in self.pending:
+                    writer.write(sample)
+            os.replace(tmp, self.out / name)
+            self.progress["shards"][name] = len(self.pending)
+            self.pending = []
+        write_json(self.out / PROGRESS_FILE, self.progress)
+
+
+def load_progress(out: Path, config: ExtractConfig, resume: bool) -> dict:
+    fresh = {"config": config.__dict__, "next_position": 0, "shards": {}, "skipped": [], "clamped": []}
+    path = out / PROGRESS_FILE
+    if not path.exists():
+        if any(out.glob("shard-*.tar")):
+            raise FileExistsError(f"{out} holds shards but no {PROGRESS_FILE}; choose an empty --out")
+        return fresh
+    if not resume:
+        raise FileExistsError(f"{out} holds an earlier run; pass --resume to continue it or choose another --out")
+    progress = json.loads(path.read_text())
+    if progress["config"] != config.__dict__:
+        raise ValueError(f"{out} was written with other settings {progress['config']}; cannot resume with {config.__dict__}")
+    return progress
+
+
+def extract(records: list[dict], out: Path, config: ExtractConfig, workers: int = 1, resume: bool = False) -> dict:
+    """Write the shards and return the report (written, skipped with reasons, clamped)."""
+    check_records(records)
+    records = sorted(records, key=sort_key)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.tmp"):
+        stale.unlink()
+    progress = load_progress(out, config, resume)
+    # A killed run is rolled back to its last complete shard: the samples after it are decoded again.
+    done = progress["next_position"]
+    # Resume from a video boundary-free position: positions are global, jobs start at `done`.
+    todo = records[done:]
+    writer = ShardWriter(out, config, progress)
+    jobs = video_jobs(todo, config, decoder_threads=1 if workers > 1 else 0)
+    bar = tqdm(total=len(records), initial=done, desc="extract", unit="sample", mininterval=1)
+    position = done
+    with multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else _Inline() as pool:
+        for results in pool.imap(decode_video, jobs):
+            for result in results:
+                writer.add(position, result)
+                position += 1
+            bar.update(len(results))
+    writer.flush()
+    bar.close()
+    sizes = progress["shards"]
+    write_json(out / SIZES_FILE, sizes)
+    report = {
+        "samples": len(records), "written": sum(sizes.values()), "shards": len(sizes),
+        "skipped": progress["skipped"], "clamped": progress["clamped"], "config": config.__dict__,
+    }
+    write_json(out / REPORT_FILE, report)
+    return report
+
+
+class _Inline:
+    """A stand-in for a worker pool that runs in this process (workers <= 1)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @staticmethod
+    def imap(fn, items):
+        return map(fn, items)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--questions", type=Path, help="question JSONL from data_prep.build_mqa")
+    source.add_argument("--annotations", type=Path, help="EPIC annotation directory (with --split): plain segments")
+    parser.add_argument("--split", choices=("train", "validation"))
+    parser.add_argument("--videos", type=Path, required=True, help="root of the videos")
+    parser.add_argument("--layout", choices=LAYOUTS, default="raw")
+    parser.add_argument("--chunk-seconds", type=float, default=15.0, help="chunk length of the chunked layout")
+    parser.add_argument("--num-frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=384, help="frames are stored as SIZE x SIZE")
+    parser.add_argument("--resize", choices=RESIZE_MODES, default="squash")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
+    parser.add_argument("--shard-size", type=int, default=256, help="samples per shard")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.annotations and not args.split:
+        parser.error("--annotations needs --split")
+    for name in ("num_frames", "size", "shard_size", "workers"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 1 <= args.quality <= 100:
+        parser.error("--quality must be between 1 and 100")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    records = read_jsonl(args.questions) if args.questions else segment_records(args.annotations, args.split)
+    config = ExtractConfig(
+        videos=str(args.videos), layout=args.layout, num_frames=args.num_frames, size=args.size, resize=args.resize,
+        quality=args.quality, chunk_seconds=args.chunk_seconds, shard_size=args.shard_size,
+    )
+    report = extract(records, args.out, config, workers=args.workers, resume=args.resume)
+    reasons = {}
+    for item in report["skipped"]:
+        print(f"skipped {item['narration_id']}: {item['reason']}", file=sys.stderr)
+        reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
+    for key in report["clamped"]:
+        print(f"clamped {key}: a frame time lay beyond the end of the video; the last frame was used", file=sys.stderr)
+    print(f"{report['written']} samples in {report['shards']} shards -> {args.out}; "
+          f"{len(report['skipped'])} skipped, {len(report['clamped'])} clamped (see {args.out / REPORT_FILE})",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,303 @@
+"""EPIC-KITCHENS-100 knowledge in one place: CSV schema, class texts, action ids, tail/unseen splits, prior actions.
+
+No torch-model imports: data_prep and evaluation both use this module.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SEGMENT_COLUMNS = (
+    "narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp", "stop_timestamp",
+    "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun", "noun_class", "all_nouns",
+    "all_noun_classes",
+)
+OPTIONAL_VALUES = {"narration_timestamp"}  # empty on some official rows
+SPLIT_FILES = {"train": "EPIC_100_train.csv", "validation": "EPIC_100_validation.csv"}
+VIDEO_INFO_FILE = "EPIC_100_video_info.csv"
+PRIOR_ACTION_MAX_GAP_SEC = 3.0
+NUM_PRIOR_ACTIONS = 2
+_TIMESTAMP = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
+
+
+class AnnotationError(ValueError):
+    """A bad annotation row; the message names the file, the line and the reason."""
+
+    def __init__(self, path: Path | str, line: int, reason: str):
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path, self.line, self.reason = str(path), line, reason
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One annotated action segment of EPIC_100_{split}.csv."""
+
+    narration_id: str
+    participant_id: str
+    video_id: str
+    start_sec: float
+    stop_sec: float
+    start_frame: int
+    stop_frame: int
+    narration: str
+    verb_class: int
+    noun_class: int
+
+    @property
+    def action(self) -> str:
+        """The action as "verb_class:noun_class", the form used in prediction files and options."""
+        return f"{self.verb_class}:{self.noun_class}"
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    path: str
+    line: int
+    reason: str
+    row: dict
+
+
+def parse_timestamp(text: str) -> float:
+    """'HH:MM:SS.ff' -> seconds."""
+    match = _TIMESTAMP.match(text.strip())
+    if not match:
+        raise ValueError(f"unparseable timestamp {text!r}")
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def format_timestamp(seconds: float) -> str:
+    """Seconds -> 'HH:MM:SS.ff' as in the EPIC CSVs."""
+    hours, rest = divmod(round(seconds * 100), 360000)
+    minutes, hundredths = divmod(rest, 6000)
+    return f"{hours:02d}:{minutes:02d}:{hundredths / 100:05.2f}"
+
+
+def verb_text(key: str) -> str:
+    """Verb class key as is (e.g. 'put-down')."""
+    return key
+
+
+def noun_text(key: str) -> str:
+    """Noun class key with its colon parts reversed: 'pan:dust' -> 'dust pan'."""
+    return " ".join(reversed(key.split(":")))
+
+
+def action_id(verb_class: int, noun_class: int) -> int:
+    """The EPIC action id."""
+    return verb_class * 1000 + noun_class
+
+
+def parse_action(text: str) -> tuple[int, int]:
+    """'12:34' -> (12, 34)."""
+    verb, sep, noun = text.partition(":")
+    if not sep:
+        raise ValueError(f"action {text!r} is not of the form 'verb:noun'")
+    return int(verb), int(noun)
+
+
+def read_class_keys(path: Path) -> list[str]:
+    """A class CSV (id,key,...) -> keys ordered by id; ids must be 0..N-1."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    keys = {}
+    for line, row in enumerate(rows, start=2):
+        try:
+            keys[int(row["id"])] = row["key"]
+        except (KeyError, ValueError, TypeError) as err:
+            raise AnnotationError(path, line, f"bad class row ({err})") from None
+    if sorted(keys) != list(range(len(keys))):
+        raise AnnotationError(path, 1, "class ids are not contiguous from 0")
+    return [keys[i] for i in range(len(keys))]
+
+
+def read_id_column(path: Path) -> set[str]:
+    """A one-column CSV with a header -> the set of its values (tail classes, unseen participants)."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        next(reader, None)
+        return {row[0].strip() for row in reader if row and row[0].strip()}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    fps: float
+    duration_sec: float
+
+
+def read_video_info(path: Path) -> dict[str, VideoInfo]:
+    """EPIC_100_video_info.csv -> {video_id: VideoInfo}."""
+    with open(path, newline="") as f:
+        return {row["video_id"]: VideoInfo(float(row["fps"]), float(row["duration"])) for row in csv.DictReader(f)}
+
+
+def _parse_row(row: dict, num_verbs: int, num_nouns: int) -> Segment:
+    missing = [c for c in SEGMENT_COLUMNS if c not in OPTIONAL_VALUES and row.get(c) in (None, "")]
+    if missing:
+        raise ValueError(f"missing value(s) for {', '.join(missing)}")
+    start, stop = parse_timestamp(row["start_timestamp"]), parse_timestamp(row["stop_timestamp"])
+    if stop < start:
+        raise ValueError(f"stop {row['stop_timestamp']} is before start {row['start_timestamp']}")
+    verb_class, noun_class = int(row["verb_class"]), int(row["noun_class"])
+    if not 0 <= verb_class < num_verbs:
+        raise ValueError(f"verb_class {verb_class} outside the {num_verbs} verb classes")
+    if not 0 <= noun_class < num_nouns:
+        raise ValueError(f"noun_class {noun_class} outside the {num_nouns} noun classes")
+    ast.literal_eval(row["all_noun_classes"])  # the list column must parse
+    return Segment(
+        narration_id=row["narration_id"], participant_id=row["participant_id"], video_id=row["video_id"],
+        start_sec=start, stop_sec=stop, start_frame=int(row["start_frame"]), stop_frame=int(row["stop_frame"]),
+        narration=row["narration"], verb_class=verb_class, noun_class=noun_class,
+    )
+
+
+def read_segments(
+    path: Path, num_verbs: int, num_nouns: int, skip_bad: bool = False
+) -> tuple[list[Segment], list[SkippedRow]]:
+    """Read an EPIC_100_{split}.csv. Bad rows raise AnnotationError, or with skip_bad are returned as SkippedRow."""
+    segments, skipped, seen = [], [], set()
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        absent = [c for c in SEGMENT_COLUMNS if c not in (reader.fieldnames or [])]
+        if absent:
+            raise AnnotationError(path, 1, f"missing column(s) {', '.join(absent)}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                segment = _parse_row(row, num_verbs, num_nouns)
+                if segment.narration_id in seen:
+                    raise ValueError(f"duplicated narration_id {segment.narration_id}")
+            except (ValueError, SyntaxError) as err:
+                if not skip_bad:
+                    raise AnnotationError(path, line, str(err)) from None
+                skipped.append(SkippedRow(str(path), line, str(err), dict(row)))
+                continue
+            seen.add(segment.narration_id)
+            segments.append(segment)
+    return segments, skipped
+
+
+@dataclass(frozen=True)
+class PriorAction:
+    """An earlier segment of the same video, as context for the current one."""
+
+    narration_id: str
+    action: str
+    text: str
+    narration: str
+    offset_sec: float  # current start minus this segment's start
+
+
+def find_prior_actions(segments: list[Segment], verbs: list[str], nouns: list[str]) -> dict[str, list[PriorAction]]:
+    """Per segment, its two previous segments in the same video (ordered by stop time), oldest first, when both gaps
+    (next start minus previous stop) are at most 3 s; otherwise an empty list."""
+    by_video: dict[str, list[Segment]] = defaultdict(list)
+    for segment in segments:
+        by_video[segment.video_id].append(segment)
+    priors: dict[str, list[PriorAction]] = {}
+    for video_segments in by_video.values():
+        video_segments.sort(key=lambda s: (s.stop_sec, s.start_sec, s.narration_id))
+        for i, current in enumerate(video_segments):
+            chain = video_segments[max(0, i - NUM_PRIOR_ACTIONS): i + 1]
+            gaps_ok = len(chain) == NUM_PRIOR_ACTIONS + 1 and all(
+                later.start_sec - earlier.stop_sec <= PRIOR_ACTION_MAX_GAP_SEC for earlier, later in zip(chain, chain[1:])
+            )
+            priors[current.narration_id] = [
+                PriorAction(
+                    narration_id=p.narration_id, action=p.action,
+                    text=f"{verb_text(verbs[p.verb_class])} {noun_text(nouns[p.noun_class])}",
+                    narration=p.narration, offset_sec=round(current.start_sec - p.start_sec, 3),
+                )
+                for p in chain[:-1]
+            ] if gaps_ok else []
+    return priors
+
+
+@dataclass
+class ActionVocabulary:
+    """The dense action index over the (verb, noun) pairs present, ordered by (verb_class, noun_class)."""
+
+    pairs: list[tuple[int, int]]
+    index: dict[tuple[int, int], int] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.pairs = sorted(set(self.pairs))
+        self.index = {pair: i for i, pair in enumerate(self.pairs)}
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+@dataclass
+class EpicAnnotations:
+    """Everything EPIC-KITCHENS-100 says about one split, read from the official annotation directory."""
+
+    root: Path
+    split: str
+    segments: list[Segment]
+    verbs: list[str]
+    nouns: list[str]
+    vocabulary: ActionVocabulary
+    action_counts: dict[tuple[int, int], int]  # over the training split when present, else over this split
+    narrations_by_action: dict[tuple[int, int], list[str]]
+    tail_verbs: set[int]
+    tail_nouns: set[int]
+    unseen_participants: set[str]
+    videos: dict[str, VideoInfo]
+    skipped: list[SkippedRow]
+
+    @classmethod
+    def load(cls, root: Path | str, split: str, skip_bad: bool = False) -> "EpicAnnotations":
+        """Read a split and its context. The action vocabulary and narration pools span every split CSV present."""
+        root = Path(root)
+        if split not in SPLIT_FILES:
+            raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_FILES)}")
+        split_path = root / SPLIT_FILES[split]
+        if not split_path.exists():
+            raise FileNotFoundError(f"{split_path} not found (the {split} split of the EPIC-KITCHENS-100 annotations)")
+        verbs = read_class_keys(root / "EPIC_100_verb_classes.csv")
+        nouns = read_class_keys(root / "EPIC_100_noun_classes.csv")
+        per_split, skipped = {}, []
+        for name, filename in SPLIT_FILES.items():
+            if (root / filename).exists():
+                per_split[name], bad = read_segments(root / filename, len(verbs), len(nouns), skip_bad=skip_bad)
+                if name == split:
+                    skipped = bad
+        everything = [s for segments in per_split.values() for s in segments]
+        counted = per_split.get("train", per_split[split])
+        counts: dict[tuple[int, int], int] = defaultdict(int)
+        for s in counted:
+            counts[(s.verb_class, s.noun_class)] += 1
+        narrations: dict[tuple[int, int], set[str]] = defaultdict(set)
+        for s in everything:
+            narrations[(s.verb_class, s.noun_class)].add(s.narration)
+        return cls(
+            root=root, split=split, segments=per_split[split], verbs=verbs, nouns=nouns,
+            vocabulary=ActionVocabulary([(s.verb_class, s.noun_class) for s in everything]),
+            action_counts=dict(counts),
+            narrations_by_action={k: sorted(v) for k, v in narrations.items()},
+            tail_verbs={int(v) for v in _optional_ids(root / "EPIC_100_tail_verbs.csv")},
+            tail_nouns={int(n) for n in _optional_ids(root / "EPIC_100_tail_nouns.csv")},
+            unseen_participants=_optional_ids(root / f"EPIC_100_unseen_participant_ids_{split}.csv"),
+            videos=read_video_info(root / VIDEO_INFO_FILE) if (root / VIDEO_INFO_FILE).exists() else {},
+            skipped=skipped,
+        )
+
+    def action_text(self, verb_class: int, noun_class: int) -> str:
+        """The official-key text of an action: 'verb noun'."""
+        return f"{verb_text(self.verbs[verb_class])} {noun_text(self.nouns[noun_class])}"
+
+    def prior_actions(self) -> dict[str, list[PriorAction]]:
+        return find_prior_actions(self.segments, self.verbs, self.nouns)
+
+    def is_tail(self, verb_class: int, noun_class: int) -> bool:
+        """EPIC's definition: a segment is tail if its verb or its noun is a tail class."""
+        return verb_class in self.tail_verbs or noun_class in self.tail_nouns
+
+
+def _optional_ids(path: Path) -> set[str]:
+    return read_id_column(path) if path.exists() else set()
