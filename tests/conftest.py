@@ -1,0 +1,54 @@
+"""Shared fixtures: the real EPIC annotation excerpt in tests/data and a small synthetic dataset made per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from data_prep.build_mqa import main as build_mqa
+from data_prep.extract_frames import ExtractConfig, extract
+from data_prep.make_demo import make_demo
+from llavaction.jsonl import read_jsonl
+
+EPIC_DIR = Path(__file__).parent / "data" / "epic-kitchens-100-annotations"
+
+
+@pytest.fixture(scope="session")
+def epic_dir() -> Path:
+    return EPIC_DIR
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """A small synthetic EPIC-format dataset: 4 train and 2 validation videos of 20 s."""
+    out = tmp_path_factory.mktemp("demo")
+    make_demo(out, seed=0, train_videos=4, val_videos=2, duration=20.0, fps=24, size=64)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_questions(demo_dir) -> dict[str, Path]:
+    """MQA questions for both splits and the temporal task for train."""
+    questions = demo_dir / "questions"
+    for split in ("train", "validation"):
+        build_mqa([
+            "--annotations", str(demo_dir / "annotations"), "--split", split, "--distractors", "annotations",
+            "--seed", "0", "--out", str(questions / f"{split}_mqa.jsonl"),
+            "--temporal-out", str(questions / f"{split}_temporal.jsonl"),
+        ])
+    return {name: questions / f"{name}.jsonl" for name in
+            ("train_mqa", "train_temporal", "validation_mqa", "validation_temporal")}
+
+
+@pytest.fixture(scope="session")
+def demo_shards(demo_dir, demo_questions, tmp_path_factory) -> dict[str, Path]:
+    """8-frame 32 px shards of the demo questions."""
+    root = tmp_path_factory.mktemp("shards")
+    shards = {}
+    for name in ("train_mqa", "validation_mqa", "train_temporal"):
+        config = ExtractConfig(videos=str(demo_dir / "videos"), layout="raw", num_frames=8, size=32, resize="squash",
+                               quality=90, chunk_seconds=15.0, shard_size=8)
+        extract(read_jsonl(demo_questions[name]), root / name, config)
+        shards[name] = root / name
+    return shards
