@@ -1,0 +1,148 @@
+"""The LightningDataModule: shard sets + frame decoding + prompts + collation, for training and evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+import lightning as L
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader
+
+from llavaction.data.pipeline import (
+    Collate, DecodeFrames, EncodePrompt, EvalStream, SkipAndCount, TaskSource, read_sizes, shard_urls, train_source,
+)
+from llavaction.prompts import PromptOptions
+
+
+class EpicDataModule(L.LightningDataModule):
+    """Streams pre-decoded EK-100 shards. Training: a weighted mixture of task sources, resampled endlessly and cut
+    into epochs of `samples_per_epoch`. Validation/test: every question once, equal batch counts on every rank."""
+
+    def __init__(
+        self,
+        train: list[TaskSource] | None = None,
+        val: list[str] | None = None,
+        test: list[str] | None = None,
+        tokenizer: str | None = None,
+        tokens_per_frame: int = 0,
+        num_frames: int = 16,
+        batch_size: int = 1,
+        eval_batch_size: int = 8,
+        num_workers: int = 2,
+        samples_per_epoch: int = 10_000,
+        shuffle_buffer: int = 500,
+        max_length: int = 32_768,
+        overflow: str = "error",
+        prompt: PromptOptions = PromptOptions(),
+        prior_actions_prob: float = 0.0,
+        seed: int = 0,
+    ):
+        """
+        Args:
+            train: training mixture: shard directories, each with its task and weight.
+            val: MQA shard directories for validation.
+            test: MQA shard directories for testing (defaults to val).
+            tokenizer: tokenizer directory (linked from the model by train.py).
+            tokens_per_frame: visual tokens per frame (linked from the model by train.py), for max_length.
+            num_frames: frames per clip; subsampled evenly when the shards hold more.
+            batch_size: training samples per batch and device.
+            eval_batch_size: validation/test samples per batch and device.
+            num_workers: loader worker processes per device.
+            samples_per_epoch: training samples per epoch over all devices.
+            shuffle_buffer: samples held for shuffling within each training source.
+            max_length: longest sequence in tokens, visual tokens included.
+            overflow: a longer sample is an 'error', or has its answer cut ('truncate').
+            prompt: question wording switches (time instruction, frame times, prior actions).
+            prior_actions_prob: in training, the chance that an MQA question shows its prior actions.
+            seed: seed of shard resampling and per-sample decisions.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_sources = [s if isinstance(s, TaskSource) else TaskSource(**s) for s in (train or [])]
+        self.val_dirs, self.test_dirs = list(val or []), list(test or val or [])
+        self.tokenizer_path, self.prompt = tokenizer, prompt
+        self._tokenizer = None
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            if self.tokenizer_path is None:
+                raise ValueError("EpicDataModule needs a tokenizer directory")
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
+        return self._tokenizer
+
+    def prepare_data(self) -> None:
+        """Fail before any step when shards are missing, naming the command that builds them."""
+        for path in [s.path for s in self.train_sources] + self.val_dirs + self.test_dirs:
+            read_sizes(path)
+
+    def setup(self, stage: str) -> None:
+        """Check, before any step, that the shards can serve what the configuration asks of them."""
+        for path in [s.path for s in self.train_sources] + self.val_dirs + self.test_dirs:
+            first = next(iter(wds.DataPipeline(wds.SimpleShardList(shard_urls(path)[:1]), wds.tarfile_to_samples())))
+            meta = json.loads(first["json"])
+            if self.hparams.num_frames > meta["num_frames"]:
+                raise ValueError(f"{path}: shards hold {meta['num_frames']} frames per sample, "
+                                 f"{self.hparams.num_frames} asked for (num_frames)")
+            if self.prompt.prior_actions and "prior_actions" not in meta:
+                raise ValueError(f"{path}: prior actions are switched on but the samples carry no prior_actions")
+        for source in self.train_sources:
+            if source.task == "temporal":
+                first = next(iter(wds.DataPipeline(wds.SimpleShardList(shard_urls(source.path)[:1]),
+                                                   wds.tarfile_to_samples())))
+                if "answer" not in json.loads(first["json"]):
+                    raise ValueError(f"{source.path}: task 'temporal' needs shards of temporal-detection questions")
+
+    def _encoder(self, task: str, with_answer: bool, epoch: int = 0) -> EncodePrompt:
+        h = self.hparams
+        return EncodePrompt(self.tokenizer, task, h.num_frames, h.tokens_per_frame, h.max_length, h.overflow,
+                            self.prompt, with_answer=with_answer, prior_actions_prob=h.prior_actions_prob,
+                            seed=h.seed, epoch=epoch)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self):
+        if not self.train_sources:
+            raise ValueError("no training data: set data.train")
+        h = self.hparams
+        rank, world = self._world()
+        # Per-epoch seeds: train.py reloads the training loader every epoch (reload_dataloaders_every_n_epochs=1).
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        handler = SkipAndCount()
+        sources = [
+            train_source(s, DecodeFrames(h.num_frames), self._encoder(s.task, True, epoch),
+                         seed=h.seed + 1000 * epoch, shuffle_buffer=h.shuffle_buffer, handler=handler)
+            for s in self.train_sources
+        ]
+        mixture = wds.RandomMix(sources, probs=[s.weight for s in self.train_sources])
+        workers = max(1, h.num_workers)
+        batches = math.ceil(h.samples_per_epoch / (world * workers * h.batch_size))
+        dataset = wds.DataPipeline(
+            mixture, wds.batched(h.batch_size, collation_fn=Collate(self.tokenizer.pad_token_id), partial=False)
+        ).with_epoch(batches).with_length(batches * workers)
+        return DataLoader(dataset, batch_size=None, num_workers=h.num_workers, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=False)
+
+    def _eval_loader(self, dirs: list[str]) -> DataLoader:
+        h = self.hparams
+        rank, world = self._world()
+        stream = EvalStream(dirs, h.eval_batch_size, DecodeFrames(h.num_frames), self._encoder("mqa", False),
+                            Collate(self.tokenizer.pad_token_id), rank=rank, world_size=world,
+                            num_workers=h.num_workers)
+        return DataLoader(stream, batch_size=None, num_workers=h.num_workers, pin_memory=torch.cuda.is_available())
+
+    def val_dataloader(self):
+        return self._eval_loader(self.val_dirs) if self.val_dirs else []
+
+    def test_dataloader(self):
+        if not self.test_dirs:
+            raise ValueError("no test data: set data.test or data.val")
+        return self._eval_loader(self.test_dirs)
+
+    def predict_dataloader(self):
+        return self.test_dataloader()

@@ -1,0 +1,227 @@
+"""WebDataset stages, each a picklable callable: shards -> samples -> frames -> prompt tokens -> padded batches.
+
+Frames stay uint8 [T, H, W, 3] here; the LightningModule converts, resizes and normalises them once per batch on its
+device. Bad training samples are skipped and counted with a warning naming them; evaluation never skips.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import simplejpeg
+import torch
+import webdataset as wds
+from torch.utils.data import IterableDataset, get_worker_info
+
+from llavaction.constants import IGNORE_INDEX
+from llavaction.prompts import TASKS, PromptEncoder, PromptOptions, build_answer, build_question
+
+log = logging.getLogger(__name__)
+SIZES_FILE = "sizes.json"
+BUILD_HINT = "python -m data_prep.extract_frames --questions Q.jsonl --videos DIR --out {path}"
+
+
+@dataclass(frozen=True)
+class TaskSource:
+    """One component of the training mixture."""
+
+    path: str  # shard directory written by data_prep.extract_frames (holds sizes.json)
+    task: str = "mqa"  # mqa | narration | temporal: how a sample becomes a conversation
+    weight: float = 1.0  # sampling weight in the mixture
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task {self.task!r} not in {TASKS}")
+        if self.weight <= 0:
+            raise ValueError(f"weight of {self.path} must be positive")
+
+
+class BadSample(ValueError):
+    """A sample that cannot be used; the message names it."""
+
+
+def read_sizes(path: str | Path) -> dict[str, int]:
+    """sizes.json of a shard directory: {shard file name: samples}."""
+    sizes_path = Path(path) / SIZES_FILE
+    if not sizes_path.exists():
+        raise FileNotFoundError(f"{sizes_path} not found; build the shards with: {BUILD_HINT.format(path=path)}")
+    sizes = json.loads(sizes_path.read_text())
+    absent = [name for name in sizes if not (Path(path) / name).exists()]
+    if absent:
+        raise FileNotFoundError(f"{path}: shards listed in sizes.json are missing: {absent[:5]}")
+    return sizes
+
+
+def shard_urls(path: str | Path) -> list[str]:
+    return [str(Path(path) / name) for name in read_sizes(path)]
+
+
+def frame_indices(stored: int, wanted: int) -> list[int]:
+    """Evenly spread indices when the shards hold more frames than asked for (midpoints of equal parts)."""
+    if wanted > stored:
+        raise ValueError(f"{wanted} frames asked for but the shards hold {stored} per sample")
+    return [int((i + 0.5) * stored / wanted) for i in range(wanted)]
+
+
+class DecodeFrames:
+    """json + JPEGs -> {"meta": dict, "frames": uint8 [T, H, W, 3]}, decoding straight into one buffer."""
+
+    def __init__(self, num_frames: int):
+        self.num_frames = num_frames
+
+    def __call__(self, sample: dict) -> dict:
+        key = sample.get("__key__", "?")
+        try:
+            meta = json.loads(sample["json"])
+            picks = frame_indices(meta["num_frames"], self.num_frames)
+            size = meta["frame_size"]
+            frames = np.empty((self.num_frames, size, size, 3), dtype=np.uint8)
+            for slot, index in enumerate(picks):
+                simplejpeg.decode_jpeg(sample[f"{index:03d}.jpg"], colorspace="RGB", buffer=frames[slot])
+        except (KeyError, ValueError, TypeError) as err:
+            raise BadSample(f"sample {key} in {sample.get('__url__', '?')}: {type(err).__name__}: {err}") from None
+        return {"__key__": key, "meta": meta, "frames": frames}
+
+
+def decide(seed: int, epoch: int, key: str, purpose: str, probability: float) -> bool:
+    """A per-sample coin decided by (seed, epoch, sample): the same on any world size or worker count."""
+    return probability > 0 and random.Random(f"{seed}:{epoch}:{key}:{purpose}").random() < probability
+
+
+class EncodePrompt:
+    """Sample -> input_ids and labels for one task; with_answer=False stops at the assistant turn (evaluation)."""
+
+    def __init__(self, tokenizer, task: str, num_frames: int, tokens_per_frame: int, max_length: int, overflow: str,
+                 options: PromptOptions, with_answer: bool = True, prior_actions_prob: float = 0.0, seed: int = 0,
+                 epoch: int = 0):
+        self.encoder = PromptEncoder(tokenizer, max_length=max_length, overflow=overflow)
+        self.task, self.num_frames, self.visual_tokens = task, num_frames, num_frames * tokens_per_frame
+        self.options, self.with_answer = options, with_answer
+        self.prior_actions_prob, self.seed, self.epoch = prior_actions_prob, seed, epoch
+
+    def __call__(self, sample: dict) -> dict:
+        meta = sample["meta"]
+        use_priors = self.options.prior_actions and (
+            not self.with_answer or decide(self.seed, self.epoch, sample["__key__"], "priors", self.prior_actions_prob)
+        )
+        try:
+            question = build_question(meta, self.task, self.num_frames, self.options, use_priors=use_priors)
+            answer = build_answer(meta, self.task) if self.with_answer else None
+        except (KeyError, ValueError) as err:
+            raise BadSample(f"sample {sample['__key__']}: cannot build a {self.task} prompt ({err})") from None
+        encoded = self.encoder.encode(question, answer, self.visual_tokens, name=sample["__key__"])
+        return sample | {"input_ids": encoded.input_ids, "labels": encoded.labels, "truncated": encoded.truncated,
+                         "task": self.task}
+
+
+class SkipAndCount:
+    """A WebDataset handler for training: warn with the sample's name and the running count, then go on."""
+
+    def __init__(self):
+        self.skipped = 0
+
+    def __call__(self, error: Exception) -> bool:
+        if not isinstance(error, BadSample):
+            return False  # reraise: an unexpected error is a bug, not bad data
+        self.skipped += 1
+        log.warning("skipped %s (%d skipped so far in this loader worker)", error, self.skipped)
+        return True
+
+
+class Collate:
+    """Right-pads token sequences and stacks frames; carries labels for metrics and a padding flag."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, samples: list[dict]) -> dict:
+        length = max(len(s["input_ids"]) for s in samples)
+        input_ids = torch.full((len(samples), length), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(samples), length), dtype=torch.long)
+        for row, s in enumerate(samples):
+            n = len(s["input_ids"])
+            input_ids[row, :n] = torch.tensor(s["input_ids"])
+            labels[row, :n] = torch.tensor(s["labels"])
+            attention_mask[row, :n] = 1
+
+        def field(name: str, default: int = -1) -> torch.Tensor:
+            values = [s["meta"].get(name) for s in samples]
+            return torch.tensor([default if v is None else int(v) for v in values], dtype=torch.long)
+
+        return {
+            "input_ids": input_ids, "labels": labels, "attention_mask": attention_mask,
+            "frames": torch.from_numpy(np.stack([s["frames"] for s in samples])),
+            "is_padding": torch.tensor([s.get("is_padding", False) for s in samples]),
+            "truncated": torch.tensor([s.get("truncated", False) for s in samples]),
+            "answer_index": field("answer_index"),
+            "num_options": torch.tensor([len(s["meta"].get("options", [])) for s in samples], dtype=torch.long),
+            "verb_class": field("verb_class"), "noun_class": field("noun_class"),
+            "meta": [s["meta"] for s in samples],
+        }
+
+
+def train_source(source: TaskSource, decode: DecodeFrames, encode: EncodePrompt, seed: int, shuffle_buffer: int,
+                 handler: SkipAndCount):
+    """An endless stream of one task: shards resampled with a seed per (rank, worker, epoch), samples shuffled."""
+    return wds.DataPipeline(
+        wds.ResampledShards(shard_urls(source.path), seed=seed, deterministic=True),
+        wds.tarfile_to_samples(handler=handler),
+        wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 64)),
+        wds.map(decode, handler=handler),
+        wds.map(encode, handler=handler),
+    )
+
+
+class EvalStream(IterableDataset):
+    """Every sample exactly once across ranks, and the same number of batches on every rank and worker: shard i goes
+    to slot i mod (ranks x workers); each slot pads its batches with flagged dummy samples up to the largest slot."""
+
+    def __init__(self, shard_dirs: list[str], batch_size: int, decode: DecodeFrames, encode: EncodePrompt,
+                 collate: Collate, rank: int = 0, world_size: int = 1, num_workers: int = 0):
+        self.shards = [(str(Path(d) / name), size) for d in shard_dirs for name, size in read_sizes(d).items()]
+        self.batch_size, self.decode, self.encode, self.collate = batch_size, decode, encode, collate
+        self.rank, self.world_size, self.workers = rank, world_size, max(1, num_workers)
+        slots = self.world_size * self.workers
+        self.batches_per_slot = max(
+            [math.ceil(sum(size for i, (_, size) in enumerate(self.shards) if i % slots == slot) / batch_size)
+             for slot in range(slots)] + [1]
+        )
+
+    def __len__(self) -> int:
+        return self.batches_per_slot * self.workers
+
+    def padding_sample(self, frames: np.ndarray) -> dict:
+        meta = {"narration_id": None, "options": [], "answer_index": None}
+        encoded = self.encode.encoder.encode("", None, self.encode.visual_tokens, name="padding")
+        return {"__key__": "padding", "meta": meta, "frames": np.zeros_like(frames), "is_padding": True,
+                "input_ids": encoded.input_ids, "labels": encoded.labels}
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        slot, slots = self.rank * self.workers + worker, self.world_size * self.workers
+        urls = [url for i, (url, _) in enumerate(self.shards) if i % slots == slot]
+        batch, emitted, template = [], 0, None
+        if urls:
+            for raw in wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples()):
+                sample = self.encode(self.decode(raw))
+                template = sample["frames"]
+                batch.append(sample)
+                if len(batch) == self.batch_size:
+                    yield self.collate(batch)
+                    batch, emitted = [], emitted + 1
+        if template is None:  # this slot got no shard: shape the padding like any sample of the set
+            url = self.shards[0][0]
+            first = next(iter(wds.DataPipeline(wds.SimpleShardList([url]), wds.tarfile_to_samples())))
+            template = self.decode(first)["frames"]
+        while emitted < self.batches_per_slot:
+            batch += [self.padding_sample(template)] * (self.batch_size - len(batch))
+            yield self.collate(batch)
+            batch, emitted = [], emitted + 1

@@ -1,0 +1,9 @@
+"""The LLaVA-Video model: pure torch.nn + transformers, usable without the rest of the package."""
+
+from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llavaction.model.checkpoint import load_tokenizer
+from llavaction.model.config import LlavaVideoConfig, preset
+from llavaction.model.llava_video import LlavaVideoModel, LlavaVideoOutput
+
+__all__ = ["IGNORE_INDEX", "IMAGE_TOKEN_INDEX", "LlavaVideoConfig", "LlavaVideoModel", "LlavaVideoOutput",
+           "load_tokenizer", "preset"]

@@ -1,0 +1,176 @@
+"""Configuration of the LLaVA-Video architecture, its presets, and the original checkpoint's config.json fields."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import PurePath
+
+POOL_MODES = ("bilinear", "average", "max")
+NEWLINE_POSITIONS = ("grid", "frame", "none")
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
+
+SIGLIP_SO400M_384 = dict(
+    hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16, image_size=384,
+    patch_size=14, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh",
+)
+# Published vision towers whose shapes are known when a checkpoint's config.json carries no vision_config.
+KNOWN_VISION_TOWERS = {"google/siglip-so400m-patch14-384": SIGLIP_SO400M_384}
+
+QWEN2_7B = dict(
+    hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+    vocab_size=152064, max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1_000_000.0,
+    tie_word_embeddings=False, hidden_act="silu",
+)
+QWEN2_0_5B = dict(
+    hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+    vocab_size=151647, max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1_000_000.0,
+    tie_word_embeddings=True, hidden_act="silu",
+)
+MM_FIELDS = ("mm_projector_type", "mm_vision_select_layer", "mm_spatial_pool_mode", "mm_spatial_pool_stride",
+             "mm_newline_position", "mm_hidden_size", "mm_vision_tower", "vision_config", "architectures",
+             "model_type", "image_mean", "image_std")
+
+
+@dataclass
+class LlavaVideoConfig:
+    """The LLaVA-Video architecture: SigLIP tower (minus its last layers), mlp2x_gelu projector, 2D pooling, newline
+    tokens, Qwen2 LLM."""
+
+    vision: dict  # SiglipVisionConfig fields of the full published tower
+    text: dict  # Qwen2Config fields
+    vision_tower_name: str = "google/siglip-so400m-patch14-384"
+    vision_select_layer: int = -2  # -2: features of the penultimate layer, i.e. the last layer removed
+    projector_type: str = "mlp2x_gelu"
+    spatial_pool_mode: str = "bilinear"
+    spatial_pool_stride: int = 2
+    newline_position: str = "grid"
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    attn_implementation: str = "sdpa"
+    extra: dict = field(default_factory=dict)  # other config.json fields, written back unchanged
+
+    def __post_init__(self):
+        if self.spatial_pool_mode not in POOL_MODES:
+            raise ValueError(f"spatial_pool_mode {self.spatial_pool_mode!r} not in {POOL_MODES}")
+        if self.newline_position not in NEWLINE_POSITIONS:
+            raise ValueError(f"newline_position {self.newline_position!r} not in {NEWLINE_POSITIONS}")
+        if self.projector_type != "mlp2x_gelu":
+            raise ValueError(f"projector_type {self.projector_type!r}: only 'mlp2x_gelu' is implemented")
+        if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation {self.attn_implementation!r} not in {ATTENTION_IMPLEMENTATIONS}")
+        if not -self.vision["num_hidden_layers"] <= self.vision_select_layer <= -1:
+            raise ValueError(f"vision_select_layer {self.vision_select_layer} outside the tower")
+
+    @property
+    def vision_layers_kept(self) -> int:
+        """Layers of the published tower that the model holds (hidden_states[select] is their output)."""
+        return self.vision["num_hidden_layers"] + self.vision_select_layer + 1
+
+    @property
+    def image_size(self) -> int:
+        return self.vision["image_size"]
+
+    @property
+    def pooled_side(self) -> int:
+        side = self.vision["image_size"] // self.vision["patch_size"]
+        if self.spatial_pool_mode == "bilinear":
+            return math.ceil(side / self.spatial_pool_stride)
+        return side // self.spatial_pool_stride
+
+    @property
+    def tokens_per_frame(self) -> int:
+        side = self.pooled_side
+        return {"grid": side * (side + 1), "frame": side * side + 1, "none": side * side}[self.newline_position]
+
+    def visual_tokens(self, num_frames: int) -> int:
+        return num_frames * self.tokens_per_frame
+
+    def to_original(self) -> dict:
+        """The config.json of an original LLaVA-Video checkpoint (LlavaQwenForCausalLM)."""
+        vision = dict(self.vision)
+        return self.extra | self.text | {
+            "architectures": ["LlavaQwenForCausalLM"],
+            "model_type": self.extra.get("model_type", "llava"),
+            "mm_projector_type": self.projector_type,
+            "mm_vision_select_layer": self.vision_select_layer,
+            "mm_spatial_pool_mode": self.spatial_pool_mode,
+            "mm_spatial_pool_stride": self.spatial_pool_stride,
+            "mm_newline_position": self.newline_position,
+            "mm_hidden_size": vision["hidden_size"],
+            "mm_vision_tower": self.vision_tower_name,
+            "vision_config": vision,
+            "image_mean": list(self.image_mean),
+            "image_std": list(self.image_std),
+        }
+
+    @classmethod
+    def from_original(cls, config: dict, source: str = "config.json") -> "LlavaVideoConfig":
+        """Read an original config.json; the vision tower from `vision_config`, else a known published tower."""
+        missing = [k for k in ("mm_vision_tower", "hidden_size", "num_hidden_layers", "vocab_size") if k not in config]
+        if missing:
+            raise ValueError(f"{source}: missing {', '.join(missing)}")
+        tower = config["mm_vision_tower"]
+        if "vision_config" in config:
+            vision = dict(config["vision_config"])
+        else:
+            vision = _known_tower(tower)
+            if vision is None:
+                raise ValueError(
+                    f"{source}: no vision_config and the vision tower {tower!r} is not a known one "
+                    f"({', '.join(KNOWN_VISION_TOWERS)}); add a vision_config dict describing the full tower"
+                )
+        if "mm_hidden_size" in config and config["mm_hidden_size"] != vision["hidden_size"]:
+            raise ValueError(f"{source}: mm_hidden_size {config['mm_hidden_size']} != tower width {vision['hidden_size']}")
+        text = {k: v for k, v in config.items() if k not in MM_FIELDS and not k.startswith(("mm_", "_"))}
+        return cls(
+            vision=vision, text=text, vision_tower_name=tower,
+            vision_select_layer=config.get("mm_vision_select_layer", -2),
+            projector_type=config.get("mm_projector_type", "mlp2x_gelu"),
+            spatial_pool_mode=config.get("mm_spatial_pool_mode", "bilinear"),
+            spatial_pool_stride=config.get("mm_spatial_pool_stride", 2),
+            newline_position=config.get("mm_newline_position", "grid"),
+            image_mean=tuple(config.get("image_mean", (0.5, 0.5, 0.5))),
+            image_std=tuple(config.get("image_std", (0.5, 0.5, 0.5))),
+            extra={k: config[k] for k in ("model_type",) if k in config},
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _known_tower(name: str) -> dict | None:
+    """A known tower by its exact name or the exact name of its local folder."""
+    for known, shape in KNOWN_VISION_TOWERS.items():
+        if name == known or PurePath(name).name == PurePath(known).name:
+            return dict(shape)
+    return None
+
+
+TINY_VISION = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=2, image_size=32, patch_size=4,
+    layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh",
+)
+TINY_TEXT = dict(
+    hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+    vocab_size=1024, max_position_embeddings=4096, rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False,
+    hidden_act="silu",
+)
+PRESETS = {
+    "tiny": lambda: LlavaVideoConfig(vision=dict(TINY_VISION), text=dict(TINY_TEXT), vision_tower_name="tiny-siglip"),
+    "0.5b": lambda: LlavaVideoConfig(vision=dict(SIGLIP_SO400M_384), text=dict(QWEN2_0_5B)),
+    "7b": lambda: LlavaVideoConfig(vision=dict(SIGLIP_SO400M_384), text=dict(QWEN2_7B)),
+}
+
+
+def preset(name: str, **overrides) -> LlavaVideoConfig:
+    """A named preset ('tiny', '0.5b', '7b') with field overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    config = PRESETS[name]()
+    for key, value in overrides.items():
+        if not hasattr(config, key):
+            raise ValueError(f"unknown config field {key!r}")
+        setattr(config, key, value)
+    config.__post_init__()
+    return config

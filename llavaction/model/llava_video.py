@@ -1,0 +1,161 @@
+"""The LLaVA-Video architecture from transformers parts: SigLIP (last layer removed) -> mlp2x_gelu projector -> per-frame
+2x2 pooling -> newline tokens -> spliced into the prompt of a Qwen2 LLM at the image placeholder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+from transformers.utils import is_flash_attn_2_available
+
+from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llavaction.model.config import LlavaVideoConfig
+
+LOGITS_FOR = ("all", "labels", "last")
+
+
+@dataclass
+class LlavaVideoOutput:
+    logits: torch.Tensor  # [B, S, V] ("all"), [N, V] at the N supervised positions ("labels"), or [B, V] ("last")
+    loss: torch.Tensor | None = None  # mean cross-entropy over the supervised tokens
+    hidden_states: torch.Tensor | None = None  # [B, S, D] last-layer hidden states of the spliced sequence
+    attention_mask: torch.Tensor | None = None  # [B, S] of the spliced sequence
+    labels: torch.Tensor | None = None  # [B, S] of the spliced sequence
+
+
+def check_attention(implementation: str) -> None:
+    """Fail early and clearly when flash-attn is asked for but cannot run."""
+    if implementation != "flash_attention_2":
+        return
+    if not torch.cuda.is_available():
+        raise RuntimeError("attn_implementation='flash_attention_2' needs a CUDA GPU; use 'sdpa' on this machine")
+    if not is_flash_attn_2_available():
+        raise RuntimeError("attn_implementation='flash_attention_2' needs flash-attn: pip install 'llavaction[gpu]'")
+
+
+class LlavaVideoModel(nn.Module):
+    """forward(input_ids, pixel_values [B, T, 3, H, W], attention_mask, labels): each row of input_ids holds
+    IMAGE_TOKEN_INDEX once; the visual tokens of its T frames replace it."""
+
+    def __init__(self, config: LlavaVideoConfig):
+        super().__init__()
+        check_attention(config.attn_implementation)
+        self.config = config
+        vision_config = SiglipVisionConfig(
+            **(config.vision | {"num_hidden_layers": config.vision_layers_kept, "vision_use_head": False})
+        )
+        text_config = Qwen2Config(**config.text)
+        self.vision_tower = SiglipVisionModel._from_config(vision_config, attn_implementation=config.attn_implementation)
+        # Kept so checkpoints round-trip; features are taken before it, as in LLaVA-Video.
+        self.vision_tower.post_layernorm.requires_grad_(False)
+        width = text_config.hidden_size
+        self.projector = nn.Sequential(nn.Linear(vision_config.hidden_size, width), nn.GELU(), nn.Linear(width, width))
+        self.image_newline = nn.Parameter(torch.randn(width) * width ** -0.5)
+        self.llm = Qwen2ForCausalLM._from_config(text_config, attn_implementation=config.attn_implementation)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, strict: bool = True, **overrides) -> "LlavaVideoModel":
+        """Load an original LLaVA-Video / LLaVAction checkpoint directory (config.json + *.safetensors)."""
+        from llavaction.model.checkpoint import load_original
+
+        return load_original(cls, Path(directory), strict=strict, **overrides)
+
+    def save_pretrained(self, directory: str | Path, max_shard_bytes: int = 5 * 2**30) -> None:
+        """Write the original layout: config.json and model.safetensors (sharded with an index when large)."""
+        from llavaction.model.checkpoint import save_original
+
+        save_original(self, Path(directory), max_shard_bytes=max_shard_bytes)
+
+    def encode_video(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[B, T, 3, H, W] -> [B, T * tokens_per_frame, D]; all frames of the batch in one pass."""
+        batch, frames = pixel_values.shape[:2]
+        images = pixel_values.flatten(0, 1).to(self.vision_tower.embeddings.patch_embedding.weight.dtype)
+        features = self.vision_tower.encoder(inputs_embeds=self.vision_tower.embeddings(images)).last_hidden_state
+        tokens = self.projector(features)
+        side = int(round(tokens.shape[1] ** 0.5))
+        grid = tokens.unflatten(1, (side, side)).permute(0, 3, 1, 2)  # [BT, D, side, side]
+        grid = self._pool(grid).permute(0, 2, 3, 1)  # [BT, s, s, D]
+        if self.config.newline_position == "grid":
+            newline = self.image_newline.to(grid.dtype).expand(*grid.shape[:2], 1, -1)
+            per_frame = torch.cat([grid, newline], dim=2).flatten(1, 2)
+        elif self.config.newline_position == "frame":
+            newline = self.image_newline.to(grid.dtype).expand(grid.shape[0], 1, -1)
+            per_frame = torch.cat([grid.flatten(1, 2), newline], dim=1)
+        else:
+            per_frame = grid.flatten(1, 2)
+        return per_frame.reshape(batch, frames * per_frame.shape[1], -1)
+
+    def _pool(self, grid: torch.Tensor) -> torch.Tensor:
+        stride = self.config.spatial_pool_stride
+        if self.config.spatial_pool_mode == "bilinear":
+            return F.interpolate(grid, size=(self.config.pooled_side,) * 2, mode="bilinear")
+        if self.config.spatial_pool_mode == "average":
+            return F.avg_pool2d(grid, stride)
+        return F.max_pool2d(grid, stride)
+
+    def splice(
+        self, input_ids: torch.Tensor, visual: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Replace the placeholder of each row by its visual tokens (vectorised; rows may be left or right padded)."""
+        is_image = input_ids == IMAGE_TOKEN_INDEX
+        bad = (is_image.sum(1) != 1).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(f"rows {bad} of input_ids do not hold the image placeholder {IMAGE_TOKEN_INDEX} exactly once")
+        length, num_visual = input_ids.shape[1], visual.shape[1]
+        place = is_image.int().argmax(1, keepdim=True)  # [B, 1]
+        out = torch.arange(length + num_visual - 1, device=input_ids.device)[None]  # [1, S]
+        in_visual = (out >= place) & (out < place + num_visual)
+        text_index = torch.where(out < place, out, out - num_visual + 1).clamp(0, length - 1)
+        visual_index = (out - place).clamp(0, num_visual - 1)
+        text = self.llm.get_input_embeddings()(input_ids.clamp(min=0))
+        width = text.shape[-1]
+        embeds = torch.where(
+            in_visual[..., None],
+            visual.to(text.dtype).gather(1, visual_index[..., None].expand(-1, -1, width)),
+            text.gather(1, text_index[..., None].expand(-1, -1, width)),
+        )
+        mask = torch.where(in_visual, 1, attention_mask.gather(1, text_index))
+        spliced_labels = None if labels is None else torch.where(in_visual, IGNORE_INDEX, labels.gather(1, text_index))
+        return embeds, mask, spliced_labels
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        logits_for: str = "all",
+    ) -> LlavaVideoOutput:
+        """logits_for: "all" positions, only the supervised "labels" positions (saves the [S, vocab] logits in
+        training), or the "last" real position of each row (scoring)."""
+        if logits_for not in LOGITS_FOR:
+            raise ValueError(f"logits_for must be one of {LOGITS_FOR}")
+        if pixel_values.dim() != 5:
+            raise ValueError(f"pixel_values must be [B, T, 3, H, W], got {tuple(pixel_values.shape)}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        embeds, mask, labels = self.splice(input_ids, self.encode_video(pixel_values), attention_mask, labels)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = self.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+        head = self.llm.get_output_embeddings()
+        loss = None
+        if labels is not None:
+            targets = labels[:, 1:]
+            supervised = targets != IGNORE_INDEX
+            supervised_logits = head(hidden[:, :-1][supervised])
+            loss = F.cross_entropy(supervised_logits.float(), targets[supervised]) if supervised.any() \
+                else hidden.sum() * 0.0
+        if logits_for == "all":
+            logits = head(hidden)
+        elif logits_for == "labels":
+            if labels is None:
+                raise ValueError("logits_for='labels' needs labels")
+            logits = supervised_logits
+        else:
+            last = mask.shape[1] - 1 - mask.flip(1).int().argmax(1)
+            logits = head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
+        return LlavaVideoOutput(logits=logits, loss=loss, hidden_states=hidden, attention_mask=mask, labels=labels)

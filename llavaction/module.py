@@ -1,0 +1,210 @@
+"""The LightningModule: LlavaVideoModel + LM loss + MQA accuracy + optimiser, sharded with FSDP2 when asked."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import SumMetric
+from transformers import get_cosine_schedule_with_warmup
+
+from llavaction.model import LlavaVideoModel, load_tokenizer, preset
+from llavaction.model.config import LlavaVideoConfig
+from llavaction.model.checkpoint import read_config, save_original
+from llavaction.prompts import PromptEncoder
+from llavaction.sharding import checkpoint_blocks, shard_blocks
+
+MAX_OPTIONS = 26
+
+
+class LlavaActionModule(L.LightningModule):
+    """Video LLM training on EK-100 tasks and EK-100-MQA validation by option-letter scoring."""
+
+    def __init__(
+        self,
+        preset_name: str = "tiny",
+        checkpoint: str | None = None,
+        tokenizer: str | None = None,
+        attn_implementation: str = "sdpa",
+        spatial_pool_mode: str | None = None,
+        newline_position: str | None = None,
+        train_vision_tower: bool = True,
+        train_projector: bool = True,
+        train_llm: bool = True,
+        lr: float = 1e-5,
+        vision_lr: float = 2e-6,
+        projector_lr: float | None = None,
+        weight_decay: float = 0.0,
+        warmup_ratio: float = 0.03,
+        activation_checkpointing: bool = False,
+        export_dir: str | None = None,
+    ):
+        """
+        Args:
+            preset_name: architecture preset ('tiny', '0.5b', '7b') when no checkpoint is given (random init).
+            checkpoint: original LLaVA-Video / LLaVAction checkpoint directory to start from.
+            tokenizer: tokenizer directory; defaults to the checkpoint directory.
+            attn_implementation: 'sdpa', 'flash_attention_2' (GPU with flash-attn) or 'eager'.
+            spatial_pool_mode: override the 2x2 pooling ('bilinear', 'average', 'max').
+            newline_position: override the newline tokens ('grid', 'frame', 'none').
+            train_vision_tower: update the SigLIP tower.
+            train_projector: update the projector and newline vector.
+            train_llm: update the Qwen2 LLM.
+            lr: learning rate of the LLM.
+            vision_lr: learning rate of the vision tower.
+            projector_lr: learning rate of the projector (default: lr).
+            weight_decay: AdamW weight decay (never on norms and biases).
+            warmup_ratio: share of the steps with linear warmup before the cosine decay.
+            activation_checkpointing: recompute vision and LLM blocks in the backward pass.
+            export_dir: after fit, write the original checkpoint layout (and tokenizer) here.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        overrides = {k: v for k, v in dict(attn_implementation=attn_implementation,
+                     spatial_pool_mode=spatial_pool_mode, newline_position=newline_position).items() if v is not None}
+        if checkpoint is not None:
+            self.config = LlavaVideoConfig.from_original(read_config(Path(checkpoint)), source=checkpoint)
+            for key, value in overrides.items():
+                setattr(self.config, key, value)
+            self.config.__post_init__()
+        else:
+            self.config = preset(preset_name, **overrides)
+        self.tokenizer_path = tokenizer or checkpoint
+        if self.tokenizer_path is None:
+            raise ValueError("set model.tokenizer (or model.checkpoint, whose tokenizer is used)")
+        self.tokenizer = load_tokenizer(self.tokenizer_path)
+        if len(self.tokenizer) > self.config.text["vocab_size"]:
+            raise ValueError(f"tokenizer has {len(self.tokenizer)} tokens, the LLM only {self.config.text['vocab_size']}")
+        self.letter_ids = PromptEncoder(self.tokenizer).letter_token_ids(MAX_OPTIONS)
+        self.model: LlavaVideoModel | None = None
+        self.val_correct, self.val_total, self.val_chance = SumMetric(), SumMetric(), SumMetric()
+        self._step_started: float | None = None
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Visual tokens per frame (the DataModule is linked to this)."""
+        return self.config.tokens_per_frame
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        if self.hparams.checkpoint is not None:
+            self.model = LlavaVideoModel.from_pretrained(self.hparams.checkpoint, **{
+                k: getattr(self.config, k) for k in ("attn_implementation", "spatial_pool_mode", "newline_position")})
+        else:
+            self.model = LlavaVideoModel(self.config)
+        for part, trainable in ((self.model.vision_tower, self.hparams.train_vision_tower),
+                                (self.model.projector, self.hparams.train_projector),
+                                (self.model.llm, self.hparams.train_llm)):
+            part.requires_grad_(trainable)
+        self.model.image_newline.requires_grad_(self.hparams.train_projector)
+        self.model.vision_tower.post_layernorm.requires_grad_(False)
+        if self.hparams.activation_checkpointing:
+            checkpoint_blocks(self.model)
+        if self.device_mesh is not None:  # under ModelParallelStrategy
+            shard_blocks(self.model, self.device_mesh["data_parallel"])
+
+    def pixel_values(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, T, H, W, 3] -> normalised [B, T, 3, S, S] at the tower's size, once per batch on the device."""
+        batch, steps = frames.shape[:2]
+        x = frames.permute(0, 1, 4, 2, 3).flatten(0, 1).float().div_(255)
+        size = self.config.image_size
+        if x.shape[-1] != size or x.shape[-2] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        mean = torch.tensor(self.config.image_mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.config.image_std, device=x.device).view(1, 3, 1, 1)
+        return ((x - mean) / std).unflatten(0, (batch, steps))
+
+    def forward(self, batch: dict, logits_for: str = "all"):
+        return self.model(batch["input_ids"], self.pixel_values(batch["frames"]), batch["attention_mask"],
+                          batch["labels"] if logits_for != "last" else None, logits_for=logits_for)
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._step_started = time.perf_counter()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self(batch, logits_for="labels").loss
+        size = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/truncated", batch["truncated"].sum().float(), reduce_fx="sum", batch_size=size)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        seconds = time.perf_counter() - self._step_started
+        size = batch["input_ids"].shape[0]
+        tokens = batch["attention_mask"].sum().item() + size * (self.config.visual_tokens(batch["frames"].shape[1]) - 1)
+        self.log_dict({"perf/samples_per_s": size / seconds, "perf/tokens_per_s": tokens / seconds}, batch_size=size)
+        if torch.cuda.is_available():
+            self.log("perf/gpu_max_memory_gib", torch.cuda.max_memory_allocated() / 2**30, batch_size=size)
+
+    def option_scores(self, batch: dict) -> torch.Tensor:
+        """[B, 26] next-token logits of the option letters after the prompt; letters beyond a question's options -inf."""
+        logits = self(batch, logits_for="last").logits.float()[:, self.letter_ids]
+        beyond = torch.arange(MAX_OPTIONS, device=logits.device)[None] >= batch["num_options"][:, None]
+        return logits.masked_fill(beyond, float("-inf"))
+
+    def _eval_step(self, batch: dict) -> None:
+        chosen = self.option_scores(batch).argmax(-1)
+        real = ~batch["is_padding"]
+        correct = (chosen == batch["answer_index"]) & real & (batch["answer_index"] >= 0)
+        self.val_correct.update(correct.sum())
+        self.val_total.update(real.sum())
+        self.val_chance.update((real / batch["num_options"].clamp(min=1)).sum())
+
+    def _eval_epoch_end(self, prefix: str) -> None:
+        total = self.val_total.compute()
+        accuracy = 100.0 * self.val_correct.compute() / total.clamp(min=1)
+        self.log(f"{prefix}/mqa_accuracy", accuracy, prog_bar=True, sync_dist=False)
+        self.log(f"{prefix}/chance", 100.0 * self.val_chance.compute() / total.clamp(min=1), sync_dist=False)
+        self.log(f"{prefix}/questions", total, sync_dist=False)
+        for metric in (self.val_correct, self.val_total, self.val_chance):
+            metric.reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self):
+        h = self.hparams
+        parts = {"vision_tower": (self.model.vision_tower, h.vision_lr),
+                 "projector": (self.model.projector, h.projector_lr or h.lr), "llm": (self.model.llm, h.lr)}
+        groups = []
+        for name, (module, lr) in parts.items():
+            params = [p for p in module.parameters() if p.requires_grad]
+            if name == "projector" and self.model.image_newline.requires_grad:
+                params.append(self.model.image_newline)
+            decay = [p for p in params if p.ndim >= 2]
+            no_decay = [p for p in params if p.ndim < 2]  # norms, biases, the newline vector
+            groups += [{"name": name, "params": decay, "lr": lr, "weight_decay": h.weight_decay},
+                       {"name": f"{name}_no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0}]
+        groups = [g for g in groups if g["params"]]
+        if not groups:
+            raise ValueError("nothing to train: every part is frozen")
+        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = get_cosine_schedule_with_warmup(optimizer, int(h.warmup_ratio * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_fit_end(self) -> None:
+        if self.hparams.export_dir:
+            self.export_pretrained(self.hparams.export_dir)
+
+    def export_pretrained(self, directory: str) -> None:
+        """Write the original checkpoint layout plus the tokenizer (gathering shards under FSDP2)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.trainer.is_global_zero:
+            save_original(self.model, Path(directory), state=state)
+            self.tokenizer.save_pretrained(directory)

@@ -1,0 +1,36 @@
+"""FSDP2 wrapping and activation checkpointing by transformer block class; configs only switch them on."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from torch import nn
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+    CheckpointImpl, apply_activation_checkpointing, checkpoint_wrapper,
+)
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
+from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
+
+BLOCK_CLASSES = (SiglipEncoderLayer, Qwen2DecoderLayer)
+
+
+def is_block(module: nn.Module) -> bool:
+    return isinstance(module, BLOCK_CLASSES)
+
+
+def checkpoint_blocks(model: nn.Module) -> None:
+    """Recompute each vision and LLM block in the backward pass instead of keeping its activations."""
+    apply_activation_checkpointing(
+        model, checkpoint_wrapper_fn=partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT),
+        check_fn=is_block,
+    )
+
+
+def shard_blocks(model: nn.Module, mesh, mp_policy: MixedPrecisionPolicy | None = None) -> None:
+    """fully_shard every vision and LLM block, then the root (embeddings, projector, newline, head)."""
+    kwargs = {"mesh": mesh} | ({"mp_policy": mp_policy} if mp_policy is not None else {})
+    for module in model.modules():
+        if is_block(module):
+            fully_shard(module, **kwargs)
+    fully_shard(model, **kwargs)
