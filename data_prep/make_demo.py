@@ -23,15 +23,16 @@ from llavaction.epic import SEGMENT_COLUMNS, format_timestamp
 from llavaction.tokenizer import build_tokenizer
 
 VERBS = ("move-left", "move-right", "lift", "lower", "grow", "shrink", "appear", "disappear")
+# Narrations say the action in the class words (as most EPIC narrations do), sometimes with a little variation.
 NARRATION_TEMPLATES = {
-    "move-left": ("move {} left", "slide {} to the left"),
-    "move-right": ("move {} right", "slide {} to the right"),
-    "lift": ("lift {}", "raise {} up"),
-    "lower": ("lower {}", "put {} down"),
-    "grow": ("enlarge {}", "zoom in on {}"),
-    "shrink": ("shrink {}", "zoom out from {}"),
-    "appear": ("bring in {}", "show {}"),
-    "disappear": ("take away {}", "hide {}"),
+    "move-left": ("move-left {}", "move {} left"),
+    "move-right": ("move-right {}", "move {} right"),
+    "lift": ("lift {}", "lift the {}"),
+    "lower": ("lower {}", "lower the {}"),
+    "grow": ("grow {}", "grow the {}"),
+    "shrink": ("shrink {}", "shrink the {}"),
+    "appear": ("appear {}", "make {} appear"),
+    "disappear": ("disappear {}", "make {} disappear"),
 }
 # noun key (EPIC style, colon parts reversed in text) -> (shape, RGB colour)
 NOUNS = {
@@ -233,7 +234,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-videos", type=int, default=24)
+    parser.add_argument("--train-videos", type=int, default=96)
     parser.add_argument("--val-videos", type=int, default=8)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per video")
     parser.add_argument("--fps", type=int, default=24)

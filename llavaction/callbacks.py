@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
 
 
 class ReportMQAAccuracy(L.Callback):
@@ -17,10 +16,13 @@ class ReportMQAAccuracy(L.Callback):
         if trainer.sanity_checking or "val/mqa_accuracy" not in trainer.callback_metrics:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        rank_zero_info(f"validation MQA accuracy: {metrics['val/mqa_accuracy']:.1f}% "
-                       f"(chance {metrics['val/chance']:.1f}%) on {int(metrics['val/questions'])} questions")
-        if trainer.is_global_zero and trainer.log_dir:
-            path = Path(trainer.log_dir) / "validation_results.json"
+        log_dir = trainer.log_dir  # a collective call under distributed strategies: every rank asks
+        if not trainer.is_global_zero:
+            return
+        print(f"validation MQA accuracy: {metrics['val/mqa_accuracy']:.1f}% (chance {metrics['val/chance']:.1f}%) "
+              f"on {int(metrics['val/questions'])} questions", flush=True)
+        if log_dir:
+            path = Path(log_dir) / "validation_results.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(metrics | {"epoch": trainer.current_epoch, "step": trainer.global_step},
                                        indent=2) + "\n")

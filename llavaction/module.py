@@ -157,9 +157,10 @@ class LlavaActionModule(L.LightningModule):
     def _eval_epoch_end(self, prefix: str) -> None:
         total = self.val_total.compute()
         accuracy = 100.0 * self.val_correct.compute() / total.clamp(min=1)
-        self.log(f"{prefix}/mqa_accuracy", accuracy, prog_bar=True, sync_dist=False)
-        self.log(f"{prefix}/chance", 100.0 * self.val_chance.compute() / total.clamp(min=1), sync_dist=False)
-        self.log(f"{prefix}/questions", total, sync_dist=False)
+        # The metrics are already summed over ranks; sync_dist only averages identical values.
+        self.log(f"{prefix}/mqa_accuracy", accuracy, prog_bar=True, sync_dist=True)
+        self.log(f"{prefix}/chance", 100.0 * self.val_chance.compute() / total.clamp(min=1), sync_dist=True)
+        self.log(f"{prefix}/questions", total, sync_dist=True)
         for metric in (self.val_correct, self.val_total, self.val_chance):
             metric.reset()
 

@@ -10,7 +10,8 @@ import webdataset as wds
 from torch.utils.data import DataLoader
 
 from llavaction.data.pipeline import (
-    Collate, DecodeFrames, EncodePrompt, EvalStream, SkipAndCount, TaskSource, read_sizes, shard_urls, train_source,
+    Collate, DecodeFrames, EncodePrompt, EvalStream, SkipAndCount, TaskSource, WeightedMix, read_sizes, shard_urls,
+    train_source,
 )
 from llavaction.prompts import PromptOptions
 
@@ -114,12 +115,13 @@ class EpicDataModule(L.LightningDataModule):
         # Per-epoch seeds: train.py reloads the training loader every epoch (reload_dataloaders_every_n_epochs=1).
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         handler = SkipAndCount()
+        epoch_seed = h.seed + 1000 * epoch
         sources = [
             train_source(s, DecodeFrames(h.num_frames), self._encoder(s.task, True, epoch),
-                         seed=h.seed + 1000 * epoch, shuffle_buffer=h.shuffle_buffer, handler=handler)
-            for s in self.train_sources
+                         seed=epoch_seed + i, shuffle_buffer=h.shuffle_buffer, handler=handler)
+            for i, s in enumerate(self.train_sources)
         ]
-        mixture = wds.RandomMix(sources, probs=[s.weight for s in self.train_sources])
+        mixture = WeightedMix(sources, [s.weight for s in self.train_sources], seed=epoch_seed)
         workers = max(1, h.num_workers)
         batches = math.ceil(h.samples_per_epoch / (world * workers * h.batch_size))
         dataset = wds.DataPipeline(

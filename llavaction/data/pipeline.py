@@ -17,6 +17,7 @@ import numpy as np
 import simplejpeg
 import torch
 import webdataset as wds
+from webdataset.utils import pytorch_worker_seed
 from torch.utils.data import IterableDataset, get_worker_info
 
 from llavaction.constants import IGNORE_INDEX
@@ -163,6 +164,7 @@ class Collate:
             "answer_index": field("answer_index"),
             "num_options": torch.tensor([len(s["meta"].get("options", [])) for s in samples], dtype=torch.long),
             "verb_class": field("verb_class"), "noun_class": field("noun_class"),
+            "task": [s.get("task", "padding") for s in samples],
             "meta": [s["meta"] for s in samples],
         }
 
@@ -173,10 +175,25 @@ def train_source(source: TaskSource, decode: DecodeFrames, encode: EncodePrompt,
     return wds.DataPipeline(
         wds.ResampledShards(shard_urls(source.path), seed=seed, deterministic=True),
         wds.tarfile_to_samples(handler=handler),
-        wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 64)),
+        wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 64), seed=seed),
         wds.map(decode, handler=handler),
         wds.map(encode, handler=handler),
     )
+
+
+class WeightedMix(IterableDataset):
+    """Draws each sample from one of several endless streams with the given weights. Unlike wds.RandomMix, the draws
+    come from a generator seeded by (seed, rank, worker), so a run is reproducible and resumes identically."""
+
+    def __init__(self, sources: list, weights: list[float], seed: int):
+        self.sources, self.weights, self.seed = sources, weights, seed
+
+    def __iter__(self):
+        rng = random.Random(f"{self.seed}:{pytorch_worker_seed()}")
+        streams = [iter(s) for s in self.sources]
+        choices = range(len(streams))
+        while True:
+            yield next(streams[rng.choices(choices, weights=self.weights)[0]])
 
 
 class EvalStream(IterableDataset):

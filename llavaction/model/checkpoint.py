@@ -104,6 +104,7 @@ def load_original(cls, directory: Path, strict: bool = True, dtype: torch.dtype 
     config.__post_init__()
     with initialization.no_init_weights():
         model = cls(config)
+    model.llm.tie_weights()  # skipped under no_init_weights; a no-op unless tie_word_embeddings
     if dtype is not None:
         model.to(dtype)
     expected = set(original_state_dict(model))

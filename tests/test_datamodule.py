@@ -1,0 +1,111 @@
+import json
+import logging
+from collections import Counter
+
+import pytest
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader
+
+from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llavaction.data.datamodule import EpicDataModule
+from llavaction.data.pipeline import BadSample, TaskSource, frame_indices
+from llavaction.jsonl import read_jsonl
+
+
+def datamodule(demo_dir, demo_shards, train=None, **overrides) -> EpicDataModule:
+    train = train or [TaskSource(str(demo_shards["train_mqa"]), "mqa", 1.0),
+                      TaskSource(str(demo_shards["train_mqa"]), "narration", 1.0)]
+    kwargs = dict(train=train, val=[str(demo_shards["validation_mqa"])], tokenizer=str(demo_dir / "tokenizer"),
+                  tokens_per_frame=20, num_frames=4, batch_size=4, eval_batch_size=3, num_workers=0,
+                  samples_per_epoch=16, shuffle_buffer=10, max_length=512)
+    return EpicDataModule(**(kwargs | overrides))
+
+
+def test_training_batches(demo_dir, demo_shards):
+    dm = datamodule(demo_dir, demo_shards)
+    dm.prepare_data()
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 4
+    batch = batches[0]
+    assert batch["frames"].dtype == torch.uint8 and batch["frames"].shape == (4, 4, 32, 32, 3)
+    assert (batch["input_ids"] == IMAGE_TOKEN_INDEX).sum(1).tolist() == [1, 1, 1, 1]
+    assert ((batch["labels"] != IGNORE_INDEX).sum(1) > 0).all()
+    assert (batch["attention_mask"].sum(1) == (batch["input_ids"] != dm.tokenizer.pad_token_id).sum(1)).all()
+
+
+def test_mixture_follows_weights_and_is_reproducible(demo_dir, demo_shards):
+    train = [TaskSource(str(demo_shards["train_mqa"]), "mqa", 3.0),
+             TaskSource(str(demo_shards["train_temporal"]), "temporal", 1.0)]
+    dm = datamodule(demo_dir, demo_shards, train=train, samples_per_epoch=400)
+    dm.setup("fit")
+    runs = [[(t, m["narration_id"]) for b in dm.train_dataloader() for t, m in zip(b["task"], b["meta"])]
+            for _ in range(2)]
+    assert runs[0] == runs[1]
+    counts = Counter(t for t, _ in runs[0])
+    assert 0.67 < counts["mqa"] / 400 < 0.83
+
+
+def collect(dm, world, workers):
+    ids, batch_counts = [], []
+    for rank in range(world):
+        dm.trainer = None
+        dm._world = lambda rank=rank: (rank, world)
+        dm.hparams.num_workers = workers
+        loader = dm.val_dataloader()
+        batches = list(loader)
+        assert len(batches) == len(loader.dataset)
+        batch_counts.append(len(batches))
+        for b in batches:
+            real = ~b["is_padding"]
+            ids += [m["narration_id"] for m, r in zip(b["meta"], real) if r]
+            assert (b["answer_index"][~real] == -1).all()
+    return ids, batch_counts
+
+
+@pytest.mark.parametrize("world, workers", [(1, 0), (2, 0), (3, 0), (2, 2)])
+def test_every_question_once_and_equal_batches(demo_dir, demo_shards, demo_questions, world, workers):
+    dm = datamodule(demo_dir, demo_shards)
+    ids, batch_counts = collect(dm, world, workers)
+    expected = [q["narration_id"] for q in read_jsonl(demo_questions["validation_mqa"])]
+    assert sorted(ids) == sorted(expected)
+    assert len(set(batch_counts)) == 1
+
+
+def write_bad_shard(path, good_dir):
+    path.mkdir()
+    good = next(iter(wds.WebDataset(str(next(good_dir.glob("shard-*.tar"))), shardshuffle=False)))
+    meta = json.loads(good["json"])
+    bad = {k: v for k, v in good.items() if not k.startswith("__") and k != "003.jpg"}
+    with wds.TarWriter(str(path / "shard-000000.tar")) as writer:
+        writer.write({"__key__": "BROKEN_1", **bad})
+        writer.write({"__key__": meta["narration_id"], **{k: v for k, v in good.items() if not k.startswith("__")}})
+    (path / "sizes.json").write_text(json.dumps({"shard-000000.tar": 2}))
+
+
+def test_bad_training_sample_is_skipped_and_counted(demo_dir, demo_shards, tmp_path, caplog):
+    write_bad_shard(tmp_path / "bad", demo_shards["train_mqa"])
+    dm = datamodule(demo_dir, demo_shards, train=[TaskSource(str(tmp_path / "bad"), "mqa")], samples_per_epoch=8,
+                    num_frames=8, shuffle_buffer=1)
+    with caplog.at_level(logging.WARNING):
+        batches = list(dm.train_dataloader())
+    assert all(m["narration_id"] != "BROKEN_1" for b in batches for m in b["meta"])
+    assert any("BROKEN_1" in r.message and "skipped so far" in r.message for r in caplog.records)
+
+
+def test_bad_evaluation_sample_is_an_error(demo_dir, demo_shards, tmp_path):
+    write_bad_shard(tmp_path / "bad", demo_shards["validation_mqa"])
+    dm = datamodule(demo_dir, demo_shards, val=[str(tmp_path / "bad")], num_frames=8)
+    with pytest.raises(BadSample, match="BROKEN_1"):
+        list(dm.val_dataloader())
+
+
+def test_setup_errors(demo_dir, demo_shards, tmp_path):
+    with pytest.raises(FileNotFoundError, match="data_prep.extract_frames"):
+        datamodule(demo_dir, demo_shards, val=[str(tmp_path / "nowhere")]).prepare_data()
+    with pytest.raises(ValueError, match="hold 8 frames per sample, 16 asked for"):
+        datamodule(demo_dir, demo_shards, num_frames=16).setup("fit")
+    with pytest.raises(ValueError, match="frames"):
+        frame_indices(8, 9)
+    assert frame_indices(16, 4) == [2, 6, 10, 14]

@@ -1,0 +1,168 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llavaction.model import IGNORE_INDEX, IMAGE_TOKEN_INDEX, LlavaVideoConfig, LlavaVideoModel, preset
+from llavaction.model.checkpoint import INDEX_FILE
+
+
+def tiny(**overrides) -> LlavaVideoModel:
+    torch.manual_seed(0)
+    return LlavaVideoModel(preset("tiny", **overrides)).eval()
+
+
+def inputs(batch=2, frames=3, length=12, place=(2, 5), pad_last=3):
+    torch.manual_seed(1)
+    ids = torch.randint(0, 1000, (batch, length))
+    for row, p in enumerate(place[:batch]):
+        ids[row, p] = IMAGE_TOKEN_INDEX
+    mask = torch.ones_like(ids)
+    if pad_last:
+        mask[-1, -pad_last:] = 0
+    return ids, torch.randn(batch, frames, 3, 32, 32), mask
+
+
+def test_forward_backward_shapes():
+    model = tiny().train()
+    ids, pixels, mask = inputs()
+    labels = ids.clone().masked_fill(ids == IMAGE_TOKEN_INDEX, IGNORE_INDEX).masked_fill(mask == 0, IGNORE_INDEX)
+    out = model(ids, pixels, mask, labels)
+    visual = model.config.visual_tokens(3)
+    assert out.logits.shape == (2, 12 - 1 + visual, 1024)
+    out.loss.backward()
+    assert model.vision_tower.encoder.layers[0].mlp.fc1.weight.grad is not None
+    assert model.image_newline.grad is not None and model.projector[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("pool", ["bilinear", "average", "max"])
+@pytest.mark.parametrize("newline", ["grid", "frame", "none"])
+def test_visual_tokens_follow_the_formula(pool, newline):
+    model = tiny(spatial_pool_mode=pool, newline_position=newline)
+    side = 32 // 4  # 8x8 patches
+    pooled = 4
+    per_frame = {"grid": pooled * (pooled + 1), "frame": pooled * pooled + 1, "none": pooled * pooled}[newline]
+    assert model.config.tokens_per_frame == per_frame and model.config.pooled_side == pooled
+    assert model.encode_video(torch.randn(2, 3, 3, 32, 32)).shape == (2, 3 * per_frame, 128)
+    assert side // 2 == pooled
+
+
+def test_llava_video_7b_token_counts():
+    config = preset("7b")
+    assert config.vision_layers_kept == 26 and config.pooled_side == 14
+    assert config.tokens_per_frame == 14 * 15 and config.visual_tokens(64) == 13440
+    assert preset("7b", spatial_pool_mode="average").pooled_side == 13
+
+
+def test_newline_ends_every_row():
+    model = tiny()
+    tokens = model.encode_video(torch.randn(1, 2, 3, 32, 32))[0]
+    rows = tokens.view(2 * 4, 5, 128)
+    assert torch.equal(rows[:, -1], model.image_newline.expand(8, -1))
+
+
+def test_splice_is_independent_of_padding_side():
+    model = tiny()
+    ids, pixels, _ = inputs(batch=1, place=(3,), pad_last=0)
+    right = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], 1)
+    left = torch.cat([torch.zeros(1, 4, dtype=torch.long), ids], 1)
+    mask_right = torch.cat([torch.ones(1, 12), torch.zeros(1, 4)], 1).long()
+    mask_left = mask_right.flip(1)
+    with torch.no_grad():
+        plain = model(ids, pixels).logits
+        r = model(right, pixels, mask_right).logits
+        lft = model(left, pixels, mask_left).logits
+        last_r = model(right, pixels, mask_right, logits_for="last").logits
+    n = plain.shape[1]
+    assert torch.allclose(r[:, :n], plain, atol=1e-5) and torch.allclose(lft[:, -n:], plain, atol=1e-5)
+    assert torch.allclose(last_r, plain[:, -1], atol=1e-5)
+
+
+def test_loss_covers_only_labelled_tokens():
+    model = tiny()
+    ids, pixels, mask = inputs(batch=1, place=(2,), pad_last=0)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[0, 9:] = ids[0, 9:]
+    with torch.no_grad():
+        out = model(ids, pixels, mask, labels)
+        sparse = model(ids, pixels, mask, labels, logits_for="labels")
+    visual = model.config.visual_tokens(3)
+    shift = visual - 1
+    positions = torch.arange(8, 11) + shift  # predicting tokens 9..11
+    expected = F.cross_entropy(out.logits[0, positions], ids[0, 9:])
+    assert torch.allclose(out.loss, expected, atol=1e-5) and torch.allclose(sparse.loss, expected, atol=1e-5)
+    assert sparse.logits.shape == (3, 1024)
+    assert (out.labels[0, 2: 2 + visual] == IGNORE_INDEX).all()
+
+
+def test_placeholder_must_appear_once():
+    model = tiny()
+    ids, pixels, mask = inputs()
+    ids[1, 7] = IMAGE_TOKEN_INDEX
+    with pytest.raises(ValueError, match=r"rows \[1\]"):
+        model(ids, pixels, mask)
+
+
+def test_checkpoint_round_trip_in_original_layout(tmp_path):
+    model = tiny()
+    model.save_pretrained(tmp_path)
+    names = set()
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        names = set(f.keys())
+    for name in ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight",
+                 "lm_head.weight", "model.mm_projector.0.weight", "model.mm_projector.2.bias", "model.image_newline",
+                 "model.vision_tower.vision_tower.vision_model.encoder.layers.1.mlp.fc2.weight",
+                 "model.vision_tower.vision_tower.vision_model.embeddings.patch_embedding.weight"):
+        assert name in names
+    assert not any("encoder.layers.2." in n for n in names)  # the published tower's last layer is not stored
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"] == ["LlavaQwenForCausalLM"] and config["mm_vision_select_layer"] == -2
+    assert config["vision_config"]["num_hidden_layers"] == 3 and config["mm_hidden_size"] == 64
+    loaded = LlavaVideoModel.from_pretrained(tmp_path).eval()
+    ids, pixels, mask = inputs()
+    with torch.no_grad():
+        assert torch.equal(model(ids, pixels, mask).logits, loaded(ids, pixels, mask).logits)
+
+
+def test_sharded_checkpoint_and_tied_embeddings(tmp_path):
+    model = tiny(text=preset("tiny").text | {"tie_word_embeddings": True})
+    model.save_pretrained(tmp_path, max_shard_bytes=200_000)
+    index = json.loads((tmp_path / INDEX_FILE).read_text())
+    assert len(set(index["weight_map"].values())) > 1 and "lm_head.weight" not in index["weight_map"]
+    loaded = LlavaVideoModel.from_pretrained(tmp_path).eval()
+    assert loaded.llm.lm_head.weight is loaded.llm.model.embed_tokens.weight
+    ids, pixels, mask = inputs()
+    with torch.no_grad():
+        assert torch.equal(model(ids, pixels, mask).logits, loaded(ids, pixels, mask).logits)
+
+
+def test_strict_loading_lists_missing_and_unexpected(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    tiny().save_pretrained(tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    tensors.pop("model.image_newline")
+    tensors["model.extra_head.weight"] = torch.zeros(2)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError) as err:
+        LlavaVideoModel.from_pretrained(tmp_path)
+    assert "model.image_newline" in str(err.value) and "model.extra_head.weight" in str(err.value)
+
+
+def test_config_without_vision_config():
+    base = preset("7b").to_original()
+    base.pop("vision_config")
+    config = LlavaVideoConfig.from_original(base | {"mm_vision_tower": "/ckpts/siglip-so400m-patch14-384"})
+    assert config.vision["num_hidden_layers"] == 27 and config.vision_layers_kept == 26
+    with pytest.raises(ValueError, match="not a known one"):
+        LlavaVideoConfig.from_original(base | {"mm_vision_tower": "my/clip-tower"})
+    with pytest.raises(ValueError, match="missing mm_vision_tower"):
+        LlavaVideoConfig.from_original({k: v for k, v in base.items() if k != "mm_vision_tower"})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
+def test_flash_attention_needs_a_gpu():
+    with pytest.raises(RuntimeError, match="flash_attention_2' needs a CUDA GPU"):
+        LlavaVideoModel(preset("tiny", attn_implementation="flash_attention_2"))
