@@ -14,10 +14,12 @@ from transformers import get_cosine_schedule_with_warmup
 from llavaction.model import LlavaVideoModel, load_tokenizer, preset
 from llavaction.model.config import LlavaVideoConfig
 from llavaction.model.checkpoint import read_config, save_original
-from llavaction.prompts import PromptEncoder
+from llavaction.constants import IGNORE_INDEX
+from llavaction.prompts import PromptEncoder, PromptOptions, build_question, pad_right
 from llavaction.sharding import checkpoint_blocks, shard_blocks
 
 MAX_OPTIONS = 26
+SCORERS = {"letter": "option_scores", "likelihood": "likelihood_scores"}
 
 
 class LlavaActionModule(L.LightningModule):
@@ -40,6 +42,7 @@ class LlavaActionModule(L.LightningModule):
         weight_decay: float = 0.0,
         warmup_ratio: float = 0.03,
         activation_checkpointing: bool = False,
+        mqa_scoring: tuple[str, ...] = ("letter",),
         export_dir: str | None = None,
     ):
         """
@@ -59,6 +62,9 @@ class LlavaActionModule(L.LightningModule):
             weight_decay: AdamW weight decay (never on norms and biases).
             warmup_ratio: share of the steps with linear warmup before the cosine decay.
             activation_checkpointing: recompute vision and LLM blocks in the backward pass.
+            mqa_scoring: how validation picks an option, each logged as val/mqa_accuracy_<mode>; the first is also
+                val/mqa_accuracy: 'letter' (next-token logits of the option letters after the MQA prompt) or
+                'likelihood' (log-likelihood of each option's text given the clip).
             export_dir: after fit, write the original checkpoint layout (and tokenizer) here.
         """
         super().__init__()
@@ -78,9 +84,14 @@ class LlavaActionModule(L.LightningModule):
         self.tokenizer = load_tokenizer(self.tokenizer_path)
         if len(self.tokenizer) > self.config.text["vocab_size"]:
             raise ValueError(f"tokenizer has {len(self.tokenizer)} tokens, the LLM only {self.config.text['vocab_size']}")
-        self.letter_ids = PromptEncoder(self.tokenizer).letter_token_ids(MAX_OPTIONS)
+        self.prompt_encoder = PromptEncoder(self.tokenizer)
+        self.letter_ids = self.prompt_encoder.letter_token_ids(MAX_OPTIONS)
         self.model: LlavaVideoModel | None = None
-        self.val_correct, self.val_total, self.val_chance = SumMetric(), SumMetric(), SumMetric()
+        unknown = set(mqa_scoring) - set(SCORERS)
+        if not mqa_scoring or unknown:
+            raise ValueError(f"mqa_scoring must list modes among {sorted(SCORERS)}, got {list(mqa_scoring)}")
+        self.val_total, self.val_chance = SumMetric(), SumMetric()
+        self.val_correct = torch.nn.ModuleDict({mode: SumMetric() for mode in mqa_scoring})
         self._step_started: float | None = None
 
     @property
@@ -146,22 +157,51 @@ class LlavaActionModule(L.LightningModule):
         beyond = torch.arange(MAX_OPTIONS, device=logits.device)[None] >= batch["num_options"][:, None]
         return logits.masked_fill(beyond, float("-inf"))
 
+    def likelihood_scores(self, batch: dict) -> torch.Tensor:
+        """[B, 26] summed log-likelihood of each option's text (and its end token) as the answer to the
+        direct-narration question about the clip; -inf beyond a question's options."""
+        question = build_question({}, "narration", batch["frames"].shape[1], PromptOptions())
+        visual = self.config.visual_tokens(batch["frames"].shape[1])
+        owners, rows = [], []
+        for b, meta in enumerate(batch["meta"]):
+            for k, text in enumerate(meta["options"]):
+                owners.append((b, k))
+                rows.append(self.prompt_encoder.encode(question, text, visual))
+        scores = torch.full((len(batch["meta"]), MAX_OPTIONS), float("-inf"), device=self.device)
+        if not rows:
+            return scores
+        tokens = {k: v.to(self.device) for k, v in
+                  pad_right([(r.input_ids, r.labels) for r in rows], self.tokenizer.pad_token_id).items()}
+        index = torch.tensor([b for b, _ in owners], device=self.device)
+        out = self.model(tokens["input_ids"], self.pixel_values(batch["frames"])[index], tokens["attention_mask"],
+                         tokens["labels"], logits_for="labels")
+        targets = out.labels[:, 1:]
+        supervised = targets != IGNORE_INDEX
+        token_logp = out.logits.float().log_softmax(-1).gather(1, targets[supervised][:, None]).squeeze(1)
+        per_row = torch.zeros(len(rows), device=self.device).index_add_(0, supervised.nonzero()[:, 0], token_logp)
+        scores[index, torch.tensor([k for _, k in owners], device=self.device)] = per_row
+        return scores
+
     def _eval_step(self, batch: dict) -> None:
-        chosen = self.option_scores(batch).argmax(-1)
         real = ~batch["is_padding"]
-        correct = (chosen == batch["answer_index"]) & real & (batch["answer_index"] >= 0)
-        self.val_correct.update(correct.sum())
+        answerable = real & (batch["answer_index"] >= 0)
+        for mode, correct in self.val_correct.items():
+            chosen = getattr(self, SCORERS[mode])(batch).argmax(-1)
+            correct.update(((chosen == batch["answer_index"]) & answerable).sum())
         self.val_total.update(real.sum())
         self.val_chance.update((real / batch["num_options"].clamp(min=1)).sum())
 
     def _eval_epoch_end(self, prefix: str) -> None:
         total = self.val_total.compute()
-        accuracy = 100.0 * self.val_correct.compute() / total.clamp(min=1)
         # The metrics are already summed over ranks; sync_dist only averages identical values.
-        self.log(f"{prefix}/mqa_accuracy", accuracy, prog_bar=True, sync_dist=True)
+        for i, (mode, correct) in enumerate(self.val_correct.items()):
+            accuracy = 100.0 * correct.compute() / total.clamp(min=1)
+            self.log(f"{prefix}/mqa_accuracy_{mode}", accuracy, sync_dist=True)
+            if i == 0:
+                self.log(f"{prefix}/mqa_accuracy", accuracy, prog_bar=True, sync_dist=True)
         self.log(f"{prefix}/chance", 100.0 * self.val_chance.compute() / total.clamp(min=1), sync_dist=True)
         self.log(f"{prefix}/questions", total, sync_dist=True)
-        for metric in (self.val_correct, self.val_total, self.val_chance):
+        for metric in (self.val_total, self.val_chance, *self.val_correct.values()):
             metric.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -175,6 +215,17 @@ class LlavaActionModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        """One record per real question: its id, the option scores and the chosen option."""
+        scores = self.option_scores(batch)
+        chosen = scores.argmax(-1).tolist()
+        return [
+            {"narration_id": meta["narration_id"], "chosen_index": choice,
+             "scores": row[: len(meta["options"])].tolist(), "answer_index": meta.get("answer_index")}
+            for meta, choice, row, padding in zip(batch["meta"], chosen, scores, batch["is_padding"].tolist())
+            if not padding
+        ]
 
     def configure_optimizers(self):
         h = self.hparams

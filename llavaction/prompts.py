@@ -9,6 +9,8 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
+import torch
+
 from llavaction.constants import (
     EOS_TOKEN, IGNORE_INDEX, IMAGE_PLACEHOLDER, IMAGE_TOKEN_INDEX, SYSTEM_MESSAGE,
 )
@@ -158,3 +160,16 @@ class PromptEncoder:
         if any(len(i) != 1 for i in ids):
             raise ValueError("the tokenizer does not encode every option letter as one token")
         return [i[0] for i in ids]
+
+
+def pad_right(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """(input_ids, labels) rows -> right-padded input_ids, labels and attention_mask tensors."""
+    length = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for row, (ids, row_labels) in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(ids)] = torch.tensor(row_labels)
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from llavaction.cli import main as cli
+from llavaction.model import LlavaVideoModel, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((ROOT / "experiments").rglob("*.yaml"))
@@ -38,13 +39,23 @@ def demo_args(demo_dir, demo_shards, root, *extra) -> list[str]:
             "--data.num_workers=0", "--data.batch_size=4", "--data.eval_batch_size=4", *extra]
 
 
-def test_demo_fit_a_few_steps_then_validate(demo_dir, demo_shards, tmp_path, capsys):
+def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsys):
+    export = tmp_path / "export"
     cli(demo_args(demo_dir, demo_shards, tmp_path, "--trainer.max_epochs=1", "--data.samples_per_epoch=12",
-                  "--trainer.check_val_every_n_epoch=1"))
+                  "--trainer.check_val_every_n_epoch=1", "--model.mqa_scoring=[likelihood, letter]", f"--model.export_dir={export}"))
     assert "validation MQA accuracy:" in capsys.readouterr().out
     results = json.loads(next(tmp_path.rglob("validation_results.json")).read_text())
     assert results["val/questions"] == 8 and results["val/chance"] == pytest.approx(20.0)
-    assert list(tmp_path.rglob("last.ckpt")) and list(tmp_path.rglob("events.out.tfevents.*"))
+    assert results["val/mqa_accuracy"] == results["val/mqa_accuracy_likelihood"]
+    assert 0 <= results["val/mqa_accuracy_letter"] <= 100
+    assert list(tmp_path.rglob("events.out.tfevents.*"))
+    last = next(tmp_path.rglob("last.ckpt"))
+    # the export is an original-layout checkpoint that loads strictly, with its tokenizer
+    model = LlavaVideoModel.from_pretrained(export)
+    assert load_tokenizer(export).pad_token == "<|endoftext|>" and model.config.text["num_hidden_layers"] == 4
+    args = demo_args(demo_dir, demo_shards, tmp_path / "predict")
+    args[0] = "predict"
+    cli(args + [f"--ckpt_path={last}", "--trainer.callbacks=[]", "--trainer.logger=false"])
 
 
 def read_losses(root: Path) -> dict[int, float]:

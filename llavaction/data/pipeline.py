@@ -20,8 +20,7 @@ import webdataset as wds
 from webdataset.utils import pytorch_worker_seed
 from torch.utils.data import IterableDataset, get_worker_info
 
-from llavaction.constants import IGNORE_INDEX
-from llavaction.prompts import TASKS, PromptEncoder, PromptOptions, build_answer, build_question
+from llavaction.prompts import TASKS, PromptEncoder, PromptOptions, build_answer, build_question, pad_right
 
 log = logging.getLogger(__name__)
 SIZES_FILE = "sizes.json"
@@ -142,22 +141,13 @@ class Collate:
         self.pad_id = pad_id
 
     def __call__(self, samples: list[dict]) -> dict:
-        length = max(len(s["input_ids"]) for s in samples)
-        input_ids = torch.full((len(samples), length), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(samples), length), dtype=torch.long)
-        for row, s in enumerate(samples):
-            n = len(s["input_ids"])
-            input_ids[row, :n] = torch.tensor(s["input_ids"])
-            labels[row, :n] = torch.tensor(s["labels"])
-            attention_mask[row, :n] = 1
+        tokens = pad_right([(s["input_ids"], s["labels"]) for s in samples], self.pad_id)
 
         def field(name: str, default: int = -1) -> torch.Tensor:
             values = [s["meta"].get(name) for s in samples]
             return torch.tensor([default if v is None else int(v) for v in values], dtype=torch.long)
 
-        return {
-            "input_ids": input_ids, "labels": labels, "attention_mask": attention_mask,
+        return tokens | {
             "frames": torch.from_numpy(np.stack([s["frames"] for s in samples])),
             "is_padding": torch.tensor([s.get("is_padding", False) for s in samples]),
             "truncated": torch.tensor([s.get("truncated", False) for s in samples]),
