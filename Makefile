@@ -2,7 +2,8 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-DEMO_DIR := demo_data  # experiments/demo.yaml reads its data from here
+# experiments/demo.yaml reads its data from here.
+DEMO_DIR := demo_data
 
 .PHONY: venv demo demo-data test test-slow clean
 
