@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torchmetrics import SumMetric
 from transformers import get_cosine_schedule_with_warmup
 
+from llavaction.metrics import parse_choice
 from llavaction.model import LlavaVideoModel, load_tokenizer, preset
 from llavaction.model.config import LlavaVideoConfig
 from llavaction.model.checkpoint import read_config, save_original
@@ -93,6 +94,7 @@ class LlavaActionModule(L.LightningModule):
         self.val_total, self.val_chance = SumMetric(), SumMetric()
         self.val_correct = torch.nn.ModuleDict({mode: SumMetric() for mode in mqa_scoring})
         self._step_started: float | None = None
+        self.predict_generate = False  # set by the evaluation CLI: predict by greedy generation instead of scores
 
     @property
     def tokens_per_frame(self) -> int:
@@ -173,8 +175,9 @@ class LlavaActionModule(L.LightningModule):
         tokens = {k: v.to(self.device) for k, v in
                   pad_right([(r.input_ids, r.labels) for r in rows], self.tokenizer.pad_token_id).items()}
         index = torch.tensor([b for b, _ in owners], device=self.device)
-        out = self.model(tokens["input_ids"], self.pixel_values(batch["frames"])[index], tokens["attention_mask"],
-                         tokens["labels"], logits_for="labels")
+        visual = self.model.encode_video(self.pixel_values(batch["frames"]))[index]  # each clip encoded once
+        out = self.model(tokens["input_ids"], None, tokens["attention_mask"], tokens["labels"], logits_for="labels",
+                         visual_tokens=visual)
         targets = out.labels[:, 1:]
         supervised = targets != IGNORE_INDEX
         token_logp = out.logits.float().log_softmax(-1).gather(1, targets[supervised][:, None]).squeeze(1)
@@ -216,16 +219,52 @@ class LlavaActionModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
+    @torch.no_grad()
+    def generate(self, batch: dict, max_new_tokens: int = 32) -> list[str]:
+        """Greedy answers to the batch's prompts; the clips are encoded once and the rows left-padded per step."""
+        visual = self.model.encode_video(self.pixel_values(batch["frames"]))
+        rows = [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
+        answers: list[list[int]] = [[] for _ in rows]
+        done = [False] * len(rows)
+        eos = self.tokenizer.convert_tokens_to_ids(self.tokenizer.eos_token)
+        for _ in range(max_new_tokens):
+            length = max(len(r) for r in rows)
+            ids = torch.full((len(rows), length), self.tokenizer.pad_token_id, device=self.device)
+            mask = torch.zeros_like(ids)
+            for i, r in enumerate(rows):
+                ids[i, length - len(r):] = torch.tensor(r, device=self.device)
+                mask[i, length - len(r):] = 1
+            next_ids = self.model(ids, None, mask, logits_for="last", visual_tokens=visual).logits.argmax(-1).tolist()
+            for i, token in enumerate(next_ids):
+                if not done[i]:
+                    done[i] = token == eos
+                    if not done[i]:
+                        answers[i].append(token)
+                        rows[i].append(token)
+            if all(done):
+                break
+        return [self.tokenizer.decode(a, skip_special_tokens=True) for a in answers]
+
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        """One record per real question: its id, the option scores and the chosen option."""
-        scores = self.option_scores(batch)
-        chosen = scores.argmax(-1).tolist()
-        return [
-            {"narration_id": meta["narration_id"], "chosen_index": choice,
-             "scores": row[: len(meta["options"])].tolist(), "answer_index": meta.get("answer_index")}
-            for meta, choice, row, padding in zip(batch["meta"], chosen, scores, batch["is_padding"].tolist())
-            if not padding
-        ]
+        """One record per real question: the option scores of the first scoring mode and the chosen option; with
+        predict_generate, the greedy answer and the option parsed from it."""
+        scores = getattr(self, SCORERS[self.hparams.mqa_scoring[0]])(batch)
+        generations = self.generate(batch) if self.predict_generate else [None] * len(batch["meta"])
+        records = []
+        for meta, row, padding, text in zip(batch["meta"], scores, batch["is_padding"].tolist(), generations):
+            if padding:
+                continue
+            chosen = int(row.argmax()) if text is None else parse_choice(text, meta["options"])
+            records.append({
+                "narration_id": meta["narration_id"], "options": meta["options"], "chosen_index": chosen,
+                "scores": row[: len(meta["options"])].tolist(), "generation": text,
+                "answer_index": meta.get("answer_index"),
+                "correct": chosen is not None and chosen == meta.get("answer_index"),
+                "parse_failed": text is not None and chosen is None,
+                **{k: meta.get(k) for k in ("verb_class", "noun_class", "verb_tail", "noun_tail",
+                                            "unseen_participant")},
+            })
+        return records
 
     def configure_optimizers(self):
         h = self.hparams

@@ -125,20 +125,24 @@ class LlavaVideoModel(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        pixel_values: torch.Tensor,
+        pixel_values: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         logits_for: str = "all",
+        visual_tokens: torch.Tensor | None = None,
     ) -> LlavaVideoOutput:
         """logits_for: "all" positions, only the supervised "labels" positions (saves the [S, vocab] logits in
-        training), or the "last" real position of each row (scoring)."""
+        training), or the "last" real position of each row (scoring). visual_tokens: the output of encode_video for
+        these rows, to reuse it (several prompts about one clip, generation); pixel_values is then ignored."""
         if logits_for not in LOGITS_FOR:
             raise ValueError(f"logits_for must be one of {LOGITS_FOR}")
-        if pixel_values.dim() != 5:
-            raise ValueError(f"pixel_values must be [B, T, 3, H, W], got {tuple(pixel_values.shape)}")
+        if visual_tokens is None:
+            if pixel_values is None or pixel_values.dim() != 5:
+                raise ValueError(f"pixel_values must be [B, T, 3, H, W], got {getattr(pixel_values, 'shape', None)}")
+            visual_tokens = self.encode_video(pixel_values)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        embeds, mask, labels = self.splice(input_ids, self.encode_video(pixel_values), attention_mask, labels)
+        embeds, mask, labels = self.splice(input_ids, visual_tokens, attention_mask, labels)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         hidden = self.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
         head = self.llm.get_output_embeddings()

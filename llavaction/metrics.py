@@ -1,0 +1,84 @@
+"""EPIC-KITCHENS-100 action-recognition metrics as a torchmetrics Metric (summed over ranks), and MQA answer parsing."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torchmetrics import Metric
+
+TOP_N_ACTION = 100  # EPIC: actions are ranked from the top-100 verbs x top-100 nouns
+METRIC_KEYS = (
+    "all_verb_accuracy_at_1", "all_verb_accuracy_at_5", "all_noun_accuracy_at_1", "all_noun_accuracy_at_5",
+    "all_action_accuracy_at_1", "all_action_accuracy_at_5", "tail_verb_accuracy_at_1", "tail_noun_accuracy_at_1",
+    "tail_action_accuracy_at_1", "unseen_verb_accuracy_at_1", "unseen_noun_accuracy_at_1",
+    "unseen_action_accuracy_at_1",
+)
+
+
+def action_topk(verb_scores: torch.Tensor, noun_scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """EPIC's action ranking: softmax over all verbs and all nouns, the outer product of the top-100 of each, the k
+    best pairs. Returns verb and noun classes, each [N, k]."""
+    verb_p, noun_p = verb_scores.float().softmax(-1), noun_scores.float().softmax(-1)
+    top_vp, top_v = verb_p.topk(min(TOP_N_ACTION, verb_p.shape[1]), dim=-1)
+    top_np, top_n = noun_p.topk(min(TOP_N_ACTION, noun_p.shape[1]), dim=-1)
+    pair = (top_vp[:, :, None] * top_np[:, None, :]).flatten(1)
+    best = pair.topk(k, dim=-1).indices
+    return top_v.gather(1, best // top_n.shape[1]), top_n.gather(1, best % top_n.shape[1])
+
+
+class EpicActionMetrics(Metric):
+    """Top-1/top-5 verb, noun and action accuracy, and top-1 on tail classes and unseen participants (percent).
+    A segment is tail for verbs if its verb is tail, for nouns if its noun is, and for actions if either is."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        for key in METRIC_KEYS:
+            self.add_state(f"correct_{key}", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        for group in ("all", "tail_verb", "tail_noun", "tail_action", "unseen"):
+            self.add_state(f"count_{group}", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, verb_scores: torch.Tensor, noun_scores: torch.Tensor, verb: torch.Tensor, noun: torch.Tensor,
+               verb_tail: torch.Tensor, noun_tail: torch.Tensor, unseen: torch.Tensor) -> None:
+        verb_hit = verb_scores.topk(5, dim=-1).indices == verb[:, None]
+        noun_hit = noun_scores.topk(5, dim=-1).indices == noun[:, None]
+        top_v, top_n = action_topk(verb_scores, noun_scores, 5)
+        action_hit = (top_v == verb[:, None]) & (top_n == noun[:, None])
+        groups = {"all": torch.ones_like(verb_tail, dtype=torch.bool), "tail_verb": verb_tail, "tail_noun": noun_tail,
+                  "tail_action": verb_tail | noun_tail, "unseen": unseen}
+        for name, mask in groups.items():
+            setattr(self, f"count_{name}", getattr(self, f"count_{name}") + mask.sum())
+        hits = {"verb": verb_hit, "noun": noun_hit, "action": action_hit}
+        for key in METRIC_KEYS:
+            group, kind, k = key.split("_")[0], key.split("_")[1], int(key[-1])
+            mask = groups["all"] if group == "all" else groups["unseen"] if group == "unseen" else groups[f"tail_{kind}"]
+            correct = hits[kind][:, :k].any(-1) & mask
+            setattr(self, f"correct_{key}", getattr(self, f"correct_{key}") + correct.sum())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for key in METRIC_KEYS:
+            group, kind = key.split("_")[0], key.split("_")[1]
+            count = getattr(self, "count_all" if group == "all" else "count_unseen" if group == "unseen"
+                            else f"count_tail_{kind}")
+            out[key] = 100.0 * getattr(self, f"correct_{key}") / count.clamp(min=1)
+        return out
+
+
+_LEADING_LETTER = re.compile(r"^\s*\(?([A-Z])\)?(?:[.:)\]]|\s|$)")
+_ANSWER_IS = re.compile(r"answer\s+is\s*:?\s*\(?([A-Z])\b\)?", re.IGNORECASE)
+
+
+def parse_choice(text: str, options: list[str]) -> int | None:
+    """The option a generated answer names: a leading letter ("B", "B.", "(B)", "B. open drawer"), "The answer is B",
+    or an option's text without its letter (the longest one found); None when unparseable."""
+    count = len(options)
+    for pattern in (_LEADING_LETTER, _ANSWER_IS):
+        match = pattern.search(text)
+        if match and ord(match.group(1)) - ord("A") < count:
+            return ord(match.group(1)) - ord("A")
+    lowered = " ".join(text.lower().split())
+    found = [(len(option), i) for i, option in enumerate(options) if option and option.lower() in lowered]
+    return max(found)[1] if found else None

@@ -1,0 +1,161 @@
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from llavaction.epic import EpicAnnotations
+from llavaction.evaluate import ek100_metrics, load_scores, main as evaluate
+from llavaction.metrics import EpicActionMetrics, parse_choice
+
+OPTIONS = ["take plate", "open drawer", "wash cup", "put pan", "cut onion"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("B", 1), ("B.", 1), ("(B)", 1), ("B. open drawer", 1), ("The answer is B", 1), ("the answer is: (C)", 2),
+    ("open drawer", 1), ("I think you wash cup now.", 2), ("D) put pan and more", 3), ("E", 4),
+    ("F", None), ("nothing useful", None), ("", None),
+])
+def test_parse_choice(text, expected):
+    assert parse_choice(text, OPTIONS) == expected
+
+
+def numpy_epic(verb_scores, noun_scores, verbs, nouns, verb_tail, noun_tail, unseen):
+    """An independent computation of the EPIC definitions."""
+    def softmax(x):
+        e = np.exp(x - x.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+    out = {}
+    top_v5 = np.argsort(-verb_scores, 1)[:, :5]
+    top_n5 = np.argsort(-noun_scores, 1)[:, :5]
+    vp, nq = softmax(verb_scores), softmax(noun_scores)
+    action_hits = []
+    for i in range(len(verbs)):
+        tv = np.argsort(-vp[i])[:100]
+        tn = np.argsort(-nq[i])[:100]
+        pairs = np.outer(vp[i][tv], nq[i][tn])
+        best = np.argsort(-pairs.ravel())[:5]
+        ranked = [(tv[b // len(tn)], tn[b % len(tn)]) for b in best]
+        action_hits.append([(v == verbs[i] and n == nouns[i]) for v, n in ranked])
+    action_hits = np.array(action_hits)
+    verb_hits = top_v5 == verbs[:, None]
+    noun_hits = top_n5 == nouns[:, None]
+    masks = {"all": np.ones(len(verbs), bool), "tail_verb": verb_tail, "tail_noun": noun_tail,
+             "tail_action": verb_tail | noun_tail, "unseen": unseen}
+    for kind, hits in (("verb", verb_hits), ("noun", noun_hits), ("action", action_hits)):
+        for k in (1, 5):
+            out[f"all_{kind}_accuracy_at_{k}"] = 100 * hits[:, :k].any(1).mean()
+        out[f"tail_{kind}_accuracy_at_1"] = 100 * hits[masks[f"tail_{kind}"], 0].mean()
+        out[f"unseen_{kind}_accuracy_at_1"] = 100 * hits[masks["unseen"], 0].mean()
+    return out
+
+
+def test_ek100_metrics_equal_numpy_on_the_real_validation_split(epic_dir, tmp_path):
+    ann = EpicAnnotations.load(epic_dir, "validation")
+    segments = ann.segments[::3]  # spread over the split, so unseen participants are in it
+    rng = np.random.default_rng(0)
+    verbs = np.array([s.verb_class for s in segments])
+    nouns = np.array([s.noun_class for s in segments])
+    verb_scores = rng.normal(size=(len(segments), 97)).astype(np.float32)
+    noun_scores = rng.normal(size=(len(segments), 300)).astype(np.float32)
+    verb_scores[np.arange(len(verbs)), verbs] += rng.uniform(0, 4, len(verbs))  # better than chance
+    noun_scores[np.arange(len(nouns)), nouns] += rng.uniform(0, 5, len(nouns))
+    np.savez(tmp_path / "scores.npz", verb_output=verb_scores, noun_output=noun_scores,
+             narration_id=np.array([s.narration_id for s in segments]))
+    evaluate(["ek100", "--scores", str(tmp_path / "scores.npz"), "--annotations", str(epic_dir),
+              "--out", str(tmp_path / "ek100.json")])
+    ours = json.loads((tmp_path / "ek100.json").read_text())
+    expected = numpy_epic(verb_scores, noun_scores, verbs, nouns,
+                          np.array([s.verb_class in ann.tail_verbs for s in segments]),
+                          np.array([s.noun_class in ann.tail_nouns for s in segments]),
+                          np.array([s.participant_id in ann.unseen_participants for s in segments]))
+    assert set(ours) == set(expected)
+    for key, value in expected.items():
+        assert ours[key] == pytest.approx(value, abs=1e-3), key
+
+
+def test_metric_on_a_hand_computed_example():
+    metric = EpicActionMetrics()
+    verb = torch.full((2, 97), -5.0)
+    noun = torch.full((2, 300), -5.0)
+    verb[0, 3], noun[0, 7] = 5.0, 5.0  # right verb and noun
+    verb[1, 1], noun[1, 2] = 5.0, 5.0  # right verb, wrong noun (label 4)
+    metric.update(verb, noun, torch.tensor([3, 1]), torch.tensor([7, 4]), torch.tensor([False, True]),
+                  torch.tensor([False, False]), torch.tensor([False, True]))
+    out = {k: float(v) for k, v in metric.compute().items()}
+    assert out["all_verb_accuracy_at_1"] == 100 and out["all_noun_accuracy_at_1"] == 50
+    assert out["all_action_accuracy_at_1"] == 50 and out["tail_verb_accuracy_at_1"] == 100
+    assert out["tail_action_accuracy_at_1"] == 0 and out["unseen_noun_accuracy_at_1"] == 0
+
+
+def test_scores_file_errors(tmp_path, epic_dir):
+    np.savez(tmp_path / "bad.npz", verb_output=np.zeros((2, 96)), noun_output=np.zeros((2, 300)),
+             narration_id=np.array(["P01_11_0", "P01_11_1"]))
+    with pytest.raises(ValueError, match=r"verb_output has shape \(2, 96\)"):
+        load_scores(tmp_path / "bad.npz")
+    np.savez(tmp_path / "alien.npz", verb_output=np.zeros((1, 97)), noun_output=np.zeros((1, 300)),
+             narration_id=np.array(["P99_99_9"]))
+    with pytest.raises(ValueError, match="P99_99_9"):
+        ek100_metrics(load_scores(tmp_path / "alien.npz"), epic_dir, "validation")
+
+
+def test_submission_zip(tmp_path):
+    torch.save({"verb_output": torch.randn(3, 97), "noun_output": torch.randn(3, 300),
+                "narration_id": ["P01_101_0", "P01_101_1", "P01_101_2"]}, tmp_path / "scores.pt")
+    evaluate(["submission", "--scores", str(tmp_path / "scores.pt"), "--sls-pt", "2", "--sls-tl", "3",
+              "--sls-td", "4", "--out", str(tmp_path / "test.zip")])
+    with zipfile.ZipFile(tmp_path / "test.zip") as archive:
+        assert archive.namelist() == ["test.json"]
+        payload = json.loads(archive.read("test.json"))
+    assert payload["version"] == "0.2" and payload["challenge"] == "action_recognition"
+    assert (payload["sls_pt"], payload["sls_tl"], payload["sls_td"]) == (2, 3, 4)
+    assert set(payload["results"]) == {"P01_101_0", "P01_101_1", "P01_101_2"}
+    entry = payload["results"]["P01_101_0"]
+    assert len(entry["verb"]) == 97 and len(entry["noun"]) == 300
+
+
+def run_mqa(ckpt, demo_questions, demo_shards, out, *extra):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    args = [sys.executable, "-m", "llavaction.evaluate", "mqa", "--questions", str(demo_questions["validation_mqa"]),
+            "--shards", str(demo_shards["validation_mqa"]), "--checkpoint", str(ckpt), "--num-frames", "8",
+            "--batch-size", "3", "--num-workers", "0", "--out", str(out), *extra]
+    result = subprocess.run(args, cwd=out.parent, capture_output=True, text=True, timeout=600,
+                            env=os.environ | {"PYTHONPATH": str(root)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((out / "results.json").read_text()), [json.loads(l) for l in open(out / "predictions.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def original_checkpoint(demo_dir, tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from llavaction.model import LlavaVideoModel, preset
+
+    torch.manual_seed(0)
+    ckpt = tmp_path_factory.mktemp("ckpt")
+    LlavaVideoModel(preset("tiny")).save_pretrained(ckpt)
+    AutoTokenizer.from_pretrained(str(demo_dir / "tokenizer")).save_pretrained(ckpt)
+    return ckpt
+
+
+def test_mqa_identical_at_world_size_1_and_2(original_checkpoint, demo_questions, demo_shards, tmp_path):
+    one, predictions_one = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / "one")
+    two, predictions_two = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / "two",
+                                   "--devices", "2")
+    assert one["count"] == two["count"] == 8 and one["accuracy"] == two["accuracy"]
+    assert [p["chosen_index"] for p in predictions_one] == [p["chosen_index"] for p in predictions_two]
+    assert set(one["breakdown"]) >= {"verb_head", "verb_tail", "seen_participants", "unseen_participants"}
+    assert list((tmp_path / "one").glob("*_samples_ek100_mqa.jsonl")) and list((tmp_path / "one").glob("*_results.json"))
+
+
+def test_mqa_generate_mode(original_checkpoint, demo_questions, demo_shards, tmp_path):
+    results, predictions = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / "gen",
+                                   "--mode", "generate")
+    assert results["count"] == 8 and all(isinstance(p["generation"], str) for p in predictions)
+    assert results["parse_failures"] == sum(p["chosen_index"] is None for p in predictions)
