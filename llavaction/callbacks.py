@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 
 RESULTS_FILE = "validation_results.json"
 
@@ -36,3 +37,89 @@ class ReportMQAAccuracy(L.Callback):
             path = Path(log_dir) / RESULTS_FILE
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+class MQAFigures(L.Callback):
+    """At the end of each validation, TensorBoard figures from this rank's questions: per-verb accuracy, a verb
+    confusion heatmap over the most frequent verbs, and example questions as frame strips with the model's choice."""
+
+    def __init__(self, top_verbs: int = 20, examples: int = 4):
+        self.top_verbs, self.examples = top_verbs, examples
+        self._reset()
+
+    def _reset(self) -> None:
+        self.true_verbs: list[int] = []
+        self.chosen_verbs: list[int] = []
+        self.samples: list[dict] = []
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._reset()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        for row, (meta, chosen) in enumerate(zip(batch["meta"], outputs["chosen"].tolist())):
+            if batch["is_padding"][row] or meta.get("verb_class") is None or not meta.get("option_actions"):
+                continue
+            self.true_verbs.append(int(meta["verb_class"]))
+            self.chosen_verbs.append(int(meta["option_actions"][chosen].split(":")[0]))
+            if len(self.samples) < self.examples:
+                self.samples.append({"frames": batch["frames"][row].cpu().numpy(), "meta": meta, "chosen": chosen})
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        experiment = getattr(trainer.logger, "experiment", None)
+        if trainer.sanity_checking or not self.true_verbs or not hasattr(experiment, "add_figure"):
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        for name, figure in (("verb_accuracy", self.verb_accuracy_figure()), ("verb_confusion", self.confusion_figure()),
+                             *((f"example_{i}", self.example_figure(s)) for i, s in enumerate(self.samples))):
+            experiment.add_figure(f"val/{name}", figure, global_step=trainer.global_step, close=True)
+
+    def _top_verbs(self) -> list[int]:
+        values, counts = np.unique(self.true_verbs, return_counts=True)
+        return [int(v) for v in values[np.argsort(-counts, kind="stable")][: self.top_verbs]]
+
+    def verb_accuracy_figure(self):
+        import matplotlib.pyplot as plt
+
+        true, chosen = np.array(self.true_verbs), np.array(self.chosen_verbs)
+        verbs = self._top_verbs()
+        accuracy = [100.0 * (chosen[true == v] == v).mean() for v in verbs]
+        figure, axis = plt.subplots(figsize=(max(4, 0.4 * len(verbs)), 3))
+        axis.bar([str(v) for v in verbs], accuracy)
+        axis.set(xlabel="verb class (most frequent first)", ylabel="verb right (%)", ylim=(0, 100))
+        figure.tight_layout()
+        return figure
+
+    def confusion_figure(self):
+        import matplotlib.pyplot as plt
+
+        verbs = self._top_verbs()
+        index = {v: i for i, v in enumerate(verbs)}
+        matrix = np.zeros((len(verbs), len(verbs)))
+        for t, c in zip(self.true_verbs, self.chosen_verbs):
+            if t in index and c in index:
+                matrix[index[t], index[c]] += 1
+        matrix /= matrix.sum(1, keepdims=True).clip(min=1)
+        figure, axis = plt.subplots(figsize=(4 + 0.2 * len(verbs), 4 + 0.2 * len(verbs)))
+        axis.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+        axis.set_xticks(range(len(verbs)), [str(v) for v in verbs], rotation=90)
+        axis.set_yticks(range(len(verbs)), [str(v) for v in verbs])
+        axis.set(xlabel="chosen verb", ylabel="true verb")
+        figure.tight_layout()
+        return figure
+
+    @staticmethod
+    def example_figure(sample: dict):
+        import matplotlib.pyplot as plt
+
+        frames, meta = sample["frames"], sample["meta"]
+        figure, axes = plt.subplots(1, len(frames), figsize=(1.2 * len(frames), 2.6))
+        for axis, frame in zip(np.atleast_1d(axes), frames):
+            axis.imshow(frame)
+            axis.axis("off")
+        lines = [f"{'ABCDEFGHIJ'[i]}. {text}" + (" <- chosen" if i == sample["chosen"] else "")
+                 + (" (answer)" if i == meta.get("answer_index") else "") for i, text in enumerate(meta["options"])]
+        figure.suptitle(f"{meta['narration_id']}\n" + "\n".join(lines), fontsize=7, x=0.01, ha="left")
+        figure.tight_layout(rect=(0, 0, 1, 0.55))
+        return figure

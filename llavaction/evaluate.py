@@ -2,6 +2,7 @@
 
     python -m llavaction.evaluate mqa --questions val_mqa.jsonl --shards shards/val_mqa --checkpoint DIR_OR_CKPT \
         [--mode score|generate] [--scoring letter|likelihood] [--devices N] --out results/
+    python -m llavaction.evaluate class-scores --predictions results/predictions.jsonl --out scores.npz
     python -m llavaction.evaluate ek100 --scores scores.npz --annotations DIR --split validation --out ek100.json
     python -m llavaction.evaluate submission --scores test_scores.npz --sls-pt 2 --sls-tl 3 --sls-td 4 --out test.zip
 """
@@ -183,6 +184,41 @@ def write_lmms_eval(out: Path, predictions: list[dict], results: dict, task: str
     ])
 
 
+ABSENT_CLASS_SCORE = -30.0  # log-score of a class no candidate names (about e^-30 of the probability mass)
+
+
+def candidate_class_scores(predictions: list[dict]) -> dict[str, np.ndarray]:
+    """Candidate re-ranking -> class scores. Per segment, the MLLM's option scores over its candidate actions become a
+    softmax p; a verb's score is log(sum of p over the candidates with that verb), likewise for nouns; classes no
+    candidate names get ABSENT_CLASS_SCORE."""
+    verbs = np.full((len(predictions), NUM_VERBS), ABSENT_CLASS_SCORE, dtype=np.float32)
+    nouns = np.full((len(predictions), NUM_NOUNS), ABSENT_CLASS_SCORE, dtype=np.float32)
+    for row, record in enumerate(predictions):
+        if not record.get("option_actions"):
+            raise ValueError(f"{record['narration_id']}: predictions without option_actions cannot give class scores")
+        logits = torch.tensor(record["scores"], dtype=torch.float64)
+        p = logits.softmax(0).numpy()
+        verb_mass, noun_mass = {}, {}
+        for prob, action in zip(p, record["option_actions"]):
+            verb, noun = (int(x) for x in action.split(":"))
+            verb_mass[verb] = verb_mass.get(verb, 0.0) + prob
+            noun_mass[noun] = noun_mass.get(noun, 0.0) + prob
+        for verb, mass in verb_mass.items():
+            verbs[row, verb] = np.log(max(mass, 1e-30))
+        for noun, mass in noun_mass.items():
+            nouns[row, noun] = np.log(max(mass, 1e-30))
+    return {"verb_output": verbs, "noun_output": nouns,
+            "narration_id": np.array([r["narration_id"] for r in predictions])}
+
+
+def run_class_scores(args: argparse.Namespace) -> int:
+    scores = candidate_class_scores(read_jsonl(args.predictions))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out, **scores)
+    print(f"class scores of {len(scores['narration_id'])} segments -> {args.out}")
+    return 0
+
+
 def run_ek100(args: argparse.Namespace) -> int:
     figures = ek100_metrics(load_scores(args.scores), args.annotations, args.split)
     write_json(args.out, figures)
@@ -220,6 +256,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ek100.add_argument("--split", choices=("train", "validation"), default="validation")
     ek100.add_argument("--out", type=Path, required=True)
     ek100.set_defaults(func=run_ek100)
+    class_scores = commands.add_parser("class-scores", help="MQA predictions over candidate actions -> class scores")
+    class_scores.add_argument("--predictions", type=Path, required=True, help="predictions.jsonl of `mqa`")
+    class_scores.add_argument("--out", type=Path, required=True, help="scores .npz for `ek100` and `submission`")
+    class_scores.set_defaults(func=run_class_scores)
     submission = commands.add_parser("submission", help="EPIC challenge submission zip")
     submission.add_argument("--scores", type=Path, required=True)
     submission.add_argument("--sls-pt", type=int, required=True, help="supervision level: pretraining")

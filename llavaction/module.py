@@ -163,15 +163,14 @@ class LlavaActionModule(L.LightningModule):
         """[B, 26] summed log-likelihood of each option's text (and its end token) as the answer to the
         direct-narration question about the clip; -inf beyond a question's options."""
         question = build_question({}, "narration", batch["frames"].shape[1], PromptOptions())
-        visual = self.config.visual_tokens(batch["frames"].shape[1])
+        num_visual = self.config.visual_tokens(batch["frames"].shape[1])
         owners, rows = [], []
         for b, meta in enumerate(batch["meta"]):
-            for k, text in enumerate(meta["options"]):
-                owners.append((b, k))
-                rows.append(self.prompt_encoder.encode(question, text, visual))
+            # A padding row still gets one (ignored) prompt: every rank must run the same collectives under FSDP.
+            for k, text in enumerate(meta["options"] or [""]):
+                owners.append((b, k if meta["options"] else None))
+                rows.append(self.prompt_encoder.encode(question, text, num_visual))
         scores = torch.full((len(batch["meta"]), MAX_OPTIONS), float("-inf"), device=self.device)
-        if not rows:
-            return scores
         tokens = {k: v.to(self.device) for k, v in
                   pad_right([(r.input_ids, r.labels) for r in rows], self.tokenizer.pad_token_id).items()}
         index = torch.tensor([b for b, _ in owners], device=self.device)
@@ -182,17 +181,22 @@ class LlavaActionModule(L.LightningModule):
         supervised = targets != IGNORE_INDEX
         token_logp = out.logits.float().log_softmax(-1).gather(1, targets[supervised][:, None]).squeeze(1)
         per_row = torch.zeros(len(rows), device=self.device).index_add_(0, supervised.nonzero()[:, 0], token_logp)
-        scores[index, torch.tensor([k for _, k in owners], device=self.device)] = per_row
+        real = [i for i, (_, k) in enumerate(owners) if k is not None]
+        scores[index[real], torch.tensor([owners[i][1] for i in real], device=self.device, dtype=torch.long)] = \
+            per_row[real]
         return scores
 
-    def _eval_step(self, batch: dict) -> None:
+    def _eval_step(self, batch: dict) -> dict:
+        """Updates the metrics; returns the options chosen by the first scoring mode (for figure callbacks)."""
         real = ~batch["is_padding"]
         answerable = real & (batch["answer_index"] >= 0)
+        choices = {}
         for mode, correct in self.val_correct.items():
-            chosen = getattr(self, SCORERS[mode])(batch).argmax(-1)
-            correct.update(((chosen == batch["answer_index"]) & answerable).sum())
+            choices[mode] = getattr(self, SCORERS[mode])(batch).argmax(-1)
+            correct.update(((choices[mode] == batch["answer_index"]) & answerable).sum())
         self.val_total.update(real.sum())
         self.val_chance.update((real / batch["num_options"].clamp(min=1)).sum())
+        return {"chosen": choices[self.hparams.mqa_scoring[0]]}
 
     def _eval_epoch_end(self, prefix: str) -> None:
         total = self.val_total.compute()
@@ -207,14 +211,14 @@ class LlavaActionModule(L.LightningModule):
         for metric in (self.val_total, self.val_chance, *self.val_correct.values()):
             metric.reset()
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch)
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._eval_step(batch)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch)
+    def test_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._eval_step(batch)
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
@@ -241,9 +245,18 @@ class LlavaActionModule(L.LightningModule):
                     if not done[i]:
                         answers[i].append(token)
                         rows[i].append(token)
-            if all(done):
+            if self._all_ranks(all(done)):
                 break
         return [self.tokenizer.decode(a, skip_special_tokens=True) for a in answers]
+
+    @staticmethod
+    def _all_ranks(flag: bool) -> bool:
+        """True when the flag holds on every rank (generation loops must stop together under FSDP)."""
+        if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+            return flag
+        value = torch.tensor(int(flag))
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+        return bool(value)
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         """One record per real question: the option scores of the first scoring mode and the chosen option; with
@@ -256,7 +269,8 @@ class LlavaActionModule(L.LightningModule):
                 continue
             chosen = int(row.argmax()) if text is None else parse_choice(text, meta["options"])
             records.append({
-                "narration_id": meta["narration_id"], "options": meta["options"], "chosen_index": chosen,
+                "narration_id": meta["narration_id"], "options": meta["options"],
+                "option_actions": meta.get("option_actions"), "chosen_index": chosen,
                 "scores": row[: len(meta["options"])].tolist(), "generation": text,
                 "answer_index": meta.get("answer_index"),
                 "correct": chosen is not None and chosen == meta.get("answer_index"),

@@ -8,7 +8,7 @@ from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
     CheckpointImpl, apply_activation_checkpointing, checkpoint_wrapper,
 )
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
 
@@ -27,10 +27,14 @@ def checkpoint_blocks(model: nn.Module) -> None:
     )
 
 
-def shard_blocks(model: nn.Module, mesh, mp_policy: MixedPrecisionPolicy | None = None) -> None:
-    """fully_shard every vision and LLM block, then the root (embeddings, projector, newline, head)."""
+def shard_blocks(model: nn.Module, mesh, mp_policy: MixedPrecisionPolicy | None = None,
+                 forward_methods: tuple[str, ...] = ("encode_video",)) -> None:
+    """fully_shard every vision and LLM block, then the root (embeddings, projector, newline, head). Root methods
+    called from outside forward (encode_video, to reuse a clip's visual tokens) gather the root's parameters too."""
     kwargs = {"mesh": mesh} | ({"mp_policy": mp_policy} if mp_policy is not None else {})
     for module in model.modules():
         if is_block(module):
             fully_shard(module, **kwargs)
     fully_shard(model, **kwargs)
+    for name in forward_methods:
+        register_fsdp_forward_method(model, name)

@@ -159,3 +159,38 @@ def test_mqa_generate_mode(original_checkpoint, demo_questions, demo_shards, tmp
                                    "--mode", "generate")
     assert results["count"] == 8 and all(isinstance(p["generation"], str) for p in predictions)
     assert results["parse_failures"] == sum(p["chosen_index"] is None for p in predictions)
+
+
+def test_lmms_eval_export(demo_questions, demo_shards, tmp_path):
+    import importlib.util
+
+    from data_prep.export_lmms_eval import main as export
+    from llavaction.prompts import PromptOptions, build_question
+
+    out = tmp_path / "task"
+    export(["--questions", str(demo_questions["validation_mqa"]), "--shards", str(demo_shards["validation_mqa"]),
+            "--out", str(out)])
+    assert (out / "ek100_mqa.yaml").exists() and (out / "utils.py").exists()
+    spec = importlib.util.spec_from_file_location("task_utils", out / "utils.py")
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    doc = json.loads((out / "questions.jsonl").read_text().splitlines()[0])
+    assert len(utils.doc_to_visual(doc)) == 8
+    assert utils.doc_to_text(doc) == build_question(doc, "mqa", 8, PromptOptions())
+    letter = doc["answer_letter"]
+    assert utils.process_results(doc, [f"{letter}. {doc['options'][doc['answer_index']]}"]) == {"mqa_accuracy": 1.0}
+    with pytest.raises(ValueError, match="no frames"):
+        (tmp_path / "q.jsonl").write_text(json.dumps({"narration_id": "NOPE_1"}) + "\n")
+        export(["--questions", str(tmp_path / "q.jsonl"), "--shards", str(demo_shards["validation_mqa"]),
+                "--out", str(tmp_path / "task2")])
+
+
+def test_candidate_reranking_rule():
+    from llavaction.evaluate import ABSENT_CLASS_SCORE, candidate_class_scores
+
+    record = {"narration_id": "P01_11_0", "scores": [2.0, 1.0, 0.0], "option_actions": ["3:7", "3:9", "4:7"]}
+    scores = candidate_class_scores([record])
+    p = np.exp([2.0, 1.0, 0.0]) / np.exp([2.0, 1.0, 0.0]).sum()
+    assert scores["verb_output"][0, 3] == pytest.approx(np.log(p[0] + p[1]), rel=1e-5)
+    assert scores["noun_output"][0, 7] == pytest.approx(np.log(p[0] + p[2]), rel=1e-5)
+    assert scores["verb_output"][0, 0] == ABSENT_CLASS_SCORE and scores["verb_output"].shape == (1, 97)
