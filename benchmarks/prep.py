@@ -1,7 +1,8 @@
 """Data-prep throughput, from one run.
 
 (1) extract_frames frames/s against the bare decoder's get_batch over the same frame ids of the same videos
-    (ratio; goal >= 0.8);
+    (ratio; goal >= 0.8), both in one process with one decoder thread (extract_frames also encodes JPEGs in a
+    second thread while the next clip decodes);
 (2) build_mqa questions/s on the full EK-100 validation CSV when ../shared/data/epic-kitchens-100-annotations exists
     (else on tests/data).
 

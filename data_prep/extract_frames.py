@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -101,7 +102,8 @@ def check_records(records: list[dict]) -> None:
 
 
 def decode_video(job: VideoJob) -> list[SampleResult]:
-    """Decode every sample of one video (opened once); a failure skips the samples it touches, with the reason."""
+    """Decode every sample of one video (opened once); a failure skips the samples it touches, with the reason.
+    JPEG encoding of one clip overlaps the decoding of the next (both release the GIL); at most two clips in memory."""
     cfg = job.config
     try:
         video = open_video(
@@ -110,28 +112,46 @@ def decode_video(job: VideoJob) -> list[SampleResult]:
         )
     except VideoError as err:
         return [SampleResult(r["narration_id"], None, str(err)) for r in job.records]
-    results = []
-    for record in job.records:
-        key = record["narration_id"]
-        times = sample_times(record["clip_start_sec"], record["clip_stop_sec"], cfg.num_frames)
-        try:
-            clip = video.clip(times)
-        except VideoError as err:
-            results.append(SampleResult(key, None, f"{key}: {err}"))
-            continue
-        meta = record | {
-            "frame_ids": clip.frame_ids,
-            "frame_times_sec": [round(i / clip.fps, 4) for i in clip.frame_ids],
-            "video_fps": clip.fps,
-            "num_frames": cfg.num_frames,
-            "frame_size": cfg.size,
-            "clamped": clip.clamped,
-        }
-        sample = {"__key__": key, "json": json.dumps(meta, ensure_ascii=False).encode()}
-        for i, frame in enumerate(clip.frames):
-            sample[f"{i:03d}.jpg"] = simplejpeg.encode_jpeg(frame, quality=cfg.quality, colorspace="RGB")
-        results.append(SampleResult(key, sample, clamped=clip.clamped))
+    results: list[SampleResult] = []
+    pending = None  # the previous clip, whose JPEGs encode in a thread while the next clip decodes
+    with ThreadPoolExecutor(max_workers=1) as encoder:
+        for record in job.records:
+            key = record["narration_id"]
+            times = sample_times(record["clip_start_sec"], record["clip_stop_sec"], cfg.num_frames)
+            try:
+                clip = video.clip(times)
+            except VideoError as err:
+                clip = None
+                failure = SampleResult(key, None, f"{key}: {err}")
+            if pending is not None:
+                results.append(finish_sample(*pending))
+                pending = None
+            if clip is None:
+                results.append(failure)
+            else:
+                pending = (record, clip, cfg.num_frames, encoder.submit(encode_frames, clip.frames, cfg.quality))
+        if pending is not None:
+            results.append(finish_sample(*pending))
     return results
+
+
+def encode_frames(frames, quality: int) -> list[bytes]:
+    return [simplejpeg.encode_jpeg(frame, quality=quality, colorspace="RGB") for frame in frames]
+
+
+def finish_sample(record: dict, clip, num_frames: int, encoded) -> SampleResult:
+    meta = record | {
+        "frame_ids": clip.frame_ids,
+        "frame_times_sec": [round(i / clip.fps, 4) for i in clip.frame_ids],
+        "video_fps": clip.fps,
+        "num_frames": num_frames,
+        "frame_size": clip.frames.shape[1],
+        "clamped": clip.clamped,
+    }
+    sample = {"__key__": record["narration_id"], "json": json.dumps(meta, ensure_ascii=False).encode()}
+    for i, jpeg in enumerate(encoded.result()):
+        sample[f"{i:03d}.jpg"] = jpeg
+    return SampleResult(record["narration_id"], sample, clamped=clip.clamped)
 
 
 def video_jobs(records: list[dict], config: ExtractConfig, decoder_threads: int) -> Iterator[VideoJob]:
@@ -200,7 +220,7 @@ def extract(records: list[dict], out: Path, config: ExtractConfig, workers: int 
     # Resume from a video boundary-free position: positions are global, jobs start at `done`.
     todo = records[done:]
     writer = ShardWriter(out, config, progress)
-    jobs = video_jobs(todo, config, decoder_threads=1 if workers > 1 else 0)
+    jobs = video_jobs(todo, config, decoder_threads=1)
     bar = tqdm(total=len(records), initial=done, desc="extract", unit="sample", mininterval=1)
     position = done
     with multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else _Inline() as pool:

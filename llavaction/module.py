@@ -115,6 +115,10 @@ class LlavaActionModule(L.LightningModule):
             part.requires_grad_(trainable)
         self.model.image_newline.requires_grad_(self.hparams.train_projector)
         self.model.vision_tower.post_layernorm.requires_grad_(False)
+        for name in ("action_supervision", "verb_head", "noun_head", "action_head"):
+            # LLaVAction's action-supervision parameters load and export with the checkpoint; no loss uses them yet.
+            if hasattr(self.model, name):
+                getattr(self.model, name).requires_grad_(False)
         if self.hparams.activation_checkpointing:
             checkpoint_blocks(self.model)
         if self.device_mesh is not None:  # under ModelParallelStrategy
@@ -225,38 +229,13 @@ class LlavaActionModule(L.LightningModule):
 
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int = 32) -> list[str]:
-        """Greedy answers to the batch's prompts; the clips are encoded once and the rows left-padded per step."""
-        visual = self.model.encode_video(self.pixel_values(batch["frames"]))
-        rows = [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
-        answers: list[list[int]] = [[] for _ in rows]
-        done = [False] * len(rows)
-        eos = self.tokenizer.convert_tokens_to_ids(self.tokenizer.eos_token)
-        for _ in range(max_new_tokens):
-            length = max(len(r) for r in rows)
-            ids = torch.full((len(rows), length), self.tokenizer.pad_token_id, device=self.device)
-            mask = torch.zeros_like(ids)
-            for i, r in enumerate(rows):
-                ids[i, length - len(r):] = torch.tensor(r, device=self.device)
-                mask[i, length - len(r):] = 1
-            next_ids = self.model(ids, None, mask, logits_for="last", visual_tokens=visual).logits.argmax(-1).tolist()
-            for i, token in enumerate(next_ids):
-                if not done[i]:
-                    done[i] = token == eos
-                    if not done[i]:
-                        answers[i].append(token)
-                        rows[i].append(token)
-            if self._all_ranks(all(done)):
-                break
+        """Greedy answers to the batch's prompts."""
+        answers = self.model.generate(
+            batch["input_ids"], self.pixel_values(batch["frames"]), batch["attention_mask"],
+            max_new_tokens=max_new_tokens, eos_token_id=self.tokenizer.convert_tokens_to_ids(self.tokenizer.eos_token),
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         return [self.tokenizer.decode(a, skip_special_tokens=True) for a in answers]
-
-    @staticmethod
-    def _all_ranks(flag: bool) -> bool:
-        """True when the flag holds on every rank (generation loops must stop together under FSDP)."""
-        if not torch.distributed.is_available() or not torch.distributed.is_initialized():
-            return flag
-        value = torch.tensor(int(flag))
-        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
-        return bool(value)
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         """One record per real question: the option scores of the first scoring mode and the chosen option; with

@@ -59,6 +59,19 @@ def time_context(record: dict, num_frames: int, with_frame_times: bool) -> str:
     return text
 
 
+def check_options(record: dict) -> None:
+    """An MQA record's options, their actions and its answer must agree; the error names the question."""
+    options, name = record.get("options") or [], record.get("narration_id", "?")
+    if not 2 <= len(options) <= 26:
+        raise ValueError(f"{name}: {len(options)} options; a question needs 2 to 26")
+    actions = record.get("option_actions")
+    if actions is not None and len(actions) != len(options):
+        raise ValueError(f"{name}: {len(options)} options but {len(actions)} option_actions")
+    answer = record.get("answer_index")
+    if answer is not None and not 0 <= answer < len(options):
+        raise ValueError(f"{name}: answer_index {answer} outside its {len(options)} options")
+
+
 @dataclass(frozen=True)
 class PromptOptions:
     """Switches that add context to the question; each defaults to the plain wording."""
@@ -74,6 +87,7 @@ def build_question(record: dict, task: str, num_frames: int, options: PromptOpti
     if options.time_instruction or task == "temporal":
         lines.append(time_context(record, num_frames, options.frame_times))
     if task == "mqa":
+        check_options(record)
         priors = record.get("prior_actions") or []
         if use_priors and priors:
             lines.append(prior_action_context(priors))

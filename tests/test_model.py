@@ -166,3 +166,19 @@ def test_config_without_vision_config():
 def test_flash_attention_needs_a_gpu():
     with pytest.raises(RuntimeError, match="flash_attention_2' needs a CUDA GPU"):
         LlavaVideoModel(preset("tiny", attn_implementation="flash_attention_2"))
+
+
+@pytest.mark.parametrize("mode, tokens", [("one_token", 1), ("three_tokens", 3)])
+def test_llavaction_checkpoint_with_action_supervision(tmp_path, mode, tokens):
+    model = tiny(vision_supervision=mode, action_types=(8, 8, 40))
+    model.save_pretrained(tmp_path)
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        assert tuple(f.get_tensor("model.action_supervision").shape) == (tokens, 128)
+        assert tuple(f.get_tensor("action_head.weight").shape) == (40, 128)
+        assert "verb_head.bias" not in f.keys()
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["action_types"] == "8,8,40" and config["vision_supervision"] == mode
+    loaded = LlavaVideoModel.from_pretrained(tmp_path)
+    assert torch.equal(loaded.noun_head.weight, model.noun_head.weight)
+    assert torch.equal(loaded.action_supervision, model.action_supervision)

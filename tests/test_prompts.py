@@ -64,3 +64,14 @@ def test_switches_change_the_wording():
     assert "What action are you currently performing?" in priors
     assert build_answer(RECORD, "temporal") == "0.50, 2.00"
     assert "open the drawer" in build_question(RECORD, "temporal", 8, PromptOptions())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"options": ["only one"]}, "1 options"),
+    ({"option_actions": ["1:2", "3:4"]}, "5 options but 2 option_actions"),
+    ({"answer_index": 7}, "answer_index 7 outside"),
+])
+def test_inconsistent_questions_name_the_item(change, message):
+    record = RECORD | {"option_actions": ["0:1", "0:2", "0:3", "0:4", "0:5"]} | change
+    with pytest.raises(ValueError, match=f"P01_01_7: {message}"):
+        build_question(record, "mqa", 8, PromptOptions())

@@ -17,6 +17,10 @@ SINGLE_FILE = "model.safetensors"
 # (our prefix, original prefix); the original side is matched most specific first.
 NAME_MAP = (
     ("vision_tower.", "model.vision_tower.vision_tower.vision_model."),
+    ("action_supervision", "model.action_supervision"),
+    ("verb_head.", "verb_head."),
+    ("noun_head.", "noun_head."),
+    ("action_head.", "action_head."),
     ("projector.", "model.mm_projector."),
     ("image_newline", "model.image_newline"),
     ("llm.lm_head.", "lm_head."),

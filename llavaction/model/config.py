@@ -29,7 +29,8 @@ QWEN2_0_5B = dict(
 )
 MM_FIELDS = ("mm_projector_type", "mm_vision_select_layer", "mm_spatial_pool_mode", "mm_spatial_pool_stride",
              "mm_newline_position", "mm_hidden_size", "mm_vision_tower", "vision_config", "architectures",
-             "model_type", "image_mean", "image_std")
+             "model_type", "image_mean", "image_std", "vision_supervision", "action_types", "vision_token_training")
+ACTION_TOKEN_MODES = ("one_token", "three_tokens", "newline")
 
 
 @dataclass
@@ -48,6 +49,8 @@ class LlavaVideoConfig:
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     attn_implementation: str = "sdpa"
+    vision_supervision: str | None = None  # LLaVAction action tokens: one_token, three_tokens, newline; None: absent
+    action_types: tuple[int, int, int] | None = None  # verb, noun and action head sizes, e.g. (97, 300, 3806)
     extra: dict = field(default_factory=dict)  # other config.json fields, written back unchanged
 
     def __post_init__(self):
@@ -59,6 +62,10 @@ class LlavaVideoConfig:
             raise ValueError(f"projector_type {self.projector_type!r}: only 'mlp2x_gelu' is implemented")
         if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
             raise ValueError(f"attn_implementation {self.attn_implementation!r} not in {ATTENTION_IMPLEMENTATIONS}")
+        if self.vision_supervision is not None and self.vision_supervision not in ACTION_TOKEN_MODES:
+            raise ValueError(f"vision_supervision {self.vision_supervision!r} not in {ACTION_TOKEN_MODES}")
+        if (self.vision_supervision is None) != (self.action_types is None):
+            raise ValueError("vision_supervision and action_types go together")
         if not -self.vision["num_hidden_layers"] <= self.vision_select_layer <= -1:
             raise ValueError(f"vision_select_layer {self.vision_select_layer} outside the tower")
 
@@ -66,6 +73,11 @@ class LlavaVideoConfig:
     def vision_layers_kept(self) -> int:
         """Layers of the published tower that the model holds (hidden_states[select] is their output)."""
         return self.vision["num_hidden_layers"] + self.vision_select_layer + 1
+
+    @property
+    def action_tokens(self) -> int:
+        """Learned action tokens stored as model.action_supervision (0 when the newline token serves)."""
+        return {"one_token": 1, "three_tokens": 3}.get(self.vision_supervision, 0)
 
     @property
     def image_size(self) -> int:
@@ -89,7 +101,9 @@ class LlavaVideoConfig:
     def to_original(self) -> dict:
         """The config.json of an original LLaVA-Video checkpoint (LlavaQwenForCausalLM)."""
         vision = dict(self.vision)
-        return self.extra | self.text | {
+        actions = {} if self.action_types is None else {
+            "vision_supervision": self.vision_supervision, "action_types": ",".join(map(str, self.action_types))}
+        return self.extra | self.text | actions | {
             "architectures": ["LlavaQwenForCausalLM"],
             "model_type": self.extra.get("model_type", "llava"),
             "mm_projector_type": self.projector_type,
@@ -132,7 +146,10 @@ class LlavaVideoConfig:
             newline_position=config.get("mm_newline_position", "grid"),
             image_mean=tuple(config.get("image_mean", (0.5, 0.5, 0.5))),
             image_std=tuple(config.get("image_std", (0.5, 0.5, 0.5))),
-            extra={k: config[k] for k in ("model_type",) if k in config},
+            vision_supervision=config.get("vision_supervision"),
+            action_types=tuple(int(x) for x in str(config["action_types"]).split(",")) if "action_types" in config
+            else None,
+            extra={k: config[k] for k in ("model_type", "vision_token_training") if k in config},
         )
 
     def as_dict(self) -> dict:

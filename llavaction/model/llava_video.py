@@ -56,6 +56,11 @@ class LlavaVideoModel(nn.Module):
         self.projector = nn.Sequential(nn.Linear(vision_config.hidden_size, width), nn.GELU(), nn.Linear(width, width))
         self.image_newline = nn.Parameter(torch.randn(width) * width ** -0.5)
         self.llm = Qwen2ForCausalLM._from_config(text_config, attn_implementation=config.attn_implementation)
+        if config.action_types is not None:  # LLaVAction's action supervision: loaded and saved with the checkpoint
+            if config.action_tokens:
+                self.action_supervision = nn.Parameter(torch.randn(config.action_tokens, width) * width ** -0.5)
+            self.verb_head, self.noun_head, self.action_head = (
+                nn.Linear(width, size, bias=False) for size in config.action_types)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, strict: bool = True, **overrides) -> "LlavaVideoModel":
@@ -163,3 +168,39 @@ class LlavaVideoModel(nn.Module):
             last = mask.shape[1] - 1 - mask.flip(1).int().argmax(1)
             logits = head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
         return LlavaVideoOutput(logits=logits, loss=loss, hidden_states=hidden, attention_mask=mask, labels=labels)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention_mask: torch.Tensor, *,
+                 max_new_tokens: int, eos_token_id: int, pad_token_id: int) -> list[list[int]]:
+        """Greedy decoding: the clips are encoded once; rows are left-padded afresh at each step (no KV cache, which
+        keeps it simple and is fine for the short MQA answers). Returns the new tokens of each row, without eos."""
+        visual = self.encode_video(pixel_values)
+        rows = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
+        answers: list[list[int]] = [[] for _ in rows]
+        done = [False] * len(rows)
+        for _ in range(max_new_tokens):
+            length = max(len(r) for r in rows)
+            ids = torch.full((len(rows), length), pad_token_id, device=input_ids.device)
+            mask = torch.zeros_like(ids)
+            for i, row in enumerate(rows):
+                ids[i, length - len(row):] = torch.tensor(row, device=input_ids.device)
+                mask[i, length - len(row):] = 1
+            next_ids = self(ids, None, mask, logits_for="last", visual_tokens=visual).logits.argmax(-1).tolist()
+            for i, token in enumerate(next_ids):
+                if not done[i]:
+                    done[i] = token == eos_token_id
+                    if not done[i]:
+                        answers[i].append(token)
+                        rows[i].append(token)
+            if _on_every_rank(all(done), input_ids.device):
+                break
+        return answers
+
+
+def _on_every_rank(flag: bool, device: torch.device) -> bool:
+    """True when the flag holds on every rank: sharded models must run the same forwards on all ranks."""
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return flag
+    value = torch.tensor(int(flag), device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+    return bool(value)
