@@ -174,7 +174,7 @@ class LlavaActionModule(L.LightningModule):
             for k, text in enumerate(meta["options"] or [""]):
                 owners.append((b, k if meta["options"] else None))
                 rows.append(self.prompt_encoder.encode(question, text, num_visual))
-        scores = torch.full((len(batch["meta"]), MAX_OPTIONS), float("-inf"), device=self.device)
+        scores = torch.full((len(batch["meta"]), MAX_OPTIONS), float("-inf"), device=self.device, dtype=torch.float32)
         tokens = {k: v.to(self.device) for k, v in
                   pad_right([(r.input_ids, r.labels) for r in rows], self.tokenizer.pad_token_id).items()}
         index = torch.tensor([b for b, _ in owners], device=self.device)
@@ -184,7 +184,7 @@ class LlavaActionModule(L.LightningModule):
         targets = out.labels[:, 1:]
         supervised = targets != IGNORE_INDEX
         token_logp = out.logits.float().log_softmax(-1).gather(1, targets[supervised][:, None]).squeeze(1)
-        per_row = torch.zeros(len(rows), device=self.device).index_add_(0, supervised.nonzero()[:, 0], token_logp)
+        per_row = torch.zeros(len(rows), device=self.device, dtype=torch.float32).index_add_(0, supervised.nonzero()[:, 0], token_logp)
         real = [i for i, (_, k) in enumerate(owners) if k is not None]
         scores[index[real], torch.tensor([owners[i][1] for i in real], device=self.device, dtype=torch.long)] = \
             per_row[real]

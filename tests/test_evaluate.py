@@ -144,12 +144,13 @@ def original_checkpoint(demo_dir, tmp_path_factory):
     return ckpt
 
 
-def test_mqa_identical_at_world_size_1_and_2(original_checkpoint, demo_questions, demo_shards, tmp_path):
+def test_mqa_identical_at_world_sizes_1_2_3(original_checkpoint, demo_questions, demo_shards, tmp_path):
     one, predictions_one = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / "one")
-    two, predictions_two = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / "two",
-                                   "--devices", "2")
-    assert one["count"] == two["count"] == 8 and one["accuracy"] == two["accuracy"]
-    assert [p["chosen_index"] for p in predictions_one] == [p["chosen_index"] for p in predictions_two]
+    for devices in ("2", "3"):
+        other, predictions = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / devices,
+                                     "--devices", devices)
+        assert one["count"] == other["count"] == 8 and one["accuracy"] == other["accuracy"]
+        assert [p["chosen_index"] for p in predictions_one] == [p["chosen_index"] for p in predictions]
     assert set(one["breakdown"]) >= {"verb_head", "verb_tail", "seen_participants", "unseen_participants"}
     assert list((tmp_path / "one").glob("*_samples_ek100_mqa.jsonl")) and list((tmp_path / "one").glob("*_results.json"))
 

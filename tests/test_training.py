@@ -58,6 +58,14 @@ def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsy
     cli(args + [f"--ckpt_path={last}", "--trainer.callbacks=[]", "--trainer.logger=false"])
 
 
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+def test_bf16_precisions_fit_and_validate(demo_dir, demo_shards, tmp_path, precision, capsys):
+    cli(demo_args(demo_dir, demo_shards, tmp_path, f"--trainer.precision={precision}", "--trainer.max_epochs=1",
+                  "--data.samples_per_epoch=8", "--trainer.check_val_every_n_epoch=1",
+                  "--model.mqa_scoring=[letter, likelihood]"))
+    assert "validation MQA accuracy:" in capsys.readouterr().out
+
+
 def read_losses(root: Path) -> dict[int, float]:
     rows = list(csv.DictReader(open(next(root.rglob("metrics.csv")))))
     return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
