@@ -82,3 +82,16 @@ def parse_choice(text: str, options: list[str]) -> int | None:
     lowered = " ".join(text.lower().split())
     found = [(len(option), i) for i, option in enumerate(options) if option and option.lower() in lowered]
     return max(found)[1] if found else None
+
+
+def prediction_record(meta: dict, scores: list[float], generation: str | None) -> dict:
+    """One line of predictions.jsonl: the choice is the best score, or the option parsed from the generation."""
+    chosen = max(range(len(scores)), key=scores.__getitem__) if generation is None \
+        else parse_choice(generation, meta["options"])
+    return {
+        "narration_id": meta["narration_id"], "options": meta["options"], "option_actions": meta.get("option_actions"),
+        "chosen_index": chosen, "scores": scores, "generation": generation, "answer_index": meta.get("answer_index"),
+        "correct": chosen is not None and chosen == meta.get("answer_index"),
+        "parse_failed": generation is not None and chosen is None,
+        **{k: meta.get(k) for k in ("verb_class", "noun_class", "verb_tail", "noun_tail", "unseen_participant")},
+    }

@@ -7,20 +7,21 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torchmetrics import SumMetric
 from transformers import get_cosine_schedule_with_warmup
 
-from llavaction.metrics import parse_choice
+from llavaction.losses import action_supervision_loss
+from llavaction.metrics import EpicActionMetrics, prediction_record
 from llavaction.model import LlavaVideoModel, load_tokenizer, preset
+from llavaction.model.checkpoint import ACTION_SUPERVISION_NAMES, read_config, save_original
 from llavaction.model.config import LlavaVideoConfig
-from llavaction.model.checkpoint import read_config, save_original
-from llavaction.constants import IGNORE_INDEX
-from llavaction.prompts import PromptEncoder, PromptOptions, build_question, pad_right
+from llavaction.prompts import PromptEncoder
+from llavaction.scoring import option_text_loglik
 from llavaction.sharding import checkpoint_blocks, shard_blocks
 
 MAX_OPTIONS = 26
 SCORERS = {"letter": "option_scores", "likelihood": "likelihood_scores"}
+ACTION_PARTS = ("action_supervision", "verb_head", "noun_head", "action_head")
 
 
 class LlavaActionModule(L.LightningModule):
@@ -44,6 +45,10 @@ class LlavaActionModule(L.LightningModule):
         warmup_ratio: float = 0.03,
         activation_checkpointing: bool = False,
         mqa_scoring: tuple[str, ...] = ("letter",),
+        action_supervision: str | None = None,
+        action_types: tuple[int, int, int] = (97, 300, 3806),
+        action_loss_weight: float = 0.1,
+        action_head_layers: str = "last",
         export_dir: str | None = None,
     ):
         """
@@ -66,12 +71,20 @@ class LlavaActionModule(L.LightningModule):
             mqa_scoring: how validation picks an option, each logged as val/mqa_accuracy_<mode>; the first is also
                 val/mqa_accuracy: 'letter' (next-token logits of the option letters after the MQA prompt) or
                 'likelihood' (log-likelihood of each option's text given the clip).
+            action_supervision: LLaVAction's action tokens and verb/noun/action heads, trained with the LM loss:
+                'one_token', 'three_tokens' (verb, noun, action) or 'newline' (the last newline token); None: off
+                (a checkpoint's own heads are then kept frozen and exported unchanged).
+            action_types: verb, noun and action head sizes (the action head indexes the dense action vocabulary).
+            action_loss_weight: w in loss = LM + w * mean over head layers of (0.5 CE_verb + 0.5 CE_noun + 0.1 CE_action).
+            action_head_layers: LLM layers the heads read: 'last', 'first' or 'all'.
             export_dir: after fit, write the original checkpoint layout (and tokenizer) here.
         """
         super().__init__()
         self.save_hyperparameters()
         overrides = {k: v for k, v in dict(attn_implementation=attn_implementation,
                      spatial_pool_mode=spatial_pool_mode, newline_position=newline_position).items() if v is not None}
+        if action_supervision is not None:
+            overrides |= {"vision_supervision": action_supervision, "action_types": tuple(action_types)}
         if checkpoint is not None:
             self.config = LlavaVideoConfig.from_original(read_config(Path(checkpoint)), source=checkpoint)
             for key, value in overrides.items():
@@ -93,6 +106,7 @@ class LlavaActionModule(L.LightningModule):
             raise ValueError(f"mqa_scoring must list modes among {sorted(SCORERS)}, got {list(mqa_scoring)}")
         self.val_total, self.val_chance = SumMetric(), SumMetric()
         self.val_correct = torch.nn.ModuleDict({mode: SumMetric() for mode in mqa_scoring})
+        self.val_ek100 = EpicActionMetrics()
         self._step_started: float | None = None
         self.predict_generate = False  # set by the evaluation CLI: predict by greedy generation instead of scores
 
@@ -105,8 +119,11 @@ class LlavaActionModule(L.LightningModule):
         if self.model is not None:
             return
         if self.hparams.checkpoint is not None:
-            self.model = LlavaVideoModel.from_pretrained(self.hparams.checkpoint, **{
-                k: getattr(self.config, k) for k in ("attn_implementation", "spatial_pool_mode", "newline_position")})
+            fields = ("attn_implementation", "spatial_pool_mode", "newline_position", "vision_supervision",
+                      "action_types")
+            self.model = LlavaVideoModel.from_pretrained(
+                self.hparams.checkpoint, **{k: getattr(self.config, k) for k in fields},
+                allow_missing=ACTION_SUPERVISION_NAMES if self.hparams.action_supervision else ())
         else:
             self.model = LlavaVideoModel(self.config)
         for part, trainable in ((self.model.vision_tower, self.hparams.train_vision_tower),
@@ -115,36 +132,31 @@ class LlavaActionModule(L.LightningModule):
             part.requires_grad_(trainable)
         self.model.image_newline.requires_grad_(self.hparams.train_projector)
         self.model.vision_tower.post_layernorm.requires_grad_(False)
-        for name in ("action_supervision", "verb_head", "noun_head", "action_head"):
-            # LLaVAction's action-supervision parameters load and export with the checkpoint; no loss uses them yet.
+        for name in ACTION_PARTS:  # trained only when the action loss is on
             if hasattr(self.model, name):
-                getattr(self.model, name).requires_grad_(False)
+                getattr(self.model, name).requires_grad_(self.hparams.action_supervision is not None)
         if self.hparams.activation_checkpointing:
             checkpoint_blocks(self.model)
         if self.device_mesh is not None:  # under ModelParallelStrategy
             shard_blocks(self.model, self.device_mesh["data_parallel"])
 
-    def pixel_values(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, T, H, W, 3] -> normalised [B, T, 3, S, S] at the tower's size, once per batch on the device."""
-        batch, steps = frames.shape[:2]
-        x = frames.permute(0, 1, 4, 2, 3).flatten(0, 1).float().div_(255)
-        size = self.config.image_size
-        if x.shape[-1] != size or x.shape[-2] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        mean = torch.tensor(self.config.image_mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.config.image_std, device=x.device).view(1, 3, 1, 1)
-        return ((x - mean) / std).unflatten(0, (batch, steps))
-
     def forward(self, batch: dict, logits_for: str = "all"):
-        return self.model(batch["input_ids"], self.pixel_values(batch["frames"]), batch["attention_mask"],
-                          batch["labels"] if logits_for != "last" else None, logits_for=logits_for)
+        heads = self.hparams.action_head_layers if self.hparams.action_supervision else None
+        return self.model(batch["input_ids"], self.model.preprocess(batch["frames"]), batch["attention_mask"],
+                          batch["labels"] if logits_for != "last" else None, logits_for=logits_for, head_layers=heads)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         self._step_started = time.perf_counter()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self(batch, logits_for="labels").loss
+        out = self(batch, logits_for="labels")
+        loss = out.loss
         size = batch["input_ids"].shape[0]
+        if out.action_logits is not None:
+            action_loss = action_supervision_loss(out.action_logits, batch["verb_class"], batch["noun_class"],
+                                                  batch["action_index"])
+            self.log("train/action_loss", action_loss, batch_size=size)
+            loss = loss + self.hparams.action_loss_weight * action_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/truncated", batch["truncated"].sum().float(), reduce_fx="sum", batch_size=size)
         return loss
@@ -158,37 +170,22 @@ class LlavaActionModule(L.LightningModule):
             self.log("perf/gpu_max_memory_gib", torch.cuda.max_memory_allocated() / 2**30, batch_size=size)
 
     def option_scores(self, batch: dict) -> torch.Tensor:
-        """[B, 26] next-token logits of the option letters after the prompt; letters beyond a question's options -inf."""
-        logits = self(batch, logits_for="last").logits.float()[:, self.letter_ids]
+        """[B, 26] next-token logits of the option letters after the prompt; letters beyond a question's options -inf.
+        With action heads, their EK-100 figures are updated from the same forward pass."""
+        out = self(batch, logits_for="last")
+        if out.action_logits is not None and self.trainer is not None and not self.trainer.predicting:
+            verb, noun, _ = out.action_logits[-1]
+            keep = ~batch["is_padding"] & (batch["verb_class"] >= 0)
+            self.val_ek100.update(verb[keep], noun[keep], batch["verb_class"][keep], batch["noun_class"][keep],
+                                  batch["verb_tail"][keep], batch["noun_tail"][keep], batch["unseen"][keep])
+        logits = out.logits.float()[:, self.letter_ids]
         beyond = torch.arange(MAX_OPTIONS, device=logits.device)[None] >= batch["num_options"][:, None]
         return logits.masked_fill(beyond, float("-inf"))
 
     def likelihood_scores(self, batch: dict) -> torch.Tensor:
-        """[B, 26] summed log-likelihood of each option's text (and its end token) as the answer to the
-        direct-narration question about the clip; -inf beyond a question's options."""
-        question = build_question({}, "narration", batch["frames"].shape[1], PromptOptions())
-        num_visual = self.config.visual_tokens(batch["frames"].shape[1])
-        owners, rows = [], []
-        for b, meta in enumerate(batch["meta"]):
-            # A padding row still gets one (ignored) prompt: every rank must run the same collectives under FSDP.
-            for k, text in enumerate(meta["options"] or [""]):
-                owners.append((b, k if meta["options"] else None))
-                rows.append(self.prompt_encoder.encode(question, text, num_visual))
-        scores = torch.full((len(batch["meta"]), MAX_OPTIONS), float("-inf"), device=self.device, dtype=torch.float32)
-        tokens = {k: v.to(self.device) for k, v in
-                  pad_right([(r.input_ids, r.labels) for r in rows], self.tokenizer.pad_token_id).items()}
-        index = torch.tensor([b for b, _ in owners], device=self.device)
-        visual = self.model.encode_video(self.pixel_values(batch["frames"]))[index]  # each clip encoded once
-        out = self.model(tokens["input_ids"], None, tokens["attention_mask"], tokens["labels"], logits_for="labels",
-                         visual_tokens=visual)
-        targets = out.labels[:, 1:]
-        supervised = targets != IGNORE_INDEX
-        token_logp = out.logits.float().log_softmax(-1).gather(1, targets[supervised][:, None]).squeeze(1)
-        per_row = torch.zeros(len(rows), device=self.device, dtype=torch.float32).index_add_(0, supervised.nonzero()[:, 0], token_logp)
-        real = [i for i, (_, k) in enumerate(owners) if k is not None]
-        scores[index[real], torch.tensor([owners[i][1] for i in real], device=self.device, dtype=torch.long)] = \
-            per_row[real]
-        return scores
+        """[B, 26] summed log-likelihood of each option's text given the clip; -inf beyond a question's options."""
+        return option_text_loglik(self.model, self.prompt_encoder, self.model.preprocess(batch["frames"]),
+                                  [m["options"] for m in batch["meta"]], MAX_OPTIONS)
 
     def _eval_step(self, batch: dict) -> dict:
         """Updates the metrics; returns the options chosen by the first scoring mode (for figure callbacks)."""
@@ -212,7 +209,9 @@ class LlavaActionModule(L.LightningModule):
                 self.log(f"{prefix}/mqa_accuracy", accuracy, prog_bar=True, sync_dist=True)
         self.log(f"{prefix}/chance", 100.0 * self.val_chance.compute() / total.clamp(min=1), sync_dist=True)
         self.log(f"{prefix}/questions", total, sync_dist=True)
-        for metric in (self.val_total, self.val_chance, *self.val_correct.values()):
+        if self.val_ek100.update_count:
+            self.log_dict({f"{prefix}/ek100/{k}": v for k, v in self.val_ek100.compute().items()}, sync_dist=True)
+        for metric in (self.val_total, self.val_chance, self.val_ek100, *self.val_correct.values()):
             metric.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict:
@@ -231,7 +230,7 @@ class LlavaActionModule(L.LightningModule):
     def generate(self, batch: dict, max_new_tokens: int = 32) -> list[str]:
         """Greedy answers to the batch's prompts."""
         answers = self.model.generate(
-            batch["input_ids"], self.pixel_values(batch["frames"]), batch["attention_mask"],
+            batch["input_ids"], self.model.preprocess(batch["frames"]), batch["attention_mask"],
             max_new_tokens=max_new_tokens, eos_token_id=self.tokenizer.convert_tokens_to_ids(self.tokenizer.eos_token),
             pad_token_id=self.tokenizer.pad_token_id,
         )
@@ -242,32 +241,21 @@ class LlavaActionModule(L.LightningModule):
         predict_generate, the greedy answer and the option parsed from it."""
         scores = getattr(self, SCORERS[self.hparams.mqa_scoring[0]])(batch)
         generations = self.generate(batch) if self.predict_generate else [None] * len(batch["meta"])
-        records = []
-        for meta, row, padding, text in zip(batch["meta"], scores, batch["is_padding"].tolist(), generations):
-            if padding:
-                continue
-            chosen = int(row.argmax()) if text is None else parse_choice(text, meta["options"])
-            records.append({
-                "narration_id": meta["narration_id"], "options": meta["options"],
-                "option_actions": meta.get("option_actions"), "chosen_index": chosen,
-                "scores": row[: len(meta["options"])].tolist(), "generation": text,
-                "answer_index": meta.get("answer_index"),
-                "correct": chosen is not None and chosen == meta.get("answer_index"),
-                "parse_failed": text is not None and chosen is None,
-                **{k: meta.get(k) for k in ("verb_class", "noun_class", "verb_tail", "noun_tail",
-                                            "unseen_participant")},
-            })
-        return records
+        return [prediction_record(meta, row[: len(meta["options"])].tolist(), text)
+                for meta, row, padding, text in zip(batch["meta"], scores, batch["is_padding"].tolist(), generations)
+                if not padding]
 
     def configure_optimizers(self):
         h = self.hparams
-        parts = {"vision_tower": (self.model.vision_tower, h.vision_lr),
-                 "projector": (self.model.projector, h.projector_lr or h.lr), "llm": (self.model.llm, h.lr)}
+        model = self.model
+        parts = {
+            "vision_tower": (trainable(model.vision_tower), h.vision_lr),
+            "projector": (trainable(model.projector, model.image_newline), h.projector_lr or h.lr),
+            "llm": (trainable(model.llm), h.lr),
+            "action_heads": (trainable(*(getattr(model, n) for n in ACTION_PARTS if hasattr(model, n))), h.lr),
+        }
         groups = []
-        for name, (module, lr) in parts.items():
-            params = [p for p in module.parameters() if p.requires_grad]
-            if name == "projector" and self.model.image_newline.requires_grad:
-                params.append(self.model.image_newline)
+        for name, (params, lr) in parts.items():
             decay = [p for p in params if p.ndim >= 2]
             no_decay = [p for p in params if p.ndim < 2]  # norms, biases, the newline vector
             groups += [{"name": name, "params": decay, "lr": lr, "weight_decay": h.weight_decay},
@@ -292,3 +280,9 @@ class LlavaActionModule(L.LightningModule):
         if self.trainer.is_global_zero:
             save_original(self.model, Path(directory), state=state)
             self.tokenizer.save_pretrained(directory)
+
+
+def trainable(*parts: torch.nn.Module | torch.nn.Parameter) -> list[torch.nn.Parameter]:
+    """The parameters of modules (or lone parameters) that require gradients."""
+    params = [p for part in parts for p in ([part] if isinstance(part, torch.nn.Parameter) else part.parameters())]
+    return [p for p in params if p.requires_grad]

@@ -182,3 +182,51 @@ def test_llavaction_checkpoint_with_action_supervision(tmp_path, mode, tokens):
     loaded = LlavaVideoModel.from_pretrained(tmp_path)
     assert torch.equal(loaded.noun_head.weight, model.noun_head.weight)
     assert torch.equal(loaded.action_supervision, model.action_supervision)
+
+
+@pytest.mark.parametrize("mode, tokens", [("one_token", 1), ("three_tokens", 3), ("newline", 0)])
+def test_action_heads_read_the_action_tokens(mode, tokens):
+    model = tiny(vision_supervision=mode, action_types=(8, 9, 40))
+    assert model.config.visual_tokens(3) == 3 * 20 + tokens
+    ids, pixels, mask = inputs()
+    out = model(ids, pixels, mask, head_layers="all")
+    assert len(out.action_logits) == 4  # one triple per LLM layer
+    verb, noun, action = out.action_logits[-1]
+    assert verb.shape == (2, 8) and noun.shape == (2, 9) and action.shape == (2, 40)
+    # the heads read the token(s) that end the visual tokens, right before the text that follows the placeholder
+    visual = model.config.visual_tokens(3)
+    place = torch.tensor([2, 5])
+    last = out.hidden_states[torch.arange(2), place + visual - 1]
+    expected_action = model.action_head(last)
+    assert torch.allclose(action, expected_action, atol=1e-5)
+    if mode == "three_tokens":
+        assert torch.allclose(verb, model.verb_head(out.hidden_states[torch.arange(2), place + visual - 3]), atol=1e-5)
+    first_only = model(ids, pixels, mask, head_layers="first").action_logits
+    assert len(first_only) == 1 and not torch.allclose(first_only[0][0], verb)
+
+
+def test_action_loss_masks_samples_without_labels():
+    from llavaction.losses import action_supervision_loss
+
+    torch.manual_seed(0)
+    logits = [(torch.randn(3, 8), torch.randn(3, 9), torch.randn(3, 40)) for _ in range(2)]
+    verb, noun, action = torch.tensor([1, -1, 2]), torch.tensor([3, -1, 4]), torch.tensor([5, -1, 6])
+    loss = action_supervision_loss(logits, verb, noun, action)
+    keep = torch.tensor([0, 2])
+    expected = torch.stack([0.5 * F.cross_entropy(v[keep], verb[keep]) + 0.5 * F.cross_entropy(n[keep], noun[keep])
+                            + 0.1 * F.cross_entropy(a[keep], action[keep]) for v, n, a in logits]).mean()
+    assert torch.allclose(loss, expected)
+    none = action_supervision_loss(logits, torch.full((3,), -1), torch.full((3,), -1), torch.full((3,), -1))
+    assert none.item() == 0.0
+
+
+def test_action_supervision_added_to_a_plain_checkpoint(tmp_path):
+    tiny().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="model.action_supervision"):
+        LlavaVideoModel.from_pretrained(tmp_path, vision_supervision="one_token", action_types=(8, 8, 40))
+    from llavaction.model.checkpoint import ACTION_SUPERVISION_NAMES
+
+    model = LlavaVideoModel.from_pretrained(tmp_path, vision_supervision="one_token", action_types=(8, 8, 40),
+                                            allow_missing=ACTION_SUPERVISION_NAMES)
+    assert torch.isfinite(model.verb_head.weight).all() and 0 < model.verb_head.weight.std() < 0.1
+    assert torch.isfinite(model.action_supervision).all() and model.action_supervision.abs().sum() > 0

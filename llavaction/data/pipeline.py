@@ -154,6 +154,9 @@ class Collate:
             "answer_index": field("answer_index"),
             "num_options": torch.tensor([len(s["meta"].get("options", [])) for s in samples], dtype=torch.long),
             "verb_class": field("verb_class"), "noun_class": field("noun_class"),
+            "action_index": field("action_index"),
+            "verb_tail": field("verb_tail", 0).bool(), "noun_tail": field("noun_tail", 0).bool(),
+            "unseen": field("unseen_participant", 0).bool(),
             "task": [s.get("task", "padding") for s in samples],
             "meta": [s["meta"] for s in samples],
         }

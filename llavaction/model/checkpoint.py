@@ -99,9 +99,14 @@ def read_config(directory: Path) -> dict:
     return config
 
 
-def load_original(cls, directory: Path, strict: bool = True, dtype: torch.dtype | None = None, **overrides):
+ACTION_SUPERVISION_NAMES = ("model.action_supervision", "verb_head.", "noun_head.", "action_head.")
+
+
+def load_original(cls, directory: Path, strict: bool = True, dtype: torch.dtype | None = None,
+                  allow_missing: tuple[str, ...] = (), **overrides):
     """Build the model from config.json (weights not initialised) and load every tensor; with strict, any missing or
-    unexpected name is an error listing them."""
+    unexpected name is an error listing them. Names starting with an `allow_missing` prefix may be absent (parts
+    added on top of the checkpoint, e.g. ACTION_SUPERVISION_NAMES); they keep their fresh initialisation."""
     config = LlavaVideoConfig.from_original(read_config(directory), source=str(directory / "config.json"))
     for key, value in overrides.items():
         setattr(config, key, value)
@@ -117,14 +122,17 @@ def load_original(cls, directory: Path, strict: bool = True, dtype: torch.dtype 
         with safe_open(str(path), framework="pt") as f:
             for name in f.keys():
                 tensors[name] = f.get_tensor(name)
-    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    missing = sorted(n for n in expected - set(tensors) if not n.startswith(allow_missing))
+    unexpected = sorted(set(tensors) - expected)
     if strict and (missing or unexpected):
         raise ValueError(f"{directory}: checkpoint does not match the model.\n  missing: {missing}\n  unexpected: {unexpected}")
     state = {from_original_name(k): v for k, v in tensors.items() if k in expected}
     result = model.load_state_dict(state, strict=False)
     absent = [k for k in result.missing_keys if k != "llm.lm_head.weight"]
-    if strict and absent:
+    if strict and any(not to_original_name(k).startswith(allow_missing) for k in absent):
         raise ValueError(f"{directory}: tensors not loaded: {absent}")
+    if any(to_original_name(k).startswith(ACTION_SUPERVISION_NAMES) for k in absent):
+        model.init_action_supervision()  # built under no_init_weights: give the new parts their proper start
     return model
 
 

@@ -66,6 +66,8 @@ class LlavaVideoConfig:
             raise ValueError(f"vision_supervision {self.vision_supervision!r} not in {ACTION_TOKEN_MODES}")
         if (self.vision_supervision is None) != (self.action_types is None):
             raise ValueError("vision_supervision and action_types go together")
+        if self.vision_supervision == "newline" and self.newline_position == "none":
+            raise ValueError("vision_supervision 'newline' reads the last newline token: newline_position must not be none")
         if not -self.vision["num_hidden_layers"] <= self.vision_select_layer <= -1:
             raise ValueError(f"vision_select_layer {self.vision_select_layer} outside the tower")
 
@@ -96,7 +98,8 @@ class LlavaVideoConfig:
         return {"grid": side * (side + 1), "frame": side * side + 1, "none": side * side}[self.newline_position]
 
     def visual_tokens(self, num_frames: int) -> int:
-        return num_frames * self.tokens_per_frame
+        """Tokens that replace the placeholder: every frame's, then the learned action tokens."""
+        return num_frames * self.tokens_per_frame + self.action_tokens
 
     def to_original(self) -> dict:
         """The config.json of an original LLaVA-Video checkpoint (LlavaQwenForCausalLM)."""

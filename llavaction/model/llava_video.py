@@ -16,6 +16,7 @@ from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llavaction.model.config import LlavaVideoConfig
 
 LOGITS_FOR = ("all", "labels", "last")
+HEAD_LAYERS = ("last", "first", "all")
 
 
 @dataclass
@@ -25,6 +26,8 @@ class LlavaVideoOutput:
     hidden_states: torch.Tensor | None = None  # [B, S, D] last-layer hidden states of the spliced sequence
     attention_mask: torch.Tensor | None = None  # [B, S] of the spliced sequence
     labels: torch.Tensor | None = None  # [B, S] of the spliced sequence
+    action_logits: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None  # per head layer: verb, noun,
+    # action logits [B, classes] read at the action token(s); None without action supervision
 
 
 def check_attention(implementation: str) -> None:
@@ -61,6 +64,17 @@ class LlavaVideoModel(nn.Module):
                 self.action_supervision = nn.Parameter(torch.randn(config.action_tokens, width) * width ** -0.5)
             self.verb_head, self.noun_head, self.action_head = (
                 nn.Linear(width, size, bias=False) for size in config.action_types)
+            self.init_action_supervision()
+
+    def init_action_supervision(self) -> None:
+        """Action tokens start like word embeddings (same scale), heads like the LLM's other projections."""
+        std = self.llm.config.initializer_range
+        with torch.no_grad():
+            if hasattr(self, "action_supervision"):
+                embeddings = self.llm.get_input_embeddings().weight
+                self.action_supervision.copy_(torch.randn_like(self.action_supervision) * embeddings.std())
+            for head in (self.verb_head, self.noun_head, self.action_head):
+                head.weight.normal_(0.0, std)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, strict: bool = True, **overrides) -> "LlavaVideoModel":
@@ -74,6 +88,18 @@ class LlavaVideoModel(nn.Module):
         from llavaction.model.checkpoint import save_original
 
         save_original(self, Path(directory), max_shard_bytes=max_shard_bytes)
+
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, T, H, W, 3] frames -> pixel_values [B, T, 3, S, S]: resized to the tower's size if needed
+        (bilinear, antialiased) and normalised with the tower's mean and std."""
+        batch, steps = frames.shape[:2]
+        x = frames.permute(0, 1, 4, 2, 3).flatten(0, 1).float().div_(255)
+        size = self.config.image_size
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        mean = torch.tensor(self.config.image_mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.config.image_std, device=x.device).view(1, 3, 1, 1)
+        return ((x - mean) / std).unflatten(0, (batch, steps))
 
     def encode_video(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[B, T, 3, H, W] -> [B, T * tokens_per_frame, D]; all frames of the batch in one pass."""
@@ -92,7 +118,10 @@ class LlavaVideoModel(nn.Module):
             per_frame = torch.cat([grid.flatten(1, 2), newline], dim=1)
         else:
             per_frame = grid.flatten(1, 2)
-        return per_frame.reshape(batch, frames * per_frame.shape[1], -1)
+        tokens = per_frame.reshape(batch, frames * per_frame.shape[1], -1)
+        if self.config.action_tokens:
+            tokens = torch.cat([tokens, self.action_supervision.to(tokens.dtype).expand(batch, -1, -1)], dim=1)
+        return tokens
 
     def _pool(self, grid: torch.Tensor) -> torch.Tensor:
         stride = self.config.spatial_pool_stride
@@ -135,10 +164,13 @@ class LlavaVideoModel(nn.Module):
         labels: torch.Tensor | None = None,
         logits_for: str = "all",
         visual_tokens: torch.Tensor | None = None,
+        head_layers: str | None = None,
     ) -> LlavaVideoOutput:
         """logits_for: "all" positions, only the supervised "labels" positions (saves the [S, vocab] logits in
         training), or the "last" real position of each row (scoring). visual_tokens: the output of encode_video for
-        these rows, to reuse it (several prompts about one clip, generation); pixel_values is then ignored."""
+        these rows, to reuse it (several prompts about one clip, generation); pixel_values is then ignored.
+        head_layers: with action supervision, read the verb/noun/action heads at the "last", "first" or "all" LLM
+        layers (other layers' hidden states are kept only for "first" and "all")."""
         if logits_for not in LOGITS_FOR:
             raise ValueError(f"logits_for must be one of {LOGITS_FOR}")
         if visual_tokens is None:
@@ -149,7 +181,17 @@ class LlavaVideoModel(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         embeds, mask, labels = self.splice(input_ids, visual_tokens, attention_mask, labels)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        hidden = self.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+        if head_layers is not None and (self.config.action_types is None or head_layers not in HEAD_LAYERS):
+            raise ValueError(f"head_layers {head_layers!r} needs action supervision and one of {HEAD_LAYERS}")
+        keep_layers = head_layers in ("first", "all")
+        llm_out = self.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                 output_hidden_states=keep_layers)
+        hidden = llm_out.last_hidden_state
+        action_logits = None
+        if head_layers is not None:
+            layers = {"last": [hidden], "first": list(llm_out.hidden_states[1:2]),
+                      "all": list(llm_out.hidden_states[1:])}[head_layers]
+            action_logits = [self.read_heads(h, input_ids, visual_tokens.shape[1]) for h in layers]
         head = self.llm.get_output_embeddings()
         loss = None
         if labels is not None:
@@ -167,7 +209,18 @@ class LlavaVideoModel(nn.Module):
         else:
             last = mask.shape[1] - 1 - mask.flip(1).int().argmax(1)
             logits = head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
-        return LlavaVideoOutput(logits=logits, loss=loss, hidden_states=hidden, attention_mask=mask, labels=labels)
+        return LlavaVideoOutput(logits=logits, loss=loss, hidden_states=hidden, attention_mask=mask, labels=labels,
+                                action_logits=action_logits)
+
+    def read_heads(self, hidden: torch.Tensor, input_ids: torch.Tensor, num_visual: int):
+        """Verb, noun and action logits from the hidden states at the action token(s): the learned tokens that end
+        the visual tokens (three_tokens: one per head), or the last newline token ("newline")."""
+        place = (input_ids == IMAGE_TOKEN_INDEX).int().argmax(1)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        count = max(1, self.config.action_tokens)
+        first = place + num_visual - count
+        tokens = [hidden[rows, first + (i if count == 3 else 0)] for i in range(3)]
+        return self.verb_head(tokens[0]), self.noun_head(tokens[1]), self.action_head(tokens[2])
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention_mask: torch.Tensor, *,
