@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # experiments/demo.yaml reads its data from here.
 DEMO_DIR := demo_data
 
-.PHONY: venv demo demo-data test test-slow clean
+.PHONY: venv demo demo-data ablation-data demo-ablation test test-slow clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -30,6 +30,22 @@ $(DEMO_DIR)/shards/val_mqa/sizes.json:
 		--layout raw --num-frames 8 --size 32 --shard-size 64 --workers 2 --out $(DEMO_DIR)/shards/train_mqa --resume
 	$(PY) -m data_prep.extract_frames --questions $(DEMO_DIR)/questions/val_mqa.jsonl --videos $(DEMO_DIR)/videos \
 		--layout raw --num-frames 8 --size 32 --shard-size 32 --workers 2 --out $(DEMO_DIR)/shards/val_mqa --resume
+
+# Extra shards for the demo ablation table (random distractors, temporal detection).
+ablation-data: demo-data $(DEMO_DIR)/shards/train_temporal/sizes.json
+
+$(DEMO_DIR)/shards/train_temporal/sizes.json:
+	$(PY) -m data_prep.build_mqa --annotations $(DEMO_DIR)/annotations --split train --distractors random \
+		--seed 0 --out $(DEMO_DIR)/questions/train_mqa_random.jsonl --temporal-out $(DEMO_DIR)/questions/train_temporal.jsonl
+	$(PY) -m data_prep.extract_frames --questions $(DEMO_DIR)/questions/train_mqa_random.jsonl --videos $(DEMO_DIR)/videos \
+		--layout raw --num-frames 8 --size 32 --shard-size 64 --workers 2 --out $(DEMO_DIR)/shards/train_mqa_random --resume
+	$(PY) -m data_prep.extract_frames --questions $(DEMO_DIR)/questions/train_temporal.jsonl --videos $(DEMO_DIR)/videos \
+		--layout raw --num-frames 8 --size 32 --shard-size 64 --workers 2 --out $(DEMO_DIR)/shards/train_temporal --resume
+
+# The paper's cumulative ablation on the demo data, shortened to fit about 15 CPU minutes.
+demo-ablation: ablation-data
+	$(PY) -m llavaction.ablate --base experiments/demo.yaml experiments/ablations/demo/*.yaml --out runs/demo_ablation \
+		-- --data.samples_per_epoch=1200 --trainer.max_epochs=2 --trainer.check_val_every_n_epoch=2
 
 demo: demo-data
 	$(PY) train.py fit --config experiments/demo.yaml

@@ -48,7 +48,7 @@ def main() -> None:
             module = LlavaActionModule(preset_name="tiny", tokenizer=str(tmp / "demo" / "tokenizer"))
         module.configure_model()
         module.eval()
-        encode = EncodePrompt(module.tokenizer, "mqa", 8, module.tokens_per_frame, 4096, "error", PromptOptions(),
+        encode = EncodePrompt(module.tokenizer, "mqa", 8, module.config.visual_tokens(8), 4096, "error", PromptOptions(),
                               with_answer=False)
         stream = EvalStream([str(tmp / "shards")], args.batch_size, DecodeFrames(8), encode,
                             Collate(module.tokenizer.pad_token_id))

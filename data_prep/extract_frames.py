@@ -109,6 +109,7 @@ def decode_video(job: VideoJob) -> list[SampleResult]:
         video = open_video(
             cfg.layout, Path(cfg.videos), job.participant_id, job.video_id, size=cfg.size, mode=cfg.resize,
             chunk_seconds=cfg.chunk_seconds, fps=job.records[0].get("fps"), threads=job.decoder_threads,
+            path=job.records[0].get("video_path"),
         )
     except VideoError as err:
         return [SampleResult(r["narration_id"], None, str(err)) for r in job.records]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import random
 import sys
 from dataclasses import dataclass
@@ -189,6 +190,26 @@ def tail_classes(counts: list[int], share: float = 0.2) -> list[int]:
     return sorted(tail)
 
 
+MOTION_WORDS = {
+    "move-left": "slides to the left", "move-right": "slides to the right", "lift": "rises up the frame",
+    "lower": "sinks down the frame", "grow": "grows larger", "shrink": "becomes smaller", "appear": "fades into view",
+    "disappear": "fades away",
+}
+
+
+def write_descriptions(path: Path, rows: list[list]) -> None:
+    """Stand-ins for descriptions distilled from a stronger model: one question-answer pair per training segment."""
+    column = {name: i for i, name in enumerate(SEGMENT_COLUMNS)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for row in rows:
+            shape, _ = NOUNS[row[column["noun"]]]
+            noun = " ".join(reversed(row[column["noun"]].split(":")))
+            answer = f"The {noun}, a {shape} on the counter, {MOTION_WORDS[row[column['verb']]]}."
+            f.write(json.dumps({"narration_id": row[column["narration_id"]],
+                                "question": "Describe what happens in this video.", "answer": answer}) + "\n")
+
+
 def make_demo(out: Path, seed: int, train_videos: int, val_videos: int, duration: float, fps: int, size: int) -> dict:
     rng = random.Random(seed)
     # A mild long tail over the 64 actions so head/tail breakdowns mean something.
@@ -224,6 +245,7 @@ def make_demo(out: Path, seed: int, train_videos: int, val_videos: int, duration
     write_csv(annotations / "EPIC_100_unseen_participant_ids_validation.csv", ["participant_id"], [[UNSEEN_PARTICIPANT]])
     write_csv(annotations / "EPIC_100_video_info.csv", ["video_id", "duration", "fps", "resolution"],
               [[v, duration, float(fps), f"{size}x{size}"] for _, _, v in videos])
+    write_descriptions(out / "descriptions" / "train.jsonl", rows["train"])
     class_texts = [v for v in VERBS] + [" ".join(reversed(n.split(":"))) for n in NOUNS]
     narrations = [row[SEGMENT_COLUMNS.index("narration")] for split_rows in rows.values() for row in split_rows]
     build_tokenizer(sorted(set(class_texts + narrations))).save_pretrained(out / "tokenizer")

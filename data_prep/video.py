@@ -88,8 +88,11 @@ def _get_batch(reader, ids: list[int], path: Path) -> np.ndarray:
 class RawVideo:
     """One MP4 per video, opened once for all its segments."""
 
-    def __init__(self, videos: Path, participant: str, video_id: str, size: int, mode: str, threads: int = 1):
-        self.path = _find_raw(videos, participant, video_id)
+    def __init__(self, videos: Path, participant: str, video_id: str, size: int, mode: str, threads: int = 1,
+                 path: Path | None = None):
+        self.path = _find_raw(videos, participant, video_id) if path is None else path
+        if not self.path.is_file():
+            raise VideoError(f"video {video_id} not found: {self.path}")
         self.reader = _open_decord(self.path, threads)
         self.fps = float(self.reader.get_avg_fps())
         self.size, self.mode = size, mode
@@ -182,8 +185,11 @@ class FrameFolder:
 
 
 def open_video(layout: str, videos: Path, participant: str, video_id: str, *, size: int, mode: str,
-               chunk_seconds: float = 15.0, fps: float | None = None, threads: int = 1):
-    """The frame source of one video in the given layout."""
+               chunk_seconds: float = 15.0, fps: float | None = None, threads: int = 1, path: str | None = None):
+    """The frame source of one video in the given layout; an explicit `path` (relative to `videos`) is one video
+    file whatever the layout (replayed instruction data)."""
+    if path is not None:
+        return RawVideo(videos, participant, video_id, size, mode, threads, path=videos / path)
     if layout == "raw":
         return RawVideo(videos, participant, video_id, size, mode, threads)
     if layout == "chunked":

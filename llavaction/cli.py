@@ -12,6 +12,7 @@ class LlavaActionCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.tokenizer_path", "data.tokenizer", apply_on="instantiate")
         parser.link_arguments("model.tokens_per_frame", "data.tokens_per_frame", apply_on="instantiate")
+        parser.link_arguments("model.extra_visual_tokens", "data.extra_visual_tokens", apply_on="instantiate")
 
 
 def main(args: list[str] | None = None) -> LlavaActionCLI:

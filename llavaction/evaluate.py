@@ -133,7 +133,8 @@ def run_mqa(args: argparse.Namespace) -> int:
     module = load_module(args.checkpoint, args.tokenizer, args.scoring)
     module.predict_generate = args.mode == "generate"
     data = EpicDataModule(test=[str(s) for s in args.shards], tokenizer=module.tokenizer_path,
-                          tokens_per_frame=module.tokens_per_frame, num_frames=args.num_frames,
+                          tokens_per_frame=module.tokens_per_frame, extra_visual_tokens=module.extra_visual_tokens,
+                          num_frames=args.num_frames,
                           eval_batch_size=args.batch_size, num_workers=args.num_workers)
     trainer = L.Trainer(accelerator="auto", devices=args.devices, logger=False, enable_checkpointing=False,
                         precision=args.precision)

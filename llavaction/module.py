@@ -115,6 +115,11 @@ class LlavaActionModule(L.LightningModule):
         """Visual tokens per frame (the DataModule is linked to this)."""
         return self.config.tokens_per_frame
 
+    @property
+    def extra_visual_tokens(self) -> int:
+        """Visual tokens beyond the frames': the learned action tokens (the DataModule is linked to this)."""
+        return self.config.action_tokens
+
     def configure_model(self) -> None:
         if self.model is not None:
             return
@@ -139,6 +144,13 @@ class LlavaActionModule(L.LightningModule):
             checkpoint_blocks(self.model)
         if self.device_mesh is not None:  # under ModelParallelStrategy
             shard_blocks(self.model, self.device_mesh["data_parallel"])
+
+    def setup(self, stage: str) -> None:
+        """Before any step: action supervision needs training samples with verb/noun classes."""
+        data = getattr(self._trainer, "datamodule", None)
+        if stage == "fit" and self.hparams.action_supervision and hasattr(data, "has_class_labels") \
+                and not data.has_class_labels():
+            raise ValueError("model.action_supervision is on but no training source carries verb/noun classes")
 
     def forward(self, batch: dict, logits_for: str = "all"):
         heads = self.hparams.action_head_layers if self.hparams.action_supervision else None

@@ -15,7 +15,7 @@ from llavaction.constants import (
     EOS_TOKEN, IGNORE_INDEX, IMAGE_PLACEHOLDER, IMAGE_TOKEN_INDEX, SYSTEM_MESSAGE,
 )
 
-TASKS = ("mqa", "narration", "temporal")
+TASKS = ("mqa", "narration", "temporal", "qa")
 EGOCENTRIC_INTRO = "You are seeing this video from an egocentric, first-person view."
 MQA_INSTRUCTION = "What action are you performing? Choose the best option."
 MQA_PRIOR_INSTRUCTION = "What action are you currently performing? Choose the best option."
@@ -74,11 +74,17 @@ def check_options(record: dict) -> None:
 
 @dataclass(frozen=True)
 class PromptOptions:
-    """Switches that add context to the question; each defaults to the plain wording."""
+    """Switches that add context to the question; each defaults to the plain wording.
 
-    time_instruction: bool = False  # state the clip duration and frame count before the question
-    frame_times: bool = False  # with time_instruction, also list the time of each frame
-    prior_actions: bool = False  # prefix MQA questions with the two previous actions (when the record carries them)
+    Args:
+        time_instruction: state the clip duration and frame count before the question.
+        frame_times: with time_instruction, also list the time of each frame.
+        prior_actions: prefix MQA questions with the two previous actions (when the record carries them).
+    """
+
+    time_instruction: bool = False
+    frame_times: bool = False
+    prior_actions: bool = False
 
 
 def build_question(record: dict, task: str, num_frames: int, options: PromptOptions, use_priors: bool = False) -> str:
@@ -100,6 +106,8 @@ def build_question(record: dict, task: str, num_frames: int, options: PromptOpti
         lines.append(NARRATION_INSTRUCTION)
     elif task == "temporal":
         lines.append(TEMPORAL_INSTRUCTION.format(action=record["narration"]))
+    elif task == "qa":
+        lines.append(record["qa_question"])
     else:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     return "\n".join(lines)
@@ -113,6 +121,8 @@ def build_answer(record: dict, task: str) -> str:
         return f"{option_letters(len(record['options']))[index]}. {record['options'][index]}"
     if task in ("narration", "temporal"):
         return record["answer"] if "answer" in record else record["narration"]
+    if task == "qa":
+        return record["qa_answer"]
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 
 

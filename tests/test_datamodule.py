@@ -109,3 +109,79 @@ def test_setup_errors(demo_dir, demo_shards, tmp_path):
     with pytest.raises(ValueError, match="frames"):
         frame_indices(8, 9)
     assert frame_indices(16, 4) == [2, 6, 10, 14]
+
+
+def test_description_task_uses_the_same_shards(demo_dir, demo_shards, demo_questions, tmp_path):
+    ids = [q["narration_id"] for q in read_jsonl(demo_questions["train_mqa"])[:3]]
+    path = tmp_path / "descriptions.jsonl"
+    path.write_text("".join(json.dumps({"narration_id": i, "question": "Describe the object's motion.",
+                                        "answer": f"it moves ({i})"}) + "\n" for i in ids))
+    train = [TaskSource(str(demo_shards["train_mqa"]), "qa", descriptions=str(path))]
+    dm = datamodule(demo_dir, demo_shards, train=train, samples_per_epoch=8)
+    for batch in dm.train_dataloader():
+        for row, meta in enumerate(batch["meta"]):
+            assert meta["narration_id"] in ids and batch["task"][row] == "qa"
+            answer = [t for t, l in zip(batch["input_ids"][row].tolist(), batch["labels"][row].tolist()) if l >= 0]
+            assert dm.tokenizer.decode(answer) == f"it moves ({meta['narration_id']})<|im_end|>"
+    with pytest.raises(ValueError, match="descriptions file goes with task 'qa'"):
+        TaskSource(str(demo_shards["train_mqa"]), "mqa", descriptions=str(path))
+
+
+def test_prior_actions_oracle_and_pseudo(demo_dir, demo_shards, demo_questions, tmp_path):
+    from llavaction.prompts import PromptOptions
+
+    questions = read_jsonl(demo_questions["validation_mqa"])
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps({"narration_id": q["narration_id"], "options": ["PSEUDO " + q["narration_id"]],
+                                               "chosen_index": 0}) + "\n" for q in questions))
+    texts = {}
+    for mode, extra in (("oracle", {}), ("pseudo", {"pseudo_prior_predictions": str(predictions)})):
+        dm = datamodule(demo_dir, demo_shards, prompt=PromptOptions(prior_actions=True), eval_prior_actions=mode,
+                        **extra)
+        batch = next(iter(dm.val_dataloader()))
+        texts[mode] = [dm.tokenizer.decode([t for t in row.tolist() if t >= 0]) for row in batch["input_ids"]]
+        metas = batch["meta"]
+    with_priors = [i for i, m in enumerate(metas) if m.get("prior_actions")]
+    assert with_priors
+    for i in with_priors:
+        first = metas[i]["prior_actions"][0]
+        assert "seconds ago, you started an action" in texts["oracle"][i]
+        assert f"you started an action PSEUDO {first['narration_id']}." in texts["pseudo"][i]
+    with pytest.raises(ValueError, match="pseudo_prior_predictions"):
+        datamodule(demo_dir, demo_shards, eval_prior_actions="pseudo")
+
+
+def test_prior_decision_depends_only_on_seed_epoch_and_sample():
+    from llavaction.data.pipeline import decide
+
+    keys = [f"P01_01_{i}" for i in range(2000)]
+    once = {k: decide(0, 1, k, "priors", 0.3) for k in keys}
+    assert {k: decide(0, 1, k, "priors", 0.3) for k in reversed(keys)} == once
+    assert 0.26 < sum(once.values()) / len(keys) < 0.34
+    assert once != {k: decide(0, 2, k, "priors", 0.3) for k in keys}
+
+
+def test_replay_of_instruction_data(demo_dir, tmp_path):
+    from data_prep.build_replay import main as build_replay
+    from data_prep.extract_frames import ExtractConfig, extract
+
+    videos = demo_dir / "videos"
+    entries = [
+        {"id": "clip.1", "video": "D01/D01_101.MP4",
+         "conversations": [{"from": "human", "value": "<image>\nWhat moves?"}, {"from": "gpt", "value": "Objects."}]},
+        {"id": "clip.2", "video": "D01/missing.MP4", "conversations": []},
+    ]
+    (tmp_path / "conv.json").write_text(json.dumps(entries))
+    build_replay(["--conversations", str(tmp_path / "conv.json"), "--videos", str(videos),
+                  "--out", str(tmp_path / "replay.jsonl")])
+    records = read_jsonl(tmp_path / "replay.jsonl")
+    assert [r["narration_id"] for r in records] == ["clip_1"] and records[0]["clip_stop_sec"] == pytest.approx(20, abs=0.1)
+    assert read_jsonl(tmp_path / "replay.skipped.jsonl")[0]["reason"] == "no human/gpt exchange"
+    config = ExtractConfig(videos=str(videos), layout="chunked", num_frames=8, size=32, resize="squash", quality=90,
+                           chunk_seconds=15.0, shard_size=8)
+    extract(records, tmp_path / "shards", config)  # the video path wins over the layout
+    dm = datamodule(demo_dir, {"train_mqa": tmp_path / "shards", "validation_mqa": tmp_path / "shards"},
+                    train=[TaskSource(str(tmp_path / "shards"), "qa")], num_frames=8, samples_per_epoch=4)
+    batch = next(iter(dm.train_dataloader()))
+    answer = [t for t, l in zip(batch["input_ids"][0].tolist(), batch["labels"][0].tolist()) if l >= 0]
+    assert dm.tokenizer.decode(answer) == "Objects.<|im_end|>"

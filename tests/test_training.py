@@ -29,6 +29,25 @@ def test_every_experiment_config_parses(path, capsys):
     assert "model:" in capsys.readouterr().out
 
 
+ABLATIONS = sorted((ROOT / "experiments" / "ablations").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ABLATIONS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_ablation_row_instantiates_the_tiny_model(path, demo_dir):
+    from llavaction.cli import LlavaActionCLI
+    from llavaction.data.datamodule import EpicDataModule
+    from llavaction.module import LlavaActionModule
+
+    tiny = ["--model.checkpoint=null", "--model.preset_name=tiny", f"--model.tokenizer={demo_dir / 'tokenizer'}",
+            "--model.attn_implementation=sdpa", "--trainer.accelerator=cpu", "--trainer.devices=1",
+            "--trainer.strategy=auto", "--trainer.precision=32-true", "--trainer.num_nodes=1"]
+    cli = LlavaActionCLI(LlavaActionModule, EpicDataModule, run=False, args=config_chain(path) + tiny)
+    cli.model.configure_model()
+    if cli.model.hparams.action_supervision:
+        assert cli.model.model.verb_head.out_features == cli.model.hparams.action_types[0]
+    assert cli.datamodule.hparams.num_frames in (2, 4, 8, 16, 32, 64)
+
+
 def demo_args(demo_dir, demo_shards, root, *extra) -> list[str]:
     train = json.dumps([{"path": str(demo_shards["train_mqa"]), "task": "mqa"},
                         {"path": str(demo_shards["train_mqa"]), "task": "narration", "weight": 0.5}])
@@ -108,3 +127,15 @@ def test_fsdp2_two_processes_resume_from_sharded_checkpoint(demo_dir, demo_shard
     assert second_epoch and min(resumed) > 0
     for step in second_epoch:
         assert resumed[step] == pytest.approx(uninterrupted[step], rel=1e-5, abs=1e-6)
+
+
+def test_action_supervision_needs_class_labels(demo_dir):
+    from types import SimpleNamespace
+
+    from llavaction.module import LlavaActionModule
+
+    module = LlavaActionModule(tokenizer=str(demo_dir / "tokenizer"), action_supervision="one_token",
+                               action_types=(8, 8, 64))
+    module._trainer = SimpleNamespace(datamodule=SimpleNamespace(has_class_labels=lambda: False))
+    with pytest.raises(ValueError, match="no training source carries verb/noun classes"):
+        module.setup("fit")

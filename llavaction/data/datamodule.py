@@ -13,6 +13,7 @@ from llavaction.data.pipeline import (
     Collate, DecodeFrames, EncodePrompt, EvalStream, SkipAndCount, TaskSource, WeightedMix, read_sizes, shard_urls,
     train_source,
 )
+from llavaction.jsonl import read_jsonl
 from llavaction.prompts import PromptOptions
 
 
@@ -27,6 +28,7 @@ class EpicDataModule(L.LightningDataModule):
         test: list[str] | None = None,
         tokenizer: str | None = None,
         tokens_per_frame: int = 0,
+        extra_visual_tokens: int = 0,
         num_frames: int = 16,
         batch_size: int = 1,
         eval_batch_size: int = 8,
@@ -37,6 +39,8 @@ class EpicDataModule(L.LightningDataModule):
         overflow: str = "error",
         prompt: PromptOptions = PromptOptions(),
         prior_actions_prob: float = 0.0,
+        eval_prior_actions: str = "oracle",
+        pseudo_prior_predictions: str | None = None,
         seed: int = 0,
     ):
         """
@@ -46,6 +50,7 @@ class EpicDataModule(L.LightningDataModule):
             test: MQA shard directories for testing (defaults to val).
             tokenizer: tokenizer directory (linked from the model by train.py).
             tokens_per_frame: visual tokens per frame (linked from the model by train.py), for max_length.
+            extra_visual_tokens: visual tokens beyond the frames', e.g. action tokens (linked from the model).
             num_frames: frames per clip; subsampled evenly when the shards hold more.
             batch_size: training samples per batch and device.
             eval_batch_size: validation/test samples per batch and device.
@@ -56,6 +61,9 @@ class EpicDataModule(L.LightningDataModule):
             overflow: a longer sample is an 'error', or has its answer cut ('truncate').
             prompt: question wording switches (time instruction, frame times, prior actions).
             prior_actions_prob: in training, the chance that an MQA question shows its prior actions.
+            eval_prior_actions: with prompt.prior_actions, evaluation shows the ground-truth prior actions ('oracle')
+                or the model's own earlier answers for them ('pseudo', read from pseudo_prior_predictions).
+            pseudo_prior_predictions: predictions.jsonl of an earlier `llavaction.evaluate mqa` run (for 'pseudo').
             seed: seed of shard resampling and per-sample decisions.
         """
         super().__init__()
@@ -63,6 +71,10 @@ class EpicDataModule(L.LightningDataModule):
         self.train_sources = [s if isinstance(s, TaskSource) else TaskSource(**s) for s in (train or [])]
         self.val_dirs, self.test_dirs = list(val or []), list(test or val or [])
         self.tokenizer_path, self.prompt = tokenizer, prompt
+        if eval_prior_actions not in ("oracle", "pseudo"):
+            raise ValueError(f"eval_prior_actions must be 'oracle' or 'pseudo', not {eval_prior_actions!r}")
+        if (eval_prior_actions == "pseudo") != (pseudo_prior_predictions is not None):
+            raise ValueError("eval_prior_actions='pseudo' needs pseudo_prior_predictions, and only it uses them")
         self._tokenizer = None
 
     @property
@@ -83,8 +95,7 @@ class EpicDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         """Check, before any step, that the shards can serve what the configuration asks of them."""
         for path in [s.path for s in self.train_sources] + self.val_dirs + self.test_dirs:
-            first = next(iter(wds.DataPipeline(wds.SimpleShardList(shard_urls(path)[:1]), wds.tarfile_to_samples())))
-            meta = json.loads(first["json"])
+            meta = json.loads(first_sample(path)["json"])
             if self.hparams.num_frames > meta["num_frames"]:
                 raise ValueError(f"{path}: shards hold {meta['num_frames']} frames per sample, "
                                  f"{self.hparams.num_frames} asked for (num_frames)")
@@ -92,16 +103,23 @@ class EpicDataModule(L.LightningDataModule):
                 raise ValueError(f"{path}: prior actions are switched on but the samples carry no prior_actions")
         for source in self.train_sources:
             if source.task == "temporal":
-                first = next(iter(wds.DataPipeline(wds.SimpleShardList(shard_urls(source.path)[:1]),
-                                                   wds.tarfile_to_samples())))
-                if "answer" not in json.loads(first["json"]):
+                if "answer" not in json.loads(first_sample(source.path)["json"]):
                     raise ValueError(f"{source.path}: task 'temporal' needs shards of temporal-detection questions")
+
+    def has_class_labels(self) -> bool:
+        """Whether some training source's samples carry verb/noun classes (what action supervision learns from)."""
+        return any(json.loads(first_sample(s.path)["json"]).get("verb_class") is not None for s in self.train_sources)
 
     def _encoder(self, task: str, with_answer: bool, epoch: int = 0) -> EncodePrompt:
         h = self.hparams
-        return EncodePrompt(self.tokenizer, task, h.num_frames, h.tokens_per_frame, h.max_length, h.overflow,
+        pseudo = None
+        if not with_answer and h.pseudo_prior_predictions:
+            pseudo = {r["narration_id"]: r["options"][r["chosen_index"]]
+                      for r in read_jsonl(h.pseudo_prior_predictions) if r["chosen_index"] is not None}
+        visual = h.num_frames * h.tokens_per_frame + h.extra_visual_tokens
+        return EncodePrompt(self.tokenizer, task, h.num_frames, visual, h.max_length, h.overflow,
                             self.prompt, with_answer=with_answer, prior_actions_prob=h.prior_actions_prob,
-                            seed=h.seed, epoch=epoch)
+                            seed=h.seed, epoch=epoch, pseudo_priors=pseudo)
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -148,3 +166,8 @@ class EpicDataModule(L.LightningDataModule):
 
     def predict_dataloader(self):
         return self.test_dataloader()
+
+
+def first_sample(path: str) -> dict:
+    """The first raw sample of a shard directory (setup checks read only this)."""
+    return next(iter(wds.DataPipeline(wds.SimpleShardList(shard_urls(path)[:1]), wds.tarfile_to_samples())))

@@ -29,15 +29,25 @@ BUILD_HINT = "python -m data_prep.extract_frames --questions Q.jsonl --videos DI
 
 @dataclass(frozen=True)
 class TaskSource:
-    """One component of the training mixture."""
+    """One component of the training mixture.
 
-    path: str  # shard directory written by data_prep.extract_frames (holds sizes.json)
-    task: str = "mqa"  # mqa | narration | temporal: how a sample becomes a conversation
-    weight: float = 1.0  # sampling weight in the mixture
+    Args:
+        path: shard directory written by data_prep.extract_frames (holds sizes.json).
+        task: how a sample becomes a conversation: mqa, narration, temporal or qa.
+        weight: sampling weight in the mixture.
+        descriptions: for task qa, a JSONL of {narration_id, question, answer} (e.g. distilled descriptions).
+    """
+
+    path: str
+    task: str = "mqa"
+    weight: float = 1.0
+    descriptions: str | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"task {self.task!r} not in {TASKS}")
+        if self.descriptions is not None and self.task != "qa":
+            raise ValueError(f"{self.path}: a descriptions file goes with task 'qa'")
         if self.weight <= 0:
             raise ValueError(f"weight of {self.path} must be positive")
 
@@ -94,14 +104,41 @@ def decide(seed: int, epoch: int, key: str, purpose: str, probability: float) ->
     return probability > 0 and random.Random(f"{seed}:{epoch}:{key}:{purpose}").random() < probability
 
 
+class Descriptions:
+    """Question-answer pairs about segments (e.g. distilled from a stronger model) whose frames come from existing
+    shards: samples without one are left out of this task; the pair joins the sample's metadata."""
+
+    def __init__(self, path: str | Path):
+        self.by_id = {}
+        with open(path) as f:
+            for line_number, line in enumerate(f, start=1):
+                if line.strip():
+                    record = json.loads(line)
+                    missing = [k for k in ("narration_id", "question", "answer") if k not in record]
+                    if missing:
+                        raise ValueError(f"{path}:{line_number}: missing {', '.join(missing)}")
+                    self.by_id[record["narration_id"]] = (record["question"], record["answer"])
+
+    def has(self, sample: dict) -> bool:
+        return sample["__key__"] in self.by_id
+
+    def __call__(self, sample: dict) -> dict:
+        question, answer = self.by_id[sample["__key__"]]
+        sample["meta"] |= {"qa_question": question, "qa_answer": answer}
+        return sample
+
+
 class EncodePrompt:
     """Sample -> input_ids and labels for one task; with_answer=False stops at the assistant turn (evaluation)."""
 
-    def __init__(self, tokenizer, task: str, num_frames: int, tokens_per_frame: int, max_length: int, overflow: str,
+    def __init__(self, tokenizer, task: str, num_frames: int, visual_tokens: int, max_length: int, overflow: str,
                  options: PromptOptions, with_answer: bool = True, prior_actions_prob: float = 0.0, seed: int = 0,
-                 epoch: int = 0):
+                 epoch: int = 0, pseudo_priors: dict[str, str] | None = None):
+        """pseudo_priors: in evaluation, narration_id -> the model's own earlier answer, shown instead of the
+        ground-truth prior actions."""
         self.encoder = PromptEncoder(tokenizer, max_length=max_length, overflow=overflow)
-        self.task, self.num_frames, self.visual_tokens = task, num_frames, num_frames * tokens_per_frame
+        self.pseudo_priors = pseudo_priors
+        self.task, self.num_frames, self.visual_tokens = task, num_frames, visual_tokens
         self.options, self.with_answer = options, with_answer
         self.prior_actions_prob, self.seed, self.epoch = prior_actions_prob, seed, epoch
 
@@ -110,14 +147,22 @@ class EncodePrompt:
         use_priors = self.options.prior_actions and (
             not self.with_answer or decide(self.seed, self.epoch, sample["__key__"], "priors", self.prior_actions_prob)
         )
+        if use_priors and self.pseudo_priors is not None:
+            meta = meta | {"prior_actions": [p | {"text": self._pseudo(p["narration_id"], sample)}
+                                             for p in meta.get("prior_actions") or []]}
         try:
             question = build_question(meta, self.task, self.num_frames, self.options, use_priors=use_priors)
             answer = build_answer(meta, self.task) if self.with_answer else None
         except (KeyError, ValueError) as err:
             raise BadSample(f"sample {sample['__key__']}: cannot build a {self.task} prompt ({err})") from None
         encoded = self.encoder.encode(question, answer, self.visual_tokens, name=sample["__key__"])
-        return sample | {"input_ids": encoded.input_ids, "labels": encoded.labels, "truncated": encoded.truncated,
-                         "task": self.task}
+        return sample | {"meta": meta, "input_ids": encoded.input_ids, "labels": encoded.labels,
+                         "truncated": encoded.truncated, "task": self.task}
+
+    def _pseudo(self, prior_id: str, sample: dict) -> str:
+        if prior_id not in self.pseudo_priors:
+            raise BadSample(f"sample {sample['__key__']}: no earlier prediction for its prior action {prior_id}")
+        return self.pseudo_priors[prior_id]
 
 
 class SkipAndCount:
@@ -165,11 +210,14 @@ class Collate:
 def train_source(source: TaskSource, decode: DecodeFrames, encode: EncodePrompt, seed: int, shuffle_buffer: int,
                  handler: SkipAndCount):
     """An endless stream of one task: shards resampled with a seed per (rank, worker, epoch), samples shuffled."""
+    descriptions = Descriptions(source.descriptions) if source.descriptions else None
     return wds.DataPipeline(
         wds.ResampledShards(shard_urls(source.path), seed=seed, deterministic=True),
         wds.tarfile_to_samples(handler=handler),
+        *([wds.select(descriptions.has)] if descriptions else []),
         wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 64), seed=seed),
         wds.map(decode, handler=handler),
+        *([wds.map(descriptions)] if descriptions else []),
         wds.map(encode, handler=handler),
     )
 

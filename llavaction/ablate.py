@@ -1,0 +1,148 @@
+"""Run a list of ablation rows (small YAML diffs over a base config) and collect the table.
+
+    python -m llavaction.ablate --base experiments/demo.yaml experiments/ablations/demo/*.yaml --out runs/ablations
+    python -m llavaction.ablate --base experiments/llavaction_7b.yaml experiments/ablations/7b/*.yaml \
+        --out runs/ablations_7b --slurm            # one SLURM array task per row
+    python -m llavaction.ablate ... --dry-run      # print each merged config, run nothing
+    python -m llavaction.ablate ... --collect      # only gather finished rows into the table
+
+Rows run one after the other here (or as a SLURM job array); a finished row (its result.json exists) is skipped on a
+rerun. Anything after `--` goes to every `train.py fit` call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from llavaction.callbacks import RESULTS_FILE
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = "result.json"
+COLUMNS = ("val/mqa_accuracy", "val/chance", "val/questions")
+
+
+def fit_command(base: Path, row: Path, run_dir: Path, extra: list[str]) -> list[str]:
+    return [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(base), "--config", str(row),
+            f"--trainer.default_root_dir={run_dir}", f"--trainer.logger.init_args.save_dir={run_dir}", *extra]
+
+
+def run_row(base: Path, row: Path, out: Path, extra: list[str]) -> dict:
+    """Train one row; its final validation figures become out/<row>/result.json."""
+    run_dir = out / row.stem
+    subprocess.run(fit_command(base, row, run_dir, extra), check=True)
+    found = sorted(run_dir.rglob(RESULTS_FILE), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise RuntimeError(f"{row.stem}: the run wrote no {RESULTS_FILE} (no validation ran?)")
+    result = json.loads(found[-1].read_text()) | {"row": row.stem}
+    (run_dir / RESULT).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def write_table(results: list[dict], out: Path) -> None:
+    """results.csv, results.md and results.png (a bar chart of the headline accuracy)."""
+    extra = sorted({k for r in results for k in r if k.startswith("val/") and k not in COLUMNS})
+    columns = ["row", *COLUMNS, *extra]
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(results)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in results:
+        cells = [r["row"]] + [f"{r[c]:.1f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(1.2 + 0.9 * len(results), 3.5))
+    axis.bar([r["row"] for r in results], [r["val/mqa_accuracy"] for r in results])
+    if results:
+        axis.axhline(results[0]["val/chance"], color="grey", linestyle="--", label="chance")
+        axis.legend()
+    axis.set(ylabel="validation MQA accuracy (%)", ylim=(0, 100))
+    axis.tick_params(axis="x", rotation=30)
+    figure.tight_layout()
+    figure.savefig(out / "results.png", dpi=120)
+    plt.close(figure)
+
+
+def slurm_script(base: Path, rows: list[Path], out: Path, extra: list[str]) -> str:
+    """A job array, one task per row; Lightning reads the SLURM environment of each task's srun."""
+    commands = [shlex.join(fit_command(base, row, out / row.stem, extra)) for row in rows]
+    return "\n".join([
+        "#!/bin/bash",
+        f"#SBATCH --job-name=llavaction-ablate --array=0-{len(rows) - 1}",
+        "#SBATCH --nodes=1 --ntasks-per-node=8 --gpus-per-node=8 --cpus-per-task=12 --time=24:00:00",
+        "set -euo pipefail",
+        "COMMANDS=(" + " ".join(shlex.quote(c) for c in commands) + ")",
+        'eval "srun ${COMMANDS[$SLURM_ARRAY_TASK_ID]}"',
+        f"# then: {shlex.join([sys.executable, '-m', 'llavaction.ablate', '--base', str(base), *map(str, rows), '--out', str(out), '--collect'])}",
+        "",
+    ])
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=Path, required=True, help="base config the rows modify")
+    parser.add_argument("rows", type=Path, nargs="+", help="row configs, in table order")
+    parser.add_argument("--out", type=Path, required=True)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--slurm", action="store_true", help="submit a SLURM job array instead of running here")
+    mode.add_argument("--dry-run", action="store_true", help="print each merged config and stop")
+    mode.add_argument("--collect", action="store_true", help="only gather finished rows")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in [args.base, *args.rows] if not p.exists()]
+    if missing:
+        parser.error(f"config(s) not found: {', '.join(missing)}")
+    if len({r.stem for r in args.rows}) != len(args.rows):
+        parser.error("two rows share a file name; row names must be unique")
+    return args, extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = parse_args(argv)
+    if args.dry_run:
+        for row in args.rows:
+            print(f"# ---- {row.stem}: {args.base} + {row}", flush=True)
+            subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", "--config", str(args.base),
+                            "--config", str(row), *extra, "--print_config"], check=True)
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.slurm:
+        script = args.out / "ablate.sbatch"
+        script.write_text(slurm_script(args.base, args.rows, args.out, extra))
+        if shutil.which("sbatch") is None:
+            print(f"wrote {script}; submit it with: sbatch {script}")
+            return 0
+        subprocess.run(["sbatch", str(script)], check=True)
+        return 0
+    results = []
+    for row in args.rows:
+        done = args.out / row.stem / RESULT
+        if done.exists():
+            print(f"{row.stem}: finished earlier, skipped", flush=True)
+            results.append(json.loads(done.read_text()))
+        elif args.collect:
+            print(f"{row.stem}: not finished yet", flush=True)
+        else:
+            print(f"{row.stem}: training", flush=True)
+            results.append(run_row(args.base, row, args.out, extra))
+    write_table(results, args.out)
+    print((args.out / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

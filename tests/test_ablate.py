@@ -1,0 +1,36 @@
+import json
+
+from llavaction.ablate import main as ablate
+from tests.test_training import ROOT, demo_args
+
+
+def test_runner_on_two_tiny_rows(demo_dir, demo_shards, tmp_path, capsys):
+    rows = []
+    for frames in (4, 8):
+        row = tmp_path / f"frames_{frames}.yaml"
+        row.write_text(f"data:\n  num_frames: {frames}\n")
+        rows.append(row)
+    extra = demo_args(demo_dir, demo_shards, tmp_path)[3:]  # everything after `fit --config demo.yaml`
+    extra = [a for a in extra if not a.startswith(("--trainer.default_root_dir", "--trainer.logger.init_args"))]
+    extra += ["--trainer.max_epochs=1", "--data.samples_per_epoch=8", "--trainer.check_val_every_n_epoch=1"]
+    base = ROOT / "experiments" / "demo.yaml"
+    out = tmp_path / "table"
+    ablate(["--base", str(base), *map(str, rows), "--out", str(out), "--", *extra])
+    table = (out / "results.md").read_text()
+    assert "frames_4" in table and "frames_8" in table
+    assert (out / "results.csv").exists() and (out / "results.png").stat().st_size > 0
+    assert json.loads((out / "frames_4" / "result.json").read_text())["val/questions"] == 8
+    capsys.readouterr()
+    ablate(["--base", str(base), *map(str, rows), "--out", str(out), "--", *extra])
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 2
+    ablate(["--base", str(base), str(rows[0]), "--out", str(out), "--slurm", "--", *extra])
+    script = (out / "ablate.sbatch").read_text()
+    assert "--array=0-0" in script and "srun" in script
+
+
+def test_dry_run_prints_merged_configs(tmp_path, capfd):
+    row = tmp_path / "frames_16.yaml"
+    row.write_text("data:\n  num_frames: 16\n")
+    ablate(["--base", str(ROOT / "experiments" / "demo.yaml"), str(row), "--out", str(tmp_path / "o"), "--dry-run"])
+    out = capfd.readouterr().out
+    assert "# ---- frames_16" in out and "num_frames: 16" in out
