@@ -185,3 +185,13 @@ def test_replay_of_instruction_data(demo_dir, tmp_path):
     batch = next(iter(dm.train_dataloader()))
     answer = [t for t, l in zip(batch["input_ids"][0].tolist(), batch["labels"][0].tolist()) if l >= 0]
     assert dm.tokenizer.decode(answer) == "Objects.<|im_end|>"
+
+
+def test_prior_actions_checked_on_mqa_sources_only(demo_dir, demo_shards):
+    from llavaction.prompts import PromptOptions
+
+    train = [TaskSource(str(demo_shards["train_mqa"]), "mqa"), TaskSource(str(demo_shards["train_temporal"]), "temporal")]
+    datamodule(demo_dir, demo_shards, train=train, prompt=PromptOptions(prior_actions=True)).setup("fit")
+    with pytest.raises(ValueError, match="carry no prior_actions"):
+        datamodule(demo_dir, demo_shards, train=[TaskSource(str(demo_shards["train_temporal"]), "mqa")],
+                   prompt=PromptOptions(prior_actions=True)).setup("fit")

@@ -203,6 +203,8 @@ def test_action_heads_read_the_action_tokens(mode, tokens):
         assert torch.allclose(verb, model.verb_head(out.hidden_states[torch.arange(2), place + visual - 3]), atol=1e-5)
     first_only = model(ids, pixels, mask, head_layers="first").action_logits
     assert len(first_only) == 1 and not torch.allclose(first_only[0][0], verb)
+    last_only = model(ids, pixels, mask, head_layers="last").action_logits
+    assert len(last_only) == 1 and torch.allclose(last_only[0][0], verb, atol=1e-5)
 
 
 def test_action_loss_masks_samples_without_labels():

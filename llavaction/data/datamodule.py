@@ -94,12 +94,13 @@ class EpicDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         """Check, before any step, that the shards can serve what the configuration asks of them."""
+        mqa_dirs = [s.path for s in self.train_sources if s.task == "mqa"] + self.val_dirs + self.test_dirs
         for path in [s.path for s in self.train_sources] + self.val_dirs + self.test_dirs:
             meta = json.loads(first_sample(path)["json"])
             if self.hparams.num_frames > meta["num_frames"]:
                 raise ValueError(f"{path}: shards hold {meta['num_frames']} frames per sample, "
                                  f"{self.hparams.num_frames} asked for (num_frames)")
-            if self.prompt.prior_actions and "prior_actions" not in meta:
+            if self.prompt.prior_actions and path in mqa_dirs and "prior_actions" not in meta:
                 raise ValueError(f"{path}: prior actions are switched on but the samples carry no prior_actions")
         for source in self.train_sources:
             if source.task == "temporal":

@@ -189,8 +189,10 @@ class LlavaVideoModel(nn.Module):
         hidden = llm_out.last_hidden_state
         action_logits = None
         if head_layers is not None:
-            layers = {"last": [hidden], "first": list(llm_out.hidden_states[1:2]),
-                      "all": list(llm_out.hidden_states[1:])}[head_layers]
+            if head_layers == "last":
+                layers = [hidden]
+            else:  # hidden_states[0] is the input embeddings; [i] the output of decoder layer i
+                layers = list(llm_out.hidden_states[1:2] if head_layers == "first" else llm_out.hidden_states[1:])
             action_logits = [self.read_heads(h, input_ids, visual_tokens.shape[1]) for h in layers]
         head = self.llm.get_output_embeddings()
         loss = None

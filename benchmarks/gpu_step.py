@@ -1,0 +1,210 @@
+"""Training-step throughput, MFU and the FSDP2 memory plan of the LLaVA-Video shapes.
+
+    python benchmarks/gpu_step.py                 # on a GPU: 0.5b and 7b shapes, 16 and 64 frames, the config grid
+    python benchmarks/gpu_step.py --smoke         # anywhere: tiny shapes on the CPU, to check the script runs
+    python benchmarks/gpu_step.py --memory-plan   # the per-GPU memory plan only (no device needed)
+
+FLOPs per training step (forward + backward = 3 x forward), counted per sample and summed over the batch:
+  LLM     2 * N_llm * S            dense matmuls over S tokens (N_llm: decoder-layer parameters, no embeddings)
+        + 2 * L * S^2 * d          causal attention (QK^T and AV, each S^2/2 * d multiply-adds)
+        + 2 * d * V * S_answer     the vocabulary projection, computed only where there are labels
+  vision  F * (2 * N_vit * P + 4 * L_vit * P^2 * d_vit)   F frames of P patches, bidirectional attention
+        + F * 2 * N_proj * P       the projector on every patch token
+MFU = FLOPs per step / (step time * peak dense bf16 FLOP/s of the card, looked up by its name).
+When the 7B does not fit one GPU it runs with fewer LLM layers and the FLOPs are those of the layers run (stated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import math
+import os
+import time
+
+import torch
+
+from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llavaction.model import LlavaVideoModel, preset
+from llavaction.sharding import checkpoint_blocks, shard_blocks
+
+PEAK_BF16 = {"H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12,
+             "A100": 312e12, "L40S": 362e12}
+TEXT_TOKENS, ANSWER_TOKENS = 160, 8  # an MQA prompt with five options, and its answer
+
+
+def peak_flops(name: str) -> float | None:
+    for key, value in sorted(PEAK_BF16.items(), key=lambda kv: -len(kv[0])):
+        if key in name:
+            return value
+    return None
+
+
+def llm_layer_params(text: dict) -> int:
+    """One Qwen2 decoder layer: q and o projections, grouped k and v projections, the gated MLP."""
+    d = text["hidden_size"]
+    kv = d * text["num_key_value_heads"] // text["num_attention_heads"]
+    return 2 * d * d + 2 * d * kv + 3 * d * text["intermediate_size"]
+
+
+def vit_layer_params(vision: dict) -> int:
+    d = vision["hidden_size"]
+    return 4 * d * d + 2 * d * vision["intermediate_size"]
+
+
+def step_flops(config, frames: int, batch: int) -> float:
+    text, vision = config.text, config.vision
+    d, layers, vocab = text["hidden_size"], text["num_hidden_layers"], text["vocab_size"]
+    n_llm = layers * llm_layer_params(text)
+    s = config.visual_tokens(frames) + TEXT_TOKENS
+    llm = 2 * n_llm * s + 2 * layers * s * s * d + 2 * d * vocab * ANSWER_TOKENS
+    dv, lv = vision["hidden_size"], config.vision_layers_kept
+    p = (vision["image_size"] // vision["patch_size"]) ** 2
+    n_vit = lv * vit_layer_params(vision)
+    n_proj = dv * d + d * d
+    vit = frames * (2 * n_vit * p + 4 * lv * p * p * dv + 2 * n_proj * p)
+    return 3.0 * batch * (llm + vit)
+
+
+def memory_plan(gpus: int, frames: int, batch: int, checkpointing: bool, bytes_per_param: int = 8) -> dict[str, float]:
+    """Per-GPU GiB for the 7B recipe under FSDP2 full sharding. bf16-true training holds 8 bytes a parameter (bf16
+    weight, gradient and both AdamW moments); fp32 master weights with bf16 compute would hold 16. Activations follow
+    the usual per-layer estimate for flash attention (no S^2 term): ~34*S*d bytes for a 4d MLP, scaled to Qwen2-7B's
+    5.3d MLP (~40*S*d); with checkpointing only each block's input (2*S*d bytes) stays, plus one block recomputed."""
+    config = preset("7b")
+    text, vision = config.text, config.vision
+    d, layers = text["hidden_size"], text["num_hidden_layers"]
+    params = (text["vocab_size"] * d * 2 + layers * llm_layer_params(text)
+              + config.vision_layers_kept * vit_layer_params(vision))
+    s = config.visual_tokens(frames) + TEXT_TOKENS
+    dv, p = vision["hidden_size"], (vision["image_size"] // vision["patch_size"]) ** 2
+    per_layer_llm, per_layer_vit = 40 * s * d, 34 * frames * p * dv
+    if checkpointing:
+        acts = layers * 2 * s * d + config.vision_layers_kept * 2 * frames * p * dv + max(per_layer_llm, per_layer_vit)
+    else:
+        acts = layers * per_layer_llm + config.vision_layers_kept * per_layer_vit
+    gib = 2**30
+    sharded = params / gpus
+    return {"params": 2 * sharded / gib, "grads": 2 * sharded / gib, "adamw": (bytes_per_param - 4) * sharded / gib,
+            "activations": batch * acts / gib, "gathered_block": 2 * 2 * llm_layer_params(text) / gib,
+            "total_params_billion": params / 1e9}
+
+
+def print_memory_plan() -> None:
+    print("7B recipe, FSDP2 full sharding, bf16-true (8 bytes a parameter), batch 1, 64 frames; GiB per GPU")
+    print(f"{'GPUs':>5} {'params':>7} {'grads':>6} {'AdamW':>6} {'act+AC':>7} {'act-AC':>7} {'total+AC':>9}")
+    for gpus in (8, 16, 128):
+        on, off = memory_plan(gpus, 64, 1, True), memory_plan(gpus, 64, 1, False)
+        state = on["params"] + on["grads"] + on["adamw"] + on["gathered_block"]
+        print(f"{gpus:>5} {on['params']:7.1f} {on['grads']:6.1f} {on['adamw']:6.1f} {on['activations']:7.1f} "
+              f"{off['activations']:7.1f} {state + on['activations']:9.1f}")
+    print("largest frames x batch within 80 GB (8 GPUs, checkpointing on, 10 GiB kept free for the allocator):")
+    for frames in (16, 32, 64, 128):
+        fits = [b for b in range(1, 65) if sum(v for k, v in memory_plan(8, frames, b, True).items()
+                                                if k != "total_params_billion") <= 70]
+        print(f"  {frames:>3} frames: batch {max(fits) if fits else 0}")
+
+
+def make_batch(config, frames: int, batch: int, device) -> dict:
+    length = TEXT_TOKENS + ANSWER_TOKENS
+    ids = torch.randint(0, min(config.text["vocab_size"], 1000), (batch, length), device=device)
+    ids[:, 8] = IMAGE_TOKEN_INDEX
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:, -ANSWER_TOKENS:] = ids[:, -ANSWER_TOKENS:]
+    size = config.image_size
+    return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids),
+            "pixel_values": torch.randn(batch, frames, 3, size, size, device=device)}
+
+
+def time_config(name: str, frames: int, batch: int, attention: str, checkpointing: bool, compiled: bool,
+                fsdp: bool, device, steps: int, llm_layers: int | None) -> dict:
+    overrides = {"attn_implementation": attention}
+    config = preset(name, **overrides)
+    if llm_layers is not None:
+        config.text = config.text | {"num_hidden_layers": llm_layers}
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    with torch.device(device):
+        model = LlavaVideoModel(config).to(dtype)
+    if checkpointing:
+        checkpoint_blocks(model)
+    if fsdp:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        shard_blocks(model, init_device_mesh(device.type, (1,)))
+    forward = torch.compile(model) if compiled else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
+    data = make_batch(config, frames, batch, device)
+
+    def step():
+        out = forward(data["input_ids"], data["pixel_values"].to(dtype), data["attention_mask"], data["labels"],
+                      logits_for="labels")
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up (and compilation)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / steps
+    tokens = batch * (config.visual_tokens(frames) + TEXT_TOKENS + ANSWER_TOKENS)
+    peak = peak_flops(torch.cuda.get_device_name()) if device.type == "cuda" else None
+    flops = step_flops(config, frames, batch)
+    return {"preset": name, "llm_layers": config.text["num_hidden_layers"], "frames": frames, "batch": batch,
+            "attention": attention, "checkpointing": checkpointing, "compile": compiled, "fsdp": fsdp,
+            "step_s": seconds, "samples_s": batch / seconds, "tokens_s": tokens / seconds,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan"),
+            "mfu": flops / seconds / peak if peak else float("nan")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
+    parser.add_argument("--memory-plan", action="store_true", help="print the memory plan and stop")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--llm-layers-7b", type=int, default=None, help="run the 7B with this many LLM layers")
+    args = parser.parse_args()
+    print_memory_plan()
+    if args.memory_plan:
+        return
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    if not torch.distributed.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29517")
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name()}, peak bf16 {peak_flops(torch.cuda.get_device_name())}")
+        shapes = [("0.5b", None), ("7b", args.llm_layers_7b)]
+        frame_counts, attentions = (16, 64), ("sdpa", "flash_attention_2")
+    else:
+        print("device: CPU (smoke mode: tiny shapes; MFU needs a GPU)")
+        shapes, frame_counts, attentions = [("tiny", None)], (8,), ("sdpa",)
+    print(f"{'preset':>6} {'layers':>6} {'frames':>6} {'attn':>18} {'AC':>4} {'comp':>4} {'fsdp':>4} "
+          f"{'step s':>8} {'samples/s':>9} {'tokens/s':>9} {'peak GiB':>8} {'MFU':>6}")
+    grid = itertools.product(shapes, frame_counts, attentions, (False, True), (False, True), (False, True))
+    for (name, layers), frames, attention, checkpointing, compiled, fsdp in grid:
+        if device.type == "cpu" and compiled:
+            continue  # compilation on the CPU costs minutes and says nothing about the GPU
+        try:
+            row = time_config(name, frames, 1, attention, checkpointing, compiled, fsdp, device, args.steps, layers)
+        except (RuntimeError, torch.OutOfMemoryError) as err:
+            print(f"{name:>6} {frames:>6} {attention:>18} AC={checkpointing} compile={compiled} fsdp={fsdp}: "
+                  f"{str(err).splitlines()[0][:80]}")
+            with contextlib.suppress(Exception):
+                torch.cuda.empty_cache()
+            continue
+        mfu = "-" if math.isnan(row["mfu"]) else f"{100 * row['mfu']:.1f}%"
+        switches = " ".join(f"{'on' if flag else 'off':>4}" for flag in (checkpointing, compiled, fsdp))
+        print(f"{row['preset']:>6} {row['llm_layers']:>6} {frames:>6} {attention:>18} {switches} {row['step_s']:8.3f} "
+              f"{row['samples_s']:9.2f} {row['tokens_s']:9.0f} {row['peak_gib']:8.1f} {mfu:>6}")
+    torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flop_count_and_memory_plan():
+    from llavaction.model import preset
+
+    gpu_step = load("gpu_step")
+    plan = gpu_step.memory_plan(8, 64, 1, checkpointing=True)
+    assert 7.5 < plan["total_params_billion"] < 8.5
+    assert plan["params"] == pytest.approx(plan["total_params_billion"] * 1e9 * 2 / 8 / 2**30)
+    assert gpu_step.memory_plan(8, 64, 1, checkpointing=False)["activations"] > 5 * plan["activations"]
+    flops = gpu_step.step_flops(preset("7b"), 64, 1)
+    # about 6 x 8e9 parameters x 13,600 tokens, plus attention
+    assert 6.0e14 < flops < 1.5e15
+    assert gpu_step.peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and gpu_step.peak_flops("CPU") is None
