@@ -216,9 +216,9 @@ def extract(records: list[dict], out: Path, config: ExtractConfig, workers: int 
     for stale in out.glob("*.tmp"):
         stale.unlink()
     progress = load_progress(out, config, resume)
-    # A killed run is rolled back to its last complete shard: the samples after it are decoded again.
+    # A killed run is rolled back to its last complete shard: the samples after it are decoded again (the position
+    # may fall inside a video; its remaining samples form the first job).
     done = progress["next_position"]
-    # Resume from a video boundary-free position: positions are global, jobs start at `done`.
     todo = records[done:]
     writer = ShardWriter(out, config, progress)
     jobs = video_jobs(todo, config, decoder_threads=1)

@@ -152,6 +152,8 @@ def run_mqa(args: argparse.Namespace) -> int:
     missing = [n for n in wanted if n not in found]
     if missing:
         raise ValueError(f"{len(missing)} questions have no frames in the shards, e.g. {missing[:5]}")
+    if any("verb_scores" in r for r in predictions):
+        write_head_outputs(predictions, args.out, args.candidates)
     per_file = {str(path): mqa_results([r for r in predictions if r["narration_id"] in
                                         {q["narration_id"] for q in read_jsonl(path)}]) for path in args.questions}
     results = mqa_results(predictions) | {
@@ -165,6 +167,22 @@ def run_mqa(args: argparse.Namespace) -> int:
     print(f"EK-100-MQA accuracy: {results['accuracy']:.2f}% on {results['count']} questions "
           f"({args.mode} mode, parse failures {results['parse_failures']}) -> {args.out}")
     return 0
+
+
+def write_head_outputs(predictions: list[dict], out: Path, candidates: int) -> None:
+    """The action heads' scores as an EK-100 scores file (head_scores.npz, for `ek100` and `submission`) and their
+    top actions as candidate sets (head_candidates.json, the predictions format of data_prep.build_mqa)."""
+    from llavaction.metrics import action_topk
+
+    verbs = np.array([r.pop("verb_scores") for r in predictions], dtype=np.float32)
+    nouns = np.array([r.pop("noun_scores") for r in predictions], dtype=np.float32)
+    ids = np.array([r["narration_id"] for r in predictions])
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "head_scores.npz", verb_output=verbs, noun_output=nouns, narration_id=ids)
+    top_v, top_n = action_topk(torch.from_numpy(verbs), torch.from_numpy(nouns), candidates)
+    write_json(out / "head_candidates.json", {
+        str(nid): {"predictions": [f"{v}:{n}" for v, n in zip(vs, ns)]}
+        for nid, vs, ns in zip(ids, top_v.tolist(), top_n.tolist())})
 
 
 def write_lmms_eval(out: Path, predictions: list[dict], results: dict, task: str = "ek100_mqa") -> None:
@@ -249,6 +267,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mqa.add_argument("--batch-size", type=int, default=8)
     mqa.add_argument("--num-workers", type=int, default=2)
     mqa.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-true on GPU")
+    mqa.add_argument("--candidates", type=int, default=10,
+                     help="with action heads: actions per segment in head_candidates.json")
     mqa.add_argument("--out", type=Path, required=True)
     mqa.set_defaults(func=run_mqa)
     ek100 = commands.add_parser("ek100", help="EPIC action-recognition metrics of a scores file")

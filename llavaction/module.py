@@ -253,9 +253,14 @@ class LlavaActionModule(L.LightningModule):
         predict_generate, the greedy answer and the option parsed from it."""
         scores = getattr(self, SCORERS[self.hparams.mqa_scoring[0]])(batch)
         generations = self.generate(batch) if self.predict_generate else [None] * len(batch["meta"])
-        return [prediction_record(meta, row[: len(meta["options"])].tolist(), text)
-                for meta, row, padding, text in zip(batch["meta"], scores, batch["is_padding"].tolist(), generations)
-                if not padding]
+        heads = [{}] * len(batch["meta"])
+        if hasattr(self.model, "verb_head"):  # the action heads' class scores, for EK-100 figures and candidates
+            verb, noun, _ = self.model(batch["input_ids"], self.model.preprocess(batch["frames"]),
+                                       batch["attention_mask"], logits_for="last", head_layers="last").action_logits[-1]
+            heads = [{"verb_scores": v, "noun_scores": n} for v, n in zip(verb.float().tolist(), noun.float().tolist())]
+        return [prediction_record(meta, row[: len(meta["options"])].tolist(), text) | head
+                for meta, row, padding, text, head in
+                zip(batch["meta"], scores, batch["is_padding"].tolist(), generations, heads) if not padding]
 
     def configure_optimizers(self):
         h = self.hparams

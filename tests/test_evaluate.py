@@ -195,3 +195,22 @@ def test_candidate_reranking_rule():
     assert scores["verb_output"][0, 3] == pytest.approx(np.log(p[0] + p[1]), rel=1e-5)
     assert scores["noun_output"][0, 7] == pytest.approx(np.log(p[0] + p[2]), rel=1e-5)
     assert scores["verb_output"][0, 0] == ABSENT_CLASS_SCORE and scores["verb_output"].shape == (1, 97)
+
+
+def test_head_scores_and_candidates(demo_dir, demo_questions, demo_shards, tmp_path):
+    from transformers import AutoTokenizer
+
+    from llavaction.evaluate import load_scores
+    from llavaction.model import LlavaVideoModel, preset
+
+    ckpt = tmp_path / "ckpt"
+    LlavaVideoModel(preset("tiny", vision_supervision="one_token", action_types=(97, 300, 500))).save_pretrained(ckpt)
+    AutoTokenizer.from_pretrained(str(demo_dir / "tokenizer")).save_pretrained(ckpt)
+    results, predictions = run_mqa(ckpt, demo_questions, demo_shards, tmp_path / "out", "--candidates", "7")
+    scores = load_scores(tmp_path / "out" / "head_scores.npz")
+    assert scores["verb_output"].shape == (8, 97) and scores["noun_output"].shape == (8, 300)
+    assert "verb_scores" not in predictions[0]
+    candidates = json.loads((tmp_path / "out" / "head_candidates.json").read_text())
+    assert set(candidates) == {p["narration_id"] for p in predictions}
+    first = next(iter(candidates.values()))["predictions"]
+    assert len(first) == 7 and len(set(first)) == 7 and all(":" in a for a in first)
