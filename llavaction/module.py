@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from llavaction.model import LlavaVideoModel, load_tokenizer, preset
 from llavaction.model.checkpoint import ACTION_SUPERVISION_NAMES, read_config, save_original
 from llavaction.model.config import LlavaVideoConfig
 from llavaction.prompts import PromptEncoder
-from llavaction.scoring import option_text_loglik
+from llavaction.scoring import head_class_scores, option_text_loglik
 from llavaction.sharding import checkpoint_blocks, shard_blocks
 
 MAX_OPTIONS = 26
@@ -85,13 +86,9 @@ class LlavaActionModule(L.LightningModule):
                      spatial_pool_mode=spatial_pool_mode, newline_position=newline_position).items() if v is not None}
         if action_supervision is not None:
             overrides |= {"vision_supervision": action_supervision, "action_types": tuple(action_types)}
-        if checkpoint is not None:
-            self.config = LlavaVideoConfig.from_original(read_config(Path(checkpoint)), source=checkpoint)
-            for key, value in overrides.items():
-                setattr(self.config, key, value)
-            self.config.__post_init__()
-        else:
-            self.config = preset(preset_name, **overrides)
+        base = preset(preset_name) if checkpoint is None else \
+            LlavaVideoConfig.from_original(read_config(Path(checkpoint)), source=checkpoint)
+        self.config = dataclasses.replace(base, **overrides)  # validated again by __post_init__
         self.tokenizer_path = tokenizer or checkpoint
         if self.tokenizer_path is None:
             raise ValueError("set model.tokenizer (or model.checkpoint, whose tokenizer is used)")
@@ -148,8 +145,7 @@ class LlavaActionModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         """Before any step: action supervision needs training samples with verb/noun classes."""
         data = getattr(self._trainer, "datamodule", None)
-        if stage == "fit" and self.hparams.action_supervision and hasattr(data, "has_class_labels") \
-                and not data.has_class_labels():
+        if stage == "fit" and self.hparams.action_supervision and not getattr(data, "has_class_labels", lambda: True)():
             raise ValueError("model.action_supervision is on but no training source carries verb/noun classes")
 
     def forward(self, batch: dict, logits_for: str = "all"):
@@ -232,8 +228,7 @@ class LlavaActionModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
-    def test_step(self, batch: dict, batch_idx: int) -> dict:
-        return self._eval_step(batch)
+    test_step = validation_step
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
@@ -253,11 +248,8 @@ class LlavaActionModule(L.LightningModule):
         predict_generate, the greedy answer and the option parsed from it."""
         scores = getattr(self, SCORERS[self.hparams.mqa_scoring[0]])(batch)
         generations = self.generate(batch) if self.predict_generate else [None] * len(batch["meta"])
-        heads = [{}] * len(batch["meta"])
-        if hasattr(self.model, "verb_head"):  # the action heads' class scores, for EK-100 figures and candidates
-            verb, noun, _ = self.model(batch["input_ids"], self.model.preprocess(batch["frames"]),
-                                       batch["attention_mask"], logits_for="last", head_layers="last").action_logits[-1]
-            heads = [{"verb_scores": v, "noun_scores": n} for v, n in zip(verb.float().tolist(), noun.float().tolist())]
+        heads = head_class_scores(self.model, batch["input_ids"], self.model.preprocess(batch["frames"]),
+                                  batch["attention_mask"])
         return [prediction_record(meta, row[: len(meta["options"])].tolist(), text) | head
                 for meta, row, padding, text, head in
                 zip(batch["meta"], scores, batch["is_padding"].tolist(), generations, heads) if not padding]

@@ -37,3 +37,14 @@ def option_text_loglik(model: LlavaVideoModel, encoder: PromptEncoder, pixel_val
     real = [i for i, (_, k) in enumerate(owners) if k is not None]
     scores[index[real], torch.tensor([owners[i][1] for i in real], device=device, dtype=torch.long)] = per_row[real]
     return scores
+
+
+def head_class_scores(model: LlavaVideoModel, input_ids: torch.Tensor, pixel_values: torch.Tensor,
+                      attention_mask: torch.Tensor) -> list[dict]:
+    """Per row, the action heads' verb and noun scores at the last layer (EK-100 figures, candidate sets); empty dicts
+    for a model without heads."""
+    if not hasattr(model, "verb_head"):
+        return [{}] * input_ids.shape[0]
+    out = model(input_ids, pixel_values, attention_mask, logits_for="last", head_layers="last")
+    verb, noun, _ = out.action_logits[-1]
+    return [{"verb_scores": v, "noun_scores": n} for v, n in zip(verb.float().tolist(), noun.float().tolist())]

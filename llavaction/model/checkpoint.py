@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -107,10 +108,8 @@ def load_original(cls, directory: Path, strict: bool = True, dtype: torch.dtype 
     """Build the model from config.json (weights not initialised) and load every tensor; with strict, any missing or
     unexpected name is an error listing them. Names starting with an `allow_missing` prefix may be absent (parts
     added on top of the checkpoint, e.g. ACTION_SUPERVISION_NAMES); they keep their fresh initialisation."""
-    config = LlavaVideoConfig.from_original(read_config(directory), source=str(directory / "config.json"))
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    config.__post_init__()
+    config = replace(LlavaVideoConfig.from_original(read_config(directory), source=str(directory / "config.json")),
+                     **overrides)
     with initialization.no_init_weights():
         model = cls(config)
     model.llm.tie_weights()  # skipped under no_init_weights; a no-op unless tie_word_embeddings

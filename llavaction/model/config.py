@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import PurePath
 
 POOL_MODES = ("bilinear", "average", "max")
@@ -187,10 +187,4 @@ def preset(name: str, **overrides) -> LlavaVideoConfig:
     """A named preset ('tiny', '0.5b', '7b') with field overrides."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
-    config = PRESETS[name]()
-    for key, value in overrides.items():
-        if not hasattr(config, key):
-            raise ValueError(f"unknown config field {key!r}")
-        setattr(config, key, value)
-    config.__post_init__()
-    return config
+    return replace(PRESETS[name](), **overrides)  # __post_init__ validates the result
