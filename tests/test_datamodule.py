@@ -73,19 +73,23 @@ def test_every_question_once_and_equal_batches(demo_dir, demo_shards, demo_quest
     assert len(set(batch_counts)) == 1
 
 
-def write_bad_shard(path, good_dir):
+def write_bad_shard(path, good_dir, truncate=False):
+    """A shard whose first sample, BROKEN_1, lacks a frame (or, with truncate, has a truncated one)."""
     path.mkdir()
     good = next(iter(wds.WebDataset(str(next(good_dir.glob("shard-*.tar"))), shardshuffle=False)))
     meta = json.loads(good["json"])
     bad = {k: v for k, v in good.items() if not k.startswith("__") and k != "003.jpg"}
+    if truncate:
+        bad["003.jpg"] = good["003.jpg"][: len(good["003.jpg"]) // 2]
     with wds.TarWriter(str(path / "shard-000000.tar")) as writer:
         writer.write({"__key__": "BROKEN_1", **bad})
         writer.write({"__key__": meta["narration_id"], **{k: v for k, v in good.items() if not k.startswith("__")}})
     (path / "sizes.json").write_text(json.dumps({"shard-000000.tar": 2}))
 
 
-def test_bad_training_sample_is_skipped_and_counted(demo_dir, demo_shards, tmp_path, caplog):
-    write_bad_shard(tmp_path / "bad", demo_shards["train_mqa"])
+@pytest.mark.parametrize("truncate", [False, True], ids=["missing-frame", "truncated-frame"])
+def test_bad_training_sample_is_skipped_and_counted(demo_dir, demo_shards, tmp_path, caplog, truncate):
+    write_bad_shard(tmp_path / "bad", demo_shards["train_mqa"], truncate=truncate)
     dm = datamodule(demo_dir, demo_shards, train=[TaskSource(str(tmp_path / "bad"), "mqa")], samples_per_epoch=8,
                     num_frames=8, shuffle_buffer=1)
     with caplog.at_level(logging.WARNING):
@@ -94,8 +98,9 @@ def test_bad_training_sample_is_skipped_and_counted(demo_dir, demo_shards, tmp_p
     assert any("BROKEN_1" in r.message and "skipped so far" in r.message for r in caplog.records)
 
 
-def test_bad_evaluation_sample_is_an_error(demo_dir, demo_shards, tmp_path):
-    write_bad_shard(tmp_path / "bad", demo_shards["validation_mqa"])
+@pytest.mark.parametrize("truncate", [False, True], ids=["missing-frame", "truncated-frame"])
+def test_bad_evaluation_sample_is_an_error(demo_dir, demo_shards, tmp_path, truncate):
+    write_bad_shard(tmp_path / "bad", demo_shards["validation_mqa"], truncate=truncate)
     dm = datamodule(demo_dir, demo_shards, val=[str(tmp_path / "bad")], num_frames=8)
     with pytest.raises(BadSample, match="BROKEN_1"):
         list(dm.val_dataloader())

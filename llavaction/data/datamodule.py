@@ -144,7 +144,8 @@ class EpicDataModule(L.LightningDataModule):
         workers = max(1, h.num_workers)
         batches = math.ceil(h.samples_per_epoch / (world * workers * h.batch_size))
         dataset = wds.DataPipeline(
-            mixture, wds.batched(h.batch_size, collation_fn=Collate(self.tokenizer.pad_token_id), partial=False)
+            mixture, wds.batched(h.batch_size, collation_fn=Collate(self.tokenizer.pad_token_id, skip_bad=True),
+                                 partial=False)
         ).with_epoch(batches).with_length(batches * workers)
         return DataLoader(dataset, batch_size=None, num_workers=h.num_workers, pin_memory=torch.cuda.is_available(),
                           persistent_workers=False)

@@ -79,8 +79,26 @@ def frame_indices(stored: int, wanted: int) -> list[int]:
     return [int((i + 0.5) * stored / wanted) for i in range(wanted)]
 
 
+@dataclass
+class JpegFrames:
+    """A clip's chosen JPEG frames, decoded only by Collate, straight into the batch buffer (no per-sample copy)."""
+
+    jpegs: list[bytes] | None  # None: a padding clip (zeros)
+    count: int  # frames
+    size: int  # frame side in pixels
+
+    def decode_into(self, buffer: np.ndarray) -> None:
+        """buffer: uint8 [T, size, size, 3]."""
+        if self.jpegs is None:
+            buffer.fill(0)
+            return
+        for slot, jpeg in enumerate(self.jpegs):
+            simplejpeg.decode_jpeg(jpeg, colorspace="RGB", buffer=buffer[slot])
+
+
 class DecodeFrames:
-    """json + JPEGs -> {"meta": dict, "frames": uint8 [T, H, W, 3]}, decoding straight into one buffer."""
+    """json + JPEGs -> {"meta": dict, "frames": JpegFrames}: picks the frames and checks their headers; the pixels are
+    decoded by Collate into the batch."""
 
     def __init__(self, num_frames: int):
         self.num_frames = num_frames
@@ -89,14 +107,15 @@ class DecodeFrames:
         key = sample.get("__key__", "?")
         try:
             meta = json.loads(sample["json"])
-            picks = frame_indices(meta["num_frames"], self.num_frames)
             size = meta["frame_size"]
-            frames = np.empty((self.num_frames, size, size, 3), dtype=np.uint8)
-            for slot, index in enumerate(picks):
-                simplejpeg.decode_jpeg(sample[f"{index:03d}.jpg"], colorspace="RGB", buffer=frames[slot])
+            jpegs = [sample[f"{index:03d}.jpg"] for index in frame_indices(meta["num_frames"], self.num_frames)]
+            for jpeg in jpegs:
+                height, width, _, _ = simplejpeg.decode_jpeg_header(jpeg)
+                if (height, width) != (size, size):
+                    raise ValueError(f"a {width}x{height} frame in a sample of {size}x{size} frames")
         except (KeyError, ValueError, TypeError) as err:
             raise BadSample(f"sample {key} in {sample.get('__url__', '?')}: {type(err).__name__}: {err}") from None
-        return {"__key__": key, "meta": meta, "frames": frames}
+        return {"__key__": key, "meta": meta, "frames": JpegFrames(jpegs, len(jpegs), size)}
 
 
 def decide(seed: int, epoch: int, key: str, purpose: str, probability: float) -> bool:
@@ -180,12 +199,32 @@ class SkipAndCount:
 
 
 class Collate:
-    """Right-pads token sequences and stacks frames; carries labels for metrics and a padding flag."""
+    """Right-pads token sequences and decodes every clip's JPEGs straight into one uint8 batch tensor; carries labels
+    for metrics and a padding flag. A frame that fails to decode drops its sample with a counted warning (skip_bad,
+    training) or raises BadSample naming it (evaluation)."""
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    def __init__(self, pad_id: int, skip_bad: bool = False):
+        self.pad_id, self.skip_bad, self.skipped = pad_id, skip_bad, 0
+
+    def decode(self, samples: list[dict]) -> tuple[list[dict], torch.Tensor]:
+        first = samples[0]["frames"]
+        frames = torch.empty((len(samples), first.count, first.size, first.size, 3), dtype=torch.uint8)
+        kept = []
+        for sample in samples:
+            try:
+                sample["frames"].decode_into(frames[len(kept)].numpy())
+            except ValueError as err:
+                if not self.skip_bad:
+                    raise BadSample(f"sample {sample['__key__']}: a frame does not decode ({err})") from None
+                self.skipped += 1
+                log.warning("skipped sample %s: a frame does not decode (%s); %d skipped so far in this loader worker",
+                            sample["__key__"], err, self.skipped)
+                continue
+            kept.append(sample)
+        return kept, frames[: len(kept)]
 
     def __call__(self, samples: list[dict]) -> dict:
+        samples, frames = self.decode(samples)
         tokens = pad_right([(s["input_ids"], s["labels"]) for s in samples], self.pad_id)
 
         def field(name: str, default: int = -1) -> torch.Tensor:
@@ -193,7 +232,7 @@ class Collate:
             return torch.tensor([default if v is None else int(v) for v in values], dtype=torch.long)
 
         return tokens | {
-            "frames": torch.from_numpy(np.stack([s["frames"] for s in samples])),
+            "frames": frames,
             "is_padding": torch.tensor([s.get("is_padding", False) for s in samples]),
             "truncated": torch.tensor([s.get("truncated", False) for s in samples]),
             "answer_index": field("answer_index"),
@@ -255,10 +294,10 @@ class EvalStream(IterableDataset):
     def __len__(self) -> int:
         return self.batches_per_slot * self.workers
 
-    def padding_sample(self, frames: np.ndarray) -> dict:
+    def padding_sample(self, frames: JpegFrames) -> dict:
         meta = {"narration_id": None, "options": [], "answer_index": None}
         encoded = self.encode.encoder.encode("", None, self.encode.visual_tokens, name="padding")
-        return {"__key__": "padding", "meta": meta, "frames": np.zeros_like(frames), "is_padding": True,
+        return {"__key__": "padding", "meta": meta, "frames": JpegFrames(None, frames.count, frames.size), "is_padding": True,
                 "input_ids": encoded.input_ids, "labels": encoded.labels}
 
     def __iter__(self):
