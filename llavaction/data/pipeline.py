@@ -1,7 +1,8 @@
-"""WebDataset stages, each a picklable callable: shards -> samples -> frames -> prompt tokens -> padded batches.
+"""WebDataset stages, each a picklable callable: shards -> samples -> chosen frames -> prompt tokens -> batches.
 
-Frames stay uint8 [T, H, W, 3] here; the LightningModule converts, resizes and normalises them once per batch on its
-device. Bad training samples are skipped and counted with a warning naming them; evaluation never skips.
+Collate decodes every clip's JPEGs straight into one uint8 [B, T, H, W, 3] tensor; the model converts, resizes and
+normalises it once per batch on its device. Bad training samples are skipped and counted with a warning naming them;
+evaluation never skips.
 """
 
 from __future__ import annotations
