@@ -200,3 +200,15 @@ def test_prior_actions_checked_on_mqa_sources_only(demo_dir, demo_shards):
     with pytest.raises(ValueError, match="carry no prior_actions"):
         datamodule(demo_dir, demo_shards, train=[TaskSource(str(demo_shards["train_temporal"]), "mqa")],
                    prompt=PromptOptions(prior_actions=True)).setup("fit")
+
+
+def test_length_grouped_batches_pad_less(demo_dir, demo_shards):
+    train = [TaskSource(str(demo_shards["train_mqa"]), "mqa"), TaskSource(str(demo_shards["train_temporal"]), "temporal")]
+
+    def padding(**extra):
+        dm = datamodule(demo_dir, demo_shards, train=train, samples_per_epoch=96, **extra)
+        batches = list(dm.train_dataloader())
+        assert len(batches) == 24 and all(b["input_ids"].shape[0] == 4 for b in batches)
+        return sum(int((b["attention_mask"] == 0).sum()) for b in batches)
+
+    assert padding(length_group_window=6) < padding()

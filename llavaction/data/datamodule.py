@@ -10,8 +10,8 @@ import webdataset as wds
 from torch.utils.data import DataLoader
 
 from llavaction.data.pipeline import (
-    Collate, DecodeFrames, EncodePrompt, EvalStream, SkipAndCount, TaskSource, WeightedMix, read_sizes, shard_urls,
-    train_source,
+    Collate, DecodeFrames, EncodePrompt, EvalStream, LengthGroupedBatches, SkipAndCount, TaskSource, WeightedMix,
+    read_sizes, shard_urls, train_source,
 )
 from llavaction.jsonl import read_jsonl
 from llavaction.prompts import PromptOptions
@@ -35,6 +35,7 @@ class EpicDataModule(L.LightningDataModule):
         num_workers: int = 2,
         samples_per_epoch: int = 10_000,
         shuffle_buffer: int = 500,
+        length_group_window: int = 0,
         max_length: int = 32_768,
         overflow: str = "error",
         prompt: PromptOptions = PromptOptions(),
@@ -57,6 +58,8 @@ class EpicDataModule(L.LightningDataModule):
             num_workers: loader worker processes per device.
             samples_per_epoch: training samples per epoch over all devices.
             shuffle_buffer: samples held for shuffling within each training source.
+            length_group_window: when > 0, training batches are formed from this many batches' worth of samples
+                sorted by token length (less padding); 0 batches samples as they come.
             max_length: longest sequence in tokens, visual tokens included.
             overflow: a longer sample is an 'error', or has its answer cut ('truncate').
             prompt: question wording switches (time instruction, frame times, prior actions).
@@ -143,10 +146,10 @@ class EpicDataModule(L.LightningDataModule):
         mixture = WeightedMix(sources, [s.weight for s in self.train_sources], seed=epoch_seed)
         workers = max(1, h.num_workers)
         batches = math.ceil(h.samples_per_epoch / (world * workers * h.batch_size))
-        dataset = wds.DataPipeline(
-            mixture, wds.batched(h.batch_size, collation_fn=Collate(self.tokenizer.pad_token_id, skip_bad=True),
-                                 partial=False)
-        ).with_epoch(batches).with_length(batches * workers)
+        collate = Collate(self.tokenizer.pad_token_id, skip_bad=True)
+        batcher = LengthGroupedBatches(h.batch_size, h.length_group_window, collate, epoch_seed) \
+            if h.length_group_window > 0 else wds.batched(h.batch_size, collation_fn=collate, partial=False)
+        dataset = wds.DataPipeline(mixture, batcher).with_epoch(batches).with_length(batches * workers)
         return DataLoader(dataset, batch_size=None, num_workers=h.num_workers, pin_memory=torch.cuda.is_available(),
                           persistent_workers=False)
 

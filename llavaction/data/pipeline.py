@@ -277,6 +277,27 @@ class WeightedMix(IterableDataset):
             yield next(streams[rng.choices(choices, weights=self.weights)[0]])
 
 
+class LengthGroupedBatches:
+    """A WebDataset stage: gathers `window` batches' worth of samples, sorts them by token length so each batch holds
+    similar lengths (less padding), and yields the batches in a seeded random order."""
+
+    def __init__(self, batch_size: int, window: int, collate: Collate, seed: int):
+        self.batch_size, self.window, self.collate, self.seed = batch_size, window, collate, seed
+
+    def __call__(self, samples):
+        rng = random.Random(f"{self.seed}:{pytorch_worker_seed()}")
+        pool = []
+        for sample in samples:
+            pool.append(sample)
+            if len(pool) == self.batch_size * self.window:
+                pool.sort(key=lambda s: len(s["input_ids"]))
+                batches = [pool[i: i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+                rng.shuffle(batches)
+                for batch in batches:
+                    yield self.collate(batch)
+                pool = []
+
+
 class EvalStream(IterableDataset):
     """Every sample exactly once across ranks, and the same number of batches on every rank and worker: shard i goes
     to slot i mod (ranks x workers); each slot pads its batches with flagged dummy samples up to the largest slot."""
