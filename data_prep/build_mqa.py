@@ -122,7 +122,7 @@ def base_record(segment: Segment, ann: EpicAnnotations, task: str) -> dict:
         "clip_stop_sec": segment.stop_sec,
         "start_frame": segment.start_frame,
         "stop_frame": segment.stop_frame,
-        "fps": ann.videos[segment.video_id].fps if segment.video_id in ann.videos else None,
+        "fps": ann.fps(segment.video_id),
         "narration": segment.narration,
         "verb_class": segment.verb_class,
         "noun_class": segment.noun_class,

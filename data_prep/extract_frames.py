@@ -80,7 +80,7 @@ def segment_records(annotations: Path, split: str) -> list[dict]:
             "participant_id": s.participant_id, "start_sec": s.start_sec, "stop_sec": s.stop_sec,
             "clip_start_sec": s.start_sec, "clip_stop_sec": s.stop_sec, "narration": s.narration,
             "verb_class": s.verb_class, "noun_class": s.noun_class,
-            "fps": ann.videos[s.video_id].fps if s.video_id in ann.videos else None,
+            "fps": ann.fps(s.video_id),
         }
         for s in ann.segments
     ]

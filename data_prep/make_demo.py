@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from llavaction.epic import SEGMENT_COLUMNS, format_timestamp
+from llavaction.epic import SEGMENT_COLUMNS, format_timestamp, noun_text
 from llavaction.tokenizer import build_tokenizer
 
 VERBS = ("move-left", "move-right", "lift", "lower", "grow", "shrink", "appear", "disappear")
@@ -134,7 +134,7 @@ def plan_video(video_id: str, duration: float, rng: random.Random, action_weight
         if t + length > duration - 0.2:
             return segments
         verb, noun = rng.choices(actions, weights=action_weights)[0]
-        noun_words = " ".join(reversed(list(NOUNS)[noun].split(":")))
+        noun_words = noun_text(list(NOUNS)[noun])
         narration = rng.choice(NARRATION_TEMPLATES[VERBS[verb]]).format(noun_words)
         segments.append(DemoSegment(video_id, len(segments), round(t, 2), round(t + length, 2), verb, noun, narration))
         t += length + rng.uniform(0.3, 2.5)
@@ -204,7 +204,7 @@ def write_descriptions(path: Path, rows: list[list]) -> None:
     with open(path, "w") as f:
         for row in rows:
             shape, _ = NOUNS[row[column["noun"]]]
-            noun = " ".join(reversed(row[column["noun"]].split(":")))
+            noun = noun_text(row[column["noun"]])
             answer = f"The {noun}, a {shape} on the counter, {MOTION_WORDS[row[column['verb']]]}."
             f.write(json.dumps({"narration_id": row[column["narration_id"]],
                                 "question": "Describe what happens in this video.", "answer": answer}) + "\n")
@@ -246,7 +246,7 @@ def make_demo(out: Path, seed: int, train_videos: int, val_videos: int, duration
     write_csv(annotations / "EPIC_100_video_info.csv", ["video_id", "duration", "fps", "resolution"],
               [[v, duration, float(fps), f"{size}x{size}"] for _, _, v in videos])
     write_descriptions(out / "descriptions" / "train.jsonl", rows["train"])
-    class_texts = [v for v in VERBS] + [" ".join(reversed(n.split(":"))) for n in NOUNS]
+    class_texts = list(VERBS) + [noun_text(n) for n in NOUNS]
     narrations = [row[SEGMENT_COLUMNS.index("narration")] for split_rows in rows.values() for row in split_rows]
     build_tokenizer(sorted(set(class_texts + narrations))).save_pretrained(out / "tokenizer")
     return {"train_segments": len(rows["train"]), "validation_segments": len(rows["validation"]), "videos": len(videos)}

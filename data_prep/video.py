@@ -45,6 +45,12 @@ def resize_frames(frames: np.ndarray, size: int, mode: str) -> np.ndarray:
     return out
 
 
+def frame_ids(times: list[float], fps: float, last: int) -> tuple[list[int], bool]:
+    """Frame indices shown at the given times, clamped to [0, last]; True when some time lay beyond the last frame."""
+    wanted = [int(t * fps) for t in times]
+    return [min(max(i, 0), last) for i in wanted], any(i > last for i in wanted)
+
+
 @dataclass
 class DecodedClip:
     frames: np.ndarray  # [N, size, size, 3] uint8, in the order asked for
@@ -98,11 +104,9 @@ class RawVideo:
         self.size, self.mode = size, mode
 
     def clip(self, times: list[float]) -> DecodedClip:
-        last = len(self.reader) - 1
-        wanted = [int(t * self.fps) for t in times]
-        ids = [min(max(i, 0), last) for i in wanted]
+        ids, clamped = frame_ids(times, self.fps, len(self.reader) - 1)
         frames = resize_frames(_get_batch(self.reader, ids, self.path), self.size, self.mode)
-        return DecodedClip(frames, ids, self.fps, clamped=any(i > last for i in wanted))
+        return DecodedClip(frames, ids, self.fps, clamped)
 
 
 class ChunkedVideo:
@@ -168,9 +172,7 @@ class FrameFolder:
         self.fps, self.size, self.mode = fps, size, mode
 
     def clip(self, times: list[float]) -> DecodedClip:
-        last = self.num_frames - 1
-        wanted = [int(t * self.fps) for t in times]
-        ids = [min(max(i, 0), last) for i in wanted]
+        ids, clamped = frame_ids(times, self.fps, self.num_frames - 1)
         decoded = []
         for i in ids:
             path = self.folder / f"frame_{i + 1:010d}.jpg"
@@ -181,7 +183,7 @@ class FrameFolder:
         if len({f.shape for f in decoded}) != 1:
             raise VideoError(f"{self.folder}: frames of different sizes")
         frames = resize_frames(np.stack(decoded), self.size, self.mode)
-        return DecodedClip(frames, ids, self.fps, clamped=any(i > last for i in wanted))
+        return DecodedClip(frames, ids, self.fps, clamped)
 
 
 def open_video(layout: str, videos: Path, participant: str, video_id: str, *, size: int, mode: str,

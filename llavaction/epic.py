@@ -287,6 +287,10 @@ class EpicAnnotations:
             skipped=skipped,
         )
 
+    def fps(self, video_id: str) -> float | None:
+        """The video's fps from EPIC_100_video_info.csv, None when it is not listed."""
+        return self.videos[video_id].fps if video_id in self.videos else None
+
     def action_text(self, verb_class: int, noun_class: int) -> str:
         """The official-key text of an action: 'verb noun'."""
         return f"{verb_text(self.verbs[verb_class])} {noun_text(self.nouns[noun_class])}"

@@ -147,15 +147,16 @@ def run_mqa(args: argparse.Namespace) -> int:
     if not trainer.is_global_zero:
         return 0
     predictions = sorted((r for rank in gathered for r in rank), key=lambda r: r["narration_id"])
-    wanted = [q["narration_id"] for path in args.questions for q in read_jsonl(path)]
+    ids_per_file = {str(path): {q["narration_id"] for q in read_jsonl(path)} for path in args.questions}
+    wanted = [n for ids in ids_per_file.values() for n in ids]
     found = {r["narration_id"] for r in predictions}
-    missing = [n for n in wanted if n not in found]
+    missing = sorted(n for n in wanted if n not in found)
     if missing:
         raise ValueError(f"{len(missing)} questions have no frames in the shards, e.g. {missing[:5]}")
     if any("verb_scores" in r for r in predictions):
         write_head_outputs(predictions, args.out, args.candidates)
-    per_file = {str(path): mqa_results([r for r in predictions if r["narration_id"] in
-                                        {q["narration_id"] for q in read_jsonl(path)}]) for path in args.questions}
+    per_file = {path: mqa_results([r for r in predictions if r["narration_id"] in ids])
+                for path, ids in ids_per_file.items()}
     results = mqa_results(predictions) | {
         "per_question_file": per_file, "mode": args.mode, "scoring": args.scoring, "checkpoint": args.checkpoint,
         "config": {k: str(v) for k, v in vars(args).items() if k != "func"}, "code_version": code_version(),
