@@ -150,8 +150,8 @@ class EpicDataModule(L.LightningDataModule):
         batcher = LengthGroupedBatches(h.batch_size, h.length_group_window, collate, epoch_seed) \
             if h.length_group_window > 0 else wds.batched(h.batch_size, collation_fn=collate, partial=False)
         dataset = wds.DataPipeline(mixture, batcher).with_epoch(batches).with_length(batches * workers)
-        return DataLoader(dataset, batch_size=None, num_workers=h.num_workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=False)
+        return DataLoader(dataset, batch_size=None, collate_fn=already_collated, num_workers=h.num_workers,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=False)
 
     def _eval_loader(self, dirs: list[str]) -> DataLoader:
         h = self.hparams
@@ -159,7 +159,8 @@ class EpicDataModule(L.LightningDataModule):
         stream = EvalStream(dirs, h.eval_batch_size, DecodeFrames(h.num_frames), self._encoder("mqa", False),
                             Collate(self.tokenizer.pad_token_id), rank=rank, world_size=world,
                             num_workers=h.num_workers)
-        return DataLoader(stream, batch_size=None, num_workers=h.num_workers, pin_memory=torch.cuda.is_available())
+        return DataLoader(stream, batch_size=None, collate_fn=already_collated, num_workers=h.num_workers,
+                          pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self):
         return self._eval_loader(self.val_dirs) if self.val_dirs else []
@@ -171,6 +172,11 @@ class EpicDataModule(L.LightningDataModule):
 
     def predict_dataloader(self):
         return self.test_dataloader()
+
+
+def already_collated(batch: dict) -> dict:
+    """The DataLoader's collate_fn: batches arrive collated (the default would walk every metadata list)."""
+    return batch
 
 
 def first_sample(path: str) -> dict:

@@ -210,6 +210,8 @@ class Collate:
     def decode(self, samples: list[dict]) -> tuple[list[dict], torch.Tensor]:
         first = samples[0]["frames"]
         frames = torch.empty((len(samples), first.count, first.size, first.size, 3), dtype=torch.uint8)
+        if get_worker_info() is not None:  # allocated where the DataLoader would otherwise copy it to
+            frames.share_memory_()
         kept = []
         for sample in samples:
             try:
