@@ -79,6 +79,29 @@ def test_splice_is_independent_of_padding_side():
     assert torch.allclose(last_r, plain[:, -1], atol=1e-5)
 
 
+def test_cached_greedy_decoding_matches_full_forwards():
+    """Each row of a padded batch decodes as it would alone with a full forward pass per new token."""
+    model = tiny()
+    ids, pixels, mask = inputs(pad_last=4)
+    answers = model.generate(ids, pixels, mask, max_new_tokens=5, eos_token_id=-1, pad_token_id=0)
+    for row in range(2):
+        prompt = ids[row, mask[row].bool()][None]
+        expected = []
+        for _ in range(5):
+            logits = model(prompt, pixels[row: row + 1], logits_for="last").logits
+            expected.append(int(logits.argmax(-1)))
+            prompt = torch.cat([prompt, torch.tensor([[expected[-1]]])], dim=1)
+        assert answers[row] == expected
+
+
+def test_generation_stops_at_eos():
+    model = tiny()
+    ids, pixels, mask = inputs()
+    first = model.generate(ids, pixels, mask, max_new_tokens=1, eos_token_id=-1, pad_token_id=0)
+    answers = model.generate(ids, pixels, mask, max_new_tokens=4, eos_token_id=first[0][0], pad_token_id=0)
+    assert answers[0] == [] and len(answers[1]) <= 4
+
+
 def test_loss_covers_only_labelled_tokens():
     model = tiny()
     ids, pixels, mask = inputs(batch=1, place=(2,), pad_last=0)

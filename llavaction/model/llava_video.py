@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 from transformers.utils import is_flash_attn_2_available
 
 from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
@@ -227,28 +227,33 @@ class LlavaVideoModel(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention_mask: torch.Tensor, *,
                  max_new_tokens: int, eos_token_id: int, pad_token_id: int) -> list[list[int]]:
-        """Greedy decoding: the clips are encoded once; rows are left-padded afresh at each step (no KV cache, which
-        keeps it simple and is fine for the short MQA answers). Returns the new tokens of each row, without eos."""
-        visual = self.encode_video(pixel_values)
-        rows = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask)]
+        """Greedy decoding with a KV cache: the clips and prompts (left-padded) go through once, then one token per
+        step. Returns the new tokens of each row, without eos."""
+        rows = [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask)]
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), pad_token_id, device=input_ids.device, dtype=input_ids.dtype)
+        mask = torch.zeros_like(ids)
+        for i, row in enumerate(rows):
+            ids[i, length - len(row):] = row
+            mask[i, length - len(row):] = 1
+        embeds, mask = self.splice(ids, self.encode_video(pixel_values), mask, None)[:2]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.llm.config)
+        head, embed = self.llm.get_output_embeddings(), self.llm.get_input_embeddings()
         answers: list[list[int]] = [[] for _ in rows]
-        done = [False] * len(rows)
+        done = torch.zeros(len(rows), dtype=torch.bool, device=input_ids.device)
         for _ in range(max_new_tokens):
-            length = max(len(r) for r in rows)
-            ids = torch.full((len(rows), length), pad_token_id, device=input_ids.device)
-            mask = torch.zeros_like(ids)
-            for i, row in enumerate(rows):
-                ids[i, length - len(row):] = torch.tensor(row, device=input_ids.device)
-                mask[i, length - len(row):] = 1
-            next_ids = self(ids, None, mask, logits_for="last", visual_tokens=visual).logits.argmax(-1).tolist()
-            for i, token in enumerate(next_ids):
-                if not done[i]:
-                    done[i] = token == eos_token_id
-                    if not done[i]:
-                        answers[i].append(token)
-                        rows[i].append(token)
-            if _on_every_rank(all(done), input_ids.device):
+            hidden = self.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache,
+                                    use_cache=True).last_hidden_state
+            tokens = head(hidden[:, -1]).argmax(-1)
+            done |= tokens == eos_token_id
+            for i in (~done).nonzero().flatten().tolist():
+                answers[i].append(int(tokens[i]))
+            if _on_every_rank(bool(done.all()), input_ids.device):
                 break
+            embeds = embed(tokens)[:, None]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = positions[:, -1:] + 1
         return answers
 
 
