@@ -55,7 +55,7 @@ def main() -> None:
         batches = list(stream)
     count = sum(int((~b["is_padding"]).sum()) for b in batches)
     start = time.perf_counter()
-    scored = [module.option_scores(b).argmax(-1) for b in batches]
+    scored = [module.letter_scores(b).argmax(-1) for b in batches]
     score_s = time.perf_counter() - start
     start = time.perf_counter()
     generated = [module.generate(b, max_new_tokens=args.max_new_tokens) for b in batches]

@@ -57,6 +57,12 @@ class EpicActionMetrics(Metric):
             correct = hits[kind][:, :k].any(-1) & mask
             setattr(self, f"correct_{key}", getattr(self, f"correct_{key}") + correct.sum())
 
+    def update_from_batch(self, verb_scores: torch.Tensor, noun_scores: torch.Tensor, batch: dict) -> None:
+        """update() with a collated batch's labels, leaving out padding rows and segments without classes."""
+        keep = ~batch["is_padding"] & (batch["verb_class"] >= 0)
+        self.update(verb_scores[keep], noun_scores[keep], batch["verb_class"][keep], batch["noun_class"][keep],
+                    batch["verb_tail"][keep], batch["noun_tail"][keep], batch["unseen"][keep])
+
     def compute(self) -> dict[str, torch.Tensor]:
         out = {}
         for key in METRIC_KEYS:

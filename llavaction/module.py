@@ -21,7 +21,7 @@ from llavaction.scoring import head_class_scores, option_text_loglik
 from llavaction.sharding import checkpoint_blocks, shard_blocks
 
 MAX_OPTIONS = 26
-SCORERS = {"letter": "option_scores", "likelihood": "likelihood_scores"}
+SCORING_MODES = ("letter", "likelihood")
 ACTION_PARTS = ("action_supervision", "verb_head", "noun_head", "action_head")
 
 
@@ -98,9 +98,9 @@ class LlavaActionModule(L.LightningModule):
         self.prompt_encoder = PromptEncoder(self.tokenizer)
         self.letter_ids = self.prompt_encoder.letter_token_ids(MAX_OPTIONS)
         self.model: LlavaVideoModel | None = None
-        unknown = set(mqa_scoring) - set(SCORERS)
+        unknown = set(mqa_scoring) - set(SCORING_MODES)
         if not mqa_scoring or unknown:
-            raise ValueError(f"mqa_scoring must list modes among {sorted(SCORERS)}, got {list(mqa_scoring)}")
+            raise ValueError(f"mqa_scoring must list modes among {SCORING_MODES}, got {list(mqa_scoring)}")
         self.val_total, self.val_chance = SumMetric(), SumMetric()
         self.val_correct = torch.nn.ModuleDict({mode: SumMetric() for mode in mqa_scoring})
         self.val_ek100 = EpicActionMetrics()
@@ -177,15 +177,10 @@ class LlavaActionModule(L.LightningModule):
         if torch.cuda.is_available():
             self.log("perf/gpu_max_memory_gib", torch.cuda.max_memory_allocated() / 2**30, batch_size=size)
 
-    def option_scores(self, batch: dict) -> torch.Tensor:
+    def letter_scores(self, batch: dict, out=None) -> torch.Tensor:
         """[B, 26] next-token logits of the option letters after the prompt; letters beyond a question's options -inf.
-        With action heads, their EK-100 figures are updated from the same forward pass."""
-        out = self(batch, logits_for="last")
-        if out.action_logits is not None and self.trainer is not None and not self.trainer.predicting:
-            verb, noun, _ = out.action_logits[-1]
-            keep = ~batch["is_padding"] & (batch["verb_class"] >= 0)
-            self.val_ek100.update(verb[keep], noun[keep], batch["verb_class"][keep], batch["noun_class"][keep],
-                                  batch["verb_tail"][keep], batch["noun_tail"][keep], batch["unseen"][keep])
+        out: this batch's forward pass with logits_for='last', when the caller already ran it."""
+        out = self(batch, logits_for="last") if out is None else out
         logits = out.logits.float()[:, self.letter_ids]
         beyond = torch.arange(MAX_OPTIONS, device=logits.device)[None] >= batch["num_options"][:, None]
         return logits.masked_fill(beyond, float("-inf"))
@@ -195,17 +190,25 @@ class LlavaActionModule(L.LightningModule):
         return option_text_loglik(self.model, self.prompt_encoder, self.model.preprocess(batch["frames"]),
                                   [m["options"] for m in batch["meta"]], MAX_OPTIONS)
 
+    def mqa_scores(self, batch: dict, mode: str, out=None) -> torch.Tensor:
+        """[B, 26] option scores by one of SCORING_MODES (out: see letter_scores)."""
+        return self.letter_scores(batch, out) if mode == "letter" else self.likelihood_scores(batch)
+
     def _eval_step(self, batch: dict) -> dict:
-        """Updates the metrics; returns the options chosen by the first scoring mode (for figure callbacks)."""
-        real = ~batch["is_padding"]
+        """Updates the metrics (one forward pass serves letter scoring and the action heads); returns the options chosen
+        by the first scoring mode (for figure callbacks)."""
+        modes = self.hparams.mqa_scoring
+        out = self(batch, logits_for="last") if "letter" in modes or self.hparams.action_supervision else None
+        if out is not None and out.action_logits is not None:
+            self.val_ek100.update_from_batch(*out.action_logits[-1][:2], batch)
+        real, choices = ~batch["is_padding"], {}
         answerable = real & (batch["answer_index"] >= 0)
-        choices = {}
         for mode, correct in self.val_correct.items():
-            choices[mode] = getattr(self, SCORERS[mode])(batch).argmax(-1)
+            choices[mode] = self.mqa_scores(batch, mode, out).argmax(-1)
             correct.update(((choices[mode] == batch["answer_index"]) & answerable).sum())
         self.val_total.update(real.sum())
         self.val_chance.update((real / batch["num_options"].clamp(min=1)).sum())
-        return {"chosen": choices[self.hparams.mqa_scoring[0]]}
+        return {"chosen": choices[modes[0]]}
 
     def _eval_epoch_end(self, prefix: str) -> None:
         total = self.val_total.compute()
@@ -246,7 +249,7 @@ class LlavaActionModule(L.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         """One record per real question: the option scores of the first scoring mode and the chosen option; with
         predict_generate, the greedy answer and the option parsed from it."""
-        scores = getattr(self, SCORERS[self.hparams.mqa_scoring[0]])(batch)
+        scores = self.mqa_scores(batch, self.hparams.mqa_scoring[0])
         generations = self.generate(batch) if self.predict_generate else [None] * len(batch["meta"])
         heads = head_class_scores(self.model, batch["input_ids"], self.model.preprocess(batch["frames"]),
                                   batch["attention_mask"])
@@ -277,7 +280,7 @@ class LlavaActionModule(L.LightningModule):
         scheduler = get_cosine_schedule_with_warmup(optimizer, int(h.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def on_fit_end(self) -> None:
+    def on_fit_end(self) -> None:  # the original checkpoint layout, for other tools
         if self.hparams.export_dir:
             self.export_pretrained(self.hparams.export_dir)
 
