@@ -4,7 +4,7 @@ The model and batches are the demo's (tiny preset, 8 frames of 32 px, the MQA + 
 step is forward, backward, gradient clipping and an AdamW step through LlavaActionModule, as Lightning runs it.
 Compare with the previous rows of benchmarks/RESULTS.md (evaluation questions/s: benchmarks/eval.py).
 
-    python benchmarks/cpu_step.py [--steps 20] [--batch-size 16]
+    python benchmarks/cpu_step.py [--steps 20] [--batch-size 16] [--pack]
 """
 
 from __future__ import annotations
@@ -57,13 +57,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20, help="timed steps (after warm-up)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--pack", action="store_true", help="model.pack_sequences (no compute on padding)")
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         shards = demo_shards(tmp)
         tokenizer = str(tmp / "demo" / "tokenizer")
-        module = LlavaActionModule(preset_name="tiny", tokenizer=tokenizer, lr=1e-3)
+        module = LlavaActionModule(preset_name="tiny", tokenizer=tokenizer, lr=1e-3, pack_sequences=args.pack)
         module.configure_model()
         batches = demo_batches(shards, tokenizer, args.steps + WARMUP_STEPS, args.batch_size, module.tokens_per_frame)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
@@ -82,7 +83,8 @@ def main() -> None:
     step = statistics.median(times)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     print(f"tiny model ({sum(p.numel() for p in module.parameters()) / 1e6:.2f} M parameters), batch "
-          f"{args.batch_size}, 8 frames of 32 px, {len(times)} timed steps, CPU threads {torch.get_num_threads()}")
+          f"{args.batch_size}{' packed' if args.pack else ''}, 8 frames of 32 px, {len(times)} timed steps, "
+          f"CPU threads {torch.get_num_threads()}")
     print(f"step time (median): {1000 * step:7.1f} ms   ({args.batch_size / step:.1f} samples/s, "
           f"{tokens / sum(times):.0f} tokens/s incl. padding)")
     print(f"peak RSS:           {peak_rss:7.2f} GiB (whole process, data preparation included)")

@@ -16,6 +16,7 @@ from llavaction.metrics import EpicActionMetrics, prediction_record
 from llavaction.model import LlavaVideoModel, load_tokenizer, preset
 from llavaction.model.checkpoint import ACTION_SUPERVISION_NAMES, read_config, save_original
 from llavaction.model.config import LlavaVideoConfig
+from llavaction.optim import param_groups, trainable
 from llavaction.prompts import PromptEncoder
 from llavaction.scoring import head_class_scores, option_text_loglik
 from llavaction.sharding import checkpoint_blocks, shard_blocks
@@ -45,6 +46,7 @@ class LlavaActionModule(L.LightningModule):
         weight_decay: float = 0.0,
         warmup_ratio: float = 0.03,
         activation_checkpointing: bool = False,
+        pack_sequences: bool = False,
         mqa_scoring: tuple[str, ...] = ("letter",),
         action_supervision: str | None = None,
         action_types: tuple[int, int, int] = (97, 300, 3806),
@@ -69,6 +71,9 @@ class LlavaActionModule(L.LightningModule):
             weight_decay: AdamW weight decay (never on norms and biases).
             warmup_ratio: share of the steps with linear warmup before the cosine decay.
             activation_checkpointing: recompute vision and LLM blocks in the backward pass.
+            pack_sequences: run the LLM on a batch's samples packed into one sequence, attention kept within each
+                sample: no compute on padding (same results; use flash_attention_2 for long sequences, as sdpa then
+                builds a dense block-diagonal mask).
             mqa_scoring: how validation picks an option, each logged as val/mqa_accuracy_<mode>; the first is also
                 val/mqa_accuracy: 'letter' (next-token logits of the option letters after the MQA prompt) or
                 'likelihood' (log-likelihood of each option's text given the clip).
@@ -151,7 +156,8 @@ class LlavaActionModule(L.LightningModule):
     def forward(self, batch: dict, logits_for: str = "all"):
         heads = self.hparams.action_head_layers if self.hparams.action_supervision else None
         return self.model(batch["input_ids"], self.model.preprocess(batch["frames"]), batch["attention_mask"],
-                          batch["labels"] if logits_for != "last" else None, logits_for=logits_for, head_layers=heads)
+                          batch["labels"] if logits_for != "last" else None, logits_for=logits_for, head_layers=heads,
+                          pack=self.hparams.pack_sequences)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         self._step_started = time.perf_counter()
@@ -266,16 +272,7 @@ class LlavaActionModule(L.LightningModule):
             "llm": (trainable(model.llm), h.lr),
             "action_heads": (trainable(*(getattr(model, n) for n in ACTION_PARTS if hasattr(model, n))), h.lr),
         }
-        groups = []
-        for name, (params, lr) in parts.items():
-            decay = [p for p in params if p.ndim >= 2]
-            no_decay = [p for p in params if p.ndim < 2]  # norms, biases, the newline vector
-            groups += [{"name": name, "params": decay, "lr": lr, "weight_decay": h.weight_decay},
-                       {"name": f"{name}_no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0}]
-        groups = [g for g in groups if g["params"]]
-        if not groups:
-            raise ValueError("nothing to train: every part is frozen")
-        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
+        optimizer = torch.optim.AdamW(param_groups(parts, h.weight_decay), betas=(0.9, 0.999), eps=1e-8)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = get_cosine_schedule_with_warmup(optimizer, int(h.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -293,8 +290,3 @@ class LlavaActionModule(L.LightningModule):
             save_original(self.model, Path(directory), state=state)
             self.tokenizer.save_pretrained(directory)
 
-
-def trainable(*parts: torch.nn.Module | torch.nn.Parameter) -> list[torch.nn.Parameter]:
-    """The parameters of modules (or lone parameters) that require gradients."""
-    params = [p for part in parts for p in ([part] if isinstance(part, torch.nn.Parameter) else part.parameters())]
-    return [p for p in params if p.requires_grad]

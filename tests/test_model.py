@@ -79,6 +79,42 @@ def test_splice_is_independent_of_padding_side():
     assert torch.allclose(last_r, plain[:, -1], atol=1e-5)
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_and_padded_batches_give_the_same_loss_and_gradients(attn):
+    """Packing computes no padding yet changes nothing: the loss, its gradients, the last-token logits and the action
+    heads (read at every layer) equal those of the padded batch, rows of different lengths included."""
+    model = tiny(attn_implementation=attn, vision_supervision="three_tokens", action_types=(8, 9, 40)).train()
+    ids, pixels, mask = inputs(batch=3, place=(2, 5, 1), pad_last=5)
+    mask[1, -2:] = 0
+    labels = ids.clone().masked_fill(ids == IMAGE_TOKEN_INDEX, IGNORE_INDEX).masked_fill(mask == 0, IGNORE_INDEX)
+    results = []
+    for pack in (False, True):
+        model.zero_grad()
+        out = model(ids, pixels, mask, labels, logits_for="labels", head_layers="all", pack=pack)
+        heads = torch.cat([torch.cat(layer, -1) for layer in out.action_logits], -1)
+        (out.loss + heads.sum()).backward()
+        last = model(ids, pixels, mask, logits_for="last", pack=pack).logits
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        results.append((out.loss.detach(), out.logits.detach(), heads.detach(), last.detach(), grads))
+    (loss, logits, heads, last, grads), (p_loss, p_logits, p_heads, p_last, p_grads) = results
+    assert torch.allclose(loss, p_loss, atol=1e-6) and torch.allclose(logits, p_logits, atol=1e-5)
+    assert torch.allclose(heads, p_heads, atol=1e-5) and torch.allclose(last, p_last, atol=1e-5)
+    assert len(grads) == len(p_grads) and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, p_grads))
+
+
+def test_packed_rows_do_not_attend_to_each_other():
+    """A row's packed outputs do not depend on the rows packed before it."""
+    model = tiny()
+    ids, pixels, mask = inputs(batch=2, pad_last=0)
+    with torch.no_grad():
+        alone = model(ids[1:], pixels[1:], logits_for="last", pack=True).logits
+        other_first = ids.clone()
+        other_first[0, 6:] = (other_first[0, 6:] + 7) % 1000
+        packed = model(other_first, pixels * torch.tensor([3.0, 1.0]).view(2, 1, 1, 1, 1), logits_for="last",
+                       pack=True).logits
+    assert torch.allclose(packed[1], alone[0], atol=1e-5)
+
+
 def test_cached_greedy_decoding_matches_full_forwards():
     """Each row of a padded batch decodes as it would alone with a full forward pass per new token."""
     model = tiny()

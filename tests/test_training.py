@@ -85,10 +85,12 @@ def test_bf16_precisions_fit_and_validate(demo_dir, demo_shards, tmp_path, preci
     assert "validation MQA accuracy:" in capsys.readouterr().out
 
 
-def test_action_supervision_training(demo_dir, demo_shards, tmp_path, capsys):
+@pytest.mark.parametrize("pack", [False, True])
+def test_action_supervision_training(demo_dir, demo_shards, tmp_path, pack):
     cli(demo_args(demo_dir, demo_shards, tmp_path, "--trainer.max_epochs=1", "--data.samples_per_epoch=8",
                   "--trainer.check_val_every_n_epoch=1", "--model.action_supervision=three_tokens",
-                  "--model.action_types=[8, 8, 64]", "--model.action_head_layers=all"))
+                  "--model.action_types=[8, 8, 64]", "--model.action_head_layers=all",
+                  f"--model.pack_sequences={str(pack).lower()}"))
     results = json.loads(next(tmp_path.rglob("validation_results.json")).read_text())
     assert 0 <= results["val/ek100/all_verb_accuracy_at_1"] <= 100
     assert "val/ek100/unseen_action_accuracy_at_1" in results

@@ -165,12 +165,16 @@ class LlavaVideoModel(nn.Module):
         logits_for: str = "all",
         visual_tokens: torch.Tensor | None = None,
         head_layers: str | None = None,
+        pack: bool = False,
     ) -> LlavaVideoOutput:
         """logits_for: "all" positions, only the supervised "labels" positions (saves the [S, vocab] logits in
         training), or the "last" real position of each row (scoring). visual_tokens: the output of encode_video for
         these rows, to reuse it (several prompts about one clip, generation); pixel_values is then ignored.
         head_layers: with action supervision, read the verb/noun/action heads at the "last", "first" or "all" LLM
-        layers (other layers' hidden states are kept only for "first" and "all")."""
+        layers (other layers' hidden states are kept only for "first" and "all").
+        pack: run the LLM on the rows' real tokens concatenated into one sequence, positions restarting per row, so no
+        padding is computed; transformers then keeps attention within each row (a block-diagonal mask with sdpa/eager,
+        variable-length kernels with flash-attn). Outputs are laid out as without packing."""
         if logits_for not in LOGITS_FOR:
             raise ValueError(f"logits_for must be one of {LOGITS_FOR}")
         if visual_tokens is None:
@@ -184,15 +188,24 @@ class LlavaVideoModel(nn.Module):
         if head_layers is not None and (self.config.action_types is None or head_layers not in HEAD_LAYERS):
             raise ValueError(f"head_layers {head_layers!r} needs action supervision and one of {HEAD_LAYERS}")
         keep_layers = head_layers in ("first", "all")
-        llm_out = self.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                                 output_hidden_states=keep_layers)
-        hidden = llm_out.last_hidden_state
+        # No KV cache: the model's config asks for one, which would keep every layer's keys and values alive.
+        options = dict(use_cache=False, output_hidden_states=keep_layers)
+        if pack:
+            real = mask.bool()
+            # transformers reads packed rows from the restarting positions when given no mask (and no cache)
+            llm_out = self.llm.model(inputs_embeds=embeds[real][None], position_ids=positions[real][None], **options)
+        else:
+            llm_out = self.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **options)
+        hidden, hidden_states = llm_out.last_hidden_state, llm_out.hidden_states
+        if pack:
+            hidden = unpack_rows(hidden, real)
+            hidden_states = hidden_states and tuple(unpack_rows(h, real) for h in hidden_states)
         action_logits = None
         if head_layers is not None:
             if head_layers == "last":
                 layers = [hidden]
             else:  # hidden_states[0] is the input embeddings; [i] the output of decoder layer i
-                layers = list(llm_out.hidden_states[1:2] if head_layers == "first" else llm_out.hidden_states[1:])
+                layers = list(hidden_states[1:2] if head_layers == "first" else hidden_states[1:])
             action_logits = [self.read_heads(h, input_ids, visual_tokens.shape[1]) for h in layers]
         head = self.llm.get_output_embeddings()
         loss = None
@@ -255,6 +268,12 @@ class LlavaVideoModel(nn.Module):
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             positions = positions[:, -1:] + 1
         return answers
+
+
+def unpack_rows(packed: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """[1, N, d] states of the packed real tokens -> [B, S, d] in the rows' own layout (zeros at padding); real is the
+    [B, S] mask of real tokens (N of them)."""
+    return packed.new_zeros(*real.shape, packed.shape[-1]).index_put((real,), packed[0])
 
 
 def _on_every_rank(flag: bool, device: torch.device) -> bool:

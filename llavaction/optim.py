@@ -1,0 +1,25 @@
+"""AdamW parameter groups: one learning rate per model part, no weight decay on norms, biases and lone vectors."""
+
+from __future__ import annotations
+
+import torch
+
+
+def trainable(*parts: torch.nn.Module | torch.nn.Parameter) -> list[torch.nn.Parameter]:
+    """The parameters of modules (or lone parameters) that require gradients."""
+    params = [p for part in parts for p in ([part] if isinstance(part, torch.nn.Parameter) else part.parameters())]
+    return [p for p in params if p.requires_grad]
+
+
+def param_groups(parts: dict[str, tuple[list[torch.nn.Parameter], float]], weight_decay: float) -> list[dict]:
+    """parts: name -> (parameters, learning rate). Two groups a part (named, for the learning-rate monitor): matrices
+    with weight decay, and the rest (norms, biases, the newline vector) without; empty groups are left out."""
+    groups = []
+    for name, (params, lr) in parts.items():
+        groups += [{"name": name, "params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": weight_decay},
+                   {"name": f"{name}_no_decay", "params": [p for p in params if p.ndim < 2], "lr": lr,
+                    "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ValueError("nothing to train: every part is frozen")
+    return groups
