@@ -221,6 +221,9 @@ def candidate_class_scores(predictions: list[dict]) -> dict[str, np.ndarray]:
         verb_mass, noun_mass = {}, {}
         for prob, action in zip(p, record["option_actions"]):
             verb, noun = (int(x) for x in action.split(":"))
+            if not (0 <= verb < NUM_VERBS and 0 <= noun < NUM_NOUNS):
+                raise ValueError(f"{record['narration_id']}: option action {action} names an unknown class "
+                                 f"(verbs 0-{NUM_VERBS - 1}, nouns 0-{NUM_NOUNS - 1})")
             verb_mass[verb] = verb_mass.get(verb, 0.0) + prob
             noun_mass[noun] = noun_mass.get(noun, 0.0) + prob
         for verb, mass in verb_mass.items():

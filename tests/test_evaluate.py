@@ -195,6 +195,9 @@ def test_candidate_reranking_rule():
     assert scores["verb_output"][0, 3] == pytest.approx(np.log(p[0] + p[1]), rel=1e-5)
     assert scores["noun_output"][0, 7] == pytest.approx(np.log(p[0] + p[2]), rel=1e-5)
     assert scores["verb_output"][0, 0] == ABSENT_CLASS_SCORE and scores["verb_output"].shape == (1, 97)
+    for action in ("97:7", "3:-1"):  # a hand-edited question file with an unknown class
+        with pytest.raises(ValueError, match=f"P01_11_0: option action {action} names an unknown class"):
+            candidate_class_scores([record | {"option_actions": ["3:7", action, "4:7"]}])
 
 
 def test_head_scores_and_candidates(demo_dir, demo_questions, demo_shards, tmp_path):
