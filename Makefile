@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # experiments/demo.yaml reads its data from here.
 DEMO_DIR := demo_data
 
-.PHONY: venv demo demo-data ablation-data demo-ablation test test-slow clean
+.PHONY: venv demo demo-data ablation-data demo-ablation test test-slow bench-cpu clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -56,6 +56,12 @@ test: venv
 
 test-slow: venv
 	$(PY) -m pytest -q -m slow
+
+# The CPU figures that must not regress (compare with benchmarks/RESULTS.md).
+bench-cpu: venv
+	$(PY) benchmarks/cpu_step.py
+	$(PY) benchmarks/eval.py
+	$(PY) benchmarks/loader.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) runs

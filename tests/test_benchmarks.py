@@ -1,4 +1,5 @@
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,17 @@ def test_flop_count_and_memory_plan():
     # about 6 x 8e9 parameters x 13,600 tokens, plus attention
     assert 6.0e14 < flops < 1.5e15
     assert gpu_step.peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and gpu_step.peak_flops("CPU") is None
+
+
+@pytest.mark.parametrize("name, args", [
+    ("cpu_step", ["--steps", "1", "--batch-size", "2"]),
+    ("cpu_step", ["--steps", "1", "--batch-size", "2", "--pack"]),
+    ("eval", ["--videos", "1", "--batch-size", "4", "--max-new-tokens", "2"]),
+    ("loader", ["--videos", "1", "--samples", "8"]),
+])
+def test_cpu_benchmarks_run(name, args, monkeypatch, capsys):
+    """The CPU benchmark scripts run end to end on small settings and end with their JSON figures."""
+    monkeypatch.setattr("sys.argv", [name, *args])
+    load(name).main()
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert all(value > 0 for value in figures.values())
