@@ -260,8 +260,9 @@ class LlavaVideoModel(nn.Module):
                                     use_cache=True).last_hidden_state
             tokens = head(hidden[:, -1]).argmax(-1)
             done |= tokens == eos_token_id
-            for i in (~done).nonzero().flatten().tolist():
-                answers[i].append(int(tokens[i]))
+            for answer, token, finished in zip(answers, tokens.tolist(), done.tolist()):
+                if not finished:
+                    answer.append(token)
             if _on_every_rank(bool(done.all()), input_ids.device):
                 break
             embeds = embed(tokens)[:, None]
