@@ -64,6 +64,16 @@ def collect(dm, world, workers):
     return ids, batch_counts
 
 
+def test_persistent_eval_workers_serve_every_validation_run(demo_dir, demo_shards):
+    dm = datamodule(demo_dir, demo_shards)
+    dm.hparams.num_workers = 2
+    loader = dm.val_dataloader()
+    assert loader.persistent_workers
+    runs = [sorted(m["narration_id"] for b in loader for m, pad in zip(b["meta"], b["is_padding"]) if not pad)
+            for _ in range(2)]
+    assert runs[0] == runs[1] and len(runs[0]) == 8
+
+
 @pytest.mark.parametrize("world, workers", [(1, 0), (2, 0), (3, 0), (2, 2)])
 def test_every_question_once_and_equal_batches(demo_dir, demo_shards, demo_questions, world, workers):
     dm = datamodule(demo_dir, demo_shards)

@@ -159,8 +159,10 @@ class EpicDataModule(L.LightningDataModule):
         stream = EvalStream(dirs, h.eval_batch_size, DecodeFrames(h.num_frames), self._encoder("mqa", False),
                             Collate(self.tokenizer.pad_token_id), rank=rank, world_size=world,
                             num_workers=h.num_workers)
+        # Workers stay up between validation runs (the stream restarts in them); the training loader is rebuilt
+        # every epoch for its per-epoch seeds, so its workers would not outlive it anyway.
         return DataLoader(stream, batch_size=None, collate_fn=already_collated, num_workers=h.num_workers,
-                          pin_memory=torch.cuda.is_available())
+                          pin_memory=torch.cuda.is_available(), persistent_workers=h.num_workers > 0)
 
     def val_dataloader(self):
         return self._eval_loader(self.val_dirs) if self.val_dirs else []
