@@ -3,6 +3,7 @@
     python benchmarks/gpu_step.py                 # on a GPU: 0.5b and 7b shapes, 16 and 64 frames, the config grid
     python benchmarks/gpu_step.py --smoke         # anywhere: tiny shapes on the CPU, to check the script runs
     python benchmarks/gpu_step.py --memory-plan   # the per-GPU memory plan only (no device needed)
+    python benchmarks/gpu_step.py --budget-s 480 --out rows.jsonl   # within a lease: most telling rows first
 
 FLOPs per training step (forward + backward = 3 x forward), counted per sample and summed over the batch:
   LLM     2 * N_llm * S            dense matmuls over S tokens (N_llm: decoder-layer parameters, no embeddings)
@@ -18,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
+import json
 import math
 import os
 import time
 
 import torch
+from transformers.utils import is_flash_attn_2_available
 
 from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llavaction.model import LlavaVideoModel, preset
@@ -163,13 +165,41 @@ def time_config(name: str, frames: int, batch: int, attention: str, checkpointin
             "mfu": flops / seconds / peak if peak else float("nan")}
 
 
+def default_7b_layers(card_bytes: int) -> int:
+    """LLM layers of the 7B shape whose bf16 weights, gradients and AdamW moments (8 bytes a parameter) fill at most
+    half of one card, leaving the rest to 64-frame activations: all 28 on a 141 GB card, fewer on an 80 GB one."""
+    config = preset("7b")
+    text = config.text
+    fixed = 2 * text["vocab_size"] * text["hidden_size"] + config.vision_layers_kept * vit_layer_params(config.vision)
+    fitting = (card_bytes / 2 / 8 - fixed) // llm_layer_params(text)
+    return int(max(1, min(text["num_hidden_layers"], fitting)))
+
+
+def config_grid(cuda: bool, layers_7b: int | None) -> list[tuple]:
+    """(preset, LLM layers, frames, attention, checkpointing, compile, fsdp), most telling first, so that a time
+    budget keeps the rows that matter: the 7B recipe's shape at 64 frames, then its switches one at a time."""
+    if not cuda:
+        return [("tiny", None, 8, "sdpa", ac, False, fsdp) for ac in (False, True) for fsdp in (False, True)]
+    attentions = ("flash_attention_2", "sdpa") if is_flash_attn_2_available() else ("sdpa",)
+    grid = [(name, layers, frames, attention, ac, compiled, fsdp)
+            for name, layers in (("7b", layers_7b), ("0.5b", None)) for frames in (64, 16)
+            for attention in attentions for ac in (True, False) for compiled in (False, True) for fsdp in (True, False)]
+    # the recipe's configuration and single-switch changes of it before combinations of changes
+    recipe = ("7b", layers_7b, 64, attentions[0], True, False, True)
+    return sorted(grid, key=lambda row: (row[0] != "7b", row[2] != 64, sum(a != b for a, b in zip(row, recipe))))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
     parser.add_argument("--memory-plan", action="store_true", help="print the memory plan and stop")
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--llm-layers-7b", type=int, default=None, help="run the 7B with this many LLM layers")
+    parser.add_argument("--llm-layers-7b", type=int, default=None,
+                        help="run the 7B with this many LLM layers (default: as many as fit half the card)")
+    parser.add_argument("--budget-s", type=float, default=None, help="start no configuration after this many seconds")
+    parser.add_argument("--out", help="also write each row as a JSON line to this file")
     args = parser.parse_args()
+    started = time.perf_counter()
     print_memory_plan()
     if args.memory_plan:
         return
@@ -178,31 +208,40 @@ def main() -> None:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29517")
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
+    layers_7b = args.llm_layers_7b
     if device.type == "cuda":
-        print(f"device: {torch.cuda.get_device_name()}, peak bf16 {peak_flops(torch.cuda.get_device_name())}")
-        shapes = [("0.5b", None), ("7b", args.llm_layers_7b)]
-        frame_counts, attentions = (16, 64), ("sdpa", "flash_attention_2")
+        name = torch.cuda.get_device_name()
+        layers_7b = layers_7b or default_7b_layers(torch.cuda.get_device_properties(0).total_memory)
+        print(f"device: {name}, peak bf16 {peak_flops(name)}; 7B shape with {layers_7b} of 28 LLM layers (FLOPs "
+              f"counted for the layers run); flash-attn {'available' if is_flash_attn_2_available() else 'absent'}")
     else:
         print("device: CPU (smoke mode: tiny shapes; MFU needs a GPU)")
-        shapes, frame_counts, attentions = [("tiny", None)], (8,), ("sdpa",)
     print(f"{'preset':>6} {'layers':>6} {'frames':>6} {'attn':>18} {'AC':>4} {'comp':>4} {'fsdp':>4} "
-          f"{'step s':>8} {'samples/s':>9} {'tokens/s':>9} {'peak GiB':>8} {'MFU':>6}")
-    grid = itertools.product(shapes, frame_counts, attentions, (False, True), (False, True), (False, True))
-    for (name, layers), frames, attention, checkpointing, compiled, fsdp in grid:
-        if device.type == "cpu" and compiled:
-            continue  # compilation on the CPU costs minutes and says nothing about the GPU
+          f"{'step s':>8} {'samples/s':>9} {'tokens/s':>9} {'peak GiB':>8} {'MFU':>6}", flush=True)
+    sink = open(args.out, "a") if args.out else None
+    for name, layers, frames, attention, checkpointing, compiled, fsdp in config_grid(device.type == "cuda", layers_7b):
+        if args.budget_s is not None and time.perf_counter() - started > args.budget_s:
+            print(f"time budget of {args.budget_s:.0f} s spent: the remaining configurations were not run")
+            break
         try:
             row = time_config(name, frames, 1, attention, checkpointing, compiled, fsdp, device, args.steps, layers)
         except (RuntimeError, torch.OutOfMemoryError) as err:
             print(f"{name:>6} {frames:>6} {attention:>18} AC={checkpointing} compile={compiled} fsdp={fsdp}: "
-                  f"{str(err).splitlines()[0][:80]}")
+                  f"{str(err).splitlines()[0][:80]}", flush=True)
             with contextlib.suppress(Exception):
                 torch.cuda.empty_cache()
             continue
         mfu = "-" if math.isnan(row["mfu"]) else f"{100 * row['mfu']:.1f}%"
         switches = " ".join(f"{'on' if flag else 'off':>4}" for flag in (checkpointing, compiled, fsdp))
         print(f"{row['preset']:>6} {row['llm_layers']:>6} {frames:>6} {attention:>18} {switches} {row['step_s']:8.3f} "
-              f"{row['samples_s']:9.2f} {row['tokens_s']:9.0f} {row['peak_gib']:8.1f} {mfu:>6}")
+              f"{row['samples_s']:9.2f} {row['tokens_s']:9.0f} {row['peak_gib']:8.1f} {mfu:>6}", flush=True)
+        if sink:
+            record = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+            device_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+            sink.write(json.dumps(record | {"device": device_name}) + "\n")
+            sink.flush()
+    if sink:
+        sink.close()
     torch.distributed.destroy_process_group()
 
 

@@ -44,3 +44,13 @@ def test_cpu_benchmarks_run(name, args):
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert all(value > 0 for value in figures.values())
+
+
+def test_gpu_grid_puts_the_recipe_first_and_fits_the_7b_to_the_card():
+    gpu_step = load("gpu_step")
+    assert gpu_step.default_7b_layers(141 * 10**9) == 28
+    assert 10 <= gpu_step.default_7b_layers(80 * 10**9) <= 20
+    grid = gpu_step.config_grid(cuda=True, layers_7b=14)
+    first = grid[0]
+    assert first[:3] == ("7b", 14, 64) and first[4:] == (True, False, True)
+    assert len(grid) == len(set(grid)) and all(row[0] == "7b" for row in grid[: len(grid) // 2])
