@@ -133,10 +133,10 @@ class LlavaActionModule(L.LightningModule):
                 allow_missing=ACTION_SUPERVISION_NAMES if self.hparams.action_supervision else ())
         else:
             self.model = LlavaVideoModel(self.config)
-        for part, trainable in ((self.model.vision_tower, self.hparams.train_vision_tower),
-                                (self.model.projector, self.hparams.train_projector),
-                                (self.model.llm, self.hparams.train_llm)):
-            part.requires_grad_(trainable)
+        for part, train_it in ((self.model.vision_tower, self.hparams.train_vision_tower),
+                               (self.model.projector, self.hparams.train_projector),
+                               (self.model.llm, self.hparams.train_llm)):
+            part.requires_grad_(train_it)
         self.model.image_newline.requires_grad_(self.hparams.train_projector)
         self.model.vision_tower.post_layernorm.requires_grad_(False)
         for name in ACTION_PARTS:  # trained only when the action loss is on

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from llavaction.constants import (
-    EOS_TOKEN, IGNORE_INDEX, IMAGE_PLACEHOLDER, IMAGE_TOKEN_INDEX, SYSTEM_MESSAGE,
+    EOS_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX, SYSTEM_MESSAGE,
 )
 
 TASKS = ("mqa", "narration", "temporal", "qa")

@@ -5,7 +5,6 @@ from collections import Counter
 import pytest
 import torch
 import webdataset as wds
-from torch.utils.data import DataLoader
 
 from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llavaction.data.datamodule import EpicDataModule
