@@ -29,7 +29,7 @@ from transformers.utils import is_flash_attn_2_available
 
 from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llavaction.model import LlavaVideoModel, preset
-from llavaction.sharding import checkpoint_blocks, shard_blocks
+from llavaction.sharding import checkpoint_blocks, compile_blocks, shard_blocks
 
 PEAK_BF16 = {"H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12,
              "A100": 312e12, "L40S": 362e12}
@@ -130,16 +130,17 @@ def time_config(name: str, frames: int, batch: int, attention: str, checkpointin
         model = LlavaVideoModel(config).to(dtype)
     if checkpointing:
         checkpoint_blocks(model)
+    if compiled:
+        compile_blocks(model)
     if fsdp:
         from torch.distributed.device_mesh import init_device_mesh
 
         shard_blocks(model, init_device_mesh(device.type, (1,)))
-    forward = torch.compile(model) if compiled else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
     data = make_batch(config, frames, batch, device)
 
     def step():
-        out = forward(data["input_ids"], data["pixel_values"].to(dtype), data["attention_mask"], data["labels"],
+        out = model(data["input_ids"], data["pixel_values"].to(dtype), data["attention_mask"], data["labels"],
                       logits_for="labels")
         out.loss.backward()
         optimizer.step()

@@ -19,7 +19,7 @@ from llavaction.model.config import LlavaVideoConfig
 from llavaction.optim import param_groups, trainable
 from llavaction.prompts import PromptEncoder
 from llavaction.scoring import head_class_scores, option_text_loglik
-from llavaction.sharding import checkpoint_blocks, shard_blocks
+from llavaction.sharding import checkpoint_blocks, compile_blocks, shard_blocks
 
 MAX_OPTIONS = 26
 SCORING_MODES = ("letter", "likelihood")
@@ -46,6 +46,7 @@ class LlavaActionModule(L.LightningModule):
         weight_decay: float = 0.0,
         warmup_ratio: float = 0.03,
         activation_checkpointing: bool = False,
+        compile_blocks: bool = False,
         pack_sequences: bool = False,
         mqa_scoring: tuple[str, ...] = ("letter",),
         action_supervision: str | None = None,
@@ -71,6 +72,7 @@ class LlavaActionModule(L.LightningModule):
             weight_decay: AdamW weight decay (never on norms and biases).
             warmup_ratio: share of the steps with linear warmup before the cosine decay.
             activation_checkpointing: recompute vision and LLM blocks in the backward pass.
+            compile_blocks: torch.compile each vision and LLM block (the first steps then take longer).
             pack_sequences: run the LLM on a batch's samples packed into one sequence, attention kept within each
                 sample: no compute on padding (same results; use flash_attention_2 for long sequences, as sdpa then
                 builds a dense block-diagonal mask).
@@ -144,6 +146,8 @@ class LlavaActionModule(L.LightningModule):
                 getattr(self.model, name).requires_grad_(self.hparams.action_supervision is not None)
         if self.hparams.activation_checkpointing:
             checkpoint_blocks(self.model)
+        if self.hparams.compile_blocks:
+            compile_blocks(self.model)
         if self.device_mesh is not None:  # under ModelParallelStrategy
             shard_blocks(self.model, self.device_mesh["data_parallel"])
 
