@@ -5,12 +5,8 @@
     python benchmarks/gpu_step.py --memory-plan   # the per-GPU memory plan only (no device needed)
     python benchmarks/gpu_step.py --budget-s 480 --out rows.jsonl   # within a lease: most telling rows first
 
-FLOPs per training step (forward + backward = 3 x forward), counted per sample and summed over the batch:
-  LLM     2 * N_llm * S            dense matmuls over S tokens (N_llm: decoder-layer parameters, no embeddings)
-        + 2 * L * S^2 * d          causal attention (QK^T and AV, each S^2/2 * d multiply-adds)
-        + 2 * d * V * S_answer     the vocabulary projection, computed only where there are labels
-  vision  F * (2 * N_vit * P + 4 * L_vit * P^2 * d_vit)   F frames of P patches, bidirectional attention
-        + F * 2 * N_proj * P       the projector on every patch token
+FLOPs per training step: llavaction.flops (the count, per sample, is explained there; the same function gives the
+perf/mfu that training logs).
 MFU = FLOPs per step / (step time * peak dense bf16 FLOP/s of the card, looked up by its name).
 When the 7B does not fit one GPU it runs with fewer LLM layers and the FLOPs are those of the layers run (stated).
 """
@@ -28,45 +24,16 @@ import torch
 from transformers.utils import is_flash_attn_2_available
 
 from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llavaction.flops import llm_layer_params, peak_bf16_flops, training_flops, vit_layer_params
 from llavaction.model import LlavaVideoModel, preset
 from llavaction.sharding import checkpoint_blocks, compile_blocks, shard_blocks
 
-PEAK_BF16 = {"H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12,
-             "A100": 312e12, "L40S": 362e12}
 TEXT_TOKENS, ANSWER_TOKENS = 160, 8  # an MQA prompt with five options, and its answer
 
 
-def peak_flops(name: str) -> float | None:
-    for key, value in sorted(PEAK_BF16.items(), key=lambda kv: -len(kv[0])):
-        if key in name:
-            return value
-    return None
-
-
-def llm_layer_params(text: dict) -> int:
-    """One Qwen2 decoder layer: q and o projections, grouped k and v projections, the gated MLP."""
-    d = text["hidden_size"]
-    kv = d * text["num_key_value_heads"] // text["num_attention_heads"]
-    return 2 * d * d + 2 * d * kv + 3 * d * text["intermediate_size"]
-
-
-def vit_layer_params(vision: dict) -> int:
-    d = vision["hidden_size"]
-    return 4 * d * d + 2 * d * vision["intermediate_size"]
-
-
 def step_flops(config, frames: int, batch: int) -> float:
-    text, vision = config.text, config.vision
-    d, layers, vocab = text["hidden_size"], text["num_hidden_layers"], text["vocab_size"]
-    n_llm = layers * llm_layer_params(text)
-    s = config.visual_tokens(frames) + TEXT_TOKENS
-    llm = 2 * n_llm * s + 2 * layers * s * s * d + 2 * d * vocab * ANSWER_TOKENS
-    dv, lv = vision["hidden_size"], config.vision_layers_kept
-    p = (vision["image_size"] // vision["patch_size"]) ** 2
-    n_vit = lv * vit_layer_params(vision)
-    n_proj = dv * d + d * d
-    vit = frames * (2 * n_vit * p + 4 * lv * p * p * dv + 2 * n_proj * p)
-    return 3.0 * batch * (llm + vit)
+    """Model FLOPs of a step over `batch` equal samples (llavaction.flops explains the count)."""
+    return training_flops(config, frames, [config.visual_tokens(frames) + TEXT_TOKENS] * batch, ANSWER_TOKENS * batch)
 
 
 def memory_plan(gpus: int, frames: int, batch: int, checkpointing: bool, bytes_per_param: int = 8) -> dict[str, float]:
@@ -157,7 +124,7 @@ def time_config(name: str, frames: int, batch: int, attention: str, checkpointin
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / steps
     tokens = batch * (config.visual_tokens(frames) + TEXT_TOKENS + ANSWER_TOKENS)
-    peak = peak_flops(torch.cuda.get_device_name()) if device.type == "cuda" else None
+    peak = peak_bf16_flops(torch.cuda.get_device_name()) if device.type == "cuda" else None
     flops = step_flops(config, frames, batch)
     return {"preset": name, "llm_layers": config.text["num_hidden_layers"], "frames": frames, "batch": batch,
             "attention": attention, "checkpointing": checkpointing, "compile": compiled, "fsdp": fsdp,
@@ -213,7 +180,7 @@ def main() -> None:
     if device.type == "cuda":
         name = torch.cuda.get_device_name()
         layers_7b = layers_7b or default_7b_layers(torch.cuda.get_device_properties(0).total_memory)
-        print(f"device: {name}, peak bf16 {peak_flops(name)}; 7B shape with {layers_7b} of 28 LLM layers (FLOPs "
+        print(f"device: {name}, peak bf16 {peak_bf16_flops(name)}; 7B shape with {layers_7b} of 28 LLM layers (FLOPs "
               f"counted for the layers run); flash-attn {'available' if is_flash_attn_2_available() else 'absent'}")
     else:
         print("device: CPU (smoke mode: tiny shapes; MFU needs a GPU)")

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
+
+from llavaction.constants import IGNORE_INDEX
+from llavaction.flops import peak_bf16_flops, training_flops
 
 RESULTS_FILE = "validation_results.json"
 
@@ -17,6 +22,38 @@ def format_results(results: dict) -> str:
     others = "".join(f"; by {m}: {results[f'val/mqa_accuracy_{m}']:.1f}%" for m in modes[1:])
     return (f"validation MQA accuracy: {results['val/mqa_accuracy']:.1f}% (chance {results['val/chance']:.1f}%) "
             f"by {modes[0]} scoring on {int(results['val/questions'])} questions{others}")
+
+
+class StepPerformance(L.Callback):
+    """Logs each training step's perf/samples_per_s and perf/tokens_per_s (visual tokens included, padding not) and,
+    on a GPU, perf/gpu_max_memory_gib and perf/mfu: model FLOPs (llavaction.flops) over step time x the card's peak
+    (cards in llavaction.flops.PEAK_BF16_FLOPS). The step is timed from batch start to end, data loading excluded."""
+
+    def __init__(self):
+        self._started = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()  # so the step's time is its own, not the previous step's queued kernels
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        cuda = trainer.strategy.root_device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - self._started
+        frames = batch["frames"].shape[1]
+        lengths = batch["attention_mask"].sum(1) + pl_module.config.visual_tokens(frames) - 1  # the placeholder goes
+        metrics = {"perf/samples_per_s": len(lengths) / seconds, "perf/tokens_per_s": float(lengths.sum()) / seconds}
+        peak = peak_bf16_flops(torch.cuda.get_device_name(trainer.strategy.root_device)) if cuda else None
+        if cuda:
+            metrics["perf/gpu_max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        if peak:
+            supervised = int((batch["labels"] != IGNORE_INDEX).sum())
+            flops = training_flops(pl_module.config, frames, lengths.tolist(), supervised,
+                                   vision_trained=pl_module.hparams.train_vision_tower)
+            metrics["perf/mfu"] = flops / seconds / peak
+        pl_module.log_dict(metrics, batch_size=len(lengths))
 
 
 class ReportMQAAccuracy(L.Callback):

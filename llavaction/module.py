@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import lightning as L
@@ -111,7 +110,6 @@ class LlavaActionModule(L.LightningModule):
         self.val_total, self.val_chance = SumMetric(), SumMetric()
         self.val_correct = torch.nn.ModuleDict({mode: SumMetric() for mode in mqa_scoring})
         self.val_ek100 = EpicActionMetrics()
-        self._step_started: float | None = None
         self.predict_generate = False  # set by the evaluation CLI: predict by greedy generation instead of scores
 
     @property
@@ -163,9 +161,6 @@ class LlavaActionModule(L.LightningModule):
                           batch["labels"] if logits_for != "last" else None, logits_for=logits_for, head_layers=heads,
                           pack=self.hparams.pack_sequences)
 
-    def on_train_batch_start(self, batch, batch_idx) -> None:
-        self._step_started = time.perf_counter()
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self(batch, logits_for="labels")
         loss = out.loss
@@ -178,14 +173,6 @@ class LlavaActionModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/truncated", batch["truncated"].sum().float(), reduce_fx="sum", batch_size=size)
         return loss
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        seconds = time.perf_counter() - self._step_started
-        size = batch["input_ids"].shape[0]
-        tokens = batch["attention_mask"].sum().item() + size * (self.config.visual_tokens(batch["frames"].shape[1]) - 1)
-        self.log_dict({"perf/samples_per_s": size / seconds, "perf/tokens_per_s": tokens / seconds}, batch_size=size)
-        if torch.cuda.is_available():
-            self.log("perf/gpu_max_memory_gib", torch.cuda.max_memory_allocated() / 2**30, batch_size=size)
 
     def letter_scores(self, batch: dict, out=None) -> torch.Tensor:
         """[B, 26] next-token logits of the option letters after the prompt; letters beyond a question's options -inf.

@@ -27,7 +27,7 @@ def test_flop_count_and_memory_plan():
     flops = gpu_step.step_flops(preset("7b"), 64, 1)
     # about 6 x 8e9 parameters x 13,600 tokens, plus attention
     assert 6.0e14 < flops < 1.5e15
-    assert gpu_step.peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and gpu_step.peak_flops("CPU") is None
+    assert gpu_step.peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989e12 and gpu_step.peak_bf16_flops("CPU") is None
 
 
 @pytest.mark.parametrize("name, args", [
@@ -54,3 +54,36 @@ def test_gpu_grid_puts_the_recipe_first_and_fits_the_7b_to_the_card():
     first = grid[0]
     assert first[:3] == ("7b", 14, 64) and first[4:] == (True, False, True)
     assert len(grid) == len(set(grid)) and all(row[0] == "7b" for row in grid[: len(grid) // 2])
+
+
+def test_training_flops_add_up_per_sample():
+    from llavaction.flops import peak_bf16_flops, training_flops
+    from llavaction.model import preset
+
+    config = preset("0.5b")
+    one, other = training_flops(config, 16, [3000], 5), training_flops(config, 16, [4000], 7)
+    assert training_flops(config, 16, [3000, 4000], 12) == pytest.approx(one + other)
+    assert training_flops(config, 16, [3000], 5, vision_trained=False) < one
+    assert peak_bf16_flops("NVIDIA H100 PCIe") == 756e12 and peak_bf16_flops("NVIDIA H200") == 989e12
+
+
+def test_step_performance_logs_throughput(demo_dir):
+    from types import SimpleNamespace
+
+    import torch
+
+    from llavaction.callbacks import StepPerformance
+    from llavaction.model import preset
+
+    logged = {}
+    module = SimpleNamespace(config=preset("tiny"), hparams=SimpleNamespace(train_vision_tower=True),
+                             log_dict=lambda metrics, batch_size: logged.update(metrics))
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    batch = {"frames": torch.zeros(2, 4, 32, 32, 3, dtype=torch.uint8),
+             "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]), "labels": torch.full((2, 4), -100)}
+    callback = StepPerformance()
+    callback.on_train_batch_start(trainer, module, batch, 0)
+    callback.on_train_batch_end(trainer, module, None, batch, 0)
+    visual = preset("tiny").visual_tokens(4)
+    assert logged["perf/tokens_per_s"] / logged["perf/samples_per_s"] == pytest.approx((7 + 2 * (visual - 1)) / 2)
+    assert "perf/mfu" not in logged  # a CPU has no entry in the peak table
