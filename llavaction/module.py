@@ -10,6 +10,7 @@ import torch
 from torchmetrics import SumMetric
 from transformers import get_cosine_schedule_with_warmup
 
+from llavaction import sharding
 from llavaction.losses import action_supervision_loss
 from llavaction.metrics import EpicActionMetrics, prediction_record
 from llavaction.model import LlavaVideoModel, load_tokenizer, preset
@@ -18,7 +19,6 @@ from llavaction.model.config import LlavaVideoConfig
 from llavaction.optim import param_groups, trainable
 from llavaction.prompts import PromptEncoder
 from llavaction.scoring import head_class_scores, option_text_loglik
-from llavaction.sharding import checkpoint_blocks, compile_blocks, shard_blocks
 
 MAX_OPTIONS = 26
 SCORING_MODES = ("letter", "likelihood")
@@ -143,11 +143,11 @@ class LlavaActionModule(L.LightningModule):
             if hasattr(self.model, name):
                 getattr(self.model, name).requires_grad_(self.hparams.action_supervision is not None)
         if self.hparams.activation_checkpointing:
-            checkpoint_blocks(self.model)
+            sharding.checkpoint_blocks(self.model)
         if self.hparams.compile_blocks:
-            compile_blocks(self.model)
+            sharding.compile_blocks(self.model)
         if self.device_mesh is not None:  # under ModelParallelStrategy
-            shard_blocks(self.model, self.device_mesh["data_parallel"])
+            sharding.shard_blocks(self.model, self.device_mesh["data_parallel"])
 
     def setup(self, stage: str) -> None:
         """Before any step: action supervision needs training samples with verb/noun classes."""

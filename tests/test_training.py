@@ -144,12 +144,12 @@ def test_action_supervision_needs_class_labels(demo_dir):
 
 
 def test_block_switches_apply_checkpointing_then_compilation(demo_dir, monkeypatch):
-    import llavaction.module as module_file
+    from llavaction import sharding
     from llavaction.module import LlavaActionModule
 
     calls = []
-    monkeypatch.setattr(module_file, "checkpoint_blocks", lambda model: calls.append("checkpoint"))
-    monkeypatch.setattr(module_file, "compile_blocks", lambda model: calls.append("compile"))
+    monkeypatch.setattr(sharding, "checkpoint_blocks", lambda model: calls.append("checkpoint"))
+    monkeypatch.setattr(sharding, "compile_blocks", lambda model: calls.append("compile"))
     module = LlavaActionModule(tokenizer=str(demo_dir / "tokenizer"), activation_checkpointing=True,
                                compile_blocks=True)
     module.configure_model()
