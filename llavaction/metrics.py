@@ -27,6 +27,12 @@ def action_topk(verb_scores: torch.Tensor, noun_scores: torch.Tensor, k: int) ->
     return top_v.gather(1, best // top_n.shape[1]), top_n.gather(1, best % top_n.shape[1])
 
 
+def segment_group(key: str) -> str:
+    """The segments a metric is counted over: 'all', 'unseen', or the tail of its kind ('tail_verb', ...)."""
+    group, kind = key.split("_")[:2]
+    return group if group in ("all", "unseen") else f"tail_{kind}"
+
+
 class EpicActionMetrics(Metric):
     """Top-1/top-5 verb, noun and action accuracy, and top-1 on tail classes and unseen participants (percent).
     A segment is tail for verbs if its verb is tail, for nouns if its noun is, and for actions if either is."""
@@ -52,9 +58,8 @@ class EpicActionMetrics(Metric):
             setattr(self, f"count_{name}", getattr(self, f"count_{name}") + mask.sum())
         hits = {"verb": verb_hit, "noun": noun_hit, "action": action_hit}
         for key in METRIC_KEYS:
-            group, kind, k = key.split("_")[0], key.split("_")[1], int(key[-1])
-            mask = groups["all"] if group == "all" else groups["unseen"] if group == "unseen" else groups[f"tail_{kind}"]
-            correct = hits[kind][:, :k].any(-1) & mask
+            kind, k = key.split("_")[1], int(key[-1])
+            correct = hits[kind][:, :k].any(-1) & groups[segment_group(key)]
             setattr(self, f"correct_{key}", getattr(self, f"correct_{key}") + correct.sum())
 
     def update_from_batch(self, verb_scores: torch.Tensor, noun_scores: torch.Tensor, batch: dict) -> None:
@@ -66,9 +71,7 @@ class EpicActionMetrics(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         out = {}
         for key in METRIC_KEYS:
-            group, kind = key.split("_")[0], key.split("_")[1]
-            count = getattr(self, "count_all" if group == "all" else "count_unseen" if group == "unseen"
-                            else f"count_tail_{kind}")
+            count = getattr(self, f"count_{segment_group(key)}")
             out[key] = 100.0 * getattr(self, f"correct_{key}") / count.clamp(min=1)
         return out
 

@@ -155,11 +155,19 @@ class LlavaActionModule(L.LightningModule):
         if stage == "fit" and self.hparams.action_supervision and not getattr(data, "has_class_labels", lambda: True)():
             raise ValueError("model.action_supervision is on but no training source carries verb/noun classes")
 
-    def forward(self, batch: dict, logits_for: str = "all"):
-        heads = self.hparams.action_head_layers if self.hparams.action_supervision else None
-        return self.model(batch["input_ids"], self.model.preprocess(batch["frames"]), batch["attention_mask"],
-                          batch["labels"] if logits_for != "last" else None, logits_for=logits_for, head_layers=heads,
-                          pack=self.hparams.pack_sequences)
+    def forward(self, batch: dict, logits_for: str = "all", visual_tokens: torch.Tensor | None = None,
+                head_layers: str | None = None):
+        """visual_tokens: the batch's encode_video output, when already computed. head_layers: the action heads to
+        read (default: the configured ones when action supervision is on)."""
+        heads = head_layers or (self.hparams.action_head_layers if self.hparams.action_supervision else None)
+        pixels = None if visual_tokens is not None else self.model.preprocess(batch["frames"])
+        return self.model(batch["input_ids"], pixels, batch["attention_mask"],
+                          batch["labels"] if logits_for != "last" else None, logits_for=logits_for,
+                          visual_tokens=visual_tokens, head_layers=heads, pack=self.hparams.pack_sequences)
+
+    def encode_video(self, batch: dict) -> torch.Tensor:
+        """The batch's visual tokens, computed once for every scoring of its questions."""
+        return self.model.encode_video(self.model.preprocess(batch["frames"]))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = self(batch, logits_for="labels")
@@ -182,26 +190,35 @@ class LlavaActionModule(L.LightningModule):
         beyond = torch.arange(MAX_OPTIONS, device=logits.device)[None] >= batch["num_options"][:, None]
         return logits.masked_fill(beyond, float("-inf"))
 
-    def likelihood_scores(self, batch: dict) -> torch.Tensor:
+    def likelihood_scores(self, batch: dict, visual_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """[B, 26] summed log-likelihood of each option's text given the clip; -inf beyond a question's options."""
-        return option_text_loglik(self.model, self.prompt_encoder, self.model.preprocess(batch["frames"]),
+        visual = self.encode_video(batch) if visual_tokens is None else visual_tokens
+        return option_text_loglik(self.model, self.prompt_encoder, visual, batch["frames"].shape[1],
                                   [m["options"] for m in batch["meta"]], MAX_OPTIONS)
 
-    def mqa_scores(self, batch: dict, mode: str, out=None) -> torch.Tensor:
-        """[B, 26] option scores by one of SCORING_MODES (out: see letter_scores)."""
-        return self.letter_scores(batch, out) if mode == "letter" else self.likelihood_scores(batch)
+    def mqa_scores(self, batch: dict, mode: str, out, visual_tokens: torch.Tensor) -> torch.Tensor:
+        """[B, 26] option scores by one of SCORING_MODES from the batch's visual tokens (and, for letters, its
+        forward pass with logits_for='last')."""
+        return self.letter_scores(batch, out) if mode == "letter" else self.likelihood_scores(batch, visual_tokens)
+
+    def _score_batch(self, batch: dict, modes: tuple[str, ...], head_layers: str | None = None):
+        """One vision encoding, and one forward pass when letters or heads need it: (the forward output or None,
+        {mode: [B, 26] scores})."""
+        visual = self.encode_video(batch)
+        needs_pass = "letter" in modes or head_layers is not None or self.hparams.action_supervision
+        out = self(batch, logits_for="last", visual_tokens=visual, head_layers=head_layers) if needs_pass else None
+        return out, {mode: self.mqa_scores(batch, mode, out, visual) for mode in modes}
 
     def _eval_step(self, batch: dict) -> dict:
-        """Updates the metrics (one forward pass serves letter scoring and the action heads); returns the options chosen
-        by the first scoring mode (for figure callbacks)."""
+        """Updates the metrics; returns the options chosen by the first scoring mode (for figure callbacks)."""
         modes = self.hparams.mqa_scoring
-        out = self(batch, logits_for="last") if "letter" in modes or self.hparams.action_supervision else None
+        out, scores = self._score_batch(batch, modes)
         if out is not None and out.action_logits is not None:
             self.val_ek100.update_from_batch(*out.action_logits[-1][:2], batch)
         real, choices = ~batch["is_padding"], {}
         answerable = real & (batch["answer_index"] >= 0)
         for mode, correct in self.val_correct.items():
-            choices[mode] = self.mqa_scores(batch, mode, out).argmax(-1)
+            choices[mode] = scores[mode].argmax(-1)
             correct.update(((choices[mode] == batch["answer_index"]) & answerable).sum())
         self.val_total.update(real.sum())
         self.val_chance.update((real / batch["num_options"].clamp(min=1)).sum())
@@ -246,13 +263,13 @@ class LlavaActionModule(L.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         """One record per real question: the option scores of the first scoring mode and the chosen option; with
         predict_generate, the greedy answer and the option parsed from it."""
-        scores = self.mqa_scores(batch, self.hparams.mqa_scoring[0])
+        mode = self.hparams.mqa_scoring[0]
+        out, scores = self._score_batch(batch, (mode,), head_layers="last" if self.config.action_types else None)
         generations = self.generate(batch) if self.predict_generate else [None] * len(batch["meta"])
-        heads = head_class_scores(self.model, batch["input_ids"], self.model.preprocess(batch["frames"]),
-                                  batch["attention_mask"])
+        heads = head_class_scores(out.action_logits if out is not None else None, len(batch["meta"]))
         return [prediction_record(meta, row[: len(meta["options"])].tolist(), text) | head
                 for meta, row, padding, text, head in
-                zip(batch["meta"], scores, batch["is_padding"].tolist(), generations, heads) if not padding]
+                zip(batch["meta"], scores[mode], batch["is_padding"].tolist(), generations, heads) if not padding]
 
     def configure_optimizers(self):
         h = self.hparams
