@@ -23,26 +23,12 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from data_prep.build_mqa import main as build_mqa  # noqa: E402
-from data_prep.extract_frames import ExtractConfig, extract  # noqa: E402
-from data_prep.make_demo import make_demo  # noqa: E402
 from llavaction.data.datamodule import EpicDataModule  # noqa: E402
 from llavaction.data.pipeline import TaskSource  # noqa: E402
-from llavaction.jsonl import read_jsonl  # noqa: E402
 from llavaction.module import LlavaActionModule  # noqa: E402
+from synthetic import demo_questions, frame_shards  # noqa: E402
 
 WARMUP_STEPS = 3
-
-
-def demo_shards(tmp: Path) -> Path:
-    """A small synthetic dataset in the demo's format (tokenizer in tmp/demo/tokenizer); returns the shard folder."""
-    make_demo(tmp / "demo", seed=0, train_videos=4, val_videos=1, duration=60.0, fps=24, size=64)
-    build_mqa(["--annotations", str(tmp / "demo" / "annotations"), "--split", "train", "--distractors", "annotations",
-               "--out", str(tmp / "q.jsonl")])
-    config = ExtractConfig(videos=str(tmp / "demo" / "videos"), layout="raw", num_frames=8, size=32, resize="squash",
-                           quality=90, chunk_seconds=15.0, shard_size=64)
-    extract(read_jsonl(tmp / "q.jsonl"), tmp / "shards", config)
-    return tmp / "shards"
 
 
 def demo_batches(shards: Path, tokenizer: str, count: int, batch_size: int, tokens_per_frame: int) -> list[dict]:
@@ -62,7 +48,8 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        shards = demo_shards(tmp)
+        records = demo_questions(tmp, "train", "annotations", seed=0, train_videos=4, val_videos=1, duration=60.0, fps=24)
+        shards = frame_shards(tmp, records, num_frames=8, size=32)
         tokenizer = str(tmp / "demo" / "tokenizer")
         module = LlavaActionModule(preset_name="tiny", tokenizer=tokenizer, lr=1e-3, pack_sequences=args.pack)
         module.configure_model()

@@ -16,14 +16,11 @@ from pathlib import Path
 
 import torch
 
-from data_prep.build_mqa import main as build_mqa
-from data_prep.extract_frames import ExtractConfig, extract
-from data_prep.make_demo import make_demo
 from llavaction.data.pipeline import Collate, DecodeFrames, EncodePrompt, EvalStream
-from llavaction.jsonl import read_jsonl
 from llavaction.metrics import parse_choice
 from llavaction.module import LlavaActionModule
 from llavaction.prompts import PromptOptions
+from synthetic import demo_questions, frame_shards
 
 
 def main() -> None:
@@ -36,12 +33,9 @@ def main() -> None:
     torch.set_grad_enabled(False)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        make_demo(tmp / "demo", seed=1, train_videos=1, val_videos=args.videos, duration=60.0, fps=24, size=64)
-        build_mqa(["--annotations", str(tmp / "demo" / "annotations"), "--split", "validation",
-                   "--distractors", "annotations", "--out", str(tmp / "q.jsonl")])
-        config = ExtractConfig(videos=str(tmp / "demo" / "videos"), layout="raw", num_frames=8, size=32,
-                               resize="squash", quality=90, chunk_seconds=15.0, shard_size=64)
-        extract(read_jsonl(tmp / "q.jsonl"), tmp / "shards", config)
+        records = demo_questions(tmp, "validation", "annotations", seed=1, train_videos=1, val_videos=args.videos,
+                                 duration=60.0, fps=24)
+        shards = frame_shards(tmp, records, num_frames=8, size=32)
         if args.checkpoint:
             module = LlavaActionModule.load_from_checkpoint(args.checkpoint, map_location="cpu")
         else:
@@ -51,7 +45,7 @@ def main() -> None:
         module.eval()
         encode = EncodePrompt(module.tokenizer, "mqa", 8, module.config.visual_tokens(8), 4096, "error", PromptOptions(),
                               with_answer=False)
-        stream = EvalStream([str(tmp / "shards")], args.batch_size, DecodeFrames(8), encode,
+        stream = EvalStream([str(shards)], args.batch_size, DecodeFrames(8), encode,
                             Collate(module.tokenizer.pad_token_id))
         batches = list(stream)
     count = sum(int((~b["is_padding"]).sum()) for b in batches)

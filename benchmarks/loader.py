@@ -33,14 +33,11 @@ import torch  # noqa: E402
 import webdataset as wds  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from data_prep.build_mqa import main as build_mqa  # noqa: E402
-from data_prep.extract_frames import ExtractConfig, extract  # noqa: E402
-from data_prep.make_demo import make_demo  # noqa: E402
 from data_prep.video import RawVideo, sample_times  # noqa: E402
 from llavaction.data.datamodule import EpicDataModule  # noqa: E402
 from llavaction.data.pipeline import TaskSource, shard_urls  # noqa: E402
-from llavaction.jsonl import read_jsonl  # noqa: E402
 from llavaction.model import LlavaVideoModel, preset  # noqa: E402
+from synthetic import demo_questions, frame_shards  # noqa: E402
 
 FRAMES, SIZE, BATCH = 16, 384, 8
 
@@ -91,17 +88,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         # 15 s videos: each one is what an AVION-style chunk holds; the demo's annotations, real footage
-        make_demo(tmp / "demo", seed=0, train_videos=args.videos, val_videos=1, duration=15.0, fps=30, size=64)
+        records = demo_questions(tmp, "train", "random", seed=0, train_videos=args.videos, val_videos=1,
+                                 duration=15.0, fps=30)
         clip = footage()
         for index, path in enumerate(sorted((tmp / "demo" / "videos").rglob("*.MP4"))):
             write_chunk(path, clip, offset=17 * index)
-        build_mqa(["--annotations", str(tmp / "demo" / "annotations"), "--split", "train", "--distractors", "random",
-                   "--out", str(tmp / "q.jsonl")])
-        records = read_jsonl(tmp / "q.jsonl")
-        config = ExtractConfig(videos=str(tmp / "demo" / "videos"), layout="raw", num_frames=FRAMES, size=SIZE,
-                               resize="squash", quality=90, chunk_seconds=15.0, shard_size=32)
-        extract(records, tmp / "shards", config)
-        samples = list(wds.WebDataset(shard_urls(tmp / "shards"), shardshuffle=False))
+        shards = frame_shards(tmp, records, num_frames=FRAMES, size=SIZE, shard_size=32)
+        samples = list(wds.WebDataset(shard_urls(shards), shardshuffle=False))
         n = len(samples)
 
         buffer = np.empty((FRAMES, SIZE, SIZE, 3), dtype=np.uint8)

@@ -21,9 +21,8 @@ import decord
 
 from data_prep.build_mqa import main as build_mqa
 from data_prep.extract_frames import ExtractConfig, extract
-from data_prep.make_demo import make_demo
 from data_prep.video import sample_times
-from llavaction.jsonl import read_jsonl
+from synthetic import demo_questions
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "epic-kitchens-100-annotations"
@@ -54,11 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        make_demo(tmp / "demo", seed=0, train_videos=args.videos, val_videos=1, duration=30.0, fps=30,
-                  size=args.video_size)
-        build_mqa(["--annotations", str(tmp / "demo" / "annotations"), "--split", "train", "--distractors", "random",
-                   "--out", str(tmp / "q.jsonl")])
-        records = read_jsonl(tmp / "q.jsonl")
+        records = demo_questions(tmp, "train", "random", seed=0, train_videos=args.videos, val_videos=1,
+                                 duration=30.0, fps=30, video_size=args.video_size)
         videos = tmp / "demo" / "videos"
         bare_decode(records[:4], videos, args.num_frames)  # warm the page cache for both
         frames, bare_s = bare_decode(records, videos, args.num_frames)
