@@ -82,6 +82,7 @@ def test_step_performance_logs_throughput(demo_dir):
     batch = {"frames": torch.zeros(2, 4, 32, 32, 3, dtype=torch.uint8),
              "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]), "labels": torch.full((2, 4), -100)}
     callback = StepPerformance()
+    callback.on_train_start(trainer, module)
     callback.on_train_batch_start(trainer, module, batch, 0)
     callback.on_train_batch_end(trainer, module, None, batch, 0)
     visual = preset("tiny").visual_tokens(4)
