@@ -45,7 +45,7 @@ $(DEMO_DIR)/shards/train_temporal/sizes.json:
 # The paper's cumulative ablation on the demo data, shortened to fit about 15 CPU minutes.
 demo-ablation: ablation-data
 	$(PY) -m llavaction.ablate --base experiments/demo.yaml experiments/ablations/demo/*.yaml --out runs/demo_ablation \
-		-- --data.samples_per_epoch=1200 --trainer.max_epochs=2 --trainer.check_val_every_n_epoch=2
+		-- --data.loader.samples_per_epoch=1200 --trainer.max_epochs=2 --trainer.check_val_every_n_epoch=2
 
 demo: demo-data
 	$(PY) train.py fit --config experiments/demo.yaml

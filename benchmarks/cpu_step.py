@@ -24,7 +24,8 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from llavaction.data.datamodule import EpicDataModule  # noqa: E402
-from llavaction.data.pipeline import TaskSource  # noqa: E402
+from llavaction.args import ComputeOptions, LoaderOptions, OptimizerOptions  # noqa: E402
+from llavaction.data.stages import TaskSource  # noqa: E402
 from llavaction.module import LlavaActionModule  # noqa: E402
 from synthetic import demo_questions, frame_shards  # noqa: E402
 
@@ -33,9 +34,10 @@ WARMUP_STEPS = 3
 
 def demo_batches(shards: Path, tokenizer: str, count: int, batch_size: int, tokens_per_frame: int) -> list[dict]:
     """`count` training batches of the demo mixture (MQA and narration, equal weights)."""
+    loader = LoaderOptions(batch_size=batch_size, num_workers=0, samples_per_epoch=count * batch_size, shuffle_buffer=50)
     dm = EpicDataModule(train=[TaskSource(str(shards), "mqa"), TaskSource(str(shards), "narration")],
-                        tokenizer=tokenizer, tokens_per_frame=tokens_per_frame, num_frames=8, batch_size=batch_size,
-                        num_workers=0, samples_per_epoch=count * batch_size, shuffle_buffer=50, max_length=1024)
+                        tokenizer=tokenizer, tokens_per_frame=tokens_per_frame, num_frames=8, max_length=1024,
+                        loader=loader)
     return list(dm.train_dataloader())
 
 
@@ -51,7 +53,8 @@ def main() -> None:
         records = demo_questions(tmp, "train", "annotations", seed=0, train_videos=4, val_videos=1, duration=60.0, fps=24)
         shards = frame_shards(tmp, records, num_frames=8, size=32)
         tokenizer = str(tmp / "demo" / "tokenizer")
-        module = LlavaActionModule(preset_name="tiny", tokenizer=tokenizer, lr=1e-3, pack_sequences=args.pack)
+        module = LlavaActionModule(preset_name="tiny", tokenizer=tokenizer, optimizer=OptimizerOptions(lr=1e-3),
+                                   compute=ComputeOptions(pack_sequences=args.pack))
         module.configure_model()
         batches = demo_batches(shards, tokenizer, args.steps + WARMUP_STEPS, args.batch_size, module.tokens_per_frame)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)

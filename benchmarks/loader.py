@@ -30,12 +30,13 @@ import decord  # noqa: E402
 import numpy as np  # noqa: E402
 import simplejpeg  # noqa: E402
 import torch  # noqa: E402
-import webdataset as wds  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from data_prep.video import RawVideo, sample_times  # noqa: E402
 from llavaction.data.datamodule import EpicDataModule  # noqa: E402
-from llavaction.data.pipeline import TaskSource, shard_urls  # noqa: E402
+from llavaction.args import LoaderOptions  # noqa: E402
+from llavaction.data.stages import TaskSource  # noqa: E402
+from llavaction.shards import frame_name, iter_samples, shard_urls  # noqa: E402
 from llavaction.model import LlavaVideoModel, preset  # noqa: E402
 from synthetic import demo_questions, frame_shards  # noqa: E402
 
@@ -66,9 +67,9 @@ def write_chunk(path: Path, clip: np.ndarray, offset: int, seconds: float = 15.0
 def loader_rate(shards: Path, tokenizer: Path, tokens_per_frame: int, samples: int, workers: int) -> tuple[float, list]:
     """Samples/s of the training DataLoader (after its first batch), and its first few frame batches (holding them
     all would time the allocator, not the loader)."""
+    loader = LoaderOptions(batch_size=BATCH, num_workers=workers, samples_per_epoch=samples + BATCH, shuffle_buffer=1)
     dm = EpicDataModule(train=[TaskSource(str(shards), "mqa")], tokenizer=str(tokenizer),
-                        tokens_per_frame=tokens_per_frame, num_frames=FRAMES, batch_size=BATCH, num_workers=workers,
-                        samples_per_epoch=samples + BATCH, shuffle_buffer=1, max_length=8192)
+                        tokens_per_frame=tokens_per_frame, num_frames=FRAMES, max_length=8192, loader=loader)
     batches = iter(dm.train_dataloader())
     next(batches)  # start the worker, open the tokenizer and the files
     start, count, kept = time.perf_counter(), 0, []
@@ -94,14 +95,14 @@ def main() -> None:
         for index, path in enumerate(sorted((tmp / "demo" / "videos").rglob("*.MP4"))):
             write_chunk(path, clip, offset=17 * index)
         shards = frame_shards(tmp, records, num_frames=FRAMES, size=SIZE, shard_size=32)
-        samples = list(wds.WebDataset(shard_urls(shards), shardshuffle=False))
+        samples = list(iter_samples(shard_urls(shards)))
         n = len(samples)
 
         buffer = np.empty((FRAMES, SIZE, SIZE, 3), dtype=np.uint8)
         start = time.perf_counter()
         for i in range(args.samples):
             for frame in range(FRAMES):
-                simplejpeg.decode_jpeg(samples[i % n][f"{frame:03d}.jpg"], colorspace="RGB", buffer=buffer[frame])
+                simplejpeg.decode_jpeg(samples[i % n][frame_name(frame)], colorspace="RGB", buffer=buffer[frame])
         decode_rate = args.samples / (time.perf_counter() - start)
 
         model = LlavaVideoModel(preset("tiny", vision=preset("tiny").vision | {"image_size": SIZE, "patch_size": 32}))

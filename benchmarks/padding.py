@@ -19,7 +19,7 @@ from pathlib import Path
 from data_prep.build_mqa import main as build_mqa
 from llavaction.jsonl import read_jsonl
 from llavaction.model import preset
-from llavaction.prompts import PromptEncoder, PromptOptions, build_answer, build_question
+from llavaction.prompts import PromptEncoder, PromptOptions, answer_text, user_text
 from llavaction.tokenizer import build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def main() -> None:
             words = rng.randint(40, 160)
             record = record | {"qa_question": "Describe in detail what you are doing and with which objects.",
                                "qa_answer": " ".join([record["narration"]] * (words // 3))}
-        encoded = encoder.encode(build_question(record, task, args.frames, PromptOptions()), build_answer(record, task),
+        encoded = encoder.encode(user_text(record, task, args.frames, PromptOptions()), answer_text(record, task),
                                  visual)
         lengths.append(len(encoded.input_ids) - 1 + visual)
     window = args.window * args.batch_size

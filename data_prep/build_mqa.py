@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from llavaction.epic import EpicAnnotations, Segment, action_id, parse_action
 from llavaction.jsonl import write_jsonl
+from llavaction.prompts import reference_number
 
 DISTRACTORS = ("random", "predictions", "annotations")
 REPRESENTATIONS = ("official_key", "narration")
@@ -87,25 +88,35 @@ def prediction_options(
     return top
 
 
+def narration_distractor(action: Action, taken: set[str], ann: EpicAnnotations, rng: random.Random) -> str:
+    """One narration of the action, drawn with probability proportional to how often it is annotated for the action in
+    every split CSV (the reference draws from the list of narrations with repeats); texts already taken are left out so
+    that options stay distinct; the action's class text when none is free."""
+    counts = ann.narration_counts.get(action, {})
+    free = sorted(text for text in counts if text not in taken)
+    if not free:
+        return ann.action_text(*action)
+    return rng.choices(free, weights=[counts[text] for text in free])[0]
+
+
 def option_texts(
     actions: list[Action], segment: Segment, ann: EpicAnnotations, representation: str, rng: random.Random
 ) -> list[str]:
-    """Distinct texts for the options. narration: the ground truth is the segment's own narration and each other action
-    is one of its annotated narrations (its class text when none is free)."""
+    """Distinct texts for the options. official_key: the class texts. narration (the reference's
+    GT_random_narration): the ground truth is the segment's own narration, each other action one of its narrations."""
     gt = (segment.verb_class, segment.noun_class)
-    texts: list[str] = []
-    for action in actions:
-        if representation == "official_key":
-            candidates = [ann.action_text(*action)]
-        elif action == gt:
-            candidates = [segment.narration]
-        else:
-            pool = [n for n in ann.narrations_by_action.get(action, []) if n not in texts and n != segment.narration]
-            candidates = [rng.choice(pool)] if pool else [ann.action_text(*action)]
-        text = candidates[0]
-        if text in texts:
-            raise ValueError(f"{segment.narration_id}: two options share the text {text!r}")
-        texts.append(text)
+    if representation == "official_key":
+        texts = [ann.action_text(*action) for action in actions]
+    else:
+        taken = {segment.narration}
+        texts = []
+        for action in actions:
+            text = segment.narration if action == gt else narration_distractor(action, taken, ann, rng)
+            taken.add(text)
+            texts.append(text)
+    if len(set(texts)) != len(texts):
+        duplicate = next(t for t in texts if texts.count(t) > 1)
+        raise ValueError(f"{segment.narration_id}: two options share the text {duplicate!r}")
     return texts
 
 
@@ -136,7 +147,7 @@ def base_record(segment: Segment, ann: EpicAnnotations, task: str) -> dict:
 
 
 def mqa_record(
-    segment: Segment, row_index: int, ann: EpicAnnotations, priors: list, predictions: dict | None, *,
+    segment: Segment, ann: EpicAnnotations, priors: list, predictions: dict | None, *,
     num_options: int, distractors: str, benchmark: bool, representation: str, seed: int,
 ) -> dict:
     rng = item_rng(seed, segment.narration_id, "mqa")
@@ -147,9 +158,11 @@ def mqa_record(
         actions = [gt] + annotation_distractors(gt, ann.vocabulary.pairs, ann.action_counts, num_options - 1, rng)
     else:
         assert predictions is not None
-        key = segment.narration_id if segment.narration_id in predictions else str(row_index)
+        # Keyed by narration_id, or like the reference's files by the segment's 0-based data row in the CSV (its own
+        # row, so a skipped bad row shifts nothing).
+        key = segment.narration_id if segment.narration_id in predictions else str(segment.row)
         if key not in predictions:
-            raise KeyError(f"no predictions for {segment.narration_id} (row {row_index})")
+            raise KeyError(f"no predictions for {segment.narration_id} (data row {segment.row})")
         ranked = ranked_actions(predictions[key], segment.narration_id)
         actions = prediction_options(gt, ranked, num_options, ann.split == "train", benchmark, rng, segment.narration_id)
     rng.shuffle(actions)
@@ -172,17 +185,20 @@ def narration_record(segment: Segment, ann: EpicAnnotations, priors: list) -> di
 
 
 def temporal_record(segment: Segment, ann: EpicAnnotations, seed: int) -> dict:
-    """Temporal detection: the segment padded by 5 s in total, split at random before/after, clipped to the video;
-    the answer is "start, end" in seconds relative to the padded clip."""
+    """Temporal detection as the reference builds it: the segment padded by 5 s in total, split at random before and
+    after, the window's bounds rounded to 2 decimals; the answer is "start, end" relative to the window, each rounded to
+    2 decimals and printed as Python prints a float ("2.13, 4.5"). Unlike the reference, the window also stops at the
+    video's end (EPIC_100_video_info.csv), where there are no frames to show."""
     rng = item_rng(seed, segment.narration_id, "temporal")
     before = rng.uniform(0.0, TEMPORAL_PAD_SEC)
-    clip_start = max(0.0, segment.start_sec - before)
+    clip_start = round(max(0.0, segment.start_sec - before), 2)
     clip_stop = segment.stop_sec + TEMPORAL_PAD_SEC - before
     if segment.video_id in ann.videos:
         clip_stop = min(clip_stop, max(ann.videos[segment.video_id].duration_sec, segment.stop_sec))
     record = base_record(segment, ann, "temporal")
-    record["clip_start_sec"], record["clip_stop_sec"] = round(clip_start, 3), round(clip_stop, 3)
-    record["answer"] = f"{segment.start_sec - record['clip_start_sec']:.2f}, {segment.stop_sec - record['clip_start_sec']:.2f}"
+    record["clip_start_sec"], record["clip_stop_sec"] = clip_start, round(clip_stop, 2)
+    start, stop = round(segment.start_sec, 2), round(segment.stop_sec, 2)
+    record["answer"] = f"{reference_number(start - clip_start)}, {reference_number(stop - clip_start)}"
     return record
 
 
@@ -194,7 +210,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--distractors", choices=DISTRACTORS, default="annotations")
     parser.add_argument("--predictions", type=Path, help="action-model predictions JSON (for --distractors predictions)")
     parser.add_argument("--benchmark", action="store_true", help="validation: the ground truth is always an option")
-    parser.add_argument("--representation", choices=REPRESENTATIONS, default="official_key")
+    parser.add_argument("--representation", choices=REPRESENTATIONS, default="narration",
+                        help="option texts: narrations as the published recipe (GT_random_narration) or class keys")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-bad", action="store_true", help="skip bad rows, listed in OUT.skipped.jsonl")
     parser.add_argument("--out", type=Path, required=True, help="MQA questions JSONL")
@@ -214,11 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ann = EpicAnnotations.load(args.annotations, args.split, skip_bad=args.skip_bad)
     predictions = json.loads(args.predictions.read_text()) if args.predictions else None
-    priors = ann.prior_actions()
+    priors = ann.prior_actions(args.representation)
     mqa, narration, temporal = [], [], []
-    for row_index, segment in enumerate(tqdm(ann.segments, desc=f"build {args.split}", unit="q", mininterval=1)):
+    for segment in tqdm(ann.segments, desc=f"build {args.split}", unit="q", mininterval=1):
         mqa.append(mqa_record(
-            segment, row_index, ann, priors[segment.narration_id], predictions,
+            segment, ann, priors[segment.narration_id], predictions,
             num_options=args.num_options, distractors=args.distractors, benchmark=args.benchmark,
             representation=args.representation, seed=args.seed,
         ))

@@ -29,11 +29,10 @@ from tqdm import tqdm
 from data_prep.video import LAYOUTS, RESIZE_MODES, VideoError, open_video, sample_times
 from llavaction.epic import EpicAnnotations
 from llavaction.jsonl import read_jsonl, write_json
+from llavaction.shards import SHARD_PATTERN, SIZES_FILE, make_sample
 
 PROGRESS_FILE = "_progress.json"
-SIZES_FILE = "sizes.json"
 REPORT_FILE = "report.json"
-SHARD_PATTERN = "shard-{:06d}.tar"
 
 
 @dataclass(frozen=True)
@@ -149,9 +148,7 @@ def finish_sample(record: dict, clip, num_frames: int, encoded) -> SampleResult:
         "frame_size": clip.frames.shape[1],
         "clamped": clip.clamped,
     }
-    sample = {"__key__": record["narration_id"], "json": json.dumps(meta, ensure_ascii=False).encode()}
-    for i, jpeg in enumerate(encoded.result()):
-        sample[f"{i:03d}.jpg"] = jpeg
+    sample = make_sample(record["narration_id"], meta, encoded.result())
     return SampleResult(record["narration_id"], sample, clamped=clip.clamped)
 
 

@@ -1,4 +1,8 @@
-"""Run a list of ablation rows (small YAML diffs over a base config) and collect the table.
+"""Run a list of ablation rows (small YAML diffs) and collect the table.
+
+A row's first line names the config it modifies, `# base: PATH`: the experiment itself, or another row (the paper's
+cumulative rows each add one method to the row before). A row trains with the whole chain stacked, from `--base` to
+the row; a row whose chain does not start at `--base` is refused. A row without the line modifies `--base` directly.
 
     python -m llavaction.ablate --base experiments/demo.yaml experiments/ablations/demo/*.yaml --out runs/ablations
     python -m llavaction.ablate --base experiments/llavaction_7b.yaml experiments/ablations/7b/*.yaml \
@@ -22,21 +26,37 @@ import sys
 from pathlib import Path
 
 from llavaction.callbacks import RESULTS_FILE
+from llavaction.configs import ConfigChainError, config_chain, named_base
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULT = "result.json"
 COLUMNS = ("val/mqa_accuracy", "val/chance", "val/questions")
 
 
-def fit_command(base: Path, row: Path, run_dir: Path, extra: list[str]) -> list[str]:
-    return [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(base), "--config", str(row),
-            f"--trainer.default_root_dir={run_dir}", f"--trainer.logger.init_args.save_dir={run_dir}", *extra]
+class AblationError(ValueError):
+    pass
+
+
+def chain(base: Path, row: Path) -> list[Path]:
+    """The configs to stack for a row, from its farthest base to the row; --base must be in the chain."""
+    configs = config_chain(row)
+    if named_base(row) is None:  # a bare row modifies --base
+        return [*config_chain(base), *configs]
+    if base.resolve() not in configs:
+        raise AblationError(f"{row}: its chain of bases ({' <- '.join(p.name for p in configs)}) does not include "
+                            f"--base {base}")
+    return configs
+
+
+def fit_command(configs: list[Path], run_dir: Path, extra: list[str]) -> list[str]:
+    stacked = [arg for config in configs for arg in ("--config", str(config))]
+    return [sys.executable, "-m", "llavaction.train", "fit", *stacked, f"--trainer.default_root_dir={run_dir}",
+            *extra]
 
 
 def run_row(base: Path, row: Path, out: Path, extra: list[str]) -> dict:
     """Train one row; its final validation figures become out/<row>/result.json."""
     run_dir = out / row.stem
-    subprocess.run(fit_command(base, row, run_dir, extra), check=True)
+    subprocess.run(fit_command(chain(base, row), run_dir, extra), check=True)
     found = sorted(run_dir.rglob(RESULTS_FILE), key=lambda p: p.stat().st_mtime)
     if not found:
         raise RuntimeError(f"{row.stem}: the run wrote no {RESULTS_FILE} (no validation ran?)")
@@ -77,7 +97,7 @@ def write_table(results: list[dict], out: Path) -> None:
 
 def slurm_script(base: Path, rows: list[Path], out: Path, extra: list[str]) -> str:
     """A job array, one task per row; Lightning reads the SLURM environment of each task's srun."""
-    commands = [shlex.join(fit_command(base, row, out / row.stem, extra)) for row in rows]
+    commands = [shlex.join(fit_command(chain(base, row), out / row.stem, extra)) for row in rows]
     return "\n".join([
         "#!/bin/bash",
         f"#SBATCH --job-name=llavaction-ablate --array=0-{len(rows) - 1}",
@@ -108,6 +128,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         parser.error(f"config(s) not found: {', '.join(missing)}")
     if len({r.stem for r in args.rows}) != len(args.rows):
         parser.error("two rows share a file name; row names must be unique")
+    try:
+        for row in args.rows:
+            chain(args.base, row)
+    except (AblationError, ConfigChainError) as err:
+        parser.error(str(err))
     return args, extra
 
 
@@ -115,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(argv)
     if args.dry_run:
         for row in args.rows:
-            print(f"# ---- {row.stem}: {args.base} + {row}", flush=True)
-            subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", "--config", str(args.base),
-                            "--config", str(row), *extra, "--print_config"], check=True)
+            stacked = [arg for config in chain(args.base, row) for arg in ("--config", str(config))]
+            print(f"# ---- {row.stem}: {' + '.join(stacked[1::2])}", flush=True)
+            subprocess.run([sys.executable, "-m", "llavaction.train", "fit", *stacked, *extra, "--print_config"],
+                           check=True)
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     if args.slurm:

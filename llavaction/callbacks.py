@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import string
 import time
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 import numpy as np
 import torch
 
@@ -16,12 +19,35 @@ from llavaction.flops import peak_bf16_flops, training_flops
 RESULTS_FILE = "validation_results.json"
 
 
+MODE_NAMES = {"generate": "the paper's rule (greedy answers)", "letter": "letter scoring",
+              "likelihood": "likelihood scoring"}
+
+
 def format_results(results: dict) -> str:
-    """'validation MQA accuracy: 55.5% (chance 20.0%) by letter scoring on 110 questions; by likelihood: 60.1%'."""
+    """'validation MQA accuracy: 55.5% (chance 20.0%) by the paper's rule (greedy answers) on 110 questions; by
+    letter scoring: 30.1%; by likelihood scoring: 60.1%'."""
     modes = results["scoring"]
-    others = "".join(f"; by {m}: {results[f'val/mqa_accuracy_{m}']:.1f}%" for m in modes[1:])
+    others = "".join(f"; by {MODE_NAMES[m]}: {results[f'val/mqa_accuracy_{m}']:.1f}%" for m in modes[1:])
     return (f"validation MQA accuracy: {results['val/mqa_accuracy']:.1f}% (chance {results['val/chance']:.1f}%) "
-            f"by {modes[0]} scoring on {int(results['val/questions'])} questions{others}")
+            f"by {MODE_NAMES[modes[0]]} on {int(results['val/questions'])} questions{others}")
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint writing to <trainer.default_root_dir>/checkpoints unless given a dirpath: one folder
+    for every run of an experiment (not one per logger version), so `--ckpt_path last` resumes the newest checkpoint
+    of earlier runs, including one written on SIGTERM (`save_on_exception`)."""
+
+    def _use_run_folder(self, trainer: L.Trainer) -> None:
+        if self.dirpath is None:
+            self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._use_run_folder(trainer)
+        super().setup(trainer, pl_module, stage)
+
+    def _find_last_checkpoints(self, trainer: L.Trainer) -> set[str]:
+        self._use_run_folder(trainer)
+        return super()._find_last_checkpoints(trainer)
 
 
 class StepPerformance(L.Callback):
@@ -54,7 +80,7 @@ class StepPerformance(L.Callback):
         if self._peak:
             supervised = int((batch["labels"] != IGNORE_INDEX).sum())
             flops = training_flops(pl_module.config, frames, lengths.tolist(), supervised,
-                                   vision_trained=pl_module.hparams.train_vision_tower)
+                                   vision_trained=pl_module.train_parts.vision_tower)
             metrics["perf/mfu"] = flops / seconds / self._peak
         pl_module.log_dict(metrics, batch_size=len(lengths))
 
@@ -70,7 +96,7 @@ class ReportMQAAccuracy(L.Callback):
         if not trainer.is_global_zero:
             return
         results = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        results |= {"scoring": list(pl_module.hparams.mqa_scoring), "epoch": trainer.current_epoch,
+        results |= {"scoring": list(pl_module.evaluation.mqa_scoring), "epoch": trainer.current_epoch,
                     "step": trainer.global_step}
         print(format_results(results), flush=True)
         if log_dir:
@@ -100,7 +126,8 @@ class MQAFigures(L.Callback):
             if batch["is_padding"][row] or meta.get("verb_class") is None or not meta.get("option_actions"):
                 continue
             self.true_verbs.append(int(meta["verb_class"]))
-            self.chosen_verbs.append(int(meta["option_actions"][chosen].split(":")[0]))
+            # an unparseable generated answer (-1) chose no verb
+            self.chosen_verbs.append(int(meta["option_actions"][chosen].split(":")[0]) if chosen >= 0 else -1)
             if len(self.samples) < self.examples:
                 self.samples.append({"frames": batch["frames"][row].cpu().numpy(), "meta": meta, "chosen": chosen})
 
@@ -158,7 +185,7 @@ class MQAFigures(L.Callback):
         for axis, frame in zip(np.atleast_1d(axes), frames):
             axis.imshow(frame)
             axis.axis("off")
-        lines = [f"{'ABCDEFGHIJ'[i]}. {text}" + (" <- chosen" if i == sample["chosen"] else "")
+        lines = [f"{string.ascii_uppercase[i]}. {text}" + (" <- chosen" if i == sample["chosen"] else "")
                  + (" (answer)" if i == meta.get("answer_index") else "") for i, text in enumerate(meta["options"])]
         figure.suptitle(f"{meta['narration_id']}\n" + "\n".join(lines), fontsize=7, x=0.01, ha="left")
         figure.tight_layout(rect=(0, 0, 1, 0.55))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 from lightning.pytorch.cli import LightningCLI
+
+from llavaction.configs import expand_config_args
 
 from llavaction.data.datamodule import EpicDataModule
 from llavaction.module import LlavaActionModule
@@ -16,4 +21,8 @@ class LlavaActionCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> LlavaActionCLI:
-    return LlavaActionCLI(LlavaActionModule, EpicDataModule, args=args, save_config_kwargs={"overwrite": True})
+    """Configs naming a base (`# base: PATH`, llavaction.configs) are stacked after it."""
+    args = expand_config_args(sys.argv[1:] if args is None else list(args))
+    with warnings.catch_warnings():  # the expanded arguments are the command line, passed on purpose
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return LlavaActionCLI(LlavaActionModule, EpicDataModule, args=args, save_config_kwargs={"overwrite": True})

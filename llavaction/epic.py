@@ -8,9 +8,10 @@ from __future__ import annotations
 import ast
 import csv
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 SEGMENT_COLUMNS = (
     "narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp", "stop_timestamp",
@@ -20,6 +21,10 @@ SEGMENT_COLUMNS = (
 OPTIONAL_VALUES = {"narration_timestamp"}  # empty on some official rows
 SPLIT_FILES = {"train": "EPIC_100_train.csv", "validation": "EPIC_100_validation.csv"}
 VIDEO_INFO_FILE = "EPIC_100_video_info.csv"
+VERB_CLASSES_FILE = "EPIC_100_verb_classes.csv"
+# The reference reads noun texts from v2 when present; its first 300 keys equal v1's, its 5 extra classes are unused.
+NOUN_CLASSES_FILES = ("EPIC_100_noun_classes_v2.csv", "EPIC_100_noun_classes.csv")
+NUM_VERBS, NUM_NOUNS = 97, 300  # EK-100's verb and noun classes (the heads' and the challenge's widths)
 PRIOR_ACTION_MAX_GAP_SEC = 3.0
 NUM_PRIOR_ACTIONS = 2
 _TIMESTAMP = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)$")
@@ -47,6 +52,7 @@ class Segment:
     narration: str
     verb_class: int
     noun_class: int
+    row: int = -1  # 0-based data row of the CSV (the key of row-indexed prediction files)
 
     @property
     def action(self) -> str:
@@ -84,8 +90,10 @@ def verb_text(key: str) -> str:
 
 
 def noun_text(key: str) -> str:
-    """Noun class key with its colon parts reversed: 'pan:dust' -> 'dust pan'."""
-    return " ".join(reversed(key.split(":")))
+    """Noun class key as the reference words it: the parts after the first colon, then the first
+    ('pan:dust' -> 'dust pan', 'machine:sous:vide' -> 'sous vide machine')."""
+    parts = key.split(":")
+    return " ".join(parts[1:] + parts[:1])
 
 
 def action_id(verb_class: int, noun_class: int) -> int:
@@ -94,10 +102,10 @@ def action_id(verb_class: int, noun_class: int) -> int:
 
 
 def parse_action(text: str) -> tuple[int, int]:
-    """'12:34' -> (12, 34)."""
-    verb, sep, noun = text.partition(":")
-    if not sep:
-        raise ValueError(f"action {text!r} is not of the form 'verb:noun'")
+    """'12:34' -> (12, 34); anything else raises ValueError naming the text."""
+    verb, sep, noun = str(text).partition(":")
+    if not (sep and verb.isdigit() and noun.isdigit()):
+        raise ValueError(f"action {text!r} is not of the form 'verb:noun' (class ids)")
     return int(verb), int(noun)
 
 
@@ -136,7 +144,7 @@ def read_video_info(path: Path) -> dict[str, VideoInfo]:
         return {row["video_id"]: VideoInfo(float(row["fps"]), float(row["duration"])) for row in csv.DictReader(f)}
 
 
-def _parse_row(row: dict, num_verbs: int, num_nouns: int) -> Segment:
+def _parse_row(row: dict, num_verbs: int, num_nouns: int, data_row: int) -> Segment:
     missing = [c for c in SEGMENT_COLUMNS if c not in OPTIONAL_VALUES and row.get(c) in (None, "")]
     if missing:
         raise ValueError(f"missing value(s) for {', '.join(missing)}")
@@ -152,7 +160,7 @@ def _parse_row(row: dict, num_verbs: int, num_nouns: int) -> Segment:
     return Segment(
         narration_id=row["narration_id"], participant_id=row["participant_id"], video_id=row["video_id"],
         start_sec=start, stop_sec=stop, start_frame=int(row["start_frame"]), stop_frame=int(row["stop_frame"]),
-        narration=row["narration"], verb_class=verb_class, noun_class=noun_class,
+        narration=row["narration"], verb_class=verb_class, noun_class=noun_class, row=data_row,
     )
 
 
@@ -168,7 +176,7 @@ def read_segments(
             raise AnnotationError(path, 1, f"missing column(s) {', '.join(absent)}")
         for line, row in enumerate(reader, start=2):
             try:
-                segment = _parse_row(row, num_verbs, num_nouns)
+                segment = _parse_row(row, num_verbs, num_nouns, line - 2)
                 if segment.narration_id in seen:
                     raise ValueError(f"duplicated narration_id {segment.narration_id}")
             except (ValueError, SyntaxError) as err:
@@ -187,45 +195,53 @@ class PriorAction:
 
     narration_id: str
     action: str
-    text: str
-    narration: str
-    offset_sec: float  # current start minus this segment's start
+    text: str  # in the questions' representation: the class text ('official_key') or the narration
+    offset_sec: float  # current start minus this segment's start, rounded to 2 decimals as the reference
 
 
-def find_prior_actions(segments: list[Segment], verbs: list[str], nouns: list[str]) -> dict[str, list[PriorAction]]:
-    """Per segment, its two previous segments in the same video (ordered by stop time), oldest first, when both gaps
-    (next start minus previous stop) are at most 3 s; otherwise an empty list."""
+Representation = Literal["official_key", "narration"]
+
+
+def find_prior_actions(segments: list[Segment], verbs: list[str], nouns: list[str],
+                       representation: Representation = "official_key") -> dict[str, list[PriorAction]]:
+    """Per segment, the reference's rule: in its video's segments ordered by stop time (ties by narration_id, the
+    order of the official CSVs, which the reference's stable sort keeps), the two
+    before it when both gaps (next start minus previous stop) are at most 3 s; otherwise an empty list. Unlike the
+    reference, a chain whose offsets would be negative (a prior that starts after the current segment) is left out
+    rather than shown as "-0.4 seconds ago"."""
     by_video: dict[str, list[Segment]] = defaultdict(list)
     for segment in segments:
         by_video[segment.video_id].append(segment)
     priors: dict[str, list[PriorAction]] = {}
     for video_segments in by_video.values():
-        video_segments.sort(key=lambda s: (s.stop_sec, s.start_sec, s.narration_id))
+        video_segments.sort(key=lambda s: (s.stop_sec, s.narration_id))
         for i, current in enumerate(video_segments):
             chain = video_segments[max(0, i - NUM_PRIOR_ACTIONS): i + 1]
-            gaps_ok = len(chain) == NUM_PRIOR_ACTIONS + 1 and all(
+            usable = len(chain) == NUM_PRIOR_ACTIONS + 1 and all(
                 later.start_sec - earlier.stop_sec <= PRIOR_ACTION_MAX_GAP_SEC for earlier, later in zip(chain, chain[1:])
-            )
+            ) and all(round(current.start_sec - p.start_sec, 2) >= 0 for p in chain[:-1])
             priors[current.narration_id] = [
                 PriorAction(
                     narration_id=p.narration_id, action=p.action,
-                    text=f"{verb_text(verbs[p.verb_class])} {noun_text(nouns[p.noun_class])}",
-                    narration=p.narration, offset_sec=round(current.start_sec - p.start_sec, 3),
+                    text=p.narration if representation == "narration"
+                    else f"{verb_text(verbs[p.verb_class])} {noun_text(nouns[p.noun_class])}",
+                    offset_sec=round(current.start_sec - p.start_sec, 2),
                 )
                 for p in chain[:-1]
-            ] if gaps_ok else []
+            ] if usable else []
     return priors
 
 
 @dataclass
 class ActionVocabulary:
-    """The dense action index over the (verb, noun) pairs present, ordered by (verb_class, noun_class)."""
+    """The dense action index over the (verb, noun) pairs present, ordered as the strings "verb:noun" sort ("0:0",
+    "0:1", "0:10", ...): the order of the reference's label map, hence of the published checkpoints' action heads."""
 
     pairs: list[tuple[int, int]]
     index: dict[tuple[int, int], int] = field(init=False, repr=False)
 
     def __post_init__(self):
-        self.pairs = sorted(set(self.pairs))
+        self.pairs = sorted(set(self.pairs), key=lambda pair: f"{pair[0]}:{pair[1]}")
         self.index = {pair: i for i, pair in enumerate(self.pairs)}
 
     def __len__(self) -> int:
@@ -243,7 +259,7 @@ class EpicAnnotations:
     nouns: list[str]
     vocabulary: ActionVocabulary
     action_counts: dict[tuple[int, int], int]  # over the training split when present, else over this split
-    narrations_by_action: dict[tuple[int, int], list[str]]
+    narration_counts: dict[tuple[int, int], Counter]  # per action, how often each narration occurs in every split
     tail_verbs: set[int]
     tail_nouns: set[int]
     unseen_participants: set[str]
@@ -259,12 +275,16 @@ class EpicAnnotations:
         split_path = root / SPLIT_FILES[split]
         if not split_path.exists():
             raise FileNotFoundError(f"{split_path} not found (the {split} split of the EPIC-KITCHENS-100 annotations)")
-        verbs = read_class_keys(root / "EPIC_100_verb_classes.csv")
-        nouns = read_class_keys(root / "EPIC_100_noun_classes.csv")
+        verbs = read_class_keys(root / VERB_CLASSES_FILE)
+        noun_files = [root / name for name in NOUN_CLASSES_FILES if (root / name).exists()]
+        if not noun_files:
+            raise FileNotFoundError(f"{root}: no {' or '.join(NOUN_CLASSES_FILES)}")
+        nouns = read_class_keys(noun_files[0])
+        num_nouns = len(read_class_keys(noun_files[-1]))  # v1's 300 classes when present
         per_split, skipped = {}, []
         for name, filename in SPLIT_FILES.items():
             if (root / filename).exists():
-                per_split[name], bad = read_segments(root / filename, len(verbs), len(nouns), skip_bad=skip_bad)
+                per_split[name], bad = read_segments(root / filename, len(verbs), num_nouns, skip_bad=skip_bad)
                 if name == split:
                     skipped = bad
         everything = [s for segments in per_split.values() for s in segments]
@@ -272,14 +292,14 @@ class EpicAnnotations:
         counts: dict[tuple[int, int], int] = defaultdict(int)
         for s in counted:
             counts[(s.verb_class, s.noun_class)] += 1
-        narrations: dict[tuple[int, int], set[str]] = defaultdict(set)
+        narrations: dict[tuple[int, int], Counter] = defaultdict(Counter)
         for s in everything:
-            narrations[(s.verb_class, s.noun_class)].add(s.narration)
+            narrations[(s.verb_class, s.noun_class)][s.narration] += 1
         return cls(
             root=root, split=split, segments=per_split[split], verbs=verbs, nouns=nouns,
             vocabulary=ActionVocabulary([(s.verb_class, s.noun_class) for s in everything]),
             action_counts=dict(counts),
-            narrations_by_action={k: sorted(v) for k, v in narrations.items()},
+            narration_counts=dict(narrations),
             tail_verbs={int(v) for v in _optional_ids(root / "EPIC_100_tail_verbs.csv")},
             tail_nouns={int(n) for n in _optional_ids(root / "EPIC_100_tail_nouns.csv")},
             unseen_participants=_optional_ids(root / f"EPIC_100_unseen_participant_ids_{split}.csv"),
@@ -295,8 +315,8 @@ class EpicAnnotations:
         """The official-key text of an action: 'verb noun'."""
         return f"{verb_text(self.verbs[verb_class])} {noun_text(self.nouns[noun_class])}"
 
-    def prior_actions(self) -> dict[str, list[PriorAction]]:
-        return find_prior_actions(self.segments, self.verbs, self.nouns)
+    def prior_actions(self, representation: Representation = "official_key") -> dict[str, list[PriorAction]]:
+        return find_prior_actions(self.segments, self.verbs, self.nouns, representation)
 
     def is_tail(self, verb_class: int, noun_class: int) -> bool:
         """EPIC's definition: a segment is tail if its verb or its noun is a tail class."""

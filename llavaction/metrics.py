@@ -78,11 +78,12 @@ class EpicActionMetrics(Metric):
 
 _LEADING_LETTER = re.compile(r"^\s*\(?([A-Z])\)?(?:[.:)\]]|\s|$)")
 _ANSWER_IS = re.compile(r"answer\s+is\s*:?\s*\(?([A-Z])\b\)?", re.IGNORECASE)
+_LETTERED_TEXT = re.compile(r"[A-Z]\.\s(.+)")  # the reference's process_raw_pred pattern
 
 
 def parse_choice(text: str, options: list[str]) -> int | None:
-    """The option a generated answer names: a leading letter ("B", "B.", "(B)", "B. open drawer"), "The answer is B",
-    or an option's text without its letter (the longest one found); None when unparseable."""
+    """The lenient parse: the option a generated answer names by a leading letter ("B", "B.", "(B)", "B. open
+    drawer"), "The answer is B", or an option's text without its letter (the longest one found); None if none."""
     count = len(options)
     for pattern in (_LEADING_LETTER, _ANSWER_IS):
         match = pattern.search(text)
@@ -93,14 +94,56 @@ def parse_choice(text: str, options: list[str]) -> int | None:
     return max(found)[1] if found else None
 
 
+def _option_answer(generation: str) -> str | None:
+    """What follows the last 'X. ' (any capital letter) of the answer, as the reference reads it; None without one."""
+    matches = _LETTERED_TEXT.findall(generation.rstrip(","))
+    return matches[-1] if matches else None
+
+
+def paper_answer_text(generation: str) -> str:
+    """The answer text by the paper's rule (the reference's process_raw_pred): the text after the last 'X. ', up to
+    the next '. ' or a final '.'; the whole answer when it names no lettered option. The reference cuts at the first
+    '.' anywhere, which turns a narration such as 'rinse knife.' into 'rinse knife' and so can never match it; here a
+    period counts only before a space or at the end, and the ground truth is read the same way (paper_correct)."""
+    text = generation.rstrip(",")
+    if "None" in text:  # the reference's special case, kept as is
+        return text.replace("None. ", "")
+    answer = _option_answer(text)
+    return text if answer is None else re.sub(r"\.(\s.*)?$", "", answer, count=1)
+
+
+def paper_correct(generation: str, answer_text: str) -> bool:
+    """The paper's MQA metric: the answer text (paper_answer_text) equals the ground-truth option's text."""
+    return paper_answer_text(generation) == re.sub(r"\.(\s.*)?$", "", answer_text, count=1)
+
+
+def reference_exact_correct(generation: str, answer_text: str) -> bool:
+    """The reference's rule exactly, period bug included, for comparison with its published figures."""
+    text = generation.rstrip(",")
+    if "None" in text:
+        return text.replace("None. ", "") == answer_text
+    answer = _option_answer(text)
+    return (text if answer is None else re.sub(r"\.\s*.*$", "", answer)) == answer_text
+
+
 def prediction_record(meta: dict, scores: list[float], generation: str | None) -> dict:
-    """One line of predictions.jsonl: the choice is the best score, or the option parsed from the generation."""
-    chosen = max(range(len(scores)), key=scores.__getitem__) if generation is None \
-        else parse_choice(generation, meta["options"])
-    return {
+    """One line of predictions.jsonl. Without a generation the choice is the best score and `correct` follows it;
+    with one, `correct` is the paper's rule on the answer text, `chosen_index` the lenient parse (letter_correct)."""
+    answer = meta.get("answer_index")
+    record = {
         "narration_id": meta["narration_id"], "options": meta["options"], "option_actions": meta.get("option_actions"),
-        "chosen_index": chosen, "scores": scores, "generation": generation, "answer_index": meta.get("answer_index"),
-        "correct": chosen is not None and chosen == meta.get("answer_index"),
-        "parse_failed": generation is not None and chosen is None,
+        "scores": scores, "generation": generation, "answer_index": answer,
         **{k: meta.get(k) for k in ("verb_class", "noun_class", "verb_tail", "noun_tail", "unseen_participant")},
+    }
+    if generation is None:
+        chosen = max(range(len(scores)), key=scores.__getitem__)
+        return record | {"chosen_index": chosen, "correct": chosen == answer, "parse_failed": False}
+    chosen = parse_choice(generation, meta["options"])
+    truth = meta["options"][answer] if answer is not None else None
+    return record | {
+        "chosen_index": chosen, "answer_text": paper_answer_text(generation),
+        "correct": truth is not None and paper_correct(generation, truth),
+        "letter_correct": chosen is not None and chosen == answer,
+        "reference_exact_correct": truth is not None and reference_exact_correct(generation, truth),
+        "parse_failed": chosen is None,
     }

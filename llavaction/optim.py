@@ -1,6 +1,9 @@
-"""AdamW parameter groups: one learning rate per model part, no weight decay on norms, biases and lone vectors."""
+"""AdamW parameter groups (one learning rate per model part, no weight decay on norms, biases and lone vectors) and
+the length of the learning-rate schedule."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -23,3 +26,15 @@ def param_groups(parts: dict[str, tuple[list[torch.nn.Parameter], float]], weigh
     if not groups:
         raise ValueError("nothing to train: every part is frozen")
     return groups
+
+
+def optimizer_steps(trainer, batches_per_epoch: int | None) -> int:
+    """Optimizer steps of the whole fit, from the training loader's length: Lightning's estimated_stepping_batches
+    would build and start iterating the training loader before a checkpoint's data position is restored."""
+    if batches_per_epoch is None:
+        return max(1, int(trainer.estimated_stepping_batches))
+    per_epoch = math.ceil(batches_per_epoch / trainer.accumulate_grad_batches)
+    by_epochs = per_epoch * trainer.max_epochs if trainer.max_epochs not in (None, -1) else None
+    if trainer.max_steps not in (None, -1):
+        return max(1, trainer.max_steps if by_epochs is None else min(trainer.max_steps, by_epochs))
+    return max(1, by_epochs or per_epoch)

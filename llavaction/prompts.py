@@ -1,137 +1,199 @@
-"""Prompt wording and tokenisation in one place, used by training, evaluation and exports alike.
+"""Prompt wording and tokenisation in one place, used by training, evaluation, `render` and the lmms-eval export.
 
-A sample is a Qwen ChatML conversation: the system message, then a user turn starting with the `<image>` placeholder
-followed by the question, then the assistant answer. Only the answer tokens (and the closing <|im_end|>) carry labels.
+The wording is the reference LLaVAction code's, byte for byte, because the published checkpoints were trained on it
+(README, "Differences from the reference code", lists where we deliberately depart). A sample is a Qwen ChatML
+conversation: the system message, then a user turn `<image>\\n` + (time instruction) + task prompt, then the assistant
+answer. Only the answer tokens (and the closing <|im_end|>) carry labels.
+
+    python -m llavaction.prompts render --questions Q.jsonl --task mqa --num-frames 64 [--time-instruction] \\
+        [--prior-actions] --out prompts.jsonl
 """
 
 from __future__ import annotations
 
+import argparse
 import string
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import torch
 
-from llavaction.constants import (
-    EOS_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX, SYSTEM_MESSAGE,
-)
+from llavaction.constants import EOS_TOKEN, IGNORE_INDEX, IMAGE_PLACEHOLDER, IMAGE_TOKEN_INDEX, SYSTEM_MESSAGE
 
-TASKS = ("mqa", "narration", "temporal", "qa")
-EGOCENTRIC_INTRO = "You are seeing this video from an egocentric, first-person view."
-MQA_INSTRUCTION = "What action are you performing? Choose the best option."
-MQA_PRIOR_INSTRUCTION = "What action are you currently performing? Choose the best option."
-MQA_ANSWER_FORMAT = "Answer with the option's letter and its text."
-NARRATION_INSTRUCTION = "Describe in a short phrase the action you are performing."
-TEMPORAL_INSTRUCTION = (
-    "When does the action '{action}' start and end in this video? Answer with the start and end times in seconds, "
-    "as 'start, end'."
+Task = Literal["mqa", "narration", "temporal", "qa"]
+TASKS: tuple[str, ...] = ("mqa", "narration", "temporal", "qa")
+MAX_OPTIONS = 26
+
+# The reference's sentences (format_task_related_prompt, format_time_instruction, the temporal-detection data).
+PERSPECTIVE = (
+    "You are seeing this video from egocentric view and you are the person. Your hands are sometimes interacting "
+    "with objects. What action are you doing? "
+)
+MQA_ANSWER_FORMAT = "Given multiple choices, format your answer briefly such as 'A. move knife'. "
+MQA_OPTIONS_HEADER = "Here are the options of actions you are selecting:\n"
+PRIOR_ACTIONS = (
+    "{offset2} seconds ago, you started an action {action2}. {offset1} seconds ago, you started an action {action1}. "
+    "What action are you currently performing? Here are the options of actions you can select:\n"
+)
+NARRATION_QUESTION = " What action are you performing? Give a short sentence such as 'move knife'."
+CAPTION_QUESTION = (
+    " Describe in details what you see from the video frames. You must talk in the first person perspective. "
+    "Try to focus on what you are doing. "
+)
+TEMPORAL_QUESTION = (
+    "The provided video contains an action '{narration}' that lasts {duration} seconds. What is the relative start "
+    "and end time of the action in seconds? Format it as 'start_timestamp: end_timestamp' and round to 2 decimal "
+    "places."
 )
 TIME_INSTRUCTION = "The provided video lasts for {duration:.3f} seconds, and {num_frames} frames are uniformly sampled from it."
-FRAME_TIMES_INSTRUCTION = "These frames are located at {times}."
-PRIOR_ACTION = "{offset} seconds ago, you started an action {text}."
+FRAME_TIMES = "These frames are located at {times}. The video duration is {duration:.3f} seconds. "
+# Replayed general video data (LLaVA-Video-178K) gets the reference trainer's own time sentence, on its own line.
+REPLAY_TIME_INSTRUCTION = (
+    "The video lasts for {duration:.2f} seconds, and {num_frames} frames are uniformly sampled from it. "
+    "Please answer the following questions related to this video."
+)
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-_PREFIX = f"<|im_start|>system\n{SYSTEM_MESSAGE}<|im_end|>\n<|im_start|>user\n"
-_ASSISTANT = f"{EOS_TOKEN}\n<|im_start|>assistant\n"
+SYSTEM_TURN = f"<|im_start|>system\n{SYSTEM_MESSAGE}{EOS_TOKEN}\n"
+USER_START = "<|im_start|>user\n"
+ASSISTANT_START = "<|im_start|>assistant\n"
+
+
+class PromptError(ValueError):
+    """A record that cannot become a prompt; the message names it."""
 
 
 def option_letters(count: int) -> list[str]:
     return list(string.ascii_uppercase[:count])
 
 
-def format_options(options: list[str]) -> str:
-    return "\n".join(f"{letter}. {text}" for letter, text in zip(option_letters(len(options)), options))
+def lettered_options(options: list[str]) -> str:
+    """'A. open drawer, B. close drawer, ...' on one line, as the reference joins them."""
+    return ", ".join(f"{letter}. {text}" for letter, text in zip(option_letters(len(options)), options))
 
 
-def prior_action_context(priors: list[dict]) -> str:
-    """'{t2} seconds ago, you started an action {a2}. {t1} seconds ago, ...' (oldest first)."""
-    return " ".join(PRIOR_ACTION.format(offset=f"{p['offset_sec']:.2f}", text=p["text"]) for p in priors)
-
-
-def time_context(record: dict, num_frames: int, with_frame_times: bool) -> str:
-    duration = record["clip_stop_sec"] - record["clip_start_sec"]
-    text = TIME_INSTRUCTION.format(duration=duration, num_frames=num_frames)
-    if with_frame_times:
-        times = ", ".join(f"{t - record['clip_start_sec']:.2f}s" for t in record["frame_times_sec"])
-        text += " " + FRAME_TIMES_INSTRUCTION.format(times=times)
-    return text
+def reference_number(value: float) -> str:
+    """A number as the reference prints it: rounded to 2 decimals, then as Python prints a float ('3.0', '1.25')."""
+    return str(round(float(value), 2))
 
 
 def check_options(record: dict) -> None:
     """An MQA record's options, their actions and its answer must agree; the error names the question."""
     options, name = record.get("options") or [], record.get("narration_id", "?")
-    if not 2 <= len(options) <= 26:
-        raise ValueError(f"{name}: {len(options)} options; a question needs 2 to 26")
+    if not 2 <= len(options) <= MAX_OPTIONS:
+        raise PromptError(f"{name}: {len(options)} options; a question needs 2 to {MAX_OPTIONS}")
     actions = record.get("option_actions")
     if actions is not None and len(actions) != len(options):
-        raise ValueError(f"{name}: {len(options)} options but {len(actions)} option_actions")
+        raise PromptError(f"{name}: {len(options)} options but {len(actions)} option_actions")
     answer = record.get("answer_index")
-    if answer is not None and not 0 <= answer < len(options):
-        raise ValueError(f"{name}: answer_index {answer} outside its {len(options)} options")
+    if answer is not None and not (isinstance(answer, int) and 0 <= answer < len(options)):
+        raise PromptError(f"{name}: answer_index {answer!r} outside its {len(options)} options")
 
 
 @dataclass(frozen=True)
 class PromptOptions:
-    """Switches that add context to the question; each defaults to the plain wording.
+    """What the question states besides the task; the defaults are the reference's base prompt.
 
     Args:
-        time_instruction: state the clip duration and frame count before the question.
-        frame_times: with time_instruction, also list the time of each frame.
-        prior_actions: prefix MQA questions with the two previous actions (when the record carries them).
+        time_instruction: state the clip's duration and frame count before the task prompt (the published
+            LLaVAction-7B was trained and is evaluated with it).
+        frame_times: with time_instruction, also list each frame's time (the reference's include_frame_time).
     """
 
     time_instruction: bool = False
     frame_times: bool = False
-    prior_actions: bool = False
 
 
-def build_question(record: dict, task: str, num_frames: int, options: PromptOptions, use_priors: bool = False) -> str:
-    """The user-turn text after the <image> placeholder."""
-    lines = [EGOCENTRIC_INTRO]
-    if options.time_instruction or task == "temporal":
-        lines.append(time_context(record, num_frames, options.frame_times))
+def clip_duration(record: dict) -> float:
+    return float(record["clip_stop_sec"]) - float(record["clip_start_sec"])
+
+
+def time_instruction(record: dict, num_frames: int, options: PromptOptions) -> str:
+    """The reference's time sentence (and frame times) for the clip the sample shows."""
+    duration = clip_duration(record)
+    text = TIME_INSTRUCTION.format(duration=duration, num_frames=num_frames)
+    if options.frame_times:
+        times = ", ".join(f"{i * duration / num_frames:.2f}s" for i in range(num_frames))
+        text += FRAME_TIMES.format(times=times, duration=duration)
+    return text
+
+
+def prior_actions_text(priors: list[dict]) -> str:
+    """The reference's sentence naming the two previous actions (oldest first) and asking for the current one."""
+    if len(priors) != 2:
+        raise ValueError(f"prior actions need exactly two earlier segments, got {len(priors)}")
+    older, newer = priors
+    return PRIOR_ACTIONS.format(offset2=reference_number(older["offset_sec"]), action2=older["text"],
+                                offset1=reference_number(newer["offset_sec"]), action1=newer["text"])
+
+
+def task_prompt(record: dict, task: str, use_priors: bool = False) -> str:
+    """The task's question as the reference words it (format_task_related_prompt)."""
     if task == "mqa":
         check_options(record)
-        priors = record.get("prior_actions") or []
-        if use_priors and priors:
-            lines.append(prior_action_context(priors))
-            lines.append(MQA_PRIOR_INSTRUCTION)
-        else:
-            lines.append(MQA_INSTRUCTION)
-        lines.append(format_options(record["options"]))
-        lines.append(MQA_ANSWER_FORMAT)
-    elif task == "narration":
-        lines.append(NARRATION_INSTRUCTION)
-    elif task == "temporal":
-        lines.append(TEMPORAL_INSTRUCTION.format(action=record["narration"]))
-    elif task == "qa":
-        lines.append(record["qa_question"])
-    else:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-    return "\n".join(lines)
+        options = lettered_options(record["options"])
+        if use_priors:
+            return f"{PERSPECTIVE}\n{prior_actions_text(record['prior_actions'])}{options}"
+        return f"{PERSPECTIVE}{MQA_ANSWER_FORMAT}\n{MQA_OPTIONS_HEADER}{options}"
+    if task == "narration":
+        return f"{PERSPECTIVE}{NARRATION_QUESTION}"
+    if task == "temporal":
+        duration = float(record["stop_sec"]) - float(record["start_sec"])
+        return TEMPORAL_QUESTION.format(narration=record["narration"], duration=reference_number(duration))
+    if task == "qa":
+        question = record.get("qa_question")
+        return f"{PERSPECTIVE}{CAPTION_QUESTION}" if question is None else question
+    raise PromptError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
-def build_answer(record: dict, task: str) -> str:
+def user_text(record: dict, task: str, num_frames: int, options: PromptOptions, use_priors: bool = False) -> str:
+    """The user turn after `<image>\\n`: the time instruction glued to the task prompt (no separator, as the
+    reference's format_llava_prompt glues them), or for replayed general video data the reference trainer's own time
+    sentence on a line of its own."""
+    if record.get("replay"):
+        question = task_prompt(record, task)
+        if not options.time_instruction:
+            return question
+        sentence = REPLAY_TIME_INSTRUCTION.format(duration=clip_duration(record), num_frames=num_frames)
+        return f"{sentence}\n{question}"
+    question = task_prompt(record, task, use_priors)
+    return (time_instruction(record, num_frames, options) if options.time_instruction else "") + question
+
+
+def answer_text(record: dict, task: str) -> str:
+    """The target text (without <|im_end|>): 'B. option text' for MQA, the narration, 'start, end', or the answer."""
+    name = record.get("narration_id", "?")
     if task == "mqa":
-        index = record["answer_index"]
+        check_options(record)
+        index = record.get("answer_index")
         if index is None:
-            raise ValueError(f"{record['narration_id']}: no correct option to train on")
+            raise PromptError(f"{name}: no correct option among its options")
         return f"{option_letters(len(record['options']))[index]}. {record['options'][index]}"
-    if task in ("narration", "temporal"):
-        return record["answer"] if "answer" in record else record["narration"]
+    if task == "narration":
+        return record["narration"]
+    if task == "temporal":
+        return record["answer"]
     if task == "qa":
         return record["qa_answer"]
-    raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    raise PromptError(f"unknown task {task!r}; expected one of {TASKS}")
+
+
+def chat_prompt(user: str) -> str:
+    """The whole text the tokenizer receives up to the answer, `<image>` standing for the visual tokens."""
+    return f"{SYSTEM_TURN}{USER_START}{IMAGE_PLACEHOLDER}\n{user}{EOS_TOKEN}\n{ASSISTANT_START}"
 
 
 def prompt_vocabulary_corpus() -> list[str]:
-    """The fixed wording, for building a tokenizer that knows it."""
+    """The fixed wording, for building a tokenizer that knows it (the tiny preset)."""
     return [
-        _PREFIX, _ASSISTANT, EGOCENTRIC_INTRO, MQA_INSTRUCTION, MQA_PRIOR_INSTRUCTION, MQA_ANSWER_FORMAT,
-        NARRATION_INSTRUCTION, TEMPORAL_INSTRUCTION, TIME_INSTRUCTION, FRAME_TIMES_INSTRUCTION, PRIOR_ACTION,
-        " ".join(f"{c}. " for c in string.ascii_uppercase), "0123456789 0.00, 1.25 seconds ago",
+        SYSTEM_TURN, USER_START, ASSISTANT_START, PERSPECTIVE, MQA_ANSWER_FORMAT, MQA_OPTIONS_HEADER, PRIOR_ACTIONS,
+        NARRATION_QUESTION, CAPTION_QUESTION, TEMPORAL_QUESTION, TIME_INSTRUCTION, FRAME_TIMES, REPLAY_TIME_INSTRUCTION,
+        ", ".join(f"{c}. " for c in string.ascii_uppercase), "0123456789 0.00, 1.25 3.0 seconds ago",
     ]
 
 
@@ -147,23 +209,25 @@ class EncodedPrompt:
 
 
 class PromptEncoder:
-    """Tokenises conversations; the fixed parts are tokenised once. `max_length` counts the visual tokens too: a longer
-    sample raises PromptTooLong, or with overflow='truncate' loses the end of its answer (never the visual tokens or
-    the question)."""
+    """Tokenises chat prompts; the text before `<image>` is tokenised once. `max_length` counts the visual tokens
+    too: a longer sample raises PromptTooLong, or with overflow='truncate' loses the end of its answer (never the
+    visual tokens or the question)."""
 
-    def __init__(self, tokenizer, max_length: int = 32768, overflow: str = "error"):
+    def __init__(self, tokenizer, max_length: int = 32768, overflow: Literal["error", "truncate"] = "error"):
         if overflow not in ("error", "truncate"):
             raise ValueError(f"overflow must be 'error' or 'truncate', not {overflow!r}")
         self.tokenizer, self.max_length, self.overflow = tokenizer, max_length, overflow
-        self.prefix_ids = self._ids(_PREFIX)
+        self.prefix_ids = self._ids(chat_prompt("").split(IMAGE_PLACEHOLDER)[0])
         self.eos_ids = self._ids(EOS_TOKEN)
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def encode(self, question: str, answer: str | None, num_visual_tokens: int, name: str = "sample") -> EncodedPrompt:
-        """answer=None gives the prompt up to the assistant turn (for scoring and generation)."""
-        context = self.prefix_ids + [IMAGE_TOKEN_INDEX] + self._ids("\n" + question + _ASSISTANT)
+        """question: the user text after `<image>\\n`; answer=None gives the prompt up to the assistant turn (for
+        scoring and generation)."""
+        after_image = chat_prompt(question).split(IMAGE_PLACEHOLDER, 1)[1]
+        context = self.prefix_ids + [IMAGE_TOKEN_INDEX] + self._ids(after_image)
         answer_ids = [] if answer is None else self._ids(answer) + self.eos_ids
         room = self.max_length - num_visual_tokens + 1 - len(context)  # the placeholder becomes the visual tokens
         truncated = len(answer_ids) > room
@@ -197,3 +261,49 @@ def pad_right(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str,
         labels[row, : len(ids)] = torch.tensor(row_labels)
         attention_mask[row, : len(ids)] = 1
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def render(records: list[dict], task: str, num_frames: int, options: PromptOptions, prior_actions: bool) -> list[dict]:
+    """{narration_id, prompt, answer} per record: the whole chat text up to the answer and the target text. With
+    prior_actions, a question whose record carries two prior actions shows them (the others are asked plainly)."""
+    rendered = []
+    for record in records:
+        use_priors = prior_actions and task == "mqa" and len(record.get("prior_actions") or []) == 2
+        try:
+            prompt = chat_prompt(user_text(record, task, num_frames, options, use_priors))
+            answer = answer_text(record, task)
+        except KeyError as err:
+            raise PromptError(f"{record.get('narration_id', '?')}: no {err} for a {task} prompt") from None
+        rendered.append({"narration_id": record.get("narration_id"), "prompt": prompt, "answer": answer})
+    return rendered
+
+
+def main(argv: list[str] | None = None) -> int:
+    from llavaction.cli_errors import add_debug_flag, run_cli
+    from llavaction.jsonl import read_jsonl, write_jsonl
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    render_cmd = commands.add_parser("render", help="the exact chat text of every question of a file")
+    render_cmd.add_argument("--questions", type=Path, required=True, help="questions JSONL of data_prep.build_mqa")
+    render_cmd.add_argument("--task", choices=TASKS, default="mqa")
+    render_cmd.add_argument("--num-frames", type=int, required=True, help="frames the model sees")
+    render_cmd.add_argument("--time-instruction", action="store_true")
+    render_cmd.add_argument("--frame-times", action="store_true")
+    render_cmd.add_argument("--prior-actions", action="store_true", help="show the two prior actions where known")
+    render_cmd.add_argument("--out", type=Path, required=True)
+    add_debug_flag(render_cmd)
+
+    def run(args: argparse.Namespace) -> int:
+        options = PromptOptions(time_instruction=args.time_instruction, frame_times=args.frame_times)
+        rows = render(read_jsonl(args.questions), args.task, args.num_frames, options, args.prior_actions)
+        write_jsonl(args.out, rows)
+        print(f"{len(rows)} prompts -> {args.out}", file=sys.stderr)
+        return 0
+
+    args = parser.parse_args(argv)
+    return run_cli(lambda: run(args), debug=args.debug)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

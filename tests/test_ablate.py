@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from llavaction.ablate import main as ablate
 from tests.test_training import ROOT, demo_args
 
@@ -11,8 +13,9 @@ def test_runner_on_two_tiny_rows(demo_dir, demo_shards, tmp_path, capsys):
         row.write_text(f"data:\n  num_frames: {frames}\n")
         rows.append(row)
     extra = demo_args(demo_dir, demo_shards, tmp_path)[3:]  # everything after `fit --config demo.yaml`
-    extra = [a for a in extra if not a.startswith(("--trainer.default_root_dir", "--trainer.logger.init_args"))]
-    extra += ["--trainer.max_epochs=1", "--data.samples_per_epoch=8", "--trainer.check_val_every_n_epoch=1"]
+    extra = [a for a in extra if not a.startswith("--trainer.default_root_dir")]
+    extra += ["--trainer.max_epochs=1", "--data.loader.samples_per_epoch=8", "--trainer.check_val_every_n_epoch=1",
+              "--model.evaluation.mqa_scoring=[letter]"]
     base = ROOT / "experiments" / "demo.yaml"
     out = tmp_path / "table"
     ablate(["--base", str(base), *map(str, rows), "--out", str(out), "--", *extra])
@@ -34,3 +37,16 @@ def test_dry_run_prints_merged_configs(tmp_path, capfd):
     ablate(["--base", str(ROOT / "experiments" / "demo.yaml"), str(row), "--out", str(tmp_path / "o"), "--dry-run"])
     out = capfd.readouterr().out
     assert "# ---- frames_16" in out and "num_frames: 16" in out
+
+
+def test_cumulative_rows_stack_their_chain_and_refuse_another_base(tmp_path, capfd):
+    demo_rows = ROOT / "experiments" / "ablations" / "demo"
+    row = demo_rows / "03_temporal_detection.yaml"
+    ablate(["--base", str(ROOT / "experiments" / "demo.yaml"), str(row), "--out", str(tmp_path / "o"), "--dry-run"])
+    out = capfd.readouterr().out
+    assert "demo.yaml + " in out and "01_random_distractors.yaml + " in out and "02_hard_distractors.yaml + " in out
+    assert "train_mqa_random" not in out.split("03_temporal_detection")[1]  # row 2 replaced row 1's source
+    assert out.count("task: temporal") == 1
+    with pytest.raises(SystemExit):
+        ablate(["--base", str(ROOT / "experiments" / "llavaction_7b.yaml"), str(row), "--out", str(tmp_path / "x")])
+    assert "does not include --base" in capfd.readouterr().err

@@ -1,10 +1,13 @@
 import csv
 import json
 import random
+import string
+from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
-from data_prep.build_mqa import annotation_distractors, main as build_mqa
+from data_prep.build_mqa import annotation_distractors, main as build_mqa, narration_distractor
 from llavaction.epic import EpicAnnotations, parse_action
 from llavaction.jsonl import read_jsonl
 
@@ -27,7 +30,7 @@ def check_question(q, k=5):
     if q["answer_index"] is not None:
         assert q["option_actions"][q["answer_index"]] == gt
         assert q["option_actions"].count(gt) == 1
-        assert q["answer_letter"] == "ABCDEFGHIJ"[q["answer_index"]]
+        assert q["answer_letter"] == string.ascii_uppercase[q["answer_index"]]
 
 
 def test_benchmark_on_real_validation(tmp_path, epic_dir):
@@ -108,7 +111,26 @@ def test_narration_representation(tmp_path, epic_dir):
         for text, action in zip(q["options"], q["option_actions"]):
             if action != f"{q['verb_class']}:{q['noun_class']}":
                 v, n = parse_action(action)
-                assert text in ann.narrations_by_action[(v, n)] or text == ann.action_text(v, n)
+                assert text in ann.narration_counts[(v, n)] or text == ann.action_text(v, n)
+    keys = run(tmp_path, epic_dir, "--distractors", "random", "--representation", "official_key", name="k.jsonl")
+    assert all(q["options"][q["answer_index"]] == ann.action_text(q["verb_class"], q["noun_class"]) for q in keys)
+
+
+def test_narration_distractors_follow_annotation_frequency():
+    """As the reference's random.choice over the list of narrations with repeats: P(text) = count / total."""
+    counts = {(3, 4): Counter({"take the cup": 6, "pick up cup": 3, "grab cup": 1})}
+    ann = SimpleNamespace(narration_counts=counts, action_text=lambda v, n: "take cup")
+    rng = random.Random(0)
+    drawn = Counter(narration_distractor((3, 4), set(), ann, rng) for _ in range(20000))
+    assert drawn["take the cup"] / 20000 == pytest.approx(0.6, abs=0.015)
+    assert drawn["pick up cup"] / 20000 == pytest.approx(0.3, abs=0.015)
+    assert drawn["grab cup"] / 20000 == pytest.approx(0.1, abs=0.01)
+    again = random.Random(0)
+    assert [narration_distractor((3, 4), set(), ann, again) for _ in range(5)] == \
+        [narration_distractor((3, 4), set(), ann, r) for r in [random.Random(0)] for _ in range(5)]
+    # a text already among the options is never drawn again; none free -> the class text
+    assert {narration_distractor((3, 4), {"take the cup"}, ann, rng) for _ in range(200)} == {"pick up cup", "grab cup"}
+    assert narration_distractor((3, 4), {"take the cup", "pick up cup", "grab cup"}, ann, rng) == "take cup"
 
 
 def test_deterministic_whatever_the_row_order(tmp_path, epic_dir):
@@ -142,8 +164,10 @@ def test_other_tasks(tmp_path, epic_dir):
         if r["start_sec"] > 5 and r["clip_stop_sec"] < videos[r["video_id"]].duration_sec - 0.01:
             assert padding == pytest.approx(5.0, abs=2e-3)
         start, end = (float(x) for x in r["answer"].split(", "))
-        assert start == pytest.approx(r["start_sec"] - r["clip_start_sec"], abs=0.006)
-        assert end - start == pytest.approx(r["stop_sec"] - r["start_sec"], abs=0.011)
+        assert r["answer"] == f"{round(start, 2)}, {round(end, 2)}"  # printed as Python prints a float
+        assert r["clip_start_sec"] == round(r["clip_start_sec"], 2)
+        assert start == round(r["start_sec"] - r["clip_start_sec"], 2)
+        assert end == round(r["stop_sec"] - r["clip_start_sec"], 2)
 
 
 def test_bad_arguments(tmp_path, epic_dir):

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import logging
 from collections import Counter
@@ -7,17 +8,22 @@ import torch
 import webdataset as wds
 
 from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llavaction.args import LoaderOptions, PriorActionOptions
 from llavaction.data.datamodule import EpicDataModule
-from llavaction.data.pipeline import BadSample, TaskSource, frame_indices
+from llavaction.data.stages import BadSample, TaskSource, decide, frame_indices
 from llavaction.jsonl import read_jsonl
+
+LOADER_FIELDS = {f.name for f in dataclasses.fields(LoaderOptions)}
 
 
 def datamodule(demo_dir, demo_shards, train=None, **overrides) -> EpicDataModule:
+    """A DataModule over the demo shards; loader fields may be given flat (batch_size=...)."""
     train = train or [TaskSource(str(demo_shards["train_mqa"]), "mqa", 1.0),
                       TaskSource(str(demo_shards["train_mqa"]), "narration", 1.0)]
+    loader = dict(batch_size=4, eval_batch_size=3, num_workers=0, samples_per_epoch=16, shuffle_buffer=10)
+    loader |= {k: overrides.pop(k) for k in list(overrides) if k in LOADER_FIELDS}
     kwargs = dict(train=train, val=[str(demo_shards["validation_mqa"])], tokenizer=str(demo_dir / "tokenizer"),
-                  tokens_per_frame=20, num_frames=4, batch_size=4, eval_batch_size=3, num_workers=0,
-                  samples_per_epoch=16, shuffle_buffer=10, max_length=512)
+                  tokens_per_frame=20, num_frames=4, max_length=512, loader=LoaderOptions(**loader))
     return EpicDataModule(**(kwargs | overrides))
 
 
@@ -51,7 +57,7 @@ def collect(dm, world, workers):
     for rank in range(world):
         dm.trainer = None
         dm._world = lambda rank=rank: (rank, world)
-        dm.hparams.num_workers = workers
+        dm.loader = dataclasses.replace(dm.loader, num_workers=workers)
         loader = dm.val_dataloader()
         batches = list(loader)
         assert len(batches) == len(loader.dataset)
@@ -64,8 +70,7 @@ def collect(dm, world, workers):
 
 
 def test_persistent_eval_workers_serve_every_validation_run(demo_dir, demo_shards):
-    dm = datamodule(demo_dir, demo_shards)
-    dm.hparams.num_workers = 2
+    dm = datamodule(demo_dir, demo_shards, num_workers=2)
     loader = dm.val_dataloader()
     assert loader.persistent_workers
     runs = [sorted(m["narration_id"] for b in loader for m, pad in zip(b["meta"], b["is_padding"]) if not pad)
@@ -105,6 +110,7 @@ def test_bad_training_sample_is_skipped_and_counted(demo_dir, demo_shards, tmp_p
         batches = list(dm.train_dataloader())
     assert all(m["narration_id"] != "BROKEN_1" for b in batches for m in b["meta"])
     assert any("BROKEN_1" in r.message and "skipped so far" in r.message for r in caplog.records)
+    assert sum(b["skipped_samples"] for b in batches) >= 1  # what train/skipped_samples logs
 
 
 @pytest.mark.parametrize("truncate", [False, True], ids=["missing-frame", "truncated-frame"])
@@ -142,32 +148,28 @@ def test_description_task_uses_the_same_shards(demo_dir, demo_shards, demo_quest
 
 
 def test_prior_actions_oracle_and_pseudo(demo_dir, demo_shards, demo_questions, tmp_path):
-    from llavaction.prompts import PromptOptions
-
     questions = read_jsonl(demo_questions["validation_mqa"])
     predictions = tmp_path / "predictions.jsonl"
     predictions.write_text("".join(json.dumps({"narration_id": q["narration_id"], "options": ["PSEUDO " + q["narration_id"]],
                                                "chosen_index": 0}) + "\n" for q in questions))
-    texts = {}
-    for mode, extra in (("oracle", {}), ("pseudo", {"pseudo_prior_predictions": str(predictions)})):
-        dm = datamodule(demo_dir, demo_shards, prompt=PromptOptions(prior_actions=True), eval_prior_actions=mode,
-                        **extra)
+    texts, metas = {}, {}
+    for mode, extra in (("none", {}), ("oracle", {}), ("pseudo", {"pseudo_predictions": str(predictions)})):
+        dm = datamodule(demo_dir, demo_shards, prior_actions=PriorActionOptions(evaluation=mode, **extra))
         batch = next(iter(dm.val_dataloader()))
         texts[mode] = [dm.tokenizer.decode([t for t in row.tolist() if t >= 0]) for row in batch["input_ids"]]
-        metas = batch["meta"]
-    with_priors = [i for i, m in enumerate(metas) if m.get("prior_actions")]
+        metas[mode] = batch["meta"]
+    with_priors = [i for i, m in enumerate(metas["oracle"]) if m.get("prior_actions")]
     assert with_priors
     for i in with_priors:
-        first = metas[i]["prior_actions"][0]
-        assert "seconds ago, you started an action" in texts["oracle"][i]
+        first = metas["oracle"][i]["prior_actions"][0]
+        assert "seconds ago, you started an action" not in texts["none"][i]  # the reference's evaluation
+        assert f"seconds ago, you started an action {first['text']}." in texts["oracle"][i]
         assert f"you started an action PSEUDO {first['narration_id']}." in texts["pseudo"][i]
-    with pytest.raises(ValueError, match="pseudo_prior_predictions"):
-        datamodule(demo_dir, demo_shards, eval_prior_actions="pseudo")
+    with pytest.raises(ValueError, match="pseudo_predictions"):
+        PriorActionOptions(evaluation="pseudo")
 
 
 def test_prior_decision_depends_only_on_seed_epoch_and_sample():
-    from llavaction.data.pipeline import decide
-
     keys = [f"P01_01_{i}" for i in range(2000)]
     once = {k: decide(0, 1, k, "priors", 0.3) for k in keys}
     assert {k: decide(0, 1, k, "priors", 0.3) for k in reversed(keys)} == once
@@ -202,13 +204,40 @@ def test_replay_of_instruction_data(demo_dir, tmp_path):
 
 
 def test_prior_actions_checked_on_mqa_sources_only(demo_dir, demo_shards):
-    from llavaction.prompts import PromptOptions
-
+    priors = PriorActionOptions(train_probability=0.3)
     train = [TaskSource(str(demo_shards["train_mqa"]), "mqa"), TaskSource(str(demo_shards["train_temporal"]), "temporal")]
-    datamodule(demo_dir, demo_shards, train=train, prompt=PromptOptions(prior_actions=True)).setup("fit")
+    datamodule(demo_dir, demo_shards, train=train, prior_actions=priors).setup("fit")
     with pytest.raises(ValueError, match="carry no prior_actions"):
         datamodule(demo_dir, demo_shards, train=[TaskSource(str(demo_shards["train_temporal"]), "mqa")],
-                   prompt=PromptOptions(prior_actions=True)).setup("fit")
+                   prior_actions=priors).setup("fit")
+
+
+def test_every_epoch_sees_other_data_without_reloading_the_loader(demo_dir, demo_shards):
+    dm = datamodule(demo_dir, demo_shards, samples_per_epoch=32)
+    loader = dm.train_dataloader()
+    epochs = {}
+    for epoch in (0, 1):
+        loader.epoch = lambda epoch=epoch: epoch
+        epochs[epoch] = [m["narration_id"] for b in loader for m in b["meta"]]
+    assert len(epochs[0]) == len(epochs[1]) == 32 and epochs[0] != epochs[1]
+    loader.epoch = lambda: 0
+    assert [m["narration_id"] for b in loader for m in b["meta"]] == epochs[0]  # reproducible
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_epoch_continues_the_same_batches(demo_dir, demo_shards, workers):
+    """A loader restored after k batches yields exactly the epoch's batches k, k+1, ... (any worker count)."""
+    dm = datamodule(demo_dir, demo_shards, samples_per_epoch=40, num_workers=workers)
+    loader = dm.train_dataloader()
+    loader.epoch = lambda: 3
+    full = [[m["narration_id"] for m in b["meta"]] for b in loader]
+    assert len(full) == 10 or (workers == 2 and len(full) == 10)
+    for consumed in (1, 3, 4):
+        loader.load_state_dict({"epoch": 3, "batches": consumed})
+        rest = [[m["narration_id"] for m in b["meta"]] for b in loader]
+        assert rest == full[consumed:]
+    loader.load_state_dict({"epoch": 2, "batches": 5})  # a state of another epoch does not apply
+    assert [[m["narration_id"] for m in b["meta"]] for b in loader] == full
 
 
 def test_length_grouped_batches_pad_less(demo_dir, demo_shards):

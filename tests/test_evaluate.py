@@ -6,8 +6,12 @@ import pytest
 import torch
 
 from llavaction.epic import EpicAnnotations
-from llavaction.evaluate import ek100_metrics, load_scores, main as evaluate
-from llavaction.metrics import EpicActionMetrics, parse_choice
+from llavaction.evaluate import main as evaluate
+from llavaction.evaluation.candidates import ABSENT_CLASS_SCORE, candidate_class_scores
+from llavaction.evaluation.ek100 import ScoresError, ek100_metrics, load_scores
+from llavaction.metrics import (
+    EpicActionMetrics, paper_answer_text, paper_correct, parse_choice, prediction_record, reference_exact_correct,
+)
 
 OPTIONS = ["take plate", "open drawer", "wash cup", "put pan", "cut onion"]
 
@@ -19,6 +23,37 @@ OPTIONS = ["take plate", "open drawer", "wash cup", "put pan", "cut onion"]
 ])
 def test_parse_choice(text, expected):
     assert parse_choice(text, OPTIONS) == expected
+
+
+@pytest.mark.parametrize("generation, text", [
+    # the reference's process_raw_pred on the answers a model gives
+    ("A. open drawer", "open drawer"),
+    ("B. close drawer.", "close drawer"),
+    ("C. wash cup,", "wash cup"),  # a trailing comma is stripped first
+    ("The answer is C. wash cup", "wash cup"),
+    ("C. wash cup. Because the tap runs.", "wash cup"),
+    ("A. take plate\nB. open drawer", "open drawer"),  # the last lettered line
+    ("open drawer", "open drawer"),  # no 'X. ': the whole answer
+    ("None. open drawer", "open drawer"),
+    # where the reference cut at any '.': a period counts only before a space or at the end
+    ("D. put 2.5 cups", "put 2.5 cups"),
+])
+def test_paper_answer_text(generation, text):
+    assert paper_answer_text(generation) == text
+
+
+def test_paper_rule_against_the_option_text():
+    assert paper_correct("B. open drawer", "open drawer") and paper_correct("E. open drawer", "open drawer")
+    assert not paper_correct("B", "open drawer") and not paper_correct("B. open the drawer", "open drawer")
+    # 41 of the 9,668 validation narrations end with '.': the reference could never score them right
+    assert paper_correct("A. rinse knife.", "rinse knife.") and not reference_exact_correct("A. rinse knife.",
+                                                                                            "rinse knife.")
+    assert reference_exact_correct("B. open drawer.", "open drawer")
+    meta = {"narration_id": "x", "options": OPTIONS, "answer_index": 1}
+    record = prediction_record(meta, [0.0] * 5, "E. open drawer")
+    assert record["correct"] and not record["letter_correct"] and record["chosen_index"] == 4
+    record = prediction_record(meta, [0.0] * 5, "I do not know")
+    assert not record["correct"] and record["parse_failed"] and record["chosen_index"] is None
 
 
 def numpy_epic(verb_scores, noun_scores, verbs, nouns, verb_tail, noun_tail, unseen):
@@ -63,9 +98,12 @@ def test_ek100_metrics_equal_numpy_on_the_real_validation_split(epic_dir, tmp_pa
     noun_scores[np.arange(len(nouns)), nouns] += rng.uniform(0, 5, len(nouns))
     np.savez(tmp_path / "scores.npz", verb_output=verb_scores, noun_output=noun_scores,
              narration_id=np.array([s.narration_id for s in segments]))
-    evaluate(["ek100", "--scores", str(tmp_path / "scores.npz"), "--annotations", str(epic_dir),
-              "--out", str(tmp_path / "ek100.json")])
+    args = ["ek100", "--scores", str(tmp_path / "scores.npz"), "--annotations", str(epic_dir),
+            "--out", str(tmp_path / "ek100.json")]
+    assert evaluate(args) == 2  # a third of the split: an error without --partial
+    assert evaluate(args + ["--partial"]) == 0
     ours = json.loads((tmp_path / "ek100.json").read_text())
+    assert ours.pop("segments") == len(segments) and ours.pop("split_segments") == 9668
     expected = numpy_epic(verb_scores, noun_scores, verbs, nouns,
                           np.array([s.verb_class in ann.tail_verbs for s in segments]),
                           np.array([s.noun_class in ann.tail_nouns for s in segments]),
@@ -100,6 +138,26 @@ def test_scores_file_errors(tmp_path, epic_dir):
         ek100_metrics(load_scores(tmp_path / "alien.npz"), epic_dir, "validation")
 
 
+@pytest.mark.parametrize("command", ["ek100", "submission"])
+def test_non_finite_and_duplicated_scores_are_refused(tmp_path, epic_dir, command, capsys):
+    ids = np.array(["P01_11_0", "P01_11_1", "P01_11_10"])
+    verbs, nouns = np.zeros((3, 97), np.float32), np.zeros((3, 300), np.float32)
+    nouns[1, 5] = np.nan
+    np.savez(tmp_path / "nan.npz", verb_output=verbs, noun_output=nouns, narration_id=ids)
+    np.savez(tmp_path / "dup.npz", verb_output=verbs, noun_output=np.zeros_like(nouns),
+             narration_id=np.array(["P01_11_0", "P01_11_1", "P01_11_0"]))
+    rest = (["--annotations", str(epic_dir), "--partial"] if command == "ek100"
+            else ["--sls-pt", "1", "--sls-tl", "1", "--sls-td", "1"])
+    for name, message in (("nan", "noun_output holds NaN or infinite scores in 1 rows, e.g. P01_11_1"),
+                          ("dup", "duplicated narration ids P01_11_0")):
+        out = tmp_path / f"{name}.out"
+        assert evaluate([command, "--scores", str(tmp_path / f"{name}.npz"), *rest, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: {tmp_path / name}.npz: {message}"] and not out.exists()
+    with pytest.raises(ScoresError):
+        load_scores(tmp_path / "nan.npz")
+
+
 def test_submission_zip(tmp_path):
     torch.save({"verb_output": torch.randn(3, 97), "noun_output": torch.randn(3, 300),
                 "narration_id": ["P01_101_0", "P01_101_1", "P01_101_2"]}, tmp_path / "scores.pt")
@@ -123,8 +181,8 @@ def run_mqa(ckpt, demo_questions, demo_shards, out, *extra):
 
     root = Path(__file__).resolve().parents[1]
     args = [sys.executable, "-m", "llavaction.evaluate", "mqa", "--questions", str(demo_questions["validation_mqa"]),
-            "--shards", str(demo_shards["validation_mqa"]), "--checkpoint", str(ckpt), "--num-frames", "8",
-            "--batch-size", "3", "--num-workers", "0", "--out", str(out), *extra]
+            "--shards", str(demo_shards["validation_mqa"]), "--checkpoint", str(ckpt),
+            "--batch-size", "3", "--num-workers", "0", "--max-new-tokens", "12", "--out", str(out), *extra]
     result = subprocess.run(args, cwd=out.parent, capture_output=True, text=True, timeout=600,
                             env=os.environ | {"PYTHONPATH": str(root)})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -145,28 +203,36 @@ def original_checkpoint(demo_dir, tmp_path_factory):
 
 
 def test_mqa_identical_at_world_sizes_1_2_3(original_checkpoint, demo_questions, demo_shards, tmp_path):
-    one, predictions_one = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / "one")
+    one, predictions_one = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / "one", "--mode", "score")
     for devices in ("2", "3"):
         other, predictions = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / devices,
-                                     "--devices", devices)
+                                     "--devices", devices, "--mode", "score")
         assert one["count"] == other["count"] == 8 and one["accuracy"] == other["accuracy"]
         assert [p["chosen_index"] for p in predictions_one] == [p["chosen_index"] for p in predictions]
     assert set(one["breakdown"]) >= {"verb_head", "verb_tail", "seen_participants", "unseen_participants"}
     assert list((tmp_path / "one").glob("*_samples_ek100_mqa.jsonl")) and list((tmp_path / "one").glob("*_results.json"))
 
 
-def test_mqa_generate_mode(original_checkpoint, demo_questions, demo_shards, tmp_path):
-    results, predictions = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / "gen",
-                                   "--mode", "generate")
-    assert results["count"] == 8 and all(isinstance(p["generation"], str) for p in predictions)
+def test_mqa_generate_mode_is_the_default_and_the_papers_rule(original_checkpoint, demo_questions, demo_shards,
+                                                              tmp_path):
+    results, predictions = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / "gen")
+    assert results["mode"] == "generate" and results["count"] == 8
+    assert all(isinstance(p["generation"], str) for p in predictions)
     assert results["parse_failures"] == sum(p["chosen_index"] is None for p in predictions)
+    for p in predictions:
+        assert p["correct"] == paper_correct(p["generation"], p["options"][p["answer_index"]])
+        assert len(p["scores"]) == len(p["options"])  # the letter logits of the same pass
+    assert results["accuracy"] == pytest.approx(100 * sum(p["correct"] for p in predictions) / 8)
+    assert {"letter_accuracy", "reference_exact_accuracy"} <= set(results)
+    assert results["settings"] == {"num_frames": 8, "time_instruction": False, "frame_times": False,
+                                   "prior_actions": "none"}
 
 
 def test_lmms_eval_export(demo_questions, demo_shards, tmp_path):
     import importlib.util
 
     from data_prep.export_lmms_eval import main as export
-    from llavaction.prompts import PromptOptions, build_question
+    from llavaction.prompts import PromptOptions, user_text
 
     out = tmp_path / "task"
     export(["--questions", str(demo_questions["validation_mqa"]), "--shards", str(demo_shards["validation_mqa"]),
@@ -177,7 +243,7 @@ def test_lmms_eval_export(demo_questions, demo_shards, tmp_path):
     spec.loader.exec_module(utils)
     doc = json.loads((out / "questions.jsonl").read_text().splitlines()[0])
     assert len(utils.doc_to_visual(doc)) == 8
-    assert utils.doc_to_text(doc) == build_question(doc, "mqa", 8, PromptOptions())
+    assert utils.doc_to_text(doc) == user_text(doc, "mqa", 8, PromptOptions())
     letter = doc["answer_letter"]
     assert utils.process_results(doc, [f"{letter}. {doc['options'][doc['answer_index']]}"]) == {"mqa_accuracy": 1.0}
     with pytest.raises(ValueError, match="no frames"):
@@ -187,29 +253,31 @@ def test_lmms_eval_export(demo_questions, demo_shards, tmp_path):
 
 
 def test_candidate_reranking_rule():
-    from llavaction.evaluate import ABSENT_CLASS_SCORE, candidate_class_scores
-
     record = {"narration_id": "P01_11_0", "scores": [2.0, 1.0, 0.0], "option_actions": ["3:7", "3:9", "4:7"]}
     scores = candidate_class_scores([record])
     p = np.exp([2.0, 1.0, 0.0]) / np.exp([2.0, 1.0, 0.0]).sum()
     assert scores["verb_output"][0, 3] == pytest.approx(np.log(p[0] + p[1]), rel=1e-5)
     assert scores["noun_output"][0, 7] == pytest.approx(np.log(p[0] + p[2]), rel=1e-5)
     assert scores["verb_output"][0, 0] == ABSENT_CLASS_SCORE and scores["verb_output"].shape == (1, 97)
-    for action in ("97:7", "3:-1"):  # a hand-edited question file with an unknown class
-        with pytest.raises(ValueError, match=f"P01_11_0: option action {action} names an unknown class"):
+    # a hand-edited question file: an unknown class, or not an action at all
+    for action, message in (("97:7", "option action 97:7 names an unknown class"),
+                            ("3:-1", "action '3:-1' is not of the form 'verb:noun'"),
+                            ("open:drawer", "action 'open:drawer' is not of the form 'verb:noun'")):
+        with pytest.raises(ValueError, match=f"predictions: P01_11_0: {message}"):
             candidate_class_scores([record | {"option_actions": ["3:7", action, "4:7"]}])
 
 
 def test_head_scores_and_candidates(demo_dir, demo_questions, demo_shards, tmp_path):
     from transformers import AutoTokenizer
 
-    from llavaction.evaluate import load_scores
     from llavaction.model import LlavaVideoModel, preset
 
     ckpt = tmp_path / "ckpt"
     LlavaVideoModel(preset("tiny", vision_supervision="one_token", action_types=(97, 300, 500))).save_pretrained(ckpt)
     AutoTokenizer.from_pretrained(str(demo_dir / "tokenizer")).save_pretrained(ckpt)
+    # an original-layout checkpoint with heads, through the default (generate) path
     results, predictions = run_mqa(ckpt, demo_questions, demo_shards, tmp_path / "out", "--candidates", "7")
+    assert results["mode"] == "generate"
     scores = load_scores(tmp_path / "out" / "head_scores.npz")
     assert scores["verb_output"].shape == (8, 97) and scores["noun_output"].shape == (8, 300)
     assert "verb_scores" not in predictions[0]

@@ -147,22 +147,27 @@ def test_cached_greedy_decoding_matches_full_forwards():
     """Each row of a padded batch decodes as it would alone with a full forward pass per new token."""
     model = tiny()
     ids, pixels, mask = inputs(pad_last=4)
-    answers = model.generate(ids, pixels, mask, max_new_tokens=5, eos_token_id=-1, pad_token_id=0)
+    generation = model.generate(ids, pixels, mask, max_new_tokens=5, eos_token_id=-1, pad_token_id=0)
+    reused = model.generate(ids, None, mask, max_new_tokens=5, eos_token_id=-1, pad_token_id=0,
+                            visual_tokens=model.encode_video(pixels))
+    assert reused.tokens == generation.tokens
     for row in range(2):
         prompt = ids[row, mask[row].bool()][None]
         expected = []
-        for _ in range(5):
+        for step in range(5):
             logits = model(prompt, pixels[row: row + 1], logits_for="last").logits
+            if step == 0:  # the first step's logits are the prompt's next-token logits (letter scoring)
+                assert torch.allclose(generation.first_logits[row], logits[0], atol=1e-4)
             expected.append(int(logits.argmax(-1)))
             prompt = torch.cat([prompt, torch.tensor([[expected[-1]]])], dim=1)
-        assert answers[row] == expected
+        assert generation.tokens[row] == expected
 
 
 def test_generation_stops_at_eos():
     model = tiny()
     ids, pixels, mask = inputs()
-    first = model.generate(ids, pixels, mask, max_new_tokens=1, eos_token_id=-1, pad_token_id=0)
-    answers = model.generate(ids, pixels, mask, max_new_tokens=4, eos_token_id=first[0][0], pad_token_id=0)
+    first = model.generate(ids, pixels, mask, max_new_tokens=1, eos_token_id=-1, pad_token_id=0).tokens
+    answers = model.generate(ids, pixels, mask, max_new_tokens=4, eos_token_id=first[0][0], pad_token_id=0).tokens
     assert answers[0] == [] and len(answers[1]) <= 4
 
 
@@ -300,11 +305,13 @@ def test_action_loss_masks_samples_without_labels():
     torch.manual_seed(0)
     logits = [(torch.randn(3, 8), torch.randn(3, 9), torch.randn(3, 40)) for _ in range(2)]
     verb, noun, action = torch.tensor([1, -1, 2]), torch.tensor([3, -1, 4]), torch.tensor([5, -1, 6])
-    loss = action_supervision_loss(logits, verb, noun, action)
     keep = torch.tensor([0, 2])
-    expected = torch.stack([0.5 * F.cross_entropy(v[keep], verb[keep]) + 0.5 * F.cross_entropy(n[keep], noun[keep])
-                            + 0.1 * F.cross_entropy(a[keep], action[keep]) for v, n, a in logits]).mean()
-    assert torch.allclose(loss, expected)
+    per_layer = torch.stack([0.5 * F.cross_entropy(v[keep], verb[keep]) + 0.5 * F.cross_entropy(n[keep], noun[keep])
+                             + 0.1 * F.cross_entropy(a[keep], action[keep]) for v, n, a in logits])
+    # the released code: summed over the layers read and divided by their number + 1
+    assert torch.allclose(action_supervision_loss(logits, verb, noun, action), per_layer.sum() / 3)
+    assert torch.allclose(action_supervision_loss(logits[:1], verb, noun, action), per_layer[0] / 2)
+    assert torch.allclose(action_supervision_loss(logits, verb, noun, action, "mean"), per_layer.mean())
     none = action_supervision_loss(logits, torch.full((3,), -1), torch.full((3,), -1), torch.full((3,), -1))
     assert none.item() == 0.0
 

@@ -1,15 +1,26 @@
+"""Prompts against literal strings of the reference LLaVAction code (format_llava_prompt, format_task_related_prompt,
+format_time_instruction, the temporal-detection data) inside the qwen_1_5 ChatML template."""
+
 import pytest
 
 from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llavaction.prompts import PromptEncoder, PromptOptions, PromptTooLong, build_answer, build_question
+from llavaction.jsonl import read_jsonl, write_jsonl
+from llavaction.prompts import (
+    PromptEncoder, PromptError, PromptOptions, PromptTooLong, answer_text, chat_prompt, main, render, user_text,
+)
 from llavaction.tokenizer import build_tokenizer
 
 RECORD = {
     "narration_id": "P01_01_7", "options": ["take plate", "open drawer", "wash cup", "put pan", "cut onion"],
-    "answer_index": 1, "narration": "open the drawer", "clip_start_sec": 10.0, "clip_stop_sec": 12.5,
-    "frame_times_sec": [10.5, 11.5], "answer": "0.50, 2.00",
-    "prior_actions": [{"text": "take plate", "offset_sec": 6.25}, {"text": "put plate", "offset_sec": 3.0}],
+    "answer_index": 1, "narration": "open the drawer", "start_sec": 12.0, "stop_sec": 13.5,
+    "clip_start_sec": 10.61, "clip_stop_sec": 13.0, "answer": "0.5, 2.0",
+    "prior_actions": [{"narration_id": "P01_01_5", "text": "take plate", "offset_sec": 6.25},
+                      {"narration_id": "P01_01_6", "text": "put plate", "offset_sec": 3.0}],
 }
+SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+PERSPECTIVE = ("You are seeing this video from egocentric view and you are the person. Your hands are sometimes "
+               "interacting with objects. What action are you doing? ")
+OPTIONS = "A. take plate, B. open drawer, C. wash cup, D. put pan, E. cut onion"
 
 
 @pytest.fixture(scope="module")
@@ -17,18 +28,68 @@ def tokenizer():
     return build_tokenizer(RECORD["options"] + [RECORD["narration"]])
 
 
-def test_chatml_with_placeholder_and_answer_labels(tokenizer):
+def test_mqa_prompt_is_the_reference_string():
+    expected = (SYSTEM + "<image>\n" + PERSPECTIVE + "Given multiple choices, format your answer briefly such as "
+                "'A. move knife'. \nHere are the options of actions you are selecting:\n" + OPTIONS
+                + "<|im_end|>\n<|im_start|>assistant\n")
+    assert chat_prompt(user_text(RECORD, "mqa", 8, PromptOptions())) == expected
+    assert answer_text(RECORD, "mqa") == "B. open drawer"
+
+
+def test_time_instruction_glued_to_the_task_prompt():
+    text = user_text(RECORD, "mqa", 64, PromptOptions(time_instruction=True))
+    assert text.startswith("The provided video lasts for 2.390 seconds, and 64 frames are uniformly sampled from it."
+                           + PERSPECTIVE)
+    timed = user_text(RECORD, "narration", 4, PromptOptions(time_instruction=True, frame_times=True))
+    assert timed.startswith("The provided video lasts for 2.390 seconds, and 4 frames are uniformly sampled from it."
+                            "These frames are located at 0.00s, 0.60s, 1.20s, 1.79s. The video duration is 2.390 "
+                            "seconds. " + PERSPECTIVE)
+
+
+def test_prior_actions_branch():
+    text = user_text(RECORD, "mqa", 8, PromptOptions(), use_priors=True)
+    assert text == (PERSPECTIVE + "\n6.25 seconds ago, you started an action take plate. 3.0 seconds ago, you started "
+                    "an action put plate. What action are you currently performing? Here are the options of actions "
+                    "you can select:\n" + OPTIONS)
+
+
+def test_narration_temporal_and_description_prompts():
+    assert user_text(RECORD, "narration", 8, PromptOptions()) == (
+        PERSPECTIVE + " What action are you performing? Give a short sentence such as 'move knife'.")
+    assert answer_text(RECORD, "narration") == "open the drawer"
+    assert user_text(RECORD, "temporal", 8, PromptOptions()) == (
+        "The provided video contains an action 'open the drawer' that lasts 1.5 seconds. What is the relative start "
+        "and end time of the action in seconds? Format it as 'start_timestamp: end_timestamp' and round to 2 decimal "
+        "places.")
+    assert answer_text(RECORD, "temporal") == "0.5, 2.0"
+    caption = user_text(RECORD | {"qa_question": None, "qa_answer": "I open it."}, "qa", 8, PromptOptions())
+    assert caption == (PERSPECTIVE + " Describe in details what you see from the video frames. You must talk in the "
+                       "first person perspective. Try to focus on what you are doing. ")
+    asked = user_text(RECORD | {"qa_question": "Why?", "qa_answer": "."}, "qa", 8, PromptOptions(time_instruction=True))
+    assert asked.endswith("sampled from it.Why?")
+
+
+def test_replay_gets_the_reference_trainers_time_sentence():
+    record = {"replay": True, "qa_question": "What happens?", "qa_answer": "A dog runs.", "clip_start_sec": 0.0,
+              "clip_stop_sec": 31.456}
+    assert user_text(record, "qa", 64, PromptOptions()) == "What happens?"
+    assert user_text(record, "qa", 64, PromptOptions(time_instruction=True)) == (
+        "The video lasts for 31.46 seconds, and 64 frames are uniformly sampled from it. Please answer the following "
+        "questions related to this video.\nWhat happens?")
+
+
+def test_encoding_matches_the_rendered_text(tokenizer):
     encoder = PromptEncoder(tokenizer)
-    question = build_question(RECORD, "mqa", 8, PromptOptions())
-    encoded = encoder.encode(question, build_answer(RECORD, "mqa"), num_visual_tokens=40)
+    question = user_text(RECORD, "mqa", 8, PromptOptions())
+    encoded = encoder.encode(question, answer_text(RECORD, "mqa"), num_visual_tokens=40)
     assert encoded.input_ids.count(IMAGE_TOKEN_INDEX) == 1
-    text = tokenizer.decode([i for i in encoded.input_ids if i != IMAGE_TOKEN_INDEX])
-    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
-    assert "\nA. take plate\nB. open drawer\n" in text
-    assert text.endswith("<|im_start|>assistant\nB. open drawer<|im_end|>")
+    place = encoded.input_ids.index(IMAGE_TOKEN_INDEX)
+    text = (tokenizer.decode(encoded.input_ids[:place]) + "<image>"
+            + tokenizer.decode(encoded.input_ids[place + 1:]))
+    assert text == chat_prompt(question) + "B. open drawer<|im_end|>"
     labelled = [i for i, label in zip(encoded.input_ids, encoded.labels) if label != IGNORE_INDEX]
     assert tokenizer.decode(labelled) == "B. open drawer<|im_end|>"
-    assert all(l == IGNORE_INDEX or l == i for i, l in zip(encoded.input_ids, encoded.labels))
+    assert all(label == IGNORE_INDEX or label == i for i, label in zip(encoded.input_ids, encoded.labels))
 
 
 def test_prompt_without_answer_ends_at_assistant_turn(tokenizer):
@@ -40,7 +101,7 @@ def test_prompt_without_answer_ends_at_assistant_turn(tokenizer):
 
 
 def test_too_long_error_or_truncate(tokenizer):
-    question = build_question(RECORD, "narration", 8, PromptOptions())
+    question = user_text(RECORD, "narration", 8, PromptOptions())
     answer = "a long description " * 30
     full = PromptEncoder(tokenizer).encode(question, answer, num_visual_tokens=50)
     limit = len(full.input_ids) + 49 - 10
@@ -53,25 +114,31 @@ def test_too_long_error_or_truncate(tokenizer):
         PromptEncoder(tokenizer, max_length=60, overflow="truncate").encode(question, answer, 50)
 
 
-def test_switches_change_the_wording():
-    plain = build_question(RECORD, "mqa", 8, PromptOptions())
-    timed = build_question(RECORD, "mqa", 8, PromptOptions(time_instruction=True, frame_times=True))
-    assert "The provided video lasts for 2.500 seconds, and 8 frames are uniformly sampled from it." in timed
-    assert "0.50s, 1.50s" in timed and "lasts" not in plain
-    priors = build_question(RECORD, "mqa", 8, PromptOptions(prior_actions=True), use_priors=True)
-    assert ("6.25 seconds ago, you started an action take plate. 3.00 seconds ago, you started an action put plate."
-            in priors)
-    assert "What action are you currently performing?" in priors
-    assert build_answer(RECORD, "temporal") == "0.50, 2.00"
-    assert "open the drawer" in build_question(RECORD, "temporal", 8, PromptOptions())
-
-
 @pytest.mark.parametrize("change, message", [
     ({"options": ["only one"]}, "1 options"),
+    ({"options": []}, "0 options"),
     ({"option_actions": ["1:2", "3:4"]}, "5 options but 2 option_actions"),
     ({"answer_index": 7}, "answer_index 7 outside"),
 ])
 def test_inconsistent_questions_name_the_item(change, message):
     record = RECORD | {"option_actions": ["0:1", "0:2", "0:3", "0:4", "0:5"]} | change
-    with pytest.raises(ValueError, match=f"P01_01_7: {message}"):
-        build_question(record, "mqa", 8, PromptOptions())
+    with pytest.raises(PromptError, match=f"P01_01_7: {message}"):
+        user_text(record, "mqa", 8, PromptOptions())
+
+
+def test_render_command(tmp_path, capsys):
+    questions = tmp_path / "q.jsonl"
+    write_jsonl(questions, [RECORD, RECORD | {"narration_id": "P01_01_8", "prior_actions": []}])
+    out = tmp_path / "prompts.jsonl"
+    assert main(["render", "--questions", str(questions), "--task", "mqa", "--num-frames", "16",
+                 "--time-instruction", "--prior-actions", "--out", str(out)]) == 0
+    rows = read_jsonl(out)
+    assert [r["narration_id"] for r in rows] == ["P01_01_7", "P01_01_8"]
+    assert rows[0] == render([RECORD], "mqa", 16, PromptOptions(time_instruction=True), True)[0]
+    assert "3.0 seconds ago" in rows[0]["prompt"] and "seconds ago" not in rows[1]["prompt"]
+    assert rows[0]["prompt"].endswith("<|im_start|>assistant\n") and rows[0]["answer"] == "B. open drawer"
+    capsys.readouterr()
+    write_jsonl(questions, [RECORD | {"answer_index": 9}])
+    assert main(["render", "--questions", str(questions), "--task", "mqa", "--num-frames", "16", "--out",
+                 str(out)]) == 2
+    assert capsys.readouterr().err.strip() == "error: P01_01_7: answer_index 9 outside its 5 options"

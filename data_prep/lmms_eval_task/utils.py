@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from llavaction.metrics import parse_choice
-from llavaction.prompts import PromptOptions, build_question
+from llavaction.prompts import PromptOptions, user_text
 
 TASK_DIR = Path(__file__).parent
 
@@ -20,7 +20,7 @@ def doc_to_visual(doc):
 
 
 def doc_to_text(doc, lmms_eval_specific_kwargs=None):
-    return build_question(doc, "mqa", len(doc["frame_ids"]), PromptOptions())
+    return user_text(doc, "mqa", len(doc["frame_ids"]), PromptOptions())
 
 
 def doc_to_target(doc):

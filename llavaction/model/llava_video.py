@@ -30,6 +30,13 @@ class LlavaVideoOutput:
     # action logits [B, classes] read at the action token(s); None without action supervision
 
 
+@dataclass
+class Generation:
+    tokens: list[list[int]]  # each row's new tokens, without eos
+    first_logits: torch.Tensor  # [B, V] float logits of the first answer token (the letter of an MQA answer)
+    action_logits: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None  # last layer's heads
+
+
 def check_attention(implementation: str) -> None:
     """Fail early and clearly when flash-attn is asked for but cannot run."""
     if implementation != "flash_attention_2":
@@ -238,10 +245,12 @@ class LlavaVideoModel(nn.Module):
         return self.verb_head(tokens[0]), self.noun_head(tokens[1]), self.action_head(tokens[2])
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention_mask: torch.Tensor, *,
-                 max_new_tokens: int, eos_token_id: int, pad_token_id: int) -> list[list[int]]:
+    def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, attention_mask: torch.Tensor, *,
+                 max_new_tokens: int, eos_token_id: int, pad_token_id: int,
+                 visual_tokens: torch.Tensor | None = None, read_heads: bool = False) -> Generation:
         """Greedy decoding with a KV cache: the clips and prompts (left-padded) go through once, then one token per
-        step. Returns the new tokens of each row, without eos."""
+        step. visual_tokens: encode_video's output for these rows (pixel_values is then ignored). read_heads: also
+        read the action heads at the last layer from the prompt's pass (needs action supervision)."""
         rows = [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask)]
         length = max(len(r) for r in rows)
         ids = torch.full((len(rows), length), pad_token_id, device=input_ids.device, dtype=input_ids.dtype)
@@ -249,16 +258,23 @@ class LlavaVideoModel(nn.Module):
         for i, row in enumerate(rows):
             ids[i, length - len(row):] = row
             mask[i, length - len(row):] = 1
-        embeds, mask = self.splice(ids, self.encode_video(pixel_values), mask, None)[:2]
+        visual = self.encode_video(pixel_values) if visual_tokens is None else visual_tokens
+        embeds, mask = self.splice(ids, visual, mask, None)[:2]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.llm.config)
         head, embed = self.llm.get_output_embeddings(), self.llm.get_input_embeddings()
         answers: list[list[int]] = [[] for _ in rows]
         done = torch.zeros(len(rows), dtype=torch.bool, device=input_ids.device)
+        first_logits, action_logits = None, None
         for _ in range(max_new_tokens):
             hidden = self.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache,
                                     use_cache=True).last_hidden_state
-            tokens = head(hidden[:, -1]).argmax(-1)
+            logits = head(hidden[:, -1])
+            if first_logits is None:
+                first_logits = logits.float()
+                if read_heads:
+                    action_logits = [self.read_heads(hidden, ids, visual.shape[1])]
+            tokens = logits.argmax(-1)
             done |= tokens == eos_token_id
             for answer, token, finished in zip(answers, tokens.tolist(), done.tolist()):
                 if not finished:
@@ -268,7 +284,7 @@ class LlavaVideoModel(nn.Module):
             embeds = embed(tokens)[:, None]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             positions = positions[:, -1:] + 1
-        return answers
+        return Generation(tokens=answers, first_logits=first_logits, action_logits=action_logits)
 
 
 def unpack_rows(packed: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

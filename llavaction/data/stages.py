@@ -1,0 +1,239 @@
+"""The sample stages, each a picklable callable: a shard sample -> chosen frames -> prompt tokens; Collate makes the
+batch. Collate decodes every clip's JPEGs straight into one uint8 [B, T, H, W, 3] tensor; the model converts, resizes
+and normalises it once per batch on its device."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import simplejpeg
+import torch
+from torch.utils.data import get_worker_info
+
+from llavaction.prompts import TASKS, PromptEncoder, PromptOptions, Task, answer_text, pad_right, user_text
+from llavaction.shards import frame_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskSource:
+    """One component of the training mixture.
+
+    Args:
+        path: shard set written by data_prep.extract_frames: a directory or a URL (see llavaction.shards).
+        task: how a sample becomes a conversation: mqa, narration, temporal or qa.
+        weight: sampling weight in the mixture, or 'size': the source's sample count (the mixture then draws as from
+            the concatenation of the sources, like the reference's `sampling_strategy: all`).
+        descriptions: for task qa, a JSONL of {narration_id, question, answer} (e.g. distilled descriptions).
+    """
+
+    path: str
+    task: Task = "mqa"
+    weight: float | Literal["size"] = 1.0
+    descriptions: str | None = None
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task {self.task!r} not in {TASKS}")
+        if self.descriptions is not None and self.task != "qa":
+            raise ValueError(f"{self.path}: a descriptions file goes with task 'qa'")
+        if self.weight != "size" and self.weight <= 0:
+            raise ValueError(f"weight of {self.path} must be positive or 'size'")
+
+
+class BadSample(ValueError):
+    """A sample that cannot be used; the message names it."""
+
+
+def frame_indices(stored: int, wanted: int) -> list[int]:
+    """Evenly spread indices when the shards hold more frames than asked for (midpoints of equal parts)."""
+    if wanted > stored:
+        raise ValueError(f"{wanted} frames asked for but the shards hold {stored} per sample")
+    return [int((i + 0.5) * stored / wanted) for i in range(wanted)]
+
+
+@dataclass
+class JpegFrames:
+    """A clip's chosen JPEG frames, decoded only by Collate, straight into the batch buffer (no per-sample copy)."""
+
+    jpegs: list[bytes] | None  # None: a padding clip (zeros)
+    count: int  # frames
+    size: int  # frame side in pixels
+
+    def decode_into(self, buffer: np.ndarray) -> None:
+        """buffer: uint8 [T, size, size, 3]."""
+        if self.jpegs is None:
+            buffer.fill(0)
+            return
+        for slot, jpeg in enumerate(self.jpegs):
+            simplejpeg.decode_jpeg(jpeg, colorspace="RGB", buffer=buffer[slot])
+
+
+class DecodeFrames:
+    """json + JPEGs -> {"meta": dict, "frames": JpegFrames}: picks the frames and checks their headers; the pixels are
+    decoded by Collate into the batch."""
+
+    def __init__(self, num_frames: int):
+        self.num_frames = num_frames
+
+    def __call__(self, sample: dict) -> dict:
+        key = sample.get("__key__", "?")
+        try:
+            meta = json.loads(sample["json"])
+            size = meta["frame_size"]
+            jpegs = [sample[frame_name(index)] for index in frame_indices(meta["num_frames"], self.num_frames)]
+            for jpeg in jpegs:
+                height, width, _, _ = simplejpeg.decode_jpeg_header(jpeg)
+                if (height, width) != (size, size):
+                    raise ValueError(f"a {width}x{height} frame in a sample of {size}x{size} frames")
+        except (KeyError, ValueError, TypeError) as err:
+            raise BadSample(f"sample {key} in {sample.get('__url__', '?')}: {type(err).__name__}: {err}") from None
+        return {"__key__": key, "meta": meta, "frames": JpegFrames(jpegs, len(jpegs), size)}
+
+
+def decide(seed: int, epoch: int, key: str, purpose: str, probability: float) -> bool:
+    """A per-sample coin decided by (seed, epoch, sample): the same on any world size or worker count."""
+    return probability > 0 and random.Random(f"{seed}:{epoch}:{key}:{purpose}").random() < probability
+
+
+class Descriptions:
+    """Question-answer pairs about segments (e.g. GPT-4o descriptions distilled from a stronger model) whose frames
+    come from existing shards: samples without one are left out of this task; the pair joins the sample's metadata.
+    A record without a question (or with null) is asked the reference's description prompt."""
+
+    def __init__(self, path: str | Path):
+        self.by_id = {}
+        with open(path) as f:
+            for line_number, line in enumerate(f, start=1):
+                if line.strip():
+                    record = json.loads(line)
+                    missing = [k for k in ("narration_id", "answer") if k not in record]
+                    if missing:
+                        raise ValueError(f"{path}:{line_number}: missing {', '.join(missing)}")
+                    self.by_id[record["narration_id"]] = (record.get("question"), record["answer"])
+
+    def has(self, sample: dict) -> bool:
+        return sample["__key__"] in self.by_id
+
+    def __call__(self, sample: dict) -> dict:
+        question, answer = self.by_id[sample["__key__"]]
+        sample["meta"] |= {"qa_question": question, "qa_answer": answer}
+        return sample
+
+
+class EncodePrompt:
+    """Sample -> input_ids and labels for one task; with_answer=False stops at the assistant turn (evaluation).
+
+    An MQA question whose sample carries its two prior actions shows them with probability prior_probability, decided
+    per (seed, epoch, sample) so that any world size or worker count makes the same choice; pseudo_priors (evaluation:
+    narration_id -> the model's own earlier answer) replaces the ground-truth texts of the prior actions."""
+
+    def __init__(self, encoder: PromptEncoder, task: str, num_frames: int, visual_tokens: int, options: PromptOptions,
+                 *, with_answer: bool = True, prior_probability: float = 0.0, seed: int = 0, epoch: int = 0,
+                 pseudo_priors: dict[str, str] | None = None):
+        self.encoder, self.task, self.num_frames, self.visual_tokens = encoder, task, num_frames, visual_tokens
+        self.options, self.with_answer = options, with_answer
+        self.prior_probability, self.seed, self.epoch = prior_probability, seed, epoch
+        self.pseudo_priors = pseudo_priors
+
+    def __call__(self, sample: dict) -> dict:
+        meta = sample["meta"]
+        use_priors = (self.task == "mqa" and len(meta.get("prior_actions") or []) == 2
+                      and decide(self.seed, self.epoch, sample["__key__"], "priors", self.prior_probability))
+        if use_priors and self.pseudo_priors is not None:
+            meta = meta | {"prior_actions": [p | {"text": self._pseudo(p["narration_id"], sample)}
+                                             for p in meta["prior_actions"]]}
+        try:
+            question = user_text(meta, self.task, self.num_frames, self.options, use_priors)
+            answer = answer_text(meta, self.task) if self.with_answer else None
+        except (KeyError, ValueError) as err:
+            raise BadSample(f"sample {sample['__key__']}: cannot build a {self.task} prompt ({err})") from None
+        encoded = self.encoder.encode(question, answer, self.visual_tokens, name=sample["__key__"])
+        return sample | {"meta": meta, "input_ids": encoded.input_ids, "labels": encoded.labels,
+                         "truncated": encoded.truncated, "task": self.task, "prior_actions_shown": use_priors}
+
+    def at_epoch(self, epoch: int) -> "EncodePrompt":
+        """This encoder deciding per-sample coins for another epoch."""
+        encode = copy.copy(self)
+        encode.epoch = epoch
+        return encode
+
+    def _pseudo(self, prior_id: str, sample: dict) -> str:
+        if prior_id not in self.pseudo_priors:
+            raise BadSample(f"sample {sample['__key__']}: no earlier prediction for its prior action {prior_id}")
+        return self.pseudo_priors[prior_id]
+
+
+class SkipCounter:
+    """Counts the training samples skipped in one loader worker, warning with each one's name and the running count;
+    each batch carries the skips since the previous one (logged as train/skipped_samples)."""
+
+    def __init__(self):
+        self.total, self.pending = 0, 0
+
+    def skip(self, what: str) -> None:
+        self.total += 1
+        self.pending += 1
+        log.warning("skipped %s (%d skipped so far in this loader worker)", what, self.total)
+
+    def take(self) -> int:
+        count, self.pending = self.pending, 0
+        return count
+
+
+class Collate:
+    """Right-pads token sequences and decodes every clip's JPEGs straight into one uint8 batch tensor; carries labels
+    for metrics and a padding flag. A frame that fails to decode drops its sample, counted by `skips` (training), or
+    raises BadSample naming it (evaluation: skips is None)."""
+
+    def __init__(self, pad_id: int, skips: SkipCounter | None = None):
+        self.pad_id, self.skips = pad_id, skips
+
+    def decode(self, samples: list[dict]) -> tuple[list[dict], torch.Tensor]:
+        first = samples[0]["frames"]
+        frames = torch.empty((len(samples), first.count, first.size, first.size, 3), dtype=torch.uint8)
+        if get_worker_info() is not None:  # allocated where the DataLoader would otherwise copy it to
+            frames.share_memory_()
+        kept = []
+        for sample in samples:
+            try:
+                sample["frames"].decode_into(frames[len(kept)].numpy())
+            except ValueError as err:
+                message = f"sample {sample['__key__']}: a frame does not decode ({err})"
+                if self.skips is None:
+                    raise BadSample(message) from None
+                self.skips.skip(message)
+                continue
+            kept.append(sample)
+        return kept, frames[: len(kept)]
+
+    def __call__(self, samples: list[dict]) -> dict:
+        samples, frames = self.decode(samples)
+        tokens = pad_right([(s["input_ids"], s["labels"]) for s in samples], self.pad_id)
+
+        def field(name: str, default: int = -1) -> torch.Tensor:
+            values = [s["meta"].get(name) for s in samples]
+            return torch.tensor([default if v is None else int(v) for v in values], dtype=torch.long)
+
+        return tokens | {
+            "frames": frames,
+            "is_padding": torch.tensor([s.get("is_padding", False) for s in samples]),
+            "truncated": torch.tensor([s.get("truncated", False) for s in samples]),
+            "answer_index": field("answer_index"),
+            "num_options": torch.tensor([len(s["meta"].get("options", [])) for s in samples], dtype=torch.long),
+            "verb_class": field("verb_class"), "noun_class": field("noun_class"),
+            "action_index": field("action_index"),
+            "verb_tail": field("verb_tail", 0).bool(), "noun_tail": field("noun_tail", 0).bool(),
+            "unseen": field("unseen_participant", 0).bool(),
+            "task": [s.get("task", "padding") for s in samples],
+            "meta": [s["meta"] for s in samples],
+            "skipped_samples": self.skips.take() if self.skips is not None else 0,
+        }

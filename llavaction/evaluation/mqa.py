@@ -1,0 +1,180 @@
+"""EK-100-MQA accuracy of a checkpoint over question files and their shards.
+
+The headline is the paper's metric: greedy generation, correct when the answer's text after its last 'X. ' equals the
+right option's text (llavaction.metrics.paper_correct). `mode='score'` is a fast proxy: the option with the best letter
+logit or option-text likelihood.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from llavaction.args import EvaluationOptions, LoaderOptions, PriorActionOptions
+from llavaction.evaluation.candidates import write_head_outputs
+from llavaction.evaluation.checkpoints import load_module, trained_settings
+from llavaction.jsonl import read_jsonl, write_json, write_jsonl
+from llavaction.prompts import PromptOptions
+from llavaction.shards import first_sample, sample_keys, sample_meta
+
+BREAKDOWN = {
+    "verb_head": ("verb_tail", False), "verb_tail": ("verb_tail", True),
+    "noun_head": ("noun_tail", False), "noun_tail": ("noun_tail", True),
+    "seen_participants": ("unseen_participant", False), "unseen_participants": ("unseen_participant", True),
+}
+
+
+@dataclass(frozen=True)
+class MQAEvaluation:
+    """One evaluation run; None fields follow the checkpoint's training (or, for num_frames, the shards)."""
+
+    questions: list[Path]
+    shards: list[str]
+    checkpoint: str
+    out: Path
+    tokenizer: str | None = None
+    mode: Literal["generate", "score"] = "generate"
+    scoring: Literal["letter", "likelihood"] = "letter"
+    num_frames: int | None = None
+    time_instruction: bool | None = None
+    frame_times: bool | None = None
+    prior_actions: Literal["none", "oracle", "pseudo"] = "none"
+    pseudo_predictions: str | None = None
+    max_new_tokens: int = 128
+    candidates: int = 10
+    devices: int = 1
+    batch_size: int = 8
+    num_workers: int = 2
+    precision: str = "32-true"
+
+    @property
+    def prompt_settings(self) -> dict:
+        return {"num_frames": self.num_frames, "time_instruction": self.time_instruction,
+                "frame_times": self.frame_times, "prior_actions": self.prior_actions}
+
+
+def check_questions_in_shards(questions: dict[str, set[str]], shards: list[str]) -> None:
+    """Every question must have its frames in the shards: found before any prediction is run."""
+    keys = set().union(*(sample_keys(location) for location in shards))
+    for path, ids in questions.items():
+        missing = sorted(ids - keys)
+        if missing:
+            raise ValueError(f"{path}: {len(missing)} questions have no frames in the shards "
+                             f"({', '.join(map(str, shards))}), e.g. {missing[:5]}")
+
+
+def resolve(run: MQAEvaluation) -> MQAEvaluation:
+    """Fill what the run leaves open from the checkpoint's training and the shards."""
+    trained = trained_settings(run.checkpoint)
+    stored = min(sample_meta(first_sample(location))["num_frames"] for location in run.shards)
+    num_frames = run.num_frames or (trained.num_frames if trained.num_frames and trained.num_frames <= stored
+                                    else stored)
+    time_instruction = run.time_instruction if run.time_instruction is not None else bool(trained.time_instruction)
+    frame_times = run.frame_times if run.frame_times is not None else bool(trained.frame_times)
+    return replace(run, num_frames=num_frames, time_instruction=time_instruction, frame_times=frame_times)
+
+
+def evaluate_mqa(run: MQAEvaluation) -> dict | None:
+    """Run the evaluation, write predictions.jsonl, results.json and the lmms-eval layout into run.out; returns the
+    results on the global-zero process (None elsewhere)."""
+    import lightning as L
+
+    from llavaction.data.datamodule import EpicDataModule
+
+    questions = {str(path): {q["narration_id"] for q in read_jsonl(path)} for path in run.questions}
+    check_questions_in_shards(questions, run.shards)
+    run = resolve(run)
+    modes = ("generate", "letter") if run.mode == "generate" else (run.scoring,)
+    module = load_module(run.checkpoint, run.tokenizer, EvaluationOptions(mqa_scoring=modes,
+                                                                          max_new_tokens=run.max_new_tokens))
+    module.predict_mode = modes[0]
+    data = EpicDataModule(
+        test=list(run.shards), tokenizer=module.tokenizer_path, tokens_per_frame=module.tokens_per_frame,
+        extra_visual_tokens=module.extra_visual_tokens, num_frames=run.num_frames,
+        prompt=PromptOptions(time_instruction=run.time_instruction, frame_times=run.frame_times),
+        prior_actions=PriorActionOptions(evaluation=run.prior_actions, pseudo_predictions=run.pseudo_predictions),
+        loader=LoaderOptions(eval_batch_size=run.batch_size, num_workers=run.num_workers),
+    )
+    trainer = L.Trainer(accelerator="auto", devices=run.devices, logger=False, enable_checkpointing=False,
+                        precision=run.precision, enable_progress_bar=True)
+    parts = trainer.predict(module, datamodule=data, return_predictions=True)
+    local = [record for part in parts for record in part]
+    gathered = [local]
+    if trainer.world_size > 1:
+        gathered = [None] * trainer.world_size
+        torch.distributed.all_gather_object(gathered, local)
+    if not trainer.is_global_zero:
+        return None
+    wanted = set().union(*questions.values())
+    predictions = sorted((r for rank in gathered for r in rank if r["narration_id"] in wanted),
+                         key=lambda r: r["narration_id"])
+    if any("verb_scores" in r for r in predictions):
+        write_head_outputs(predictions, run.out, run.candidates)
+    results = mqa_results(predictions, run.mode) | {
+        "per_question_file": {path: mqa_results([r for r in predictions if r["narration_id"] in ids], run.mode)
+                              for path, ids in questions.items()},
+        "scoring": None if run.mode == "generate" else run.scoring, "checkpoint": run.checkpoint,
+        "settings": run.prompt_settings, "config": {k: str(v) for k, v in asdict(run).items()},
+        "code_version": code_version(),
+    }
+    run.out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(run.out / "predictions.jsonl", predictions)
+    write_json(run.out / "results.json", results)
+    write_lmms_eval(run.out, predictions, results)
+    return results
+
+
+def _percent(rows: list[dict], key: str) -> float | None:
+    return round(100.0 * sum(bool(r.get(key)) for r in rows) / len(rows), 4) if rows else None
+
+
+def mqa_results(predictions: list[dict], mode: str) -> dict:
+    """Accuracy (percent) and, under 'generate', the lenient letter parse, the reference's exact rule and parse
+    failures; breakdowns over head/tail classes and seen/unseen participants."""
+    results = {"mode": mode, "accuracy": _percent(predictions, "correct"), "count": len(predictions)}
+    if mode == "generate":
+        failures = sum(r["parse_failed"] for r in predictions)
+        results |= {
+            "letter_accuracy": _percent(predictions, "letter_correct"),
+            "reference_exact_accuracy": _percent(predictions, "reference_exact_correct"),
+            "parse_failures": failures,
+            "parse_failure_rate": round(100.0 * failures / max(1, len(predictions)), 4),
+        }
+    breakdown = {}
+    for name, (key, value) in BREAKDOWN.items():
+        rows = [r for r in predictions if r.get(key) is value]
+        breakdown[name] = {"accuracy": _percent(rows, "correct"), "count": len(rows)}
+    return results | {"breakdown": breakdown}
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        from importlib.metadata import version
+
+        return version("llavaction")
+
+
+def write_lmms_eval(out: Path, predictions: list[dict], results: dict, task: str = "ek100_mqa") -> None:
+    """The same figures in lmms-eval's two-file layout."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
+    write_json(out / f"{stamp}_results.json", {
+        "results": {task: {"alias": task, "mqa_accuracy,none": results["accuracy"],
+                           "mqa_accuracy_stderr,none": "N/A"}},
+        "configs": {task: {"task": task, "output_type": "generate_until" if results["mode"] == "generate"
+                           else "multiple_choice"}},
+        "n-samples": {task: {"original": results["count"], "effective": results["count"]}},
+    })
+    write_jsonl(out / f"{stamp}_samples_{task}.jsonl", [
+        {"doc_id": i, "doc": {"narration_id": r["narration_id"], "options": r["options"]},
+         "target": r["answer_index"], "resps": [[r["generation"] if r["generation"] is not None else r["scores"]]],
+         "filtered_resps": [r["chosen_index"]], "mqa_accuracy": float(r["correct"])}
+        for i, r in enumerate(predictions)
+    ])

@@ -1,0 +1,216 @@
+"""The shard format, in one place: what data_prep.extract_frames writes and what training, evaluation, the exports
+and the benchmarks read.
+
+A shard set is a location, a local directory or a URL prefix (`https://`, `http://`, `s3://`, `gs://`, or `pipe:`
+followed by a command with `{name}` for the file name), holding `sizes.json` ({shard file name: samples}) and the
+tar shards it lists. A sample is `{key}.json` (the question record plus the frame metadata: `num_frames`,
+`frame_size`, `frame_ids`, ...) and one JPEG per frame, `{key}.000.jpg`, `{key}.001.jpg`, ... Shards are read as
+streams, never copied first; a read that fails on a remote location is retried from where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+SIZES_FILE = "sizes.json"
+SHARD_PATTERN = "shard-{:06d}.tar"
+BUILD_HINT = "python -m data_prep.extract_frames --questions Q.jsonl --videos DIR --out {location}"
+REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "pipe:")
+READ_RETRIES = 3
+RETRY_DELAY_SEC = 1.0
+HTTP_TIMEOUT_SEC = 30.0
+
+
+class ShardError(OSError):
+    """A shard set or shard that cannot be read as listed; the message names it."""
+
+
+def frame_name(index: int) -> str:
+    """The sample-field name of frame `index` (the file is `{key}.{frame_name}`)."""
+    return f"{index:03d}.jpg"
+
+
+def make_sample(key: str, meta: dict, jpegs: list[bytes]) -> dict:
+    """A sample as TarWriter writes it: the record plus frame metadata as JSON, and its JPEG frames."""
+    sample = {"__key__": key, "json": json.dumps(meta, ensure_ascii=False).encode()}
+    sample |= {frame_name(i): jpeg for i, jpeg in enumerate(jpegs)}
+    return sample
+
+
+def is_remote(location: str | Path) -> bool:
+    return str(location).startswith(REMOTE_SCHEMES)
+
+
+def join(location: str | Path, name: str) -> str:
+    """The URL or path of a file of the shard set."""
+    location = str(location)
+    if location.startswith("pipe:"):
+        return location.replace("{name}", name)
+    if is_remote(location):
+        return location.rstrip("/") + "/" + name
+    return str(Path(location) / name)
+
+
+def open_stream(url: str) -> BinaryIO:
+    """A binary stream of a local file or a remote object (http(s) by urllib, s3 by the aws CLI, gs by gsutil, or a
+    pipe: command's stdout)."""
+    if url.startswith(("http://", "https://")):
+        return urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_SEC)
+    if url.startswith(("s3://", "gs://", "pipe:")):
+        command = {"s3": ["aws", "s3", "cp", url, "-"], "gs": ["gsutil", "cat", url]}.get(url.split(":", 1)[0])
+        process = subprocess.Popen(command or shlex.split(url[len("pipe:"):]), stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL)
+        return _ProcessStream(process, url)
+    return open(url, "rb")
+
+
+class _ProcessStream:
+    """A command's stdout as a stream that fails, naming the URL, when the command fails."""
+
+    def __init__(self, process: subprocess.Popen, url: str):
+        self.process, self.url = process, url
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.process.stdout.read(size)
+        if not data and self.process.wait() != 0:
+            raise OSError(f"{self.url}: the command exited with status {self.process.returncode}")
+        return data
+
+    def close(self) -> None:
+        self.process.stdout.close()
+        self.process.kill()
+        self.process.wait()
+
+
+def read_text(url: str) -> str:
+    """A small file of a shard set (sizes.json), retried on remote locations."""
+    for attempt in range(READ_RETRIES + 1):
+        try:
+            stream = open_stream(url)
+            try:
+                return stream.read().decode()
+            finally:
+                stream.close()
+        except FileNotFoundError:
+            raise
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                raise FileNotFoundError(url) from None
+            failure = err
+        except OSError as err:
+            if not is_remote(url):
+                raise
+            failure = err
+        if attempt < READ_RETRIES:
+            time.sleep(RETRY_DELAY_SEC * (attempt + 1))
+    raise ShardError(f"{url}: cannot be read after {READ_RETRIES} retries ({failure})")
+
+
+def read_sizes(location: str | Path) -> dict[str, int]:
+    """sizes.json of a shard set: {shard file name: samples}. A missing set names the command that builds it; an
+    empty set, or local shards that are not there, are errors naming the location."""
+    url = join(location, SIZES_FILE)
+    try:
+        sizes = json.loads(read_text(url))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{url} not found; build the shards with: {BUILD_HINT.format(location=location)}") \
+            from None
+    except json.JSONDecodeError as err:
+        raise ShardError(f"{url}: not valid JSON ({err})") from None
+    if not sizes or not sum(sizes.values()):
+        raise ShardError(f"{location}: the shard set holds no sample (every sample was skipped when it was written?)")
+    if not is_remote(location):
+        absent = [name for name in sizes if not (Path(location) / name).exists()]
+        if absent:
+            raise ShardError(f"{location}: shards listed in {SIZES_FILE} are missing: {absent[:5]}")
+    return sizes
+
+
+def shard_urls(location: str | Path) -> list[str]:
+    return [join(location, name) for name in read_sizes(location)]
+
+
+def iter_shard(url: str, expected: int | None = None) -> Iterator[dict]:
+    """The samples of one shard, in order ({'__key__', '__url__', 'json', '000.jpg', ...}). A remote read that fails is
+    reopened and continues after the samples already given (READ_RETRIES times); a shard that ends early, or holds
+    fewer samples than `expected` (its sizes.json count), raises ShardError naming it."""
+    given, attempts = 0, 0
+    while True:
+        try:
+            for index, sample in enumerate(_tar_samples(url)):
+                if index >= given:
+                    given += 1
+                    yield sample
+            break
+        except (OSError, tarfile.TarError, EOFError) as err:
+            if not is_remote(url) or attempts >= READ_RETRIES:
+                raise ShardError(f"{url}: read error after {given} samples ({type(err).__name__}: {err}); the shard "
+                                 "is truncated or unreadable") from None
+            attempts += 1
+            time.sleep(RETRY_DELAY_SEC * attempts)
+    if expected is not None and given < expected:
+        raise ShardError(f"{url}: {given} samples, {SIZES_FILE} lists {expected}; the shard is truncated")
+
+
+def _tar_samples(url: str) -> Iterator[dict]:
+    stream = open_stream(url)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            sample = None
+            for info in tar:
+                if not info.isreg():
+                    continue
+                key, _, field = os.path.basename(info.name).partition(".")
+                data = tar.extractfile(info).read()
+                if sample is not None and key != sample["__key__"]:
+                    yield sample
+                    sample = None
+                if sample is None:
+                    sample = {"__key__": key, "__url__": url}
+                sample[field] = data
+            if sample is not None:
+                yield sample
+    finally:
+        stream.close()
+
+
+def iter_samples(urls: Iterable[str], sizes: dict[str, int] | None = None) -> Iterator[dict]:
+    """The samples of several shards in order; with sizes ({url: count}) each shard's count is checked."""
+    for url in urls:
+        yield from iter_shard(url, None if sizes is None else sizes.get(url))
+
+
+def first_sample(location: str | Path) -> dict:
+    """The first sample of a shard set (setup checks read only this)."""
+    return next(iter_shard(shard_urls(location)[0]))
+
+
+def sample_meta(sample: dict) -> dict:
+    return json.loads(sample["json"])
+
+
+def sample_keys(location: str | Path) -> set[str]:
+    """The keys of every sample of a shard set: local tar headers only (no frame is read), remote shards streamed."""
+    keys = set()
+    for url in shard_urls(location):
+        if is_remote(url):
+            keys |= {sample["__key__"] for sample in iter_shard(url)}
+            continue
+        with tarfile.open(url, mode="r:") as tar:
+            keys |= {os.path.basename(name).partition(".")[0] for name in tar.getnames()}
+    return keys
+
+
+def location_sizes(locations: Iterable[str | Path]) -> dict[str, int]:
+    """{shard url: samples} over several shard sets, in order."""
+    return {join(location, name): size for location in locations for name, size in read_sizes(location).items()}
