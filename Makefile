@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # experiments/demo.yaml reads its data from here.
 DEMO_DIR := demo_data
 
-.PHONY: venv demo demo-data ablation-data demo-ablation test test-slow bench-cpu clean
+.PHONY: venv demo demo-data ablation-data demo-ablation lint test test-slow bench-cpu clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -51,7 +51,11 @@ demo: demo-data
 	$(PY) train.py fit --config experiments/demo.yaml
 	@$(PY) -m llavaction.report runs/demo
 
-test: venv
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
 	$(PY) -m pytest -q
 
 test-slow: venv

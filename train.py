@@ -1,8 +1,8 @@
 """Train, validate and test video LLMs on EPIC-KITCHENS-100 shards.
 
-    python train.py fit --config experiments/demo.yaml
-    python train.py validate --config experiments/demo.yaml --ckpt_path last
-    python train.py fit --config experiments/llavaction_7b.yaml --print_config
+python train.py fit --config experiments/demo.yaml
+python train.py validate --config experiments/demo.yaml --ckpt_path last
+python train.py fit --config experiments/llavaction_7b.yaml --print_config
 """
 
 from llavaction.train import main

@@ -22,22 +22,29 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+from synthetic import demo_questions, frame_shards  # noqa: E402
 
-from llavaction.data.datamodule import EpicDataModule  # noqa: E402
 from llavaction.args import ComputeOptions, LoaderOptions, OptimizerOptions  # noqa: E402
+from llavaction.data.datamodule import EpicDataModule  # noqa: E402
 from llavaction.data.stages import TaskSource  # noqa: E402
 from llavaction.module import LlavaActionModule  # noqa: E402
-from synthetic import demo_questions, frame_shards  # noqa: E402
 
 WARMUP_STEPS = 3
 
 
 def demo_batches(shards: Path, tokenizer: str, count: int, batch_size: int, tokens_per_frame: int) -> list[dict]:
     """`count` training batches of the demo mixture (MQA and narration, equal weights)."""
-    loader = LoaderOptions(batch_size=batch_size, num_workers=0, samples_per_epoch=count * batch_size, shuffle_buffer=50)
-    dm = EpicDataModule(train=[TaskSource(str(shards), "mqa"), TaskSource(str(shards), "narration")],
-                        tokenizer=tokenizer, tokens_per_frame=tokens_per_frame, num_frames=8, max_length=1024,
-                        loader=loader)
+    loader = LoaderOptions(
+        batch_size=batch_size, num_workers=0, samples_per_epoch=count * batch_size, shuffle_buffer=50
+    )
+    dm = EpicDataModule(
+        train=[TaskSource(str(shards), "mqa"), TaskSource(str(shards), "narration")],
+        tokenizer=tokenizer,
+        tokens_per_frame=tokens_per_frame,
+        num_frames=8,
+        max_length=1024,
+        loader=loader,
+    )
     return list(dm.train_dataloader())
 
 
@@ -50,11 +57,17 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        records = demo_questions(tmp, "train", "annotations", seed=0, train_videos=4, val_videos=1, duration=60.0, fps=24)
+        records = demo_questions(
+            tmp, "train", "annotations", seed=0, train_videos=4, val_videos=1, duration=60.0, fps=24
+        )
         shards = frame_shards(tmp, records, num_frames=8, size=32)
         tokenizer = str(tmp / "demo" / "tokenizer")
-        module = LlavaActionModule(preset_name="tiny", tokenizer=tokenizer, optimizer=OptimizerOptions(lr=1e-3),
-                                   compute=ComputeOptions(pack_sequences=args.pack))
+        module = LlavaActionModule(
+            preset_name="tiny",
+            tokenizer=tokenizer,
+            optimizer=OptimizerOptions(lr=1e-3),
+            compute=ComputeOptions(pack_sequences=args.pack),
+        )
         module.configure_model()
         batches = demo_batches(shards, tokenizer, args.steps + WARMUP_STEPS, args.batch_size, module.tokens_per_frame)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
@@ -72,14 +85,25 @@ def main() -> None:
             tokens += int(batch["input_ids"].numel())
     step = statistics.median(times)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    print(f"tiny model ({sum(p.numel() for p in module.parameters()) / 1e6:.2f} M parameters), batch "
-          f"{args.batch_size}{' packed' if args.pack else ''}, 8 frames of 32 px, {len(times)} timed steps, "
-          f"CPU threads {torch.get_num_threads()}")
-    print(f"step time (median): {1000 * step:7.1f} ms   ({args.batch_size / step:.1f} samples/s, "
-          f"{tokens / sum(times):.0f} tokens/s incl. padding)")
+    print(
+        f"tiny model ({sum(p.numel() for p in module.parameters()) / 1e6:.2f} M parameters), batch "
+        f"{args.batch_size}{' packed' if args.pack else ''}, 8 frames of 32 px, {len(times)} timed steps, "
+        f"CPU threads {torch.get_num_threads()}"
+    )
+    print(
+        f"step time (median): {1000 * step:7.1f} ms   ({args.batch_size / step:.1f} samples/s, "
+        f"{tokens / sum(times):.0f} tokens/s incl. padding)"
+    )
     print(f"peak RSS:           {peak_rss:7.2f} GiB (whole process, data preparation included)")
-    print(json.dumps({"step_ms": round(1000 * step, 1), "samples_per_s": round(args.batch_size / step, 1),
-                      "peak_rss_gib": round(peak_rss, 2)}))
+    print(
+        json.dumps(
+            {
+                "step_ms": round(1000 * step, 1),
+                "samples_per_s": round(args.batch_size / step, 1),
+                "peak_rss_gib": round(peak_rss, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 import torch
+from synthetic import demo_questions, frame_shards
 
 from llavaction.data.stages import Collate, DecodeFrames, EncodePrompt
 from llavaction.data.streams import EvalStream
 from llavaction.metrics import paper_correct
 from llavaction.module import LlavaActionModule
 from llavaction.prompts import PromptEncoder, PromptOptions
-from synthetic import demo_questions, frame_shards
 
 
 def main() -> None:
@@ -35,8 +35,9 @@ def main() -> None:
     torch.set_grad_enabled(False)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        records = demo_questions(tmp, "validation", "annotations", seed=1, train_videos=1, val_videos=args.videos,
-                                 duration=60.0, fps=24)
+        records = demo_questions(
+            tmp, "validation", "annotations", seed=1, train_videos=1, val_videos=args.videos, duration=60.0, fps=24
+        )
         shards = frame_shards(tmp, records, num_frames=8, size=32)
         if args.checkpoint:
             module = LlavaActionModule.load_from_checkpoint(args.checkpoint, map_location="cpu")
@@ -45,10 +46,17 @@ def main() -> None:
             module = LlavaActionModule(preset_name="tiny", tokenizer=str(tmp / "demo" / "tokenizer"))
         module.configure_model()
         module.eval()
-        encode = EncodePrompt(PromptEncoder(module.tokenizer, 4096), "mqa", 8, module.config.visual_tokens(8),
-                              PromptOptions(), with_answer=False)
-        stream = EvalStream([str(shards)], args.batch_size, DecodeFrames(8), encode,
-                            Collate(module.tokenizer.pad_token_id))
+        encode = EncodePrompt(
+            PromptEncoder(module.tokenizer, 4096),
+            "mqa",
+            8,
+            module.config.visual_tokens(8),
+            PromptOptions(),
+            with_answer=False,
+        )
+        stream = EvalStream(
+            [str(shards)], args.batch_size, DecodeFrames(8), encode, Collate(module.tokenizer.pad_token_id)
+        )
         batches = list(stream)
     count = sum(int((~b["is_padding"]).sum()) for b in batches)
     answerer = module.answerer
@@ -73,11 +81,19 @@ def main() -> None:
     print(f"score:    {count / score_s:8.1f} questions/s")
     print(f"generate: {count / generate_s:8.1f} questions/s (greedy, up to {args.max_new_tokens} new tokens)")
     print(f"speed-up: {generate_s / score_s:8.1f}x")
-    print(f"accuracy: paper's rule {100 * paper_right / count:.1f}%, letter proxy {100 * proxy_right / count:.1f}%; "
-          f"the proxy agrees with the rule on {100 * agree / count:.1f}% of the questions")
-    print(json.dumps({"score_questions_per_s": round(count / score_s, 1),
-                      "generate_questions_per_s": round(count / generate_s, 1),
-                      "proxy_agreement_percent": round(100 * agree / count, 1)}))
+    print(
+        f"accuracy: paper's rule {100 * paper_right / count:.1f}%, letter proxy {100 * proxy_right / count:.1f}%; "
+        f"the proxy agrees with the rule on {100 * agree / count:.1f}% of the questions"
+    )
+    print(
+        json.dumps(
+            {
+                "score_questions_per_s": round(count / score_s, 1),
+                "generate_questions_per_s": round(count / generate_s, 1),
+                "proxy_agreement_percent": round(100 * agree / count, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,11 @@ def memory_plan(gpus: int, frames: int, batch: int, checkpointing: bool, bytes_p
     config = preset("7b")
     text, vision = config.text, config.vision
     d, layers = text["hidden_size"], text["num_hidden_layers"]
-    params = (text["vocab_size"] * d * 2 + layers * llm_layer_params(text)
-              + config.vision_layers_kept * vit_layer_params(vision))
+    params = (
+        text["vocab_size"] * d * 2
+        + layers * llm_layer_params(text)
+        + config.vision_layers_kept * vit_layer_params(vision)
+    )
     s = config.visual_tokens(frames) + TEXT_TOKENS
     dv, p = vision["hidden_size"], (vision["image_size"] // vision["patch_size"]) ** 2
     per_layer_llm, per_layer_vit = 40 * s * d, 34 * frames * p * dv
@@ -55,9 +58,14 @@ def memory_plan(gpus: int, frames: int, batch: int, checkpointing: bool, bytes_p
         acts = layers * per_layer_llm + config.vision_layers_kept * per_layer_vit
     gib = 2**30
     sharded = params / gpus
-    return {"params": 2 * sharded / gib, "grads": 2 * sharded / gib, "adamw": (bytes_per_param - 4) * sharded / gib,
-            "activations": batch * acts / gib, "gathered_block": 2 * 2 * llm_layer_params(text) / gib,
-            "total_params_billion": params / 1e9}
+    return {
+        "params": 2 * sharded / gib,
+        "grads": 2 * sharded / gib,
+        "adamw": (bytes_per_param - 4) * sharded / gib,
+        "activations": batch * acts / gib,
+        "gathered_block": 2 * 2 * llm_layer_params(text) / gib,
+        "total_params_billion": params / 1e9,
+    }
 
 
 def print_memory_plan() -> None:
@@ -66,12 +74,17 @@ def print_memory_plan() -> None:
     for gpus in (8, 16, 128):
         on, off = memory_plan(gpus, 64, 1, True), memory_plan(gpus, 64, 1, False)
         state = on["params"] + on["grads"] + on["adamw"] + on["gathered_block"]
-        print(f"{gpus:>5} {on['params']:7.1f} {on['grads']:6.1f} {on['adamw']:6.1f} {on['activations']:7.1f} "
-              f"{off['activations']:7.1f} {state + on['activations']:9.1f}")
+        print(
+            f"{gpus:>5} {on['params']:7.1f} {on['grads']:6.1f} {on['adamw']:6.1f} {on['activations']:7.1f} "
+            f"{off['activations']:7.1f} {state + on['activations']:9.1f}"
+        )
     print("largest frames x batch within 80 GB (8 GPUs, checkpointing on, 10 GiB kept free for the allocator):")
     for frames in (16, 32, 64, 128):
-        fits = [b for b in range(1, 65) if sum(v for k, v in memory_plan(8, frames, b, True).items()
-                                                if k != "total_params_billion") <= 70]
+        fits = [
+            b
+            for b in range(1, 65)
+            if sum(v for k, v in memory_plan(8, frames, b, True).items() if k != "total_params_billion") <= 70
+        ]
         print(f"  {frames:>3} frames: batch {max(fits) if fits else 0}")
 
 
@@ -82,12 +95,26 @@ def make_batch(config, frames: int, batch: int, device) -> dict:
     labels = torch.full_like(ids, IGNORE_INDEX)
     labels[:, -ANSWER_TOKENS:] = ids[:, -ANSWER_TOKENS:]
     size = config.image_size
-    return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids),
-            "pixel_values": torch.randn(batch, frames, 3, size, size, device=device)}
+    return {
+        "input_ids": ids,
+        "labels": labels,
+        "attention_mask": torch.ones_like(ids),
+        "pixel_values": torch.randn(batch, frames, 3, size, size, device=device),
+    }
 
 
-def time_config(name: str, frames: int, batch: int, attention: str, checkpointing: bool, compiled: bool,
-                fsdp: bool, device, steps: int, llm_layers: int | None) -> dict:
+def time_config(
+    name: str,
+    frames: int,
+    batch: int,
+    attention: str,
+    checkpointing: bool,
+    compiled: bool,
+    fsdp: bool,
+    device,
+    steps: int,
+    llm_layers: int | None,
+) -> dict:
     overrides = {"attn_implementation": attention}
     config = preset(name, **overrides)
     if llm_layers is not None:
@@ -107,8 +134,13 @@ def time_config(name: str, frames: int, batch: int, attention: str, checkpointin
     data = make_batch(config, frames, batch, device)
 
     def step():
-        out = model(data["input_ids"], data["pixel_values"].to(dtype), data["attention_mask"], data["labels"],
-                      logits_for="labels")
+        out = model(
+            data["input_ids"],
+            data["pixel_values"].to(dtype),
+            data["attention_mask"],
+            data["labels"],
+            logits_for="labels",
+        )
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -126,11 +158,21 @@ def time_config(name: str, frames: int, batch: int, attention: str, checkpointin
     tokens = batch * (config.visual_tokens(frames) + TEXT_TOKENS + ANSWER_TOKENS)
     peak = peak_bf16_flops(torch.cuda.get_device_name()) if device.type == "cuda" else None
     flops = step_flops(config, frames, batch)
-    return {"preset": name, "llm_layers": config.text["num_hidden_layers"], "frames": frames, "batch": batch,
-            "attention": attention, "checkpointing": checkpointing, "compile": compiled, "fsdp": fsdp,
-            "step_s": seconds, "samples_s": batch / seconds, "tokens_s": tokens / seconds,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan"),
-            "mfu": flops / seconds / peak if peak else float("nan")}
+    return {
+        "preset": name,
+        "llm_layers": config.text["num_hidden_layers"],
+        "frames": frames,
+        "batch": batch,
+        "attention": attention,
+        "checkpointing": checkpointing,
+        "compile": compiled,
+        "fsdp": fsdp,
+        "step_s": seconds,
+        "samples_s": batch / seconds,
+        "tokens_s": tokens / seconds,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan"),
+        "mfu": flops / seconds / peak if peak else float("nan"),
+    }
 
 
 def default_7b_layers(card_bytes: int) -> int:
@@ -149,9 +191,15 @@ def config_grid(cuda: bool, layers_7b: int | None) -> list[tuple]:
     if not cuda:
         return [("tiny", None, 8, "sdpa", ac, False, fsdp) for ac in (False, True) for fsdp in (False, True)]
     attentions = ("flash_attention_2", "sdpa") if is_flash_attn_2_available() else ("sdpa",)
-    grid = [(name, layers, frames, attention, ac, compiled, fsdp)
-            for name, layers in (("7b", layers_7b), ("0.5b", None)) for frames in (64, 16)
-            for attention in attentions for ac in (True, False) for compiled in (False, True) for fsdp in (True, False)]
+    grid = [
+        (name, layers, frames, attention, ac, compiled, fsdp)
+        for name, layers in (("7b", layers_7b), ("0.5b", None))
+        for frames in (64, 16)
+        for attention in attentions
+        for ac in (True, False)
+        for compiled in (False, True)
+        for fsdp in (True, False)
+    ]
     # the recipe's configuration and single-switch changes of it before combinations of changes
     recipe = ("7b", layers_7b, 64, attentions[0], True, False, True)
     return sorted(grid, key=lambda row: (row[0] != "7b", row[2] != 64, sum(a != b for a, b in zip(row, recipe))))
@@ -162,8 +210,12 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
     parser.add_argument("--memory-plan", action="store_true", help="print the memory plan and stop")
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--llm-layers-7b", type=int, default=None,
-                        help="run the 7B with this many LLM layers (default: as many as fit half the card)")
+    parser.add_argument(
+        "--llm-layers-7b",
+        type=int,
+        default=None,
+        help="run the 7B with this many LLM layers (default: as many as fit half the card)",
+    )
     parser.add_argument("--budget-s", type=float, default=None, help="start no configuration after this many seconds")
     parser.add_argument("--out", help="also write each row as a JSON line to this file")
     args = parser.parse_args()
@@ -180,12 +232,17 @@ def main() -> None:
     if device.type == "cuda":
         name = torch.cuda.get_device_name()
         layers_7b = layers_7b or default_7b_layers(torch.cuda.get_device_properties(0).total_memory)
-        print(f"device: {name}, peak bf16 {peak_bf16_flops(name)}; 7B shape with {layers_7b} of 28 LLM layers (FLOPs "
-              f"counted for the layers run); flash-attn {'available' if is_flash_attn_2_available() else 'absent'}")
+        print(
+            f"device: {name}, peak bf16 {peak_bf16_flops(name)}; 7B shape with {layers_7b} of 28 LLM layers (FLOPs "
+            f"counted for the layers run); flash-attn {'available' if is_flash_attn_2_available() else 'absent'}"
+        )
     else:
         print("device: CPU (smoke mode: tiny shapes; MFU needs a GPU)")
-    print(f"{'preset':>6} {'layers':>6} {'frames':>6} {'attn':>18} {'AC':>4} {'comp':>4} {'fsdp':>4} "
-          f"{'step s':>8} {'samples/s':>9} {'tokens/s':>9} {'peak GiB':>8} {'MFU':>6}", flush=True)
+    print(
+        f"{'preset':>6} {'layers':>6} {'frames':>6} {'attn':>18} {'AC':>4} {'comp':>4} {'fsdp':>4} "
+        f"{'step s':>8} {'samples/s':>9} {'tokens/s':>9} {'peak GiB':>8} {'MFU':>6}",
+        flush=True,
+    )
     sink = open(args.out, "a") if args.out else None
     for name, layers, frames, attention, checkpointing, compiled, fsdp in config_grid(device.type == "cuda", layers_7b):
         if args.budget_s is not None and time.perf_counter() - started > args.budget_s:
@@ -194,15 +251,21 @@ def main() -> None:
         try:
             row = time_config(name, frames, 1, attention, checkpointing, compiled, fsdp, device, args.steps, layers)
         except (RuntimeError, torch.OutOfMemoryError) as err:
-            print(f"{name:>6} {frames:>6} {attention:>18} AC={checkpointing} compile={compiled} fsdp={fsdp}: "
-                  f"{str(err).splitlines()[0][:80]}", flush=True)
+            print(
+                f"{name:>6} {frames:>6} {attention:>18} AC={checkpointing} compile={compiled} fsdp={fsdp}: "
+                f"{str(err).splitlines()[0][:80]}",
+                flush=True,
+            )
             with contextlib.suppress(Exception):
                 torch.cuda.empty_cache()
             continue
         mfu = "-" if math.isnan(row["mfu"]) else f"{100 * row['mfu']:.1f}%"
         switches = " ".join(f"{'on' if flag else 'off':>4}" for flag in (checkpointing, compiled, fsdp))
-        print(f"{row['preset']:>6} {row['llm_layers']:>6} {frames:>6} {attention:>18} {switches} {row['step_s']:8.3f} "
-              f"{row['samples_s']:9.2f} {row['tokens_s']:9.0f} {row['peak_gib']:8.1f} {mfu:>6}", flush=True)
+        print(
+            f"{row['preset']:>6} {row['llm_layers']:>6} {frames:>6} {attention:>18} {switches} {row['step_s']:8.3f} "
+            f"{row['samples_s']:9.2f} {row['tokens_s']:9.0f} {row['peak_gib']:8.1f} {mfu:>6}",
+            flush=True,
+        )
         if sink:
             record = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
             device_name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"

@@ -31,14 +31,14 @@ import numpy as np  # noqa: E402
 import simplejpeg  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-
-from data_prep.video import RawVideo, sample_times  # noqa: E402
-from llavaction.data.datamodule import EpicDataModule  # noqa: E402
-from llavaction.args import LoaderOptions  # noqa: E402
-from llavaction.data.stages import TaskSource  # noqa: E402
-from llavaction.shards import frame_name, iter_samples, shard_urls  # noqa: E402
-from llavaction.model import LlavaVideoModel, preset  # noqa: E402
 from synthetic import demo_questions, frame_shards  # noqa: E402
+
+from llavaction.args import LoaderOptions  # noqa: E402
+from llavaction.data.datamodule import EpicDataModule  # noqa: E402
+from llavaction.data.stages import TaskSource  # noqa: E402
+from llavaction.model import LlavaVideoModel, preset  # noqa: E402
+from llavaction.shards import frame_name, iter_samples, shard_urls  # noqa: E402
+from llavaction.video import RawVideo, sample_times  # noqa: E402
 
 FRAMES, SIZE, BATCH = 16, 384, 8
 
@@ -68,8 +68,14 @@ def loader_rate(shards: Path, tokenizer: Path, tokens_per_frame: int, samples: i
     """Samples/s of the training DataLoader (after its first batch), and its first few frame batches (holding them
     all would time the allocator, not the loader)."""
     loader = LoaderOptions(batch_size=BATCH, num_workers=workers, samples_per_epoch=samples + BATCH, shuffle_buffer=1)
-    dm = EpicDataModule(train=[TaskSource(str(shards), "mqa")], tokenizer=str(tokenizer),
-                        tokens_per_frame=tokens_per_frame, num_frames=FRAMES, max_length=8192, loader=loader)
+    dm = EpicDataModule(
+        train=[TaskSource(str(shards), "mqa")],
+        tokenizer=str(tokenizer),
+        tokens_per_frame=tokens_per_frame,
+        num_frames=FRAMES,
+        max_length=8192,
+        loader=loader,
+    )
     batches = iter(dm.train_dataloader())
     next(batches)  # start the worker, open the tokenizer and the files
     start, count, kept = time.perf_counter(), 0, []
@@ -89,8 +95,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         # 15 s videos: each one is what an AVION-style chunk holds; the demo's annotations, real footage
-        records = demo_questions(tmp, "train", "random", seed=0, train_videos=args.videos, val_videos=1,
-                                 duration=15.0, fps=30)
+        records = demo_questions(
+            tmp, "train", "random", seed=0, train_videos=args.videos, val_videos=1, duration=15.0, fps=30
+        )
         clip = footage()
         for index, path in enumerate(sorted((tmp / "demo" / "videos").rglob("*.MP4"))):
             write_chunk(path, clip, offset=17 * index)
@@ -107,35 +114,55 @@ def main() -> None:
 
         model = LlavaVideoModel(preset("tiny", vision=preset("tiny").vision | {"image_size": SIZE, "patch_size": 32}))
         tokens_per_frame = model.config.tokens_per_frame
-        pipeline_rate, batches = loader_rate(tmp / "shards", tmp / "demo" / "tokenizer", tokens_per_frame,
-                                             args.samples, workers=0)
+        pipeline_rate, batches = loader_rate(
+            tmp / "shards", tmp / "demo" / "tokenizer", tokens_per_frame, args.samples, workers=0
+        )
         count = sum(f.shape[0] for f in batches)
         start = time.perf_counter()
         for frames in batches:
             model.preprocess(frames)
         normalised_rate = 1 / (1 / pipeline_rate + (time.perf_counter() - start) / count)
-        worker_rate, _ = loader_rate(tmp / "shards", tmp / "demo" / "tokenizer", tokens_per_frame, args.samples,
-                                     workers=1)
+        worker_rate, _ = loader_rate(
+            tmp / "shards", tmp / "demo" / "tokenizer", tokens_per_frame, args.samples, workers=1
+        )
 
         start = time.perf_counter()
         for record in records:
             video = RawVideo(tmp / "demo" / "videos", record["participant_id"], record["video_id"], SIZE, "squash")
             video.clip(sample_times(record["clip_start_sec"], record["clip_stop_sec"], FRAMES))
         online_rate = len(records) / (time.perf_counter() - start)
-    print(f"{n} segments ({args.samples} timed samples in (a), (b)), {FRAMES} frames of {SIZE}x{SIZE} (JPEG q90), "
-          f"torch threads 1")
+    print(
+        f"{n} segments ({args.samples} timed samples in (a), (b)), {FRAMES} frames of {SIZE}x{SIZE} (JPEG q90), "
+        f"torch threads 1"
+    )
     print(f"(a) JPEG decode limit:        {decode_rate:8.1f} samples/s")
-    print(f"(b) DataModule to tensors:    {pipeline_rate:8.1f} samples/s  = {100 * pipeline_rate / decode_rate:.0f}% of"
-          f" (a) (goal >= 70%)")
-    print(f"    + normalising on the CPU: {normalised_rate:8.1f} samples/s (the model does this per batch on its device;"
-          f" on a GPU it is negligible)")
-    print(f"(b') in one worker process:   {worker_rate:8.1f} samples/s  = {100 * worker_rate / decode_rate:.0f}% of (a)"
-          f" (the batch is written to shared memory: fresh pages every batch)")
-    print(f"(c) online chunk decoding:    {online_rate:8.1f} samples/s;  (b)/(c) = {pipeline_rate / online_rate:.1f}x"
-          f" (goal >= 5x)")
-    print(json.dumps({"decode_limit": round(decode_rate, 1), "datamodule": round(pipeline_rate, 1),
-                      "datamodule_cpu_normalised": round(normalised_rate, 1), "one_worker": round(worker_rate, 1),
-                      "online": round(online_rate, 1)}))
+    print(
+        f"(b) DataModule to tensors:    {pipeline_rate:8.1f} samples/s  = {100 * pipeline_rate / decode_rate:.0f}% of"
+        f" (a) (goal >= 70%)"
+    )
+    print(
+        f"    + normalising on the CPU: {normalised_rate:8.1f} samples/s (the model does this per batch on its device;"
+        f" on a GPU it is negligible)"
+    )
+    print(
+        f"(b') in one worker process:   {worker_rate:8.1f} samples/s  = {100 * worker_rate / decode_rate:.0f}% of (a)"
+        f" (the batch is written to shared memory: fresh pages every batch)"
+    )
+    print(
+        f"(c) online chunk decoding:    {online_rate:8.1f} samples/s;  (b)/(c) = {pipeline_rate / online_rate:.1f}x"
+        f" (goal >= 5x)"
+    )
+    print(
+        json.dumps(
+            {
+                "decode_limit": round(decode_rate, 1),
+                "datamodule": round(pipeline_rate, 1),
+                "datamodule_cpu_normalised": round(normalised_rate, 1),
+                "one_worker": round(worker_rate, 1),
+                "online": round(online_rate, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

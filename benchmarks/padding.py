@@ -31,7 +31,7 @@ def waste(lengths: list[int], batch_size: int) -> float:
     """Padded tokens / real tokens when consecutive lengths form right-padded batches."""
     padded = real = 0
     for i in range(0, len(lengths) - batch_size + 1, batch_size):
-        batch = lengths[i: i + batch_size]
+        batch = lengths[i : i + batch_size]
         padded += max(batch) * len(batch) - sum(batch)
         real += sum(batch)
     return padded / real
@@ -44,11 +44,26 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--window", type=int, default=64, help="batches per length-grouping window")
     args = parser.parse_args()
-    annotations = SHARED if (SHARED / "EPIC_100_validation.csv").exists() else \
-        ROOT / "tests" / "data" / "epic-kitchens-100-annotations"
+    annotations = (
+        SHARED
+        if (SHARED / "EPIC_100_validation.csv").exists()
+        else ROOT / "tests" / "data" / "epic-kitchens-100-annotations"
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        build_mqa(["--annotations", str(annotations), "--split", "validation", "--distractors", "annotations",
-                   "--out", f"{tmp}/mqa.jsonl", "--temporal-out", f"{tmp}/temporal.jsonl"])
+        build_mqa(
+            [
+                "--annotations",
+                str(annotations),
+                "--split",
+                "validation",
+                "--distractors",
+                "annotations",
+                "--out",
+                f"{tmp}/mqa.jsonl",
+                "--temporal-out",
+                f"{tmp}/temporal.jsonl",
+            ]
+        )
         questions, temporal = read_jsonl(f"{tmp}/mqa.jsonl"), read_jsonl(f"{tmp}/temporal.jsonl")
     tokenizer = build_tokenizer([q["narration"] for q in questions] + [o for q in questions for o in q["options"]])
     encoder = PromptEncoder(tokenizer)
@@ -60,15 +75,20 @@ def main() -> None:
         record = rng.choice(temporal if task == "temporal" else questions)
         if task == "qa":  # a distilled description: a long free-text answer about the clip
             words = rng.randint(40, 160)
-            record = record | {"qa_question": "Describe in detail what you are doing and with which objects.",
-                               "qa_answer": " ".join([record["narration"]] * (words // 3))}
-        encoded = encoder.encode(user_text(record, task, args.frames, PromptOptions()), answer_text(record, task),
-                                 visual)
+            record = record | {
+                "qa_question": "Describe in detail what you are doing and with which objects.",
+                "qa_answer": " ".join([record["narration"]] * (words // 3)),
+            }
+        encoded = encoder.encode(
+            user_text(record, task, args.frames, PromptOptions()), answer_text(record, task), visual
+        )
         lengths.append(len(encoded.input_ids) - 1 + visual)
     window = args.window * args.batch_size
-    grouped = [n for i in range(0, len(lengths), window) for n in sorted(lengths[i: i + window])]
-    print(f"{args.samples} samples, {args.frames} frames ({visual} visual tokens), batch {args.batch_size}; mean "
-          f"length {sum(lengths) / len(lengths):.0f} tokens, text {min(lengths) - visual}-{max(lengths) - visual}")
+    grouped = [n for i in range(0, len(lengths), window) for n in sorted(lengths[i : i + window])]
+    print(
+        f"{args.samples} samples, {args.frames} frames ({visual} visual tokens), batch {args.batch_size}; mean "
+        f"length {sum(lengths) / len(lengths):.0f} tokens, text {min(lengths) - visual}-{max(lengths) - visual}"
+    )
     print(f"padding waste, random batches:          {100 * waste(lengths, args.batch_size):6.2f}% of real tokens")
     print(f"padding waste, length-grouped batches:  {100 * waste(grouped, args.batch_size):6.2f}% of real tokens")
 

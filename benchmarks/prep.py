@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 import decord
+from synthetic import demo_questions
 
 from data_prep.build_mqa import main as build_mqa
 from data_prep.extract_frames import ExtractConfig, extract
-from data_prep.video import sample_times
-from synthetic import demo_questions
+from llavaction.video import sample_times
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "epic-kitchens-100-annotations"
@@ -38,8 +38,12 @@ def bare_decode(records: list[dict], videos: Path, num_frames: int) -> tuple[int
         reader = decord.VideoReader(str(videos / group[0]["participant_id"] / f"{video_id}.MP4"), num_threads=1)
         fps = reader.get_avg_fps()
         for r in group:
-            ids = sorted({min(int(t * fps), len(reader) - 1)
-                          for t in sample_times(r["clip_start_sec"], r["clip_stop_sec"], num_frames)})
+            ids = sorted(
+                {
+                    min(int(t * fps), len(reader) - 1)
+                    for t in sample_times(r["clip_start_sec"], r["clip_stop_sec"], num_frames)
+                }
+            )
             frames += len(reader.get_batch(ids).asnumpy())
     return frames, time.perf_counter() - start
 
@@ -53,35 +57,75 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        records = demo_questions(tmp, "train", "random", seed=0, train_videos=args.videos, val_videos=1,
-                                 duration=30.0, fps=30, video_size=args.video_size)
+        records = demo_questions(
+            tmp,
+            "train",
+            "random",
+            seed=0,
+            train_videos=args.videos,
+            val_videos=1,
+            duration=30.0,
+            fps=30,
+            video_size=args.video_size,
+        )
         videos = tmp / "demo" / "videos"
         bare_decode(records[:4], videos, args.num_frames)  # warm the page cache for both
         frames, bare_s = bare_decode(records, videos, args.num_frames)
-        config = ExtractConfig(videos=str(videos), layout="raw", num_frames=args.num_frames, size=args.size,
-                               resize="squash", quality=90, chunk_seconds=15.0, shard_size=64)
+        config = ExtractConfig(
+            videos=str(videos),
+            layout="raw",
+            num_frames=args.num_frames,
+            size=args.size,
+            resize="squash",
+            quality=90,
+            chunk_seconds=15.0,
+            shard_size=64,
+        )
         start = time.perf_counter()
         extract(records, tmp / "shards", config, workers=1)
         extract_s = time.perf_counter() - start
-    print(f"videos: {args.videos} synthetic {args.video_size}x{args.video_size} H.264, {len(records)} segments, "
-          f"{args.num_frames} frames each, stored at {args.size} px, one process")
+    print(
+        f"videos: {args.videos} synthetic {args.video_size}x{args.video_size} H.264, {len(records)} segments, "
+        f"{args.num_frames} frames each, stored at {args.size} px, one process"
+    )
     print(f"bare decord get_batch:  {frames / bare_s:8.1f} frames/s")
-    print(f"extract_frames:         {len(records) * args.num_frames / extract_s:8.1f} frames/s "
-          f"(decode + resize + JPEG + tar)")
+    print(
+        f"extract_frames:         {len(records) * args.num_frames / extract_s:8.1f} frames/s "
+        f"(decode + resize + JPEG + tar)"
+    )
     print(f"ratio extract/bare:     {bare_s / extract_s:8.2f}  (goal >= 0.8)")
 
-    annotations = SHARED if (SHARED / "EPIC_100_validation.csv").exists() else ROOT / "tests" / "data" / \
-        "epic-kitchens-100-annotations"
+    annotations = (
+        SHARED
+        if (SHARED / "EPIC_100_validation.csv").exists()
+        else ROOT / "tests" / "data" / "epic-kitchens-100-annotations"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        build_mqa(["--annotations", str(annotations), "--split", "validation", "--distractors", "annotations",
-                   "--benchmark", "--out", str(Path(tmp) / "val.jsonl")])
+        build_mqa(
+            [
+                "--annotations",
+                str(annotations),
+                "--split",
+                "validation",
+                "--distractors",
+                "annotations",
+                "--benchmark",
+                "--out",
+                str(Path(tmp) / "val.jsonl"),
+            ]
+        )
         seconds = time.perf_counter() - start
         count = sum(1 for _ in open(Path(tmp) / "val.jsonl"))
-    print(f"build_mqa:              {count / seconds:8.1f} questions/s ({count} questions from {annotations.name}, "
-          f"annotation distractors, CSV reading included)")
-    print(json.dumps({"extract_over_bare": round(bare_s / extract_s, 3),
-                      "build_mqa_questions_per_s": round(count / seconds, 1)}))
+    print(
+        f"build_mqa:              {count / seconds:8.1f} questions/s ({count} questions from {annotations.name}, "
+        f"annotation distractors, CSV reading included)"
+    )
+    print(
+        json.dumps(
+            {"extract_over_bare": round(bare_s / extract_s, 3), "build_mqa_questions_per_s": round(count / seconds, 1)}
+        )
+    )
 
 
 if __name__ == "__main__":

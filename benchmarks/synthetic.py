@@ -11,19 +11,54 @@ from data_prep.make_demo import make_demo
 from llavaction.jsonl import read_jsonl
 
 
-def demo_questions(root: Path, split: str, distractors: str, *, seed: int, train_videos: int, val_videos: int,
-                   duration: float, fps: int, video_size: int = 64) -> list[dict]:
+def demo_questions(
+    root: Path,
+    split: str,
+    distractors: str,
+    *,
+    seed: int,
+    train_videos: int,
+    val_videos: int,
+    duration: float,
+    fps: int,
+    video_size: int = 64,
+) -> list[dict]:
     """Videos and annotations under root/demo (tokenizer in root/demo/tokenizer), and the split's questions."""
-    make_demo(root / "demo", seed=seed, train_videos=train_videos, val_videos=val_videos, duration=duration, fps=fps,
-              size=video_size)
-    build_mqa(["--annotations", str(root / "demo" / "annotations"), "--split", split, "--distractors", distractors,
-               "--out", str(root / "q.jsonl")])
+    make_demo(
+        root / "demo",
+        seed=seed,
+        train_videos=train_videos,
+        val_videos=val_videos,
+        duration=duration,
+        fps=fps,
+        size=video_size,
+    )
+    build_mqa(
+        [
+            "--annotations",
+            str(root / "demo" / "annotations"),
+            "--split",
+            split,
+            "--distractors",
+            distractors,
+            "--out",
+            str(root / "q.jsonl"),
+        ]
+    )
     return read_jsonl(root / "q.jsonl")
 
 
 def frame_shards(root: Path, records: list[dict], num_frames: int, size: int, shard_size: int = 64) -> Path:
     """Shards of the questions' frames from root/demo/videos (JPEG q90, squashed to size): root/shards."""
-    config = ExtractConfig(videos=str(root / "demo" / "videos"), layout="raw", num_frames=num_frames, size=size,
-                           resize="squash", quality=90, chunk_seconds=15.0, shard_size=shard_size)
+    config = ExtractConfig(
+        videos=str(root / "demo" / "videos"),
+        layout="raw",
+        num_frames=num_frames,
+        size=size,
+        resize="squash",
+        quality=90,
+        chunk_seconds=15.0,
+        shard_size=shard_size,
+    )
     extract(records, root / "shards", config)
     return root / "shards"

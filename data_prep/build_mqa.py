@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from llavaction.cli_errors import add_debug_flag, run_cli
 from llavaction.epic import EpicAnnotations, Segment, action_id, parse_action
 from llavaction.jsonl import write_jsonl
 from llavaction.prompts import reference_number
@@ -58,16 +59,39 @@ def annotation_distractors(
     return chosen
 
 
-def ranked_actions(entry: dict, key: str) -> list[Action]:
-    """The distinct actions of one predictions entry, in rank order."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("predictions"), list):
-        raise ValueError(f"predictions for {key}: expected {{'predictions': ['verb:noun', ...]}}")
-    ranked: list[Action] = []
-    for text in entry["predictions"]:
-        action = parse_action(str(text))
-        if action not in ranked:
-            ranked.append(action)
-    return ranked
+class ActionPredictions:
+    """An action model's ranked predictions: a JSON {key: {"predictions": ["verb:noun", ...]}} keyed by narration_id,
+    or like the reference's files by the segment's 0-based data row in the CSV (its own row, so a skipped bad row
+    shifts nothing). Errors name the file and the segment."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.entries = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text ({err.reason})") from None
+        if not isinstance(self.entries, dict):
+            raise ValueError(f"{path}: expected a JSON object {{key: {{'predictions': [...]}}}}")
+
+    def ranked(self, segment: Segment) -> list[Action]:
+        """The distinct actions predicted for a segment, in rank order."""
+        key = segment.narration_id if segment.narration_id in self.entries else str(segment.row)
+        if key not in self.entries:
+            raise KeyError(f"{self.path}: no predictions for {segment.narration_id} (data row {segment.row})")
+        entry = self.entries[key]
+        if not isinstance(entry, dict) or not isinstance(entry.get("predictions"), list):
+            raise ValueError(f"{self.path}: {segment.narration_id}: expected {{'predictions': ['verb:noun', ...]}}")
+        ranked: list[Action] = []
+        for text in entry["predictions"]:
+            try:
+                action = parse_action(text)
+            except ValueError as err:
+                raise ValueError(f"{self.path}: {segment.narration_id}: {err}") from None
+            if action not in ranked:
+                ranked.append(action)
+        return ranked
 
 
 def prediction_options(
@@ -147,8 +171,16 @@ def base_record(segment: Segment, ann: EpicAnnotations, task: str) -> dict:
 
 
 def mqa_record(
-    segment: Segment, ann: EpicAnnotations, priors: list, predictions: dict | None, *,
-    num_options: int, distractors: str, benchmark: bool, representation: str, seed: int,
+    segment: Segment,
+    ann: EpicAnnotations,
+    priors: list,
+    predictions: ActionPredictions | None,
+    *,
+    num_options: int,
+    distractors: str,
+    benchmark: bool,
+    representation: str,
+    seed: int,
 ) -> dict:
     rng = item_rng(seed, segment.narration_id, "mqa")
     gt = (segment.verb_class, segment.noun_class)
@@ -158,13 +190,15 @@ def mqa_record(
         actions = [gt] + annotation_distractors(gt, ann.vocabulary.pairs, ann.action_counts, num_options - 1, rng)
     else:
         assert predictions is not None
-        # Keyed by narration_id, or like the reference's files by the segment's 0-based data row in the CSV (its own
-        # row, so a skipped bad row shifts nothing).
-        key = segment.narration_id if segment.narration_id in predictions else str(segment.row)
-        if key not in predictions:
-            raise KeyError(f"no predictions for {segment.narration_id} (data row {segment.row})")
-        ranked = ranked_actions(predictions[key], segment.narration_id)
-        actions = prediction_options(gt, ranked, num_options, ann.split == "train", benchmark, rng, segment.narration_id)
+        actions = prediction_options(
+            gt,
+            predictions.ranked(segment),
+            num_options,
+            ann.split == "train",
+            benchmark,
+            rng,
+            f"{predictions.path}: {segment.narration_id}",
+        )
     rng.shuffle(actions)
     texts = option_texts(actions, segment, ann, representation, rng)
     answer = actions.index(gt) if gt in actions else None
@@ -180,7 +214,8 @@ def mqa_record(
 def narration_record(segment: Segment, ann: EpicAnnotations, priors: list) -> dict:
     """Direct narration: the answer is the segment's narration."""
     return base_record(segment, ann, "narration") | {
-        "answer": segment.narration, "prior_actions": [asdict(p) for p in priors],
+        "answer": segment.narration,
+        "prior_actions": [asdict(p) for p in priors],
     }
 
 
@@ -208,15 +243,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", choices=("train", "validation"), required=True)
     parser.add_argument("--num-options", type=int, default=5, help="options per question (K)")
     parser.add_argument("--distractors", choices=DISTRACTORS, default="annotations")
-    parser.add_argument("--predictions", type=Path, help="action-model predictions JSON (for --distractors predictions)")
+    parser.add_argument(
+        "--predictions", type=Path, help="action-model predictions JSON (for --distractors predictions)"
+    )
     parser.add_argument("--benchmark", action="store_true", help="validation: the ground truth is always an option")
-    parser.add_argument("--representation", choices=REPRESENTATIONS, default="narration",
-                        help="option texts: narrations as the published recipe (GT_random_narration) or class keys")
+    parser.add_argument(
+        "--representation",
+        choices=REPRESENTATIONS,
+        default="narration",
+        help="option texts: narrations as the published recipe (GT_random_narration) or class keys",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-bad", action="store_true", help="skip bad rows, listed in OUT.skipped.jsonl")
     parser.add_argument("--out", type=Path, required=True, help="MQA questions JSONL")
     parser.add_argument("--narration-out", type=Path, help="also write the direct-narration task here")
     parser.add_argument("--temporal-out", type=Path, help="also write the temporal-detection task here")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.num_options < 2 or args.num_options > 26:
         parser.error("--num-options must be between 2 and 26")
@@ -227,18 +269,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def check_sizes(ann: EpicAnnotations, num_options: int) -> None:
+    """Enough distinct actions for every question, whatever the distractor mode."""
+    if len(ann.vocabulary) < num_options:
+        raise ValueError(
+            f"--num-options {num_options} needs at least {num_options} distinct actions; the annotations "
+            f"in {ann.root} hold {len(ann.vocabulary)}"
+        )
+    if not ann.segments:
+        raise ValueError(f"{ann.root}: every row of the {ann.split} split was skipped; no question to build")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_cli(lambda: build(args), debug=args.debug)
+
+
+def build(args: argparse.Namespace) -> int:
+    for out in (args.out, args.narration_out, args.temporal_out):
+        if out is not None and out.is_dir():
+            raise IsADirectoryError(f"{out}: an existing directory; --out takes a .jsonl file name")
     ann = EpicAnnotations.load(args.annotations, args.split, skip_bad=args.skip_bad)
-    predictions = json.loads(args.predictions.read_text()) if args.predictions else None
+    check_sizes(ann, args.num_options)
+    predictions = ActionPredictions(args.predictions) if args.predictions else None
     priors = ann.prior_actions(args.representation)
     mqa, narration, temporal = [], [], []
     for segment in tqdm(ann.segments, desc=f"build {args.split}", unit="q", mininterval=1):
-        mqa.append(mqa_record(
-            segment, ann, priors[segment.narration_id], predictions,
-            num_options=args.num_options, distractors=args.distractors, benchmark=args.benchmark,
-            representation=args.representation, seed=args.seed,
-        ))
+        mqa.append(
+            mqa_record(
+                segment,
+                ann,
+                priors[segment.narration_id],
+                predictions,
+                num_options=args.num_options,
+                distractors=args.distractors,
+                benchmark=args.benchmark,
+                representation=args.representation,
+                seed=args.seed,
+            )
+        )
         if args.narration_out:
             narration.append(narration_record(segment, ann, priors[segment.narration_id]))
         if args.temporal_out:
@@ -250,8 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_bad:
         write_jsonl(args.out.with_suffix(".skipped.jsonl"), [asdict(s) for s in ann.skipped])
     missing = sum(r["answer_index"] is None for r in mqa)
-    print(f"{len(mqa)} questions -> {args.out} ({len(ann.skipped)} bad rows skipped, "
-          f"{missing} without the ground truth among the options)", file=sys.stderr)
+    print(
+        f"{len(mqa)} questions -> {args.out} ({len(ann.skipped)} bad rows skipped in the CSVs read, "
+        f"{missing} without the ground truth among the options)",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -53,9 +53,16 @@ def replay_record(entry: dict, videos: Path) -> dict:
         raise ValueError(f"cannot read {path}: {err}") from None
     key = safe_key(str(entry["id"]))
     return {
-        "task": "qa", "narration_id": key, "video_id": safe_key(entry["video"]), "participant_id": "replay",
-        "video_path": entry["video"], "start_sec": 0.0, "stop_sec": round(duration, 3), "clip_start_sec": 0.0,
-        "clip_stop_sec": round(duration, 3), "qa_question": human.replace(IMAGE_PLACEHOLDER, "").strip(),
+        "task": "qa",
+        "narration_id": key,
+        "video_id": safe_key(entry["video"]),
+        "participant_id": "replay",
+        "video_path": entry["video"],
+        "start_sec": 0.0,
+        "stop_sec": round(duration, 3),
+        "clip_start_sec": 0.0,
+        "clip_stop_sec": round(duration, 3),
+        "qa_question": human.replace(IMAGE_PLACEHOLDER, "").strip(),
         "qa_answer": answer.strip(),
     }
 

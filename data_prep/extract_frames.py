@@ -12,24 +12,26 @@ shard contents do not depend on --workers. Each shard is written under a tempora
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import multiprocessing
 import os
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import simplejpeg
 import webdataset as wds
 from tqdm import tqdm
 
-from data_prep.video import LAYOUTS, RESIZE_MODES, VideoError, open_video, sample_times
+from llavaction.cli_errors import add_debug_flag, run_cli
 from llavaction.epic import EpicAnnotations
 from llavaction.jsonl import read_jsonl, write_json
 from llavaction.shards import SHARD_PATTERN, SIZES_FILE, make_sample
+from llavaction.video import LAYOUTS, RESIZE_MODES, VideoError, open_video, sample_times
 
 PROGRESS_FILE = "_progress.json"
 REPORT_FILE = "report.json"
@@ -75,10 +77,17 @@ def segment_records(annotations: Path, split: str) -> list[dict]:
     ann = EpicAnnotations.load(annotations, split)
     return [
         {
-            "task": "segment", "narration_id": s.narration_id, "video_id": s.video_id,
-            "participant_id": s.participant_id, "start_sec": s.start_sec, "stop_sec": s.stop_sec,
-            "clip_start_sec": s.start_sec, "clip_stop_sec": s.stop_sec, "narration": s.narration,
-            "verb_class": s.verb_class, "noun_class": s.noun_class,
+            "task": "segment",
+            "narration_id": s.narration_id,
+            "video_id": s.video_id,
+            "participant_id": s.participant_id,
+            "start_sec": s.start_sec,
+            "stop_sec": s.stop_sec,
+            "clip_start_sec": s.start_sec,
+            "clip_stop_sec": s.stop_sec,
+            "narration": s.narration,
+            "verb_class": s.verb_class,
+            "noun_class": s.noun_class,
             "fps": ann.fps(s.video_id),
         }
         for s in ann.segments
@@ -106,8 +115,15 @@ def decode_video(job: VideoJob) -> list[SampleResult]:
     cfg = job.config
     try:
         video = open_video(
-            cfg.layout, Path(cfg.videos), job.participant_id, job.video_id, size=cfg.size, mode=cfg.resize,
-            chunk_seconds=cfg.chunk_seconds, fps=job.records[0].get("fps"), threads=job.decoder_threads,
+            cfg.layout,
+            Path(cfg.videos),
+            job.participant_id,
+            job.video_id,
+            size=cfg.size,
+            mode=cfg.resize,
+            chunk_seconds=cfg.chunk_seconds,
+            fps=job.records[0].get("fps"),
+            threads=job.decoder_threads,
             path=job.records[0].get("video_path"),
         )
     except VideoError as err:
@@ -190,8 +206,20 @@ class ShardWriter:
         write_json(self.out / PROGRESS_FILE, self.progress)
 
 
-def load_progress(out: Path, config: ExtractConfig, resume: bool) -> dict:
-    fresh = {"config": config.__dict__, "next_position": 0, "shards": {}, "skipped": [], "clamped": []}
+def questions_digest(records: list[dict]) -> str:
+    """What the samples are made of, so that a resume with other questions is refused."""
+    return hashlib.sha256(json.dumps(records, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def load_progress(out: Path, config: ExtractConfig, resume: bool, digest: str) -> dict:
+    fresh = {
+        "config": config.__dict__,
+        "questions_digest": digest,
+        "next_position": 0,
+        "shards": {},
+        "skipped": [],
+        "clamped": [],
+    }
     path = out / PROGRESS_FILE
     if not path.exists():
         if any(out.glob("shard-*.tar")):
@@ -201,7 +229,14 @@ def load_progress(out: Path, config: ExtractConfig, resume: bool) -> dict:
         raise FileExistsError(f"{out} holds an earlier run; pass --resume to continue it or choose another --out")
     progress = json.loads(path.read_text())
     if progress["config"] != config.__dict__:
-        raise ValueError(f"{out} was written with other settings {progress['config']}; cannot resume with {config.__dict__}")
+        raise ValueError(
+            f"{out} was written with other settings {progress['config']}; cannot resume with {config.__dict__}"
+        )
+    if progress.get("questions_digest") != digest:
+        raise ValueError(
+            f"{out} was written from other questions (or another version of them); cannot resume: "
+            "extract these into another --out"
+        )
     return progress
 
 
@@ -209,10 +244,12 @@ def extract(records: list[dict], out: Path, config: ExtractConfig, workers: int 
     """Write the shards and return the report (written, skipped with reasons, clamped)."""
     check_records(records)
     records = sorted(records, key=sort_key)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: an existing file; --out is the folder of the shards")
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.tmp"):
         stale.unlink()
-    progress = load_progress(out, config, resume)
+    progress = load_progress(out, config, resume, questions_digest(records))
     # A killed run is rolled back to its last complete shard: the samples after it are decoded again (the position
     # may fall inside a video; its remaining samples form the first job).
     done = progress["next_position"]
@@ -232,8 +269,12 @@ def extract(records: list[dict], out: Path, config: ExtractConfig, workers: int 
     sizes = progress["shards"]
     write_json(out / SIZES_FILE, sizes)
     report = {
-        "samples": len(records), "written": sum(sizes.values()), "shards": len(sizes),
-        "skipped": progress["skipped"], "clamped": progress["clamped"], "config": config.__dict__,
+        "samples": len(records),
+        "written": sum(sizes.values()),
+        "shards": len(sizes),
+        "skipped": progress["skipped"],
+        "clamped": progress["clamped"],
+        "config": config.__dict__,
     }
     write_json(out / REPORT_FILE, report)
     return report
@@ -270,6 +311,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     parser.add_argument("--out", type=Path, required=True)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.annotations and not args.split:
         parser.error("--annotations needs --split")
@@ -283,10 +325,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_cli(lambda: run(args), debug=args.debug)
+
+
+def run(args: argparse.Namespace) -> int:
     records = read_jsonl(args.questions) if args.questions else segment_records(args.annotations, args.split)
     config = ExtractConfig(
-        videos=str(args.videos), layout=args.layout, num_frames=args.num_frames, size=args.size, resize=args.resize,
-        quality=args.quality, chunk_seconds=args.chunk_seconds, shard_size=args.shard_size,
+        videos=str(args.videos),
+        layout=args.layout,
+        num_frames=args.num_frames,
+        size=args.size,
+        resize=args.resize,
+        quality=args.quality,
+        chunk_seconds=args.chunk_seconds,
+        shard_size=args.shard_size,
     )
     report = extract(records, args.out, config, workers=args.workers, resume=args.resume)
     reasons = {}
@@ -295,9 +347,16 @@ def main(argv: list[str] | None = None) -> int:
         reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
     for key in report["clamped"]:
         print(f"clamped {key}: a frame time lay beyond the end of the video; the last frame was used", file=sys.stderr)
-    print(f"{report['written']} samples in {report['shards']} shards -> {args.out}; "
-          f"{len(report['skipped'])} skipped, {len(report['clamped'])} clamped (see {args.out / REPORT_FILE})",
-          file=sys.stderr)
+    print(
+        f"{report['written']} samples in {report['shards']} shards -> {args.out}; "
+        f"{len(report['skipped'])} skipped, {len(report['clamped'])} clamped (see {args.out / REPORT_FILE})",
+        file=sys.stderr,
+    )
+    if not report["written"]:
+        raise ValueError(
+            f"{args.out}: no sample written, every one of the {report['samples']} was skipped "
+            f"(reasons in {args.out / REPORT_FILE})"
+        )
     return 0
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from llavaction.cli_errors import add_debug_flag, run_cli
 from llavaction.epic import SEGMENT_COLUMNS, format_timestamp, noun_text
 from llavaction.tokenizer import build_tokenizer
 
@@ -168,11 +169,20 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 def segment_row(seg: DemoSegment, participant: str, fps: float) -> list:
     noun_key = list(NOUNS)[seg.noun]
     values = {
-        "narration_id": f"{seg.video_id}_{seg.index}", "participant_id": participant, "video_id": seg.video_id,
-        "narration_timestamp": format_timestamp(seg.start_sec), "start_timestamp": format_timestamp(seg.start_sec),
-        "stop_timestamp": format_timestamp(seg.stop_sec), "start_frame": int(seg.start_sec * fps) + 1,
-        "stop_frame": int(seg.stop_sec * fps) + 1, "narration": seg.narration, "verb": VERBS[seg.verb],
-        "verb_class": seg.verb, "noun": noun_key, "noun_class": seg.noun, "all_nouns": str([noun_key]),
+        "narration_id": f"{seg.video_id}_{seg.index}",
+        "participant_id": participant,
+        "video_id": seg.video_id,
+        "narration_timestamp": format_timestamp(seg.start_sec),
+        "start_timestamp": format_timestamp(seg.start_sec),
+        "stop_timestamp": format_timestamp(seg.stop_sec),
+        "start_frame": int(seg.start_sec * fps) + 1,
+        "stop_frame": int(seg.stop_sec * fps) + 1,
+        "narration": seg.narration,
+        "verb": VERBS[seg.verb],
+        "verb_class": seg.verb,
+        "noun": noun_key,
+        "noun_class": seg.noun,
+        "all_nouns": str([noun_key]),
         "all_noun_classes": str([seg.noun]),
     }
     return [values[c] for c in SEGMENT_COLUMNS]
@@ -191,8 +201,13 @@ def tail_classes(counts: list[int], share: float = 0.2) -> list[int]:
 
 
 MOTION_WORDS = {
-    "move-left": "slides to the left", "move-right": "slides to the right", "lift": "rises up the frame",
-    "lower": "sinks down the frame", "grow": "grows larger", "shrink": "becomes smaller", "appear": "fades into view",
+    "move-left": "slides to the left",
+    "move-right": "slides to the right",
+    "lift": "rises up the frame",
+    "lower": "sinks down the frame",
+    "grow": "grows larger",
+    "shrink": "becomes smaller",
+    "appear": "fades into view",
     "disappear": "fades away",
 }
 
@@ -206,8 +221,16 @@ def write_descriptions(path: Path, rows: list[list]) -> None:
             shape, _ = NOUNS[row[column["noun"]]]
             noun = noun_text(row[column["noun"]])
             answer = f"The {noun}, a {shape} on the counter, {MOTION_WORDS[row[column['verb']]]}."
-            f.write(json.dumps({"narration_id": row[column["narration_id"]],
-                                "question": "Describe what happens in this video.", "answer": answer}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "narration_id": row[column["narration_id"]],
+                        "question": "Describe what happens in this video.",
+                        "answer": answer,
+                    }
+                )
+                + "\n"
+            )
 
 
 def make_demo(out: Path, seed: int, train_videos: int, val_videos: int, duration: float, fps: int, size: int) -> dict:
@@ -236,15 +259,26 @@ def make_demo(out: Path, seed: int, train_videos: int, val_videos: int, duration
                 noun_counts[s.noun] += 1
     for split, filename in (("train", "EPIC_100_train.csv"), ("validation", "EPIC_100_validation.csv")):
         write_csv(annotations / filename, list(SEGMENT_COLUMNS), rows[split])
-    write_csv(annotations / "EPIC_100_verb_classes.csv", ["id", "key", "instances", "category"],
-              [[i, v, str([v]), "motion"] for i, v in enumerate(VERBS)])
-    write_csv(annotations / "EPIC_100_noun_classes.csv", ["id", "key", "instances", "category"],
-              [[i, n, str([n]), "object"] for i, n in enumerate(NOUNS)])
+    write_csv(
+        annotations / "EPIC_100_verb_classes.csv",
+        ["id", "key", "instances", "category"],
+        [[i, v, str([v]), "motion"] for i, v in enumerate(VERBS)],
+    )
+    write_csv(
+        annotations / "EPIC_100_noun_classes.csv",
+        ["id", "key", "instances", "category"],
+        [[i, n, str([n]), "object"] for i, n in enumerate(NOUNS)],
+    )
     write_csv(annotations / "EPIC_100_tail_verbs.csv", ["verb"], [[c] for c in tail_classes(verb_counts)])
     write_csv(annotations / "EPIC_100_tail_nouns.csv", ["noun"], [[c] for c in tail_classes(noun_counts)])
-    write_csv(annotations / "EPIC_100_unseen_participant_ids_validation.csv", ["participant_id"], [[UNSEEN_PARTICIPANT]])
-    write_csv(annotations / "EPIC_100_video_info.csv", ["video_id", "duration", "fps", "resolution"],
-              [[v, duration, float(fps), f"{size}x{size}"] for _, _, v in videos])
+    write_csv(
+        annotations / "EPIC_100_unseen_participant_ids_validation.csv", ["participant_id"], [[UNSEEN_PARTICIPANT]]
+    )
+    write_csv(
+        annotations / "EPIC_100_video_info.csv",
+        ["video_id", "duration", "fps", "resolution"],
+        [[v, duration, float(fps), f"{size}x{size}"] for _, _, v in videos],
+    )
     write_descriptions(out / "descriptions" / "train.jsonl", rows["train"])
     class_texts = list(VERBS) + [noun_text(n) for n in NOUNS]
     narrations = [row[SEGMENT_COLUMNS.index("narration")] for split_rows in rows.values() for row in split_rows]
@@ -261,6 +295,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per video")
     parser.add_argument("--fps", type=int, default=24)
     parser.add_argument("--size", type=int, default=64, help="frame side in pixels (even)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.size % 16:
         parser.error("--size must be a multiple of 16")
@@ -269,9 +304,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_cli(lambda: run(args), debug=args.debug)
+
+
+def run(args: argparse.Namespace) -> int:
     summary = make_demo(args.out, args.seed, args.train_videos, args.val_videos, args.duration, args.fps, args.size)
-    print(f"{summary['videos']} videos, {summary['train_segments']} train and {summary['validation_segments']} "
-          f"validation segments -> {args.out}", file=sys.stderr)
+    print(
+        f"{summary['videos']} videos, {summary['train_segments']} train and {summary['validation_segments']} "
+        f"validation segments -> {args.out}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from llavaction.callbacks import RESULTS_FILE
+from llavaction.cli_errors import add_debug_flag, run_cli
 from llavaction.configs import ConfigChainError, config_chain, named_base
 
 RESULT = "result.json"
@@ -42,24 +43,25 @@ def chain(base: Path, row: Path) -> list[Path]:
     if named_base(row) is None:  # a bare row modifies --base
         return [*config_chain(base), *configs]
     if base.resolve() not in configs:
-        raise AblationError(f"{row}: its chain of bases ({' <- '.join(p.name for p in configs)}) does not include "
-                            f"--base {base}")
+        raise AblationError(
+            f"{row}: its chain of bases ({' <- '.join(p.name for p in configs)}) does not include --base {base}"
+        )
     return configs
 
 
 def fit_command(configs: list[Path], run_dir: Path, extra: list[str]) -> list[str]:
     stacked = [arg for config in configs for arg in ("--config", str(config))]
-    return [sys.executable, "-m", "llavaction.train", "fit", *stacked, f"--trainer.default_root_dir={run_dir}",
-            *extra]
+    return [sys.executable, "-m", "llavaction.train", "fit", *stacked, f"--trainer.default_root_dir={run_dir}", *extra]
 
 
 def run_row(base: Path, row: Path, out: Path, extra: list[str]) -> dict:
     """Train one row; its final validation figures become out/<row>/result.json."""
     run_dir = out / row.stem
-    subprocess.run(fit_command(chain(base, row), run_dir, extra), check=True)
+    if subprocess.run(fit_command(chain(base, row), run_dir, extra)).returncode != 0:
+        raise AblationError(f"row {row.stem}: training failed (its output is above; the run is in {run_dir})")
     found = sorted(run_dir.rglob(RESULTS_FILE), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise RuntimeError(f"{row.stem}: the run wrote no {RESULTS_FILE} (no validation ran?)")
+        raise AblationError(f"{row.stem}: the run wrote no {RESULTS_FILE} (no validation ran?)")
     result = json.loads(found[-1].read_text()) | {"row": row.stem}
     (run_dir / RESULT).write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -98,21 +100,24 @@ def write_table(results: list[dict], out: Path) -> None:
 def slurm_script(base: Path, rows: list[Path], out: Path, extra: list[str]) -> str:
     """A job array, one task per row; Lightning reads the SLURM environment of each task's srun."""
     commands = [shlex.join(fit_command(chain(base, row), out / row.stem, extra)) for row in rows]
-    return "\n".join([
-        "#!/bin/bash",
-        f"#SBATCH --job-name=llavaction-ablate --array=0-{len(rows) - 1}",
-        "#SBATCH --nodes=1 --ntasks-per-node=8 --gpus-per-node=8 --cpus-per-task=12 --time=24:00:00",
-        "set -euo pipefail",
-        "COMMANDS=(" + " ".join(shlex.quote(c) for c in commands) + ")",
-        'eval "srun ${COMMANDS[$SLURM_ARRAY_TASK_ID]}"',
-        f"# then: {shlex.join([sys.executable, '-m', 'llavaction.ablate', '--base', str(base), *map(str, rows), '--out', str(out), '--collect'])}",
-        "",
-    ])
+    collect = [sys.executable, "-m", "llavaction.ablate", "--base", str(base), *map(str, rows), "--out", str(out)]
+    return "\n".join(
+        [
+            "#!/bin/bash",
+            f"#SBATCH --job-name=llavaction-ablate --array=0-{len(rows) - 1}",
+            "#SBATCH --nodes=1 --ntasks-per-node=8 --gpus-per-node=8 --cpus-per-task=12 --time=24:00:00",
+            "set -euo pipefail",
+            "COMMANDS=(" + " ".join(shlex.quote(c) for c in commands) + ")",
+            'eval "srun ${COMMANDS[$SLURM_ARRAY_TASK_ID]}"',
+            f"# then: {shlex.join([*collect, '--collect'])}",
+            "",
+        ]
+    )
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     argv = sys.argv[1:] if argv is None else argv
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=Path, required=True, help="base config the rows modify")
@@ -122,6 +127,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     mode.add_argument("--slurm", action="store_true", help="submit a SLURM job array instead of running here")
     mode.add_argument("--dry-run", action="store_true", help="print each merged config and stop")
     mode.add_argument("--collect", action="store_true", help="only gather finished rows")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     missing = [str(p) for p in [args.base, *args.rows] if not p.exists()]
     if missing:
@@ -138,12 +144,17 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(argv)
+    return run_cli(lambda: run(args, extra), debug=args.debug)
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
     if args.dry_run:
         for row in args.rows:
             stacked = [arg for config in chain(args.base, row) for arg in ("--config", str(config))]
             print(f"# ---- {row.stem}: {' + '.join(stacked[1::2])}", flush=True)
-            subprocess.run([sys.executable, "-m", "llavaction.train", "fit", *stacked, *extra, "--print_config"],
-                           check=True)
+            subprocess.run(
+                [sys.executable, "-m", "llavaction.train", "fit", *stacked, *extra, "--print_config"], check=True
+            )
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     if args.slurm:

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from llavaction.constants import IGNORE_INDEX
 from llavaction.flops import peak_bf16_flops, training_flops
@@ -19,8 +19,11 @@ from llavaction.flops import peak_bf16_flops, training_flops
 RESULTS_FILE = "validation_results.json"
 
 
-MODE_NAMES = {"generate": "the paper's rule (greedy answers)", "letter": "letter scoring",
-              "likelihood": "likelihood scoring"}
+MODE_NAMES = {
+    "generate": "the paper's rule (greedy answers)",
+    "letter": "letter scoring",
+    "likelihood": "likelihood scoring",
+}
 
 
 def format_results(results: dict) -> str:
@@ -28,8 +31,10 @@ def format_results(results: dict) -> str:
     letter scoring: 30.1%; by likelihood scoring: 60.1%'."""
     modes = results["scoring"]
     others = "".join(f"; by {MODE_NAMES[m]}: {results[f'val/mqa_accuracy_{m}']:.1f}%" for m in modes[1:])
-    return (f"validation MQA accuracy: {results['val/mqa_accuracy']:.1f}% (chance {results['val/chance']:.1f}%) "
-            f"by {MODE_NAMES[modes[0]]} on {int(results['val/questions'])} questions{others}")
+    return (
+        f"validation MQA accuracy: {results['val/mqa_accuracy']:.1f}% (chance {results['val/chance']:.1f}%) "
+        f"by {MODE_NAMES[modes[0]]} on {int(results['val/questions'])} questions{others}"
+    )
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -79,8 +84,13 @@ class StepPerformance(L.Callback):
             metrics["perf/gpu_max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         if self._peak:
             supervised = int((batch["labels"] != IGNORE_INDEX).sum())
-            flops = training_flops(pl_module.config, frames, lengths.tolist(), supervised,
-                                   vision_trained=pl_module.train_parts.vision_tower)
+            flops = training_flops(
+                pl_module.config,
+                frames,
+                lengths.tolist(),
+                supervised,
+                vision_trained=pl_module.train_parts.vision_tower,
+            )
             metrics["perf/mfu"] = flops / seconds / self._peak
         pl_module.log_dict(metrics, batch_size=len(lengths))
 
@@ -96,8 +106,11 @@ class ReportMQAAccuracy(L.Callback):
         if not trainer.is_global_zero:
             return
         results = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        results |= {"scoring": list(pl_module.evaluation.mqa_scoring), "epoch": trainer.current_epoch,
-                    "step": trainer.global_step}
+        results |= {
+            "scoring": list(pl_module.evaluation.mqa_scoring),
+            "epoch": trainer.current_epoch,
+            "step": trainer.global_step,
+        }
         print(format_results(results), flush=True)
         if log_dir:
             path = Path(log_dir) / RESULTS_FILE
@@ -138,8 +151,11 @@ class MQAFigures(L.Callback):
         import matplotlib
 
         matplotlib.use("Agg")
-        for name, figure in (("verb_accuracy", self.verb_accuracy_figure()), ("verb_confusion", self.confusion_figure()),
-                             *((f"example_{i}", self.example_figure(s)) for i, s in enumerate(self.samples))):
+        for name, figure in (
+            ("verb_accuracy", self.verb_accuracy_figure()),
+            ("verb_confusion", self.confusion_figure()),
+            *((f"example_{i}", self.example_figure(s)) for i, s in enumerate(self.samples)),
+        ):
             experiment.add_figure(f"val/{name}", figure, global_step=trainer.global_step, close=True)
 
     def _top_verbs(self) -> list[int]:
@@ -185,8 +201,12 @@ class MQAFigures(L.Callback):
         for axis, frame in zip(np.atleast_1d(axes), frames):
             axis.imshow(frame)
             axis.axis("off")
-        lines = [f"{string.ascii_uppercase[i]}. {text}" + (" <- chosen" if i == sample["chosen"] else "")
-                 + (" (answer)" if i == meta.get("answer_index") else "") for i, text in enumerate(meta["options"])]
+        lines = [
+            f"{string.ascii_uppercase[i]}. {text}"
+            + (" <- chosen" if i == sample["chosen"] else "")
+            + (" (answer)" if i == meta.get("answer_index") else "")
+            for i, text in enumerate(meta["options"])
+        ]
         figure.suptitle(f"{meta['narration_id']}\n" + "\n".join(lines), fontsize=7, x=0.01, ha="left")
         figure.tight_layout(rect=(0, 0, 1, 0.55))
         return figure

@@ -8,7 +8,6 @@ import warnings
 from lightning.pytorch.cli import LightningCLI
 
 from llavaction.configs import expand_config_args
-
 from llavaction.data.datamodule import EpicDataModule
 from llavaction.module import LlavaActionModule
 

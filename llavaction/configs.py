@@ -19,7 +19,7 @@ def named_base(config: Path) -> Path | None:
     first = Path(config).read_text().splitlines()[:1]
     if not first or not first[0].startswith(BASE_LINE):
         return None
-    name = Path(first[0][len(BASE_LINE):].strip())
+    name = Path(first[0][len(BASE_LINE) :].strip())
     for root in (Path.cwd(), *Path(config).resolve().parents):
         if (root / name).is_file():
             return (root / name).resolve()

@@ -14,8 +14,20 @@ from pathlib import Path
 from typing import Literal
 
 SEGMENT_COLUMNS = (
-    "narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp", "stop_timestamp",
-    "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun", "noun_class", "all_nouns",
+    "narration_id",
+    "participant_id",
+    "video_id",
+    "narration_timestamp",
+    "start_timestamp",
+    "stop_timestamp",
+    "start_frame",
+    "stop_frame",
+    "narration",
+    "verb",
+    "verb_class",
+    "noun",
+    "noun_class",
+    "all_nouns",
     "all_noun_classes",
 )
 OPTIONAL_VALUES = {"narration_timestamp"}  # empty on some official rows
@@ -111,8 +123,11 @@ def parse_action(text: str) -> tuple[int, int]:
 
 def read_class_keys(path: Path) -> list[str]:
     """A class CSV (id,key,...) -> keys ordered by id; ids must be 0..N-1."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except UnicodeDecodeError as err:
+        raise AnnotationError(path, 0, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
     keys = {}
     for line, row in enumerate(rows, start=2):
         try:
@@ -158,24 +173,36 @@ def _parse_row(row: dict, num_verbs: int, num_nouns: int, data_row: int) -> Segm
         raise ValueError(f"noun_class {noun_class} outside the {num_nouns} noun classes")
     ast.literal_eval(row["all_noun_classes"])  # the list column must parse
     return Segment(
-        narration_id=row["narration_id"], participant_id=row["participant_id"], video_id=row["video_id"],
-        start_sec=start, stop_sec=stop, start_frame=int(row["start_frame"]), stop_frame=int(row["stop_frame"]),
-        narration=row["narration"], verb_class=verb_class, noun_class=noun_class, row=data_row,
+        narration_id=row["narration_id"],
+        participant_id=row["participant_id"],
+        video_id=row["video_id"],
+        start_sec=start,
+        stop_sec=stop,
+        start_frame=int(row["start_frame"]),
+        stop_frame=int(row["stop_frame"]),
+        narration=row["narration"],
+        verb_class=verb_class,
+        noun_class=noun_class,
+        row=data_row,
     )
 
 
 def read_segments(
     path: Path, num_verbs: int, num_nouns: int, skip_bad: bool = False
 ) -> tuple[list[Segment], list[SkippedRow]]:
-    """Read an EPIC_100_{split}.csv. Bad rows raise AnnotationError, or with skip_bad are returned as SkippedRow."""
+    """Read an EPIC_100_{split}.csv. Bad rows (including bytes that are not UTF-8) raise AnnotationError, or with
+    skip_bad are returned as SkippedRow; a file without rows is an error."""
     segments, skipped, seen = [], [], set()
-    with open(path, newline="") as f:
+    # surrogateescape keeps undecodable bytes in the row they belong to, so the error can name its line
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.DictReader(f)
         absent = [c for c in SEGMENT_COLUMNS if c not in (reader.fieldnames or [])]
         if absent:
             raise AnnotationError(path, 1, f"missing column(s) {', '.join(absent)}")
         for line, row in enumerate(reader, start=2):
             try:
+                if any(_not_utf8(value) for value in row.values()):
+                    raise ValueError("not UTF-8 text")
                 segment = _parse_row(row, num_verbs, num_nouns, line - 2)
                 if segment.narration_id in seen:
                     raise ValueError(f"duplicated narration_id {segment.narration_id}")
@@ -186,7 +213,14 @@ def read_segments(
                 continue
             seen.add(segment.narration_id)
             segments.append(segment)
+    if not segments and not skipped:
+        raise AnnotationError(path, 2, "the file holds no segment rows")
     return segments, skipped
+
+
+def _not_utf8(value) -> bool:
+    values = value if isinstance(value, list) else [value]  # csv puts a row's extra fields in a list
+    return any(isinstance(v, str) and any("\udc80" <= c <= "\udcff" for c in v) for v in values)
 
 
 @dataclass(frozen=True)
@@ -202,8 +236,9 @@ class PriorAction:
 Representation = Literal["official_key", "narration"]
 
 
-def find_prior_actions(segments: list[Segment], verbs: list[str], nouns: list[str],
-                       representation: Representation = "official_key") -> dict[str, list[PriorAction]]:
+def find_prior_actions(
+    segments: list[Segment], verbs: list[str], nouns: list[str], representation: Representation = "official_key"
+) -> dict[str, list[PriorAction]]:
     """Per segment, the reference's rule: in its video's segments ordered by stop time (ties by narration_id, the
     order of the official CSVs, which the reference's stable sort keeps), the two
     before it when both gaps (next start minus previous stop) are at most 3 s; otherwise an empty list. Unlike the
@@ -216,19 +251,30 @@ def find_prior_actions(segments: list[Segment], verbs: list[str], nouns: list[st
     for video_segments in by_video.values():
         video_segments.sort(key=lambda s: (s.stop_sec, s.narration_id))
         for i, current in enumerate(video_segments):
-            chain = video_segments[max(0, i - NUM_PRIOR_ACTIONS): i + 1]
-            usable = len(chain) == NUM_PRIOR_ACTIONS + 1 and all(
-                later.start_sec - earlier.stop_sec <= PRIOR_ACTION_MAX_GAP_SEC for earlier, later in zip(chain, chain[1:])
-            ) and all(round(current.start_sec - p.start_sec, 2) >= 0 for p in chain[:-1])
-            priors[current.narration_id] = [
-                PriorAction(
-                    narration_id=p.narration_id, action=p.action,
-                    text=p.narration if representation == "narration"
-                    else f"{verb_text(verbs[p.verb_class])} {noun_text(nouns[p.noun_class])}",
-                    offset_sec=round(current.start_sec - p.start_sec, 2),
+            chain = video_segments[max(0, i - NUM_PRIOR_ACTIONS) : i + 1]
+            usable = (
+                len(chain) == NUM_PRIOR_ACTIONS + 1
+                and all(
+                    later.start_sec - earlier.stop_sec <= PRIOR_ACTION_MAX_GAP_SEC
+                    for earlier, later in zip(chain, chain[1:])
                 )
-                for p in chain[:-1]
-            ] if usable else []
+                and all(round(current.start_sec - p.start_sec, 2) >= 0 for p in chain[:-1])
+            )
+            priors[current.narration_id] = (
+                [
+                    PriorAction(
+                        narration_id=p.narration_id,
+                        action=p.action,
+                        text=p.narration
+                        if representation == "narration"
+                        else f"{verb_text(verbs[p.verb_class])} {noun_text(nouns[p.noun_class])}",
+                        offset_sec=round(current.start_sec - p.start_sec, 2),
+                    )
+                    for p in chain[:-1]
+                ]
+                if usable
+                else []
+            )
     return priors
 
 
@@ -267,7 +313,7 @@ class EpicAnnotations:
     skipped: list[SkippedRow]
 
     @classmethod
-    def load(cls, root: Path | str, split: str, skip_bad: bool = False) -> "EpicAnnotations":
+    def load(cls, root: Path | str, split: str, skip_bad: bool = False) -> EpicAnnotations:
         """Read a split and its context. The action vocabulary and narration pools span every split CSV present."""
         root = Path(root)
         if split not in SPLIT_FILES:
@@ -284,9 +330,9 @@ class EpicAnnotations:
         per_split, skipped = {}, []
         for name, filename in SPLIT_FILES.items():
             if (root / filename).exists():
+                # the other split's rows feed the vocabulary and the narration pools: its bad rows are reported too
                 per_split[name], bad = read_segments(root / filename, len(verbs), num_nouns, skip_bad=skip_bad)
-                if name == split:
-                    skipped = bad
+                skipped += bad
         everything = [s for segments in per_split.values() for s in segments]
         counted = per_split.get("train", per_split[split])
         counts: dict[tuple[int, int], int] = defaultdict(int)
@@ -296,7 +342,11 @@ class EpicAnnotations:
         for s in everything:
             narrations[(s.verb_class, s.noun_class)][s.narration] += 1
         return cls(
-            root=root, split=split, segments=per_split[split], verbs=verbs, nouns=nouns,
+            root=root,
+            split=split,
+            segments=per_split[split],
+            verbs=verbs,
+            nouns=nouns,
             vocabulary=ActionVocabulary([(s.verb_class, s.noun_class) for s in everything]),
             action_counts=dict(counts),
             narration_counts=dict(narrations),

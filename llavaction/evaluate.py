@@ -23,20 +23,40 @@ from llavaction.metrics import METRIC_KEYS
 def run_mqa(args: argparse.Namespace) -> int:
     from llavaction.evaluation.mqa import MQAEvaluation, evaluate_mqa
 
-    results = evaluate_mqa(MQAEvaluation(
-        questions=args.questions, shards=[str(s) for s in args.shards], checkpoint=args.checkpoint, out=args.out,
-        tokenizer=args.tokenizer, mode=args.mode, scoring=args.scoring, num_frames=args.num_frames,
-        time_instruction=args.time_instruction, frame_times=args.frame_times, prior_actions=args.prior_actions,
-        pseudo_predictions=args.pseudo_predictions, max_new_tokens=args.max_new_tokens, candidates=args.candidates,
-        devices=args.devices, batch_size=args.batch_size, num_workers=args.num_workers, precision=args.precision,
-    ))
+    results = evaluate_mqa(
+        MQAEvaluation(
+            questions=args.questions,
+            shards=[str(s) for s in args.shards],
+            checkpoint=args.checkpoint,
+            out=args.out,
+            tokenizer=args.tokenizer,
+            mode=args.mode,
+            scoring=args.scoring,
+            num_frames=args.num_frames,
+            time_instruction=args.time_instruction,
+            frame_times=args.frame_times,
+            prior_actions=args.prior_actions,
+            pseudo_predictions=args.pseudo_predictions,
+            max_new_tokens=args.max_new_tokens,
+            candidates=args.candidates,
+            devices=args.devices,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            precision=args.precision,
+        )
+    )
     if results is None:  # not the global-zero process
         return 0
     rule = "the paper's rule (greedy answers)" if args.mode == "generate" else f"{args.scoring} scoring (proxy)"
-    extra = (f"; letter parse {results['letter_accuracy']:.2f}%, parse failures {results['parse_failures']}"
-             if args.mode == "generate" else "")
-    print(f"EK-100-MQA accuracy: {results['accuracy']:.2f}% on {results['count']} questions by {rule}{extra} "
-          f"-> {args.out}")
+    extra = (
+        f"; letter parse {results['letter_accuracy']:.2f}%, parse failures {results['parse_failures']}"
+        if args.mode == "generate"
+        else ""
+    )
+    print(
+        f"EK-100-MQA accuracy: {results['accuracy']:.2f}% on {results['count']} questions by {rule}{extra} "
+        f"-> {args.out}"
+    )
     return 0
 
 
@@ -55,8 +75,9 @@ def run_class_scores(args: argparse.Namespace) -> int:
 def run_ek100(args: argparse.Namespace) -> int:
     from llavaction.evaluation.ek100 import ek100_metrics, load_scores
 
-    figures = ek100_metrics(load_scores(args.scores), args.annotations, args.split, partial=args.partial,
-                            source=str(args.scores))
+    figures = ek100_metrics(
+        load_scores(args.scores), args.annotations, args.split, partial=args.partial, source=str(args.scores)
+    )
     write_json(args.out, figures)
     for key in METRIC_KEYS:
         print(f"{key:32s} {figures[key]:7.2f}")
@@ -80,24 +101,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mqa.add_argument("--shards", nargs="+", required=True, help="shard sets: directories or URLs")
     mqa.add_argument("--checkpoint", required=True, help="Lightning .ckpt or original checkpoint directory")
     mqa.add_argument("--tokenizer", help="tokenizer directory (default: the checkpoint's)")
-    mqa.add_argument("--mode", choices=("generate", "score"), default="generate",
-                     help="generate: greedy answers scored by the paper's rule; score: a fast proxy")
+    mqa.add_argument(
+        "--mode",
+        choices=("generate", "score"),
+        default="generate",
+        help="generate: greedy answers scored by the paper's rule; score: a fast proxy",
+    )
     mqa.add_argument("--scoring", choices=("letter", "likelihood"), default="letter", help="score mode's rule")
     mqa.add_argument("--num-frames", type=int, help="default: the checkpoint's training frames, else the shards'")
-    mqa.add_argument("--time-instruction", action=argparse.BooleanOptionalAction, default=None,
-                     help="state the clip's duration and frame count (default: as the checkpoint was trained)")
+    mqa.add_argument(
+        "--time-instruction",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="state the clip's duration and frame count (default: as the checkpoint was trained)",
+    )
     mqa.add_argument("--frame-times", action=argparse.BooleanOptionalAction, default=None)
-    mqa.add_argument("--prior-actions", choices=("none", "oracle", "pseudo"), default="none",
-                     help="show the two previous actions: none (the paper's evaluation), the ground truth, or the "
-                          "model's own answers from --pseudo-predictions")
+    mqa.add_argument(
+        "--prior-actions",
+        choices=("none", "oracle", "pseudo"),
+        default="none",
+        help="show the two previous actions: none (the paper's evaluation), the ground truth, or the "
+        "model's own answers from --pseudo-predictions",
+    )
     mqa.add_argument("--pseudo-predictions", help="predictions.jsonl of an earlier run, for --prior-actions pseudo")
     mqa.add_argument("--max-new-tokens", type=int, default=128)
     mqa.add_argument("--devices", type=int, default=1, help="processes: GPUs when present, else CPU with gloo")
     mqa.add_argument("--batch-size", type=int, default=8)
     mqa.add_argument("--num-workers", type=int, default=2)
     mqa.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-true on GPU")
-    mqa.add_argument("--candidates", type=int, default=10,
-                     help="with action heads: actions per segment in head_candidates.json")
+    mqa.add_argument(
+        "--candidates", type=int, default=10, help="with action heads: actions per segment in head_candidates.json"
+    )
     mqa.add_argument("--out", type=Path, required=True)
     mqa.set_defaults(func=run_mqa)
     ek100 = commands.add_parser("ek100", help="EPIC action-recognition metrics of a scores file")

@@ -16,8 +16,16 @@ from collections.abc import Sequence
 from llavaction.model.config import LlavaVideoConfig
 
 # Dense (not sparse) bf16 tensor-core peaks from the vendors' data sheets, matched against the CUDA device name.
-PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "GH200": 989e12,
-                   "A100": 312e12, "L40S": 362e12, "B200": 2250e12}
+PEAK_BF16_FLOPS = {
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H100": 989e12,
+    "H200": 989e12,
+    "GH200": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "B200": 2250e12,
+}
 
 
 def peak_bf16_flops(device_name: str) -> float | None:
@@ -41,8 +49,13 @@ def vit_layer_params(vision: dict) -> int:
     return 4 * d * d + 2 * d * vision["intermediate_size"]
 
 
-def training_flops(config: LlavaVideoConfig, frames: int, sequence_lengths: Sequence[int], supervised_tokens: int,
-                   vision_trained: bool = True) -> float:
+def training_flops(
+    config: LlavaVideoConfig,
+    frames: int,
+    sequence_lengths: Sequence[int],
+    supervised_tokens: int,
+    vision_trained: bool = True,
+) -> float:
     """Model FLOPs of one training step: one sample per LLM sequence length (visual tokens included), `frames` frames
     each, `supervised_tokens` labelled tokens in all."""
     text, vision = config.text, config.vision

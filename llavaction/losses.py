@@ -9,9 +9,13 @@ import torch.nn.functional as F
 VERB_WEIGHT, NOUN_WEIGHT, ACTION_WEIGHT = 0.5, 0.5, 0.1
 
 
-def action_supervision_loss(action_logits: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                            verb: torch.Tensor, noun: torch.Tensor, action: torch.Tensor,
-                            normalization: str = "reference") -> torch.Tensor:
+def action_supervision_loss(
+    action_logits: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    verb: torch.Tensor,
+    noun: torch.Tensor,
+    action: torch.Tensor,
+    normalization: str = "reference",
+) -> torch.Tensor:
     """0.5 CE_verb + 0.5 CE_noun + 0.1 CE_action per head layer, over the samples with class labels (label -1: a task
     without them, or padding), summed over the layers and divided by their number + 1 ('reference', as the released
     code) or averaged over them ('mean'); 0 when the batch has none."""

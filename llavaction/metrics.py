@@ -9,9 +9,17 @@ from torchmetrics import Metric
 
 TOP_N_ACTION = 100  # EPIC: actions are ranked from the top-100 verbs x top-100 nouns
 METRIC_KEYS = (
-    "all_verb_accuracy_at_1", "all_verb_accuracy_at_5", "all_noun_accuracy_at_1", "all_noun_accuracy_at_5",
-    "all_action_accuracy_at_1", "all_action_accuracy_at_5", "tail_verb_accuracy_at_1", "tail_noun_accuracy_at_1",
-    "tail_action_accuracy_at_1", "unseen_verb_accuracy_at_1", "unseen_noun_accuracy_at_1",
+    "all_verb_accuracy_at_1",
+    "all_verb_accuracy_at_5",
+    "all_noun_accuracy_at_1",
+    "all_noun_accuracy_at_5",
+    "all_action_accuracy_at_1",
+    "all_action_accuracy_at_5",
+    "tail_verb_accuracy_at_1",
+    "tail_noun_accuracy_at_1",
+    "tail_action_accuracy_at_1",
+    "unseen_verb_accuracy_at_1",
+    "unseen_noun_accuracy_at_1",
     "unseen_action_accuracy_at_1",
 )
 
@@ -46,14 +54,27 @@ class EpicActionMetrics(Metric):
         for group in ("all", "tail_verb", "tail_noun", "tail_action", "unseen"):
             self.add_state(f"count_{group}", default=torch.tensor(0.0), dist_reduce_fx="sum")
 
-    def update(self, verb_scores: torch.Tensor, noun_scores: torch.Tensor, verb: torch.Tensor, noun: torch.Tensor,
-               verb_tail: torch.Tensor, noun_tail: torch.Tensor, unseen: torch.Tensor) -> None:
+    def update(
+        self,
+        verb_scores: torch.Tensor,
+        noun_scores: torch.Tensor,
+        verb: torch.Tensor,
+        noun: torch.Tensor,
+        verb_tail: torch.Tensor,
+        noun_tail: torch.Tensor,
+        unseen: torch.Tensor,
+    ) -> None:
         verb_hit = verb_scores.topk(5, dim=-1).indices == verb[:, None]
         noun_hit = noun_scores.topk(5, dim=-1).indices == noun[:, None]
         top_v, top_n = action_topk(verb_scores, noun_scores, 5)
         action_hit = (top_v == verb[:, None]) & (top_n == noun[:, None])
-        groups = {"all": torch.ones_like(verb_tail, dtype=torch.bool), "tail_verb": verb_tail, "tail_noun": noun_tail,
-                  "tail_action": verb_tail | noun_tail, "unseen": unseen}
+        groups = {
+            "all": torch.ones_like(verb_tail, dtype=torch.bool),
+            "tail_verb": verb_tail,
+            "tail_noun": noun_tail,
+            "tail_action": verb_tail | noun_tail,
+            "unseen": unseen,
+        }
         for name, mask in groups.items():
             setattr(self, f"count_{name}", getattr(self, f"count_{name}") + mask.sum())
         hits = {"verb": verb_hit, "noun": noun_hit, "action": action_hit}
@@ -65,8 +86,15 @@ class EpicActionMetrics(Metric):
     def update_from_batch(self, verb_scores: torch.Tensor, noun_scores: torch.Tensor, batch: dict) -> None:
         """update() with a collated batch's labels, leaving out padding rows and segments without classes."""
         keep = ~batch["is_padding"] & (batch["verb_class"] >= 0)
-        self.update(verb_scores[keep], noun_scores[keep], batch["verb_class"][keep], batch["noun_class"][keep],
-                    batch["verb_tail"][keep], batch["noun_tail"][keep], batch["unseen"][keep])
+        self.update(
+            verb_scores[keep],
+            noun_scores[keep],
+            batch["verb_class"][keep],
+            batch["noun_class"][keep],
+            batch["verb_tail"][keep],
+            batch["noun_tail"][keep],
+            batch["unseen"][keep],
+        )
 
     def compute(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -131,8 +159,12 @@ def prediction_record(meta: dict, scores: list[float], generation: str | None) -
     with one, `correct` is the paper's rule on the answer text, `chosen_index` the lenient parse (letter_correct)."""
     answer = meta.get("answer_index")
     record = {
-        "narration_id": meta["narration_id"], "options": meta["options"], "option_actions": meta.get("option_actions"),
-        "scores": scores, "generation": generation, "answer_index": answer,
+        "narration_id": meta["narration_id"],
+        "options": meta["options"],
+        "option_actions": meta.get("option_actions"),
+        "scores": scores,
+        "generation": generation,
+        "answer_index": answer,
         **{k: meta.get(k) for k in ("verb_class", "noun_class", "verb_tail", "noun_tail", "unseen_participant")},
     }
     if generation is None:
@@ -141,7 +173,8 @@ def prediction_record(meta: dict, scores: list[float], generation: str | None) -
     chosen = parse_choice(generation, meta["options"])
     truth = meta["options"][answer] if answer is not None else None
     return record | {
-        "chosen_index": chosen, "answer_text": paper_answer_text(generation),
+        "chosen_index": chosen,
+        "answer_text": paper_answer_text(generation),
         "correct": truth is not None and paper_correct(generation, truth),
         "letter_correct": chosen is not None and chosen == answer,
         "reference_exact_correct": truth is not None and reference_exact_correct(generation, truth),

@@ -13,7 +13,11 @@ from transformers import get_cosine_schedule_with_warmup
 
 from llavaction import sharding
 from llavaction.args import (
-    ActionSupervision, ComputeOptions, EvaluationOptions, OptimizerOptions, TrainableParts,
+    ActionSupervision,
+    ComputeOptions,
+    EvaluationOptions,
+    OptimizerOptions,
+    TrainableParts,
 )
 from llavaction.losses import action_supervision_loss
 from llavaction.metrics import EpicActionMetrics, paper_correct, parse_choice, prediction_record
@@ -22,6 +26,7 @@ from llavaction.model.checkpoint import ACTION_SUPERVISION_NAMES, read_config, s
 from llavaction.model.config import LlavaVideoConfig
 from llavaction.optim import optimizer_steps, param_groups, trainable
 from llavaction.scoring import MQAAnswerer, head_class_scores
+
 
 class LlavaActionModule(L.LightningModule):
     """Video LLM training on EK-100 tasks; EK-100-MQA validation by the paper's rule (greedy answers) and proxies."""
@@ -56,19 +61,31 @@ class LlavaActionModule(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        overrides = {k: v for k, v in dict(attn_implementation=compute.attn_implementation,
-                     spatial_pool_mode=spatial_pool_mode, newline_position=newline_position).items() if v is not None}
+        overrides = {
+            k: v
+            for k, v in dict(
+                attn_implementation=compute.attn_implementation,
+                spatial_pool_mode=spatial_pool_mode,
+                newline_position=newline_position,
+            ).items()
+            if v is not None
+        }
         if action.mode is not None:
             overrides |= {"vision_supervision": action.mode, "action_types": tuple(action.types)}
-        base = preset(preset_name) if checkpoint is None else \
-            LlavaVideoConfig.from_original(read_config(Path(checkpoint)), source=checkpoint)
+        base = (
+            preset(preset_name)
+            if checkpoint is None
+            else LlavaVideoConfig.from_original(read_config(Path(checkpoint)), source=checkpoint)
+        )
         self.config = dataclasses.replace(base, **overrides)  # validated again by __post_init__
         self.tokenizer_path = tokenizer or checkpoint
         if self.tokenizer_path is None:
             raise ValueError("set model.tokenizer (or model.checkpoint, whose tokenizer is used)")
         self.tokenizer = load_tokenizer(self.tokenizer_path)
         if len(self.tokenizer) > self.config.text["vocab_size"]:
-            raise ValueError(f"tokenizer has {len(self.tokenizer)} tokens, the LLM only {self.config.text['vocab_size']}")
+            raise ValueError(
+                f"tokenizer has {len(self.tokenizer)} tokens, the LLM only {self.config.text['vocab_size']}"
+            )
         self.train_parts, self.optimizer_options, self.compute = trainable, optimizer, compute
         self.action, self.evaluation = action, evaluation
         self.model: LlavaVideoModel | None = None
@@ -93,11 +110,18 @@ class LlavaActionModule(L.LightningModule):
             return
         supervised = self.action.mode is not None
         if self.hparams.checkpoint is not None:
-            fields = ("attn_implementation", "spatial_pool_mode", "newline_position", "vision_supervision",
-                      "action_types")
+            fields = (
+                "attn_implementation",
+                "spatial_pool_mode",
+                "newline_position",
+                "vision_supervision",
+                "action_types",
+            )
             self.model = LlavaVideoModel.from_pretrained(
-                self.hparams.checkpoint, **{k: getattr(self.config, k) for k in fields},
-                allow_missing=ACTION_SUPERVISION_NAMES if supervised else ())
+                self.hparams.checkpoint,
+                **{k: getattr(self.config, k) for k in fields},
+                allow_missing=ACTION_SUPERVISION_NAMES if supervised else (),
+            )
         else:
             self.model = LlavaVideoModel(self.config)
         sharding.set_trainable(self.model, self.train_parts, heads=supervised)
@@ -118,13 +142,24 @@ class LlavaActionModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         model = self.model
-        out = model(batch["input_ids"], model.preprocess(batch["frames"]), batch["attention_mask"], batch["labels"],
-                    logits_for="labels", head_layers=self.action.head_layers if self.action.mode else None,
-                    pack=self.compute.pack_sequences)
+        out = model(
+            batch["input_ids"],
+            model.preprocess(batch["frames"]),
+            batch["attention_mask"],
+            batch["labels"],
+            logits_for="labels",
+            head_layers=self.action.head_layers if self.action.mode else None,
+            pack=self.compute.pack_sequences,
+        )
         loss, size = out.loss, batch["input_ids"].shape[0]
         if out.action_logits is not None:
-            action_loss = action_supervision_loss(out.action_logits, batch["verb_class"], batch["noun_class"],
-                                                  batch["action_index"], self.action.normalization)
+            action_loss = action_supervision_loss(
+                out.action_logits,
+                batch["verb_class"],
+                batch["noun_class"],
+                batch["action_index"],
+                self.action.normalization,
+            )
             self.log("train/action_loss", action_loss, batch_size=size)
             loss = loss + self.action.loss_weight * action_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
@@ -148,8 +183,10 @@ class LlavaActionModule(L.LightningModule):
         chosen = {mode: scores.argmax(-1) for mode, scores in answers.scores.items()}
         for mode, correct in self.val_correct.items():
             if mode == "generate":
-                hits = [ok and paper_correct(text, meta["options"][meta["answer_index"]])
-                        for ok, text, meta in zip(answerable, answers.generations, batch["meta"])]
+                hits = [
+                    ok and paper_correct(text, meta["options"][meta["answer_index"]])
+                    for ok, text, meta in zip(answerable, answers.generations, batch["meta"])
+                ]
                 parsed = [parse_choice(text, meta["options"]) for text, meta in zip(answers.generations, batch["meta"])]
                 chosen[mode] = torch.tensor([-1 if c is None else c for c in parsed])
             else:
@@ -194,9 +231,11 @@ class LlavaActionModule(L.LightningModule):
         scores = answers.scores["letter" if generate else self.predict_mode]
         texts = answers.generations if generate else [None] * len(batch["meta"])
         heads = head_class_scores(answers.action_logits, len(batch["meta"]))
-        return [prediction_record(meta, row[: len(meta["options"])].tolist(), text) | head
-                for meta, row, padding, text, head in
-                zip(batch["meta"], scores, batch["is_padding"].tolist(), texts, heads) if not padding]
+        return [
+            prediction_record(meta, row[: len(meta["options"])].tolist(), text) | head
+            for meta, row, padding, text, head in zip(batch["meta"], scores, batch["is_padding"].tolist(), texts, heads)
+            if not padding
+        ]
 
     def configure_optimizers(self):
         options, model = self.optimizer_options, self.model
@@ -204,7 +243,10 @@ class LlavaActionModule(L.LightningModule):
             "vision_tower": (trainable(model.vision_tower), options.vision_lr),
             "projector": (trainable(model.projector, model.image_newline), options.projector_lr or options.lr),
             "llm": (trainable(model.llm), options.lr),
-            "action_heads": (trainable(*(getattr(model, n) for n in sharding.ACTION_PARTS if hasattr(model, n))), options.lr),
+            "action_heads": (
+                trainable(*(getattr(model, n) for n in sharding.ACTION_PARTS if hasattr(model, n))),
+                options.lr,
+            ),
         }
         optimizer = torch.optim.AdamW(param_groups(parts, options.weight_decay), betas=(0.9, 0.999), eps=1e-8)
         data = getattr(self.trainer, "datamodule", None)

@@ -19,9 +19,10 @@ def param_groups(parts: dict[str, tuple[list[torch.nn.Parameter], float]], weigh
     with weight decay, and the rest (norms, biases, the newline vector) without; empty groups are left out."""
     groups = []
     for name, (params, lr) in parts.items():
-        groups += [{"name": name, "params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": weight_decay},
-                   {"name": f"{name}_no_decay", "params": [p for p in params if p.ndim < 2], "lr": lr,
-                    "weight_decay": 0.0}]
+        groups += [
+            {"name": name, "params": [p for p in params if p.ndim >= 2], "lr": lr, "weight_decay": weight_decay},
+            {"name": f"{name}_no_decay", "params": [p for p in params if p.ndim < 2], "lr": lr, "weight_decay": 0.0},
+        ]
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise ValueError("nothing to train: every part is frozen")

@@ -47,7 +47,9 @@ TEMPORAL_QUESTION = (
     "and end time of the action in seconds? Format it as 'start_timestamp: end_timestamp' and round to 2 decimal "
     "places."
 )
-TIME_INSTRUCTION = "The provided video lasts for {duration:.3f} seconds, and {num_frames} frames are uniformly sampled from it."
+TIME_INSTRUCTION = (
+    "The provided video lasts for {duration:.3f} seconds, and {num_frames} frames are uniformly sampled from it."
+)
 FRAME_TIMES = "These frames are located at {times}. The video duration is {duration:.3f} seconds. "
 # Replayed general video data (LLaVA-Video-178K) gets the reference trainer's own time sentence, on its own line.
 REPLAY_TIME_INSTRUCTION = (
@@ -128,8 +130,12 @@ def prior_actions_text(priors: list[dict]) -> str:
     if len(priors) != 2:
         raise ValueError(f"prior actions need exactly two earlier segments, got {len(priors)}")
     older, newer = priors
-    return PRIOR_ACTIONS.format(offset2=reference_number(older["offset_sec"]), action2=older["text"],
-                                offset1=reference_number(newer["offset_sec"]), action1=newer["text"])
+    return PRIOR_ACTIONS.format(
+        offset2=reference_number(older["offset_sec"]),
+        action2=older["text"],
+        offset1=reference_number(newer["offset_sec"]),
+        action1=newer["text"],
+    )
 
 
 def task_prompt(record: dict, task: str, use_priors: bool = False) -> str:
@@ -191,9 +197,21 @@ def chat_prompt(user: str) -> str:
 def prompt_vocabulary_corpus() -> list[str]:
     """The fixed wording, for building a tokenizer that knows it (the tiny preset)."""
     return [
-        SYSTEM_TURN, USER_START, ASSISTANT_START, PERSPECTIVE, MQA_ANSWER_FORMAT, MQA_OPTIONS_HEADER, PRIOR_ACTIONS,
-        NARRATION_QUESTION, CAPTION_QUESTION, TEMPORAL_QUESTION, TIME_INSTRUCTION, FRAME_TIMES, REPLAY_TIME_INSTRUCTION,
-        ", ".join(f"{c}. " for c in string.ascii_uppercase), "0123456789 0.00, 1.25 3.0 seconds ago",
+        SYSTEM_TURN,
+        USER_START,
+        ASSISTANT_START,
+        PERSPECTIVE,
+        MQA_ANSWER_FORMAT,
+        MQA_OPTIONS_HEADER,
+        PRIOR_ACTIONS,
+        NARRATION_QUESTION,
+        CAPTION_QUESTION,
+        TEMPORAL_QUESTION,
+        TIME_INSTRUCTION,
+        FRAME_TIMES,
+        REPLAY_TIME_INSTRUCTION,
+        ", ".join(f"{c}. " for c in string.ascii_uppercase),
+        "0123456789 0.00, 1.25 3.0 seconds ago",
     ]
 
 
@@ -239,7 +257,9 @@ class PromptEncoder:
                 )
             answer_ids = answer_ids[:room]
         return EncodedPrompt(
-            context + answer_ids, [IGNORE_INDEX] * len(context) + answer_ids, truncated=truncated,
+            context + answer_ids,
+            [IGNORE_INDEX] * len(context) + answer_ids,
+            truncated=truncated,
         )
 
     def letter_token_ids(self, count: int) -> list[int]:

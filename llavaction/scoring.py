@@ -28,8 +28,14 @@ def letter_scores(logits: torch.Tensor, letter_ids: list[int], num_options: torc
     return scores.masked_fill(beyond, float("-inf"))
 
 
-def option_text_loglik(model: LlavaVideoModel, encoder: PromptEncoder, visual_tokens: torch.Tensor, num_frames: int,
-                       options: list[list[str]], width: int = MAX_OPTIONS) -> torch.Tensor:
+def option_text_loglik(
+    model: LlavaVideoModel,
+    encoder: PromptEncoder,
+    visual_tokens: torch.Tensor,
+    num_frames: int,
+    options: list[list[str]],
+    width: int = MAX_OPTIONS,
+) -> torch.Tensor:
     """[B, width] summed log-likelihood of each option's text (and its end token) as the answer to the
     direct-narration question about clip b (visual_tokens: encode_video of the B clips of num_frames frames); -inf
     where a question has no option. A row without options (padding) still runs one ignored prompt, so every rank
@@ -41,16 +47,25 @@ def option_text_loglik(model: LlavaVideoModel, encoder: PromptEncoder, visual_to
         for k, text in enumerate(texts or [""]):
             owners.append((b, k if texts else None))
             rows.append(encoder.encode(question, text, visual_tokens.shape[1]))
-    tokens = {k: v.to(device) for k, v in pad_right([(r.input_ids, r.labels) for r in rows],
-                                                    encoder.tokenizer.pad_token_id).items()}
+    tokens = {
+        k: v.to(device)
+        for k, v in pad_right([(r.input_ids, r.labels) for r in rows], encoder.tokenizer.pad_token_id).items()
+    }
     index = torch.tensor([b for b, _ in owners], device=device)
-    out = model(tokens["input_ids"], None, tokens["attention_mask"], tokens["labels"], logits_for="labels",
-                visual_tokens=visual_tokens[index])
+    out = model(
+        tokens["input_ids"],
+        None,
+        tokens["attention_mask"],
+        tokens["labels"],
+        logits_for="labels",
+        visual_tokens=visual_tokens[index],
+    )
     targets = out.labels[:, 1:]
     supervised = targets != IGNORE_INDEX
     token_logp = out.logits.float().log_softmax(-1).gather(1, targets[supervised][:, None]).squeeze(1)
     per_row = torch.zeros(len(rows), device=device, dtype=torch.float32).index_add_(
-        0, supervised.nonzero()[:, 0], token_logp)
+        0, supervised.nonzero()[:, 0], token_logp
+    )
     scores = torch.full((len(options), width), float("-inf"), device=device, dtype=torch.float32)
     real = [i for i, (_, k) in enumerate(owners) if k is not None]
     scores[index[real], torch.tensor([owners[i][1] for i in real], device=device, dtype=torch.long)] = per_row[real]
@@ -74,22 +89,35 @@ class MQAAnswerer:
         scores, generations, first_logits, heads = {}, None, None, None
         if "generate" in modes:
             eos = self.tokenizer.convert_tokens_to_ids(self.tokenizer.eos_token)
-            generation = model.generate(batch["input_ids"], None, batch["attention_mask"], visual_tokens=visual,
-                                        max_new_tokens=self.max_new_tokens, eos_token_id=eos,
-                                        pad_token_id=self.tokenizer.pad_token_id,
-                                        read_heads=head_layers == "last")
+            generation = model.generate(
+                batch["input_ids"],
+                None,
+                batch["attention_mask"],
+                visual_tokens=visual,
+                max_new_tokens=self.max_new_tokens,
+                eos_token_id=eos,
+                pad_token_id=self.tokenizer.pad_token_id,
+                read_heads=head_layers == "last",
+            )
             generations = [self.tokenizer.decode(t, skip_special_tokens=True) for t in generation.tokens]
             first_logits, heads = generation.first_logits, generation.action_logits
         if first_logits is None and "letter" in modes or head_layers is not None and heads is None:
-            out = model(batch["input_ids"], None, batch["attention_mask"], logits_for="last", visual_tokens=visual,
-                        head_layers=head_layers)
+            out = model(
+                batch["input_ids"],
+                None,
+                batch["attention_mask"],
+                logits_for="last",
+                visual_tokens=visual,
+                head_layers=head_layers,
+            )
             first_logits = out.logits if first_logits is None else first_logits
             heads = out.action_logits
         if "letter" in modes:
             scores["letter"] = letter_scores(first_logits, self.letter_ids, batch["num_options"])
         if "likelihood" in modes:
-            scores["likelihood"] = option_text_loglik(model, self.encoder, visual, batch["frames"].shape[1],
-                                                      [m["options"] for m in batch["meta"]])
+            scores["likelihood"] = option_text_loglik(
+                model, self.encoder, visual, batch["frames"].shape[1], [m["options"] for m in batch["meta"]]
+            )
         return BatchAnswers(scores=scores, generations=generations, action_logits=heads)
 
 

@@ -9,7 +9,9 @@ from functools import partial
 import torch
 from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
-    CheckpointImpl, apply_activation_checkpointing, checkpoint_wrapper,
+    CheckpointImpl,
+    apply_activation_checkpointing,
+    checkpoint_wrapper,
 )
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
@@ -24,8 +26,11 @@ ACTION_PARTS = ("action_supervision", "verb_head", "noun_head", "action_head")
 def set_trainable(model: nn.Module, parts: TrainableParts, heads: bool) -> None:
     """requires_grad by part; the tower's post-layernorm never trains (features are taken before it), the action
     token(s) and heads only when the action loss is on."""
-    for module, train_it in ((model.vision_tower, parts.vision_tower), (model.projector, parts.projector),
-                             (model.llm, parts.llm)):
+    for module, train_it in (
+        (model.vision_tower, parts.vision_tower),
+        (model.projector, parts.projector),
+        (model.llm, parts.llm),
+    ):
         module.requires_grad_(train_it)
     model.image_newline.requires_grad_(parts.projector)
     model.vision_tower.post_layernorm.requires_grad_(False)
@@ -41,7 +46,8 @@ def is_block(module: nn.Module) -> bool:
 def checkpoint_blocks(model: nn.Module) -> None:
     """Recompute each vision and LLM block in the backward pass instead of keeping its activations."""
     apply_activation_checkpointing(
-        model, checkpoint_wrapper_fn=partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT),
+        model,
+        checkpoint_wrapper_fn=partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT),
         check_fn=is_block,
     )
 
@@ -54,8 +60,9 @@ def compile_blocks(model: nn.Module, backend: str | Callable = "inductor") -> No
             module.compile(backend=backend)
 
 
-def shard_blocks(model: nn.Module, mesh, bf16_compute: bool = False,
-                 forward_methods: tuple[str, ...] = ("encode_video", "generate")) -> None:
+def shard_blocks(
+    model: nn.Module, mesh, bf16_compute: bool = False, forward_methods: tuple[str, ...] = ("encode_video", "generate")
+) -> None:
     """fully_shard every vision and LLM block, then the root (embeddings, projector, newline, head). bf16_compute: the
     recipe's precision, fp32 master weights and optimizer states with parameters gathered and computed in bf16 and
     gradients reduced in fp32. Root methods called from outside forward (encode_video, to reuse a clip's visual

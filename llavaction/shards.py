@@ -68,8 +68,9 @@ def open_stream(url: str) -> BinaryIO:
         return urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_SEC)
     if url.startswith(("s3://", "gs://", "pipe:")):
         command = {"s3": ["aws", "s3", "cp", url, "-"], "gs": ["gsutil", "cat", url]}.get(url.split(":", 1)[0])
-        process = subprocess.Popen(command or shlex.split(url[len("pipe:"):]), stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command or shlex.split(url[len("pipe:") :]), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
         return _ProcessStream(process, url)
     return open(url, "rb")
 
@@ -123,8 +124,9 @@ def read_sizes(location: str | Path) -> dict[str, int]:
     try:
         sizes = json.loads(read_text(url))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{url} not found; build the shards with: {BUILD_HINT.format(location=location)}") \
-            from None
+        raise FileNotFoundError(
+            f"{url} not found; build the shards with: {BUILD_HINT.format(location=location)}"
+        ) from None
     except json.JSONDecodeError as err:
         raise ShardError(f"{url}: not valid JSON ({err})") from None
     if not sizes or not sum(sizes.values()):
@@ -154,8 +156,10 @@ def iter_shard(url: str, expected: int | None = None) -> Iterator[dict]:
             break
         except (OSError, tarfile.TarError, EOFError) as err:
             if not is_remote(url) or attempts >= READ_RETRIES:
-                raise ShardError(f"{url}: read error after {given} samples ({type(err).__name__}: {err}); the shard "
-                                 "is truncated or unreadable") from None
+                raise ShardError(
+                    f"{url}: read error after {given} samples ({type(err).__name__}: {err}); the shard "
+                    "is truncated or unreadable"
+                ) from None
             attempts += 1
             time.sleep(RETRY_DELAY_SEC * attempts)
     if expected is not None and given < expected:

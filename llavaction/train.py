@@ -1,6 +1,6 @@
 """Train, validate and test video LLMs on EPIC-KITCHENS-100 shards: the LightningCLI entry point.
 
-    python -m llavaction.train fit --config experiments/demo.yaml      (the same as `python train.py ...`)
+python -m llavaction.train fit --config experiments/demo.yaml      (the same as `python train.py ...`)
 """
 
 import os

@@ -32,13 +32,26 @@ def demo_questions(demo_dir) -> dict[str, Path]:
     """MQA questions for both splits and the temporal task for train."""
     questions = demo_dir / "questions"
     for split in ("train", "validation"):
-        build_mqa([
-            "--annotations", str(demo_dir / "annotations"), "--split", split, "--distractors", "annotations",
-            "--seed", "0", "--out", str(questions / f"{split}_mqa.jsonl"),
-            "--temporal-out", str(questions / f"{split}_temporal.jsonl"),
-        ])
-    return {name: questions / f"{name}.jsonl" for name in
-            ("train_mqa", "train_temporal", "validation_mqa", "validation_temporal")}
+        build_mqa(
+            [
+                "--annotations",
+                str(demo_dir / "annotations"),
+                "--split",
+                split,
+                "--distractors",
+                "annotations",
+                "--seed",
+                "0",
+                "--out",
+                str(questions / f"{split}_mqa.jsonl"),
+                "--temporal-out",
+                str(questions / f"{split}_temporal.jsonl"),
+            ]
+        )
+    return {
+        name: questions / f"{name}.jsonl"
+        for name in ("train_mqa", "train_temporal", "validation_mqa", "validation_temporal")
+    }
 
 
 @pytest.fixture(scope="session")
@@ -47,8 +60,16 @@ def demo_shards(demo_dir, demo_questions, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("shards")
     shards = {}
     for name in ("train_mqa", "validation_mqa", "train_temporal"):
-        config = ExtractConfig(videos=str(demo_dir / "videos"), layout="raw", num_frames=8, size=32, resize="squash",
-                               quality=90, chunk_seconds=15.0, shard_size=8)
+        config = ExtractConfig(
+            videos=str(demo_dir / "videos"),
+            layout="raw",
+            num_frames=8,
+            size=32,
+            resize="squash",
+            quality=90,
+            chunk_seconds=15.0,
+            shard_size=8,
+        )
         extract(read_jsonl(demo_questions[name]), root / name, config)
         shards[name] = root / name
     return shards

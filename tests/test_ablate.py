@@ -14,8 +14,12 @@ def test_runner_on_two_tiny_rows(demo_dir, demo_shards, tmp_path, capsys):
         rows.append(row)
     extra = demo_args(demo_dir, demo_shards, tmp_path)[3:]  # everything after `fit --config demo.yaml`
     extra = [a for a in extra if not a.startswith("--trainer.default_root_dir")]
-    extra += ["--trainer.max_epochs=1", "--data.loader.samples_per_epoch=8", "--trainer.check_val_every_n_epoch=1",
-              "--model.evaluation.mqa_scoring=[letter]"]
+    extra += [
+        "--trainer.max_epochs=1",
+        "--data.loader.samples_per_epoch=8",
+        "--trainer.check_val_every_n_epoch=1",
+        "--model.evaluation.mqa_scoring=[letter]",
+    ]
     base = ROOT / "experiments" / "demo.yaml"
     out = tmp_path / "table"
     ablate(["--base", str(base), *map(str, rows), "--out", str(out), "--", *extra])

@@ -30,17 +30,25 @@ def test_flop_count_and_memory_plan():
     assert gpu_step.peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989e12 and gpu_step.peak_bf16_flops("CPU") is None
 
 
-@pytest.mark.parametrize("name, args", [
-    ("cpu_step", ["--steps", "1", "--batch-size", "2"]),
-    ("cpu_step", ["--steps", "1", "--batch-size", "2", "--pack"]),
-    ("eval", ["--videos", "1", "--batch-size", "4", "--max-new-tokens", "2"]),
-    ("loader", ["--videos", "1", "--samples", "8"]),
-])
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("cpu_step", ["--steps", "1", "--batch-size", "2"]),
+        ("cpu_step", ["--steps", "1", "--batch-size", "2", "--pack"]),
+        ("eval", ["--videos", "1", "--batch-size", "4", "--max-new-tokens", "2"]),
+        ("loader", ["--videos", "1", "--samples", "8"]),
+    ],
+)
 def test_cpu_benchmarks_run(name, args):
     """The CPU benchmark scripts run end to end on small settings and end with their JSON figures (in their own
     process: they set torch's threads and grad mode as a benchmark should)."""
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert all(value > 0 for value in figures.values())
@@ -76,11 +84,17 @@ def test_step_performance_logs_throughput(demo_dir):
     from llavaction.model import preset
 
     logged = {}
-    module = SimpleNamespace(config=preset("tiny"), hparams=SimpleNamespace(train_vision_tower=True),
-                             log_dict=lambda metrics, batch_size: logged.update(metrics))
+    module = SimpleNamespace(
+        config=preset("tiny"),
+        hparams=SimpleNamespace(train_vision_tower=True),
+        log_dict=lambda metrics, batch_size: logged.update(metrics),
+    )
     trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")))
-    batch = {"frames": torch.zeros(2, 4, 32, 32, 3, dtype=torch.uint8),
-             "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]), "labels": torch.full((2, 4), -100)}
+    batch = {
+        "frames": torch.zeros(2, 4, 32, 32, 3, dtype=torch.uint8),
+        "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]),
+        "labels": torch.full((2, 4), -100),
+    }
     callback = StepPerformance()
     callback.on_train_start(trainer, module)
     callback.on_train_batch_start(trainer, module, batch, 0)

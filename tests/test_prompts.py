@@ -6,20 +6,38 @@ import pytest
 from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llavaction.jsonl import read_jsonl, write_jsonl
 from llavaction.prompts import (
-    PromptEncoder, PromptError, PromptOptions, PromptTooLong, answer_text, chat_prompt, main, render, user_text,
+    PromptEncoder,
+    PromptError,
+    PromptOptions,
+    PromptTooLong,
+    answer_text,
+    chat_prompt,
+    main,
+    render,
+    user_text,
 )
 from llavaction.tokenizer import build_tokenizer
 
 RECORD = {
-    "narration_id": "P01_01_7", "options": ["take plate", "open drawer", "wash cup", "put pan", "cut onion"],
-    "answer_index": 1, "narration": "open the drawer", "start_sec": 12.0, "stop_sec": 13.5,
-    "clip_start_sec": 10.61, "clip_stop_sec": 13.0, "answer": "0.5, 2.0",
-    "prior_actions": [{"narration_id": "P01_01_5", "text": "take plate", "offset_sec": 6.25},
-                      {"narration_id": "P01_01_6", "text": "put plate", "offset_sec": 3.0}],
+    "narration_id": "P01_01_7",
+    "options": ["take plate", "open drawer", "wash cup", "put pan", "cut onion"],
+    "answer_index": 1,
+    "narration": "open the drawer",
+    "start_sec": 12.0,
+    "stop_sec": 13.5,
+    "clip_start_sec": 10.61,
+    "clip_stop_sec": 13.0,
+    "answer": "0.5, 2.0",
+    "prior_actions": [
+        {"narration_id": "P01_01_5", "text": "take plate", "offset_sec": 6.25},
+        {"narration_id": "P01_01_6", "text": "put plate", "offset_sec": 3.0},
+    ],
 }
 SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-PERSPECTIVE = ("You are seeing this video from egocentric view and you are the person. Your hands are sometimes "
-               "interacting with objects. What action are you doing? ")
+PERSPECTIVE = (
+    "You are seeing this video from egocentric view and you are the person. Your hands are sometimes "
+    "interacting with objects. What action are you doing? "
+)
 OPTIONS = "A. take plate, B. open drawer, C. wash cup, D. put pan, E. cut onion"
 
 
@@ -29,53 +47,71 @@ def tokenizer():
 
 
 def test_mqa_prompt_is_the_reference_string():
-    expected = (SYSTEM + "<image>\n" + PERSPECTIVE + "Given multiple choices, format your answer briefly such as "
-                "'A. move knife'. \nHere are the options of actions you are selecting:\n" + OPTIONS
-                + "<|im_end|>\n<|im_start|>assistant\n")
+    expected = (
+        SYSTEM + "<image>\n" + PERSPECTIVE + "Given multiple choices, format your answer briefly such as "
+        "'A. move knife'. \nHere are the options of actions you are selecting:\n"
+        + OPTIONS
+        + "<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert chat_prompt(user_text(RECORD, "mqa", 8, PromptOptions())) == expected
     assert answer_text(RECORD, "mqa") == "B. open drawer"
 
 
 def test_time_instruction_glued_to_the_task_prompt():
     text = user_text(RECORD, "mqa", 64, PromptOptions(time_instruction=True))
-    assert text.startswith("The provided video lasts for 2.390 seconds, and 64 frames are uniformly sampled from it."
-                           + PERSPECTIVE)
+    assert text.startswith(
+        "The provided video lasts for 2.390 seconds, and 64 frames are uniformly sampled from it." + PERSPECTIVE
+    )
     timed = user_text(RECORD, "narration", 4, PromptOptions(time_instruction=True, frame_times=True))
-    assert timed.startswith("The provided video lasts for 2.390 seconds, and 4 frames are uniformly sampled from it."
-                            "These frames are located at 0.00s, 0.60s, 1.20s, 1.79s. The video duration is 2.390 "
-                            "seconds. " + PERSPECTIVE)
+    assert timed.startswith(
+        "The provided video lasts for 2.390 seconds, and 4 frames are uniformly sampled from it."
+        "These frames are located at 0.00s, 0.60s, 1.20s, 1.79s. The video duration is 2.390 "
+        "seconds. " + PERSPECTIVE
+    )
 
 
 def test_prior_actions_branch():
     text = user_text(RECORD, "mqa", 8, PromptOptions(), use_priors=True)
-    assert text == (PERSPECTIVE + "\n6.25 seconds ago, you started an action take plate. 3.0 seconds ago, you started "
-                    "an action put plate. What action are you currently performing? Here are the options of actions "
-                    "you can select:\n" + OPTIONS)
+    assert text == (
+        PERSPECTIVE + "\n6.25 seconds ago, you started an action take plate. 3.0 seconds ago, you started "
+        "an action put plate. What action are you currently performing? Here are the options of actions "
+        "you can select:\n" + OPTIONS
+    )
 
 
 def test_narration_temporal_and_description_prompts():
     assert user_text(RECORD, "narration", 8, PromptOptions()) == (
-        PERSPECTIVE + " What action are you performing? Give a short sentence such as 'move knife'.")
+        PERSPECTIVE + " What action are you performing? Give a short sentence such as 'move knife'."
+    )
     assert answer_text(RECORD, "narration") == "open the drawer"
     assert user_text(RECORD, "temporal", 8, PromptOptions()) == (
         "The provided video contains an action 'open the drawer' that lasts 1.5 seconds. What is the relative start "
         "and end time of the action in seconds? Format it as 'start_timestamp: end_timestamp' and round to 2 decimal "
-        "places.")
+        "places."
+    )
     assert answer_text(RECORD, "temporal") == "0.5, 2.0"
     caption = user_text(RECORD | {"qa_question": None, "qa_answer": "I open it."}, "qa", 8, PromptOptions())
-    assert caption == (PERSPECTIVE + " Describe in details what you see from the video frames. You must talk in the "
-                       "first person perspective. Try to focus on what you are doing. ")
+    assert caption == (
+        PERSPECTIVE + " Describe in details what you see from the video frames. You must talk in the "
+        "first person perspective. Try to focus on what you are doing. "
+    )
     asked = user_text(RECORD | {"qa_question": "Why?", "qa_answer": "."}, "qa", 8, PromptOptions(time_instruction=True))
     assert asked.endswith("sampled from it.Why?")
 
 
 def test_replay_gets_the_reference_trainers_time_sentence():
-    record = {"replay": True, "qa_question": "What happens?", "qa_answer": "A dog runs.", "clip_start_sec": 0.0,
-              "clip_stop_sec": 31.456}
+    record = {
+        "replay": True,
+        "qa_question": "What happens?",
+        "qa_answer": "A dog runs.",
+        "clip_start_sec": 0.0,
+        "clip_stop_sec": 31.456,
+    }
     assert user_text(record, "qa", 64, PromptOptions()) == "What happens?"
     assert user_text(record, "qa", 64, PromptOptions(time_instruction=True)) == (
         "The video lasts for 31.46 seconds, and 64 frames are uniformly sampled from it. Please answer the following "
-        "questions related to this video.\nWhat happens?")
+        "questions related to this video.\nWhat happens?"
+    )
 
 
 def test_encoding_matches_the_rendered_text(tokenizer):
@@ -84,8 +120,7 @@ def test_encoding_matches_the_rendered_text(tokenizer):
     encoded = encoder.encode(question, answer_text(RECORD, "mqa"), num_visual_tokens=40)
     assert encoded.input_ids.count(IMAGE_TOKEN_INDEX) == 1
     place = encoded.input_ids.index(IMAGE_TOKEN_INDEX)
-    text = (tokenizer.decode(encoded.input_ids[:place]) + "<image>"
-            + tokenizer.decode(encoded.input_ids[place + 1:]))
+    text = tokenizer.decode(encoded.input_ids[:place]) + "<image>" + tokenizer.decode(encoded.input_ids[place + 1 :])
     assert text == chat_prompt(question) + "B. open drawer<|im_end|>"
     labelled = [i for i, label in zip(encoded.input_ids, encoded.labels) if label != IGNORE_INDEX]
     assert tokenizer.decode(labelled) == "B. open drawer<|im_end|>"
@@ -114,12 +149,15 @@ def test_too_long_error_or_truncate(tokenizer):
         PromptEncoder(tokenizer, max_length=60, overflow="truncate").encode(question, answer, 50)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"options": ["only one"]}, "1 options"),
-    ({"options": []}, "0 options"),
-    ({"option_actions": ["1:2", "3:4"]}, "5 options but 2 option_actions"),
-    ({"answer_index": 7}, "answer_index 7 outside"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"options": ["only one"]}, "1 options"),
+        ({"options": []}, "0 options"),
+        ({"option_actions": ["1:2", "3:4"]}, "5 options but 2 option_actions"),
+        ({"answer_index": 7}, "answer_index 7 outside"),
+    ],
+)
 def test_inconsistent_questions_name_the_item(change, message):
     record = RECORD | {"option_actions": ["0:1", "0:2", "0:3", "0:4", "0:5"]} | change
     with pytest.raises(PromptError, match=f"P01_01_7: {message}"):
@@ -130,8 +168,24 @@ def test_render_command(tmp_path, capsys):
     questions = tmp_path / "q.jsonl"
     write_jsonl(questions, [RECORD, RECORD | {"narration_id": "P01_01_8", "prior_actions": []}])
     out = tmp_path / "prompts.jsonl"
-    assert main(["render", "--questions", str(questions), "--task", "mqa", "--num-frames", "16",
-                 "--time-instruction", "--prior-actions", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "render",
+                "--questions",
+                str(questions),
+                "--task",
+                "mqa",
+                "--num-frames",
+                "16",
+                "--time-instruction",
+                "--prior-actions",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = read_jsonl(out)
     assert [r["narration_id"] for r in rows] == ["P01_01_7", "P01_01_8"]
     assert rows[0] == render([RECORD], "mqa", 16, PromptOptions(time_instruction=True), True)[0]
@@ -139,6 +193,7 @@ def test_render_command(tmp_path, capsys):
     assert rows[0]["prompt"].endswith("<|im_start|>assistant\n") and rows[0]["answer"] == "B. open drawer"
     capsys.readouterr()
     write_jsonl(questions, [RECORD | {"answer_index": 9}])
-    assert main(["render", "--questions", str(questions), "--task", "mqa", "--num-frames", "16", "--out",
-                 str(out)]) == 2
+    assert (
+        main(["render", "--questions", str(questions), "--task", "mqa", "--num-frames", "16", "--out", str(out)]) == 2
+    )
     assert capsys.readouterr().err.strip() == "error: P01_01_7: answer_index 9 outside its 5 options"

@@ -28,8 +28,13 @@ def test_config_chains_stack_in_order(tmp_path):
 
     row = ROOT / "experiments" / "ablations" / "7b" / "03_temporal_detection.yaml"
     assert [p.name for p in config_chain(row)] == [
-        "trainer.yaml", "gpu.yaml", "llavaction_7b.yaml", "01_random_distractors.yaml", "02_hard_distractors.yaml",
-        "03_temporal_detection.yaml"]
+        "trainer.yaml",
+        "gpu.yaml",
+        "llavaction_7b.yaml",
+        "01_random_distractors.yaml",
+        "02_hard_distractors.yaml",
+        "03_temporal_detection.yaml",
+    ]
     args = expand_config_args(["fit", "--config", str(row), f"--config={ROOT / 'experiments' / 'llavaction_7b.yaml'}"])
     assert args.count("--config") == 6  # each file once
     loop = tmp_path / "a.yaml"
@@ -47,8 +52,13 @@ def test_recipe_config_is_the_published_run(capsys):
     model, data, trainer = config["model"], config["data"], config["trainer"]
     assert data["num_frames"] == 64 and data["max_length"] == 32768 and data["prompt"]["time_instruction"]
     assert data["prior_actions"]["train_probability"] == 0.3 and data["prior_actions"]["evaluation"] == "none"
-    assert model["action"] == {"mode": "one_token", "types": [97, 300, 3806], "head_layers": "last",
-                               "loss_weight": 0.1, "normalization": "reference"}
+    assert model["action"] == {
+        "mode": "one_token",
+        "types": [97, 300, 3806],
+        "head_layers": "last",
+        "loss_weight": 0.1,
+        "normalization": "reference",
+    }
     assert model["optimizer"]["lr"] == 1e-5 and model["optimizer"]["vision_lr"] == 2e-6
     assert trainer["precision"] == "bf16-mixed" and trainer["max_epochs"] == 1
     tasks = [(s["task"], s.get("descriptions") is not None) for s in data["train"]]
@@ -63,16 +73,24 @@ ABLATIONS = sorted((ROOT / "experiments" / "ablations").rglob("*.yaml"))
 @pytest.mark.parametrize("path", ABLATIONS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_ablation_row_instantiates_the_tiny_model(path, demo_dir):
     from llavaction.cli import LlavaActionCLI
+    from llavaction.configs import expand_config_args
     from llavaction.data.datamodule import EpicDataModule
     from llavaction.module import LlavaActionModule
 
-    from llavaction.configs import expand_config_args
-
-    tiny = ["--model.checkpoint=null", "--model.preset_name=tiny", f"--model.tokenizer={demo_dir / 'tokenizer'}",
-            "--model.compute.attn_implementation=sdpa", "--trainer.accelerator=cpu", "--trainer.devices=1",
-            "--trainer.strategy=auto", "--trainer.precision=32-true", "--trainer.num_nodes=1"]
-    cli = LlavaActionCLI(LlavaActionModule, EpicDataModule, run=False,
-                         args=expand_config_args(["--config", str(path)]) + tiny)
+    tiny = [
+        "--model.checkpoint=null",
+        "--model.preset_name=tiny",
+        f"--model.tokenizer={demo_dir / 'tokenizer'}",
+        "--model.compute.attn_implementation=sdpa",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.strategy=auto",
+        "--trainer.precision=32-true",
+        "--trainer.num_nodes=1",
+    ]
+    cli = LlavaActionCLI(
+        LlavaActionModule, EpicDataModule, run=False, args=expand_config_args(["--config", str(path)]) + tiny
+    )
     cli.model.configure_model()
     if cli.model.action.mode:
         assert cli.model.model.verb_head.out_features == cli.model.action.types[0]
@@ -80,18 +98,40 @@ def test_every_ablation_row_instantiates_the_tiny_model(path, demo_dir):
 
 
 def demo_args(demo_dir, demo_shards, root, *extra) -> list[str]:
-    train = json.dumps([{"path": str(demo_shards["train_mqa"]), "task": "mqa"},
-                        {"path": str(demo_shards["train_mqa"]), "task": "narration", "weight": 0.5}])
-    return ["fit", "--config", str(ROOT / "experiments" / "demo.yaml"),
-            f"--model.tokenizer={demo_dir / 'tokenizer'}", f"--data.train={train}",
-            f"--data.val=[{json.dumps(str(demo_shards['validation_mqa']))}]", f"--trainer.default_root_dir={root}",
-            "--data.loader.num_workers=0", "--data.loader.batch_size=4", "--data.loader.eval_batch_size=4", *extra]
+    train = json.dumps(
+        [
+            {"path": str(demo_shards["train_mqa"]), "task": "mqa"},
+            {"path": str(demo_shards["train_mqa"]), "task": "narration", "weight": 0.5},
+        ]
+    )
+    return [
+        "fit",
+        "--config",
+        str(ROOT / "experiments" / "demo.yaml"),
+        f"--model.tokenizer={demo_dir / 'tokenizer'}",
+        f"--data.train={train}",
+        f"--data.val=[{json.dumps(str(demo_shards['validation_mqa']))}]",
+        f"--trainer.default_root_dir={root}",
+        "--data.loader.num_workers=0",
+        "--data.loader.batch_size=4",
+        "--data.loader.eval_batch_size=4",
+        *extra,
+    ]
 
 
 def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsys):
     export = tmp_path / "export"
-    cli(demo_args(demo_dir, demo_shards, tmp_path, "--trainer.max_epochs=1", "--data.loader.samples_per_epoch=12",
-                  "--trainer.check_val_every_n_epoch=1", f"--model.export_dir={export}"))
+    cli(
+        demo_args(
+            demo_dir,
+            demo_shards,
+            tmp_path,
+            "--trainer.max_epochs=1",
+            "--data.loader.samples_per_epoch=12",
+            "--trainer.check_val_every_n_epoch=1",
+            f"--model.export_dir={export}",
+        )
+    )
     assert "validation MQA accuracy:" in capsys.readouterr().out
     results = json.loads(next(tmp_path.rglob("validation_results.json")).read_text())
     assert results["val/questions"] == 8 and results["val/chance"] == pytest.approx(20.0)
@@ -110,8 +150,17 @@ def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsy
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
 def test_bf16_precisions_fit_and_validate(demo_dir, demo_shards, tmp_path, precision, capsys):
-    cli(demo_args(demo_dir, demo_shards, tmp_path, f"--trainer.precision={precision}", "--trainer.max_epochs=1",
-                  "--data.loader.samples_per_epoch=8", "--trainer.check_val_every_n_epoch=1"))
+    cli(
+        demo_args(
+            demo_dir,
+            demo_shards,
+            tmp_path,
+            f"--trainer.precision={precision}",
+            "--trainer.max_epochs=1",
+            "--data.loader.samples_per_epoch=8",
+            "--trainer.check_val_every_n_epoch=1",
+        )
+    )
     assert "validation MQA accuracy:" in capsys.readouterr().out
 
 
@@ -124,10 +173,18 @@ def llm_weights_changed_by_one_step(demo_dir, demo_shards, root, precision) -> f
     from llavaction.data.datamodule import EpicDataModule
     from llavaction.module import LlavaActionModule
 
-    args = demo_args(demo_dir, demo_shards, root, f"--trainer.precision={precision}", "--trainer.max_steps=1",
-                     "--trainer.gradient_clip_val=null", "--model.optimizer.lr=1e-5",
-                     "--model.optimizer.weight_decay=0", "--model.optimizer.warmup_ratio=0",
-                     "--trainer.check_val_every_n_epoch=100")
+    args = demo_args(
+        demo_dir,
+        demo_shards,
+        root,
+        f"--trainer.precision={precision}",
+        "--trainer.max_steps=1",
+        "--trainer.gradient_clip_val=null",
+        "--model.optimizer.lr=1e-5",
+        "--model.optimizer.weight_decay=0",
+        "--model.optimizer.warmup_ratio=0",
+        "--trainer.check_val_every_n_epoch=100",
+    )
     initial = LlavaActionCLI(LlavaActionModule, EpicDataModule, run=False, args=expand_config_args(args[1:]))
     initial.model.configure_model()
     # decoder-layer matrices: every entry gets a gradient (unlike embedding rows of tokens absent from the batch)
@@ -153,10 +210,21 @@ def test_recipe_precision_keeps_small_updates(demo_dir, demo_shards, tmp_path):
 
 @pytest.mark.parametrize("pack", [False, True])
 def test_action_supervision_training(demo_dir, demo_shards, tmp_path, pack):
-    cli(demo_args(demo_dir, demo_shards, tmp_path, "--trainer.max_epochs=1", "--data.loader.samples_per_epoch=8",
-                  "--trainer.check_val_every_n_epoch=1", "--model.action.mode=three_tokens",
-                  "--model.action.types=[8, 8, 64]", "--model.action.head_layers=all",
-                  f"--model.compute.pack_sequences={str(pack).lower()}", "--model.evaluation.mqa_scoring=[letter]"))
+    cli(
+        demo_args(
+            demo_dir,
+            demo_shards,
+            tmp_path,
+            "--trainer.max_epochs=1",
+            "--data.loader.samples_per_epoch=8",
+            "--trainer.check_val_every_n_epoch=1",
+            "--model.action.mode=three_tokens",
+            "--model.action.types=[8, 8, 64]",
+            "--model.action.head_layers=all",
+            f"--model.compute.pack_sequences={str(pack).lower()}",
+            "--model.evaluation.mqa_scoring=[letter]",
+        )
+    )
     results = json.loads(next(tmp_path.rglob("validation_results.json")).read_text())
     assert 0 <= results["val/ek100/all_verb_accuracy_at_1"] <= 100
     assert "val/ek100/unseen_action_accuracy_at_1" in results
@@ -174,14 +242,17 @@ def step_checkpoints(root: Path, every: int) -> str:
     path.write_text(f"""trainer:
   callbacks+:
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {{every_n_train_steps: {every}, save_top_k: -1, dirpath: {root / 'steps'}, filename: "{{step}}"}}
+      init_args: {{every_n_train_steps: {every}, save_top_k: -1, dirpath: {root / "steps"}, filename: "{{step}}"}}
 """)
     return f"--config={path}"
 
 
 def csv_logged(root: Path) -> list[str]:
-    return ["--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.save_dir={root}",
-            "--trainer.log_every_n_steps=1"]
+    return [
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={root}",
+        "--trainer.log_every_n_steps=1",
+    ]
 
 
 def assert_same_curve(whole: dict[int, float], resumed: dict[int, float], after: int) -> None:
@@ -197,9 +268,15 @@ def test_mid_epoch_resume_continues_the_same_curve(demo_dir, demo_shards, tmp_pa
     runs = {}
     for name in ("whole", "resumed"):
         root = tmp_path / name
-        extra = [step_checkpoints(root, 4), *csv_logged(root), f"--data.loader.num_workers={workers}",
-                 "--data.loader.samples_per_epoch=24", "--trainer.max_epochs=2",
-                 "--trainer.check_val_every_n_epoch=10", "--trainer.num_sanity_val_steps=0"]
+        extra = [
+            step_checkpoints(root, 4),
+            *csv_logged(root),
+            f"--data.loader.num_workers={workers}",
+            "--data.loader.samples_per_epoch=24",
+            "--trainer.max_epochs=2",
+            "--trainer.check_val_every_n_epoch=10",
+            "--trainer.num_sanity_val_steps=0",
+        ]
         if name == "resumed":
             extra.append(f"--ckpt_path={tmp_path / 'whole' / 'steps' / 'step=4.ckpt'}")
         cli(demo_args(demo_dir, demo_shards, root, *extra))
@@ -209,17 +286,30 @@ def test_mid_epoch_resume_continues_the_same_curve(demo_dir, demo_shards, tmp_pa
 
 def run_fsdp(demo_dir, demo_shards, root, *extra):
     args = demo_args(
-        demo_dir, demo_shards, root,
+        demo_dir,
+        demo_shards,
+        root,
         "--trainer.strategy=lightning.pytorch.strategies.ModelParallelStrategy",
-        "--trainer.strategy.data_parallel_size=2", "--trainer.strategy.tensor_parallel_size=1",
-        "--trainer.devices=2", *csv_logged(root), "--data.loader.samples_per_epoch=24",
-        "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=1", "--model.evaluation.mqa_scoring=[letter]",
+        "--trainer.strategy.data_parallel_size=2",
+        "--trainer.strategy.tensor_parallel_size=1",
+        "--trainer.devices=2",
+        *csv_logged(root),
+        "--data.loader.samples_per_epoch=24",
+        "--trainer.max_epochs=2",
+        "--trainer.check_val_every_n_epoch=1",
+        "--model.evaluation.mqa_scoring=[letter]",
         *extra,
     )
     root.mkdir(parents=True, exist_ok=True)
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "llavaction.train", *args], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "llavaction.train", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
@@ -241,8 +331,9 @@ def test_action_supervision_needs_class_labels(demo_dir):
     from llavaction.args import ActionSupervision
     from llavaction.module import LlavaActionModule
 
-    module = LlavaActionModule(tokenizer=str(demo_dir / "tokenizer"),
-                               action=ActionSupervision(mode="one_token", types=(8, 8, 64)))
+    module = LlavaActionModule(
+        tokenizer=str(demo_dir / "tokenizer"), action=ActionSupervision(mode="one_token", types=(8, 8, 64))
+    )
     module._trainer = SimpleNamespace(datamodule=SimpleNamespace(has_class_labels=lambda: False))
     with pytest.raises(ValueError, match="no training source carries verb/noun classes"):
         module.setup("fit")
@@ -256,7 +347,9 @@ def test_block_switches_apply_checkpointing_then_compilation(demo_dir, monkeypat
     calls = []
     monkeypatch.setattr(sharding, "checkpoint_blocks", lambda model: calls.append("checkpoint"))
     monkeypatch.setattr(sharding, "compile_blocks", lambda model: calls.append("compile"))
-    module = LlavaActionModule(tokenizer=str(demo_dir / "tokenizer"),
-                               compute=ComputeOptions(activation_checkpointing=True, compile_blocks=True))
+    module = LlavaActionModule(
+        tokenizer=str(demo_dir / "tokenizer"),
+        compute=ComputeOptions(activation_checkpointing=True, compile_blocks=True),
+    )
     module.configure_model()
     assert calls == ["checkpoint", "compile"]

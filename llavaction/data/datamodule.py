@@ -83,8 +83,10 @@ class EpicDataModule(L.LightningDataModule):
         for location in [s.path for s in self.train_sources] + self.val_sets + self.test_sets:
             meta = sample_meta(first_sample(location))
             if self.hparams.num_frames > meta["num_frames"]:
-                raise ValueError(f"{location}: shards hold {meta['num_frames']} frames per sample, "
-                                 f"{self.hparams.num_frames} asked for (num_frames)")
+                raise ValueError(
+                    f"{location}: shards hold {meta['num_frames']} frames per sample, "
+                    f"{self.hparams.num_frames} asked for (num_frames)"
+                )
             if self.prior_actions.shown and location in mqa_sets and "prior_actions" not in meta:
                 raise ValueError(f"{location}: prior actions are switched on but the samples carry no prior_actions")
         for source in self.train_sources:
@@ -106,13 +108,24 @@ class EpicDataModule(L.LightningDataModule):
         h, priors = self.hparams, self.prior_actions
         pseudo = None
         if not with_answer and priors.evaluation == "pseudo":
-            pseudo = {r["narration_id"]: r["options"][r["chosen_index"]]
-                      for r in read_jsonl(priors.pseudo_predictions) if r["chosen_index"] is not None}
+            pseudo = {
+                r["narration_id"]: r["options"][r["chosen_index"]]
+                for r in read_jsonl(priors.pseudo_predictions)
+                if r["chosen_index"] is not None
+            }
         probability = priors.train_probability if with_answer else float(priors.evaluation != "none")
         visual = h.num_frames * h.tokens_per_frame + h.extra_visual_tokens
-        return EncodePrompt(PromptEncoder(self.tokenizer, h.max_length, h.overflow), task, h.num_frames, visual,
-                            self.prompt, with_answer=with_answer, prior_probability=probability, seed=h.seed,
-                            pseudo_priors=pseudo)
+        return EncodePrompt(
+            PromptEncoder(self.tokenizer, h.max_length, h.overflow),
+            task,
+            h.num_frames,
+            visual,
+            self.prompt,
+            with_answer=with_answer,
+            prior_probability=probability,
+            seed=h.seed,
+            pseudo_priors=pseudo,
+        )
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -128,35 +141,60 @@ class EpicDataModule(L.LightningDataModule):
         if self.trainer is None:
             return {"epoch": 0, "batches": 0}
         loop = self.trainer.fit_loop
-        return {"epoch": loop.epoch_progress.current.started - 1,
-                "batches": loop.epoch_loop.batch_progress.current.processed}
+        return {
+            "epoch": loop.epoch_progress.current.started - 1,
+            "batches": loop.epoch_loop.batch_progress.current.processed,
+        }
 
     def train_dataloader(self) -> DataLoader:
         if not self.train_sources:
             raise ValueError("no training data: set data.train")
         h, loader = self.hparams, self.loader
         rank, world = self._world()
-        sources = [SourceStream(s, DecodeFrames(h.num_frames), self._encoder(s.task, True), loader.shuffle_buffer)
-                   for s in self.train_sources]
+        sources = [
+            SourceStream(s, DecodeFrames(h.num_frames), self._encoder(s.task, True), loader.shuffle_buffer)
+            for s in self.train_sources
+        ]
         sizes = [self.source_size(s) for s in self.train_sources]
         weights = [size if s.weight == "size" else s.weight for s, size in zip(self.train_sources, sizes)]
         samples = loader.samples_per_epoch or sum(sizes)
-        stream = TrainStream(sources, weights, loader.batch_size,
-                             batches_per_worker(samples, world, loader.num_workers, loader.batch_size),
-                             Collate(self.tokenizer.pad_token_id, SkipCounter()), seed=h.seed, rank=rank,
-                             num_workers=loader.num_workers, length_group_window=loader.length_group_window)
-        return EpochLoader(stream, self._epoch, self._position, num_workers=loader.num_workers,
-                           pin_memory=torch.cuda.is_available())
+        stream = TrainStream(
+            sources,
+            weights,
+            loader.batch_size,
+            batches_per_worker(samples, world, loader.num_workers, loader.batch_size),
+            Collate(self.tokenizer.pad_token_id, SkipCounter()),
+            seed=h.seed,
+            rank=rank,
+            num_workers=loader.num_workers,
+            length_group_window=loader.length_group_window,
+        )
+        return EpochLoader(
+            stream, self._epoch, self._position, num_workers=loader.num_workers, pin_memory=torch.cuda.is_available()
+        )
 
     def _eval_loader(self, locations: list[str]) -> DataLoader:
         h, loader = self.hparams, self.loader
         rank, world = self._world()
-        stream = EvalStream(locations, loader.eval_batch_size, DecodeFrames(h.num_frames), self._encoder("mqa", False),
-                            Collate(self.tokenizer.pad_token_id), rank=rank, world_size=world,
-                            num_workers=loader.num_workers)
+        stream = EvalStream(
+            locations,
+            loader.eval_batch_size,
+            DecodeFrames(h.num_frames),
+            self._encoder("mqa", False),
+            Collate(self.tokenizer.pad_token_id),
+            rank=rank,
+            world_size=world,
+            num_workers=loader.num_workers,
+        )
         # Workers stay up between validation runs (the stream restarts in them).
-        return DataLoader(stream, batch_size=None, collate_fn=already_collated, num_workers=loader.num_workers,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=loader.num_workers > 0)
+        return DataLoader(
+            stream,
+            batch_size=None,
+            collate_fn=already_collated,
+            num_workers=loader.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=loader.num_workers > 0,
+        )
 
     def val_dataloader(self):
         return self._eval_loader(self.val_sets) if self.val_sets else []

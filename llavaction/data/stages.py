@@ -136,9 +136,20 @@ class EncodePrompt:
     per (seed, epoch, sample) so that any world size or worker count makes the same choice; pseudo_priors (evaluation:
     narration_id -> the model's own earlier answer) replaces the ground-truth texts of the prior actions."""
 
-    def __init__(self, encoder: PromptEncoder, task: str, num_frames: int, visual_tokens: int, options: PromptOptions,
-                 *, with_answer: bool = True, prior_probability: float = 0.0, seed: int = 0, epoch: int = 0,
-                 pseudo_priors: dict[str, str] | None = None):
+    def __init__(
+        self,
+        encoder: PromptEncoder,
+        task: str,
+        num_frames: int,
+        visual_tokens: int,
+        options: PromptOptions,
+        *,
+        with_answer: bool = True,
+        prior_probability: float = 0.0,
+        seed: int = 0,
+        epoch: int = 0,
+        pseudo_priors: dict[str, str] | None = None,
+    ):
         self.encoder, self.task, self.num_frames, self.visual_tokens = encoder, task, num_frames, visual_tokens
         self.options, self.with_answer = options, with_answer
         self.prior_probability, self.seed, self.epoch = prior_probability, seed, epoch
@@ -146,21 +157,31 @@ class EncodePrompt:
 
     def __call__(self, sample: dict) -> dict:
         meta = sample["meta"]
-        use_priors = (self.task == "mqa" and len(meta.get("prior_actions") or []) == 2
-                      and decide(self.seed, self.epoch, sample["__key__"], "priors", self.prior_probability))
+        use_priors = (
+            self.task == "mqa"
+            and len(meta.get("prior_actions") or []) == 2
+            and decide(self.seed, self.epoch, sample["__key__"], "priors", self.prior_probability)
+        )
         if use_priors and self.pseudo_priors is not None:
-            meta = meta | {"prior_actions": [p | {"text": self._pseudo(p["narration_id"], sample)}
-                                             for p in meta["prior_actions"]]}
+            meta = meta | {
+                "prior_actions": [p | {"text": self._pseudo(p["narration_id"], sample)} for p in meta["prior_actions"]]
+            }
         try:
             question = user_text(meta, self.task, self.num_frames, self.options, use_priors)
             answer = answer_text(meta, self.task) if self.with_answer else None
         except (KeyError, ValueError) as err:
             raise BadSample(f"sample {sample['__key__']}: cannot build a {self.task} prompt ({err})") from None
         encoded = self.encoder.encode(question, answer, self.visual_tokens, name=sample["__key__"])
-        return sample | {"meta": meta, "input_ids": encoded.input_ids, "labels": encoded.labels,
-                         "truncated": encoded.truncated, "task": self.task, "prior_actions_shown": use_priors}
+        return sample | {
+            "meta": meta,
+            "input_ids": encoded.input_ids,
+            "labels": encoded.labels,
+            "truncated": encoded.truncated,
+            "task": self.task,
+            "prior_actions_shown": use_priors,
+        }
 
-    def at_epoch(self, epoch: int) -> "EncodePrompt":
+    def at_epoch(self, epoch: int) -> EncodePrompt:
         """This encoder deciding per-sample coins for another epoch."""
         encode = copy.copy(self)
         encode.epoch = epoch
@@ -229,9 +250,11 @@ class Collate:
             "truncated": torch.tensor([s.get("truncated", False) for s in samples]),
             "answer_index": field("answer_index"),
             "num_options": torch.tensor([len(s["meta"].get("options", [])) for s in samples], dtype=torch.long),
-            "verb_class": field("verb_class"), "noun_class": field("noun_class"),
+            "verb_class": field("verb_class"),
+            "noun_class": field("noun_class"),
             "action_index": field("action_index"),
-            "verb_tail": field("verb_tail", 0).bool(), "noun_tail": field("noun_tail", 0).bool(),
+            "verb_tail": field("verb_tail", 0).bool(),
+            "noun_tail": field("noun_tail", 0).bool(),
             "unseen": field("unseen_participant", 0).bool(),
             "task": [s.get("task", "padding") for s in samples],
             "meta": [s["meta"] for s in samples],

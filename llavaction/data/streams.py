@@ -17,8 +17,16 @@ from dataclasses import dataclass
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from llavaction.data.stages import BadSample, Collate, DecodeFrames, Descriptions, EncodePrompt, JpegFrames, \
-    SkipCounter, TaskSource
+from llavaction.data.stages import (
+    BadSample,
+    Collate,
+    DecodeFrames,
+    Descriptions,
+    EncodePrompt,
+    JpegFrames,
+    SkipCounter,
+    TaskSource,
+)
 from llavaction.shards import ShardError, iter_shard, location_sizes, shard_urls
 
 
@@ -53,8 +61,9 @@ class SourceStream:
             except ShardError as err:
                 skips.skip(f"the rest of a shard: {err}")
 
-    def _prepare(self, raw: dict, descriptions: Descriptions | None, encode: EncodePrompt,
-                 skips: SkipCounter) -> dict | None:
+    def _prepare(
+        self, raw: dict, descriptions: Descriptions | None, encode: EncodePrompt, skips: SkipCounter
+    ) -> dict | None:
         try:
             sample = self.decode(raw)
             if descriptions is not None:
@@ -68,8 +77,18 @@ class SourceStream:
 class TrainStream(IterableDataset):
     """One epoch of collated training batches for one rank (set_epoch before each pass; see the module docstring)."""
 
-    def __init__(self, sources: list[SourceStream], weights: list[float], batch_size: int, batches_per_worker: int,
-                 collate: Collate, seed: int, rank: int, num_workers: int, length_group_window: int = 0):
+    def __init__(
+        self,
+        sources: list[SourceStream],
+        weights: list[float],
+        batch_size: int,
+        batches_per_worker: int,
+        collate: Collate,
+        seed: int,
+        rank: int,
+        num_workers: int,
+        length_group_window: int = 0,
+    ):
         self.sources, self.weights, self.batch_size = sources, weights, batch_size
         self.batches_per_worker, self.collate, self.seed, self.rank = batches_per_worker, collate, seed, rank
         self.workers, self.length_group_window = max(1, num_workers), length_group_window
@@ -114,9 +133,11 @@ class TrainStream(IterableDataset):
                 yield [next(samples) for _ in range(self.batch_size)]
         rng = random.Random(f"{stream_seed}:length_groups")
         while True:
-            pool = sorted((next(samples) for _ in range(self.batch_size * self.length_group_window)),
-                          key=lambda s: len(s["input_ids"]))
-            batches = [pool[i: i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+            pool = sorted(
+                (next(samples) for _ in range(self.batch_size * self.length_group_window)),
+                key=lambda s: len(s["input_ids"]),
+            )
+            batches = [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
             rng.shuffle(batches)
             yield from batches
 
@@ -130,15 +151,27 @@ class EvalStream(IterableDataset):
     to slot i mod (ranks x workers); each slot pads its batches with flagged dummy samples up to the largest slot.
     Each shard must hold the samples its sizes.json lists (a truncated shard is an error naming it)."""
 
-    def __init__(self, locations: list[str], batch_size: int, decode: DecodeFrames, encode: EncodePrompt,
-                 collate: Collate, rank: int = 0, world_size: int = 1, num_workers: int = 0):
+    def __init__(
+        self,
+        locations: list[str],
+        batch_size: int,
+        decode: DecodeFrames,
+        encode: EncodePrompt,
+        collate: Collate,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+    ):
         self.shards = list(location_sizes(locations).items())
         self.batch_size, self.decode, self.encode, self.collate = batch_size, decode, encode, collate
         self.rank, self.world_size, self.workers = rank, world_size, max(1, num_workers)
         slots = self.world_size * self.workers
         self.batches_per_slot = max(
-            [math.ceil(sum(size for i, (_, size) in enumerate(self.shards) if i % slots == slot) / batch_size)
-             for slot in range(slots)] + [1]
+            [
+                math.ceil(sum(size for i, (_, size) in enumerate(self.shards) if i % slots == slot) / batch_size)
+                for slot in range(slots)
+            ]
+            + [1]
         )
 
     def __len__(self) -> int:
@@ -147,8 +180,14 @@ class EvalStream(IterableDataset):
     def padding_sample(self, frames: JpegFrames) -> dict:
         meta = {"narration_id": None, "options": [], "answer_index": None}
         encoded = self.encode.encoder.encode("", None, self.encode.visual_tokens, name="padding")
-        return {"__key__": "padding", "meta": meta, "frames": JpegFrames(None, frames.count, frames.size),
-                "is_padding": True, "input_ids": encoded.input_ids, "labels": encoded.labels}
+        return {
+            "__key__": "padding",
+            "meta": meta,
+            "frames": JpegFrames(None, frames.count, frames.size),
+            "is_padding": True,
+            "input_ids": encoded.input_ids,
+            "labels": encoded.labels,
+        }
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()

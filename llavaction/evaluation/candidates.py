@@ -36,16 +36,21 @@ def candidate_class_scores(predictions: list[dict], source: str = "predictions")
             except ValueError as err:
                 raise ValueError(f"{source}: {name}: {err}") from None
             if not (0 <= verb < NUM_VERBS and 0 <= noun < NUM_NOUNS):
-                raise ValueError(f"{source}: {name}: option action {action} names an unknown class "
-                                 f"(verbs 0-{NUM_VERBS - 1}, nouns 0-{NUM_NOUNS - 1})")
+                raise ValueError(
+                    f"{source}: {name}: option action {action} names an unknown class "
+                    f"(verbs 0-{NUM_VERBS - 1}, nouns 0-{NUM_NOUNS - 1})"
+                )
             verb_mass[verb] = verb_mass.get(verb, 0.0) + prob
             noun_mass[noun] = noun_mass.get(noun, 0.0) + prob
         for verb, mass in verb_mass.items():
             verbs[row, verb] = np.log(max(mass, 1e-30))
         for noun, mass in noun_mass.items():
             nouns[row, noun] = np.log(max(mass, 1e-30))
-    return {"verb_output": verbs, "noun_output": nouns,
-            "narration_id": np.array([r["narration_id"] for r in predictions])}
+    return {
+        "verb_output": verbs,
+        "noun_output": nouns,
+        "narration_id": np.array([r["narration_id"] for r in predictions]),
+    }
 
 
 def write_head_outputs(predictions: list[dict], out: Path, candidates: int) -> None:
@@ -58,6 +63,10 @@ def write_head_outputs(predictions: list[dict], out: Path, candidates: int) -> N
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "head_scores.npz", verb_output=verbs, noun_output=nouns, narration_id=ids)
     top_v, top_n = action_topk(torch.from_numpy(verbs), torch.from_numpy(nouns), candidates)
-    write_json(out / "head_candidates.json", {
-        str(nid): {"predictions": [f"{v}:{n}" for v, n in zip(vs, ns)]}
-        for nid, vs, ns in zip(ids, top_v.tolist(), top_n.tolist())})
+    write_json(
+        out / "head_candidates.json",
+        {
+            str(nid): {"predictions": [f"{v}:{n}" for v, n in zip(vs, ns)]}
+            for nid, vs, ns in zip(ids, top_v.tolist(), top_n.tolist())
+        },
+    )

@@ -39,8 +39,9 @@ def load_scores(path: Path) -> dict[str, np.ndarray]:
             raise ScoresError(f"{path}: {key} has shape {scores[key].shape}, expected ({len(ids)}, {width})")
         bad = ~np.isfinite(scores[key]).all(axis=1)
         if bad.any():
-            raise ScoresError(f"{path}: {key} holds NaN or infinite scores in {int(bad.sum())} rows, "
-                              f"e.g. {', '.join(ids[bad][:5])}")
+            raise ScoresError(
+                f"{path}: {key} holds NaN or infinite scores in {int(bad.sum())} rows, e.g. {', '.join(ids[bad][:5])}"
+            )
     unique, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         raise ScoresError(f"{path}: duplicated narration ids {', '.join(unique[counts > 1][:5])}")
@@ -48,8 +49,9 @@ def load_scores(path: Path) -> dict[str, np.ndarray]:
     return scores
 
 
-def ek100_metrics(scores: dict[str, np.ndarray], annotations: Path, split: str, partial: bool = False,
-                  source: str = "scores") -> dict:
+def ek100_metrics(
+    scores: dict[str, np.ndarray], annotations: Path, split: str, partial: bool = False, source: str = "scores"
+) -> dict:
     """The EPIC action-recognition figures (percent) of the scored segments, with `segments` (how many) and
     `split_segments`. A file covering only part of the split is an error unless partial."""
     ann = EpicAnnotations.load(annotations, split)
@@ -59,13 +61,17 @@ def ek100_metrics(scores: dict[str, np.ndarray], annotations: Path, split: str, 
         raise ScoresError(f"{source}: {len(unknown)} narration ids are not in the {split} split, e.g. {unknown[:5]}")
     if len(scores["narration_id"]) < len(by_id) and not partial:
         absent = sorted(set(by_id) - set(scores["narration_id"]))
-        raise ScoresError(f"{source}: covers {len(scores['narration_id'])} of the {len(by_id)} segments of the {split} "
-                          f"split (e.g. {absent[:3]} are absent); pass --partial for figures over those it covers")
+        raise ScoresError(
+            f"{source}: covers {len(scores['narration_id'])} of the {len(by_id)} segments of the {split} "
+            f"split (e.g. {absent[:3]} are absent); pass --partial for figures over those it covers"
+        )
     segments = [by_id[n] for n in scores["narration_id"]]
     metric = EpicActionMetrics()
     metric.update(
-        torch.from_numpy(scores["verb_output"]).float(), torch.from_numpy(scores["noun_output"]).float(),
-        torch.tensor([s.verb_class for s in segments]), torch.tensor([s.noun_class for s in segments]),
+        torch.from_numpy(scores["verb_output"]).float(),
+        torch.from_numpy(scores["noun_output"]).float(),
+        torch.tensor([s.verb_class for s in segments]),
+        torch.tensor([s.noun_class for s in segments]),
         torch.tensor([s.verb_class in ann.tail_verbs for s in segments]),
         torch.tensor([s.noun_class in ann.tail_nouns for s in segments]),
         torch.tensor([s.participant_id in ann.unseen_participants for s in segments]),
@@ -77,12 +83,20 @@ def ek100_metrics(scores: dict[str, np.ndarray], annotations: Path, split: str, 
 def write_submission(scores: dict[str, np.ndarray], out: Path, sls_pt: int, sls_tl: int, sls_td: int) -> None:
     """The EPIC-KITCHENS-100 action-recognition challenge file: test.json inside a zip."""
     results = {
-        str(nid): {"verb": {str(v): float(s) for v, s in enumerate(verbs)},
-                   "noun": {str(n): float(s) for n, s in enumerate(nouns)}}
+        str(nid): {
+            "verb": {str(v): float(s) for v, s in enumerate(verbs)},
+            "noun": {str(n): float(s) for n, s in enumerate(nouns)},
+        }
         for nid, verbs, nouns in zip(scores["narration_id"], scores["verb_output"], scores["noun_output"])
     }
-    payload = {"version": "0.2", "challenge": "action_recognition", "sls_pt": sls_pt, "sls_tl": sls_tl,
-               "sls_td": sls_td, "results": results}
+    payload = {
+        "version": "0.2",
+        "challenge": "action_recognition",
+        "sls_pt": sls_pt,
+        "sls_tl": sls_tl,
+        "sls_td": sls_td,
+        "results": results,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("test.json", json.dumps(payload))

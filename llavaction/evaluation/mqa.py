@@ -23,9 +23,12 @@ from llavaction.prompts import PromptOptions
 from llavaction.shards import first_sample, sample_keys, sample_meta
 
 BREAKDOWN = {
-    "verb_head": ("verb_tail", False), "verb_tail": ("verb_tail", True),
-    "noun_head": ("noun_tail", False), "noun_tail": ("noun_tail", True),
-    "seen_participants": ("unseen_participant", False), "unseen_participants": ("unseen_participant", True),
+    "verb_head": ("verb_tail", False),
+    "verb_tail": ("verb_tail", True),
+    "noun_head": ("noun_tail", False),
+    "noun_tail": ("noun_tail", True),
+    "seen_participants": ("unseen_participant", False),
+    "unseen_participants": ("unseen_participant", True),
 }
 
 
@@ -54,8 +57,12 @@ class MQAEvaluation:
 
     @property
     def prompt_settings(self) -> dict:
-        return {"num_frames": self.num_frames, "time_instruction": self.time_instruction,
-                "frame_times": self.frame_times, "prior_actions": self.prior_actions}
+        return {
+            "num_frames": self.num_frames,
+            "time_instruction": self.time_instruction,
+            "frame_times": self.frame_times,
+            "prior_actions": self.prior_actions,
+        }
 
 
 def check_questions_in_shards(questions: dict[str, set[str]], shards: list[str]) -> None:
@@ -64,16 +71,19 @@ def check_questions_in_shards(questions: dict[str, set[str]], shards: list[str])
     for path, ids in questions.items():
         missing = sorted(ids - keys)
         if missing:
-            raise ValueError(f"{path}: {len(missing)} questions have no frames in the shards "
-                             f"({', '.join(map(str, shards))}), e.g. {missing[:5]}")
+            raise ValueError(
+                f"{path}: {len(missing)} questions have no frames in the shards "
+                f"({', '.join(map(str, shards))}), e.g. {missing[:5]}"
+            )
 
 
 def resolve(run: MQAEvaluation) -> MQAEvaluation:
     """Fill what the run leaves open from the checkpoint's training and the shards."""
     trained = trained_settings(run.checkpoint)
     stored = min(sample_meta(first_sample(location))["num_frames"] for location in run.shards)
-    num_frames = run.num_frames or (trained.num_frames if trained.num_frames and trained.num_frames <= stored
-                                    else stored)
+    num_frames = run.num_frames or (
+        trained.num_frames if trained.num_frames and trained.num_frames <= stored else stored
+    )
     time_instruction = run.time_instruction if run.time_instruction is not None else bool(trained.time_instruction)
     frame_times = run.frame_times if run.frame_times is not None else bool(trained.frame_times)
     return replace(run, num_frames=num_frames, time_instruction=time_instruction, frame_times=frame_times)
@@ -90,18 +100,28 @@ def evaluate_mqa(run: MQAEvaluation) -> dict | None:
     check_questions_in_shards(questions, run.shards)
     run = resolve(run)
     modes = ("generate", "letter") if run.mode == "generate" else (run.scoring,)
-    module = load_module(run.checkpoint, run.tokenizer, EvaluationOptions(mqa_scoring=modes,
-                                                                          max_new_tokens=run.max_new_tokens))
+    module = load_module(
+        run.checkpoint, run.tokenizer, EvaluationOptions(mqa_scoring=modes, max_new_tokens=run.max_new_tokens)
+    )
     module.predict_mode = modes[0]
     data = EpicDataModule(
-        test=list(run.shards), tokenizer=module.tokenizer_path, tokens_per_frame=module.tokens_per_frame,
-        extra_visual_tokens=module.extra_visual_tokens, num_frames=run.num_frames,
+        test=list(run.shards),
+        tokenizer=module.tokenizer_path,
+        tokens_per_frame=module.tokens_per_frame,
+        extra_visual_tokens=module.extra_visual_tokens,
+        num_frames=run.num_frames,
         prompt=PromptOptions(time_instruction=run.time_instruction, frame_times=run.frame_times),
         prior_actions=PriorActionOptions(evaluation=run.prior_actions, pseudo_predictions=run.pseudo_predictions),
         loader=LoaderOptions(eval_batch_size=run.batch_size, num_workers=run.num_workers),
     )
-    trainer = L.Trainer(accelerator="auto", devices=run.devices, logger=False, enable_checkpointing=False,
-                        precision=run.precision, enable_progress_bar=True)
+    trainer = L.Trainer(
+        accelerator="auto",
+        devices=run.devices,
+        logger=False,
+        enable_checkpointing=False,
+        precision=run.precision,
+        enable_progress_bar=True,
+    )
     parts = trainer.predict(module, datamodule=data, return_predictions=True)
     local = [record for part in parts for record in part]
     gathered = [local]
@@ -111,15 +131,20 @@ def evaluate_mqa(run: MQAEvaluation) -> dict | None:
     if not trainer.is_global_zero:
         return None
     wanted = set().union(*questions.values())
-    predictions = sorted((r for rank in gathered for r in rank if r["narration_id"] in wanted),
-                         key=lambda r: r["narration_id"])
+    predictions = sorted(
+        (r for rank in gathered for r in rank if r["narration_id"] in wanted), key=lambda r: r["narration_id"]
+    )
     if any("verb_scores" in r for r in predictions):
         write_head_outputs(predictions, run.out, run.candidates)
     results = mqa_results(predictions, run.mode) | {
-        "per_question_file": {path: mqa_results([r for r in predictions if r["narration_id"] in ids], run.mode)
-                              for path, ids in questions.items()},
-        "scoring": None if run.mode == "generate" else run.scoring, "checkpoint": run.checkpoint,
-        "settings": run.prompt_settings, "config": {k: str(v) for k, v in asdict(run).items()},
+        "per_question_file": {
+            path: mqa_results([r for r in predictions if r["narration_id"] in ids], run.mode)
+            for path, ids in questions.items()
+        },
+        "scoring": None if run.mode == "generate" else run.scoring,
+        "checkpoint": run.checkpoint,
+        "settings": run.prompt_settings,
+        "config": {k: str(v) for k, v in asdict(run).items()},
         "code_version": code_version(),
     }
     run.out.mkdir(parents=True, exist_ok=True)
@@ -154,8 +179,9 @@ def mqa_results(predictions: list[dict], mode: str) -> dict:
 
 def code_version() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         from importlib.metadata import version
 
@@ -165,16 +191,32 @@ def code_version() -> str:
 def write_lmms_eval(out: Path, predictions: list[dict], results: dict, task: str = "ek100_mqa") -> None:
     """The same figures in lmms-eval's two-file layout."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
-    write_json(out / f"{stamp}_results.json", {
-        "results": {task: {"alias": task, "mqa_accuracy,none": results["accuracy"],
-                           "mqa_accuracy_stderr,none": "N/A"}},
-        "configs": {task: {"task": task, "output_type": "generate_until" if results["mode"] == "generate"
-                           else "multiple_choice"}},
-        "n-samples": {task: {"original": results["count"], "effective": results["count"]}},
-    })
-    write_jsonl(out / f"{stamp}_samples_{task}.jsonl", [
-        {"doc_id": i, "doc": {"narration_id": r["narration_id"], "options": r["options"]},
-         "target": r["answer_index"], "resps": [[r["generation"] if r["generation"] is not None else r["scores"]]],
-         "filtered_resps": [r["chosen_index"]], "mqa_accuracy": float(r["correct"])}
-        for i, r in enumerate(predictions)
-    ])
+    write_json(
+        out / f"{stamp}_results.json",
+        {
+            "results": {
+                task: {"alias": task, "mqa_accuracy,none": results["accuracy"], "mqa_accuracy_stderr,none": "N/A"}
+            },
+            "configs": {
+                task: {
+                    "task": task,
+                    "output_type": "generate_until" if results["mode"] == "generate" else "multiple_choice",
+                }
+            },
+            "n-samples": {task: {"original": results["count"], "effective": results["count"]}},
+        },
+    )
+    write_jsonl(
+        out / f"{stamp}_samples_{task}.jsonl",
+        [
+            {
+                "doc_id": i,
+                "doc": {"narration_id": r["narration_id"], "options": r["options"]},
+                "target": r["answer_index"],
+                "resps": [[r["generation"] if r["generation"] is not None else r["scores"]]],
+                "filtered_resps": [r["chosen_index"]],
+                "mqa_accuracy": float(r["correct"]),
+            }
+            for i, r in enumerate(predictions)
+        ],
+    )

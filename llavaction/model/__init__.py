@@ -5,5 +5,12 @@ from llavaction.model.checkpoint import load_tokenizer
 from llavaction.model.config import LlavaVideoConfig, preset
 from llavaction.model.llava_video import LlavaVideoModel, LlavaVideoOutput
 
-__all__ = ["IGNORE_INDEX", "IMAGE_TOKEN_INDEX", "LlavaVideoConfig", "LlavaVideoModel", "LlavaVideoOutput",
-           "load_tokenizer", "preset"]
+__all__ = [
+    "IGNORE_INDEX",
+    "IMAGE_TOKEN_INDEX",
+    "LlavaVideoConfig",
+    "LlavaVideoModel",
+    "LlavaVideoOutput",
+    "load_tokenizer",
+    "preset",
+]

@@ -32,26 +32,29 @@ NAME_MAP = (
 def to_original_name(name: str) -> str:
     for ours, original in NAME_MAP:
         if name.startswith(ours):
-            return original + name[len(ours):]
+            return original + name[len(ours) :]
     raise KeyError(f"parameter {name} has no original name")
 
 
 def from_original_name(name: str) -> str:
     for ours, original in NAME_MAP:
         if name.startswith(original):
-            return ours + name[len(original):]
+            return ours + name[len(original) :]
     return name  # left as is: reported as unexpected
 
 
-def original_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def original_state_dict(
+    model: torch.nn.Module, state: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """The model's tensors under their original names (a tied lm_head is not stored, as in the originals)."""
     state = model.state_dict() if state is None else state
     tied = model.config.text.get("tie_word_embeddings", False)
     return {to_original_name(k): v for k, v in state.items() if not (tied and k == "llm.lm_head.weight")}
 
 
-def save_original(model, directory: Path, max_shard_bytes: int = 5 * 2**30,
-                  state: dict[str, torch.Tensor] | None = None) -> None:
+def save_original(
+    model, directory: Path, max_shard_bytes: int = 5 * 2**30, state: dict[str, torch.Tensor] | None = None
+) -> None:
     """config.json plus model.safetensors, or numbered shards and model.safetensors.index.json when larger."""
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in original_state_dict(model, state).items()}
@@ -75,8 +78,9 @@ def save_original(model, directory: Path, max_shard_bytes: int = 5 * 2**30,
             save_file(shard, str(directory / filename), metadata={"format": "pt"})
             weight_map |= {name: filename for name in shard}
         total = sum(t.numel() * t.element_size() for t in tensors.values())
-        (directory / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
-                                                       indent=2))
+        (directory / INDEX_FILE).write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+        )
     (directory / "config.json").write_text(json.dumps(model.config.to_original(), indent=2) + "\n")
 
 
@@ -91,7 +95,9 @@ def checkpoint_files(directory: Path) -> list[Path]:
 
 
 def read_config(directory: Path) -> dict:
-    path = directory / "config.json"
+    from llavaction.model.hub import resolve
+
+    path = resolve(directory) / "config.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: not an LLaVA-Video checkpoint directory")
     config = json.loads(path.read_text())
@@ -103,13 +109,24 @@ def read_config(directory: Path) -> dict:
 ACTION_SUPERVISION_NAMES = ("model.action_supervision", "verb_head.", "noun_head.", "action_head.")
 
 
-def load_original(cls, directory: Path, strict: bool = True, dtype: torch.dtype | None = None,
-                  allow_missing: tuple[str, ...] = (), **overrides):
+def load_original(
+    cls,
+    directory: Path,
+    strict: bool = True,
+    dtype: torch.dtype | None = None,
+    allow_missing: tuple[str, ...] = (),
+    **overrides,
+):
     """Build the model from config.json (weights not initialised) and load every tensor; with strict, any missing or
     unexpected name is an error listing them. Names starting with an `allow_missing` prefix may be absent (parts
-    added on top of the checkpoint, e.g. ACTION_SUPERVISION_NAMES); they keep their fresh initialisation."""
-    config = replace(LlavaVideoConfig.from_original(read_config(directory), source=str(directory / "config.json")),
-                     **overrides)
+    added on top of the checkpoint, e.g. ACTION_SUPERVISION_NAMES); they keep their fresh initialisation. directory:
+    a local folder or a model-hub id (llavaction.model.hub)."""
+    from llavaction.model.hub import resolve
+
+    directory = resolve(directory)
+    config = replace(
+        LlavaVideoConfig.from_original(read_config(directory), source=str(directory / "config.json")), **overrides
+    )
     with initialization.no_init_weights():
         model = cls(config)
     model.llm.tie_weights()  # skipped under no_init_weights; a no-op unless tie_word_embeddings
@@ -124,7 +141,9 @@ def load_original(cls, directory: Path, strict: bool = True, dtype: torch.dtype 
     missing = sorted(n for n in expected - set(tensors) if not n.startswith(allow_missing))
     unexpected = sorted(set(tensors) - expected)
     if strict and (missing or unexpected):
-        raise ValueError(f"{directory}: checkpoint does not match the model.\n  missing: {missing}\n  unexpected: {unexpected}")
+        raise ValueError(
+            f"{directory}: checkpoint does not match the model.\n  missing: {missing}\n  unexpected: {unexpected}"
+        )
     state = {from_original_name(k): v for k, v in tensors.items() if k in expected}
     result = model.load_state_dict(state, strict=False)
     absent = [k for k in result.missing_keys if k != "llm.lm_head.weight"]
@@ -136,7 +155,9 @@ def load_original(cls, directory: Path, strict: bool = True, dtype: torch.dtype 
 
 
 def load_tokenizer(directory: str | Path):
-    """The tokenizer stored beside a checkpoint (or a tokenizer folder)."""
+    """The tokenizer stored beside a checkpoint (or a tokenizer folder), by local path or hub id."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(directory))
+    from llavaction.model.hub import resolve
+
+    return AutoTokenizer.from_pretrained(str(resolve(directory, "tokenizer")))

@@ -11,25 +11,61 @@ NEWLINE_POSITIONS = ("grid", "frame", "none")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
 
 SIGLIP_SO400M_384 = dict(
-    hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16, image_size=384,
-    patch_size=14, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh",
+    hidden_size=1152,
+    intermediate_size=4304,
+    num_hidden_layers=27,
+    num_attention_heads=16,
+    image_size=384,
+    patch_size=14,
+    layer_norm_eps=1e-6,
+    hidden_act="gelu_pytorch_tanh",
 )
 # Published vision towers whose shapes are known when a checkpoint's config.json carries no vision_config.
 KNOWN_VISION_TOWERS = {"google/siglip-so400m-patch14-384": SIGLIP_SO400M_384}
 
 QWEN2_7B = dict(
-    hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-    vocab_size=152064, max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1_000_000.0,
-    tie_word_embeddings=False, hidden_act="silu",
+    hidden_size=3584,
+    intermediate_size=18944,
+    num_hidden_layers=28,
+    num_attention_heads=28,
+    num_key_value_heads=4,
+    vocab_size=152064,
+    max_position_embeddings=32768,
+    rms_norm_eps=1e-6,
+    rope_theta=1_000_000.0,
+    tie_word_embeddings=False,
+    hidden_act="silu",
 )
 QWEN2_0_5B = dict(
-    hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
-    vocab_size=151647, max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1_000_000.0,
-    tie_word_embeddings=True, hidden_act="silu",
+    hidden_size=896,
+    intermediate_size=4864,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    vocab_size=151647,
+    max_position_embeddings=32768,
+    rms_norm_eps=1e-6,
+    rope_theta=1_000_000.0,
+    tie_word_embeddings=True,
+    hidden_act="silu",
 )
-MM_FIELDS = ("mm_projector_type", "mm_vision_select_layer", "mm_spatial_pool_mode", "mm_spatial_pool_stride",
-             "mm_newline_position", "mm_hidden_size", "mm_vision_tower", "vision_config", "architectures",
-             "model_type", "image_mean", "image_std", "vision_supervision", "action_types", "vision_token_training")
+MM_FIELDS = (
+    "mm_projector_type",
+    "mm_vision_select_layer",
+    "mm_spatial_pool_mode",
+    "mm_spatial_pool_stride",
+    "mm_newline_position",
+    "mm_hidden_size",
+    "mm_vision_tower",
+    "vision_config",
+    "architectures",
+    "model_type",
+    "image_mean",
+    "image_std",
+    "vision_supervision",
+    "action_types",
+    "vision_token_training",
+)
 ACTION_TOKEN_MODES = ("one_token", "three_tokens", "newline")
 
 
@@ -67,7 +103,9 @@ class LlavaVideoConfig:
         if (self.vision_supervision is None) != (self.action_types is None):
             raise ValueError("vision_supervision and action_types go together")
         if self.vision_supervision == "newline" and self.newline_position == "none":
-            raise ValueError("vision_supervision 'newline' reads the last newline token: newline_position must not be none")
+            raise ValueError(
+                "vision_supervision 'newline' reads the last newline token: newline_position must not be none"
+            )
         if not -self.vision["num_hidden_layers"] <= self.vision_select_layer <= -1:
             raise ValueError(f"vision_select_layer {self.vision_select_layer} outside the tower")
 
@@ -104,25 +142,33 @@ class LlavaVideoConfig:
     def to_original(self) -> dict:
         """The config.json of an original LLaVA-Video checkpoint (LlavaQwenForCausalLM)."""
         vision = dict(self.vision)
-        actions = {} if self.action_types is None else {
-            "vision_supervision": self.vision_supervision, "action_types": ",".join(map(str, self.action_types))}
-        return self.extra | self.text | actions | {
-            "architectures": ["LlavaQwenForCausalLM"],
-            "model_type": self.extra.get("model_type", "llava"),
-            "mm_projector_type": self.projector_type,
-            "mm_vision_select_layer": self.vision_select_layer,
-            "mm_spatial_pool_mode": self.spatial_pool_mode,
-            "mm_spatial_pool_stride": self.spatial_pool_stride,
-            "mm_newline_position": self.newline_position,
-            "mm_hidden_size": vision["hidden_size"],
-            "mm_vision_tower": self.vision_tower_name,
-            "vision_config": vision,
-            "image_mean": list(self.image_mean),
-            "image_std": list(self.image_std),
-        }
+        actions = (
+            {}
+            if self.action_types is None
+            else {"vision_supervision": self.vision_supervision, "action_types": ",".join(map(str, self.action_types))}
+        )
+        return (
+            self.extra
+            | self.text
+            | actions
+            | {
+                "architectures": ["LlavaQwenForCausalLM"],
+                "model_type": self.extra.get("model_type", "llava"),
+                "mm_projector_type": self.projector_type,
+                "mm_vision_select_layer": self.vision_select_layer,
+                "mm_spatial_pool_mode": self.spatial_pool_mode,
+                "mm_spatial_pool_stride": self.spatial_pool_stride,
+                "mm_newline_position": self.newline_position,
+                "mm_hidden_size": vision["hidden_size"],
+                "mm_vision_tower": self.vision_tower_name,
+                "vision_config": vision,
+                "image_mean": list(self.image_mean),
+                "image_std": list(self.image_std),
+            }
+        )
 
     @classmethod
-    def from_original(cls, config: dict, source: str = "config.json") -> "LlavaVideoConfig":
+    def from_original(cls, config: dict, source: str = "config.json") -> LlavaVideoConfig:
         """Read an original config.json; the vision tower from `vision_config`, else a known published tower."""
         missing = [k for k in ("mm_vision_tower", "hidden_size", "num_hidden_layers", "vocab_size") if k not in config]
         if missing:
@@ -138,10 +184,14 @@ class LlavaVideoConfig:
                     f"({', '.join(KNOWN_VISION_TOWERS)}); add a vision_config dict describing the full tower"
                 )
         if "mm_hidden_size" in config and config["mm_hidden_size"] != vision["hidden_size"]:
-            raise ValueError(f"{source}: mm_hidden_size {config['mm_hidden_size']} != tower width {vision['hidden_size']}")
+            raise ValueError(
+                f"{source}: mm_hidden_size {config['mm_hidden_size']} != tower width {vision['hidden_size']}"
+            )
         text = {k: v for k, v in config.items() if k not in MM_FIELDS and not k.startswith(("mm_", "_"))}
         return cls(
-            vision=vision, text=text, vision_tower_name=tower,
+            vision=vision,
+            text=text,
+            vision_tower_name=tower,
             vision_select_layer=config.get("mm_vision_select_layer", -2),
             projector_type=config.get("mm_projector_type", "mlp2x_gelu"),
             spatial_pool_mode=config.get("mm_spatial_pool_mode", "bilinear"),
@@ -150,7 +200,8 @@ class LlavaVideoConfig:
             image_mean=tuple(config.get("image_mean", (0.5, 0.5, 0.5))),
             image_std=tuple(config.get("image_std", (0.5, 0.5, 0.5))),
             vision_supervision=config.get("vision_supervision"),
-            action_types=tuple(int(x) for x in str(config["action_types"]).split(",")) if "action_types" in config
+            action_types=tuple(int(x) for x in str(config["action_types"]).split(","))
+            if "action_types" in config
             else None,
             extra={k: config[k] for k in ("model_type", "vision_token_training") if k in config},
         )
@@ -168,12 +219,26 @@ def _known_tower(name: str) -> dict | None:
 
 
 TINY_VISION = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=2, image_size=32, patch_size=4,
-    layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh",
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=3,
+    num_attention_heads=2,
+    image_size=32,
+    patch_size=4,
+    layer_norm_eps=1e-6,
+    hidden_act="gelu_pytorch_tanh",
 )
 TINY_TEXT = dict(
-    hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-    vocab_size=1024, max_position_embeddings=4096, rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False,
+    hidden_size=128,
+    intermediate_size=384,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=1024,
+    max_position_embeddings=4096,
+    rms_norm_eps=1e-6,
+    rope_theta=10000.0,
+    tie_word_embeddings=False,
     hidden_act="silu",
 )
 PRESETS = {

@@ -1,5 +1,5 @@
-"""The LLaVA-Video architecture from transformers parts: SigLIP (last layer removed) -> mlp2x_gelu projector -> per-frame
-2x2 pooling -> newline tokens -> spliced into the prompt of a Qwen2 LLM at the image placeholder."""
+"""The LLaVA-Video architecture from transformers parts: SigLIP (last layer removed) -> mlp2x_gelu projector ->
+per-frame 2x2 pooling -> newline tokens -> spliced into the prompt of a Qwen2 LLM at the image placeholder."""
 
 from __future__ import annotations
 
@@ -42,9 +42,9 @@ def check_attention(implementation: str) -> None:
     if implementation != "flash_attention_2":
         return
     if not torch.cuda.is_available():
-        raise RuntimeError("attn_implementation='flash_attention_2' needs a CUDA GPU; use 'sdpa' on this machine")
+        raise ValueError("attn_implementation='flash_attention_2' needs a CUDA GPU; use 'sdpa' on this machine")
     if not is_flash_attn_2_available():
-        raise RuntimeError("attn_implementation='flash_attention_2' needs flash-attn: pip install 'llavaction[gpu]'")
+        raise ValueError("attn_implementation='flash_attention_2' needs flash-attn: pip install 'llavaction[gpu]'")
 
 
 class LlavaVideoModel(nn.Module):
@@ -59,18 +59,21 @@ class LlavaVideoModel(nn.Module):
             **(config.vision | {"num_hidden_layers": config.vision_layers_kept, "vision_use_head": False})
         )
         text_config = Qwen2Config(**config.text)
-        self.vision_tower = SiglipVisionModel._from_config(vision_config, attn_implementation=config.attn_implementation)
+        self.vision_tower = SiglipVisionModel._from_config(
+            vision_config, attn_implementation=config.attn_implementation
+        )
         # Kept so checkpoints round-trip; features are taken before it, as in LLaVA-Video.
         self.vision_tower.post_layernorm.requires_grad_(False)
         width = text_config.hidden_size
         self.projector = nn.Sequential(nn.Linear(vision_config.hidden_size, width), nn.GELU(), nn.Linear(width, width))
-        self.image_newline = nn.Parameter(torch.randn(width) * width ** -0.5)
+        self.image_newline = nn.Parameter(torch.randn(width) * width**-0.5)
         self.llm = Qwen2ForCausalLM._from_config(text_config, attn_implementation=config.attn_implementation)
         if config.action_types is not None:  # LLaVAction's action supervision: loaded and saved with the checkpoint
             if config.action_tokens:
-                self.action_supervision = nn.Parameter(torch.randn(config.action_tokens, width) * width ** -0.5)
+                self.action_supervision = nn.Parameter(torch.randn(config.action_tokens, width) * width**-0.5)
             self.verb_head, self.noun_head, self.action_head = (
-                nn.Linear(width, size, bias=False) for size in config.action_types)
+                nn.Linear(width, size, bias=False) for size in config.action_types
+            )
             self.init_action_supervision()
 
     def init_action_supervision(self) -> None:
@@ -84,7 +87,7 @@ class LlavaVideoModel(nn.Module):
                 head.weight.normal_(0.0, std)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, strict: bool = True, **overrides) -> "LlavaVideoModel":
+    def from_pretrained(cls, directory: str | Path, strict: bool = True, **overrides) -> LlavaVideoModel:
         """Load an original LLaVA-Video / LLaVAction checkpoint directory (config.json + *.safetensors)."""
         from llavaction.model.checkpoint import load_original
 
@@ -145,7 +148,9 @@ class LlavaVideoModel(nn.Module):
         is_image = input_ids == IMAGE_TOKEN_INDEX
         bad = (is_image.sum(1) != 1).nonzero().flatten().tolist()
         if bad:
-            raise ValueError(f"rows {bad} of input_ids do not hold the image placeholder {IMAGE_TOKEN_INDEX} exactly once")
+            raise ValueError(
+                f"rows {bad} of input_ids do not hold the image placeholder {IMAGE_TOKEN_INDEX} exactly once"
+            )
         length, num_visual = input_ids.shape[1], visual.shape[1]
         place = is_image.int().argmax(1, keepdim=True)  # [B, 1]
         out = torch.arange(length + num_visual - 1, device=input_ids.device)[None]  # [1, S]
@@ -220,8 +225,11 @@ class LlavaVideoModel(nn.Module):
             targets = labels[:, 1:]
             supervised = targets != IGNORE_INDEX
             supervised_logits = head(hidden[:, :-1][supervised])
-            loss = F.cross_entropy(supervised_logits.float(), targets[supervised]) if supervised.any() \
+            loss = (
+                F.cross_entropy(supervised_logits.float(), targets[supervised])
+                if supervised.any()
                 else hidden.sum() * 0.0
+            )
         if logits_for == "all":
             logits = head(hidden)
         elif logits_for == "labels":
@@ -231,8 +239,14 @@ class LlavaVideoModel(nn.Module):
         else:
             last = mask.shape[1] - 1 - mask.flip(1).int().argmax(1)
             logits = head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
-        return LlavaVideoOutput(logits=logits, loss=loss, hidden_states=hidden, attention_mask=mask, labels=labels,
-                                action_logits=action_logits)
+        return LlavaVideoOutput(
+            logits=logits,
+            loss=loss,
+            hidden_states=hidden,
+            attention_mask=mask,
+            labels=labels,
+            action_logits=action_logits,
+        )
 
     def read_heads(self, hidden: torch.Tensor, input_ids: torch.Tensor, num_visual: int):
         """Verb, noun and action logits from the hidden states at the action token(s): the learned tokens that end
@@ -245,9 +259,18 @@ class LlavaVideoModel(nn.Module):
         return self.verb_head(tokens[0]), self.noun_head(tokens[1]), self.action_head(tokens[2])
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, attention_mask: torch.Tensor, *,
-                 max_new_tokens: int, eos_token_id: int, pad_token_id: int,
-                 visual_tokens: torch.Tensor | None = None, read_heads: bool = False) -> Generation:
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None,
+        attention_mask: torch.Tensor,
+        *,
+        max_new_tokens: int,
+        eos_token_id: int,
+        pad_token_id: int,
+        visual_tokens: torch.Tensor | None = None,
+        read_heads: bool = False,
+    ) -> Generation:
         """Greedy decoding with a KV cache: the clips and prompts (left-padded) go through once, then one token per
         step. visual_tokens: encode_video's output for these rows (pixel_values is then ignored). read_heads: also
         read the action heads at the last layer from the prompt's pass (needs action supervision)."""
@@ -256,8 +279,8 @@ class LlavaVideoModel(nn.Module):
         ids = torch.full((len(rows), length), pad_token_id, device=input_ids.device, dtype=input_ids.dtype)
         mask = torch.zeros_like(ids)
         for i, row in enumerate(rows):
-            ids[i, length - len(row):] = row
-            mask[i, length - len(row):] = 1
+            ids[i, length - len(row) :] = row
+            mask[i, length - len(row) :] = 1
         visual = self.encode_video(pixel_values) if visual_tokens is None else visual_tokens
         embeds, mask = self.splice(ids, visual, mask, None)[:2]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -267,8 +290,9 @@ class LlavaVideoModel(nn.Module):
         done = torch.zeros(len(rows), dtype=torch.bool, device=input_ids.device)
         first_logits, action_logits = None, None
         for _ in range(max_new_tokens):
-            hidden = self.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache,
-                                    use_cache=True).last_hidden_state
+            hidden = self.llm.model(
+                inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+            ).last_hidden_state
             logits = head(hidden[:, -1])
             if first_logits is None:
                 first_logits = logits.float()

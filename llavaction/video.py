@@ -1,4 +1,6 @@
-"""Frame sources for the three EPIC-KITCHENS-100 video layouts, decoded with decord (the decord2 fork).
+"""Frame sources for the three EPIC-KITCHENS-100 video layouts and single video files, decoded with decord (the decord2
+fork), and the frame rule of every clip (midpoints of equal parts): data_prep.extract_frames and llavaction.predict
+share it.
 
 raw:     P01/P01_01.MP4 (or P01/videos/P01_01.MP4)
 chunked: P01/P01_01.MP4/0.MP4, 15.MP4, ... (AVION-style fixed-length chunks; a segment may span chunks)
@@ -20,8 +22,8 @@ RESIZE_MODES = ("squash", "crop")
 VIDEO_SUFFIXES = (".MP4", ".mp4")
 
 
-class VideoError(RuntimeError):
-    """A video that cannot be found or decoded."""
+class VideoError(OSError):
+    """A video that cannot be found or decoded; the message names it."""
 
 
 def sample_times(start_sec: float, stop_sec: float, num_frames: int) -> list[float]:
@@ -36,7 +38,7 @@ def resize_frames(frames: np.ndarray, size: int, mode: str) -> np.ndarray:
     if mode == "crop":
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
-        frames = frames[:, top: top + side, left: left + side]
+        frames = frames[:, top : top + side, left : left + side]
     if frames.shape[1:3] == (size, size):
         return np.ascontiguousarray(frames)
     out = np.empty((n, size, size, 3), dtype=np.uint8)
@@ -94,14 +96,26 @@ def _get_batch(reader, ids: list[int], path: Path) -> np.ndarray:
 class RawVideo:
     """One MP4 per video, opened once for all its segments."""
 
-    def __init__(self, videos: Path, participant: str, video_id: str, size: int, mode: str, threads: int = 1,
-                 path: Path | None = None):
+    def __init__(
+        self,
+        videos: Path,
+        participant: str,
+        video_id: str,
+        size: int,
+        mode: str,
+        threads: int = 1,
+        path: Path | None = None,
+    ):
         self.path = _find_raw(videos, participant, video_id) if path is None else path
         if not self.path.is_file():
             raise VideoError(f"video {video_id} not found: {self.path}")
         self.reader = _open_decord(self.path, threads)
         self.fps = float(self.reader.get_avg_fps())
         self.size, self.mode = size, mode
+
+    @property
+    def duration_sec(self) -> float:
+        return len(self.reader) / self.fps
 
     def clip(self, times: list[float]) -> DecodedClip:
         ids, clamped = frame_ids(times, self.fps, len(self.reader) - 1)
@@ -112,12 +126,28 @@ class RawVideo:
 class ChunkedVideo:
     """AVION-style chunks P01/P01_01.MP4/{0,15,30,...}.MP4; frames of a segment spanning chunks are stitched."""
 
-    def __init__(self, videos: Path, participant: str, video_id: str, size: int, mode: str, chunk_seconds: float,
-                 threads: int = 1):
-        self.folder = next((f for f in (videos / participant / f"{video_id}.MP4", videos / participant / f"{video_id}.mp4")
-                            if f.is_dir()), None)
+    def __init__(
+        self,
+        videos: Path,
+        participant: str,
+        video_id: str,
+        size: int,
+        mode: str,
+        chunk_seconds: float,
+        threads: int = 1,
+    ):
+        self.folder = next(
+            (
+                f
+                for f in (videos / participant / f"{video_id}.MP4", videos / participant / f"{video_id}.mp4")
+                if f.is_dir()
+            ),
+            None,
+        )
         if self.folder is None:
-            raise VideoError(f"video {video_id} not found under {videos} (chunked layout: {participant}/{video_id}.MP4/0.MP4)")
+            raise VideoError(
+                f"video {video_id} not found under {videos} (chunked layout: {participant}/{video_id}.MP4/0.MP4)"
+            )
         starts = sorted(int(p.stem) for p in self.folder.iterdir() if p.stem.isdigit() and p.suffix in VIDEO_SUFFIXES)
         if not starts:
             raise VideoError(f"{self.folder} holds no chunks")
@@ -186,8 +216,26 @@ class FrameFolder:
         return DecodedClip(frames, ids, self.fps, clamped)
 
 
-def open_video(layout: str, videos: Path, participant: str, video_id: str, *, size: int, mode: str,
-               chunk_seconds: float = 15.0, fps: float | None = None, threads: int = 1, path: str | None = None):
+def video_file(path: Path, size: int, mode: str = "squash", threads: int = 1) -> RawVideo:
+    """One video file, wherever it lies."""
+    if not Path(path).is_file():
+        raise VideoError(f"{path}: no such video file")
+    return RawVideo(Path(path).parent, "", Path(path).stem, size, mode, threads, path=Path(path))
+
+
+def open_video(
+    layout: str,
+    videos: Path,
+    participant: str,
+    video_id: str,
+    *,
+    size: int,
+    mode: str,
+    chunk_seconds: float = 15.0,
+    fps: float | None = None,
+    threads: int = 1,
+    path: str | None = None,
+):
     """The frame source of one video in the given layout; an explicit `path` (relative to `videos`) is one video
     file whatever the layout (replayed instruction data)."""
     if path is not None:
