@@ -209,13 +209,24 @@ def read_segments(
             except (ValueError, SyntaxError) as err:
                 if not skip_bad:
                     raise AnnotationError(path, line, str(err)) from None
-                skipped.append(SkippedRow(str(path), line, str(err), dict(row)))
+                skipped.append(SkippedRow(str(path), line, str(err), _readable(row)))
                 continue
             seen.add(segment.narration_id)
             segments.append(segment)
     if not segments and not skipped:
         raise AnnotationError(path, 2, "the file holds no segment rows")
     return segments, skipped
+
+
+def _readable(row: dict) -> dict:
+    """A row as text that can be written out again: undecodable bytes become U+FFFD."""
+
+    def text(value):
+        if isinstance(value, list):
+            return [text(v) for v in value]
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if isinstance(value, str) else value
+
+    return {key: text(value) for key, value in row.items()}
 
 
 def _not_utf8(value) -> bool:

@@ -144,15 +144,18 @@ def shard_urls(location: str | Path) -> list[str]:
 
 def iter_shard(url: str, expected: int | None = None) -> Iterator[dict]:
     """The samples of one shard, in order ({'__key__', '__url__', 'json', '000.jpg', ...}). A remote read that fails is
-    reopened and continues after the samples already given (READ_RETRIES times); a shard that ends early, or holds
-    fewer samples than `expected` (its sizes.json count), raises ShardError naming it."""
-    given, attempts = 0, 0
+    reopened and continues after the samples already given (READ_RETRIES times). With `expected` (its sizes.json
+    count), a shard that ends early raises ShardError naming it, and its last sample, which may be cut, is not given."""
+    given, attempts, pending = 0, 0, None
     while True:
         try:
             for index, sample in enumerate(_tar_samples(url)):
-                if index >= given:
+                if index < given + (pending is not None):
+                    continue
+                if pending is not None:
+                    yield pending
                     given += 1
-                    yield sample
+                pending = sample
             break
         except (OSError, tarfile.TarError, EOFError) as err:
             if not is_remote(url) or attempts >= READ_RETRIES:
@@ -162,8 +165,11 @@ def iter_shard(url: str, expected: int | None = None) -> Iterator[dict]:
                 ) from None
             attempts += 1
             time.sleep(RETRY_DELAY_SEC * attempts)
-    if expected is not None and given < expected:
-        raise ShardError(f"{url}: {given} samples, {SIZES_FILE} lists {expected}; the shard is truncated")
+    read = given + (pending is not None)
+    if expected is not None and read < expected:
+        raise ShardError(f"{url}: {read} samples, {SIZES_FILE} lists {expected}; the shard is truncated")
+    if pending is not None:
+        yield pending
 
 
 def _tar_samples(url: str) -> Iterator[dict]:

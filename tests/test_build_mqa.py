@@ -126,10 +126,26 @@ def test_predictions_train_samples_from_top_2k(tmp_path, epic_dir):
         assert set(q["option_actions"]) <= set(top10)
 
 
-def test_missing_predictions_name_the_segment(tmp_path, epic_dir):
+def test_missing_predictions_name_the_segment(tmp_path, epic_dir, capsys):
     (tmp_path / "p.json").write_text("{}")
-    with pytest.raises(KeyError, match="P01_11_0"):
-        run(tmp_path, epic_dir, "--distractors", "predictions", "--predictions", str(tmp_path / "p.json"))
+    args = [
+        "--annotations",
+        str(epic_dir),
+        "--split",
+        "validation",
+        "--distractors",
+        "predictions",
+        "--predictions",
+        str(tmp_path / "p.json"),
+        "--out",
+        str(tmp_path / "q.jsonl"),
+    ]
+    assert build_mqa(args) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"error: {tmp_path / 'p.json'}: no predictions for P01_11_0 (data row 0)")
+    )
 
 
 def test_narration_representation(tmp_path, epic_dir):

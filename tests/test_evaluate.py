@@ -298,17 +298,21 @@ def run_mqa(ckpt, demo_questions, demo_shards, out, *extra):
     ]
 
 
-@pytest.fixture(scope="module")
-def original_checkpoint(demo_dir, tmp_path_factory):
+def original_checkpoint_at(demo_dir, folder):
+    """A random-init tiny model in the original checkpoint layout, with the demo tokenizer."""
     from transformers import AutoTokenizer
 
     from llavaction.model import LlavaVideoModel, preset
 
     torch.manual_seed(0)
-    ckpt = tmp_path_factory.mktemp("ckpt")
-    LlavaVideoModel(preset("tiny")).save_pretrained(ckpt)
-    AutoTokenizer.from_pretrained(str(demo_dir / "tokenizer")).save_pretrained(ckpt)
-    return ckpt
+    LlavaVideoModel(preset("tiny")).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(demo_dir / "tokenizer")).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def original_checkpoint(demo_dir, tmp_path_factory):
+    return original_checkpoint_at(demo_dir, tmp_path_factory.mktemp("ckpt"))
 
 
 def test_mqa_identical_at_world_sizes_1_2_3(original_checkpoint, demo_questions, demo_shards, tmp_path):

@@ -168,6 +168,7 @@ class EpicDataModule(L.LightningDataModule):
             rank=rank,
             num_workers=loader.num_workers,
             length_group_window=loader.length_group_window,
+            world_size=world,
         )
         return EpochLoader(
             stream, self._epoch, self._position, num_workers=loader.num_workers, pin_memory=torch.cuda.is_available()

@@ -27,7 +27,7 @@ from llavaction.data.stages import (
     SkipCounter,
     TaskSource,
 )
-from llavaction.shards import ShardError, iter_shard, location_sizes, shard_urls
+from llavaction.shards import ShardError, iter_shard, join, location_sizes, read_sizes
 
 
 @dataclass
@@ -39,18 +39,22 @@ class SourceStream:
     encode: EncodePrompt
     shuffle_buffer: int
 
-    def samples(self, seed: str, epoch: int, skips: SkipCounter) -> Iterator[dict]:
-        """An endless, seeded stream: shards drawn with replacement, samples shuffled in a buffer; bad samples and
-        unreadable shards are counted skips."""
+    def samples(self, seed: str, epoch: int, skips: SkipCounter, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
+        """An endless, seeded stream: shards drawn with replacement from this rank's share of the shards (shard i
+        goes to rank i mod world_size, when there are at least as many shards as ranks), samples shuffled in a
+        buffer; bad samples and unreadable shards are counted skips."""
         rng = random.Random(seed)
-        urls = shard_urls(self.source.path)
+        sizes = {join(self.source.path, name): size for name, size in read_sizes(self.source.path).items()}
+        urls = list(sizes)
+        if len(urls) >= world_size:
+            urls = urls[rank::world_size]
         descriptions = Descriptions(self.source.descriptions) if self.source.descriptions else None
         encode = self.encode.at_epoch(epoch)
         buffer: list[dict] = []
         while True:
             url = rng.choice(urls)
             try:
-                for raw in iter_shard(url):
+                for raw in iter_shard(url, expected=sizes[url]):
                     if descriptions is not None and not descriptions.has(raw):
                         continue
                     buffer.append(raw)
@@ -88,10 +92,12 @@ class TrainStream(IterableDataset):
         rank: int,
         num_workers: int,
         length_group_window: int = 0,
+        world_size: int = 1,
     ):
         self.sources, self.weights, self.batch_size = sources, weights, batch_size
         self.batches_per_worker, self.collate, self.seed, self.rank = batches_per_worker, collate, seed, rank
         self.workers, self.length_group_window = max(1, num_workers), length_group_window
+        self.world_size = world_size
         self.epoch, self.consumed = 0, 0
 
     def set_epoch(self, epoch: int, consumed: int = 0) -> None:
@@ -120,7 +126,10 @@ class TrainStream(IterableDataset):
                 yield collate(samples)
 
     def _mix(self, stream_seed: str, skips: SkipCounter) -> Iterator[dict]:
-        streams = [s.samples(f"{stream_seed}:source{i}", self.epoch, skips) for i, s in enumerate(self.sources)]
+        streams = [
+            s.samples(f"{stream_seed}:source{i}", self.epoch, skips, self.rank, self.world_size)
+            for i, s in enumerate(self.sources)
+        ]
         rng = random.Random(f"{stream_seed}:mix")
         while True:
             yield next(streams[rng.choices(range(len(streams)), weights=self.weights)[0]])

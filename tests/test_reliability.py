@@ -1,0 +1,302 @@
+"""Bad inputs and faults a researcher will hit: each is a clear one-line error naming the file, line, segment or shard,
+or a counted skip; never a silently wrong figure (README, "Reliability")."""
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from data_prep.build_mqa import main as build_mqa
+from data_prep.extract_frames import main as extract_main
+from llavaction.data.stages import TaskSource
+from llavaction.jsonl import read_jsonl
+from llavaction.shards import ShardError, iter_shard, read_sizes
+from tests.test_datamodule import datamodule
+from tests.test_training import ROOT, demo_args
+
+HEADER = (
+    "narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,start_frame,"
+    "stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes\n"
+)
+
+
+def row(nid: str, start: str, stop: str, verb: int, noun: int, narration: str = "take plate") -> str:
+    return f"{nid},P01,P01_01,{start},{start},{stop},60,120,{narration},take,{verb},plate,{noun},['plate'],[{noun}]\n"
+
+
+@pytest.fixture
+def annotations(tmp_path, epic_dir) -> Path:
+    """An annotation folder with a small hand-written validation split and the real class files."""
+    folder = tmp_path / "ann"
+    folder.mkdir()
+    for name in ("EPIC_100_verb_classes.csv", "EPIC_100_noun_classes.csv"):
+        shutil.copy(epic_dir / name, folder / name)
+    rows = [
+        row(f"P01_01_{i}", f"00:00:{i:02d}.00", f"00:00:{i:02d}.50", i % 4, 2 + i % 3, f"take plate {i}")
+        for i in range(12)
+    ]
+    (folder / "EPIC_100_validation.csv").write_text(HEADER + "".join(rows))
+    return folder
+
+
+def one_line_error(capsys) -> str:
+    """The command's error: one line `error: ...` at the end of its stderr, no traceback."""
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1 and err[-1] == errors[0] and "Traceback" not in "\n".join(err), err
+    return errors[0]
+
+
+def run_build(annotations: Path, out: Path, *extra) -> int:
+    return build_mqa(
+        [
+            "--annotations",
+            str(annotations),
+            "--split",
+            "validation",
+            "--distractors",
+            "random",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
+
+
+def test_predictions_keyed_by_row_follow_the_csv_rows_across_a_skipped_row(annotations, tmp_path):
+    """The reference's prediction files are keyed by the CSV's data row: a skipped bad row must not shift them."""
+    path = annotations / "EPIC_100_validation.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[3] = lines[3].replace("00:00:02.50", "00:00:01.00")  # data row 2: stop before start
+    path.write_text("".join(lines))
+    wrong = {0: "5:5", 1: "6:6", 2: "7:7", 3: "8:8", 4: "9:9", 5: "10:10", 6: "11:11"}
+    predictions = {
+        str(r): {"predictions": [f"{r}:{r + 20}", wrong[r % 7], "0:9", "1:9", "2:9", "3:9"]} for r in range(12)
+    }
+    (tmp_path / "p.json").write_text(json.dumps(predictions))
+    out = tmp_path / "q.jsonl"
+    assert (
+        build_mqa(
+            [
+                "--annotations",
+                str(annotations),
+                "--split",
+                "validation",
+                "--distractors",
+                "predictions",
+                "--predictions",
+                str(tmp_path / "p.json"),
+                "--skip-bad",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    questions = {q["narration_id"]: q for q in read_jsonl(out)}
+    assert "P01_01_2" not in questions
+    for number in (1, 3, 4, 11):  # data row == the number in these narration ids
+        assert f"{number}:{number + 20}" in questions[f"P01_01_{number}"]["option_actions"]
+
+
+def test_annotation_faults(annotations, tmp_path, capsys):
+    path = annotations / "EPIC_100_validation.csv"
+    good = path.read_bytes()
+    path.write_bytes(good.replace(b"take plate 0", b"take pl\xe4te", 1))  # latin-1, not UTF-8: data row 0, line 2
+    assert run_build(annotations, tmp_path / "q.jsonl") == 2
+    assert one_line_error(capsys) == f"error: {path}:2: not UTF-8 text"
+    assert run_build(annotations, tmp_path / "q.jsonl", "--skip-bad") == 0
+    assert len(read_jsonl(tmp_path / "q.jsonl")) == 11 and "1 bad rows skipped" in capsys.readouterr().err
+    path.write_text(HEADER)
+    assert run_build(annotations, tmp_path / "q.jsonl") == 2
+    assert "holds no segment rows" in one_line_error(capsys)
+    path.write_bytes(good)
+    for mode in ("random", "annotations"):
+        assert run_build(annotations, tmp_path / "q.jsonl", "--num-options", "13", "--distractors", mode) == 2
+        assert one_line_error(capsys) == (
+            f"error: --num-options 13 needs at least 13 distinct actions; the annotations in {annotations} hold 12"
+        )
+    assert run_build(annotations, tmp_path) == 2
+    assert "an existing directory" in one_line_error(capsys)
+
+
+def test_skip_bad_reports_the_other_split_too(annotations, tmp_path, capsys):
+    (annotations / "EPIC_100_train.csv").write_text(HEADER + row("P02_01_0", "00:00:09.00", "00:00:01.00", 1, 2))
+    assert run_build(annotations, tmp_path / "q.jsonl", "--skip-bad") == 0
+    skipped = read_jsonl(tmp_path / "q.skipped.jsonl")
+    assert [s["path"] for s in skipped] == [str(annotations / "EPIC_100_train.csv")] and skipped[0]["line"] == 2
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "p.json: not valid JSON"),
+        (json.dumps({"P01_01_0": {"predictions": ["open:drawer"]}}), "p.json: P01_01_0: action 'open:drawer' is not"),
+        (json.dumps({"P01_01_0": ["1:2"]}), "p.json: P01_01_0: expected {'predictions'"),
+        (json.dumps({}), "p.json: no predictions for P01_01_0 (data row 0)"),
+    ],
+)
+def test_bad_prediction_files_name_file_and_segment(annotations, tmp_path, capsys, content, message):
+    (tmp_path / "p.json").write_text(content)
+    assert (
+        build_mqa(
+            [
+                "--annotations",
+                str(annotations),
+                "--split",
+                "validation",
+                "--distractors",
+                "predictions",
+                "--predictions",
+                str(tmp_path / "p.json"),
+                "--out",
+                str(tmp_path / "q.jsonl"),
+            ]
+        )
+        == 2
+    )
+    assert message in one_line_error(capsys)
+
+
+def extract_args(questions: Path, videos: Path, out: Path, *extra) -> list[str]:
+    return [
+        "--questions",
+        str(questions),
+        "--videos",
+        str(videos),
+        "--num-frames",
+        "4",
+        "--size",
+        "32",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def test_extract_frames_faults(demo_dir, demo_questions, tmp_path, capsys):
+    questions = tmp_path / "q.jsonl"
+    records = read_jsonl(demo_questions["validation_mqa"])
+    questions.write_text("".join(json.dumps(r) + "\n" for r in records[:3]))
+    videos = demo_dir / "videos"
+    assert extract_main(extract_args(questions, videos, tmp_path / "out")) == 0
+    capsys.readouterr()
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(r) + "\n" for r in records[3:6]))
+    assert extract_main(extract_args(other, videos, tmp_path / "out", "--resume")) == 2
+    assert "written from other questions" in one_line_error(capsys)
+    missing = [r | {"video_id": "D09_999", "narration_id": f"D09_999_{i}"} for i, r in enumerate(records[:2])]
+    (tmp_path / "gone.jsonl").write_text("".join(json.dumps(r) + "\n" for r in missing))
+    assert extract_main(extract_args(tmp_path / "gone.jsonl", videos, tmp_path / "empty")) == 2
+    assert "no sample written, every one of the 2 was skipped" in one_line_error(capsys).split(": ", 2)[2]
+    with pytest.raises(ShardError, match=f"{tmp_path / 'empty'}: the shard set holds no sample"):
+        read_sizes(tmp_path / "empty")
+    assert extract_main(extract_args(questions, videos, questions)) == 2
+    assert "an existing file" in one_line_error(capsys)
+    (tmp_path / "bad.jsonl").write_text(json.dumps(records[0]) + "\n{oops\n")
+    assert extract_main(extract_args(tmp_path / "bad.jsonl", videos, tmp_path / "x")) == 2
+    assert (
+        one_line_error(capsys) == f"error: {tmp_path / 'bad.jsonl'}:2: not valid JSON (Expecting property name "
+        "enclosed in double quotes)"
+    )
+
+
+def truncated_copy(source: Path, target: Path, keep_samples: int) -> None:
+    """A copy of a shard set whose first shard ends cleanly after keep_samples samples (a tar cut at a sample
+    boundary), while sizes.json still lists the full count."""
+    shutil.copytree(source, target)
+    first = sorted(target.glob("shard-*.tar"))[0]
+    with tarfile.open(first) as tar:
+        members = tar.getmembers()
+        keys = []
+        kept = []
+        for member in members:
+            key = member.name.split(".")[0]
+            if key not in keys:
+                keys.append(key)
+            if len(keys) > keep_samples:
+                break
+            kept.append((member, tar.extractfile(member).read()))
+    with tarfile.open(first, "w") as tar:
+        import io
+
+        for member, data in kept:
+            tar.addfile(member, io.BytesIO(data))
+
+
+def test_truncated_shards(demo_dir, demo_shards, tmp_path, caplog):
+    truncated_copy(demo_shards["validation_mqa"], tmp_path / "val", keep_samples=2)
+    url = sorted((tmp_path / "val").glob("shard-*.tar"))[0]
+    with pytest.raises(ShardError, match=f"{url}: 2 samples, sizes.json lists 8; the shard is truncated"):
+        list(iter_shard(str(url), expected=8))
+    dm = datamodule(demo_dir, demo_shards, val=[str(tmp_path / "val")])
+    with pytest.raises(ShardError, match="truncated"):
+        list(dm.val_dataloader())  # evaluation: an error, not fewer questions
+    # training: a shard cut inside a sample is a counted skip that says so
+    truncated_copy(demo_shards["train_mqa"], tmp_path / "train", keep_samples=8)
+    first = sorted((tmp_path / "train").glob("shard-*.tar"))[0]
+    first.write_bytes(first.read_bytes()[: len(first.read_bytes()) // 2 + 7])
+    dm = datamodule(
+        demo_dir,
+        demo_shards,
+        train=[TaskSource(str(tmp_path / "train"), "mqa")],
+        samples_per_epoch=40,
+        shuffle_buffer=2,
+    )
+    with caplog.at_level(logging.WARNING):
+        batches = list(dm.train_dataloader())
+    assert len(batches) == 10
+    assert any("the shard is truncated" in r.message and "skipped so far" in r.message for r in caplog.records)
+
+
+def test_train_cli_errors_are_one_line_and_the_demo_checkpoints_every_epoch(demo_dir, demo_shards, tmp_path):
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    args = demo_args(demo_dir, demo_shards, tmp_path / "bad", '--data.val=["/no/such/shards"]')
+    result = subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        "error: /no/such/shards/sizes.json not found; build the shards with: python -m data_prep.extract_frames "
+        "--questions Q.jsonl --videos DIR --out /no/such/shards"
+    )
+    assert "Traceback" not in result.stderr
+    start = time.perf_counter()
+    args = demo_args(demo_dir, demo_shards, tmp_path / "tok", "--model.tokenizer=/no/such/tokenizer")
+    result = subprocess.run(
+        [sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2 and "tokenizer /no/such/tokenizer: no such file or directory" in result.stderr
+    assert time.perf_counter() - start < 60  # no hub retries
+    # a config validating every 4 epochs still leaves a checkpoint after the first one (to resume a killed demo)
+    from llavaction.cli import main as cli
+
+    cli(
+        demo_args(
+            demo_dir, demo_shards, tmp_path / "demo", "--trainer.max_epochs=1", "--data.loader.samples_per_epoch=8"
+        )
+    )
+    assert (tmp_path / "demo" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_evaluation_finds_missing_questions_before_predicting(demo_questions, demo_shards, tmp_path):
+    from llavaction.evaluation.mqa import check_questions_in_shards
+
+    ids = {q["narration_id"] for q in read_jsonl(demo_questions["validation_mqa"])}
+    check_questions_in_shards({"q.jsonl": ids}, [str(demo_shards["validation_mqa"])])
+    with pytest.raises(ValueError, match=r"q.jsonl: 1 questions have no frames in the shards .*\['NOPE_1'\]"):
+        check_questions_in_shards({"q.jsonl": ids | {"NOPE_1"}}, [str(demo_shards["validation_mqa"])])
+
+
+def test_bad_jsonl_names_file_and_line(tmp_path):
+    (tmp_path / "x.jsonl").write_text('{"a": 1}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"x.jsonl:2: expected a JSON object"):
+        read_jsonl(tmp_path / "x.jsonl")
