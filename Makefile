@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # experiments/demo.yaml reads its data from here.
 DEMO_DIR := demo_data
 
-.PHONY: venv demo demo-data ablation-data demo-ablation lint test test-slow bench-cpu clean
+.PHONY: venv demo demo-data ablation-data demo-ablation lint test test-slow test-lmms bench-cpu clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -61,6 +61,21 @@ test: lint
 test-slow: venv
 	$(PY) -m pytest -q -m slow
 
+# The real lmms-eval 0.7.3 beside the project without replacing its torch: the package and the few modules its task
+# loading and evaluator import, without their dependencies, in a folder put first on PYTHONPATH (filelock<4: lmms-eval
+# 0.7.x imports filelock._api).
+LMMS := .lmms
+LMMS_PACKAGES := lmms-eval==0.7.3 "filelock<4" loguru==0.7.3 pytz datasets==5.2.0 multiprocess dill xxhash \
+	pandas pyarrow accelerate==1.15.0 tenacity evaluate==0.4.6 requests urllib3 certifi sacrebleu portalocker \
+	tabulate colorama lxml
+
+$(LMMS)/.installed: $(VENV)/.installed
+	$(PY) -m pip install -q --no-deps --target $(LMMS) $(LMMS_PACKAGES)
+	touch $@
+
+test-lmms: $(LMMS)/.installed
+	PYTHONPATH=$(LMMS) $(PY) -m pytest -q -m lmms
+
 # The CPU figures that must not regress (compare with benchmarks/RESULTS.md).
 bench-cpu: venv
 	$(PY) benchmarks/cpu_step.py
@@ -68,4 +83,4 @@ bench-cpu: venv
 	$(PY) benchmarks/loader.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) runs
+	rm -rf $(VENV) $(LMMS) $(DEMO_DIR) runs

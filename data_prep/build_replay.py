@@ -1,30 +1,103 @@
-"""LLaVA-style video instruction data -> question records for extract_frames, replayed during EK-100 training.
+"""LLaVA-Video-178K (or any LLaVA-style video instruction data) -> replay records for extract_frames, trained beside the
+EK-100 tasks as the reference does.
 
-Input: a JSON list of {"id", "video": path relative to --videos, "conversations": [{"from": "human", "value":
-"<image>\\nQ"}, {"from": "gpt", "value": "A"}, ...]}. Each entry becomes one `qa` record over its whole video (its
-first human/gpt exchange). Entries that cannot be used are skipped and listed with the reason in OUT.skipped.jsonl.
+    python -m data_prep.build_replay --data-yaml avion_tim_top5_gpt4o_detection_direct_178K_100percent.yaml \
+        --videos LLaVA-Video-178K --seed 0 --out replay.jsonl
+    python -m data_prep.build_replay --conversations 0_30_s_youtube_v0_1/0_30_s_youtube_oe_v0_1_qa_processed.json \
+        --videos LLaVA-Video-178K --out replay.jsonl
+    python -m data_prep.extract_frames --questions replay.jsonl --videos LLaVA-Video-178K --num-frames 64 ...
 
-    python -m data_prep.build_replay --conversations llava_video_subset.json --videos VIDEO_ROOT --out replay.jsonl
-    python -m data_prep.extract_frames --questions replay.jsonl --videos VIDEO_ROOT --out shards/replay ...
+Input: the reference's data YAML (`datasets:` entries of `json_path` and `sampling_strategy`: all, first:N, end:N or
+random:N, N a count or a percentage; entries whose file is not a video instruction file, e.g. the EK-100 ones, are
+left out with a note), or JSON / JSONL files given with --conversations (all their records). A record is {"id",
+"video", "conversations": [{"from": "human" | "gpt", "value"}, ...], "data_source"?}; every turn is kept. Records are
+told apart by (file, index), never by id (the caption, open-ended and multiple-choice files of a bucket share ids).
+Videos are found as the reference trainer finds them: ROOT/<data_source>/<video>, then ROOT/<video>, then next to the
+JSON file. All records of one video become one record holding their conversations, so extract_frames stores its frames
+once. A record whose video is missing or unreadable is a counted skip, listed in OUT.skipped.jsonl.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import random
 import re
 import sys
 from pathlib import Path
 
+import yaml
 from tqdm import tqdm
 
-from llavaction.constants import IMAGE_PLACEHOLDER
-from llavaction.jsonl import write_jsonl
+from llavaction.cli_errors import add_debug_flag, run_cli
+from llavaction.jsonl import read_jsonl, write_jsonl
+
+STRATEGIES = ("all", "first", "end", "random")
 
 
 def safe_key(text: str) -> str:
     """A WebDataset-safe sample key: no dots or slashes."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", text)
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of a JSON list or a JSONL file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such conversation file")
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a JSON list of records")
+    return records
+
+
+def sample_records(records: list[dict], strategy: str, rng: random.Random, source: str) -> list[int]:
+    """Indices kept by a sampling strategy, as LLaVA's trainer reads it (a percentage rounds up)."""
+    name, _, number = strategy.partition(":")
+    if name not in STRATEGIES or (name == "all") != (number == ""):
+        raise ValueError(f"{source}: sampling_strategy {strategy!r}; expected all, first:N, end:N or random:N")
+    indices = list(range(len(records)))
+    if name == "all":
+        return indices
+    try:
+        count = math.ceil(float(number[:-1]) * len(records) / 100) if number.endswith("%") else int(number)
+    except ValueError:
+        raise ValueError(f"{source}: sampling_strategy {strategy!r}: N must be a count or a percentage") from None
+    if name == "first":
+        return indices[:count]
+    if name == "end":
+        return indices[-count:] if count else []
+    rng.shuffle(indices)
+    return sorted(indices[:count])
+
+
+def data_yaml_entries(path: Path) -> list[tuple[Path, str]]:
+    """(json_path, sampling_strategy) of each `datasets:` entry of a data YAML."""
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from None
+    entries = (config or {}).get("datasets") if isinstance(config, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected `datasets:` with a list of json_path entries")
+    out = []
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict) or "json_path" not in entry:
+            raise ValueError(f"{path}: datasets entry {number} has no json_path")
+        out.append((Path(entry["json_path"]), str(entry.get("sampling_strategy", "all")).strip()))
+    return out
+
+
+def find_video(record: dict, videos: Path, json_path: Path) -> Path | None:
+    name = record["video"]
+    candidates = [videos / record["data_source"] / name] if record.get("data_source") else []
+    candidates += [videos / name, json_path.parent / name]
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def video_duration(path: Path) -> float:
@@ -34,61 +107,103 @@ def video_duration(path: Path) -> float:
     return len(reader) / reader.get_avg_fps()
 
 
-def replay_record(entry: dict, videos: Path) -> dict:
-    """One `qa` record over the whole video; ValueError names what is wrong."""
-    for field in ("id", "video", "conversations"):
-        if field not in entry:
-            raise ValueError(f"missing {field!r}")
-    turns = entry["conversations"]
-    human = next((t["value"] for t in turns if t.get("from") == "human"), None)
-    answer = next((t["value"] for t in turns if t.get("from") == "gpt"), None)
-    if human is None or answer is None:
-        raise ValueError("no human/gpt exchange")
-    path = videos / entry["video"]
-    if not path.is_file():
-        raise ValueError(f"video not found: {path}")
+def build(entries: list[tuple[Path, str]], videos: Path, seed: int) -> tuple[list[dict], list[dict]]:
+    """Replay records (one per video, holding its conversations in file order) and the skipped records."""
+    by_video: dict[Path, dict] = {}
+    skipped = []
+    durations: dict[Path, float] = {}
+    for file_number, (path, strategy) in enumerate(entries):
+        records = read_records(path)
+        rng = random.Random(f"{seed}:{file_number}:{path.name}")
+        for index in tqdm(
+            sample_records(records, strategy, rng, str(path)), desc=path.name, unit="record", mininterval=1
+        ):
+            record, where = records[index], f"{path}:{index}"
+            try:
+                if not isinstance(record, dict) or not all(k in record for k in ("video", "conversations")):
+                    raise ValueError("needs video and conversations")
+                video = find_video(record, videos, path)
+                if video is None:
+                    raise ValueError(f"video not found: {record['video']} (under {videos} or {path.parent})")
+                if video not in durations:
+                    try:
+                        durations[video] = video_duration(video)
+                    except Exception as err:  # decord raises its own error types on unreadable files
+                        raise ValueError(f"cannot read {video}: {err}") from None
+            except ValueError as err:
+                skipped.append(
+                    {"record": where, "id": record.get("id") if isinstance(record, dict) else None, "reason": str(err)}
+                )
+                continue
+            merged = by_video.setdefault(video, replay_record(video, videos, durations[video]))
+            merged["conversations"].append(record["conversations"])
+            merged["sources"].append(where)
+    return list(by_video.values()), skipped
+
+
+def replay_record(video: Path, videos: Path, duration: float) -> dict:
+    """One `qa` record over a whole video; its conversations are added by build()."""
     try:
-        duration = video_duration(path)
-    except Exception as err:  # decord raises its own error types on unreadable files
-        raise ValueError(f"cannot read {path}: {err}") from None
-    key = safe_key(str(entry["id"]))
+        relative = str(video.relative_to(videos))
+    except ValueError:
+        relative = str(video)
+    key = safe_key(relative)
     return {
         "task": "qa",
+        "replay": True,
         "narration_id": key,
-        "video_id": safe_key(entry["video"]),
+        "video_id": key,
         "participant_id": "replay",
-        "video_path": entry["video"],
+        "video_path": relative,
         "start_sec": 0.0,
         "stop_sec": round(duration, 3),
         "clip_start_sec": 0.0,
         "clip_stop_sec": round(duration, 3),
-        "qa_question": human.replace(IMAGE_PLACEHOLDER, "").strip(),
-        "qa_answer": answer.strip(),
+        "conversations": [],
+        "sources": [],
     }
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.data_yaml:
+        entries = data_yaml_entries(args.data_yaml)
+        usable = []
+        for path, strategy in entries:
+            if not path.is_file() and (args.data_yaml.parent / path).is_file():
+                path = args.data_yaml.parent / path
+            if path.suffix == ".json":
+                usable.append((path, strategy))
+            else:  # the reference's EK-100 task files (.jsonl): built here by build_mqa, not replayed
+                print(f"note: {path} left out (not a video instruction .json file)", file=sys.stderr)
+    else:
+        usable = [(path, "all") for path in args.conversations]
+    records, skipped = build(usable, args.videos, args.seed)
+    if not records:
+        raise ValueError(
+            f"no replay record: all {len(skipped)} were skipped (reasons in {args.out.with_suffix('.skipped.jsonl')})"
+        )
+    write_jsonl(args.out, records)
+    write_jsonl(args.out.with_suffix(".skipped.jsonl"), skipped)
+    conversations = sum(len(r["conversations"]) for r in records)
+    print(
+        f"{conversations} conversations of {len(records)} videos -> {args.out}; {len(skipped)} records skipped "
+        f"(see {args.out.with_suffix('.skipped.jsonl')})",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--conversations", type=Path, required=True, help="LLaVA-style JSON list")
-    parser.add_argument("--videos", type=Path, required=True, help="root the entries' video paths are relative to")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-yaml", type=Path, help="the reference's data YAML (datasets: json_path, strategy)")
+    source.add_argument("--conversations", type=Path, nargs="+", help="LLaVA-style JSON or JSONL files")
+    parser.add_argument("--videos", type=Path, required=True, help="root the records' video paths are relative to")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random:N sampling")
     parser.add_argument("--out", type=Path, required=True)
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    records, skipped, seen = [], [], set()
-    for index, entry in enumerate(tqdm(json.loads(args.conversations.read_text()), desc="replay", unit="entry")):
-        try:
-            record = replay_record(entry, args.videos)
-            if record["narration_id"] in seen:
-                raise ValueError(f"duplicated id {entry['id']!r}")
-        except ValueError as err:
-            skipped.append({"index": index, "id": entry.get("id"), "reason": str(err)})
-            print(f"skipped entry {index} ({entry.get('id')}): {err}", file=sys.stderr)
-            continue
-        seen.add(record["narration_id"])
-        records.append(record)
-    write_jsonl(args.out, records)
-    write_jsonl(args.out.with_suffix(".skipped.jsonl"), skipped)
-    print(f"{len(records)} replay records -> {args.out}; {len(skipped)} skipped", file=sys.stderr)
-    return 0
+    return run_cli(lambda: run(args), debug=args.debug)
 
 
 if __name__ == "__main__":

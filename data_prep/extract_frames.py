@@ -30,7 +30,7 @@ from tqdm import tqdm
 from llavaction.cli_errors import add_debug_flag, run_cli
 from llavaction.epic import EpicAnnotations
 from llavaction.jsonl import read_jsonl, write_json
-from llavaction.shards import SHARD_PATTERN, SIZES_FILE, make_sample
+from llavaction.shards import CONVERSATIONS_FILE, SHARD_PATTERN, SIZES_FILE, make_sample
 from llavaction.video import LAYOUTS, RESIZE_MODES, VideoError, open_video, sample_times
 
 PROGRESS_FILE = "_progress.json"
@@ -202,6 +202,8 @@ class ShardWriter:
                     writer.write(sample)
             os.replace(tmp, self.out / name)
             self.progress["shards"][name] = len(self.pending)
+            conversations = [len(json.loads(sample["json"]).get("conversations") or [None]) for sample in self.pending]
+            self.progress.setdefault("conversations", {})[name] = sum(conversations)
             self.pending = []
         write_json(self.out / PROGRESS_FILE, self.progress)
 
@@ -268,6 +270,8 @@ def extract(records: list[dict], out: Path, config: ExtractConfig, workers: int 
     bar.close()
     sizes = progress["shards"]
     write_json(out / SIZES_FILE, sizes)
+    if any(r.get("conversations") for r in records):  # replayed videos: several conversations a sample
+        write_json(out / CONVERSATIONS_FILE, progress.get("conversations", {}))
     report = {
         "samples": len(records),
         "written": sum(sizes.values()),

@@ -5,6 +5,7 @@
     python -m llavaction.evaluate class-scores --predictions results/predictions.jsonl --out scores.npz
     python -m llavaction.evaluate ek100 --scores scores.npz --annotations DIR --split validation --out ek100.json
     python -m llavaction.evaluate submission --scores test_scores.npz --sls-pt 2 --sls-tl 3 --sls-td 4 --out test.zip
+    python -m llavaction.evaluate lmms-export --questions val_mqa.jsonl --shards shards/val_mqa --out tasks/ek100_mqa
 """
 
 from __future__ import annotations
@@ -93,6 +94,31 @@ def run_submission(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_lmms_export(args: argparse.Namespace) -> int:
+    from llavaction.evaluation.checkpoints import trained_settings
+    from llavaction.evaluation.lmms_eval import ExportSettings, export_task
+    from llavaction.shards import first_sample, sample_meta
+
+    trained = trained_settings(args.checkpoint) if args.checkpoint else None
+    stored = min(sample_meta(first_sample(location))["num_frames"] for location in args.shards)
+    num_frames = args.num_frames or (trained.num_frames if trained and trained.num_frames else stored)
+
+    def chosen(value, trained_value):
+        return value if value is not None else bool(trained_value)
+
+    settings = ExportSettings(
+        num_frames=num_frames,
+        time_instruction=chosen(args.time_instruction, trained and trained.time_instruction),
+        frame_times=chosen(args.frame_times, trained and trained.frame_times),
+        prior_actions=args.prior_actions,
+        pseudo_predictions=args.pseudo_predictions,
+        visual=args.visual,
+    )
+    count = export_task(args.questions, args.shards, args.out, settings)
+    print(f"{count} questions -> lmms-eval task folder {args.out} ({settings})")
+    return 0
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -152,10 +178,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     submission.add_argument("--sls-td", type=int, required=True, help="supervision level: training data")
     submission.add_argument("--out", type=Path, required=True)
     submission.set_defaults(func=run_submission)
-    for command in (mqa, ek100, class_scores, submission):
+    lmms = commands.add_parser("lmms-export", help="an lmms-eval task folder of a question file")
+    lmms.add_argument("--questions", type=Path, nargs="+", required=True)
+    lmms.add_argument("--shards", nargs="+", required=True, help="shard sets: directories or URLs")
+    lmms.add_argument("--out", type=Path, required=True, help="the task folder (for lmms-eval's --include_path)")
+    lmms.add_argument("--checkpoint", help="ask what this checkpoint was trained with (time instruction, frames)")
+    lmms.add_argument("--num-frames", type=int, help="default: the checkpoint's, else the shards' frames")
+    lmms.add_argument("--time-instruction", action=argparse.BooleanOptionalAction, default=None)
+    lmms.add_argument("--frame-times", action=argparse.BooleanOptionalAction, default=None)
+    lmms.add_argument("--prior-actions", choices=("none", "oracle", "pseudo"), default="none")
+    lmms.add_argument("--pseudo-predictions", help="predictions.jsonl of an earlier run, for --prior-actions pseudo")
+    lmms.add_argument(
+        "--visual",
+        choices=("video", "frames"),
+        default="video",
+        help="an MP4 per question (video models such as llava_vid) or its JPEG frames",
+    )
+    lmms.set_defaults(func=run_lmms_export)
+    for command in (mqa, ek100, class_scores, submission, lmms):
         add_debug_flag(command)
     args = parser.parse_args(argv)
-    if args.command == "mqa" and (args.prior_actions == "pseudo") != (args.pseudo_predictions is not None):
+    if args.command in ("mqa", "lmms-export") and (args.prior_actions == "pseudo") != (
+        args.pseudo_predictions is not None
+    ):
         parser.error("--pseudo-predictions goes with --prior-actions pseudo, and only with it")
     return args
 

@@ -152,9 +152,29 @@ def task_prompt(record: dict, task: str, use_priors: bool = False) -> str:
         duration = float(record["stop_sec"]) - float(record["start_sec"])
         return TEMPORAL_QUESTION.format(narration=record["narration"], duration=reference_number(duration))
     if task == "qa":
+        if record.get("conversation"):
+            return exchanges(record)[0][0].replace(IMAGE_PLACEHOLDER, "").strip()
         question = record.get("qa_question")
         return f"{PERSPECTIVE}{CAPTION_QUESTION}" if question is None else question
     raise PromptError(f"unknown task {task!r}; expected one of {TASKS}")
+
+
+def exchanges(record: dict) -> list[tuple[str, str]]:
+    """(question, answer) pairs of a `conversation` ([{"from": "human" | "gpt", "value": ...}, ...], LLaVA's format):
+    a leading non-human turn and a trailing unanswered question are left out, as LLaVA's trainer does."""
+    name = record.get("narration_id", "?")
+    turns = list(record["conversation"])
+    if turns and turns[0].get("from") != "human":
+        turns = turns[1:]
+    pairs = []
+    for i in range(0, len(turns) - 1, 2):
+        human, gpt = turns[i], turns[i + 1]
+        if human.get("from") != "human" or gpt.get("from") != "gpt":
+            raise PromptError(f"{name}: turn {i + 1} is not a human question followed by a gpt answer")
+        pairs.append((str(human.get("value", "")), str(gpt.get("value", ""))))
+    if not pairs:
+        raise PromptError(f"{name}: the conversation holds no question with an answer")
+    return pairs
 
 
 def user_text(record: dict, task: str, num_frames: int, options: PromptOptions, use_priors: bool = False) -> str:
@@ -166,6 +186,8 @@ def user_text(record: dict, task: str, num_frames: int, options: PromptOptions, 
         if not options.time_instruction:
             return question
         sentence = REPLAY_TIME_INSTRUCTION.format(duration=clip_duration(record), num_frames=num_frames)
+        if record.get("conversation"):  # the reference keeps the question's own text after `<image>` ("\nQ")
+            return f"{sentence}\n{exchanges(record)[0][0].replace(IMAGE_PLACEHOLDER, '')}"
         return f"{sentence}\n{question}"
     question = task_prompt(record, task, use_priors)
     return (time_instruction(record, num_frames, options) if options.time_instruction else "") + question
@@ -185,13 +207,29 @@ def answer_text(record: dict, task: str) -> str:
     if task == "temporal":
         return record["answer"]
     if task == "qa":
-        return record["qa_answer"]
+        return exchanges(record)[0][1] if record.get("conversation") else record["qa_answer"]
     raise PromptError(f"unknown task {task!r}; expected one of {TASKS}")
+
+
+def prompt_turns(
+    record: dict, task: str, num_frames: int, options: PromptOptions, use_priors: bool = False
+) -> list[tuple[str, str]]:
+    """(user text, answer) of every exchange of a sample: one for the EK-100 tasks, each of a conversation's for `qa`
+    samples that carry one; the first user text is what follows `<image>\n`."""
+    first = (user_text(record, task, num_frames, options, use_priors), answer_text(record, task))
+    if task == "qa" and record.get("conversation"):
+        return [first, *exchanges(record)[1:]]
+    return [first]
 
 
 def chat_prompt(user: str) -> str:
     """The whole text the tokenizer receives up to the answer, `<image>` standing for the visual tokens."""
     return f"{SYSTEM_TURN}{USER_START}{IMAGE_PLACEHOLDER}\n{user}{EOS_TOKEN}\n{ASSISTANT_START}"
+
+
+def next_turn(user: str) -> str:
+    """The text between an answer's <|im_end|> and the next answer: the user's next question."""
+    return f"\n{USER_START}{user}{EOS_TOKEN}\n{ASSISTANT_START}"
 
 
 def prompt_vocabulary_corpus() -> list[str]:
@@ -244,23 +282,37 @@ class PromptEncoder:
     def encode(self, question: str, answer: str | None, num_visual_tokens: int, name: str = "sample") -> EncodedPrompt:
         """question: the user text after `<image>\\n`; answer=None gives the prompt up to the assistant turn (for
         scoring and generation)."""
-        after_image = chat_prompt(question).split(IMAGE_PLACEHOLDER, 1)[1]
-        context = self.prefix_ids + [IMAGE_TOKEN_INDEX] + self._ids(after_image)
-        answer_ids = [] if answer is None else self._ids(answer) + self.eos_ids
-        room = self.max_length - num_visual_tokens + 1 - len(context)  # the placeholder becomes the visual tokens
-        truncated = len(answer_ids) > room
-        if truncated:
-            if self.overflow == "error" or room <= 0:
-                raise PromptTooLong(
-                    f"{name}: {len(context) + len(answer_ids) + num_visual_tokens - 1} tokens with "
-                    f"{num_visual_tokens} visual tokens exceed max_length={self.max_length}"
-                )
-            answer_ids = answer_ids[:room]
-        return EncodedPrompt(
-            context + answer_ids,
-            [IGNORE_INDEX] * len(context) + answer_ids,
-            truncated=truncated,
-        )
+        return self.encode_turns([(question, answer)], num_visual_tokens, name)
+
+    def encode_turns(
+        self, turns: list[tuple[str, str | None]], num_visual_tokens: int, name: str = "sample"
+    ) -> EncodedPrompt:
+        """A whole conversation: labels on every answer and its <|im_end|>. Too long for max_length: an error, or
+        with overflow='truncate' whole trailing exchanges are dropped and, if the first alone is too long, the end of
+        its answer is cut; the visual tokens and the first question are never cut."""
+        after_image = chat_prompt(turns[0][0]).split(IMAGE_PLACEHOLDER, 1)[1]
+        input_ids = self.prefix_ids + [IMAGE_TOKEN_INDEX] + self._ids(after_image)
+        labels = [IGNORE_INDEX] * len(input_ids)
+        budget = self.max_length - num_visual_tokens + 1  # the placeholder becomes the visual tokens
+        truncated = False
+        for index, (user, answer) in enumerate(turns):
+            question_ids = [] if index == 0 else self._ids(next_turn(user))
+            answer_ids = [] if answer is None else self._ids(answer) + self.eos_ids
+            room = budget - len(input_ids) - len(question_ids)
+            if len(answer_ids) > room:
+                if self.overflow == "error" or (index == 0 and room <= 0):
+                    total = len(input_ids) + len(question_ids) + len(answer_ids) + num_visual_tokens - 1
+                    raise PromptTooLong(
+                        f"{name}: {total} tokens with {num_visual_tokens} visual tokens exceed "
+                        f"max_length={self.max_length}"
+                    )
+                truncated = True
+                if index > 0:
+                    break
+                answer_ids = answer_ids[:room]
+            input_ids += question_ids + answer_ids
+            labels += [IGNORE_INDEX] * len(question_ids) + answer_ids
+        return EncodedPrompt(input_ids, labels, truncated=truncated)
 
     def letter_token_ids(self, count: int) -> list[int]:
         """The token id of each option letter as the first token of the answer."""

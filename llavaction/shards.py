@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 SIZES_FILE = "sizes.json"
+# {shard file name: conversations}, for shards of replayed videos whose samples carry several conversations each
+CONVERSATIONS_FILE = "conversations.json"
 SHARD_PATTERN = "shard-{:06d}.tar"
 BUILD_HINT = "python -m data_prep.extract_frames --questions Q.jsonl --videos DIR --out {location}"
 REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "pipe:")
@@ -136,6 +138,14 @@ def read_sizes(location: str | Path) -> dict[str, int]:
         if absent:
             raise ShardError(f"{location}: shards listed in {SIZES_FILE} are missing: {absent[:5]}")
     return sizes
+
+
+def read_conversation_counts(location: str | Path) -> dict[str, int] | None:
+    """conversations.json of a shard set, or None when its samples are one conversation each."""
+    try:
+        return json.loads(read_text(join(location, CONVERSATIONS_FILE)))
+    except FileNotFoundError:
+        return None
 
 
 def shard_urls(location: str | Path) -> list[str]:

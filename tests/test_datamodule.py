@@ -211,58 +211,6 @@ def test_prior_decision_depends_only_on_seed_epoch_and_sample():
     assert once != {k: decide(0, 2, k, "priors", 0.3) for k in keys}
 
 
-def test_replay_of_instruction_data(demo_dir, tmp_path):
-    from data_prep.build_replay import main as build_replay
-    from data_prep.extract_frames import ExtractConfig, extract
-
-    videos = demo_dir / "videos"
-    entries = [
-        {
-            "id": "clip.1",
-            "video": "D01/D01_101.MP4",
-            "conversations": [{"from": "human", "value": "<image>\nWhat moves?"}, {"from": "gpt", "value": "Objects."}],
-        },
-        {"id": "clip.2", "video": "D01/missing.MP4", "conversations": []},
-    ]
-    (tmp_path / "conv.json").write_text(json.dumps(entries))
-    build_replay(
-        [
-            "--conversations",
-            str(tmp_path / "conv.json"),
-            "--videos",
-            str(videos),
-            "--out",
-            str(tmp_path / "replay.jsonl"),
-        ]
-    )
-    records = read_jsonl(tmp_path / "replay.jsonl")
-    assert [r["narration_id"] for r in records] == ["clip_1"] and records[0]["clip_stop_sec"] == pytest.approx(
-        20, abs=0.1
-    )
-    assert read_jsonl(tmp_path / "replay.skipped.jsonl")[0]["reason"] == "no human/gpt exchange"
-    config = ExtractConfig(
-        videos=str(videos),
-        layout="chunked",
-        num_frames=8,
-        size=32,
-        resize="squash",
-        quality=90,
-        chunk_seconds=15.0,
-        shard_size=8,
-    )
-    extract(records, tmp_path / "shards", config)  # the video path wins over the layout
-    dm = datamodule(
-        demo_dir,
-        {"train_mqa": tmp_path / "shards", "validation_mqa": tmp_path / "shards"},
-        train=[TaskSource(str(tmp_path / "shards"), "qa")],
-        num_frames=8,
-        samples_per_epoch=4,
-    )
-    batch = next(iter(dm.train_dataloader()))
-    answer = [t for t, label in zip(batch["input_ids"][0].tolist(), batch["labels"][0].tolist()) if label >= 0]
-    assert dm.tokenizer.decode(answer) == "Objects.<|im_end|>"
-
-
 def test_prior_actions_checked_on_mqa_sources_only(demo_dir, demo_shards):
     priors = PriorActionOptions(train_probability=0.3)
     train = [

@@ -358,46 +358,6 @@ def test_mqa_generate_mode_is_the_default_and_the_papers_rule(
     }
 
 
-def test_lmms_eval_export(demo_questions, demo_shards, tmp_path):
-    import importlib.util
-
-    from data_prep.export_lmms_eval import main as export
-    from llavaction.prompts import PromptOptions, user_text
-
-    out = tmp_path / "task"
-    export(
-        [
-            "--questions",
-            str(demo_questions["validation_mqa"]),
-            "--shards",
-            str(demo_shards["validation_mqa"]),
-            "--out",
-            str(out),
-        ]
-    )
-    assert (out / "ek100_mqa.yaml").exists() and (out / "utils.py").exists()
-    spec = importlib.util.spec_from_file_location("task_utils", out / "utils.py")
-    utils = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(utils)
-    doc = json.loads((out / "questions.jsonl").read_text().splitlines()[0])
-    assert len(utils.doc_to_visual(doc)) == 8
-    assert utils.doc_to_text(doc) == user_text(doc, "mqa", 8, PromptOptions())
-    letter = doc["answer_letter"]
-    assert utils.process_results(doc, [f"{letter}. {doc['options'][doc['answer_index']]}"]) == {"mqa_accuracy": 1.0}
-    with pytest.raises(ValueError, match="no frames"):
-        (tmp_path / "q.jsonl").write_text(json.dumps({"narration_id": "NOPE_1"}) + "\n")
-        export(
-            [
-                "--questions",
-                str(tmp_path / "q.jsonl"),
-                "--shards",
-                str(demo_shards["validation_mqa"]),
-                "--out",
-                str(tmp_path / "task2"),
-            ]
-        )
-
-
 def test_candidate_reranking_rule():
     record = {"narration_id": "P01_11_0", "scores": [2.0, 1.0, 0.0], "option_actions": ["3:7", "3:9", "4:7"]}
     scores = candidate_class_scores([record])

@@ -14,7 +14,7 @@ from llavaction.data.stages import Collate, DecodeFrames, Descriptions, EncodePr
 from llavaction.data.streams import EvalStream, SourceStream, TrainStream, batches_per_worker
 from llavaction.jsonl import read_jsonl
 from llavaction.prompts import PromptEncoder, PromptOptions
-from llavaction.shards import first_sample, read_sizes, sample_meta
+from llavaction.shards import first_sample, read_conversation_counts, read_sizes, sample_meta
 
 
 class EpicDataModule(L.LightningDataModule):
@@ -99,10 +99,12 @@ class EpicDataModule(L.LightningDataModule):
 
     @staticmethod
     def source_size(source: TaskSource) -> int:
-        """Samples of a training source: its shards' count, or its description records (task qa)."""
+        """Training samples of a source: its shards' samples, its description records (task qa), or the
+        conversations of replayed videos (several a sample)."""
         if source.descriptions:
             return len(Descriptions(source.descriptions).by_id)
-        return sum(read_sizes(source.path).values())
+        conversations = read_conversation_counts(source.path)
+        return sum((conversations or read_sizes(source.path)).values())
 
     def _encoder(self, task: str, with_answer: bool) -> EncodePrompt:
         h, priors = self.hparams, self.prior_actions

@@ -17,7 +17,8 @@ import simplejpeg
 import torch
 from torch.utils.data import get_worker_info
 
-from llavaction.prompts import TASKS, PromptEncoder, PromptOptions, Task, answer_text, pad_right, user_text
+from llavaction.jsonl import read_jsonl
+from llavaction.prompts import TASKS, PromptEncoder, PromptOptions, Task, pad_right, prompt_turns, user_text
 from llavaction.shards import frame_name
 
 log = logging.getLogger(__name__)
@@ -107,26 +108,40 @@ def decide(seed: int, epoch: int, key: str, purpose: str, probability: float) ->
 class Descriptions:
     """Question-answer pairs about segments (e.g. GPT-4o descriptions distilled from a stronger model) whose frames
     come from existing shards: samples without one are left out of this task; the pair joins the sample's metadata.
-    A record without a question (or with null) is asked the reference's description prompt."""
+    A line is {narration_id, question, answer} (no question, or null: the reference's description prompt) or
+    {narration_id, conversation: [{"from": "human", "value"}, {"from": "gpt", "value"}, ...]} (every turn trained)."""
 
     def __init__(self, path: str | Path):
         self.by_id = {}
-        with open(path) as f:
-            for line_number, line in enumerate(f, start=1):
-                if line.strip():
-                    record = json.loads(line)
-                    missing = [k for k in ("narration_id", "answer") if k not in record]
-                    if missing:
-                        raise ValueError(f"{path}:{line_number}: missing {', '.join(missing)}")
-                    self.by_id[record["narration_id"]] = (record.get("question"), record["answer"])
+        for number, record in enumerate(read_jsonl(path), start=1):
+            if "narration_id" not in record or not ("answer" in record or record.get("conversation")):
+                raise ValueError(f"{path}:{number}: needs narration_id and an answer (or a conversation)")
+            if record.get("conversation"):
+                self.by_id[record["narration_id"]] = {"conversation": record["conversation"]}
+            else:
+                self.by_id[record["narration_id"]] = {
+                    "qa_question": record.get("question"),
+                    "qa_answer": record["answer"],
+                }
 
     def has(self, sample: dict) -> bool:
         return sample["__key__"] in self.by_id
 
     def __call__(self, sample: dict) -> dict:
-        question, answer = self.by_id[sample["__key__"]]
-        sample["meta"] |= {"qa_question": question, "qa_answer": answer}
+        sample["meta"] |= self.by_id[sample["__key__"]]
         return sample
+
+
+def conversations_of(sample: dict) -> list[dict]:
+    """A replay sample whose video carries several conversations (build_replay stores a video's frames once) becomes
+    one sample per conversation, sharing the frames; any other sample is itself."""
+    many = sample["meta"].get("conversations")
+    if not many:
+        return [sample]
+    return [
+        sample | {"__key__": f"{sample['__key__']}#{i}", "meta": sample["meta"] | {"conversation": turns}}
+        for i, turns in enumerate(many)
+    ]
 
 
 class EncodePrompt:
@@ -167,11 +182,13 @@ class EncodePrompt:
                 "prior_actions": [p | {"text": self._pseudo(p["narration_id"], sample)} for p in meta["prior_actions"]]
             }
         try:
-            question = user_text(meta, self.task, self.num_frames, self.options, use_priors)
-            answer = answer_text(meta, self.task) if self.with_answer else None
+            if self.with_answer:
+                turns = prompt_turns(meta, self.task, self.num_frames, self.options, use_priors)
+            else:
+                turns = [(user_text(meta, self.task, self.num_frames, self.options, use_priors), None)]
         except (KeyError, ValueError) as err:
             raise BadSample(f"sample {sample['__key__']}: cannot build a {self.task} prompt ({err})") from None
-        encoded = self.encoder.encode(question, answer, self.visual_tokens, name=sample["__key__"])
+        encoded = self.encoder.encode_turns(turns, self.visual_tokens, name=sample["__key__"])
         return sample | {
             "meta": meta,
             "input_ids": encoded.input_ids,

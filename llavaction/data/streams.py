@@ -26,6 +26,7 @@ from llavaction.data.stages import (
     JpegFrames,
     SkipCounter,
     TaskSource,
+    conversations_of,
 )
 from llavaction.shards import ShardError, iter_shard, join, location_sizes, read_sizes
 
@@ -59,23 +60,28 @@ class SourceStream:
                         continue
                     buffer.append(raw)
                     if len(buffer) >= self.shuffle_buffer:
-                        sample = self._prepare(buffer.pop(rng.randrange(len(buffer))), descriptions, encode, skips)
-                        if sample is not None:
-                            yield sample
+                        yield from self._prepare(buffer.pop(rng.randrange(len(buffer))), descriptions, encode, skips)
             except ShardError as err:
                 skips.skip(f"the rest of a shard: {err}")
 
     def _prepare(
         self, raw: dict, descriptions: Descriptions | None, encode: EncodePrompt, skips: SkipCounter
-    ) -> dict | None:
+    ) -> list[dict]:
+        """The training samples of one shard sample (one per conversation of a replayed video); bad ones skipped."""
         try:
             sample = self.decode(raw)
-            if descriptions is not None:
-                sample = descriptions(sample)
-            return encode(sample)
         except BadSample as err:
             skips.skip(str(err))
-            return None
+            return []
+        if descriptions is not None:
+            sample = descriptions(sample)
+        prepared = []
+        for one in conversations_of(sample):
+            try:
+                prepared.append(encode(one))
+            except BadSample as err:
+                skips.skip(str(err))
+        return prepared
 
 
 class TrainStream(IterableDataset):

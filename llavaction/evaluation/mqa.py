@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +17,7 @@ import torch
 from llavaction.args import EvaluationOptions, LoaderOptions, PriorActionOptions
 from llavaction.evaluation.candidates import write_head_outputs
 from llavaction.evaluation.checkpoints import load_module, trained_settings
+from llavaction.evaluation.lmms_eval import write_results_layout
 from llavaction.jsonl import read_jsonl, write_json, write_jsonl
 from llavaction.prompts import PromptOptions
 from llavaction.shards import first_sample, sample_keys, sample_meta
@@ -150,7 +150,7 @@ def evaluate_mqa(run: MQAEvaluation) -> dict | None:
     run.out.mkdir(parents=True, exist_ok=True)
     write_jsonl(run.out / "predictions.jsonl", predictions)
     write_json(run.out / "results.json", results)
-    write_lmms_eval(run.out, predictions, results)
+    write_results_layout(run.out, predictions, results)
     return results
 
 
@@ -186,37 +186,3 @@ def code_version() -> str:
         from importlib.metadata import version
 
         return version("llavaction")
-
-
-def write_lmms_eval(out: Path, predictions: list[dict], results: dict, task: str = "ek100_mqa") -> None:
-    """The same figures in lmms-eval's two-file layout."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
-    write_json(
-        out / f"{stamp}_results.json",
-        {
-            "results": {
-                task: {"alias": task, "mqa_accuracy,none": results["accuracy"], "mqa_accuracy_stderr,none": "N/A"}
-            },
-            "configs": {
-                task: {
-                    "task": task,
-                    "output_type": "generate_until" if results["mode"] == "generate" else "multiple_choice",
-                }
-            },
-            "n-samples": {task: {"original": results["count"], "effective": results["count"]}},
-        },
-    )
-    write_jsonl(
-        out / f"{stamp}_samples_{task}.jsonl",
-        [
-            {
-                "doc_id": i,
-                "doc": {"narration_id": r["narration_id"], "options": r["options"]},
-                "target": r["answer_index"],
-                "resps": [[r["generation"] if r["generation"] is not None else r["scores"]]],
-                "filtered_resps": [r["chosen_index"]],
-                "mqa_accuracy": float(r["correct"]),
-            }
-            for i, r in enumerate(predictions)
-        ],
-    )

@@ -1,0 +1,172 @@
+"""lmms-eval: the EK-100-MQA task folder that lmms-eval's own models run, and evaluation figures in its layout.
+
+The task folder holds ek100_mqa.yaml (its prompt settings filled in), utils.py (llavaction's wording and scoring),
+questions.jsonl, and per question either `videos/<narration_id>.mp4` or `frames/<narration_id>/*.jpg`. The MP4 holds
+exactly the question's sampled frames at one frame a second: a model reading N frames uniformly (or one frame a
+second) gets exactly the frames llavaction's evaluation shows, with nothing re-decoded from the source video.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import simplejpeg
+import yaml
+from tqdm import tqdm
+
+from llavaction.jsonl import read_jsonl, write_json, write_jsonl
+from llavaction.shards import frame_name, iter_samples, location_sizes, sample_meta
+
+TEMPLATE = Path(__file__).parent / "lmms_eval_task"
+TASK = "ek100_mqa"
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """What the exported task asks, as `llavaction.evaluate mqa` would ask it.
+
+    Args:
+        num_frames: frames a question shows (subsampled evenly from the shards' when fewer).
+        time_instruction: state the clip's duration and frame count (the reference's sentence).
+        frame_times: also list the frame times.
+        prior_actions: show the two prior actions: 'none' (the paper's evaluation), 'oracle' or 'pseudo'.
+        pseudo_predictions: predictions.jsonl whose answers stand for the prior actions ('pseudo').
+        visual: 'video' (an MP4 per question, for video models) or 'frames' (JPEGs, for image-list models).
+    """
+
+    num_frames: int
+    time_instruction: bool = False
+    frame_times: bool = False
+    prior_actions: Literal["none", "oracle", "pseudo"] = "none"
+    pseudo_predictions: str | None = None
+    visual: Literal["video", "frames"] = "video"
+
+
+MIN_VIDEO_SIDE = 64  # decord misreads H.264 videos narrower than this (the demo's 32 px frames)
+
+
+def write_mp4(path: Path, frames: list, fps: int = 1) -> None:
+    """H.264 at a near-lossless quality (CRF 12), one frame per sampled frame; frames smaller than MIN_VIDEO_SIDE are
+    repeated to it by an integer factor (nearest neighbour: the same picture, which models resize anyway)."""
+    import av
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    factor = -(-MIN_VIDEO_SIDE // min(frames[0].shape[:2]))
+    if factor > 1:
+        frames = [np.repeat(np.repeat(frame, factor, axis=0), factor, axis=1) for frame in frames]
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "12"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def export_task(questions: list[Path], shards: list[str], out: Path, settings: ExportSettings) -> int:
+    """Write the task folder; every question must have its frames in the shards. Returns the question count."""
+    from llavaction.data.stages import frame_indices
+
+    wanted = {q["narration_id"] for path in questions for q in read_jsonl(path)}
+    pseudo = {}
+    if settings.prior_actions == "pseudo":
+        pseudo = {
+            r["narration_id"]: r["options"][r["chosen_index"]]
+            for r in read_jsonl(settings.pseudo_predictions)
+            if r.get("chosen_index") is not None
+        }
+    records, sizes = {}, location_sizes(shards)
+    for sample in tqdm(iter_samples(sizes, sizes), desc="export", unit="question"):
+        key = sample["__key__"]
+        if key not in wanted:
+            continue
+        meta = sample_meta(sample)
+        chosen = frame_indices(meta["num_frames"], settings.num_frames)
+        jpegs = [sample[frame_name(i)] for i in chosen]
+        if settings.visual == "video":
+            write_mp4(out / "videos" / f"{key}.mp4", [simplejpeg.decode_jpeg(j, colorspace="RGB") for j in jpegs])
+        else:
+            (out / "frames" / key).mkdir(parents=True, exist_ok=True)
+            for index, jpeg in enumerate(jpegs):
+                (out / "frames" / key / frame_name(index)).write_bytes(jpeg)
+        records[key] = question_doc(meta, settings, pseudo)
+    missing = sorted(wanted - set(records))
+    if missing:
+        raise ValueError(f"{len(missing)} questions have no frames in {', '.join(map(str, shards))}: {missing[:5]}")
+    write_jsonl(out / "questions.jsonl", [records[k] for k in sorted(records)])
+    shutil.copy(TEMPLATE / "utils.py", out / "utils.py")
+    task_yaml = (TEMPLATE / f"{TASK}.yaml").read_text()
+    specific = {
+        "num_frames": settings.num_frames,
+        "time_instruction": settings.time_instruction,
+        "frame_times": settings.frame_times,
+        "visual": settings.visual,
+    }
+    head, _, tail = task_yaml.partition("lmms_eval_specific_kwargs:")
+    tail = tail[tail.index("metadata:") :]
+    block = yaml.safe_dump({"lmms_eval_specific_kwargs": {"default": specific}}, sort_keys=False)
+    (out / f"{TASK}.yaml").write_text(head + block + tail)
+    return len(records)
+
+
+def question_doc(meta: dict, settings: ExportSettings, pseudo: dict[str, str]) -> dict:
+    """A question as lmms-eval's documents carry it; prior actions shown (or not) as the settings ask."""
+    priors = meta.get("prior_actions") or []
+    show = settings.prior_actions != "none" and len(priors) == 2
+    if show and settings.prior_actions == "pseudo":
+        absent = [p["narration_id"] for p in priors if p["narration_id"] not in pseudo]
+        if absent:
+            raise ValueError(f"{meta['narration_id']}: no earlier prediction for its prior action {absent[0]}")
+        priors = [p | {"text": pseudo[p["narration_id"]]} for p in priors]
+    keep = (
+        "narration_id",
+        "options",
+        "option_actions",
+        "answer_index",
+        "answer_letter",
+        "clip_start_sec",
+        "clip_stop_sec",
+        "verb_class",
+        "noun_class",
+    )
+    return {k: meta.get(k) for k in keep} | {"prior_actions": priors, "show_prior_actions": show}
+
+
+def write_results_layout(out: Path, predictions: list[dict], results: dict) -> None:
+    """The figures of `llavaction.evaluate mqa` in lmms-eval's two-file layout."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
+    write_json(
+        out / f"{stamp}_results.json",
+        {
+            "results": {
+                TASK: {"alias": TASK, "mqa_accuracy,none": results["accuracy"], "mqa_accuracy_stderr,none": "N/A"}
+            },
+            "configs": {
+                TASK: {
+                    "task": TASK,
+                    "output_type": "generate_until" if results["mode"] == "generate" else "multiple_choice",
+                }
+            },
+            "n-samples": {TASK: {"original": results["count"], "effective": results["count"]}},
+        },
+    )
+    write_jsonl(
+        out / f"{stamp}_samples_{TASK}.jsonl",
+        [
+            {
+                "doc_id": i,
+                "doc": {"narration_id": r["narration_id"], "options": r["options"]},
+                "target": r["answer_index"],
+                "resps": [[r["generation"] if r["generation"] is not None else r["scores"]]],
+                "filtered_resps": [r["chosen_index"]],
+                "mqa_accuracy": float(r["correct"]),
+            }
+            for i, r in enumerate(predictions)
+        ],
+    )
