@@ -93,10 +93,10 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "mb_per_video": round(disk / 1e6, 2),
-                "seconds_per_video": round(seconds, 2),
-                "tb_total": round(total_tb, 2),
-                "core_hours_total": round(total_hours),
+                "mb_per_video": round(disk / 1e6, 3),
+                "seconds_per_video": round(seconds, 3),
+                "gb_total": round(total_tb * 1000, 1),
+                "core_hours_total": round(total_hours, 1),
             }
         )
     )
