@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from llavaction.cli_errors import add_debug_flag, run_cli
-from llavaction.epic import EpicAnnotations, Segment, action_id, parse_action
+from llavaction.epic import EpicAnnotations, Segment, action_id, noun_text, parse_action, verb_text
 from llavaction.jsonl import write_jsonl
 from llavaction.prompts import reference_number
 
@@ -164,6 +164,8 @@ def base_record(segment: Segment, ann: EpicAnnotations, task: str) -> dict:
         "action_id": action_id(segment.verb_class, segment.noun_class),
         "action_index": ann.vocabulary.index[(segment.verb_class, segment.noun_class)],
         "action_text": ann.action_text(segment.verb_class, segment.noun_class),
+        "verb_text": verb_text(ann.verbs[segment.verb_class]),
+        "noun_text": noun_text(ann.nouns[segment.noun_class]),
         "verb_tail": segment.verb_class in ann.tail_verbs,
         "noun_tail": segment.noun_class in ann.tail_nouns,
         "unseen_participant": segment.participant_id in ann.unseen_participants,

@@ -118,9 +118,15 @@ class ReportMQAAccuracy(L.Callback):
             path.write_text(json.dumps(results, indent=2) + "\n")
 
 
+def verb_name(meta: dict) -> str:
+    """A question's verb as the annotations name it (older question files: the first word of its class text)."""
+    return meta.get("verb_text") or (meta.get("action_text") or str(meta.get("verb_class"))).split(" ")[0]
+
+
 class MQAFigures(L.Callback):
-    """At the end of each validation, TensorBoard figures from this rank's questions: per-verb accuracy, a verb
-    confusion heatmap over the most frequent verbs, and example questions as frame strips with the model's choice."""
+    """At the end of each validation, TensorBoard figures from this rank's questions: per-verb accuracy and a verb
+    confusion heatmap over the most frequent verbs, labelled with verb names, and example questions as frame strips
+    (upscaled to a readable size) with their options and the model's choice."""
 
     def __init__(self, top_verbs: int = 20, examples: int = 4):
         self.top_verbs, self.examples = top_verbs, examples
@@ -129,6 +135,7 @@ class MQAFigures(L.Callback):
     def _reset(self) -> None:
         self.true_verbs: list[int] = []
         self.chosen_verbs: list[int] = []
+        self.names: dict[int, str] = {}
         self.samples: list[dict] = []
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
@@ -139,6 +146,7 @@ class MQAFigures(L.Callback):
             if batch["is_padding"][row] or meta.get("verb_class") is None or not meta.get("option_actions"):
                 continue
             self.true_verbs.append(int(meta["verb_class"]))
+            self.names.setdefault(int(meta["verb_class"]), verb_name(meta))
             # an unparseable generated answer (-1) chose no verb
             self.chosen_verbs.append(int(meta["option_actions"][chosen].split(":")[0]) if chosen >= 0 else -1)
             if len(self.samples) < self.examples:
@@ -162,15 +170,25 @@ class MQAFigures(L.Callback):
         values, counts = np.unique(self.true_verbs, return_counts=True)
         return [int(v) for v in values[np.argsort(-counts, kind="stable")][: self.top_verbs]]
 
+    def _label(self, verb: int) -> str:
+        return self.names.get(verb, str(verb))
+
     def verb_accuracy_figure(self):
         import matplotlib.pyplot as plt
 
         true, chosen = np.array(self.true_verbs), np.array(self.chosen_verbs)
         verbs = self._top_verbs()
         accuracy = [100.0 * (chosen[true == v] == v).mean() for v in verbs]
-        figure, axis = plt.subplots(figsize=(max(4, 0.4 * len(verbs)), 3))
-        axis.bar([str(v) for v in verbs], accuracy)
-        axis.set(xlabel="verb class (most frequent first)", ylabel="verb right (%)", ylim=(0, 100))
+        figure, axis = plt.subplots(figsize=(max(5, 0.45 * len(verbs) + 1.5), 3.6))
+        axis.bar(range(len(verbs)), accuracy)
+        axis.set_xticks(
+            range(len(verbs)),
+            [f"{self._label(v)} ({int((true == v).sum())})" for v in verbs],
+            rotation=60,
+            ha="right",
+            fontsize=8,
+        )
+        axis.set(xlabel="verb (questions), most frequent first", ylabel="verb chosen right (%)", ylim=(0, 100))
         figure.tight_layout()
         return figure
 
@@ -184,29 +202,41 @@ class MQAFigures(L.Callback):
             if t in index and c in index:
                 matrix[index[t], index[c]] += 1
         matrix /= matrix.sum(1, keepdims=True).clip(min=1)
-        figure, axis = plt.subplots(figsize=(4 + 0.2 * len(verbs), 4 + 0.2 * len(verbs)))
-        axis.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
-        axis.set_xticks(range(len(verbs)), [str(v) for v in verbs], rotation=90)
-        axis.set_yticks(range(len(verbs)), [str(v) for v in verbs])
+        side = 3 + 0.35 * len(verbs)
+        figure, axis = plt.subplots(figsize=(side + 0.8, side))
+        image = axis.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+        labels = [self._label(v) for v in verbs]
+        axis.set_xticks(range(len(verbs)), labels, rotation=70, ha="right", fontsize=8)
+        axis.set_yticks(range(len(verbs)), labels, fontsize=8)
         axis.set(xlabel="chosen verb", ylabel="true verb")
+        figure.colorbar(image, fraction=0.04)
         figure.tight_layout()
         return figure
 
     @staticmethod
-    def example_figure(sample: dict):
+    def example_figure(sample: dict, min_height: int = 128):
         import matplotlib.pyplot as plt
 
         frames, meta = sample["frames"], sample["meta"]
-        figure, axes = plt.subplots(1, len(frames), figsize=(1.2 * len(frames), 2.6))
-        for axis, frame in zip(np.atleast_1d(axes), frames):
-            axis.imshow(frame)
-            axis.axis("off")
+        factor = max(1, -(-min_height // frames.shape[1]))  # tiny frames upscaled, nearest neighbour
+        strip = np.concatenate([np.repeat(np.repeat(f, factor, 0), factor, 1) for f in frames], axis=1)
         lines = [
             f"{string.ascii_uppercase[i]}. {text}"
             + (" <- chosen" if i == sample["chosen"] else "")
             + (" (answer)" if i == meta.get("answer_index") else "")
             for i, text in enumerate(meta["options"])
         ]
-        figure.suptitle(f"{meta['narration_id']}\n" + "\n".join(lines), fontsize=7, x=0.01, ha="left")
-        figure.tight_layout(rect=(0, 0, 1, 0.55))
+        width = min(16.0, max(6.0, strip.shape[1] / 100))
+        figure = plt.figure(figsize=(width, width * strip.shape[0] / strip.shape[1] + 0.25 * len(lines) + 0.6))
+        axis = figure.add_axes(
+            (
+                0,
+                1 - strip.shape[0] / strip.shape[1] * width / figure.get_figheight(),
+                1,
+                strip.shape[0] / strip.shape[1] * width / figure.get_figheight(),
+            )
+        )
+        axis.imshow(strip, interpolation="nearest")
+        axis.axis("off")
+        figure.text(0.01, 0.02, f"{meta['narration_id']}\n" + "\n".join(lines), fontsize=9, ha="left", va="bottom")
         return figure

@@ -1,0 +1,391 @@
+"""What a model gets wrong: an HTML report of an EK-100-MQA evaluation that opens from disk.
+
+    python -m llavaction.analyze results/val_mqa --shards shards/val_mqa --annotations epic-kitchens-100-annotations \
+        [--compare results/other_model] --out report/
+
+Reads predictions.jsonl (and results.json) of `llavaction.evaluate mqa`, the questions' metadata and frames from their
+shards, and class names from the annotations (else from the questions). Writes report/index.html (plain HTML and
+JavaScript, no external assets), the figures as PNG, frame strips of the gallery, and analysis.json with every table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import random
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from llavaction.cli_errors import add_debug_flag, run_cli
+from llavaction.jsonl import read_jsonl, write_json
+from llavaction.shards import frame_name, iter_samples, location_sizes, sample_meta
+
+DURATION_BINS = (0.0, 1.0, 2.0, 4.0, 8.0, float("inf"))
+STRIP_FRAMES, STRIP_HEIGHT = 8, 112
+PAGE_SIZE = 40
+
+
+def load_predictions(folder: Path) -> list[dict]:
+    path = folder / "predictions.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found; run `python -m llavaction.evaluate mqa ... --out {folder}` first")
+    return read_jsonl(path)
+
+
+def class_names(annotations: Path | None, metas: dict[str, dict]) -> tuple[dict[int, str], dict[int, str]]:
+    """Verb and noun names: the annotations' class keys (noun texts as the prompts word them), else the questions'."""
+    if annotations is not None:
+        from llavaction.epic import NOUN_CLASSES_FILES, VERB_CLASSES_FILE, noun_text, read_class_keys
+
+        nouns_file = next((annotations / n for n in NOUN_CLASSES_FILES if (annotations / n).exists()), None)
+        if nouns_file is None:
+            raise FileNotFoundError(f"{annotations}: no noun class CSV")
+        verbs = dict(enumerate(read_class_keys(annotations / VERB_CLASSES_FILE)))
+        return verbs, {i: noun_text(k) for i, k in enumerate(read_class_keys(nouns_file))}
+    verbs, nouns = {}, {}
+    for meta in metas.values():
+        verb, _, noun = (meta.get("action_text") or "").partition(" ")
+        verbs.setdefault(meta.get("verb_class"), meta.get("verb_text") or verb)
+        nouns.setdefault(meta.get("noun_class"), meta.get("noun_text") or noun)
+    return verbs, nouns
+
+
+def chosen_class(record: dict, part: int) -> int | None:
+    """The verb (part 0) or noun (1) of the option the model chose; None when it chose none."""
+    index = record.get("chosen_index")
+    if index is None or not record.get("option_actions"):
+        return None
+    return int(record["option_actions"][index].split(":")[part])
+
+
+def accuracy_table(rows: list[dict], key, names: dict | None = None, tails: dict | None = None) -> list[dict]:
+    groups = defaultdict(list)
+    for row in rows:
+        groups[key(row)].append(row["correct"])
+    table = []
+    for value, hits in sorted(groups.items(), key=lambda item: (-len(item[1]), str(item[0]))):
+        entry = {
+            "key": value,
+            "count": len(hits),
+            "correct": int(sum(hits)),
+            "accuracy": round(100.0 * sum(hits) / len(hits), 2),
+        }
+        if names is not None:
+            entry["name"] = names.get(value, str(value))
+        if tails is not None:
+            entry["tail"] = bool(tails.get(value))
+        table.append(entry)
+    return table
+
+
+def confusion(rows: list[dict], part: int, names: dict, top: int) -> dict:
+    """Counts of (true class, chosen class) over the most frequent true classes; 'none' when nothing was chosen."""
+    field = ("verb_class", "noun_class")[part]
+    frequent = [c for c, _ in Counter(r[field] for r in rows).most_common(top)]
+    columns = frequent + ["other", "none"]
+    matrix = np.zeros((len(frequent), len(columns)), dtype=int)
+    for row in rows:
+        if row[field] not in frequent:
+            continue
+        chosen = chosen_class(row, part)
+        column = "none" if chosen is None else (chosen if chosen in frequent else "other")
+        matrix[frequent.index(row[field]), columns.index(column)] += 1
+    return {
+        "rows": [names.get(c, str(c)) for c in frequent],
+        "columns": [names.get(c, str(c)) if isinstance(c, int) else c for c in columns],
+        "counts": matrix.tolist(),
+    }
+
+
+def sharing_options(row: dict) -> int:
+    """How many wrong options share the answer's verb or noun (how hard the distractors were)."""
+    answer = (row["verb_class"], row["noun_class"])
+    actions = [tuple(int(x) for x in a.split(":")) for a in row.get("option_actions") or []]
+    return sum(1 for a in actions if a != answer and (a[0] == answer[0] or a[1] == answer[1]))
+
+
+def tables(rows: list[dict], verbs: dict, nouns: dict) -> dict:
+    verb_tails = {r["verb_class"]: r.get("verb_tail") for r in rows}
+    noun_tails = {r["noun_class"]: r.get("noun_tail") for r in rows}
+
+    def duration_bin(row):
+        length = row["stop_sec"] - row["start_sec"]
+        index = next(i for i in range(len(DURATION_BINS) - 1) if length < DURATION_BINS[i + 1])
+        high = DURATION_BINS[index + 1]
+        return f"{DURATION_BINS[index]:g}-{high:g} s" if high != float("inf") else f">= {DURATION_BINS[index]:g} s"
+
+    return {
+        "count": len(rows),
+        "accuracy": round(100.0 * sum(r["correct"] for r in rows) / max(1, len(rows)), 2),
+        "by_verb": accuracy_table(rows, lambda r: r["verb_class"], verbs, verb_tails),
+        "by_noun": accuracy_table(rows, lambda r: r["noun_class"], nouns, noun_tails),
+        "by_duration": sorted(
+            accuracy_table(rows, duration_bin), key=lambda e: float(e["key"].split("-")[0].lstrip(">= ").split()[0])
+        ),
+        "by_options_sharing_verb_or_noun": sorted(accuracy_table(rows, sharing_options), key=lambda e: e["key"]),
+        "by_participants": accuracy_table(rows, lambda r: "unseen" if r.get("unseen_participant") else "seen"),
+        "verb_confusion": confusion(rows, 0, verbs, 15),
+        "noun_confusion": confusion(rows, 1, nouns, 15),
+    }
+
+
+def save_figures(analysis: dict, out: Path) -> list[tuple[str, str]]:
+    """The tables as PNG figures: [(file name, title)]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+
+    def bars(name, title, entries, label):
+        entries = entries[:40]
+        figure, axis = plt.subplots(figsize=(max(6, 0.32 * len(entries) + 2), 4))
+        colours = ["#d95f02" if e.get("tail") else "#1b9e77" for e in entries]
+        axis.bar(range(len(entries)), [e["accuracy"] for e in entries], color=colours)
+        axis.set_xticks(
+            range(len(entries)),
+            [f"{e.get('name', e['key'])} ({e['count']})" for e in entries],
+            rotation=70,
+            ha="right",
+            fontsize=7,
+        )
+        axis.set(ylabel="accuracy (%)", ylim=(0, 100), xlabel=label, title=title)
+        figure.tight_layout()
+        figure.savefig(out / name, dpi=90)
+        plt.close(figure)
+        figures.append((name, title))
+
+    bars("verbs.png", "Accuracy by verb (most frequent first; tail classes orange)", analysis["by_verb"], "verb (n)")
+    bars("nouns.png", "Accuracy by noun (most frequent first; tail classes orange)", analysis["by_noun"], "noun (n)")
+    bars("duration.png", "Accuracy by segment duration", analysis["by_duration"], "duration")
+    bars(
+        "hardness.png",
+        "Accuracy by wrong options sharing the answer's verb or noun",
+        analysis["by_options_sharing_verb_or_noun"],
+        "options sharing verb or noun",
+    )
+    bars("participants.png", "Seen and unseen participants", analysis["by_participants"], "participants")
+    for kind in ("verb", "noun"):
+        matrix = analysis[f"{kind}_confusion"]
+        counts = np.array(matrix["counts"], dtype=float)
+        counts /= counts.sum(1, keepdims=True).clip(min=1)
+        side = 3 + 0.35 * len(matrix["columns"])
+        figure, axis = plt.subplots(figsize=(side + 1, side))
+        image = axis.imshow(counts, cmap="Blues", vmin=0, vmax=1)
+        axis.set_xticks(range(len(matrix["columns"])), matrix["columns"], rotation=70, ha="right", fontsize=7)
+        axis.set_yticks(range(len(matrix["rows"])), matrix["rows"], fontsize=7)
+        axis.set(xlabel=f"chosen {kind}", ylabel=f"true {kind}", title=f"{kind.title()} confusion (row-normalised)")
+        figure.colorbar(image, fraction=0.04)
+        figure.tight_layout()
+        figure.savefig(out / f"{kind}_confusion.png", dpi=90)
+        plt.close(figure)
+        figures.append((f"{kind}_confusion.png", f"{kind.title()} confusion of the most frequent {kind}s"))
+    return figures
+
+
+def strip_image(sample: dict, path: Path) -> None:
+    """Up to STRIP_FRAMES frames side by side, upscaled (nearest neighbour) to STRIP_HEIGHT pixels."""
+    import simplejpeg
+
+    from llavaction.data.stages import frame_indices
+
+    meta = sample_meta(sample)
+    count = min(STRIP_FRAMES, meta["num_frames"])
+    frames = [
+        simplejpeg.decode_jpeg(sample[frame_name(i)], colorspace="RGB")
+        for i in frame_indices(meta["num_frames"], count)
+    ]
+    factor = max(1, STRIP_HEIGHT // frames[0].shape[0])
+    row = np.concatenate([np.repeat(np.repeat(f, factor, 0), factor, 1) for f in frames], axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(simplejpeg.encode_jpeg(np.ascontiguousarray(row), quality=85, colorspace="RGB"))
+
+
+def gallery_items(rows: list[dict], other: dict[str, dict] | None, limit: int, seed: int) -> tuple[list, str]:
+    """The wrong answers (or, comparing two models, the questions exactly one gets right), a seeded sample when more
+    than `limit`; and a sentence saying which."""
+    if other is None:
+        chosen = [(r, "wrong") for r in rows if not r["correct"]]
+        what = "wrong answers"
+    else:
+        chosen = [
+            (r, "only this model right" if r["correct"] else "only the other model right")
+            for r in rows
+            if r["narration_id"] in other and r["correct"] != other[r["narration_id"]]["correct"]
+        ]
+        what = "questions one model gets right and the other wrong"
+    total = len(chosen)
+    if total > limit:
+        chosen = sorted(random.Random(seed).sample(chosen, limit), key=lambda item: item[0]["narration_id"])
+        return chosen, f"{limit} of the {total} {what} (a seeded sample; --gallery-size shows more)"
+    return chosen, f"all {total} {what}"
+
+
+def item_html(row: dict, kind: str, verbs: dict, nouns: dict, other: dict | None) -> str:
+    options = []
+    for i, text in enumerate(row["options"]):
+        marks = (" ✓ answer" if i == row.get("answer_index") else "") + (
+            " ← chosen" if i == row.get("chosen_index") else ""
+        )
+        options.append(f"<li>{chr(65 + i)}. {html.escape(text)}<b>{marks}</b></li>")
+    generated = f"<p class=gen>answered: {html.escape(row['generation'])}</p>" if row.get("generation") else ""
+    if other is not None and row["narration_id"] in other:
+        answer = other[row["narration_id"]].get("generation") or other[row["narration_id"]].get("chosen_index")
+        generated += f"<p class=gen>other model: {html.escape(str(answer))}</p>"
+    verb, noun = verbs.get(row["verb_class"], ""), nouns.get(row["noun_class"], "")
+    return (
+        f'<div class=item data-verb="{html.escape(verb)}" data-noun="{html.escape(noun)}">'
+        f'<img loading=lazy src="strips/{row["narration_id"]}.jpg" alt="frames of {row["narration_id"]}">'
+        f"<p><b>{row['narration_id']}</b> — {html.escape(verb)} {html.escape(noun)} — {kind}</p>"
+        f"<ul>{''.join(options)}</ul>{generated}</div>"
+    )
+
+
+PAGE_SCRIPT = """
+const items = Array.from(document.querySelectorAll('.item'));
+let page = 0;
+function shown() {
+  const verb = document.getElementById('verb').value, noun = document.getElementById('noun').value;
+  return items.filter(i => (!verb || i.dataset.verb === verb) && (!noun || i.dataset.noun === noun));
+}
+function render() {
+  const list = shown(), pages = Math.max(1, Math.ceil(list.length / PAGE));
+  page = Math.min(page, pages - 1);
+  items.forEach(i => { i.style.display = 'none'; });
+  list.slice(page * PAGE, (page + 1) * PAGE).forEach(i => { i.style.display = ''; });
+  document.getElementById('pageinfo').textContent = `page ${page + 1} of ${pages} (${list.length} items)`;
+}
+document.getElementById('verb').onchange = document.getElementById('noun').onchange = () => { page = 0; render(); };
+document.getElementById('prev').onclick = () => { page = Math.max(0, page - 1); render(); };
+document.getElementById('next').onclick = () => { page += 1; render(); };
+render();
+window.addEventListener('load', () => {
+  const broken = Array.from(document.querySelectorAll('img.figure')).filter(i => !i.naturalWidth).length;
+  document.body.dataset.brokenFigures = broken;
+  document.body.dataset.status = 'ready';
+});
+"""
+
+
+def write_html(
+    out: Path,
+    title: str,
+    analysis: dict,
+    figures: list,
+    items: list[str],
+    gallery_note: str,
+    verbs: list[str],
+    nouns: list[str],
+) -> None:
+    def select(name, values):
+        choices = "".join(f"<option>{html.escape(v)}</option>" for v in sorted(set(values)))
+        return f'<label>{name} <select id={name}><option value="">all</option>{choices}</select></label>'
+
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{analysis['count']} questions, accuracy {analysis['accuracy']:.2f}%. Tables: analysis.json.</p>",
+    ]
+    body.append("<div class=figures>")
+    body += [
+        f'<figure><img class=figure src="{name}" alt="{html.escape(t)}"><figcaption>{html.escape(t)}'
+        "</figcaption></figure>"
+        for name, t in figures
+    ]
+    body.append("</div>")
+    body += [
+        f"<h2>Gallery: {html.escape(gallery_note)}</h2>",
+        select("verb", verbs),
+        select("noun", nouns),
+        "<button id=prev>previous</button><button id=next>next</button> <span id=pageinfo></span>",
+        "<div id=gallery>",
+        *items,
+        "</div>",
+    ]
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:1400px}img.figure{max-width:100%}"
+        ".figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:1em}"
+        "figure{margin:0}figcaption{font-size:.9em;color:#333}"
+        ".item{border:1px solid #ccc;margin:.6em 0;padding:.5em}.item img{max-width:100%;height:auto}"
+        ".gen{color:#555}ul{margin:.2em 0;list-style:none;padding-left:1em}"
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{style}"
+        f"</style></head><body>{''.join(body)}<script>const PAGE={PAGE_SIZE};{PAGE_SCRIPT}</script></body></html>"
+    )
+    (out / "index.html").write_text(page, encoding="utf-8")
+
+
+def analyze(
+    folder: Path,
+    shards: list[str],
+    out: Path,
+    annotations: Path | None = None,
+    compare: Path | None = None,
+    gallery_size: int = 500,
+    seed: int = 0,
+) -> dict:
+    predictions = load_predictions(folder)
+    other = {r["narration_id"]: r for r in load_predictions(compare)} if compare else None
+    wanted = {r["narration_id"] for r in predictions}
+    sizes = location_sizes(shards)
+    metas = {}
+    for sample in iter_samples(sizes, sizes):
+        if sample["__key__"] in wanted:
+            metas[sample["__key__"]] = sample_meta(sample)
+    missing = sorted(wanted - set(metas))
+    if missing:
+        raise ValueError(f"{len(missing)} predicted questions are not in the shards, e.g. {missing[:5]}")
+    rows = [r | {k: metas[r["narration_id"]][k] for k in ("start_sec", "stop_sec")} for r in predictions]
+    verbs, nouns = class_names(annotations, metas)
+    analysis = tables(rows, verbs, nouns)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = save_figures(analysis, out)
+    chosen, note = gallery_items(rows, other, gallery_size, seed)
+    keep = {row["narration_id"] for row, _ in chosen}
+    for sample in iter_samples(sizes, sizes):
+        if sample["__key__"] in keep:
+            strip_image(sample, out / "strips" / f"{sample['__key__']}.jpg")
+    items = [item_html(row, kind, verbs, nouns, other) for row, kind in chosen]
+    analysis["gallery"] = {"note": note, "items": sorted(keep)}
+    write_json(out / "analysis.json", analysis)
+    write_html(
+        out,
+        f"EK-100-MQA errors of {folder}",
+        analysis,
+        figures,
+        items,
+        note,
+        [verbs.get(r["verb_class"], "") for r, _ in chosen],
+        [nouns.get(r["noun_class"], "") for r, _ in chosen],
+    )
+    return analysis
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path, help="an output folder of `llavaction.evaluate mqa`")
+    parser.add_argument("--shards", nargs="+", required=True, help="the questions' shard sets (frames, metadata)")
+    parser.add_argument("--annotations", type=Path, help="EK-100 annotation folder, for class names")
+    parser.add_argument("--compare", type=Path, help="another model's output folder on the same questions")
+    parser.add_argument("--gallery-size", type=int, default=500, help="questions shown at most (a seeded sample)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
+
+    def run() -> int:
+        result = analyze(
+            args.results, args.shards, args.out, args.annotations, args.compare, args.gallery_size, args.seed
+        )
+        print(f"report of {result['count']} questions -> {args.out / 'index.html'}", file=sys.stderr)
+        return 0
+
+    return run_cli(run, debug=args.debug)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""The error-analysis report of an evaluation, and the TensorBoard figures' names."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llavaction.analyze import main as analyze
+from tests.test_evaluate import original_checkpoint_at, run_mqa
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def evaluations(demo_dir, demo_questions, demo_shards, tmp_path_factory):
+    """Two evaluations of the demo questions: a random-init tiny model by the paper's rule and by letter scores."""
+    root = tmp_path_factory.mktemp("evals")
+    checkpoint = original_checkpoint_at(demo_dir, root / "ckpt")
+    run_mqa(checkpoint, demo_questions, demo_shards, root / "generate")
+    run_mqa(checkpoint, demo_questions, demo_shards, root / "score", "--mode", "score")
+    return root
+
+
+def build(evaluations, demo_dir, demo_shards, out, *extra):
+    assert (
+        analyze(
+            [
+                str(evaluations / "generate"),
+                "--shards",
+                str(demo_shards["validation_mqa"]),
+                "--annotations",
+                str(demo_dir / "annotations"),
+                "--out",
+                str(out),
+                *extra,
+            ]
+        )
+        == 0
+    )
+    return json.loads((out / "analysis.json").read_text())
+
+
+def test_report_tables_figures_and_gallery(evaluations, demo_dir, demo_shards, tmp_path):
+    analysis = build(evaluations, demo_dir, demo_shards, tmp_path / "report")
+    count = analysis["count"]
+    assert count == 8
+    for table in ("by_verb", "by_noun", "by_duration", "by_options_sharing_verb_or_noun", "by_participants"):
+        assert sum(entry["count"] for entry in analysis[table]) == count, table
+    for kind in ("verb", "noun"):
+        confusion = analysis[f"{kind}_confusion"]
+        assert np.array(confusion["counts"]).sum() == count  # the top 15 covers the demo's 8 classes
+    names = {entry["name"] for entry in analysis["by_verb"]}
+    assert names <= {"move-left", "move-right", "lift", "lower", "grow", "shrink", "appear", "disappear"}
+    page = (tmp_path / "report" / "index.html").read_text()
+    for figure in ("verbs.png", "nouns.png", "verb_confusion.png", "duration.png", "hardness.png"):
+        assert (tmp_path / "report" / figure).stat().st_size > 0 and figure in page
+    assert any(name in page for name in names)
+    items = analysis["gallery"]["items"]
+    assert len(items) == sum(
+        1 for line in open(evaluations / "generate" / "predictions.jsonl") if not json.loads(line)["correct"]
+    )
+    assert all((tmp_path / "report" / "strips" / f"{key}.jpg").stat().st_size > 0 for key in items)
+    assert page.count("class=item ") == len(items)
+
+
+def test_comparing_two_evaluations_and_a_sampled_gallery(evaluations, demo_dir, demo_shards, tmp_path):
+    analysis = build(
+        evaluations,
+        demo_dir,
+        demo_shards,
+        tmp_path / "compare",
+        "--compare",
+        str(evaluations / "score"),
+        "--gallery-size",
+        "2",
+    )
+    ours = {
+        json.loads(line)["narration_id"]: json.loads(line)["correct"]
+        for line in open(evaluations / "generate" / "predictions.jsonl")
+    }
+    theirs = {
+        json.loads(line)["narration_id"]: json.loads(line)["correct"]
+        for line in open(evaluations / "score" / "predictions.jsonl")
+    }
+    differing = sorted(k for k in ours if ours[k] != theirs[k])
+    assert set(analysis["gallery"]["items"]) <= set(differing)
+    assert len(analysis["gallery"]["items"]) == min(2, len(differing))
+
+
+def test_missing_evaluation_is_one_line(tmp_path, demo_shards, capsys):
+    assert (
+        analyze(
+            [str(tmp_path / "nothing"), "--shards", str(demo_shards["validation_mqa"]), "--out", str(tmp_path / "r")]
+        )
+        == 2
+    )
+    assert capsys.readouterr().err.strip().startswith(f"error: {tmp_path / 'nothing' / 'predictions.jsonl'}: not found")
+
+
+def test_tensorboard_figures_carry_verb_names():
+    import torch
+
+    from llavaction.callbacks import MQAFigures
+
+    callback = MQAFigures(top_verbs=5, examples=1)
+    meta = {
+        "verb_class": 3,
+        "verb_text": "put-down",
+        "option_actions": ["3:1", "4:1"],
+        "options": ["a", "b"],
+        "answer_index": 0,
+        "narration_id": "P01_01_1",
+    }
+    batch = {
+        "meta": [meta, meta | {"verb_class": 4, "verb_text": "wash"}],
+        "is_padding": torch.tensor([False, False]),
+        "frames": torch.zeros(2, 4, 32, 32, 3, dtype=torch.uint8),
+    }
+    callback.on_validation_batch_end(None, None, {"chosen": torch.tensor([0, -1])}, batch, 0)
+    figure = callback.verb_accuracy_figure()
+    labels = [t.get_text() for t in figure.axes[0].get_xticklabels()]
+    assert labels == ["put-down (1)", "wash (1)"]
+    example = MQAFigures.example_figure(callback.samples[0])
+    image = example.axes[0].get_images()[0].get_array()
+    assert image.shape[0] >= 128  # 32 px frames upscaled to a readable size
+
+
+@pytest.mark.slow
+def test_report_renders_in_a_headless_browser(evaluations, demo_dir, demo_shards, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium on this machine (Debian: apt-get install chromium; .ci/run installs it)")
+    build(evaluations, demo_dir, demo_shards, tmp_path / "report")
+    page = (tmp_path / "report" / "index.html").resolve().as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--window-size=1300,2400"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    assert 'data-status="ready"' in dom.stdout, dom.stderr[-2000:]  # the page's script ran to the end
+    assert 'data-broken-figures="0"' in dom.stdout  # every figure loaded
+    artefacts = ROOT / "test-artifacts"
+    artefacts.mkdir(exist_ok=True)
+    shot = subprocess.run(
+        [browser, *flags, f"--screenshot={artefacts / 'analyze_report.png'}", page],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shot.returncode == 0 and (artefacts / "analyze_report.png").stat().st_size > 10_000, shot.stderr[-2000:]
