@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # experiments/demo.yaml reads its data from here.
 DEMO_DIR := demo_data
 
-.PHONY: venv demo demo-data ablation-data demo-ablation lint test test-slow test-lmms bench-cpu clean
+.PHONY: venv demo demo-data ablation-data demo-ablation lint test test-slow test-lmms gpu-wheels gpu-check-smoke bench-cpu clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -75,6 +75,19 @@ $(LMMS)/.installed: $(VENV)/.installed
 
 test-lmms: $(LMMS)/.installed
 	PYTHONPATH=$(LMMS) $(PY) -m pytest -q -m lmms
+
+# A lent GPU: the wheels its image lacks (Python 3.12, x86-64), carried as .whl; then `bash benchmarks/gpu_check.sh`
+# there (README, "GPU check"). `make gpu-check-smoke` runs the same script here on the CPU.
+GPU_WHEELS := jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0 simplejpeg==1.9.0 webdataset==1.0.2 \
+	braceexpand
+
+gpu-wheels:
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl $(GPU_WHEELS)
+
+gpu-check-smoke: venv
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh --smoke
 
 # The CPU figures that must not regress (compare with benchmarks/RESULTS.md).
 bench-cpu: venv

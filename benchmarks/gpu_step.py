@@ -119,9 +119,11 @@ def time_config(
     config = preset(name, **overrides)
     if llm_layers is not None:
         config.text = config.text | {"num_hidden_layers": llm_layers}
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    # The recipe's precision: fp32 master weights and AdamW states, bf16 compute (FSDP2's bf16 parameter gathering
+    # when sharded, autocast otherwise).
+    cuda = device.type == "cuda"
     with torch.device(device):
-        model = LlavaVideoModel(config).to(dtype)
+        model = LlavaVideoModel(config)
     if checkpointing:
         checkpoint_blocks(model)
     if compiled:
@@ -129,18 +131,19 @@ def time_config(
     if fsdp:
         from torch.distributed.device_mesh import init_device_mesh
 
-        shard_blocks(model, init_device_mesh(device.type, (1,)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")
+        shard_blocks(model, init_device_mesh(device.type, (1,)), bf16_compute=cuda)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=cuda)
     data = make_batch(config, frames, batch, device)
 
     def step():
-        out = model(
-            data["input_ids"],
-            data["pixel_values"].to(dtype),
-            data["attention_mask"],
-            data["labels"],
-            logits_for="labels",
-        )
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and not fsdp):
+            out = model(
+                data["input_ids"],
+                data["pixel_values"],
+                data["attention_mask"],
+                data["labels"],
+                logits_for="labels",
+            )
         out.loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -175,13 +178,13 @@ def time_config(
     }
 
 
-def default_7b_layers(card_bytes: int) -> int:
-    """LLM layers of the 7B shape whose bf16 weights, gradients and AdamW moments (8 bytes a parameter) fill at most
-    half of one card, leaving the rest to 64-frame activations: all 28 on a 141 GB card, fewer on an 80 GB one."""
+def default_7b_layers(card_bytes: int, bytes_per_param: int = 16) -> int:
+    """LLM layers of the 7B shape whose fp32 weights, gradients and AdamW moments (16 bytes a parameter, the
+    recipe's precision) fill at most half of one card, leaving the rest to 64-frame activations."""
     config = preset("7b")
     text = config.text
     fixed = 2 * text["vocab_size"] * text["hidden_size"] + config.vision_layers_kept * vit_layer_params(config.vision)
-    fitting = (card_bytes / 2 / 8 - fixed) // llm_layer_params(text)
+    fitting = (card_bytes / 2 / bytes_per_param - fixed) // llm_layer_params(text)
     return int(max(1, min(text["num_hidden_layers"], fitting)))
 
 
@@ -190,7 +193,7 @@ def config_grid(cuda: bool, layers_7b: int | None) -> list[tuple]:
     budget keeps the rows that matter: the 7B recipe's shape at 64 frames, then its switches one at a time."""
     if not cuda:
         return [("tiny", None, 8, "sdpa", ac, False, fsdp) for ac in (False, True) for fsdp in (False, True)]
-    attentions = ("flash_attention_2", "sdpa") if is_flash_attn_2_available() else ("sdpa",)
+    attentions = (("flash_attention_2",) if is_flash_attn_2_available() else ()) + ("sdpa", "flex_attention")
     grid = [
         (name, layers, frames, attention, ac, compiled, fsdp)
         for name, layers in (("7b", layers_7b), ("0.5b", None))

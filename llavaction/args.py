@@ -49,14 +49,16 @@ class ComputeOptions:
     """How the model is computed; none of these changes the results beyond numerical noise.
 
     Args:
-        attn_implementation: 'sdpa', 'flash_attention_2' (GPU with flash-attn) or 'eager'.
+        attn_implementation: 'sdpa', 'flash_attention_2' (GPU with flash-attn), 'flex_attention' (PyTorch's; trains on a
+            GPU only, and keeps packed samples apart without a dense mask) or 'eager'.
         activation_checkpointing: recompute vision and LLM blocks in the backward pass.
         compile_blocks: torch.compile each vision and LLM block (the first steps then take longer).
         pack_sequences: run the LLM on a batch's samples packed into one sequence, attention kept within each sample
-            (no compute on padding; with sdpa the mask is dense, so meant for flash_attention_2 on a GPU).
+            (no compute on padding; with sdpa the mask is dense, so meant for flash_attention_2 or flex_attention on a
+            GPU).
     """
 
-    attn_implementation: Literal["sdpa", "flash_attention_2", "eager"] = "sdpa"
+    attn_implementation: Literal["sdpa", "flash_attention_2", "flex_attention", "eager"] = "sdpa"
     activation_checkpointing: bool = False
     compile_blocks: bool = False
     pack_sequences: bool = False

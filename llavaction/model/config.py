@@ -8,7 +8,7 @@ from pathlib import PurePath
 
 POOL_MODES = ("bilinear", "average", "max")
 NEWLINE_POSITIONS = ("grid", "frame", "none")
-ATTENTION_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "flex_attention", "eager")
 
 SIGLIP_SO400M_384 = dict(
     hidden_size=1152,
