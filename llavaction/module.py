@@ -61,6 +61,17 @@ class LlavaActionModule(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
+        # a checkpoint's hyperparameters may hold the groups as plain dicts
+        trainable, optimizer, compute, action, evaluation = (
+            cls(**value) if isinstance(value, dict) else value
+            for cls, value in (
+                (TrainableParts, trainable),
+                (OptimizerOptions, optimizer),
+                (ComputeOptions, compute),
+                (ActionSupervision, action),
+                (EvaluationOptions, evaluation),
+            )
+        )
         overrides = {
             k: v
             for k, v in dict(

@@ -146,6 +146,16 @@ def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsy
     args = demo_args(demo_dir, demo_shards, tmp_path / "predict")
     args[0] = "predict"
     cli(args + [f"--ckpt_path={last}", "--trainer.callbacks=[]", "--trainer.logger=false"])
+    # the evaluation CLI on the Lightning checkpoint asks what training asked and finds what validation found
+    from llavaction.evaluate import main as evaluate
+
+    questions = next(Path(demo_dir).rglob("validation_mqa.jsonl"))
+    assert evaluate(["mqa", "--questions", str(questions), "--shards", str(demo_shards["validation_mqa"]),
+                     "--checkpoint", str(last), "--max-new-tokens", "24", "--num-workers", "0",
+                     "--out", str(tmp_path / "eval")]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert evaluated["settings"]["num_frames"] == 8 and evaluated["count"] == 8
+    assert evaluated["accuracy"] == pytest.approx(results["val/mqa_accuracy_generate"])
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])

@@ -4,7 +4,7 @@ settings they were trained with (so evaluation asks what training asked)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -45,25 +45,28 @@ def trained_settings(checkpoint: str | Path) -> TrainedSettings:
     meta = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     data = meta.get("datamodule_hyper_parameters") or {}
     prompt = data.get("prompt")
+    prompt = prompt if isinstance(prompt, dict) else vars(prompt) if prompt is not None else {}
     return TrainedSettings(
-        time_instruction=getattr(prompt, "time_instruction", None),
-        frame_times=getattr(prompt, "frame_times", None),
+        time_instruction=prompt.get("time_instruction"),
+        frame_times=prompt.get("frame_times"),
         num_frames=data.get("num_frames"),
     )
 
 
 def load_module(checkpoint: str, tokenizer: str | None, evaluation: EvaluationOptions):
-    """The LightningModule of a Lightning .ckpt or of an original checkpoint directory, with these evaluation
+    """The LightningModule of a Lightning .ckpt, an original checkpoint directory or a hub id, with these evaluation
     options."""
     from llavaction.module import LlavaActionModule
 
-    path = Path(checkpoint)
-    if is_original(path):
-        return LlavaActionModule(checkpoint=str(path), tokenizer=tokenizer, evaluation=evaluation)
-    if not path.is_file():
+    if is_original(checkpoint):
+        return LlavaActionModule(checkpoint=str(checkpoint), tokenizer=tokenizer, evaluation=evaluation)
+    if not Path(checkpoint).is_file():
         raise FileNotFoundError(
-            f"{checkpoint}: neither a Lightning checkpoint file nor a checkpoint directory with config.json"
+            f"{checkpoint}: neither a Lightning checkpoint file, a checkpoint directory with config.json, nor a "
+            "model-hub id"
         )
+    # the options as a dict: LightningCLI's checkpoints rebuild their arguments through jsonargparse (mappings)
+    extra = {"tokenizer": tokenizer} if tokenizer else {}
     return LlavaActionModule.load_from_checkpoint(
-        str(path), map_location="cpu", evaluation=evaluation, **({"tokenizer": tokenizer} if tokenizer else {})
+        str(checkpoint), map_location="cpu", evaluation=asdict(evaluation), **extra
     )
