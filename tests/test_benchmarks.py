@@ -36,7 +36,7 @@ def test_flop_count_and_memory_plan():
         ("cpu_step", ["--steps", "1", "--batch-size", "2"]),
         ("cpu_step", ["--steps", "1", "--batch-size", "2", "--pack"]),
         ("eval", ["--videos", "1", "--batch-size", "4", "--max-new-tokens", "2"]),
-        ("loader", ["--videos", "1", "--samples", "8"]),
+        pytest.param("loader", ["--videos", "1", "--samples", "8"], marks=pytest.mark.slow),
         ("replay_extract", ["--videos", "1", "--seconds", "3", "--frames", "4", "--size", "64"]),
     ],
 )

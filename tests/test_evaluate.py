@@ -315,6 +315,7 @@ def original_checkpoint(demo_dir, tmp_path_factory):
     return original_checkpoint_at(demo_dir, tmp_path_factory.mktemp("ckpt"))
 
 
+@pytest.mark.slow
 def test_mqa_identical_at_world_sizes_1_2_3(original_checkpoint, demo_questions, demo_shards, tmp_path):
     one, predictions_one = run_mqa(
         original_checkpoint, demo_questions, demo_shards, tmp_path / "one", "--mode", "score"

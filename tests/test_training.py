@@ -150,9 +150,26 @@ def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsy
     from llavaction.evaluate import main as evaluate
 
     questions = next(Path(demo_dir).rglob("validation_mqa.jsonl"))
-    assert evaluate(["mqa", "--questions", str(questions), "--shards", str(demo_shards["validation_mqa"]),
-                     "--checkpoint", str(last), "--max-new-tokens", "24", "--num-workers", "0",
-                     "--out", str(tmp_path / "eval")]) == 0
+    assert (
+        evaluate(
+            [
+                "mqa",
+                "--questions",
+                str(questions),
+                "--shards",
+                str(demo_shards["validation_mqa"]),
+                "--checkpoint",
+                str(last),
+                "--max-new-tokens",
+                "24",
+                "--num-workers",
+                "0",
+                "--out",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert evaluated["settings"]["num_frames"] == 8 and evaluated["count"] == 8
     assert evaluated["accuracy"] == pytest.approx(results["val/mqa_accuracy_generate"])
@@ -324,6 +341,7 @@ def run_fsdp(demo_dir, demo_shards, root, *extra):
     return result
 
 
+@pytest.mark.slow
 def test_fsdp2_two_processes_resume_mid_epoch_from_sharded_checkpoint(demo_dir, demo_shards, tmp_path):
     """World size 2 (FSDP2 on gloo): 3 steps an epoch per rank; the sharded checkpoint after step 2 resumes the
     same curve."""
