@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from data_prep.build_mqa import main as build_mqa
-from data_prep.extract_frames import ExtractConfig, extract
+from data_prep.extract_frames import extract
 from data_prep.make_demo import make_demo
 from llavaction.jsonl import read_jsonl
+from tests.helpers import extract_config
 
 EPIC_DIR = Path(__file__).parent / "data" / "epic-kitchens-100-annotations"
 
@@ -60,16 +61,6 @@ def demo_shards(demo_dir, demo_questions, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("shards")
     shards = {}
     for name in ("train_mqa", "validation_mqa", "train_temporal"):
-        config = ExtractConfig(
-            videos=str(demo_dir / "videos"),
-            layout="raw",
-            num_frames=8,
-            size=32,
-            resize="squash",
-            quality=90,
-            chunk_seconds=15.0,
-            shard_size=8,
-        )
-        extract(read_jsonl(demo_questions[name]), root / name, config)
+        extract(read_jsonl(demo_questions[name]), root / name, extract_config(demo_dir / "videos"))
         shards[name] = root / name
     return shards

@@ -1,4 +1,4 @@
-"""Callbacks for tests that drive `train.py` in a subprocess."""
+"""Helpers of the tests: a callback for tests that drive `train.py` in a subprocess, shared extraction settings."""
 
 import time
 
@@ -14,3 +14,20 @@ class AnnounceSteps(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         print(f"step {trainer.global_step}", flush=True)
         time.sleep(self.delay)
+
+
+def extract_config(videos, **overrides):
+    """extract_frames settings of the tests' shards: 8 frames of 32 px, JPEG q90, 8 samples a shard, raw layout."""
+    from data_prep.extract_frames import ExtractConfig
+
+    values = dict(
+        videos=str(videos),
+        layout="raw",
+        num_frames=8,
+        size=32,
+        resize="squash",
+        quality=90,
+        chunk_seconds=15.0,
+        shard_size=8,
+    )
+    return ExtractConfig(**(values | overrides))

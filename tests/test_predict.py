@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep.extract_frames import ExtractConfig, extract
+from data_prep.extract_frames import extract
 from llavaction.model import LlavaVideoModel, load_tokenizer, preset
 from llavaction.predict import main as predict
 from llavaction.prompts import PromptOptions, chat_prompt, render
 from llavaction.shards import iter_samples, sample_meta, shard_urls
+from tests.helpers import extract_config
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ["lift plate", "lower cup", "grow sponge", "shrink knife", "appear carrot"]
@@ -111,16 +112,7 @@ def test_frames_and_prompts_are_those_of_extract_frames_and_render(checkpoint, v
         "options": OPTIONS,
         "answer_index": 0,
     }
-    config = ExtractConfig(
-        videos=str(video.parent),
-        layout="raw",
-        num_frames=8,
-        size=32,
-        resize="squash",
-        quality=100,
-        chunk_seconds=15.0,
-        shard_size=8,
-    )
+    config = extract_config(video.parent, quality=100)
     extract([record], tmp_path / "shards", config)
     sample = next(iter_samples(shard_urls(tmp_path / "shards")))
     import simplejpeg

@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from data_prep.build_replay import main as build_replay
-from data_prep.extract_frames import ExtractConfig, extract
+from data_prep.extract_frames import extract
 from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llavaction.data.stages import TaskSource
 from llavaction.jsonl import read_jsonl
 from llavaction.prompts import PromptEncoder, PromptOptions, prompt_turns
 from llavaction.tokenizer import build_tokenizer
+from tests.helpers import extract_config
 from tests.test_datamodule import datamodule
 
 CONVERSATION = [
@@ -116,16 +117,7 @@ def test_data_yaml_sampling_and_shared_frames(demo_dir, tmp_path):
     assert len(records) == 2 and all(r["replay"] and r["task"] == "qa" for r in records)  # one record per video
     assert sum(len(r["conversations"]) for r in records) == len(sources)
 
-    config = ExtractConfig(
-        videos=str(tmp_path / "178k"),
-        layout="raw",
-        num_frames=8,
-        size=32,
-        resize="squash",
-        quality=90,
-        chunk_seconds=15.0,
-        shard_size=8,
-    )
+    config = extract_config(tmp_path / "178k")
     extract(records, tmp_path / "shards", config)
     counts = json.loads((tmp_path / "shards" / "conversations.json").read_text())
     assert sum(counts.values()) == sum(len(r["conversations"]) for r in records)
