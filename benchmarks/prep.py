@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 
 import decord
-from synthetic import demo_questions
+from synthetic import demo_questions, frame_shards
 
 from data_prep.build_mqa import main as build_mqa
-from data_prep.extract_frames import ExtractConfig, extract
 from llavaction.video import sample_times
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,18 +70,8 @@ def main() -> None:
         videos = tmp / "demo" / "videos"
         bare_decode(records[:4], videos, args.num_frames)  # warm the page cache for both
         frames, bare_s = bare_decode(records, videos, args.num_frames)
-        config = ExtractConfig(
-            videos=str(videos),
-            layout="raw",
-            num_frames=args.num_frames,
-            size=args.size,
-            resize="squash",
-            quality=90,
-            chunk_seconds=15.0,
-            shard_size=64,
-        )
         start = time.perf_counter()
-        extract(records, tmp / "shards", config, workers=1)
+        frame_shards(tmp, records, args.num_frames, args.size, videos=videos)
         extract_s = time.perf_counter() - start
     print(
         f"videos: {args.videos} synthetic {args.video_size}x{args.video_size} H.264, {len(records)} segments, "

@@ -19,8 +19,7 @@ from pathlib import Path
 import av
 import decord
 import numpy as np
-
-from data_prep.extract_frames import ExtractConfig, extract
+from synthetic import frame_shards
 
 VIDEOS_IN_178K = 178_510
 
@@ -65,18 +64,8 @@ def main() -> None:
                     "conversations": [[]],
                 }
             )
-        config = ExtractConfig(
-            videos=str(tmp / "videos"),
-            layout="raw",
-            num_frames=args.frames,
-            size=args.size,
-            resize="squash",
-            quality=90,
-            chunk_seconds=15.0,
-            shard_size=64,
-        )
         start = time.perf_counter()
-        extract(records, tmp / "shards", config)
+        frame_shards(tmp, records, args.frames, args.size, videos=tmp / "videos")
         seconds = (time.perf_counter() - start) / args.videos
         disk = sum(p.stat().st_size for p in (tmp / "shards").glob("shard-*.tar")) / args.videos
     total_tb = disk * VIDEOS_IN_178K / 1e12

@@ -48,10 +48,13 @@ def demo_questions(
     return read_jsonl(root / "q.jsonl")
 
 
-def frame_shards(root: Path, records: list[dict], num_frames: int, size: int, shard_size: int = 64) -> Path:
-    """Shards of the questions' frames from root/demo/videos (JPEG q90, squashed to size): root/shards."""
+def frame_shards(
+    root: Path, records: list[dict], num_frames: int, size: int, shard_size: int = 64, videos: Path | None = None
+) -> Path:
+    """Shards of the questions' frames from `videos` (default root/demo/videos; JPEG q90, squashed to size):
+    root/shards."""
     config = ExtractConfig(
-        videos=str(root / "demo" / "videos"),
+        videos=str(videos or root / "demo" / "videos"),
         layout="raw",
         num_frames=num_frames,
         size=size,

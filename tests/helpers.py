@@ -31,3 +31,22 @@ def extract_config(videos, **overrides):
         shard_size=8,
     )
     return ExtractConfig(**(values | overrides))
+
+
+def extract_args(questions, videos, out, *extra) -> list[str]:
+    """The extract_frames command line of the tests: 4 frames of 32 px, one worker."""
+    return [
+        "--questions",
+        str(questions),
+        "--videos",
+        str(videos),
+        "--num-frames",
+        "4",
+        "--size",
+        "32",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]

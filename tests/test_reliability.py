@@ -18,6 +18,7 @@ from data_prep.extract_frames import main as extract_main
 from llavaction.data.stages import TaskSource
 from llavaction.jsonl import read_jsonl
 from llavaction.shards import ShardError, iter_shard, read_sizes
+from tests.helpers import extract_args
 from tests.test_datamodule import datamodule
 from tests.test_training import ROOT, demo_args
 
@@ -70,6 +71,24 @@ def run_build(annotations: Path, out: Path, *extra) -> int:
     )
 
 
+def build_with_predictions(annotations: Path, predictions: Path, out: Path, *extra) -> int:
+    return build_mqa(
+        [
+            "--annotations",
+            str(annotations),
+            "--split",
+            "validation",
+            "--distractors",
+            "predictions",
+            "--predictions",
+            str(predictions),
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
+
+
 def test_predictions_keyed_by_row_follow_the_csv_rows_across_a_skipped_row(annotations, tmp_path):
     """The reference's prediction files are keyed by the CSV's data row: a skipped bad row must not shift them."""
     path = annotations / "EPIC_100_validation.csv"
@@ -82,24 +101,7 @@ def test_predictions_keyed_by_row_follow_the_csv_rows_across_a_skipped_row(annot
     }
     (tmp_path / "p.json").write_text(json.dumps(predictions))
     out = tmp_path / "q.jsonl"
-    assert (
-        build_mqa(
-            [
-                "--annotations",
-                str(annotations),
-                "--split",
-                "validation",
-                "--distractors",
-                "predictions",
-                "--predictions",
-                str(tmp_path / "p.json"),
-                "--skip-bad",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert build_with_predictions(annotations, tmp_path / "p.json", out, "--skip-bad") == 0
     questions = {q["narration_id"]: q for q in read_jsonl(out)}
     assert "P01_01_2" not in questions
     for number in (1, 3, 4, 11):  # data row == the number in these narration ids
@@ -145,42 +147,8 @@ def test_skip_bad_reports_the_other_split_too(annotations, tmp_path, capsys):
 )
 def test_bad_prediction_files_name_file_and_segment(annotations, tmp_path, capsys, content, message):
     (tmp_path / "p.json").write_text(content)
-    assert (
-        build_mqa(
-            [
-                "--annotations",
-                str(annotations),
-                "--split",
-                "validation",
-                "--distractors",
-                "predictions",
-                "--predictions",
-                str(tmp_path / "p.json"),
-                "--out",
-                str(tmp_path / "q.jsonl"),
-            ]
-        )
-        == 2
-    )
+    assert build_with_predictions(annotations, tmp_path / "p.json", tmp_path / "q.jsonl") == 2
     assert message in one_line_error(capsys)
-
-
-def extract_args(questions: Path, videos: Path, out: Path, *extra) -> list[str]:
-    return [
-        "--questions",
-        str(questions),
-        "--videos",
-        str(videos),
-        "--num-frames",
-        "4",
-        "--size",
-        "32",
-        "--workers",
-        "1",
-        "--out",
-        str(out),
-        *extra,
-    ]
 
 
 def test_extract_frames_faults(demo_dir, demo_questions, tmp_path, capsys):
