@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
-from pathlib import Path
+
+from synthetic import epic_annotations
 
 from data_prep.build_mqa import main as build_mqa
 from llavaction.jsonl import read_jsonl
@@ -22,8 +23,6 @@ from llavaction.model import preset
 from llavaction.prompts import PromptEncoder, PromptOptions, answer_text, user_text
 from llavaction.tokenizer import build_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "epic-kitchens-100-annotations"
 WEIGHTS = {"mqa": 1.0, "narration": 0.5, "temporal": 0.5, "qa": 0.5}
 
 
@@ -44,11 +43,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--window", type=int, default=64, help="batches per length-grouping window")
     args = parser.parse_args()
-    annotations = (
-        SHARED
-        if (SHARED / "EPIC_100_validation.csv").exists()
-        else ROOT / "tests" / "data" / "epic-kitchens-100-annotations"
-    )
+    annotations = epic_annotations()
     with tempfile.TemporaryDirectory() as tmp:
         build_mqa(
             [

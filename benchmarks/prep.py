@@ -18,13 +18,10 @@ import time
 from pathlib import Path
 
 import decord
-from synthetic import demo_questions, frame_shards
+from synthetic import demo_questions, epic_annotations, frame_shards
 
 from data_prep.build_mqa import main as build_mqa
 from llavaction.video import sample_times
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "epic-kitchens-100-annotations"
 
 
 def bare_decode(records: list[dict], videos: Path, num_frames: int) -> tuple[int, float]:
@@ -84,11 +81,7 @@ def main() -> None:
     )
     print(f"ratio extract/bare:     {bare_s / extract_s:8.2f}  (goal >= 0.8)")
 
-    annotations = (
-        SHARED
-        if (SHARED / "EPIC_100_validation.csv").exists()
-        else ROOT / "tests" / "data" / "epic-kitchens-100-annotations"
-    )
+    annotations = epic_annotations()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         build_mqa(

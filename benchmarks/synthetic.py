@@ -10,6 +10,16 @@ from data_prep.extract_frames import ExtractConfig, extract
 from data_prep.make_demo import make_demo
 from llavaction.jsonl import read_jsonl
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def epic_annotations() -> Path:
+    """The real EK-100 annotations beside the checkout (../shared) when present, else the tests' small copy."""
+    shared = ROOT.parent / "shared" / "data" / "epic-kitchens-100-annotations"
+    if (shared / "EPIC_100_validation.csv").exists():
+        return shared
+    return ROOT / "tests" / "data" / "epic-kitchens-100-annotations"
+
 
 def demo_questions(
     root: Path,
