@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from llavaction.cli_errors import add_debug_flag, run_cli
+from llavaction.figures import accuracy_bars, confusion_heatmap, frame_strip, save_png
 from llavaction.jsonl import read_jsonl, write_json
 from llavaction.shards import frame_name, iter_samples, location_sizes, sample_meta
 
@@ -134,30 +135,22 @@ def tables(rows: list[dict], verbs: dict, nouns: dict) -> dict:
 
 def save_figures(analysis: dict, out: Path) -> list[tuple[str, str]]:
     """The tables as PNG figures: [(file name, title)]."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     figures = []
 
-    def bars(name, title, entries, label):
-        entries = entries[:40]
-        figure, axis = plt.subplots(figsize=(max(6, 0.32 * len(entries) + 2), 4))
-        colours = ["#d95f02" if e.get("tail") else "#1b9e77" for e in entries]
-        axis.bar(range(len(entries)), [e["accuracy"] for e in entries], color=colours)
-        axis.set_xticks(
-            range(len(entries)),
-            [f"{e.get('name', e['key'])} ({e['count']})" for e in entries],
-            rotation=70,
-            ha="right",
-            fontsize=7,
-        )
-        axis.set(ylabel="accuracy (%)", ylim=(0, 100), xlabel=label, title=title)
-        figure.tight_layout()
-        figure.savefig(out / name, dpi=90)
-        plt.close(figure)
+    def save(figure, name: str, title: str) -> None:
+        save_png(figure, out / name)
         figures.append((name, title))
+
+    def bars(name: str, title: str, entries: list[dict], label: str) -> None:
+        entries = entries[:40]
+        figure = accuracy_bars(
+            [f"{e.get('name', e['key'])} ({e['count']})" for e in entries],
+            [e["accuracy"] for e in entries],
+            xlabel=label,
+            title=title,
+            colours=["#d95f02" if e.get("tail") else "#1b9e77" for e in entries],
+        )
+        save(figure, name, title)
 
     bars("verbs.png", "Accuracy by verb (most frequent first; tail classes orange)", analysis["by_verb"], "verb (n)")
     bars("nouns.png", "Accuracy by noun (most frequent first; tail classes orange)", analysis["by_noun"], "noun (n)")
@@ -171,24 +164,19 @@ def save_figures(analysis: dict, out: Path) -> list[tuple[str, str]]:
     bars("participants.png", "Seen and unseen participants", analysis["by_participants"], "participants")
     for kind in ("verb", "noun"):
         matrix = analysis[f"{kind}_confusion"]
-        counts = np.array(matrix["counts"], dtype=float)
-        counts /= counts.sum(1, keepdims=True).clip(min=1)
-        side = 3 + 0.35 * len(matrix["columns"])
-        figure, axis = plt.subplots(figsize=(side + 1, side))
-        image = axis.imshow(counts, cmap="Blues", vmin=0, vmax=1)
-        axis.set_xticks(range(len(matrix["columns"])), matrix["columns"], rotation=70, ha="right", fontsize=7)
-        axis.set_yticks(range(len(matrix["rows"])), matrix["rows"], fontsize=7)
-        axis.set(xlabel=f"chosen {kind}", ylabel=f"true {kind}", title=f"{kind.title()} confusion (row-normalised)")
-        figure.colorbar(image, fraction=0.04)
-        figure.tight_layout()
-        figure.savefig(out / f"{kind}_confusion.png", dpi=90)
-        plt.close(figure)
-        figures.append((f"{kind}_confusion.png", f"{kind.title()} confusion of the most frequent {kind}s"))
+        figure = confusion_heatmap(
+            np.array(matrix["counts"]),
+            matrix["rows"],
+            matrix["columns"],
+            kind=kind,
+            title=f"{kind.title()} confusion (row-normalised)",
+        )
+        save(figure, f"{kind}_confusion.png", f"{kind.title()} confusion of the most frequent {kind}s")
     return figures
 
 
 def strip_image(sample: dict, path: Path) -> None:
-    """Up to STRIP_FRAMES frames side by side, upscaled (nearest neighbour) to STRIP_HEIGHT pixels."""
+    """Up to STRIP_FRAMES frames side by side, upscaled (nearest neighbour) to at least STRIP_HEIGHT pixels."""
     import simplejpeg
 
     from llavaction.data.stages import frame_indices
@@ -199,8 +187,7 @@ def strip_image(sample: dict, path: Path) -> None:
         simplejpeg.decode_jpeg(sample[frame_name(i)], colorspace="RGB")
         for i in frame_indices(meta["num_frames"], count)
     ]
-    factor = max(1, STRIP_HEIGHT // frames[0].shape[0])
-    row = np.concatenate([np.repeat(np.repeat(f, factor, 0), factor, 1) for f in frames], axis=1)
+    row = frame_strip(frames, STRIP_HEIGHT)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(simplejpeg.encode_jpeg(np.ascontiguousarray(row), quality=85, colorspace="RGB"))
 

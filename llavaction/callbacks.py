@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from llavaction.constants import IGNORE_INDEX
+from llavaction.figures import accuracy_bars, confusion_heatmap, frame_strip, pyplot
 from llavaction.flops import peak_bf16_flops, training_flops
 
 RESULTS_FILE = "validation_results.json"
@@ -156,9 +157,6 @@ class MQAFigures(L.Callback):
         experiment = getattr(trainer.logger, "experiment", None)
         if trainer.sanity_checking or not self.true_verbs or not hasattr(experiment, "add_figure"):
             return
-        import matplotlib
-
-        matplotlib.use("Agg")
         for name, figure in (
             ("verb_accuracy", self.verb_accuracy_figure()),
             ("verb_confusion", self.confusion_figure()),
@@ -174,52 +172,30 @@ class MQAFigures(L.Callback):
         return self.names.get(verb, str(verb))
 
     def verb_accuracy_figure(self):
-        import matplotlib.pyplot as plt
-
         true, chosen = np.array(self.true_verbs), np.array(self.chosen_verbs)
         verbs = self._top_verbs()
-        accuracy = [100.0 * (chosen[true == v] == v).mean() for v in verbs]
-        figure, axis = plt.subplots(figsize=(max(5, 0.45 * len(verbs) + 1.5), 3.6))
-        axis.bar(range(len(verbs)), accuracy)
-        axis.set_xticks(
-            range(len(verbs)),
+        return accuracy_bars(
             [f"{self._label(v)} ({int((true == v).sum())})" for v in verbs],
-            rotation=60,
-            ha="right",
-            fontsize=8,
+            [100.0 * (chosen[true == v] == v).mean() for v in verbs],
+            xlabel="verb (questions), most frequent first",
+            ylabel="verb chosen right (%)",
         )
-        axis.set(xlabel="verb (questions), most frequent first", ylabel="verb chosen right (%)", ylim=(0, 100))
-        figure.tight_layout()
-        return figure
 
     def confusion_figure(self):
-        import matplotlib.pyplot as plt
-
         verbs = self._top_verbs()
         index = {v: i for i, v in enumerate(verbs)}
-        matrix = np.zeros((len(verbs), len(verbs)))
+        counts = np.zeros((len(verbs), len(verbs)))
         for t, c in zip(self.true_verbs, self.chosen_verbs):
             if t in index and c in index:
-                matrix[index[t], index[c]] += 1
-        matrix /= matrix.sum(1, keepdims=True).clip(min=1)
-        side = 3 + 0.35 * len(verbs)
-        figure, axis = plt.subplots(figsize=(side + 0.8, side))
-        image = axis.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+                counts[index[t], index[c]] += 1
         labels = [self._label(v) for v in verbs]
-        axis.set_xticks(range(len(verbs)), labels, rotation=70, ha="right", fontsize=8)
-        axis.set_yticks(range(len(verbs)), labels, fontsize=8)
-        axis.set(xlabel="chosen verb", ylabel="true verb")
-        figure.colorbar(image, fraction=0.04)
-        figure.tight_layout()
-        return figure
+        return confusion_heatmap(counts, labels, labels, kind="verb", title=None)
 
     @staticmethod
     def example_figure(sample: dict, min_height: int = 128):
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         frames, meta = sample["frames"], sample["meta"]
-        factor = max(1, -(-min_height // frames.shape[1]))  # tiny frames upscaled, nearest neighbour
-        strip = np.concatenate([np.repeat(np.repeat(f, factor, 0), factor, 1) for f in frames], axis=1)
+        strip = frame_strip(frames, min_height)
         lines = [
             f"{string.ascii_uppercase[i]}. {text}"
             + (" <- chosen" if i == sample["chosen"] else "")

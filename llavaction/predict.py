@@ -24,6 +24,7 @@ import torch
 
 from llavaction.cli_errors import add_debug_flag, run_cli
 from llavaction.epic import parse_timestamp
+from llavaction.figures import pyplot, save_png
 from llavaction.jsonl import read_jsonl
 from llavaction.prompts import PromptEncoder, PromptOptions, pad_right, user_text
 from llavaction.video import sample_times, video_file
@@ -183,11 +184,7 @@ def top_classes(verb_logits: torch.Tensor, noun_logits: torch.Tensor, k: int = 5
 
 def save_strip(frames: np.ndarray, caption: str, path: Path) -> None:
     """The frames the model saw in a row (upscaled to at least 128 px), the answer under them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     columns = min(len(frames), 8)
     rows = -(-len(frames) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows + 0.6), squeeze=False)
@@ -198,8 +195,7 @@ def save_strip(frames: np.ndarray, caption: str, path: Path) -> None:
     figure.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom", wrap=True)
     figure.tight_layout(rect=(0, 0.12, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_png(figure, path, dpi=100)
 
 
 def describe(result: dict) -> str:

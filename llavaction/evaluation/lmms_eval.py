@@ -18,6 +18,7 @@ import simplejpeg
 import yaml
 from tqdm import tqdm
 
+from llavaction.figures import upscale_nearest
 from llavaction.jsonl import read_jsonl, write_json, write_jsonl
 from llavaction.shards import frame_name, iter_samples, location_sizes, sample_meta
 
@@ -53,12 +54,9 @@ def write_mp4(path: Path, frames: list, fps: int = 1) -> None:
     """H.264 at a near-lossless quality (CRF 12), one frame per sampled frame; frames smaller than MIN_VIDEO_SIDE are
     repeated to it by an integer factor (nearest neighbour: the same picture, which models resize anyway)."""
     import av
-    import numpy as np
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    factor = -(-MIN_VIDEO_SIDE // min(frames[0].shape[:2]))
-    if factor > 1:
-        frames = [np.repeat(np.repeat(frame, factor, axis=0), factor, axis=1) for frame in frames]
+    frames = upscale_nearest(frames, MIN_VIDEO_SIDE)
     height, width = frames[0].shape[:2]
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
