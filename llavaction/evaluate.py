@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -95,21 +96,12 @@ def run_submission(args: argparse.Namespace) -> int:
 
 
 def run_lmms_export(args: argparse.Namespace) -> int:
-    from llavaction.evaluation.checkpoints import trained_settings
+    from llavaction.evaluation.checkpoints import question_settings
     from llavaction.evaluation.lmms_eval import ExportSettings, export_task
-    from llavaction.shards import first_sample, sample_meta
 
-    trained = trained_settings(args.checkpoint) if args.checkpoint else None
-    stored = min(sample_meta(first_sample(location))["num_frames"] for location in args.shards)
-    num_frames = args.num_frames or (trained.num_frames if trained and trained.num_frames else stored)
-
-    def chosen(value, trained_value):
-        return value if value is not None else bool(trained_value)
-
+    asked = question_settings(args.checkpoint, args.shards, args.num_frames, args.time_instruction, args.frame_times)
     settings = ExportSettings(
-        num_frames=num_frames,
-        time_instruction=chosen(args.time_instruction, trained and trained.time_instruction),
-        frame_times=chosen(args.frame_times, trained and trained.frame_times),
+        **asdict(asked),
         prior_actions=args.prior_actions,
         pseudo_predictions=args.pseudo_predictions,
         visual=args.visual,
@@ -117,6 +109,26 @@ def run_lmms_export(args: argparse.Namespace) -> int:
     count = export_task(args.questions, args.shards, args.out, settings)
     print(f"{count} questions -> lmms-eval task folder {args.out} ({settings})")
     return 0
+
+
+def add_prompt_flags(command: argparse.ArgumentParser) -> None:
+    """How the questions are asked; what is not given follows the checkpoint's training."""
+    command.add_argument("--num-frames", type=int, help="default: the checkpoint's training frames, else the shards'")
+    command.add_argument(
+        "--time-instruction",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="state the clip's duration and frame count (default: as the checkpoint was trained)",
+    )
+    command.add_argument("--frame-times", action=argparse.BooleanOptionalAction, default=None)
+    command.add_argument(
+        "--prior-actions",
+        choices=("none", "oracle", "pseudo"),
+        default="none",
+        help="show the two previous actions: none (the paper's evaluation), the ground truth, or the "
+        "model's own answers from --pseudo-predictions",
+    )
+    command.add_argument("--pseudo-predictions", help="predictions.jsonl of an earlier run, for --prior-actions pseudo")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -134,22 +146,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="generate: greedy answers scored by the paper's rule; score: a fast proxy",
     )
     mqa.add_argument("--scoring", choices=("letter", "likelihood"), default="letter", help="score mode's rule")
-    mqa.add_argument("--num-frames", type=int, help="default: the checkpoint's training frames, else the shards'")
-    mqa.add_argument(
-        "--time-instruction",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="state the clip's duration and frame count (default: as the checkpoint was trained)",
-    )
-    mqa.add_argument("--frame-times", action=argparse.BooleanOptionalAction, default=None)
-    mqa.add_argument(
-        "--prior-actions",
-        choices=("none", "oracle", "pseudo"),
-        default="none",
-        help="show the two previous actions: none (the paper's evaluation), the ground truth, or the "
-        "model's own answers from --pseudo-predictions",
-    )
-    mqa.add_argument("--pseudo-predictions", help="predictions.jsonl of an earlier run, for --prior-actions pseudo")
+    add_prompt_flags(mqa)
     mqa.add_argument("--max-new-tokens", type=int, default=128)
     mqa.add_argument("--devices", type=int, default=1, help="processes: GPUs when present, else CPU with gloo")
     mqa.add_argument("--batch-size", type=int, default=8)
@@ -183,11 +180,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     lmms.add_argument("--shards", nargs="+", required=True, help="shard sets: directories or URLs")
     lmms.add_argument("--out", type=Path, required=True, help="the task folder (for lmms-eval's --include_path)")
     lmms.add_argument("--checkpoint", help="ask what this checkpoint was trained with (time instruction, frames)")
-    lmms.add_argument("--num-frames", type=int, help="default: the checkpoint's, else the shards' frames")
-    lmms.add_argument("--time-instruction", action=argparse.BooleanOptionalAction, default=None)
-    lmms.add_argument("--frame-times", action=argparse.BooleanOptionalAction, default=None)
-    lmms.add_argument("--prior-actions", choices=("none", "oracle", "pseudo"), default="none")
-    lmms.add_argument("--pseudo-predictions", help="predictions.jsonl of an earlier run, for --prior-actions pseudo")
+    add_prompt_flags(lmms)
     lmms.add_argument(
         "--visual",
         choices=("video", "frames"),

@@ -11,6 +11,7 @@ import torch
 
 from llavaction.args import EvaluationOptions
 from llavaction.model.hub import is_hub_id, resolve
+from llavaction.shards import first_sample, sample_meta
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,35 @@ class TrainedSettings:
     time_instruction: bool | None = None
     frame_times: bool | None = None
     num_frames: int | None = None
+
+
+@dataclass(frozen=True)
+class QuestionSettings:
+    """How the questions are asked: frames shown, time instruction, per-frame times."""
+
+    num_frames: int
+    time_instruction: bool
+    frame_times: bool
+
+
+def question_settings(
+    checkpoint: str | None,
+    shards: list[str],
+    num_frames: int | None = None,
+    time_instruction: bool | None = None,
+    frame_times: bool | None = None,
+) -> QuestionSettings:
+    """Each value given wins; the others follow the checkpoint's training (without a checkpoint: off), the frames no
+    more than every shard set holds (all of them where the checkpoint does not say)."""
+    trained = trained_settings(checkpoint) if checkpoint else TrainedSettings()
+    stored = min(sample_meta(first_sample(location))["num_frames"] for location in shards)
+    if num_frames is None:
+        num_frames = trained.num_frames if trained.num_frames and trained.num_frames <= stored else stored
+    return QuestionSettings(
+        num_frames=num_frames,
+        time_instruction=time_instruction if time_instruction is not None else bool(trained.time_instruction),
+        frame_times=frame_times if frame_times is not None else bool(trained.frame_times),
+    )
 
 
 def is_original(checkpoint: str | Path) -> bool:

@@ -16,11 +16,11 @@ import torch
 
 from llavaction.args import EvaluationOptions, LoaderOptions, PriorActionOptions
 from llavaction.evaluation.candidates import write_head_outputs
-from llavaction.evaluation.checkpoints import load_module, trained_settings
+from llavaction.evaluation.checkpoints import load_module, question_settings
 from llavaction.evaluation.lmms_eval import write_results_layout
 from llavaction.jsonl import read_jsonl, write_json, write_jsonl
 from llavaction.prompts import PromptOptions
-from llavaction.shards import first_sample, sample_keys, sample_meta
+from llavaction.shards import sample_keys
 
 BREAKDOWN = {
     "verb_head": ("verb_tail", False),
@@ -79,14 +79,8 @@ def check_questions_in_shards(questions: dict[str, set[str]], shards: list[str])
 
 def resolve(run: MQAEvaluation) -> MQAEvaluation:
     """Fill what the run leaves open from the checkpoint's training and the shards."""
-    trained = trained_settings(run.checkpoint)
-    stored = min(sample_meta(first_sample(location))["num_frames"] for location in run.shards)
-    num_frames = run.num_frames or (
-        trained.num_frames if trained.num_frames and trained.num_frames <= stored else stored
-    )
-    time_instruction = run.time_instruction if run.time_instruction is not None else bool(trained.time_instruction)
-    frame_times = run.frame_times if run.frame_times is not None else bool(trained.frame_times)
-    return replace(run, num_frames=num_frames, time_instruction=time_instruction, frame_times=frame_times)
+    settings = question_settings(run.checkpoint, run.shards, run.num_frames, run.time_instruction, run.frame_times)
+    return replace(run, **asdict(settings))
 
 
 def evaluate_mqa(run: MQAEvaluation) -> dict | None:
