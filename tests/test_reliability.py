@@ -55,7 +55,7 @@ def one_line_error(capsys) -> str:
     return errors[0]
 
 
-def run_build(annotations: Path, out: Path, *extra) -> int:
+def run_build(annotations: Path, out: Path, *extra, distractors: str = "random") -> int:
     return build_mqa(
         [
             "--annotations",
@@ -63,7 +63,7 @@ def run_build(annotations: Path, out: Path, *extra) -> int:
             "--split",
             "validation",
             "--distractors",
-            "random",
+            distractors,
             "--out",
             str(out),
             *extra,
@@ -72,21 +72,7 @@ def run_build(annotations: Path, out: Path, *extra) -> int:
 
 
 def build_with_predictions(annotations: Path, predictions: Path, out: Path, *extra) -> int:
-    return build_mqa(
-        [
-            "--annotations",
-            str(annotations),
-            "--split",
-            "validation",
-            "--distractors",
-            "predictions",
-            "--predictions",
-            str(predictions),
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
+    return run_build(annotations, out, "--predictions", str(predictions), *extra, distractors="predictions")
 
 
 def test_predictions_keyed_by_row_follow_the_csv_rows_across_a_skipped_row(annotations, tmp_path):
