@@ -13,7 +13,7 @@ import copy
 import math
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -39,6 +39,11 @@ class SourceStream:
     decode: DecodeFrames
     encode: EncodePrompt
     shuffle_buffer: int
+    descriptions: Descriptions | None = field(init=False)
+
+    def __post_init__(self):
+        # read once here, not by every loader worker at every epoch
+        self.descriptions = Descriptions(self.source.descriptions) if self.source.descriptions else None
 
     def samples(self, seed: str, epoch: int, skips: SkipCounter, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
         """An endless, seeded stream: shards drawn with replacement from this rank's share of the shards (shard i
@@ -49,7 +54,7 @@ class SourceStream:
         urls = list(sizes)
         if len(urls) >= world_size:
             urls = urls[rank::world_size]
-        descriptions = Descriptions(self.source.descriptions) if self.source.descriptions else None
+        descriptions = self.descriptions
         encode = self.encode.at_epoch(epoch)
         buffer: list[dict] = []
         while True:
