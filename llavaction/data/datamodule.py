@@ -61,6 +61,7 @@ class EpicDataModule(L.LightningDataModule):
         self.tokenizer_path = tokenizer
         self.prompt, self.prior_actions, self.loader = prompt, prior_actions, loader
         self._tokenizer = None
+        self._first_metas: dict[str, dict] = {}
 
     @property
     def tokenizer(self):
@@ -81,7 +82,7 @@ class EpicDataModule(L.LightningDataModule):
         """Check, before any step, that the shards can serve what the configuration asks of them."""
         mqa_sets = [s.path for s in self.train_sources if s.task == "mqa"] + self.val_sets + self.test_sets
         for location in [s.path for s in self.train_sources] + self.val_sets + self.test_sets:
-            meta = sample_meta(first_sample(location))
+            meta = self._first_meta(location)
             if self.hparams.num_frames > meta["num_frames"]:
                 raise ValueError(
                     f"{location}: shards hold {meta['num_frames']} frames per sample, "
@@ -90,12 +91,18 @@ class EpicDataModule(L.LightningDataModule):
             if self.prior_actions.shown and location in mqa_sets and "prior_actions" not in meta:
                 raise ValueError(f"{location}: prior actions are switched on but the samples carry no prior_actions")
         for source in self.train_sources:
-            if source.task == "temporal" and "answer" not in sample_meta(first_sample(source.path)):
+            if source.task == "temporal" and "answer" not in self._first_meta(source.path):
                 raise ValueError(f"{source.path}: task 'temporal' needs shards of temporal-detection questions")
 
     def has_class_labels(self) -> bool:
         """Whether some training source's samples carry verb/noun classes (what action supervision learns from)."""
-        return any(sample_meta(first_sample(s.path)).get("verb_class") is not None for s in self.train_sources)
+        return any(self._first_meta(s.path).get("verb_class") is not None for s in self.train_sources)
+
+    def _first_meta(self, location: str) -> dict:
+        """The metadata of a shard set's first sample, read once (a remote set streams its first shard for it)."""
+        if location not in self._first_metas:
+            self._first_metas[location] = sample_meta(first_sample(location))
+        return self._first_metas[location]
 
     @staticmethod
     def source_size(source: TaskSource) -> int:
