@@ -261,7 +261,7 @@ class LlavaActionModule(L.LightningModule):
         }
         optimizer = torch.optim.AdamW(param_groups(parts, options.weight_decay), betas=(0.9, 0.999), eps=1e-8)
         data = getattr(self.trainer, "datamodule", None)
-        total = optimizer_steps(self.trainer, len(data.train_dataloader()) if data is not None else None)
+        total = optimizer_steps(self.trainer, data.train_batches() if data is not None else None)
         scheduler = get_cosine_schedule_with_warmup(optimizer, int(options.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -41,7 +41,7 @@ def test_training_batches(demo_dir, demo_shards):
     dm.prepare_data()
     dm.setup("fit")
     batches = list(dm.train_dataloader())
-    assert len(batches) == 4
+    assert len(batches) == 4 == dm.train_batches() == len(dm.train_dataloader())
     batch = batches[0]
     assert batch["frames"].dtype == torch.uint8 and batch["frames"].shape == (4, 4, 32, 32, 3)
     assert (batch["input_ids"] == IMAGE_TOKEN_INDEX).sum(1).tolist() == [1, 1, 1, 1]

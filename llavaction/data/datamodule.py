@@ -62,6 +62,7 @@ class EpicDataModule(L.LightningDataModule):
         self.prompt, self.prior_actions, self.loader = prompt, prior_actions, loader
         self._tokenizer = None
         self._first_metas: dict[str, dict] = {}
+        self._train_sizes: list[int] | None = None
 
     @property
     def tokenizer(self):
@@ -112,6 +113,21 @@ class EpicDataModule(L.LightningDataModule):
             return len(Descriptions(source.descriptions).by_id)
         conversations = read_conversation_counts(source.path)
         return sum((conversations or read_sizes(source.path)).values())
+
+    def _source_sizes(self) -> list[int]:
+        """source_size of every training source, read once."""
+        if self._train_sizes is None:
+            self._train_sizes = [self.source_size(s) for s in self.train_sources]
+        return self._train_sizes
+
+    def _batches_per_worker(self) -> int:
+        loader, (_, world) = self.loader, self._world()
+        samples = loader.samples_per_epoch or sum(self._source_sizes())
+        return batches_per_worker(samples, world, loader.num_workers, loader.batch_size)
+
+    def train_batches(self) -> int:
+        """Training batches per epoch on each rank (the training loader's length), without building the loader."""
+        return self._batches_per_worker() * max(1, self.loader.num_workers)
 
     def _encoder(self, task: str, with_answer: bool) -> EncodePrompt:
         h, priors = self.hparams, self.prior_actions
@@ -164,14 +180,13 @@ class EpicDataModule(L.LightningDataModule):
             SourceStream(s, DecodeFrames(h.num_frames), self._encoder(s.task, True), loader.shuffle_buffer)
             for s in self.train_sources
         ]
-        sizes = [self.source_size(s) for s in self.train_sources]
+        sizes = self._source_sizes()
         weights = [size if s.weight == "size" else s.weight for s, size in zip(self.train_sources, sizes)]
-        samples = loader.samples_per_epoch or sum(sizes)
         stream = TrainStream(
             sources,
             weights,
             loader.batch_size,
-            batches_per_worker(samples, world, loader.num_workers, loader.batch_size),
+            self._batches_per_worker(),
             Collate(self.tokenizer.pad_token_id, SkipCounter()),
             seed=h.seed,
             rank=rank,
