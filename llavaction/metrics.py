@@ -180,3 +180,11 @@ def prediction_record(meta: dict, scores: list[float], generation: str | None) -
         "reference_exact_correct": truth is not None and reference_exact_correct(generation, truth),
         "parse_failed": chosen is None,
     }
+
+
+def chosen_option_texts(predictions: list[dict]) -> dict[str, str]:
+    """narration_id -> the option text a predictions.jsonl chose (questions without a choice left out): the model's
+    own earlier answers, which prior_actions='pseudo' shows in place of the ground-truth prior actions."""
+    return {
+        r["narration_id"]: r["options"][r["chosen_index"]] for r in predictions if r.get("chosen_index") is not None
+    }

@@ -138,6 +138,21 @@ def prior_actions_text(priors: list[dict]) -> str:
     )
 
 
+def can_show_priors(record: dict, task: str) -> bool:
+    """An MQA question whose record carries its two prior actions (the others are asked plainly)."""
+    return task == "mqa" and len(record.get("prior_actions") or []) == 2
+
+
+def with_pseudo_priors(record: dict, pseudo: dict[str, str]) -> dict:
+    """The record with its prior actions named by the model's own earlier answers (narration_id -> chosen text)."""
+    priors = record.get("prior_actions") or []
+    absent = [p["narration_id"] for p in priors if p["narration_id"] not in pseudo]
+    if absent:
+        name = record.get("narration_id", "?")
+        raise PromptError(f"{name}: no earlier prediction for its prior action {absent[0]}")
+    return record | {"prior_actions": [p | {"text": pseudo[p["narration_id"]]} for p in priors]}
+
+
 def task_prompt(record: dict, task: str, use_priors: bool = False) -> str:
     """The task's question as the reference words it (format_task_related_prompt)."""
     if task == "mqa":
@@ -340,7 +355,7 @@ def render(records: list[dict], task: str, num_frames: int, options: PromptOptio
     prior_actions, a question whose record carries two prior actions shows them (the others are asked plainly)."""
     rendered = []
     for record in records:
-        use_priors = prior_actions and task == "mqa" and len(record.get("prior_actions") or []) == 2
+        use_priors = prior_actions and can_show_priors(record, task)
         try:
             prompt = chat_prompt(user_text(record, task, num_frames, options, use_priors))
             answer = answer_text(record, task)

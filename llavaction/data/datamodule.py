@@ -13,6 +13,7 @@ from llavaction.args import LoaderOptions, PriorActionOptions
 from llavaction.data.stages import Collate, DecodeFrames, Descriptions, EncodePrompt, SkipCounter, TaskSource
 from llavaction.data.streams import EvalStream, SourceStream, TrainStream, batches_per_worker
 from llavaction.jsonl import read_jsonl
+from llavaction.metrics import chosen_option_texts
 from llavaction.prompts import PromptEncoder, PromptOptions
 from llavaction.shards import first_sample, read_conversation_counts, read_sizes, sample_meta
 
@@ -133,11 +134,7 @@ class EpicDataModule(L.LightningDataModule):
         h, priors = self.hparams, self.prior_actions
         pseudo = None
         if not with_answer and priors.evaluation == "pseudo":
-            pseudo = {
-                r["narration_id"]: r["options"][r["chosen_index"]]
-                for r in read_jsonl(priors.pseudo_predictions)
-                if r["chosen_index"] is not None
-            }
+            pseudo = chosen_option_texts(read_jsonl(priors.pseudo_predictions))
         probability = priors.train_probability if with_answer else float(priors.evaluation != "none")
         visual = h.num_frames * h.tokens_per_frame + h.extra_visual_tokens
         return EncodePrompt(

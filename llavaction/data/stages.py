@@ -18,7 +18,17 @@ import torch
 from torch.utils.data import get_worker_info
 
 from llavaction.jsonl import read_jsonl
-from llavaction.prompts import TASKS, PromptEncoder, PromptOptions, Task, pad_right, prompt_turns, user_text
+from llavaction.prompts import (
+    TASKS,
+    PromptEncoder,
+    PromptOptions,
+    Task,
+    can_show_priors,
+    pad_right,
+    prompt_turns,
+    user_text,
+    with_pseudo_priors,
+)
 from llavaction.shards import frame_name
 
 log = logging.getLogger(__name__)
@@ -172,16 +182,12 @@ class EncodePrompt:
 
     def __call__(self, sample: dict) -> dict:
         meta = sample["meta"]
-        use_priors = (
-            self.task == "mqa"
-            and len(meta.get("prior_actions") or []) == 2
-            and decide(self.seed, self.epoch, sample["__key__"], "priors", self.prior_probability)
+        use_priors = can_show_priors(meta, self.task) and decide(
+            self.seed, self.epoch, sample["__key__"], "priors", self.prior_probability
         )
-        if use_priors and self.pseudo_priors is not None:
-            meta = meta | {
-                "prior_actions": [p | {"text": self._pseudo(p["narration_id"], sample)} for p in meta["prior_actions"]]
-            }
         try:
+            if use_priors and self.pseudo_priors is not None:
+                meta = with_pseudo_priors(meta, self.pseudo_priors)
             if self.with_answer:
                 turns = prompt_turns(meta, self.task, self.num_frames, self.options, use_priors)
             else:
@@ -203,11 +209,6 @@ class EncodePrompt:
         encode = copy.copy(self)
         encode.epoch = epoch
         return encode
-
-    def _pseudo(self, prior_id: str, sample: dict) -> str:
-        if prior_id not in self.pseudo_priors:
-            raise BadSample(f"sample {sample['__key__']}: no earlier prediction for its prior action {prior_id}")
-        return self.pseudo_priors[prior_id]
 
 
 class SkipCounter:

@@ -20,6 +20,8 @@ from tqdm import tqdm
 
 from llavaction.figures import upscale_nearest
 from llavaction.jsonl import read_jsonl, write_json, write_jsonl
+from llavaction.metrics import chosen_option_texts
+from llavaction.prompts import can_show_priors, with_pseudo_priors
 from llavaction.shards import frame_name, iter_samples, location_sizes, sample_meta
 
 TEMPLATE = Path(__file__).parent / "lmms_eval_task"
@@ -74,11 +76,7 @@ def export_task(questions: list[Path], shards: list[str], out: Path, settings: E
     wanted = {q["narration_id"] for path in questions for q in read_jsonl(path)}
     pseudo = {}
     if settings.prior_actions == "pseudo":
-        pseudo = {
-            r["narration_id"]: r["options"][r["chosen_index"]]
-            for r in read_jsonl(settings.pseudo_predictions)
-            if r.get("chosen_index") is not None
-        }
+        pseudo = chosen_option_texts(read_jsonl(settings.pseudo_predictions))
     records, sizes = {}, location_sizes(shards)
     for sample in tqdm(iter_samples(sizes, sizes), desc="export", unit="question"):
         key = sample["__key__"]
@@ -115,13 +113,10 @@ def export_task(questions: list[Path], shards: list[str], out: Path, settings: E
 
 def question_doc(meta: dict, settings: ExportSettings, pseudo: dict[str, str]) -> dict:
     """A question as lmms-eval's documents carry it; prior actions shown (or not) as the settings ask."""
-    priors = meta.get("prior_actions") or []
-    show = settings.prior_actions != "none" and len(priors) == 2
+    show = settings.prior_actions != "none" and can_show_priors(meta, "mqa")
     if show and settings.prior_actions == "pseudo":
-        absent = [p["narration_id"] for p in priors if p["narration_id"] not in pseudo]
-        if absent:
-            raise ValueError(f"{meta['narration_id']}: no earlier prediction for its prior action {absent[0]}")
-        priors = [p | {"text": pseudo[p["narration_id"]]} for p in priors]
+        meta = with_pseudo_priors(meta, pseudo)
+    priors = meta.get("prior_actions") or []
     keep = (
         "narration_id",
         "options",
