@@ -39,13 +39,11 @@ def load_predictions(folder: Path) -> list[dict]:
 def class_names(annotations: Path | None, metas: dict[str, dict]) -> tuple[dict[int, str], dict[int, str]]:
     """Verb and noun names: the annotations' class keys (noun texts as the prompts word them), else the questions'."""
     if annotations is not None:
-        from llavaction.epic import NOUN_CLASSES_FILES, VERB_CLASSES_FILE, noun_text, read_class_keys
+        from llavaction.epic import VERB_CLASSES_FILE, noun_class_files, noun_text, read_class_keys
 
-        nouns_file = next((annotations / n for n in NOUN_CLASSES_FILES if (annotations / n).exists()), None)
-        if nouns_file is None:
-            raise FileNotFoundError(f"{annotations}: no noun class CSV")
         verbs = dict(enumerate(read_class_keys(annotations / VERB_CLASSES_FILE)))
-        return verbs, {i: noun_text(k) for i, k in enumerate(read_class_keys(nouns_file))}
+        nouns = read_class_keys(noun_class_files(annotations)[0])
+        return verbs, {i: noun_text(k) for i, k in enumerate(nouns)}
     verbs, nouns = {}, {}
     for meta in metas.values():
         verb, _, noun = (meta.get("action_text") or "").partition(" ")

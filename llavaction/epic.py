@@ -147,6 +147,14 @@ def read_id_column(path: Path) -> set[str]:
         return {row[0].strip() for row in reader if row and row[0].strip()}
 
 
+def noun_class_files(root: Path) -> list[Path]:
+    """The noun class CSVs present, v2 (the prompts' texts) first; none is an error naming the folder."""
+    files = [root / name for name in NOUN_CLASSES_FILES if (root / name).exists()]
+    if not files:
+        raise FileNotFoundError(f"{root}: no {' or '.join(NOUN_CLASSES_FILES)}")
+    return files
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     fps: float
@@ -333,9 +341,7 @@ class EpicAnnotations:
         if not split_path.exists():
             raise FileNotFoundError(f"{split_path} not found (the {split} split of the EPIC-KITCHENS-100 annotations)")
         verbs = read_class_keys(root / VERB_CLASSES_FILE)
-        noun_files = [root / name for name in NOUN_CLASSES_FILES if (root / name).exists()]
-        if not noun_files:
-            raise FileNotFoundError(f"{root}: no {' or '.join(NOUN_CLASSES_FILES)}")
+        noun_files = noun_class_files(root)
         nouns = read_class_keys(noun_files[0])
         num_nouns = len(read_class_keys(noun_files[-1]))  # v1's 300 classes when present
         per_split, skipped = {}, []
