@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from llavaction.cli_errors import add_debug_flag, run_cli
 from llavaction.jsonl import read_jsonl, write_jsonl
+from llavaction.video import VideoError, video_duration
 
 STRATEGIES = ("all", "first", "end", "random")
 
@@ -100,13 +101,6 @@ def find_video(record: dict, videos: Path, json_path: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def video_duration(path: Path) -> float:
-    import decord
-
-    reader = decord.VideoReader(str(path), num_threads=1)
-    return len(reader) / reader.get_avg_fps()
-
-
 def build(entries: list[tuple[Path, str]], videos: Path, seed: int) -> tuple[list[dict], list[dict]]:
     """Replay records (one per video, holding its conversations in file order) and the skipped records."""
     by_video: dict[Path, dict] = {}
@@ -126,11 +120,8 @@ def build(entries: list[tuple[Path, str]], videos: Path, seed: int) -> tuple[lis
                 if video is None:
                     raise ValueError(f"video not found: {record['video']} (under {videos} or {path.parent})")
                 if video not in durations:
-                    try:
-                        durations[video] = video_duration(video)
-                    except Exception as err:  # decord raises its own error types on unreadable files
-                        raise ValueError(f"cannot read {video}: {err}") from None
-            except ValueError as err:
+                    durations[video] = video_duration(video)
+            except (ValueError, VideoError) as err:
                 skipped.append(
                     {"record": where, "id": record.get("id") if isinstance(record, dict) else None, "reason": str(err)}
                 )

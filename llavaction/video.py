@@ -216,6 +216,12 @@ class FrameFolder:
         return DecodedClip(frames, ids, self.fps, clamped)
 
 
+def video_duration(path: Path) -> float:
+    """Seconds of a video file (frames / average frame rate, as the frame times are computed)."""
+    reader = _open_decord(Path(path), threads=1)
+    return len(reader) / float(reader.get_avg_fps())
+
+
 def video_file(path: Path, size: int, mode: str = "squash", threads: int = 1) -> RawVideo:
     """One video file, wherever it lies."""
     if not Path(path).is_file():
