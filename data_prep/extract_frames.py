@@ -66,6 +66,7 @@ class SampleResult:
     sample: dict | None  # the webdataset sample, or None when skipped
     reason: str | None = None  # why it was skipped
     clamped: bool = False
+    conversations: int = 1  # a replayed video's sample carries several
 
 
 def sort_key(record: dict) -> tuple:
@@ -165,7 +166,8 @@ def finish_sample(record: dict, clip, num_frames: int, encoded) -> SampleResult:
         "clamped": clip.clamped,
     }
     sample = make_sample(record["narration_id"], meta, encoded.result())
-    return SampleResult(record["narration_id"], sample, clamped=clip.clamped)
+    conversations = len(record.get("conversations") or [None])
+    return SampleResult(record["narration_id"], sample, clamped=clip.clamped, conversations=conversations)
 
 
 def video_jobs(records: list[dict], config: ExtractConfig, decoder_threads: int) -> Iterator[VideoJob]:
@@ -179,13 +181,13 @@ class ShardWriter:
 
     def __init__(self, out: Path, config: ExtractConfig, progress: dict):
         self.out, self.config, self.progress = out, config, progress
-        self.pending: list[dict] = []
+        self.pending: list[SampleResult] = []
 
     def add(self, position: int, result: SampleResult) -> None:
         if result.sample is None:
             self.progress["skipped"].append({"position": position, "narration_id": result.key, "reason": result.reason})
         else:
-            self.pending.append(result.sample)
+            self.pending.append(result)
             if result.clamped:
                 self.progress["clamped"].append(result.key)
         self.progress["next_position"] = position + 1
@@ -198,12 +200,11 @@ class ShardWriter:
             name = SHARD_PATTERN.format(len(self.progress["shards"]))
             tmp = self.out / (name + ".tmp")
             with wds.TarWriter(str(tmp), mtime=0) as writer:
-                for sample in self.pending:
-                    writer.write(sample)
+                for result in self.pending:
+                    writer.write(result.sample)
             os.replace(tmp, self.out / name)
             self.progress["shards"][name] = len(self.pending)
-            conversations = [len(json.loads(sample["json"]).get("conversations") or [None]) for sample in self.pending]
-            self.progress.setdefault("conversations", {})[name] = sum(conversations)
+            self.progress.setdefault("conversations", {})[name] = sum(r.conversations for r in self.pending)
             self.pending = []
         write_json(self.out / PROGRESS_FILE, self.progress)
 
