@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
+from pathlib import Path
 
-from synthetic import epic_annotations
+from synthetic import epic_validation_questions
 
-from data_prep.build_mqa import main as build_mqa
 from llavaction.jsonl import read_jsonl
 from llavaction.model import preset
 from llavaction.prompts import PromptEncoder, PromptOptions, answer_text, user_text
@@ -43,22 +43,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--window", type=int, default=64, help="batches per length-grouping window")
     args = parser.parse_args()
-    annotations = epic_annotations()
     with tempfile.TemporaryDirectory() as tmp:
-        build_mqa(
-            [
-                "--annotations",
-                str(annotations),
-                "--split",
-                "validation",
-                "--distractors",
-                "annotations",
-                "--out",
-                f"{tmp}/mqa.jsonl",
-                "--temporal-out",
-                f"{tmp}/temporal.jsonl",
-            ]
-        )
+        epic_validation_questions(Path(tmp) / "mqa.jsonl", "--temporal-out", f"{tmp}/temporal.jsonl")
         questions, temporal = read_jsonl(f"{tmp}/mqa.jsonl"), read_jsonl(f"{tmp}/temporal.jsonl")
     tokenizer = build_tokenizer([q["narration"] for q in questions] + [o for q in questions for o in q["options"]])
     encoder = PromptEncoder(tokenizer)

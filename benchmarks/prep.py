@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 import decord
-from synthetic import demo_questions, epic_annotations, frame_shards
+from synthetic import demo_questions, epic_annotations, epic_validation_questions, frame_shards
 
-from data_prep.build_mqa import main as build_mqa
 from llavaction.video import sample_times
 
 
@@ -84,19 +83,7 @@ def main() -> None:
     annotations = epic_annotations()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        build_mqa(
-            [
-                "--annotations",
-                str(annotations),
-                "--split",
-                "validation",
-                "--distractors",
-                "annotations",
-                "--benchmark",
-                "--out",
-                str(Path(tmp) / "val.jsonl"),
-            ]
-        )
+        epic_validation_questions(Path(tmp) / "val.jsonl", "--benchmark")
         seconds = time.perf_counter() - start
         count = sum(1 for _ in open(Path(tmp) / "val.jsonl"))
     print(

@@ -21,6 +21,23 @@ def epic_annotations() -> Path:
     return ROOT / "tests" / "data" / "epic-kitchens-100-annotations"
 
 
+def epic_validation_questions(out: Path, *extra: str) -> None:
+    """build_mqa's questions of the EK-100 validation split (epic_annotations; the annotation-model distractors)."""
+    build_mqa(
+        [
+            "--annotations",
+            str(epic_annotations()),
+            "--split",
+            "validation",
+            "--distractors",
+            "annotations",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
+
+
 def demo_questions(
     root: Path,
     split: str,
