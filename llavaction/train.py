@@ -2,11 +2,18 @@
 
     python -m llavaction.train fit --config experiments/demo.yaml      (the same as `python train.py ...`)
 
+SIGTERM, or SIGUSR1 outside a SLURM job that requeues, ends a fit with a checkpoint (`--ckpt_path last` resumes it).
 A known error before or during the run (missing shards, a bad config value, a bad sample in evaluation) is one line,
 `error: ...`, exit status 2; LLAVACTION_DEBUG=1 shows its traceback.
 """
 
 import os
+import signal
+
+
+def _stop_like_sigterm(signum, frame) -> None:
+    """SIGUSR1 outside SLURM (where Lightning takes it for requeueing): stop as on SIGTERM, with a checkpoint."""
+    signal.raise_signal(signal.SIGTERM)
 
 
 def main(args: list[str] | None = None) -> int:
@@ -17,6 +24,8 @@ def main(args: list[str] | None = None) -> int:
     from llavaction.cli_errors import run_cli
 
     def run() -> int:
+        # set before the trainer starts, so that under SLURM with auto-requeue Lightning's own handler replaces it
+        signal.signal(signal.SIGUSR1, _stop_like_sigterm)
         cli_main(args)
         return 0
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from llavaction.data.stages import TaskSource
 from llavaction.shards import ShardError, iter_shard, read_sizes, shard_urls
@@ -79,6 +80,27 @@ def test_sigterm_writes_a_checkpoint_and_the_resumed_run_continues_the_curve(dem
     resumed_losses = read_losses(versions[-1])
     assert 5 <= min(resumed_losses) <= 7 and losses
     assert_same_curve(read_losses(tmp_path / "whole"), resumed_losses, after=min(resumed_losses))
+
+
+def test_sigusr1_outside_slurm_stops_with_a_checkpoint(demo_dir, demo_shards, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")} | {"PYTHONPATH": str(ROOT)}
+    root = tmp_path / "usr1"
+    process = subprocess.Popen(
+        train_command(demo_dir, demo_shards, root, "--trainer.callbacks+=tests.helpers.AnnounceSteps"),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    for line in process.stdout:
+        if line.strip() == "step 3":
+            process.send_signal(signal.SIGUSR1)
+            break
+    process.stdout.read()
+    process.wait(timeout=120)
+    checkpoint = torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert 3 <= checkpoint["global_step"] < 12  # stopped at the signal: 48 samples in batches of 4 make 12 steps
 
 
 @pytest.fixture
