@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import re
 import sys
@@ -32,9 +31,8 @@ from tqdm import tqdm
 
 from llavaction.cli_errors import add_debug_flag, run_cli
 from llavaction.jsonl import read_jsonl, write_jsonl
+from llavaction.sampling import SamplingStrategy
 from llavaction.video import VideoError, video_duration
-
-STRATEGIES = ("all", "first", "end", "random")
 
 
 def safe_key(text: str) -> str:
@@ -57,40 +55,30 @@ def read_records(path: Path) -> list[dict]:
     return records
 
 
-def sample_records(records: list[dict], strategy: str, rng: random.Random, source: str) -> list[int]:
-    """Indices kept by a sampling strategy, as LLaVA's trainer reads it (a percentage rounds up)."""
-    name, _, number = strategy.partition(":")
-    if name not in STRATEGIES or (name == "all") != (number == ""):
-        raise ValueError(f"{source}: sampling_strategy {strategy!r}; expected all, first:N, end:N or random:N")
-    indices = list(range(len(records)))
-    if name == "all":
-        return indices
+def data_yaml_entries(path: Path) -> list[tuple[Path, SamplingStrategy]]:
+    """(json_path, sampling strategy) of each `datasets:` entry of a data YAML; a bad entry or strategy is an error
+    naming the YAML's line."""
     try:
-        count = math.ceil(float(number[:-1]) * len(records) / 100) if number.endswith("%") else int(number)
-    except ValueError:
-        raise ValueError(f"{source}: sampling_strategy {strategy!r}: N must be a count or a percentage") from None
-    if name == "first":
-        return indices[:count]
-    if name == "end":
-        return indices[-count:] if count else []
-    rng.shuffle(indices)
-    return sorted(indices[:count])
-
-
-def data_yaml_entries(path: Path) -> list[tuple[Path, str]]:
-    """(json_path, sampling_strategy) of each `datasets:` entry of a data YAML."""
-    try:
-        config = yaml.safe_load(path.read_text())
+        root = yaml.compose(path.read_text())
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML ({err})") from None
-    entries = (config or {}).get("datasets") if isinstance(config, dict) else None
-    if not isinstance(entries, list):
+    entries = None
+    if isinstance(root, yaml.MappingNode):
+        entries = next((value for key, value in root.value if key.value == "datasets"), None)
+    if not isinstance(entries, yaml.SequenceNode):
         raise ValueError(f"{path}: expected `datasets:` with a list of json_path entries")
     out = []
-    for number, entry in enumerate(entries, start=1):
-        if not isinstance(entry, dict) or "json_path" not in entry:
-            raise ValueError(f"{path}: datasets entry {number} has no json_path")
-        out.append((Path(entry["json_path"]), str(entry.get("sampling_strategy", "all")).strip()))
+    for entry in entries.value:
+        line = entry.start_mark.line + 1
+        fields = {key.value: value for key, value in entry.value} if isinstance(entry, yaml.MappingNode) else {}
+        if "json_path" not in fields:
+            raise ValueError(f"{path}:{line}: a datasets entry without json_path")
+        strategy = fields.get("sampling_strategy")
+        try:
+            parsed = SamplingStrategy.parse(strategy.value if strategy is not None else "all")
+        except ValueError as err:
+            raise ValueError(f"{path}:{strategy.start_mark.line + 1}: {err}") from None
+        out.append((Path(fields["json_path"].value), parsed))
     return out
 
 
@@ -101,7 +89,7 @@ def find_video(record: dict, videos: Path, json_path: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def build(entries: list[tuple[Path, str]], videos: Path, seed: int) -> tuple[list[dict], list[dict]]:
+def build(entries: list[tuple[Path, SamplingStrategy]], videos: Path, seed: int) -> tuple[list[dict], list[dict]]:
     """Replay records (one per video, holding its conversations in file order) and the skipped records."""
     by_video: dict[Path, dict] = {}
     skipped = []
@@ -109,9 +97,7 @@ def build(entries: list[tuple[Path, str]], videos: Path, seed: int) -> tuple[lis
     for file_number, (path, strategy) in enumerate(entries):
         records = read_records(path)
         rng = random.Random(f"{seed}:{file_number}:{path.name}")
-        for index in tqdm(
-            sample_records(records, strategy, rng, str(path)), desc=path.name, unit="record", mininterval=1
-        ):
+        for index in tqdm(strategy.select(len(records), rng), desc=path.name, unit="record", mininterval=1):
             record, where = records[index], f"{path}:{index}"
             try:
                 if not isinstance(record, dict) or not all(k in record for k in ("video", "conversations")):
@@ -167,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
             else:  # the reference's EK-100 task files (.jsonl): built here by build_mqa, not replayed
                 print(f"note: {path} left out (not a video instruction .json file)", file=sys.stderr)
     else:
-        usable = [(path, "all") for path in args.conversations]
+        usable = [(path, SamplingStrategy("all")) for path in args.conversations]
     records, skipped = build(usable, args.videos, args.seed)
     if not records:
         raise ValueError(

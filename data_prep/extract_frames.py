@@ -3,7 +3,8 @@
 A sample is `{narration_id}.json` (the question fields plus frame ids, fps and frame times) and one JPEG per frame,
 `{narration_id}.000.jpg` ... Samples are ordered by (video, start, narration_id) and cut into shards of --shard-size, so
 shard contents do not depend on --workers. Each shard is written under a temporary name and renamed when complete;
-`_progress.json` records the finished shards so that --resume continues where a killed run stopped.
+`_progress.json` records the finished shards so that --resume continues where a killed run stopped; `index.json`
+lists every shard's samples (llavaction.shards) for epoch plans and question checks.
 
     python -m data_prep.extract_frames --questions val_mqa.jsonl --videos EPIC-KITCHENS --layout raw \
         --num-frames 16 --size 384 --shard-size 256 --workers 8 --out shards/val_mqa --resume
@@ -30,10 +31,12 @@ from tqdm import tqdm
 from llavaction.cli_errors import add_debug_flag, run_cli
 from llavaction.epic import EpicAnnotations
 from llavaction.jsonl import read_jsonl, write_json
-from llavaction.shards import CONVERSATIONS_FILE, SHARD_PATTERN, SIZES_FILE, make_sample
+from llavaction.shards import CONVERSATIONS_FILE, INDEX_FILE, SHARD_PATTERN, SIZES_FILE, index_entry, make_sample
 from llavaction.video import LAYOUTS, RESIZE_MODES, VideoError, open_video, sample_times
 
 PROGRESS_FILE = "_progress.json"
+# one line per finished shard, {"shard": name, "samples": [index entries]}: appended, never rewritten
+INDEX_PARTS_FILE = "_index.jsonl"
 REPORT_FILE = "report.json"
 
 
@@ -177,10 +180,11 @@ def video_jobs(records: list[dict], config: ExtractConfig, decoder_threads: int)
 
 
 class ShardWriter:
-    """Fills numbered shards in order; a shard becomes visible (renamed) only when complete, then progress is saved."""
+    """Fills numbered shards in order; a shard becomes visible (renamed) only when complete, then its index entries
+    are appended and progress is saved. `entries` gives a written sample's index entry by key."""
 
-    def __init__(self, out: Path, config: ExtractConfig, progress: dict):
-        self.out, self.config, self.progress = out, config, progress
+    def __init__(self, out: Path, config: ExtractConfig, progress: dict, entries: dict[str, dict]):
+        self.out, self.config, self.progress, self.entries = out, config, progress, entries
         self.pending: list[SampleResult] = []
 
     def add(self, position: int, result: SampleResult) -> None:
@@ -203,6 +207,9 @@ class ShardWriter:
                 for result in self.pending:
                     writer.write(result.sample)
             os.replace(tmp, self.out / name)
+            with open(self.out / INDEX_PARTS_FILE, "a", encoding="utf-8") as parts:
+                samples = [self.entries[result.key] for result in self.pending]
+                parts.write(json.dumps({"shard": name, "samples": samples}, ensure_ascii=False) + "\n")
             self.progress["shards"][name] = len(self.pending)
             self.progress.setdefault("conversations", {})[name] = sum(r.conversations for r in self.pending)
             self.pending = []
@@ -246,6 +253,7 @@ def load_progress(out: Path, config: ExtractConfig, resume: bool, digest: str) -
 def extract(records: list[dict], out: Path, config: ExtractConfig, workers: int = 1, resume: bool = False) -> dict:
     """Write the shards and return the report (written, skipped with reasons, clamped)."""
     check_records(records)
+    entries = {record["narration_id"]: index_entry(record, line) for line, record in enumerate(records)}
     records = sorted(records, key=sort_key)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: an existing file; --out is the folder of the shards")
@@ -253,11 +261,16 @@ def extract(records: list[dict], out: Path, config: ExtractConfig, workers: int 
     for stale in out.glob("*.tmp"):
         stale.unlink()
     progress = load_progress(out, config, resume, questions_digest(records))
+    # the finished shards' entries only, on whole lines, before this run appends its own
+    kept = shard_index(out, progress["shards"])
+    (out / INDEX_PARTS_FILE).write_text(
+        "".join(json.dumps({"shard": n, "samples": s}, ensure_ascii=False) + "\n" for n, s in kept.items())
+    )
     # A killed run is rolled back to its last complete shard: the samples after it are decoded again (the position
     # may fall inside a video; its remaining samples form the first job).
     done = progress["next_position"]
     todo = records[done:]
-    writer = ShardWriter(out, config, progress)
+    writer = ShardWriter(out, config, progress, entries)
     jobs = video_jobs(todo, config, decoder_threads=1)
     bar = tqdm(total=len(records), initial=done, desc="extract", unit="sample", mininterval=1)
     position = done
@@ -270,6 +283,7 @@ def extract(records: list[dict], out: Path, config: ExtractConfig, workers: int 
     writer.flush()
     bar.close()
     sizes = progress["shards"]
+    write_json(out / INDEX_FILE, shard_index(out, sizes))
     write_json(out / SIZES_FILE, sizes)
     if any(r.get("conversations") for r in records):  # replayed videos: several conversations a sample
         write_json(out / CONVERSATIONS_FILE, progress.get("conversations", {}))
@@ -283,6 +297,21 @@ def extract(records: list[dict], out: Path, config: ExtractConfig, workers: int 
     }
     write_json(out / REPORT_FILE, report)
     return report
+
+
+def shard_index(out: Path, sizes: dict[str, int]) -> dict[str, list[dict]]:
+    """index.json from the appended parts: the last line written for each finished shard (a shard rewritten after a
+    kill appears twice)."""
+    parts = {}
+    if (out / INDEX_PARTS_FILE).exists():
+        with open(out / INDEX_PARTS_FILE, encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    part = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by a kill: its shard is not among the finished ones
+                    continue
+                parts[part["shard"]] = part["samples"]
+    return {name: parts[name] for name in sizes}
 
 
 class _Inline:

@@ -96,15 +96,17 @@ class EvaluationOptions:
             answer scored by the paper's rule: its text after the last 'X. ' equals the right option's), 'letter'
             (next-token logits of the option letters; free with 'generate') or 'likelihood' (log-likelihood of each
             option's text given the clip).
-        max_new_tokens: longest generated answer.
+        max_new_tokens: longest generated answer; generation stops earlier at the end-of-turn token (the reference's
+            4096).
     """
 
     mqa_scoring: tuple[ScoringMode, ...] = ("generate", "letter")
-    max_new_tokens: int = 128
+    max_new_tokens: int = 4096
 
     def __post_init__(self):
         if not self.mqa_scoring or len(set(self.mqa_scoring)) != len(self.mqa_scoring):
             raise ValueError(f"mqa_scoring must list distinct modes, got {list(self.mqa_scoring)}")
+        _check_count("evaluation.max_new_tokens", self.max_new_tokens, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -114,19 +116,40 @@ class LoaderOptions:
     Args:
         batch_size: training samples per batch and device.
         eval_batch_size: validation/test samples per batch and device.
-        num_workers: loader worker processes per device.
-        samples_per_epoch: training samples per epoch over all devices; None: the sum of the sources' sizes.
-        shuffle_buffer: samples held for shuffling within each training source.
+        num_workers: loader worker processes per device (0: in the training process).
+        samples_per_epoch: training samples per epoch over all devices when some source has a numeric weight (the
+            weighted sources share what the sources taken whole leave); null when every source is taken whole
+            (weight 'size' or a sampling strategy): an epoch is then each of their samples once.
+        shuffle_buffer: samples each loader worker holds per training source for shuffling (memory: this many
+            samples' JPEG frames per source and worker).
         length_group_window: when > 0, training batches are formed from this many batches' worth of samples sorted by
-            token length (less padding); 0 batches samples as they come.
+            their length in words (less padding); 0 batches samples as they come.
+        open_shards: shards of a training source each loader worker reads at once, their samples interleaved at random
+            (shards hold a few videos each, in time order: more open shards, better mixed batches).
     """
 
     batch_size: int = 1
     eval_batch_size: int = 8
     num_workers: int = 2
-    samples_per_epoch: int | None = 10_000
+    samples_per_epoch: int | None = None
     shuffle_buffer: int = 500
     length_group_window: int = 0
+    open_shards: int = 4
+
+    def __post_init__(self):
+        for name in ("batch_size", "eval_batch_size", "shuffle_buffer", "open_shards"):
+            _check_count(f"loader.{name}", getattr(self, name), minimum=1)
+        for name in ("num_workers", "length_group_window"):
+            _check_count(f"loader.{name}", getattr(self, name), minimum=0)
+        if self.samples_per_epoch is not None:
+            _check_count("loader.samples_per_epoch", self.samples_per_epoch, minimum=1, null=True)
+
+
+def _check_count(name: str, value, minimum: int, null: bool = False) -> None:
+    """A count read from a config: an integer (not a bool) of at least `minimum`; the error names the option."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = f"an integer >= {minimum}" + (" or null" if null else "")
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
 @dataclass(frozen=True)

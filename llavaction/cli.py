@@ -25,3 +25,30 @@ def main(args: list[str] | None = None) -> LlavaActionCLI:
     with warnings.catch_warnings():  # the expanded arguments are the command line, passed on purpose
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         return LlavaActionCLI(LlavaActionModule, EpicDataModule, args=args, save_config_kwargs={"overwrite": True})
+
+
+class PlanCLI(LlavaActionCLI):
+    """The training CLI's parser (configs, overrides, checks) with the epoch plan's own options; builds nothing."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument("--world-size", type=int | None, default=None, help="ranks (default: devices x nodes)")
+        parser.add_argument("--epoch", type=int, default=0, help="the epoch to plan")
+        parser.add_argument("--out", type=str | None, default=None, help="write every row of the epoch as JSON lines")
+
+    def instantiate_classes(self) -> None:
+        """The plan builds the DataModule only (llavaction.data.plan), never the model."""
+
+
+def plan_config(args: list[str]):
+    """The parsed config of `python -m llavaction.data.plan` and its own options (world_size, epoch, out)."""
+    args = expand_config_args(list(args))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = PlanCLI(LlavaActionModule, EpicDataModule, args=args, run=False, seed_everything_default=False)
+    config = cli.config
+    if config.epoch < 0:
+        cli.parser.error(f"--epoch must be >= 0, got {config.epoch}")
+    if config.world_size is not None and config.world_size < 1:
+        cli.parser.error(f"--world-size must be >= 1, got {config.world_size}")
+    return config, config

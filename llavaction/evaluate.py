@@ -147,7 +147,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     mqa.add_argument("--scoring", choices=("letter", "likelihood"), default="letter", help="score mode's rule")
     add_prompt_flags(mqa)
-    mqa.add_argument("--max-new-tokens", type=int, default=128)
+    mqa.add_argument("--max-new-tokens", type=int, default=4096)
     mqa.add_argument("--devices", type=int, default=1, help="processes: GPUs when present, else CPU with gloo")
     mqa.add_argument("--batch-size", type=int, default=8)
     mqa.add_argument("--num-workers", type=int, default=2)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
+
+from llavaction.files import atomic_output
 
 
 def read_jsonl(path: Path | str) -> list[dict]:
@@ -29,18 +30,11 @@ def read_jsonl(path: Path | str) -> list[dict]:
 
 
 def write_jsonl(path: Path | str, records: Iterable[dict]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
+    with atomic_output(path) as out:
         for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def write_json(path: Path | str, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    with atomic_output(path) as out:
+        out.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")

@@ -175,7 +175,18 @@ class LlavaActionModule(L.LightningModule):
             loss = loss + self.action.loss_weight * action_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/truncated", batch["truncated"].sum().float(), reduce_fx="sum", batch_size=size)
+        self._log_sample_accounting(batch, size)
         return loss
+
+    def _log_sample_accounting(self, batch: dict, size: int) -> None:
+        """Per epoch, summed over ranks: rows that were padding (left out of the loss) and samples skipped, in all
+        and by reason (every rank logs every name, as the collective needs)."""
+        per_epoch = dict(reduce_fx="sum", on_step=False, on_epoch=True, sync_dist=True, batch_size=size)
+        self.log("train/padding_samples", batch["is_padding"].sum().float(), **per_epoch)
+        skipped = batch.get("skipped_samples") or {}
+        self.log("train/skipped_samples", float(sum(skipped.values())), **per_epoch)
+        for reason, count in skipped.items():
+            self.log(f"train/skipped_samples/{reason}", float(count), **per_epoch)
 
     def _head_layers(self) -> str | None:
         """The heads read in evaluation: the trained layers, or a checkpoint's own heads at the last layer."""

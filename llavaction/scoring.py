@@ -77,7 +77,7 @@ class MQAAnswerer:
     letter logits from its first step (and the heads from its prompt pass); otherwise one forward pass serves letters
     and heads; likelihood runs the option texts against the same visual tokens."""
 
-    def __init__(self, model: LlavaVideoModel, tokenizer, max_new_tokens: int = 128):
+    def __init__(self, model: LlavaVideoModel, tokenizer, max_new_tokens: int = 4096):
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
         self.encoder = PromptEncoder(tokenizer)
         self.letter_ids = self.encoder.letter_token_ids(MAX_OPTIONS)

@@ -2,15 +2,20 @@
 and the benchmarks read.
 
 A shard set is a location, a local directory or a URL prefix (`https://`, `http://`, `s3://`, `gs://`, or `pipe:`
-followed by a command with `{name}` for the file name), holding `sizes.json` ({shard file name: samples}) and the
-tar shards it lists. A sample is `{key}.json` (the question record plus the frame metadata: `num_frames`,
-`frame_size`, `frame_ids`, ...) and one JPEG per frame, `{key}.000.jpg`, `{key}.001.jpg`, ... Shards are read as
-streams, never copied first; a read that fails on a remote location is retried from where it stopped.
+followed by a command with `{name}` for the file name), holding `sizes.json` ({shard file name: samples}), the tar
+shards it lists and `index.json` ({shard file name: [one entry per sample: its key, its line in the question file, its
+conversations, a word count per conversation, a digest of its question]}), so that an epoch is planned and a question
+file checked against the shards without reading a frame. A sample is `{key}.json` (the question record plus the frame
+metadata: `num_frames`, `frame_size`, `frame_ids`, ...) and one JPEG per frame, `{key}.000.jpg`, `{key}.001.jpg`, ...
+Shards are read as streams, never copied first; a read that fails on a remote location is retried from where it
+stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shlex
 import subprocess
@@ -22,7 +27,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+log = logging.getLogger(__name__)
+
 SIZES_FILE = "sizes.json"
+INDEX_FILE = "index.json"
 # {shard file name: conversations}, for shards of replayed videos whose samples carry several conversations each
 CONVERSATIONS_FILE = "conversations.json"
 SHARD_PATTERN = "shard-{:06d}.tar"
@@ -33,8 +41,43 @@ RETRY_DELAY_SEC = 1.0
 HTTP_TIMEOUT_SEC = 30.0
 
 
+# What extract_frames adds to a question record; the rest of a sample's JSON is the question as given.
+FRAME_FIELDS = ("frame_ids", "frame_times_sec", "video_fps", "num_frames", "frame_size", "clamped")
+
+
 class ShardError(OSError):
     """A shard set or shard that cannot be read as listed; the message names it."""
+
+
+def question_digest(record: dict) -> str:
+    """A digest of a question record (frame fields left out): the shards keep it per sample, so a question file is
+    checked against them without reading them."""
+    question = {k: v for k, v in record.items() if k not in FRAME_FIELDS}
+    text = json.dumps(question, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def text_words(record: dict) -> list[int]:
+    """The length of each conversation a sample holds, in words (the reference groups batches by word counts): every
+    turn of each conversation of a replayed video; otherwise the narration, the options and the answer."""
+    conversations = record.get("conversations")
+    if conversations:
+        return [sum(len(str(turn.get("value", "")).split()) for turn in turns) for turns in conversations]
+    texts = [record.get("narration"), *(record.get("options") or []), record.get("answer")]
+    return [sum(len(t.split()) for t in texts if isinstance(t, str))]
+
+
+def index_entry(record: dict, line: int) -> dict:
+    """A sample's entry in index.json: key, line in its question file, conversations (None: the sample is one),
+    words per conversation and question digest."""
+    conversations = record.get("conversations")
+    return {
+        "key": record["narration_id"],
+        "line": line,
+        "conversations": len(conversations) if conversations else None,
+        "words": text_words(record),
+        "digest": question_digest(record),
+    }
 
 
 def frame_name(index: int) -> str:
@@ -146,6 +189,30 @@ def read_conversation_counts(location: str | Path) -> dict[str, int] | None:
         return json.loads(read_text(join(location, CONVERSATIONS_FILE)))
     except FileNotFoundError:
         return None
+
+
+def read_index(location: str | Path) -> dict[str, list[dict]]:
+    """index.json of a shard set, checked against sizes.json. A set written before index.json existed is indexed by
+    reading its samples' JSON (every shard is streamed: slow for a large set; extract_frames writes the index)."""
+    sizes = read_sizes(location)
+    url = join(location, INDEX_FILE)
+    try:
+        index = json.loads(read_text(url))
+    except FileNotFoundError:
+        log.warning("%s has no %s: reading every shard to index it", location, INDEX_FILE)
+        index, line = {}, 0
+        for name, size in sizes.items():
+            index[name] = []
+            for sample in iter_shard(join(location, name), expected=size):
+                index[name].append(index_entry(sample_meta(sample) | {"narration_id": sample["__key__"]}, line))
+                line += 1
+        return index
+    except json.JSONDecodeError as err:
+        raise ShardError(f"{url}: not valid JSON ({err})") from None
+    for name, size in sizes.items():
+        if len(index.get(name, ())) != size:
+            raise ShardError(f"{url}: lists {len(index.get(name, ()))} samples of {name}, {SIZES_FILE} {size}")
+    return {name: index[name] for name in sizes}
 
 
 def shard_urls(location: str | Path) -> list[str]:

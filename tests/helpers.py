@@ -50,3 +50,23 @@ def extract_args(questions, videos, out, *extra) -> list[str]:
         str(out),
         *extra,
     ]
+
+
+class RecordKeys(L.Callback):
+    """Writes, per training batch, the epoch, the batch index and its rows' keys and padding flags to
+    `<folder>/keys-rank<R>.jsonl` (what a fit consumed, to compare with the epoch plan)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        import json
+        from pathlib import Path
+
+        row = {
+            "epoch": trainer.current_epoch,
+            "batch": batch_idx,
+            "rows": [[k, bool(p)] for k, p in zip(batch["keys"], batch["is_padding"].tolist())],
+        }
+        with open(Path(self.folder) / f"keys-rank{trainer.global_rank}.jsonl", "a") as out:
+            out.write(json.dumps(row) + "\n")

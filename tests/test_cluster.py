@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from llavaction.data.stages import TaskSource
-from llavaction.shards import ShardError, iter_shard, read_sizes, shard_urls
+from llavaction.shards import ShardError, iter_shard, read_sizes, sample_keys, shard_urls
 from tests.test_datamodule import datamodule
 from tests.test_training import ROOT, assert_same_curve, csv_logged, demo_args, read_losses
 
@@ -159,14 +159,17 @@ def test_shards_stream_from_a_url(http_shards, demo_dir, demo_shards, demo_quest
     assert time.perf_counter() - start < 30
 
 
-def test_each_rank_resamples_its_own_shards(demo_dir, demo_shards):
-    dm = datamodule(demo_dir, demo_shards, samples_per_epoch=96)
+def test_ranks_share_an_epoch_without_overlap(demo_dir, demo_shards):
+    train = [TaskSource(str(demo_shards["train_mqa"]), "mqa", "size")]
+    dm = datamodule(demo_dir, demo_shards, train=train, samples_per_epoch=None)
     seen = {}
     for rank in (0, 1):
         dm._world = lambda rank=rank: (rank, 2)
-        seen[rank] = {m["narration_id"] for b in dm.train_dataloader() for m in b["meta"]}
+        batches = list(dm.train_dataloader())
+        seen[rank] = [m["narration_id"] for b in batches for m, pad in zip(b["meta"], b["is_padding"]) if not pad]
     assert len(read_sizes(demo_shards["train_mqa"])) >= 2
-    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    assert not set(seen[0]) & set(seen[1]) and abs(len(seen[0]) - len(seen[1])) <= 1
+    assert sorted(seen[0] + seen[1]) == sorted(sample_keys(demo_shards["train_mqa"]))
 
 
 @pytest.mark.slow

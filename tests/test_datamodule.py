@@ -128,9 +128,12 @@ def test_bad_training_sample_is_skipped_and_counted(demo_dir, demo_shards, tmp_p
     )
     with caplog.at_level(logging.WARNING):
         batches = list(dm.train_dataloader())
-    assert all(m["narration_id"] != "BROKEN_1" for b in batches for m in b["meta"])
+    real = [m["narration_id"] for b in batches for m, pad in zip(b["meta"], b["is_padding"]) if not pad]
+    assert "BROKEN_1" not in real and len(real) == 4  # 8 planned rows: 4 of the good sample, 4 skips made padding
+    assert all(b["input_ids"].shape[0] == 4 for b in batches)  # a skipped row is padding: batches keep their size
     assert any("BROKEN_1" in r.message and "skipped so far" in r.message for r in caplog.records)
-    assert sum(b["skipped_samples"] for b in batches) >= 1  # what train/skipped_samples logs
+    # the frame headers are checked before collation: both cases are bad samples (train/skipped_samples/bad_sample)
+    assert sum(b["skipped_samples"]["bad_sample"] for b in batches) == 4
 
 
 @pytest.mark.parametrize("truncate", [False, True], ids=["missing-frame", "truncated-frame"])

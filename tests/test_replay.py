@@ -126,11 +126,11 @@ def test_data_yaml_sampling_and_shared_frames(demo_dir, tmp_path):
         {"train_mqa": tmp_path / "shards", "validation_mqa": tmp_path / "shards"},
         train=[TaskSource(str(tmp_path / "shards"), "qa", weight="size")],
         num_frames=8,
-        samples_per_epoch=8,
+        samples_per_epoch=None,
         batch_size=2,
         shuffle_buffer=1,
     )
-    assert dm.source_size(dm.train_sources[0]) == sum(counts.values())
+    assert len(dm.source_items()[0]) == sum(counts.values())  # weight size: each conversation once an epoch
     batches = list(dm.train_dataloader())
     keys = {m["narration_id"] for b in batches for m in b["meta"]}
     assert keys and all(b["frames"].shape[1:] == (8, 32, 32, 3) for b in batches)
@@ -142,16 +142,20 @@ def test_data_yaml_sampling_and_shared_frames(demo_dir, tmp_path):
     assert labelled <= {"The plate.<|im_end|>", "The plate.<|im_end|>The cup grows.<|im_end|>"}
 
 
-def test_bad_inputs(tmp_path, capsys):
-    (tmp_path / "bad.yaml").write_text("datasets:\n  - json_path: a.json\n    sampling_strategy: sometimes:3\n")
-    (tmp_path / "a.json").write_text("[]")
-    assert (
-        build_replay(
-            ["--data-yaml", str(tmp_path / "bad.yaml"), "--videos", str(tmp_path), "--out", str(tmp_path / "o.jsonl")]
-        )
-        == 2
+@pytest.mark.parametrize("strategy", ["sometimes:3", "first:-1", "end:-1", "random:101%", "first:-2%", "end:x"])
+def test_bad_sampling_strategies_name_the_yaml_line(tmp_path, capsys, strategy):
+    (tmp_path / "bad.yaml").write_text(
+        f"datasets:\n  - json_path: a.json\n  - json_path: a.json\n    sampling_strategy: {strategy}\n"
     )
-    assert "sampling_strategy 'sometimes:3'" in capsys.readouterr().err
+    (tmp_path / "a.json").write_text("[]")
+    out = tmp_path / "o.jsonl"
+    assert build_replay(["--data-yaml", str(tmp_path / "bad.yaml"), "--videos", str(tmp_path), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert f"bad.yaml:4: sampling strategy '{strategy}'" in error and len(error.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_bad_inputs(tmp_path, capsys):
     assert (
         build_replay(
             [

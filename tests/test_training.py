@@ -282,6 +282,38 @@ def csv_logged(root: Path) -> list[str]:
     ]
 
 
+def record_keys(root: Path) -> str:
+    """A config diff recording every training batch's keys in root (tests.helpers.RecordKeys)."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "record_keys.yaml"
+    path.write_text(f"""trainer:
+  callbacks+:
+    - class_path: tests.helpers.RecordKeys
+      init_args: {{folder: {root}}}
+""")
+    return f"--config={path}"
+
+
+def assert_fit_consumed_the_plan(fit_args: list[str], root: Path, epochs: int, world: int = 1) -> None:
+    """The keys each rank's training batches held, in order, are the epoch plan's (python -m llavaction.data.plan
+    with the fit's own arguments)."""
+    from llavaction.data.plan import main as plan
+
+    plan_args = [a for a in fit_args[1:] if not a.startswith("--ckpt_path")]
+    for epoch in range(epochs):
+        out = root / f"plan-{epoch}.jsonl"
+        assert plan([*plan_args, f"--epoch={epoch}", f"--out={out}"]) == 0
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        for rank in range(world):
+            planned = {}
+            for row in rows:
+                if row["rank"] == rank:
+                    planned.setdefault(row["batch"], []).append([row["key"], row["padding"]])
+            consumed = [json.loads(line) for line in (root / f"keys-rank{rank}.jsonl").read_text().splitlines()]
+            consumed = [c["rows"] for c in consumed if c["epoch"] == epoch]
+            assert consumed == [planned[b] for b in sorted(planned)], (epoch, rank)
+
+
 def assert_same_curve(whole: dict[int, float], resumed: dict[int, float], after: int) -> None:
     assert min(resumed) == after and set(resumed) == {s for s in whole if s >= after}
     for step in resumed:
@@ -304,10 +336,15 @@ def test_mid_epoch_resume_continues_the_same_curve(demo_dir, demo_shards, tmp_pa
             "--trainer.check_val_every_n_epoch=10",
             "--trainer.num_sanity_val_steps=0",
         ]
-        if name == "resumed":
+        if name == "whole":
+            extra.append(record_keys(root))
+        else:
             extra.append(f"--ckpt_path={tmp_path / 'whole' / 'steps' / 'step=4.ckpt'}")
-        cli(demo_args(demo_dir, demo_shards, root, *extra))
+        args = demo_args(demo_dir, demo_shards, root, *extra)
+        cli(args)
         runs[name] = read_losses(root)
+        if name == "whole":  # the batches a fit consumed are the epoch plan's, in order
+            assert_fit_consumed_the_plan(args, root, epochs=2)
     assert_same_curve(runs["whole"], runs["resumed"], after=4)
 
 
@@ -338,15 +375,17 @@ def run_fsdp(demo_dir, demo_shards, root, *extra):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    return result
+    return result, args
 
 
 @pytest.mark.slow
 def test_fsdp2_two_processes_resume_mid_epoch_from_sharded_checkpoint(demo_dir, demo_shards, tmp_path):
     """World size 2 (FSDP2 on gloo): 3 steps an epoch per rank; the sharded checkpoint after step 2 resumes the
     same curve."""
-    whole = run_fsdp(demo_dir, demo_shards, tmp_path / "whole", step_checkpoints(tmp_path / "whole", 2))
+    root = tmp_path / "whole"
+    whole, args = run_fsdp(demo_dir, demo_shards, root, step_checkpoints(root, 2), record_keys(root))
     assert "validation MQA accuracy:" in whole.stdout
+    assert_fit_consumed_the_plan(args, root, epochs=2, world=2)
     checkpoint = tmp_path / "whole" / "steps" / "step=2.ckpt"
     assert checkpoint.is_dir()  # a sharded (distributed) checkpoint
     run_fsdp(demo_dir, demo_shards, tmp_path / "resumed", f"--ckpt_path={checkpoint}")

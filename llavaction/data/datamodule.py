@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Literal
 
@@ -10,18 +11,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from llavaction.args import LoaderOptions, PriorActionOptions
+from llavaction.data.epochs import EpochPlanner, SourceItems, apply_strategy, epoch_quotas, source_items
 from llavaction.data.stages import Collate, DecodeFrames, Descriptions, EncodePrompt, SkipCounter, TaskSource
-from llavaction.data.streams import EvalStream, SourceStream, TrainStream, batches_per_worker
+from llavaction.data.streams import EvalStream, SourceStream, TrainStream
 from llavaction.jsonl import read_jsonl
 from llavaction.metrics import chosen_option_texts
 from llavaction.prompts import PromptEncoder, PromptOptions
-from llavaction.shards import first_sample, read_conversation_counts, read_sizes, sample_meta
+from llavaction.shards import first_sample, read_sizes, sample_meta
 
 
 class EpicDataModule(L.LightningDataModule):
-    """Streams pre-decoded EK-100 shards. Training: a weighted mixture of task sources, resampled endlessly and cut
-    into epochs of `loader.samples_per_epoch`, each epoch seeded by the trainer's epoch and resumable mid-epoch.
-    Validation/test: every question once, equal batch counts on every rank."""
+    """Streams pre-decoded EK-100 shards. Training: a mixture of task sources, each epoch planned from the shard
+    indexes (data/epochs.py: every sample of a source taken whole once an epoch, weighted sources by their share of
+    `loader.samples_per_epoch`), seeded by the trainer's epoch and resumable mid-epoch. Validation/test: every
+    question once, equal batch counts on every rank."""
 
     def __init__(
         self,
@@ -53,7 +56,7 @@ class EpicDataModule(L.LightningDataModule):
             prompt: what questions state besides the task (time instruction, frame times).
             prior_actions: prior actions in MQA questions, in training and in evaluation.
             loader: batching and loading.
-            seed: seed of shard resampling, mixture draws, shuffling and per-sample decisions.
+            seed: seed of the epoch plans (strategies, shard orders, shuffling, mixing) and per-sample decisions.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -63,7 +66,7 @@ class EpicDataModule(L.LightningDataModule):
         self.prompt, self.prior_actions, self.loader = prompt, prior_actions, loader
         self._tokenizer = None
         self._first_metas: dict[str, dict] = {}
-        self._train_sizes: list[int] | None = None
+        self._train_items: list[SourceItems] | None = None
 
     @property
     def tokenizer(self):
@@ -106,29 +109,42 @@ class EpicDataModule(L.LightningDataModule):
             self._first_metas[location] = sample_meta(first_sample(location))
         return self._first_metas[location]
 
-    @staticmethod
-    def source_size(source: TaskSource) -> int:
-        """Training samples of a source: its shards' samples, its description records (task qa), or the
-        conversations of replayed videos (several a sample)."""
-        if source.descriptions:
-            return len(Descriptions(source.descriptions).by_id)
-        conversations = read_conversation_counts(source.path)
-        return sum((conversations or read_sizes(source.path)).values())
+    def source_items(self) -> list[SourceItems]:
+        """Each training source's items (samples, or conversations of replayed videos; for a qa source with
+        descriptions, the samples that have one), after its sampling strategy; read once from the shard indexes."""
+        if self._train_items is None:
+            self._train_items = []
+            for number, source in enumerate(self.train_sources):
+                kept = Descriptions(source.descriptions).words() if source.descriptions else None
+                items = source_items(source.path, kept)
+                if source.strategy is not None:
+                    rng = random.Random(f"{self.hparams.seed}:strategy:{number}")
+                    items = apply_strategy(items, source.strategy, rng)
+                if not len(items):
+                    raise ValueError(f"training source {number} ({source.path}, weight {source.weight}) has no sample")
+                self._train_items.append(items)
+        return self._train_items
 
-    def _source_sizes(self) -> list[int]:
-        """source_size of every training source, read once."""
-        if self._train_sizes is None:
-            self._train_sizes = [self.source_size(s) for s in self.train_sources]
-        return self._train_sizes
-
-    def _batches_per_worker(self) -> int:
-        loader, (_, world) = self.loader, self._world()
-        samples = loader.samples_per_epoch or sum(self._source_sizes())
-        return batches_per_worker(samples, world, loader.num_workers, loader.batch_size)
+    def epoch_planner(self, world_size: int | None = None, num_workers: int | None = None) -> EpochPlanner:
+        """The training epochs' planner for a world size and worker count (default: the trainer's and the loader's)."""
+        loader = self.loader
+        items = self.source_items()
+        weights = [None if s.strategy is not None else float(s.weight) for s in self.train_sources]
+        return EpochPlanner(
+            items,
+            epoch_quotas([len(i) for i in items], weights, loader.samples_per_epoch),
+            seed=self.hparams.seed,
+            batch_size=loader.batch_size,
+            world_size=self._world()[1] if world_size is None else world_size,
+            num_workers=loader.num_workers if num_workers is None else num_workers,
+            shuffle_buffer=loader.shuffle_buffer,
+            length_group_window=loader.length_group_window,
+            open_shards=loader.open_shards,
+        )
 
     def train_batches(self) -> int:
         """Training batches per epoch on each rank (the training loader's length), without building the loader."""
-        return self._batches_per_worker() * max(1, self.loader.num_workers)
+        return self.epoch_planner().batches_per_rank
 
     def _encoder(self, task: str, with_answer: bool) -> EncodePrompt:
         h, priors = self.hparams, self.prior_actions
@@ -173,24 +189,9 @@ class EpicDataModule(L.LightningDataModule):
             raise ValueError("no training data: set data.train")
         h, loader = self.hparams, self.loader
         rank, world = self._world()
-        sources = [
-            SourceStream(s, DecodeFrames(h.num_frames), self._encoder(s.task, True), loader.shuffle_buffer)
-            for s in self.train_sources
-        ]
-        sizes = self._source_sizes()
-        weights = [size if s.weight == "size" else s.weight for s, size in zip(self.train_sources, sizes)]
-        stream = TrainStream(
-            sources,
-            weights,
-            loader.batch_size,
-            self._batches_per_worker(),
-            Collate(self.tokenizer.pad_token_id, SkipCounter()),
-            seed=h.seed,
-            rank=rank,
-            num_workers=loader.num_workers,
-            length_group_window=loader.length_group_window,
-            world_size=world,
-        )
+        sources = [SourceStream(s, DecodeFrames(h.num_frames), self._encoder(s.task, True)) for s in self.train_sources]
+        planner = self.epoch_planner()
+        stream = TrainStream(planner, sources, Collate(self.tokenizer.pad_token_id, SkipCounter()), rank)
         return EpochLoader(
             stream, self._epoch, self._position, num_workers=loader.num_workers, pin_memory=torch.cuda.is_available()
         )
@@ -233,7 +234,8 @@ class EpicDataModule(L.LightningDataModule):
 class EpochLoader(DataLoader):
     """The training loader. Each pass is the epoch the trainer is in (the stream's set_epoch, so the data changes
     every epoch without reloading the loader), and the loader is stateful for Lightning: a checkpoint records how many
-    batches of the epoch this rank finished, and a run resumed from it continues with the next one."""
+    batches of the epoch this rank finished and what decided the epoch's plan, and a run resumed from it continues
+    with the next batch (a resume inside an epoch under another plan is refused: it would repeat and skip samples)."""
 
     def __init__(self, stream: TrainStream, epoch: Callable[[], int], position: Callable[[], dict], **kwargs):
         super().__init__(stream, batch_size=None, collate_fn=already_collated, persistent_workers=False, **kwargs)
@@ -245,12 +247,18 @@ class EpochLoader(DataLoader):
         consumed = 0
         if self.resume is not None and self.resume["epoch"] == epoch:
             consumed = self.resume["batches"]
+            recorded, now = self.resume.get("plan"), self.dataset.planner.describe()
+            if consumed and recorded is not None and recorded != now:
+                raise ValueError(
+                    f"the checkpoint stopped inside epoch {epoch} of a plan for {recorded}; this run plans {now}: "
+                    "resume inside an epoch with the same devices x nodes, loader workers, batch size and data"
+                )
         self.resume = None
         self.dataset.set_epoch(epoch, consumed)
         return super().__iter__()
 
     def state_dict(self) -> dict:
-        return self.position()
+        return self.position() | {"plan": self.dataset.planner.describe()}
 
     def load_state_dict(self, state: dict) -> None:
         self.resume = dict(state)

@@ -10,13 +10,13 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import simplejpeg
 import torch
 from torch.utils.data import get_worker_info
 
+from llavaction.constants import IGNORE_INDEX
 from llavaction.jsonl import read_jsonl
 from llavaction.prompts import (
     TASKS,
@@ -29,6 +29,7 @@ from llavaction.prompts import (
     user_text,
     with_pseudo_priors,
 )
+from llavaction.sampling import SamplingStrategy
 from llavaction.shards import frame_name
 
 log = logging.getLogger(__name__)
@@ -41,14 +42,16 @@ class TaskSource:
     Args:
         path: shard set written by data_prep.extract_frames: a directory or a URL (see llavaction.shards).
         task: how a sample becomes a conversation: mqa, narration, temporal or qa.
-        weight: sampling weight in the mixture, or 'size': the source's sample count (the mixture then draws as from
-            the concatenation of the sources, like the reference's `sampling_strategy: all`).
+        weight: 'size' (or 'all'): every sample once an epoch, as the reference's `sampling_strategy: all`; a
+            sampling strategy of the reference, 'first:N', 'end:N', 'random:N' (N a count or 'N%'): that fixed
+            subset once an epoch; or a positive number: the source's share of loader.samples_per_epoch, drawn
+            without replacement within each pass over the source.
         descriptions: for task qa, a JSONL of {narration_id, question, answer} (e.g. distilled descriptions).
     """
 
     path: str
     task: Task = "mqa"
-    weight: float | Literal["size"] = 1.0
+    weight: float | str = 1.0
     descriptions: str | None = None
 
     def __post_init__(self):
@@ -56,8 +59,20 @@ class TaskSource:
             raise ValueError(f"task {self.task!r} not in {TASKS}")
         if self.descriptions is not None and self.task != "qa":
             raise ValueError(f"{self.path}: a descriptions file goes with task 'qa'")
-        if self.weight != "size" and self.weight <= 0:
-            raise ValueError(f"weight of {self.path} must be positive or 'size'")
+        if isinstance(self.weight, str):
+            try:
+                SamplingStrategy.parse("all" if self.weight == "size" else self.weight)
+            except ValueError as err:
+                raise ValueError(f"weight of {self.path}: {err} (or 'size', or a positive number)") from None
+        elif not self.weight > 0 or self.weight != self.weight or self.weight == float("inf"):
+            raise ValueError(f"weight of {self.path} must be a positive number, 'size' or a sampling strategy")
+
+    @property
+    def strategy(self) -> SamplingStrategy | None:
+        """The subset taken whole each epoch, or None for a numeric weight."""
+        if isinstance(self.weight, str):
+            return SamplingStrategy.parse("all" if self.weight == "size" else self.weight)
+        return None
 
 
 class BadSample(ValueError):
@@ -134,24 +149,31 @@ class Descriptions:
                     "qa_answer": record["answer"],
                 }
 
-    def has(self, sample: dict) -> bool:
-        return sample["__key__"] in self.by_id
+    def words(self) -> dict[str, int]:
+        """{narration_id: words of its question and answer, or of its conversation's turns} (the length proxy)."""
+        out = {}
+        for key, record in self.by_id.items():
+            if "conversation" in record:
+                texts = [turn.get("value", "") for turn in record["conversation"]]
+            else:
+                texts = [record["qa_question"] or "", record["qa_answer"]]
+            out[key] = sum(len(str(text).split()) for text in texts)
+        return out
 
     def __call__(self, sample: dict) -> dict:
         sample["meta"] |= self.by_id[sample["__key__"]]
         return sample
 
 
-def conversations_of(sample: dict) -> list[dict]:
-    """A replay sample whose video carries several conversations (build_replay stores a video's frames once) becomes
-    one sample per conversation, sharing the frames; any other sample is itself."""
-    many = sample["meta"].get("conversations")
-    if not many:
-        return [sample]
-    return [
-        sample | {"__key__": f"{sample['__key__']}#{i}", "meta": sample["meta"] | {"conversation": turns}}
-        for i, turns in enumerate(many)
-    ]
+def conversation_of(sample: dict, index: int) -> dict:
+    """Conversation `index` of a replay sample whose video carries several (build_replay stores a video's frames
+    once), as a sample of its own sharing the frames, keyed `key#index`; index -1: the sample itself."""
+    if index < 0:
+        return sample
+    many = sample["meta"].get("conversations") or []
+    if index >= len(many):
+        raise BadSample(f"sample {sample['__key__']}: no conversation {index} (it holds {len(many)})")
+    return sample | {"__key__": f"{sample['__key__']}#{index}", "meta": sample["meta"] | {"conversation": many[index]}}
 
 
 class EncodePrompt:
@@ -211,27 +233,39 @@ class EncodePrompt:
         return encode
 
 
+# Why a training sample is skipped: its shard cannot be read (missing, truncated, unreachable), the sample is unusable
+# (bad metadata, no prompt can be built), or one of its frames does not decode.
+SKIP_REASONS = ("unreadable_shard", "bad_sample", "undecodable_frame")
+
+
+def padding_copy(sample: dict) -> dict:
+    """A prepared sample turned into padding: in the batch for its shape, out of the loss and the metrics."""
+    return sample | {"is_padding": True, "labels": [IGNORE_INDEX] * len(sample["labels"])}
+
+
 class SkipCounter:
-    """Counts the training samples skipped in one loader worker, warning with each one's name and the running count;
-    each batch carries the skips since the previous one (logged as train/skipped_samples)."""
+    """Counts the training samples skipped in one loader worker by reason (SKIP_REASONS), warning with each one's
+    name and the running count; each batch carries the skips since the previous one (train/skipped_samples)."""
 
     def __init__(self):
-        self.total, self.pending = 0, 0
+        self.total = 0
+        self.pending = dict.fromkeys(SKIP_REASONS, 0)
 
-    def skip(self, what: str) -> None:
+    def skip(self, reason: str, what: str) -> None:
         self.total += 1
-        self.pending += 1
+        self.pending[reason] += 1
         log.warning("skipped %s (%d skipped so far in this loader worker)", what, self.total)
 
-    def take(self) -> int:
-        count, self.pending = self.pending, 0
-        return count
+    def take(self) -> dict[str, int]:
+        counts, self.pending = self.pending, dict.fromkeys(SKIP_REASONS, 0)
+        return counts
 
 
 class Collate:
     """Right-pads token sequences and decodes every clip's JPEGs straight into one uint8 batch tensor; carries labels
-    for metrics and a padding flag. A frame that fails to decode drops its sample, counted by `skips` (training), or
-    raises BadSample naming it (evaluation: skips is None)."""
+    for metrics, a padding flag and each row's key. A frame that fails to decode makes its sample padding with blank
+    frames, counted by `skips` (training: the batch keeps its size), or raises BadSample naming it (evaluation: skips
+    is None)."""
 
     def __init__(self, pad_id: int, skips: SkipCounter | None = None):
         self.pad_id, self.skips = pad_id, skips
@@ -241,25 +275,27 @@ class Collate:
         frames = torch.empty((len(samples), first.count, first.size, first.size, 3), dtype=torch.uint8)
         if get_worker_info() is not None:  # allocated where the DataLoader would otherwise copy it to
             frames.share_memory_()
-        kept = []
-        for sample in samples:
+        decoded = []
+        for row, sample in enumerate(samples):
             try:
-                sample["frames"].decode_into(frames[len(kept)].numpy())
+                sample["frames"].decode_into(frames[row].numpy())
             except ValueError as err:
                 message = f"sample {sample['__key__']}: a frame does not decode ({err})"
                 if self.skips is None:
                     raise BadSample(message) from None
-                self.skips.skip(message)
-                continue
-            kept.append(sample)
-        return kept, frames[: len(kept)]
+                frames[row].fill_(0)
+                if not sample.get("is_padding"):
+                    self.skips.skip("undecodable_frame", message)
+                sample = padding_copy(sample)
+            decoded.append(sample)
+        return decoded, frames
 
     def __call__(self, samples: list[dict]) -> dict:
         samples, frames = self.decode(samples)
         tokens = pad_right([(s["input_ids"], s["labels"]) for s in samples], self.pad_id)
 
         def field(name: str, default: int = -1) -> torch.Tensor:
-            values = [s["meta"].get(name) for s in samples]
+            values = [None if s.get("is_padding") else s["meta"].get(name) for s in samples]
             return torch.tensor([default if v is None else int(v) for v in values], dtype=torch.long)
 
         return tokens | {
@@ -276,5 +312,6 @@ class Collate:
             "unseen": field("unseen_participant", 0).bool(),
             "task": [s.get("task", "padding") for s in samples],
             "meta": [s["meta"] for s in samples],
-            "skipped_samples": self.skips.take() if self.skips is not None else 0,
+            "keys": [s["__key__"] for s in samples],
+            "skipped_samples": self.skips.take() if self.skips is not None else {},
         }

@@ -1,9 +1,9 @@
 """The training and evaluation streams: shards -> samples (stages.py) -> batches, as IterableDatasets.
 
-Training: per rank, each epoch is a deterministic function of (seed, epoch, rank): a weighted mixture of endless task
-streams (shards resampled, samples shuffled), cut into batches. With W loader workers, batch b of the epoch comes from
-logical worker b mod W, whose content depends on (seed, epoch, rank, logical worker) only, so a run resumed after b
-batches rebuilds the same epoch and skips what was consumed (frames of skipped batches are never decoded).
+Training: each epoch follows its plan (epochs.py): every loader worker of every rank reads its planned samples and
+serves its planned batches, so the epoch is a deterministic function of (seed, epoch, world size, workers). With W
+workers, batch b of a rank comes from logical worker b mod W, so a run resumed after b batches plans the same epoch
+and skips what was consumed (samples only used by consumed batches are not read).
 Evaluation: every sample exactly once across ranks, the same number of batches on every rank and worker.
 """
 
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import copy
 import math
-import random
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from torch.utils.data import IterableDataset, get_worker_info
 
+from llavaction.data.epochs import EpochPlanner, PlannedItem, SlotPlan
 from llavaction.data.stages import (
     BadSample,
     Collate,
@@ -26,9 +27,10 @@ from llavaction.data.stages import (
     JpegFrames,
     SkipCounter,
     TaskSource,
-    conversations_of,
+    conversation_of,
+    padding_copy,
 )
-from llavaction.shards import ShardError, iter_shard, join, location_sizes, read_sizes
+from llavaction.shards import ShardError, iter_shard, location_sizes
 
 
 @dataclass
@@ -38,77 +40,101 @@ class SourceStream:
     source: TaskSource
     decode: DecodeFrames
     encode: EncodePrompt
-    shuffle_buffer: int
     descriptions: Descriptions | None = field(init=False)
 
     def __post_init__(self):
         # read once here, not by every loader worker at every epoch
         self.descriptions = Descriptions(self.source.descriptions) if self.source.descriptions else None
 
-    def samples(self, seed: str, epoch: int, skips: SkipCounter, rank: int = 0, world_size: int = 1) -> Iterator[dict]:
-        """An endless, seeded stream: shards drawn with replacement from this rank's share of the shards (shard i
-        goes to rank i mod world_size, when there are at least as many shards as ranks), samples shuffled in a
-        buffer; bad samples and unreadable shards are counted skips."""
-        rng = random.Random(seed)
-        sizes = {join(self.source.path, name): size for name, size in read_sizes(self.source.path).items()}
-        urls = list(sizes)
-        if len(urls) >= world_size:
-            urls = urls[rank::world_size]
-        descriptions = self.descriptions
-        encode = self.encode.at_epoch(epoch)
-        buffer: list[dict] = []
-        while True:
-            url = rng.choice(urls)
-            try:
-                for raw in iter_shard(url, expected=sizes[url]):
-                    if descriptions is not None and not descriptions.has(raw):
-                        continue
-                    buffer.append(raw)
-                    if len(buffer) >= self.shuffle_buffer:
-                        yield from self._prepare(buffer.pop(rng.randrange(len(buffer))), descriptions, encode, skips)
-            except ShardError as err:
-                skips.skip(f"the rest of a shard: {err}")
+    def decoded(self, raw: dict) -> dict:
+        """A shard sample's chosen frames and metadata, with its description for a qa source."""
+        sample = self.decode(raw)
+        return self.descriptions(sample) if self.descriptions is not None else sample
 
-    def _prepare(
-        self, raw: dict, descriptions: Descriptions | None, encode: EncodePrompt, skips: SkipCounter
-    ) -> list[dict]:
-        """The training samples of one shard sample (one per conversation of a replayed video); bad ones skipped."""
+
+class SlotReader:
+    """Reads one worker's planned samples, per source in planned order, each shard streamed once for its reads (the
+    plan interleaves a few shards of a source: each stays open until its last read), keeping each decoded sample until
+    its last use in the batches still to serve. A read those batches do not need is not made, and a shard holding
+    none that they need is not opened."""
+
+    def __init__(self, planner: EpochPlanner, plan: SlotPlan, batches: list[list[PlannedItem]], streams: list):
+        self.planner, self.streams = planner, streams
+        self.uses = Counter((p.source, p.read) for batch in batches for p in batch)
+        self.cache: dict[tuple[int, int], dict | Exception] = {}
+        self.pending = [self._reads(s, reads) for s, reads in enumerate(plan.reads)]
+
+    def _reads(self, source: int, reads: list[tuple[int, int]]) -> Iterator[tuple[int, dict | Exception]]:
+        needed = [read for read in range(len(reads)) if self.uses[(source, read)]]
+        last_read = {reads[read][0]: read for read in needed}
+        shards: dict[int, ShardCursor] = {}
         try:
-            sample = self.decode(raw)
+            for read in needed:
+                shard, sample = reads[read]
+                cursor = shards.get(shard)
+                if cursor is None or cursor.position >= sample:  # first read, or a later pass reads it again
+                    if cursor is not None:
+                        cursor.close()
+                    items = self.planner.sources[source]
+                    cursor = shards[shard] = ShardCursor(items.urls[shard], items.sizes[shard])
+                yield read, cursor.sample(sample)
+                if last_read[shard] == read:
+                    shards.pop(shard).close()
+        finally:
+            for cursor in shards.values():
+                cursor.close()
+
+    def get(self, source: int, read: int) -> dict | Exception:
+        """The decoded sample of a read, or the error that made it unusable."""
+        key = (source, read)
+        while key not in self.cache:
+            got, raw = next(self.pending[source])
+            if self.uses[(source, got)]:
+                self.cache[(source, got)] = self._decode(source, raw)
+        value = self.cache[key]
+        self.uses[key] -= 1
+        if not self.uses[key]:
+            del self.cache[key]
+        return value
+
+    def _decode(self, source: int, raw: dict | Exception) -> dict | Exception:
+        if isinstance(raw, Exception):
+            return raw
+        try:
+            return self.streams[source].decoded(raw)
         except BadSample as err:
-            skips.skip(str(err))
-            return []
-        if descriptions is not None:
-            sample = descriptions(sample)
-        prepared = []
-        for one in conversations_of(sample):
+            return err
+
+
+class ShardCursor:
+    """One shard streamed forward: the sample at a position (ascending), or the error that stopped the stream."""
+
+    def __init__(self, url: str, size: int):
+        self.url, self.samples = url, iter_shard(url, expected=size)
+        self.position, self.current, self.failure = -1, None, None
+
+    def sample(self, position: int) -> dict | Exception:
+        if self.failure is None:
             try:
-                prepared.append(encode(one))
-            except BadSample as err:
-                skips.skip(str(err))
-        return prepared
+                while self.position < position:
+                    self.current = next(self.samples)
+                    self.position += 1
+            except StopIteration:
+                self.failure = ShardError(f"{self.url}: ended before sample {position}")
+            except ShardError as err:
+                self.failure = err
+        return self.failure or self.current
+
+    def close(self) -> None:
+        self.samples.close()
 
 
 class TrainStream(IterableDataset):
-    """One epoch of collated training batches for one rank (set_epoch before each pass; see the module docstring)."""
+    """One epoch of collated training batches for one rank, as planned (set_epoch before each pass; see the module
+    docstring). A planned sample that cannot be used is a counted skip whose row becomes padding."""
 
-    def __init__(
-        self,
-        sources: list[SourceStream],
-        weights: list[float],
-        batch_size: int,
-        batches_per_worker: int,
-        collate: Collate,
-        seed: int,
-        rank: int,
-        num_workers: int,
-        length_group_window: int = 0,
-        world_size: int = 1,
-    ):
-        self.sources, self.weights, self.batch_size = sources, weights, batch_size
-        self.batches_per_worker, self.collate, self.seed, self.rank = batches_per_worker, collate, seed, rank
-        self.workers, self.length_group_window = max(1, num_workers), length_group_window
-        self.world_size = world_size
+    def __init__(self, planner: EpochPlanner, sources: list[SourceStream], collate: Collate, rank: int):
+        self.planner, self.sources, self.collate, self.rank = planner, sources, collate, rank
         self.epoch, self.consumed = 0, 0
 
     def set_epoch(self, epoch: int, consumed: int = 0) -> None:
@@ -116,54 +142,54 @@ class TrainStream(IterableDataset):
         self.epoch, self.consumed = epoch, consumed
 
     def __len__(self) -> int:
-        return self.batches_per_worker * self.workers
+        return self.planner.batches_per_rank
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         physical = info.id if info is not None else 0
+        workers = self.planner.workers
         # The DataLoader asks its workers in turn from worker 0, so after `consumed` batches physical worker 0 must
         # play the logical worker that produces batch number `consumed`.
-        logical = (physical + self.consumed) % self.workers
-        done = len(range(logical, self.consumed, self.workers))
-        stream_seed = f"{self.seed}:{self.epoch}:{self.rank}:{logical}"
+        logical = (physical + self.consumed) % workers
+        done = len(range(logical, self.consumed, workers))
+        plan = self.planner.slot(self.epoch, self.rank, logical)
+        batches = plan.batches[done:]
+        reader = SlotReader(self.planner, plan, batches, self.sources)
+        encoders = [s.encode.at_epoch(self.epoch) for s in self.sources]
         skips = SkipCounter()
         collate = copy.copy(self.collate)
         collate.skips = skips
-        mixed = self._mix(stream_seed, skips)
-        for index, samples in enumerate(self._batches(mixed, stream_seed)):
-            if index >= self.batches_per_worker:
-                return
-            if index >= done:  # batches consumed before a resume are formed but never decoded
-                yield collate(samples)
+        last_good = None
+        for batch in batches:
+            prepared = []
+            for planned in batch:
+                sample = self._prepare(reader, encoders, plan, planned, skips)
+                if sample is not None:
+                    last_good = sample
+                prepared.append(sample)
+            usable = [s for s in prepared if s is not None] or ([last_good] if last_good is not None else [])
+            if not usable:
+                raise BadSample(f"rank {self.rank}, worker {logical}: no usable training sample in a whole batch")
+            yield collate([s if s is not None else padding_copy(usable[0]) for s in prepared])
 
-    def _mix(self, stream_seed: str, skips: SkipCounter) -> Iterator[dict]:
-        streams = [
-            s.samples(f"{stream_seed}:source{i}", self.epoch, skips, self.rank, self.world_size)
-            for i, s in enumerate(self.sources)
-        ]
-        rng = random.Random(f"{stream_seed}:mix")
-        while True:
-            yield next(streams[rng.choices(range(len(streams)), weights=self.weights)[0]])
-
-    def _batches(self, samples: Iterator[dict], stream_seed: str) -> Iterator[list[dict]]:
-        """Lists of batch_size samples; with a length-group window, `window` batches' worth sorted by token length
-        (less padding), the batches of each window in a seeded order."""
-        if self.length_group_window <= 0:
-            while True:
-                yield [next(samples) for _ in range(self.batch_size)]
-        rng = random.Random(f"{stream_seed}:length_groups")
-        while True:
-            pool = sorted(
-                (next(samples) for _ in range(self.batch_size * self.length_group_window)),
-                key=lambda s: len(s["input_ids"]),
-            )
-            batches = [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
-            rng.shuffle(batches)
-            yield from batches
-
-
-def batches_per_worker(samples_per_epoch: int, world_size: int, num_workers: int, batch_size: int) -> int:
-    return math.ceil(samples_per_epoch / (world_size * max(1, num_workers) * batch_size))
+    def _prepare(self, reader, encoders, plan: SlotPlan, planned: PlannedItem, skips: SkipCounter) -> dict | None:
+        """The prompt-encoded sample of a planned row (padding flagged), or None when it cannot be used."""
+        decoded = reader.get(planned.source, planned.read)
+        if isinstance(decoded, Exception):
+            if not planned.padding:
+                if isinstance(decoded, ShardError):
+                    what = f"{self.planner.key_of(plan, planned)} of source {planned.source}: {decoded}"
+                    skips.skip("unreadable_shard", what)
+                else:
+                    skips.skip("bad_sample", str(decoded))
+            return None
+        try:
+            sample = encoders[planned.source](conversation_of(decoded, planned.conversation))
+        except BadSample as err:
+            if not planned.padding:
+                skips.skip("bad_sample", str(err))
+            return None
+        return padding_copy(sample) if planned.padding else sample
 
 
 class EvalStream(IterableDataset):

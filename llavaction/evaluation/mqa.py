@@ -48,7 +48,7 @@ class MQAEvaluation:
     frame_times: bool | None = None
     prior_actions: Literal["none", "oracle", "pseudo"] = "none"
     pseudo_predictions: str | None = None
-    max_new_tokens: int = 128
+    max_new_tokens: int = 4096
     candidates: int = 10
     devices: int = 1
     batch_size: int = 8

@@ -1,0 +1,464 @@
+"""Training epochs planned from the shard sets' index.json alone (no frame read): which items each rank and loader
+worker reads, in which order and in which batches. The training stream (streams.TrainStream) and
+`python -m llavaction.data.plan` run this same code, so the plan a user inspects is what a fit consumes.
+
+An item is a shard sample, or one conversation of a replayed video's sample. In each epoch a source gives:
+- taken whole (weight `size` or a sampling strategy, llavaction.sampling): each of its items exactly once (a strategy
+  picks a fixed subset for the run first: first/end by question-file order, random seeded);
+- with a numeric weight: its share of `samples_per_epoch`, read from an endless series of seeded permutations of its
+  items, so an epoch continues where the previous one stopped: full passes, then a without-replacement remainder.
+A source's epoch items are ordered shard by shard (shards in a seeded per-epoch order, samples as stored). The sources
+are merged evenly (each source's items spread over the whole epoch) and the merged sequence is cut into contiguous
+shares: equal per rank (the first `total mod ranks` ranks one more), then per loader worker by the batches it serves
+(batch b of a rank comes from worker b mod W). A shard is read by the one worker whose share holds it, except where a
+cut falls inside it: then each of the neighbouring workers reads its own samples of it.
+A worker reads its items of a source from `open_shards` shards at a time (their samples interleaved at random), through
+a seeded shuffle buffer per source, interleaves its sources by
+drawing each next item from a source in proportion to what the source has left, and cuts batches (from length-sorted
+windows when asked). Every rank serves the same number of batches, so a rank short of a full last batch fills it with
+repeats of that batch's samples (or of the worker's previous ones), flagged as padding: left out of the loss and
+counted. At most one batch's worth per rank is padding.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llavaction.sampling import SamplingStrategy
+from llavaction.shards import join, read_index
+
+
+@dataclass(frozen=True)
+class SourceItems:
+    """The items of one training source in the source's order (shards as sizes.json lists them, samples as stored,
+    conversations in order), with what planning needs of each.
+
+    Args:
+        urls: the shard URLs, indexed by `shard`.
+        sizes: samples per shard (sizes.json), checked when a shard is read.
+        keys: the sample keys of each shard.
+        shard, sample, conversation: per item, the shard, the sample in it and the conversation (-1: the sample is
+            one conversation).
+        words: per item, its length in words (what length-grouped batches sort by).
+        order: per item, its rank in question-file order (line, then conversation): what first/end strategies count.
+        available: the items of the source before a sampling strategy.
+    """
+
+    urls: tuple[str, ...]
+    sizes: tuple[int, ...]
+    keys: tuple[tuple[str, ...], ...]
+    shard: np.ndarray
+    sample: np.ndarray
+    conversation: np.ndarray
+    words: np.ndarray
+    order: np.ndarray
+    available: int
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+    def key(self, item: int) -> str:
+        """The item's key: the sample's, with `#conversation` for a conversation of a replayed video."""
+        key = self.keys[self.shard[item]][self.sample[item]]
+        conversation = int(self.conversation[item])
+        return key if conversation < 0 else f"{key}#{conversation}"
+
+    def subset(self, items: np.ndarray) -> SourceItems:
+        return SourceItems(
+            self.urls,
+            self.sizes,
+            self.keys,
+            self.shard[items],
+            self.sample[items],
+            self.conversation[items],
+            self.words[items],
+            self.order[items],
+            self.available,
+        )
+
+
+def source_items(location: str, kept: dict[str, int] | None = None) -> SourceItems:
+    """The items of a shard set from its index.json. kept: {sample key: words} to keep only those samples (a qa
+    source's descriptions, whose words then replace the sample's)."""
+    index = read_index(location)
+    urls, sizes, keys = [], [], []
+    shard, sample, conversation, words, lines = [], [], [], [], []
+    for number, (name, entries) in enumerate(index.items()):
+        urls.append(join(location, name))
+        sizes.append(len(entries))
+        keys.append(tuple(e["key"] for e in entries))
+        for position, entry in enumerate(entries):
+            if kept is not None:
+                if entry["key"] not in kept:
+                    continue
+                counts = [kept[entry["key"]]]
+                conversations = [-1]
+            else:
+                counts = entry["words"]
+                conversations = range(len(counts)) if entry["conversations"] else [-1]
+            for conv, count in zip(conversations, counts):
+                shard.append(number)
+                sample.append(position)
+                conversation.append(conv)
+                words.append(count)
+                lines.append((entry["line"], conv))
+    order = np.empty(len(lines), dtype=np.int64)
+    order[sorted(range(len(lines)), key=lines.__getitem__)] = np.arange(len(lines))
+    return SourceItems(
+        tuple(urls),
+        tuple(sizes),
+        tuple(keys),
+        np.asarray(shard, dtype=np.int64),
+        np.asarray(sample, dtype=np.int64),
+        np.asarray(conversation, dtype=np.int64),
+        np.asarray(words, dtype=np.int64),
+        order,
+        len(lines),
+    )
+
+
+def apply_strategy(items: SourceItems, strategy: SamplingStrategy, rng: random.Random) -> SourceItems:
+    """The fixed subset a sampling strategy keeps, counted in question-file order, kept in shard order."""
+    by_order = np.argsort(items.order, kind="stable")
+    chosen = by_order[strategy.select(len(items), rng)]
+    return items.subset(np.sort(chosen))
+
+
+@dataclass(frozen=True)
+class PlannedItem:
+    """One row of a batch: the source, the read (in the worker's reads of that source) holding its sample, the
+    conversation (-1: the sample itself) and whether it is padding."""
+
+    source: int
+    read: int
+    conversation: int
+    padding: bool = False
+
+
+@dataclass
+class SlotPlan:
+    """What one loader worker of one rank does in an epoch: for each source the samples it reads, in order, as
+    (shard, sample) pairs, and its batches of PlannedItems, in the order it serves them."""
+
+    rank: int
+    worker: int
+    reads: list[list[tuple[int, int]]]
+    batches: list[list[PlannedItem]]
+    padding: int = 0
+
+
+@dataclass
+class EpochPlanner:
+    """Plans every epoch of a training mixture for a world size and worker count (the module docstring).
+
+    Args:
+        sources: each source's items (strategies already applied).
+        quotas: items per epoch of each source; None: the source whole.
+        seed: the run's seed.
+        batch_size: samples per batch and rank.
+        world_size: ranks.
+        num_workers: loader workers per rank (0: the main process, planned as one).
+        shuffle_buffer: items each worker holds per source for shuffling.
+        length_group_window: when > 0, batches are cut from windows of this many batches' items sorted by words.
+        open_shards: shards of a source a worker reads at once, their samples interleaved.
+    """
+
+    sources: list[SourceItems]
+    quotas: list[int | None]
+    seed: int
+    batch_size: int
+    world_size: int
+    num_workers: int
+    shuffle_buffer: int
+    length_group_window: int = 0
+    open_shards: int = 1
+    _merged: tuple[int, np.ndarray, np.ndarray, list[np.ndarray]] | None = field(default=None, repr=False)
+    _passes: dict[int, dict[int, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if self.total < self.world_size:
+            raise ValueError(f"an epoch of {self.total} training samples cannot feed {self.world_size} ranks")
+
+    @property
+    def workers(self) -> int:
+        return max(1, self.num_workers)
+
+    def source_quota(self, source: int) -> int:
+        quota = self.quotas[source]
+        return len(self.sources[source]) if quota is None else quota
+
+    @property
+    def total(self) -> int:
+        """Items per epoch over all ranks, padding left out."""
+        return sum(self.source_quota(s) for s in range(len(self.sources)))
+
+    def rank_items(self, rank: int) -> int:
+        share, extra = divmod(self.total, self.world_size)
+        return share + (rank < extra)
+
+    @property
+    def batches_per_rank(self) -> int:
+        return math.ceil(self.rank_items(0) / self.batch_size)
+
+    def worker_batches(self, worker: int) -> list[int]:
+        """The batch numbers of a rank that a worker serves."""
+        return list(range(worker, self.batches_per_rank, self.workers))
+
+    def source_epoch(self, source: int, epoch: int) -> np.ndarray:
+        """The source's items of an epoch in read order (see the module docstring)."""
+        items, quota = self.sources[source], self.quotas[source]
+        size = len(items)
+        if quota is None:  # whole: pass `epoch` of the source
+            segments = [(epoch, np.arange(size))]
+        else:  # positions [epoch * quota, (epoch + 1) * quota) of the endless series of passes
+            start, stop = epoch * quota, (epoch + 1) * quota
+            segments = []
+            for run in range(start // size, math.ceil(stop / size)):
+                low, high = max(start, run * size) - run * size, min(stop, (run + 1) * size) - run * size
+                segments.append((run, np.sort(self._pass(source, run)[low:high])))
+        ordered = []
+        for run, chosen in segments:  # shard by shard in a seeded order, samples as stored
+            shard_order = np.random.default_rng(_seed(self.seed, "shards", source, run)).permutation(len(items.urls))
+            position = np.empty_like(shard_order)
+            position[shard_order] = np.arange(len(shard_order))
+            ordered.append(chosen[np.lexsort((chosen, position[items.shard[chosen]]))])
+        return np.concatenate(ordered) if ordered else np.zeros(0, dtype=np.int64)
+
+    def _pass(self, source: int, run: int) -> np.ndarray:
+        """Pass `run` over a weighted source: a seeded permutation of its items, except that when an epoch began
+        inside an earlier pass, the items that epoch took from it come last, so the epoch takes every item once
+        before it repeats any (full passes, then a remainder without replacement)."""
+        cache = self._passes.setdefault(source, {})
+        if run not in cache:
+            size, quota = len(self.sources[source]), self.quotas[source]
+            permutation = np.random.default_rng(_seed(self.seed, "pass", source, run)).permutation(size)
+            began = (run * size // quota) * quota  # where the epoch holding this pass's start began
+            earlier = began // size
+            if began % size and earlier < run:
+                taken = np.zeros(size, dtype=bool)
+                taken[self._pass(source, earlier)[began - earlier * size :]] = True
+                permutation = np.concatenate([permutation[~taken[permutation]], permutation[taken[permutation]]])
+            cache[run] = permutation
+        return cache[run]
+
+    def merged(self, epoch: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """The epoch's items of all sources merged evenly: per merged position its source and its position in that
+        source's epoch sequence, and the sequences."""
+        if self._merged is None or self._merged[0] != epoch:
+            sequences = [self.source_epoch(s, epoch) for s in range(len(self.sources))]
+            source_of = np.concatenate([np.full(len(q), s) for s, q in enumerate(sequences)])
+            position = np.concatenate([np.arange(len(q)) for q in sequences])
+            spread = np.concatenate([(np.arange(len(q)) + 0.5) / max(1, len(q)) for q in sequences])
+            order = np.lexsort((source_of, spread))
+            self._merged = (epoch, source_of[order], position[order], sequences)
+        return self._merged[1:]
+
+    def worker_span(self, rank: int, worker: int) -> tuple[int, int]:
+        """[start, stop) of a worker's share in the merged sequence."""
+        start = sum(self.rank_items(r) for r in range(rank))
+        real = self.rank_items(rank)
+        for w in range(worker):
+            start += self._worker_real(real, w)
+        return start, start + self._worker_real(real, worker)
+
+    def _worker_real(self, real: int, worker: int) -> int:
+        """Items of a worker whose rank has `real` items: full batches, but for the rank's last batch (a rank holds
+        at least all but one batch's worth: ranks differ by one item at most)."""
+        batches, last = self.worker_batches(worker), self.batches_per_rank - 1
+        full = sum(1 for b in batches if b < last) * self.batch_size
+        return full + (real - last * self.batch_size if last in batches else 0)
+
+    def slot(self, epoch: int, rank: int, worker: int) -> SlotPlan:
+        """The plan of one worker of one rank for an epoch."""
+        source_of, position, sequences = self.merged(epoch)
+        start, stop = self.worker_span(rank, worker)
+        reads: list[list[tuple[int, int]]] = [[] for _ in self.sources]
+        streams = []
+        for s, items in enumerate(self.sources):
+            here = position[start:stop][source_of[start:stop] == s]
+            chosen = sequences[s][here.min() : here.max() + 1] if len(here) else sequences[s][:0]
+            rng = random.Random(_seed(self.seed, "open_shards", epoch, rank, worker, s))
+            planned: list[tuple[PlannedItem, int]] = []
+            for unit in self._read_order(items, chosen, rng):
+                reads[s].append(unit[0][1:3])
+                planned += [(PlannedItem(s, len(reads[s]) - 1, conversation), item) for item, *_, conversation in unit]
+            rng = random.Random(_seed(self.seed, "shuffle", epoch, rank, worker, s))
+            streams.append(list(_shuffled(planned, self.shuffle_buffer, rng)))
+        rng = random.Random(_seed(self.seed, "interleave", epoch, rank, worker))
+        mixed = list(_interleaved(streams, rng))
+        batches = self._batches(mixed, epoch, rank, worker)
+        plan = SlotPlan(rank, worker, reads, [[p for p, _ in batch] for batch in batches])
+        self._pad(plan, [[item for _, item in batch] for batch in batches], rank, epoch)
+        return plan
+
+    def _read_order(self, items: SourceItems, chosen: np.ndarray, rng: random.Random) -> list[list[tuple]]:
+        """A worker's reads of one source: units of (item, shard, sample, conversation) rows that one read of a
+        sample serves (its conversations), taken from `open_shards` consecutive shards at a time, each next unit drawn
+        from a shard in proportion to the units the shard has left."""
+        columns = (chosen.tolist(), items.shard[chosen].tolist(), items.sample[chosen].tolist())
+        units: list[list[tuple]] = []
+        for row in zip(*columns, items.conversation[chosen].tolist()):
+            same_sample = units and units[-1][0][1:3] == row[1:3]
+            if same_sample and all(done[3] != row[3] for done in units[-1]):  # a next pass reads the sample again
+                units[-1].append(row)
+            else:
+                units.append([row])
+        runs: list[list[list[tuple]]] = []  # the units of one shard, in a row
+        for unit in units:
+            if runs and runs[-1][-1][0][1] == unit[0][1]:
+                runs[-1].append(unit)
+            else:
+                runs.append([unit])
+        ordered = []
+        for begin in range(0, len(runs), self.open_shards):
+            ordered += _interleaved(runs[begin : begin + self.open_shards], rng)
+        return ordered
+
+    def _batches(self, mixed: list, epoch: int, rank: int, worker: int) -> list[list]:
+        size = self.batch_size
+        if self.length_group_window <= 0:
+            batches = [mixed[i : i + size] for i in range(0, len(mixed), size)]
+        else:
+            rng = random.Random(_seed(self.seed, "length_groups", epoch, rank, worker))
+            batches, window = [], size * self.length_group_window
+            for begin in range(0, len(mixed), window):
+                pool = sorted(mixed[begin : begin + window], key=lambda p: self.sources[p[0].source].words[p[1]])
+                group = [pool[i : i + size] for i in range(0, len(pool), size)]
+                rng.shuffle(group)
+                batches += group
+        return batches + [[] for _ in range(len(self.worker_batches(worker)) - len(batches))]
+
+    def _pad(self, plan: SlotPlan, items: list[list[int]], rank: int, epoch: int) -> None:
+        """Fill short batches with repeats of their own items, or of the worker's previous batch; a worker with no
+        item of its own repeats the first items of its rank, read for the purpose."""
+        previous: list[PlannedItem] = []
+        for batch in plan.batches:
+            missing = self.batch_size - len(batch)
+            if missing:
+                pool = [p for p in batch if not p.padding] or previous or self._rank_first(plan, rank, epoch)
+                batch += [
+                    PlannedItem(p.source, p.read, p.conversation, padding=True)
+                    for p in (pool[i % len(pool)] for i in range(missing))
+                ]
+                plan.padding += missing
+            previous = [p for p in batch if not p.padding] or previous
+
+    def _rank_first(self, plan: SlotPlan, rank: int, epoch: int) -> list[PlannedItem]:
+        source_of, position, sequences = self.merged(epoch)
+        start = sum(self.rank_items(r) for r in range(rank))
+        pool = []
+        for at in range(start, start + min(self.batch_size, self.rank_items(rank))):
+            s = int(source_of[at])
+            item = int(sequences[s][position[at]])
+            items = self.sources[s]
+            plan.reads[s].append((int(items.shard[item]), int(items.sample[item])))
+            pool.append(PlannedItem(s, len(plan.reads[s]) - 1, int(items.conversation[item])))
+        return pool
+
+    def slots(self, epoch: int) -> Iterator[SlotPlan]:
+        """Every worker's plan, rank by rank."""
+        for rank in range(self.world_size):
+            for worker in range(self.workers):
+                yield self.slot(epoch, rank, worker)
+
+    def item_of(self, plan: SlotPlan, planned: PlannedItem) -> tuple[int, int, int]:
+        """(shard, sample, conversation) of a planned item."""
+        shard, sample = plan.reads[planned.source][planned.read]
+        return shard, sample, planned.conversation
+
+    def key_of(self, plan: SlotPlan, planned: PlannedItem) -> str:
+        shard, sample, conversation = self.item_of(plan, planned)
+        key = self.sources[planned.source].keys[shard][sample]
+        return key if conversation < 0 else f"{key}#{conversation}"
+
+    def describe(self) -> dict:
+        """What decides the plan: a checkpoint records it, so a resume under other settings is caught."""
+        return {
+            "world_size": self.world_size,
+            "workers": self.workers,
+            "batch_size": self.batch_size,
+            "shuffle_buffer": self.shuffle_buffer,
+            "length_group_window": self.length_group_window,
+            "open_shards": self.open_shards,
+            "items": [len(s) for s in self.sources],
+            "quotas": [self.source_quota(s) for s in range(len(self.sources))],
+        }
+
+
+def _shuffled(items: list, size: int, rng: random.Random) -> Iterator:
+    """A shuffle buffer of `size` over a finite list: what a streaming reader can shuffle."""
+    buffer: list = []
+    for item in items:
+        buffer.append(item)
+        if len(buffer) >= max(1, size):
+            yield _pop_random(buffer, rng)
+    while buffer:
+        yield _pop_random(buffer, rng)
+
+
+def _pop_random(buffer: list, rng: random.Random):
+    index = rng.randrange(len(buffer))
+    buffer[index], buffer[-1] = buffer[-1], buffer[index]
+    return buffer.pop()
+
+
+def _interleaved(streams: list[list], rng: random.Random) -> Iterator:
+    """Items of several lists, each next one drawn from a list with probability proportional to what it has left."""
+    left = [len(s) for s in streams]
+    taken = [0] * len(streams)
+    remaining = sum(left)
+    while remaining:
+        pick = rng.randrange(remaining)
+        s = 0
+        while pick >= left[s]:
+            pick -= left[s]
+            s += 1
+        yield streams[s][taken[s]]
+        taken[s] += 1
+        left[s] -= 1
+        remaining -= 1
+
+
+def _seed(*parts) -> int:
+    """A 63-bit seed from the parts (stable across processes, unlike hash())."""
+    text = ":".join(str(p) for p in parts)
+    return int.from_bytes(random.Random(text).randbytes(8), "little") >> 1
+
+
+def epoch_quotas(sizes: list[int], weights: list[float | None], samples_per_epoch: int | None) -> list[int | None]:
+    """Items per epoch of each source: None for a source taken whole (weight None); numeric weights share
+    samples_per_epoch less the whole sources' items, by largest remainders."""
+    numeric = [i for i, w in enumerate(weights) if w is not None]
+    if not numeric:
+        if samples_per_epoch is not None and samples_per_epoch != sum(sizes):
+            raise ValueError(
+                f"loader.samples_per_epoch is {samples_per_epoch} but every training source is taken whole (weight "
+                f"'size' or a sampling strategy): an epoch is their {sum(sizes)} samples; set samples_per_epoch: null"
+            )
+        return [None] * len(sizes)
+    if samples_per_epoch is None:
+        raise ValueError(
+            "numeric training weights are ratios of loader.samples_per_epoch, which is null: set it, or give every "
+            "source weight 'size' (each sample once an epoch)"
+        )
+    whole = sum(size for size, w in zip(sizes, weights) if w is None)
+    left = samples_per_epoch - whole
+    if left <= 0:
+        raise ValueError(
+            f"loader.samples_per_epoch {samples_per_epoch} leaves nothing for the weighted sources after the "
+            f"{whole} samples of the sources taken whole"
+        )
+    total_weight = sum(weights[i] for i in numeric)
+    exact = {i: left * weights[i] / total_weight for i in numeric}
+    quotas = {i: math.floor(exact[i]) for i in numeric}
+    for i in sorted(numeric, key=lambda i: (quotas[i] - exact[i], i))[: left - sum(quotas.values())]:
+        quotas[i] += 1
+    empty = [i for i in numeric if sizes[i] == 0 and quotas[i]]
+    if empty:
+        raise ValueError(f"training source {empty[0]} has no sample to draw from")
+    return [quotas.get(i) for i in range(len(sizes))]

@@ -1,0 +1,130 @@
+"""The epoch plan of a training config: what every rank and loader worker reads and in which batches, from the shard
+indexes alone (no frame is read), by the code a fit runs (llavaction.data.epochs).
+
+    python -m llavaction.data.plan --config experiments/llavaction_7b.yaml [--data.loader.batch_size=2 ...] \\
+        [--world-size 64] [--epoch 0] [--out plan.jsonl]
+
+It takes the same config files and dotted overrides as `train.py fit`, prints a table per source (items in its
+shards, in this epoch, distinct, repeated, padding) and per rank (batches, samples, padding), and with --out writes
+one JSON line per training row of the epoch: rank, worker, batch (the rank's batch number), source (index in
+data.train), key (the sample's key, `#i` for conversation i of a replayed video) and padding.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+
+from jsonargparse import ArgumentParser
+
+from llavaction.cli_errors import run_cli
+from llavaction.data.datamodule import EpicDataModule
+from llavaction.data.epochs import EpochPlanner
+from llavaction.files import atomic_output
+
+
+@dataclass
+class SourceSummary:
+    """One source's line of the table."""
+
+    in_shards: int
+    selected: int
+    epoch: int = 0
+    distinct: int = 0
+    padding: int = 0
+
+
+def summarize(planner: EpochPlanner, epoch: int, rows: list | None = None) -> tuple[list[SourceSummary], list[dict]]:
+    """Per source and per rank figures of an epoch; `rows`, when given, receives every planned row as a dict."""
+    sources = [SourceSummary(items.available, len(items)) for items in planner.sources]
+    seen = [set() for _ in planner.sources]
+    ranks = [{"batches": planner.batches_per_rank, "samples": 0, "padding": 0} for _ in range(planner.world_size)]
+    for plan in planner.slots(epoch):
+        batch_numbers = planner.worker_batches(plan.worker)
+        for number, batch in zip(batch_numbers, plan.batches):
+            for planned in batch:
+                summary, rank = sources[planned.source], ranks[plan.rank]
+                if planned.padding:
+                    summary.padding += 1
+                    rank["padding"] += 1
+                else:
+                    summary.epoch += 1
+                    rank["samples"] += 1
+                    seen[planned.source].add(planner.item_of(plan, planned))
+                if rows is not None:
+                    rows.append(
+                        {
+                            "rank": plan.rank,
+                            "worker": plan.worker,
+                            "batch": number,
+                            "source": planned.source,
+                            "key": planner.key_of(plan, planned),
+                            "padding": planned.padding,
+                        }
+                    )
+    for summary, distinct in zip(sources, seen):
+        summary.distinct = len(distinct)
+    return sources, ranks
+
+
+def format_table(planner: EpochPlanner, epoch: int, paths: list[str], sources, ranks) -> str:
+    lines = [
+        f"epoch {epoch}: {planner.total} samples over {planner.world_size} rank(s) x {planner.workers} loader "
+        f"worker(s), batch {planner.batch_size}: {planner.batches_per_rank} batches a rank",
+        "",
+        f"{'source':<6} {'in shards':>10} {'selected':>10} {'this epoch':>10} {'distinct':>10} {'repeated':>10} "
+        f"{'padding':>8}  path",
+    ]
+    for number, (summary, path) in enumerate(zip(sources, paths)):
+        lines.append(
+            f"{number:<6} {summary.in_shards:>10} {summary.selected:>10} {summary.epoch:>10} {summary.distinct:>10} "
+            f"{summary.epoch - summary.distinct:>10} {summary.padding:>8}  {path}"
+        )
+    lines += ["", f"{'rank':<6} {'batches':>10} {'samples':>10} {'padding':>10}"]
+    lines += [f"{r:<6} {v['batches']:>10} {v['samples']:>10} {v['padding']:>10}" for r, v in enumerate(ranks)]
+    return "\n".join(lines)
+
+
+def world_size_of(trainer: dict) -> int:
+    """devices x num_nodes of a trainer config (a count, a list of devices or a number as text)."""
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1) or 1
+    if isinstance(devices, list | tuple):
+        devices = len(devices)
+    elif isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    if not isinstance(devices, int) or devices < 1:
+        raise ValueError(f"trainer.devices is {devices!r}: give the number of processes with --world-size")
+    return devices * int(nodes)
+
+
+def data_module(config) -> EpicDataModule:
+    """The DataModule of a parsed training config, built by jsonargparse as train.py builds it (no model)."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(EpicDataModule, "data")
+    return parser.instantiate(parser.parse_object({"data": config.data.as_dict()})).data
+
+
+def main(args: list[str] | None = None) -> int:
+    from llavaction.cli import plan_config
+
+    config, options = plan_config(sys.argv[1:] if args is None else list(args))
+
+    def run() -> int:
+        data = data_module(config)
+        world = options.world_size or world_size_of(config.trainer.as_dict())
+        planner = data.epoch_planner(world_size=world)
+        rows = [] if options.out else None
+        sources, ranks = summarize(planner, options.epoch, rows)
+        print(format_table(planner, options.epoch, [s.path for s in data.train_sources], sources, ranks))
+        if options.out:
+            with atomic_output(options.out) as out:
+                out.writelines(json.dumps(row) + "\n" for row in rows)
+            print(f"{len(rows)} rows -> {options.out}")
+        return 0
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
