@@ -128,21 +128,29 @@ def _option_answer(generation: str) -> str | None:
     return matches[-1] if matches else None
 
 
+def _up_to_sentence_end(text: str) -> str:
+    """The text before its first '.' that ends it or is followed by a space ('rinse knife.' -> 'rinse knife')."""
+    return re.sub(r"\.(\s.*)?$", "", text, count=1)
+
+
 def paper_answer_text(generation: str) -> str:
-    """The answer text by the paper's rule (the reference's process_raw_pred): the text after the last 'X. ', up to
-    the next '. ' or a final '.'; the whole answer when it names no lettered option. The reference cuts at the first
-    '.' anywhere, which turns a narration such as 'rinse knife.' into 'rinse knife' and so can never match it; here a
-    period counts only before a space or at the end, and the ground truth is read the same way (paper_correct)."""
+    """The answer text by the paper's rule (the reference's process_raw_pred): the text after the last 'X. ' (the
+    whole answer when it names no lettered option), up to the next '. ' or a final '.'. The reference cuts a lettered
+    answer at its first '.' anywhere, which turns a narration such as 'rinse knife.' into 'rinse knife' and so can
+    never match it, and compares an answer without a letter whole; here a period counts only before a space or at
+    the end, in every answer and in the ground truth alike (paper_correct), so 'put spatula into rack.' answered
+    without a letter matches its option as the reference matches it."""
     text = generation.rstrip(",")
     if "None" in text:  # the reference's special case, kept as is
         return text.replace("None. ", "")
     answer = _option_answer(text)
-    return text if answer is None else re.sub(r"\.(\s.*)?$", "", answer, count=1)
+    return _up_to_sentence_end(text if answer is None else answer)
 
 
 def paper_correct(generation: str, answer_text: str) -> bool:
-    """The paper's MQA metric: the answer text (paper_answer_text) equals the ground-truth option's text."""
-    return paper_answer_text(generation) == re.sub(r"\.(\s.*)?$", "", answer_text, count=1)
+    """The paper's MQA metric: the answer text (paper_answer_text) equals the ground-truth option's text, read up to
+    its sentence end the same way."""
+    return paper_answer_text(generation) == _up_to_sentence_end(answer_text)
 
 
 def reference_exact_correct(generation: str, answer_text: str) -> bool:

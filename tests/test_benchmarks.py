@@ -38,6 +38,8 @@ def test_flop_count_and_memory_plan():
         ("eval", ["--videos", "1", "--batch-size", "4", "--max-new-tokens", "2"]),
         pytest.param("loader", ["--videos", "1", "--samples", "8"], marks=pytest.mark.slow),
         ("replay_extract", ["--videos", "1", "--seconds", "3", "--frames", "4", "--size", "64"]),
+        ("plan", ["--scale", "0.01"]),
+        pytest.param("reproduce", ["--segments", "2", "--seconds", "30"], marks=pytest.mark.slow),
     ],
 )
 def test_cpu_benchmarks_run(name, args):

@@ -54,6 +54,7 @@ def test_parse_choice(text, expected):
         ("C. wash cup. Because the tap runs.", "wash cup"),
         ("A. take plate\nB. open drawer", "open drawer"),  # the last lettered line
         ("open drawer", "open drawer"),  # no 'X. ': the whole answer
+        ("put spatula into rack.", "put spatula into rack"),  # ... up to its sentence end, as the ground truth
         ("None. open drawer", "open drawer"),
         # where the reference cut at any '.': a period counts only before a space or at the end
         ("D. put 2.5 cups", "put 2.5 cups"),
@@ -71,6 +72,10 @@ def test_paper_rule_against_the_option_text():
         "A. rinse knife.", "rinse knife."
     )
     assert reference_exact_correct("B. open drawer.", "open drawer")
+    # an answer without a letter: the reference compares it whole, so a narration ending in '.' matches itself
+    assert paper_correct("put spatula into rack.", "put spatula into rack.")
+    assert reference_exact_correct("put spatula into rack.", "put spatula into rack.")
+    assert paper_correct("put spatula into rack.", "put spatula into rack")
     meta = {"narration_id": "x", "options": OPTIONS, "answer_index": 1}
     record = prediction_record(meta, [0.0] * 5, "E. open drawer")
     assert record["correct"] and not record["letter_correct"] and record["chosen_index"] == 4
