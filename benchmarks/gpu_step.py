@@ -142,7 +142,6 @@ def time_config(
                 data["pixel_values"],
                 data["attention_mask"],
                 data["labels"],
-                logits_for="labels",
             )
         out.loss.backward()
         optimizer.step()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from llavaction.cli_errors import add_debug_flag, run_cli
+from llavaction.cli_errors import ArgumentParser, add_debug_flag, run_cli
 from llavaction.epic import EpicAnnotations, Segment, action_id, noun_text, parse_action, verb_text
 from llavaction.jsonl import write_jsonl
 from llavaction.prompts import reference_number
@@ -240,7 +240,7 @@ def temporal_record(segment: Segment, ann: EpicAnnotations, seed: int) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--annotations", type=Path, required=True, help="EPIC-KITCHENS-100 annotation directory")
     parser.add_argument("--split", choices=("train", "validation"), required=True)
     parser.add_argument("--num-options", type=int, default=5, help="options per question (K)")

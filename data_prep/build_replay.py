@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from llavaction.cli_errors import add_debug_flag, run_cli
+from llavaction.cli_errors import ArgumentParser, add_debug_flag, run_cli
 from llavaction.jsonl import read_jsonl, write_jsonl
 from llavaction.sampling import SamplingStrategy
 from llavaction.video import VideoError, video_duration
@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-yaml", type=Path, help="the reference's data YAML (datasets: json_path, strategy)")
     source.add_argument("--conversations", type=Path, nargs="+", help="LLaVA-style JSON or JSONL files")

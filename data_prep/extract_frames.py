@@ -28,7 +28,7 @@ import simplejpeg
 import webdataset as wds
 from tqdm import tqdm
 
-from llavaction.cli_errors import add_debug_flag, run_cli
+from llavaction.cli_errors import ArgumentParser, add_debug_flag, run_cli
 from llavaction.epic import EpicAnnotations
 from llavaction.jsonl import read_jsonl, write_json
 from llavaction.shards import CONVERSATIONS_FILE, INDEX_FILE, SHARD_PATTERN, SIZES_FILE, index_entry, make_sample
@@ -329,7 +329,7 @@ class _Inline:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--questions", type=Path, help="question JSONL from data_prep.build_mqa")
     source.add_argument("--annotations", type=Path, help="EPIC annotation directory (with --split): plain segments")

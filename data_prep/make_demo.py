@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from llavaction.cli_errors import add_debug_flag, run_cli
+from llavaction.cli_errors import ArgumentParser, add_debug_flag, run_cli
 from llavaction.epic import SEGMENT_COLUMNS, format_timestamp, noun_text
 from llavaction.tokenizer import build_tokenizer
 
@@ -287,7 +287,7 @@ def make_demo(out: Path, seed: int, train_videos: int, val_videos: int, duration
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-videos", type=int, default=96)

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from llavaction.callbacks import RESULTS_FILE
-from llavaction.cli_errors import add_debug_flag, run_cli
+from llavaction.cli_errors import ArgumentParser, add_debug_flag, run_cli
 from llavaction.configs import ConfigChainError, config_chain, named_base
 
 RESULT = "result.json"
@@ -119,7 +119,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--base", type=Path, required=True, help="base config the rows modify")
     parser.add_argument("rows", type=Path, nargs="+", help="row configs, in table order")
     parser.add_argument("--out", type=Path, required=True)

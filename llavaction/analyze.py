@@ -3,25 +3,31 @@
     python -m llavaction.analyze results/val_mqa --shards shards/val_mqa --annotations epic-kitchens-100-annotations \
         [--compare results/other_model] --out report/
 
-Reads predictions.jsonl (and results.json) of `llavaction.evaluate mqa`, the questions' metadata and frames from their
-shards, and class names from the annotations (else from the questions). Writes report/index.html (plain HTML and
-JavaScript, no external assets), the figures as PNG, frame strips of the gallery, and analysis.json with every table.
+Reads predictions.jsonl of `llavaction.evaluate mqa`, the questions' metadata and frames from their shards, and class
+names from the annotations (else from the questions). Writes report/index.html (plain HTML and JavaScript, no external
+assets), the figures as PNG, frame strips of the gallery, and analysis.json with every table. Every figure follows one
+rule, the run's headline rule (the paper's rule on greedy answers, or the best score): the accuracy bars count
+`correct`, the confusion matrices and the gallery's "chosen" mark the option that rule chose (`none` when the answer
+matches no option); the letter the answer names is shown beside it, labelled as such. Every string from the inputs is
+escaped for where it appears in the HTML.
 """
 
 from __future__ import annotations
 
-import argparse
+import hashlib
 import html
 import random
 import sys
+import urllib.parse
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from llavaction.cli_errors import add_debug_flag, run_cli
+from llavaction.cli_errors import ArgumentParser, add_debug_flag, count, run_cli
 from llavaction.figures import accuracy_bars, confusion_heatmap, frame_strip, save_png
 from llavaction.jsonl import read_jsonl, write_json
+from llavaction.metrics import choice_index
 from llavaction.shards import frame_name, iter_samples, location_sizes, sample_meta
 
 DURATION_BINS = (0.0, 1.0, 2.0, 4.0, 8.0, float("inf"))
@@ -29,11 +35,58 @@ STRIP_FRAMES, STRIP_HEIGHT = 8, 112
 PAGE_SIZE = 40
 
 
+# What every prediction record needs for the report.
+REQUIRED_FIELDS = ("narration_id", "options", "answer_index", "correct", "verb_class", "noun_class")
+
+
 def load_predictions(folder: Path) -> list[dict]:
+    """predictions.jsonl of an evaluation folder; an empty file, a record missing a field the report needs, or a
+    question id given twice is an error naming the file (and line)."""
     path = folder / "predictions.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found; run `python -m llavaction.evaluate mqa ... --out {folder}` first")
-    return read_jsonl(path)
+    records = read_jsonl(path)
+    if not records:
+        raise ValueError(f"{path}: holds no prediction")
+    seen = {}
+    for number, record in enumerate(records, start=1):
+        missing = [field for field in REQUIRED_FIELDS if field not in record]
+        if missing:
+            raise ValueError(f"{path}:{number}: a prediction without {', '.join(missing)}")
+        if record["narration_id"] in seen:
+            raise ValueError(
+                f"{path}:{number}: question {record['narration_id']} appears twice (first on line "
+                f"{seen[record['narration_id']]}); each question must count once"
+            )
+        seen[record["narration_id"]] = number
+    return records
+
+
+def paired(predictions: list[dict], other: list[dict], intersection: bool, where: Path) -> tuple[list, dict]:
+    """The predictions and the other model's, by id, on the same questions: different question sets are an error
+    giving the overlap, unless `intersection` keeps the questions both answered."""
+    mine, theirs = {r["narration_id"] for r in predictions}, {r["narration_id"]: r for r in other}
+    if mine != set(theirs):
+        shared = len(mine & set(theirs))
+        if not intersection or not shared:
+            raise ValueError(
+                f"{where}: the two evaluations answered different questions ({len(mine)} and {len(theirs)}, "
+                f"{shared} in both); compare them on the {shared} shared ones with --intersection"
+            )
+        predictions = [r for r in predictions if r["narration_id"] in theirs]
+        theirs = {k: v for k, v in theirs.items() if k in mine}
+    return predictions, theirs
+
+
+def strip_file(narration_id: str) -> str:
+    """A safe, distinct file name for a question's strip, whatever its id holds."""
+    readable = "".join(c if c.isalnum() or c in "-_" else "_" for c in narration_id)[:60]
+    return f"{readable}-{hashlib.sha1(narration_id.encode()).hexdigest()[:8]}.jpg"
+
+
+def text(value) -> str:
+    """A value as HTML text or a quoted attribute value."""
+    return html.escape(str(value), quote=True)
 
 
 def class_names(annotations: Path | None, metas: dict[str, dict]) -> tuple[dict[int, str], dict[int, str]]:
@@ -53,8 +106,8 @@ def class_names(annotations: Path | None, metas: dict[str, dict]) -> tuple[dict[
 
 
 def chosen_class(record: dict, part: int) -> int | None:
-    """The verb (part 0) or noun (1) of the option the model chose; None when it chose none."""
-    index = record.get("chosen_index")
+    """The verb (part 0) or noun (1) of the option the headline rule chose; None when it chose none."""
+    index = choice_index(record)
     if index is None or not record.get("option_actions"):
         return None
     return int(record["option_actions"][index].split(":")[part])
@@ -81,7 +134,8 @@ def accuracy_table(rows: list[dict], key, names: dict | None = None, tails: dict
 
 
 def confusion(rows: list[dict], part: int, names: dict, top: int) -> dict:
-    """Counts of (true class, chosen class) over the most frequent true classes; 'none' when nothing was chosen."""
+    """Counts of (true class, class of the option the headline rule chose) over the most frequent true classes;
+    'none' when the answer matches no option."""
     field = ("verb_class", "noun_class")[part]
     frequent = [c for c, _ in Counter(r[field] for r in rows).most_common(top)]
     columns = frequent + ["other", "none"]
@@ -211,21 +265,26 @@ def gallery_items(rows: list[dict], other: dict[str, dict] | None, limit: int, s
 
 
 def item_html(row: dict, kind: str, verbs: dict, nouns: dict, other: dict | None) -> str:
+    """One gallery item; every input string escaped for its place (text, attribute, URL)."""
+    chosen, letter = choice_index(row), row.get("letter_choice_index")
     options = []
-    for i, text in enumerate(row["options"]):
-        marks = (" ✓ answer" if i == row.get("answer_index") else "") + (
-            " ← chosen" if i == row.get("chosen_index") else ""
-        )
-        options.append(f"<li>{chr(65 + i)}. {html.escape(text)}<b>{marks}</b></li>")
-    generated = f"<p class=gen>answered: {html.escape(row['generation'])}</p>" if row.get("generation") else ""
+    for i, option in enumerate(row["options"]):
+        marks = (" ✓ answer" if i == row.get("answer_index") else "") + (" ← chosen" if i == chosen else "")
+        marks += " (letter named)" if letter is not None and i == letter and letter != chosen else ""
+        options.append(f"<li>{chr(65 + i)}. {text(option)}<b>{marks}</b></li>")
+    if chosen is None:
+        options.append("<li><b>the answer matches no option</b></li>")
+    generated = f"<p class=gen>answered: {text(row['generation'])}</p>" if row.get("generation") else ""
     if other is not None and row["narration_id"] in other:
-        answer = other[row["narration_id"]].get("generation") or other[row["narration_id"]].get("chosen_index")
-        generated += f"<p class=gen>other model: {html.escape(str(answer))}</p>"
+        theirs = other[row["narration_id"]]
+        answer = theirs.get("generation") or choice_index(theirs)
+        generated += f"<p class=gen>other model: {text(answer)}</p>"
     verb, noun = verbs.get(row["verb_class"], ""), nouns.get(row["noun_class"], "")
+    source = urllib.parse.quote(f"strips/{strip_file(row['narration_id'])}")
     return (
-        f'<div class=item data-verb="{html.escape(verb)}" data-noun="{html.escape(noun)}">'
-        f'<img loading=lazy src="strips/{row["narration_id"]}.jpg" alt="frames of {row["narration_id"]}">'
-        f"<p><b>{row['narration_id']}</b> — {html.escape(verb)} {html.escape(noun)} — {kind}</p>"
+        f'<div class=item data-verb="{text(verb)}" data-noun="{text(noun)}">'
+        f'<img loading=lazy src="{text(source)}" alt="frames of {text(row["narration_id"])}">'
+        f"<p><b>{text(row['narration_id'])}</b> — {text(verb)} {text(noun)} — {text(kind)}</p>"
         f"<ul>{''.join(options)}</ul>{generated}</div>"
     )
 
@@ -267,22 +326,23 @@ def write_html(
     nouns: list[str],
 ) -> None:
     def select(name, values):
-        choices = "".join(f"<option>{html.escape(v)}</option>" for v in sorted(set(values)))
+        choices = "".join(f"<option>{text(v)}</option>" for v in sorted(set(values)))
         return f'<label>{name} <select id={name}><option value="">all</option>{choices}</select></label>'
 
     body = [
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p>{analysis['count']} questions, accuracy {analysis['accuracy']:.2f}%. Tables: analysis.json.</p>",
+        f"<h1>{text(title)}</h1>",
+        f"<p>{analysis['count']} questions, accuracy {analysis['accuracy']:.2f}% by {text(analysis['rule'])}; every "
+        "figure and the gallery's “chosen” follow that rule. Tables: analysis.json.</p>",
     ]
     body.append("<div class=figures>")
     body += [
-        f'<figure><img class=figure src="{name}" alt="{html.escape(t)}"><figcaption>{html.escape(t)}'
+        f'<figure><img class=figure src="{text(urllib.parse.quote(name))}" alt="{text(t)}"><figcaption>{text(t)}'
         "</figcaption></figure>"
         for name, t in figures
     ]
     body.append("</div>")
     body += [
-        f"<h2>Gallery: {html.escape(gallery_note)}</h2>",
+        f"<h2>Gallery: {text(gallery_note)}</h2>",
         select("verb", verbs),
         select("noun", nouns),
         "<button id=prev>previous</button><button id=next>next</button> <span id=pageinfo></span>",
@@ -298,7 +358,7 @@ def write_html(
         ".gen{color:#555}ul{margin:.2em 0;list-style:none;padding-left:1em}"
     )
     page = (
-        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{style}"
+        f"<!doctype html><html><head><meta charset=utf-8><title>{text(title)}</title><style>{style}"
         f"</style></head><body>{''.join(body)}<script>const PAGE={PAGE_SIZE};{PAGE_SCRIPT}</script></body></html>"
     )
     (out / "index.html").write_text(page, encoding="utf-8")
@@ -312,9 +372,12 @@ def analyze(
     compare: Path | None = None,
     gallery_size: int = 500,
     seed: int = 0,
+    intersection: bool = False,
 ) -> dict:
     predictions = load_predictions(folder)
-    other = {r["narration_id"]: r for r in load_predictions(compare)} if compare else None
+    other = None
+    if compare:
+        predictions, other = paired(predictions, load_predictions(compare), intersection, compare)
     wanted = {r["narration_id"] for r in predictions}
     sizes = location_sizes(shards)
     metas = {}
@@ -327,13 +390,17 @@ def analyze(
     rows = [r | {k: metas[r["narration_id"]][k] for k in ("start_sec", "stop_sec")} for r in predictions]
     verbs, nouns = class_names(annotations, metas)
     analysis = tables(rows, verbs, nouns)
+    generated = any(r.get("generation") is not None for r in rows)
+    analysis["rule"] = "the paper's rule on greedy answers" if generated else "the best-scoring option"
     out.mkdir(parents=True, exist_ok=True)
     figures = save_figures(analysis, out)
     chosen, note = gallery_items(rows, other, gallery_size, seed)
+    if compare and intersection:
+        note += f" (on the {len(rows)} questions both evaluations answered)"
     keep = {row["narration_id"] for row, _ in chosen}
     for sample in iter_samples(sizes, sizes):
         if sample["__key__"] in keep:
-            strip_image(sample, out / "strips" / f"{sample['__key__']}.jpg")
+            strip_image(sample, out / "strips" / strip_file(sample["__key__"]))
     items = [item_html(row, kind, verbs, nouns, other) for row, kind in chosen]
     analysis["gallery"] = {"note": note, "items": sorted(keep)}
     write_json(out / "analysis.json", analysis)
@@ -351,12 +418,15 @@ def analyze(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("results", type=Path, help="an output folder of `llavaction.evaluate mqa`")
     parser.add_argument("--shards", nargs="+", required=True, help="the questions' shard sets (frames, metadata)")
     parser.add_argument("--annotations", type=Path, help="EK-100 annotation folder, for class names")
     parser.add_argument("--compare", type=Path, help="another model's output folder on the same questions")
-    parser.add_argument("--gallery-size", type=int, default=500, help="questions shown at most (a seeded sample)")
+    parser.add_argument(
+        "--intersection", action="store_true", help="with --compare: compare on the questions both answered"
+    )
+    parser.add_argument("--gallery-size", type=count(1), default=500, help="questions shown at most (a seeded sample)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     add_debug_flag(parser)
@@ -364,7 +434,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         result = analyze(
-            args.results, args.shards, args.out, args.annotations, args.compare, args.gallery_size, args.seed
+            args.results,
+            args.shards,
+            args.out,
+            args.annotations,
+            args.compare,
+            args.gallery_size,
+            args.seed,
+            args.intersection,
         )
         print(f"report of {result['count']} questions -> {args.out / 'index.html'}", file=sys.stderr)
         return 0

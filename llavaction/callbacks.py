@@ -125,9 +125,11 @@ def verb_name(meta: dict) -> str:
 
 
 class MQAFigures(L.Callback):
-    """At the end of each validation, TensorBoard figures from this rank's questions: per-verb accuracy and a verb
-    confusion heatmap over the most frequent verbs, labelled with verb names, and example questions as frame strips
-    (upscaled to a readable size) with their options and the model's choice."""
+    """At the end of each validation, TensorBoard figures from this rank's questions, all by the headline rule (the
+    first of model.evaluation.mqa_scoring: under 'generate' the paper's rule on the greedy answer): per-verb question
+    accuracy and a verb confusion heatmap over the most frequent verbs (a 'none' column for answers matching no
+    option), labelled with verb names, and example questions as frame strips (upscaled to a readable size) with their
+    options and the option the rule chose."""
 
     def __init__(self, top_verbs: int = 20, examples: int = 4):
         self.top_verbs, self.examples = top_verbs, examples
@@ -136,6 +138,8 @@ class MQAFigures(L.Callback):
     def _reset(self) -> None:
         self.true_verbs: list[int] = []
         self.chosen_verbs: list[int] = []
+        self.correct: list[bool] = []
+        self.rule = ""
         self.names: dict[int, str] = {}
         self.samples: list[dict] = []
 
@@ -143,12 +147,14 @@ class MQAFigures(L.Callback):
         self._reset()
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.rule = MODE_NAMES[pl_module.evaluation.mqa_scoring[0]]  # the headline: every figure follows it
         for row, (meta, chosen) in enumerate(zip(batch["meta"], outputs["chosen"].tolist())):
             if batch["is_padding"][row] or meta.get("verb_class") is None or not meta.get("option_actions"):
                 continue
             self.true_verbs.append(int(meta["verb_class"]))
             self.names.setdefault(int(meta["verb_class"]), verb_name(meta))
-            # an unparseable generated answer (-1) chose no verb
+            self.correct.append(chosen == meta.get("answer_index"))
+            # an answer matching no option (-1) chose no verb
             self.chosen_verbs.append(int(meta["option_actions"][chosen].split(":")[0]) if chosen >= 0 else -1)
             if len(self.samples) < self.examples:
                 self.samples.append({"frames": batch["frames"][row].cpu().numpy(), "meta": meta, "chosen": chosen})
@@ -172,24 +178,26 @@ class MQAFigures(L.Callback):
         return self.names.get(verb, str(verb))
 
     def verb_accuracy_figure(self):
-        true, chosen = np.array(self.true_verbs), np.array(self.chosen_verbs)
+        true, correct = np.array(self.true_verbs), np.array(self.correct)
         verbs = self._top_verbs()
         return accuracy_bars(
             [f"{self._label(v)} ({int((true == v).sum())})" for v in verbs],
-            [100.0 * (chosen[true == v] == v).mean() for v in verbs],
+            [100.0 * correct[true == v].mean() for v in verbs],
             xlabel="verb (questions), most frequent first",
-            ylabel="verb chosen right (%)",
+            ylabel="questions right (%)",
+            title=f"by {self.rule}",
         )
 
     def confusion_figure(self):
+        """counts[true verb, chosen verb] over the most frequent verbs; 'other' and 'none' (no option) columns."""
         verbs = self._top_verbs()
         index = {v: i for i, v in enumerate(verbs)}
-        counts = np.zeros((len(verbs), len(verbs)))
+        counts = np.zeros((len(verbs), len(verbs) + 2))
         for t, c in zip(self.true_verbs, self.chosen_verbs):
-            if t in index and c in index:
-                counts[index[t], index[c]] += 1
+            if t in index:
+                counts[index[t], index.get(c, len(verbs) + (c < 0))] += 1
         labels = [self._label(v) for v in verbs]
-        return confusion_heatmap(counts, labels, labels, kind="verb", title=None)
+        return confusion_heatmap(counts, labels, [*labels, "other", "none"], kind="verb", title=f"by {self.rule}")
 
     @staticmethod
     def example_figure(sample: dict, min_height: int = 128):
@@ -198,10 +206,12 @@ class MQAFigures(L.Callback):
         strip = frame_strip(frames, min_height)
         lines = [
             f"{string.ascii_uppercase[i]}. {text}"
-            + (" <- chosen" if i == sample["chosen"] else "")
+            + (" <- chosen by the headline rule" if i == sample["chosen"] else "")
             + (" (answer)" if i == meta.get("answer_index") else "")
             for i, text in enumerate(meta["options"])
         ]
+        if sample["chosen"] < 0:
+            lines.append("(the answer matches no option)")
         width = min(16.0, max(6.0, strip.shape[1] / 100))
         figure = plt.figure(figsize=(width, width * strip.shape[0] / strip.shape[1] + 0.25 * len(lines) + 0.6))
         axis = figure.add_axes(

@@ -9,14 +9,13 @@ from lightning.pytorch.cli import LightningCLI
 
 from llavaction.configs import expand_config_args
 from llavaction.data.datamodule import EpicDataModule
-from llavaction.module import LlavaActionModule
+from llavaction.module import DATA_LINKS, LlavaActionModule
 
 
 class LlavaActionCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("model.tokenizer_path", "data.tokenizer", apply_on="instantiate")
-        parser.link_arguments("model.tokens_per_frame", "data.tokens_per_frame", apply_on="instantiate")
-        parser.link_arguments("model.extra_visual_tokens", "data.extra_visual_tokens", apply_on="instantiate")
+        for model_attribute, data_argument in DATA_LINKS:
+            parser.link_arguments(f"model.{model_attribute}", f"data.{data_argument}", apply_on="instantiate")
 
 
 def main(args: list[str] | None = None) -> LlavaActionCLI:

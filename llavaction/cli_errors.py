@@ -1,4 +1,4 @@
-"""One-line errors for every command-line tool: a known error (bad input, a missing file) prints
+"""One-line errors for every command-line tool: a known error (bad input, a missing file, a bad argument) prints
 `error: <message>` on stderr and exits with status 2, without a traceback; `--debug`, or LLAVACTION_DEBUG=1 in the
 environment, shows it. Unexpected errors (bugs) keep their traceback."""
 
@@ -10,6 +10,35 @@ import sys
 from collections.abc import Callable
 
 KNOWN_ERRORS = (ValueError, OSError, LookupError)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error (`error: argument --batch-size: must be at least 1, got 0`) and the module
+    docstring kept as written; `--help` still prints the usage."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def count(minimum: int = 1) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum` (frames, batch size, workers, devices...)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llavaction.cli_errors import add_debug_flag, run_cli
+from llavaction.cli_errors import ArgumentParser, add_debug_flag, count, run_cli
+from llavaction.evaluation.checkpoints import PRECISIONS
 from llavaction.jsonl import read_jsonl, write_json
 from llavaction.metrics import METRIC_KEYS
 
@@ -42,6 +43,7 @@ def run_mqa(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             candidates=args.candidates,
             devices=args.devices,
+            num_nodes=args.num_nodes,
             batch_size=args.batch_size,
             num_workers=args.num_workers,
             precision=args.precision,
@@ -96,24 +98,30 @@ def run_submission(args: argparse.Namespace) -> int:
 
 
 def run_lmms_export(args: argparse.Namespace) -> int:
-    from llavaction.evaluation.checkpoints import question_settings
+    from llavaction.evaluation.checkpoints import LoadedCheckpoint, TrainedSettings, question_settings
     from llavaction.evaluation.lmms_eval import ExportSettings, export_task
+    from llavaction.evaluation.questions import check_against_shards, read_questions
 
-    asked = question_settings(args.checkpoint, args.shards, args.num_frames, args.time_instruction, args.frame_times)
+    questions = read_questions(args.questions)
+    check_against_shards(questions, args.shards)
+    trained = LoadedCheckpoint.open(args.checkpoint).settings if args.checkpoint else TrainedSettings()
+    asked = question_settings(trained, args.shards, args.num_frames, args.time_instruction, args.frame_times)
     settings = ExportSettings(
         **asdict(asked),
         prior_actions=args.prior_actions,
         pseudo_predictions=args.pseudo_predictions,
         visual=args.visual,
     )
-    count = export_task(args.questions, args.shards, args.out, settings)
-    print(f"{count} questions -> lmms-eval task folder {args.out} ({settings})")
+    exported = export_task(questions, args.shards, args.out, settings)
+    print(f"{exported} questions -> lmms-eval task folder {args.out} ({settings})")
     return 0
 
 
 def add_prompt_flags(command: argparse.ArgumentParser) -> None:
     """How the questions are asked; what is not given follows the checkpoint's training."""
-    command.add_argument("--num-frames", type=int, help="default: the checkpoint's training frames, else the shards'")
+    command.add_argument(
+        "--num-frames", type=count(1), help="default: the checkpoint's training frames, else the shards'"
+    )
     command.add_argument(
         "--time-instruction",
         action=argparse.BooleanOptionalAction,
@@ -132,7 +140,7 @@ def add_prompt_flags(command: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     mqa = commands.add_parser("mqa", help="EK-100-MQA accuracy of a checkpoint")
     mqa.add_argument("--questions", type=Path, nargs="+", required=True)
@@ -147,13 +155,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     mqa.add_argument("--scoring", choices=("letter", "likelihood"), default="letter", help="score mode's rule")
     add_prompt_flags(mqa)
-    mqa.add_argument("--max-new-tokens", type=int, default=4096)
-    mqa.add_argument("--devices", type=int, default=1, help="processes: GPUs when present, else CPU with gloo")
-    mqa.add_argument("--batch-size", type=int, default=8)
-    mqa.add_argument("--num-workers", type=int, default=2)
-    mqa.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-true on GPU")
     mqa.add_argument(
-        "--candidates", type=int, default=10, help="with action heads: actions per segment in head_candidates.json"
+        "--max-new-tokens", type=count(1), default=4096, help="longest answer (the reference's 4096; stops at EOS)"
+    )
+    mqa.add_argument("--devices", type=count(1), default=1, help="processes a node: GPUs when present, else CPU")
+    mqa.add_argument(
+        "--num-nodes", type=count(1), default=1, help="nodes (torchrun, SLURM, or NODE_RANK/MASTER_ADDR as training)"
+    )
+    mqa.add_argument("--batch-size", type=count(1), default=8)
+    mqa.add_argument("--num-workers", type=count(0), default=2)
+    mqa.add_argument("--precision", choices=PRECISIONS, help="Lightning's precision name (default: the checkpoint's)")
+    mqa.add_argument(
+        "--candidates", type=count(1), default=10, help="with action heads: actions per segment in head_candidates.json"
     )
     mqa.add_argument("--out", type=Path, required=True)
     mqa.set_defaults(func=run_mqa)

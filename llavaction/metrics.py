@@ -162,9 +162,22 @@ def reference_exact_correct(generation: str, answer_text: str) -> bool:
     return (text if answer is None else re.sub(r"\.\s*.*$", "", answer)) == answer_text
 
 
+def rule_choice(generation: str, options: list[str], answer_index: int | None = None) -> int | None:
+    """The option the paper's rule reads in a generated answer: the one whose text (read up to its sentence end)
+    equals the answer text; the right option when several do; None when none does. paper_correct(generation,
+    options[answer_index]) holds exactly when this is answer_index."""
+    text = paper_answer_text(generation)
+    matching = [i for i, option in enumerate(options) if _up_to_sentence_end(option) == text]
+    if answer_index in matching:
+        return answer_index
+    return matching[0] if matching else None
+
+
 def prediction_record(meta: dict, scores: list[float], generation: str | None) -> dict:
-    """One line of predictions.jsonl. Without a generation the choice is the best score and `correct` follows it;
-    with one, `correct` is the paper's rule on the answer text, `chosen_index` the lenient parse (letter_correct)."""
+    """One line of predictions.jsonl. `rule_choice_index` is the option chosen by the run's headline rule and
+    `correct` whether it is the right one: with a generation, the paper's rule on its text (rule_choice, None when the
+    answer matches no option); without, the best score. With a generation, `letter_choice_index` is the option the
+    answer names by its letter (the lenient parse, parse_choice) and `letter_correct` whether that is right."""
     answer = meta.get("answer_index")
     record = {
         "narration_id": meta["narration_id"],
@@ -177,22 +190,27 @@ def prediction_record(meta: dict, scores: list[float], generation: str | None) -
     }
     if generation is None:
         chosen = max(range(len(scores)), key=scores.__getitem__)
-        return record | {"chosen_index": chosen, "correct": chosen == answer, "parse_failed": False}
-    chosen = parse_choice(generation, meta["options"])
+        return record | {"rule_choice_index": chosen, "correct": chosen == answer, "parse_failed": False}
+    letter = parse_choice(generation, meta["options"])
     truth = meta["options"][answer] if answer is not None else None
     return record | {
-        "chosen_index": chosen,
+        "rule_choice_index": rule_choice(generation, meta["options"], answer),
         "answer_text": paper_answer_text(generation),
         "correct": truth is not None and paper_correct(generation, truth),
-        "letter_correct": chosen is not None and chosen == answer,
+        "letter_choice_index": letter,
+        "letter_correct": letter is not None and letter == answer,
         "reference_exact_correct": truth is not None and reference_exact_correct(generation, truth),
-        "parse_failed": chosen is None,
+        "parse_failed": letter is None,
     }
+
+
+def choice_index(record: dict) -> int | None:
+    """The option a prediction record chose by its headline rule (`chosen_index` in files written before the rule
+    and the letter had names of their own, where it was the letter)."""
+    return record["rule_choice_index"] if "rule_choice_index" in record else record.get("chosen_index")
 
 
 def chosen_option_texts(predictions: list[dict]) -> dict[str, str]:
-    """narration_id -> the option text a predictions.jsonl chose (questions without a choice left out): the model's
-    own earlier answers, which prior_actions='pseudo' shows in place of the ground-truth prior actions."""
-    return {
-        r["narration_id"]: r["options"][r["chosen_index"]] for r in predictions if r.get("chosen_index") is not None
-    }
+    """narration_id -> the option text a predictions.jsonl chose by its headline rule (questions without a choice
+    left out): the model's own earlier answers, which prior_actions='pseudo' shows in place of the ground truth."""
+    return {r["narration_id"]: r["options"][choice_index(r)] for r in predictions if choice_index(r) is not None}

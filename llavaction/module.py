@@ -4,6 +4,7 @@ FSDP2 when asked."""
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 
 import lightning as L
@@ -20,12 +21,21 @@ from llavaction.args import (
     TrainableParts,
 )
 from llavaction.losses import action_supervision_loss
-from llavaction.metrics import EpicActionMetrics, paper_correct, parse_choice, prediction_record
+from llavaction.metrics import EpicActionMetrics, prediction_record, rule_choice
 from llavaction.model import LlavaVideoModel, load_tokenizer, preset
 from llavaction.model.checkpoint import ACTION_SUPERVISION_NAMES, read_config, save_original
 from llavaction.model.config import LlavaVideoConfig
 from llavaction.optim import optimizer_steps, param_groups, trainable
 from llavaction.scoring import MQAAnswerer, head_class_scores
+
+# Entries a training checkpoint carries beside Lightning's: the tokenizer's files ({name: bytes}) and the precision.
+TOKENIZER_FILES, TRAINED_PRECISION = "llavaction_tokenizer_files", "llavaction_precision"
+# What the model tells the DataModule (train.py links them; evaluation builds its DataModule through the same pairs).
+DATA_LINKS = (
+    ("tokenizer_path", "tokenizer"),
+    ("tokens_per_frame", "tokens_per_frame"),
+    ("extra_visual_tokens", "extra_visual_tokens"),
+)
 
 
 class LlavaActionModule(L.LightningModule):
@@ -44,6 +54,7 @@ class LlavaActionModule(L.LightningModule):
         action: ActionSupervision = ActionSupervision(),
         evaluation: EvaluationOptions = EvaluationOptions(),
         export_dir: str | None = None,
+        architecture: dict | None = None,
     ):
         """
         Args:
@@ -58,6 +69,8 @@ class LlavaActionModule(L.LightningModule):
             action: action-token supervision (LLaVAction's heads).
             evaluation: how validation and test answer the questions.
             export_dir: after fit, write the original checkpoint layout (and tokenizer) here.
+            architecture: the model's architecture as training resolved it (LlavaVideoConfig fields); training records
+                it in its checkpoints so they load without the starting checkpoint. Leave unset.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -83,12 +96,14 @@ class LlavaActionModule(L.LightningModule):
         }
         if action.mode is not None:
             overrides |= {"vision_supervision": action.mode, "action_types": tuple(action.types)}
-        base = (
-            preset(preset_name)
-            if checkpoint is None
-            else LlavaVideoConfig.from_original(read_config(Path(checkpoint)), source=checkpoint)
-        )
+        if architecture is not None:
+            base = LlavaVideoConfig.from_dict(architecture)
+        elif checkpoint is None:
+            base = preset(preset_name)
+        else:
+            base = LlavaVideoConfig.from_original(read_config(Path(checkpoint)), source=checkpoint)
         self.config = dataclasses.replace(base, **overrides)  # validated again by __post_init__
+        self.hparams["architecture"] = dataclasses.asdict(self.config)
         self.tokenizer_path = tokenizer or checkpoint
         if self.tokenizer_path is None:
             raise ValueError("set model.tokenizer (or model.checkpoint, whose tokenizer is used)")
@@ -105,6 +120,7 @@ class LlavaActionModule(L.LightningModule):
         self.val_correct = torch.nn.ModuleDict({mode: SumMetric() for mode in evaluation.mqa_scoring})
         self.val_ek100 = EpicActionMetrics()
         self.predict_mode = evaluation.mqa_scoring[0]  # the evaluation CLI's choice: generate, letter or likelihood
+        self._tokenizer_files: dict[str, bytes] | None = None
 
     @property
     def tokens_per_frame(self) -> int:
@@ -120,17 +136,10 @@ class LlavaActionModule(L.LightningModule):
         if self.model is not None:
             return
         supervised = self.action.mode is not None
-        if self.hparams.checkpoint is not None:
-            fields = (
-                "attn_implementation",
-                "spatial_pool_mode",
-                "newline_position",
-                "vision_supervision",
-                "action_types",
-            )
+        if self.hparams.checkpoint is not None:  # the starting checkpoint's weights, in the config resolved above
             self.model = LlavaVideoModel.from_pretrained(
                 self.hparams.checkpoint,
-                **{k: getattr(self.config, k) for k in fields},
+                config=self.config,
                 allow_missing=ACTION_SUPERVISION_NAMES if supervised else (),
             )
         else:
@@ -158,7 +167,6 @@ class LlavaActionModule(L.LightningModule):
             model.preprocess(batch["frames"]),
             batch["attention_mask"],
             batch["labels"],
-            logits_for="labels",
             head_layers=self.action.head_layers if self.action.mode else None,
             pack=self.compute.pack_sequences,
         )
@@ -195,25 +203,25 @@ class LlavaActionModule(L.LightningModule):
         return "last" if self.config.action_types else None
 
     def _eval_step(self, batch: dict) -> dict:
-        """Updates the metrics; returns the options chosen by the first mode (for figure callbacks)."""
+        """Updates the metrics; returns the options chosen by the first mode's rule (the paper's rule on the greedy
+        answer under 'generate': -1 where it matches no option), for the figure callbacks."""
         modes = self.evaluation.mqa_scoring
         answers = self.answerer(batch, modes, self._head_layers())
         if answers.action_logits is not None:
             self.val_ek100.update_from_batch(*answers.action_logits[-1][:2], batch)
         real = ~batch["is_padding"]
-        answerable = (real & (batch["answer_index"] >= 0)).tolist()
+        answerable = real & (batch["answer_index"] >= 0)
         chosen = {mode: scores.argmax(-1) for mode, scores in answers.scores.items()}
+        if "generate" in modes:
+            picks = [
+                rule_choice(text, meta["options"], meta["answer_index"])
+                for text, meta in zip(answers.generations, batch["meta"])
+            ]
+            chosen["generate"] = torch.tensor([-1 if c is None else c for c in picks], device=real.device)
         for mode, correct in self.val_correct.items():
-            if mode == "generate":
-                hits = [
-                    ok and paper_correct(text, meta["options"][meta["answer_index"]])
-                    for ok, text, meta in zip(answerable, answers.generations, batch["meta"])
-                ]
-                parsed = [parse_choice(text, meta["options"]) for text, meta in zip(answers.generations, batch["meta"])]
-                chosen[mode] = torch.tensor([-1 if c is None else c for c in parsed])
-            else:
-                hits = ((chosen[mode] == batch["answer_index"]) & real & (batch["answer_index"] >= 0)).tolist()
-            correct.update(torch.tensor(sum(hits), dtype=torch.float32))
+            # one rule per mode: a question counts when the mode's choice is the right option
+            hits = (chosen[mode].to(real.device) == batch["answer_index"]) & answerable
+            correct.update(hits.sum().float())
         self.val_total.update(real.sum())
         self.val_chance.update((real / batch["num_options"].clamp(min=1)).sum())
         return {"chosen": chosen[modes[0]], "generations": answers.generations}
@@ -275,6 +283,17 @@ class LlavaActionModule(L.LightningModule):
         total = optimizer_steps(self.trainer, data.train_batches() if data is not None else None)
         scheduler = get_cosine_schedule_with_warmup(optimizer, int(options.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint carries what evaluating it needs from any folder: the tokenizer's files and the precision it
+        was trained at (its architecture is in the hyperparameters)."""
+        if self._tokenizer_files is None:
+            with tempfile.TemporaryDirectory() as folder:
+                self.tokenizer.save_pretrained(folder)
+                self._tokenizer_files = {p.name: p.read_bytes() for p in Path(folder).iterdir() if p.is_file()}
+        checkpoint[TOKENIZER_FILES] = self._tokenizer_files
+        if self._trainer is not None:
+            checkpoint[TRAINED_PRECISION] = str(self.trainer.precision)
 
     def on_fit_end(self) -> None:  # the original checkpoint layout, for other tools
         if self.hparams.export_dir:

@@ -7,7 +7,9 @@
 
 The frames are chosen, decoded and resized exactly as data_prep.extract_frames does (llavaction.video), the prompt is
 the reference's (llavaction.prompts): multiple choice with --options, direct narration without, or --question; the
-time instruction and the frame count follow the checkpoint's training unless given. The answer is greedy.
+time instruction, the frame count and the precision follow the checkpoint unless given. The answer is greedy; with
+--options, the option it names by the paper's rule is reported (or that it names none). Every clip's video and range
+are checked before the model loads: a bad clip of --clips is skipped and counted, naming it.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llavaction.cli_errors import add_debug_flag, run_cli
+from llavaction.cli_errors import ArgumentParser, add_debug_flag, count, run_cli
 from llavaction.epic import parse_timestamp
+from llavaction.evaluation.checkpoints import PRECISIONS, LoadedCheckpoint, precision_context
 from llavaction.figures import pyplot, save_png
 from llavaction.jsonl import read_jsonl
+from llavaction.metrics import rule_choice
 from llavaction.prompts import PromptEncoder, PromptOptions, pad_right, user_text
-from llavaction.video import sample_times, video_file
+from llavaction.video import VideoError, sample_times, video_duration, video_file
 
 DEFAULT_FRAMES = 64  # LLaVA-Video and LLaVAction were trained at 64 frames
 
@@ -94,18 +98,39 @@ def read_clips(path: Path, videos: Path | None) -> list[Clip]:
     return clips
 
 
+def clip_problem(clip: Clip, durations: dict[Path, float]) -> str | None:
+    """What makes a clip unanswerable (its video missing or unreadable, a negative start, an empty range, a range
+    past the video's end), or None; durations caches each video's length."""
+    if not clip.video.is_file():
+        return f"{clip.video}: no such video file"
+    if clip.start_sec < 0:
+        return f"the start {clip.start_sec:.2f} s is negative"
+    if clip.end_sec <= clip.start_sec:
+        return f"the range {clip.start_sec:.2f}-{clip.end_sec:.2f} s is empty (its end is not after its start)"
+    if clip.video not in durations:
+        try:
+            durations[clip.video] = video_duration(clip.video)
+        except VideoError as err:
+            return str(err)
+    duration = durations[clip.video]
+    if clip.start_sec >= duration or clip.end_sec > duration + 0.05:
+        return (
+            f"the range {clip.start_sec:.2f}-{clip.end_sec:.2f} s lies beyond the end of {clip.video} "
+            f"({duration:.2f} s)"
+        )
+    return None
+
+
 class Predictor:
-    """A checkpoint ready to answer about clips."""
+    """A checkpoint ready to answer about clips, at a Lightning precision on one device."""
 
-    def __init__(self, checkpoint: str, tokenizer: str | None, device: str, precision: str, max_new_tokens: int):
+    def __init__(self, loaded: LoadedCheckpoint, device: str, precision: str, max_new_tokens: int):
         from llavaction.args import EvaluationOptions
-        from llavaction.evaluation.checkpoints import load_module
 
-        self.module = load_module(checkpoint, tokenizer, EvaluationOptions(("generate",), max_new_tokens))
-        self.module.configure_model()
+        self.module = loaded.module(EvaluationOptions(("generate",), max_new_tokens))
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        self.module.to(self.device, dtype).eval()
+        self.precision = precision
+        self.module.eval()
         self.encoder = PromptEncoder(self.module.tokenizer)
 
     @property
@@ -113,15 +138,9 @@ class Predictor:
         return self.module.config.action_types is not None
 
     def frames(self, clip: Clip, num_frames: int) -> np.ndarray:
-        """[T, S, S, 3] uint8 at the model's input size, chosen and resized as extract_frames does."""
+        """[T, S, S, 3] uint8 at the model's input size, chosen and resized as extract_frames does (the clip checked
+        by clip_problem first)."""
         video = video_file(clip.video, self.module.config.image_size)
-        if not 0 <= clip.start_sec < clip.end_sec:
-            raise ValueError(f"{clip.name}: the range {clip.start_sec:.2f}-{clip.end_sec:.2f} s is empty")
-        if clip.end_sec > video.duration_sec + 1.0 / video.fps:
-            raise ValueError(
-                f"{clip.name}: the range {clip.start_sec:.2f}-{clip.end_sec:.2f} s lies beyond the end of "
-                f"{clip.video} ({video.duration_sec:.2f} s)"
-            )
         return video.clip(sample_times(clip.start_sec, clip.end_sec, num_frames)).frames
 
     @torch.no_grad()
@@ -148,7 +167,8 @@ class Predictor:
             "meta": metas,
             "num_options": torch.tensor([len(m["options"]) for m in metas], device=self.device),
         }
-        answers = module.answerer(batch, ("generate",), "last" if self.heads else None)
+        with precision_context(module, self.precision, self.device):
+            answers = module.answerer(batch, ("generate",), "last" if self.heads else None)
         results = []
         for i, (clip, text) in enumerate(zip(clips, answers.generations)):
             result = {
@@ -159,6 +179,9 @@ class Predictor:
                 "task": clip.task,
                 "answer": text,
             }
+            if clip.options:  # the option the answer names by the paper's rule, or None: it names none
+                chosen = rule_choice(text, list(clip.options))
+                result["chosen_option"] = None if chosen is None else clip.options[chosen]
             if answers.action_logits is not None:
                 verb, noun, _ = answers.action_logits[-1]
                 result |= top_classes(verb[i].float(), noun[i].float())
@@ -200,15 +223,21 @@ def save_strip(frames: np.ndarray, caption: str, path: Path) -> None:
 
 def describe(result: dict) -> str:
     lines = [f"{result['name']} ({result['start']:.2f}-{result['end']:.2f} s): {result['answer']}"]
+    if "chosen_option" in result:
+        chosen = result["chosen_option"]
+        lines.append(f"  chosen option: {chosen}" if chosen is not None else "  the answer matches none of the options")
     for key in ("top_verbs", "top_nouns", "top_actions"):
         if key in result:
             lines.append(f"  {key.replace('_', ' ')}: " + ", ".join(f"{c} {p:.2f}" for c, p in result[key]))
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    from llavaction.evaluation.checkpoints import trained_settings
+def strip_name(name: str) -> str:
+    """A file name for a clip's strip: its id with anything but letters, digits, '-', '_' and '.' replaced."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "clip"
 
+
+def run(args: argparse.Namespace) -> int:
     if args.clips:
         clips = read_clips(args.clips, args.videos)
     else:
@@ -222,27 +251,44 @@ def run(args: argparse.Namespace) -> int:
                 args.video.stem,
             )
         ]
-    trained = trained_settings(args.checkpoint)
-    num_frames = args.num_frames or trained.num_frames or DEFAULT_FRAMES
-    time_instruction = args.time_instruction if args.time_instruction is not None else bool(trained.time_instruction)
+    durations: dict[Path, float] = {}
+    usable, skipped = [], 0
+    for clip in clips:  # every clip checked before the model loads
+        problem = clip_problem(clip, durations)
+        if problem is None:
+            usable.append(clip)
+        elif not args.clips:
+            raise ValueError(f"{clip.name}: {problem}")
+        else:
+            skipped += 1
+            print(f"skipped {clip.name}: {problem}", file=sys.stderr)
+    if not usable:
+        raise ValueError(f"{args.clips}: every one of its {len(clips)} clips was skipped (reasons above)")
+    loaded = LoadedCheckpoint.open(args.checkpoint, args.tokenizer)
+    num_frames = args.num_frames or loaded.settings.num_frames or DEFAULT_FRAMES
+    trained_time = loaded.settings.time_instruction
+    time_instruction = args.time_instruction if args.time_instruction is not None else bool(trained_time)
     options = PromptOptions(time_instruction=time_instruction)
-    missing = [clip for clip in clips if not clip.video.is_file()]  # found before the model loads
-    if missing:
-        raise FileNotFoundError(f"{missing[0].name}: {missing[0].video}: no such video file")
-    predictor = Predictor(args.checkpoint, args.tokenizer, args.device, args.precision, args.max_new_tokens)
-    for start in range(0, len(clips), args.batch_size):
-        group = clips[start : start + args.batch_size]
+    predictor = Predictor(loaded, args.device, args.precision or loaded.precision, args.max_new_tokens)
+    names = {}
+    for start in range(0, len(usable), args.batch_size):
+        group = usable[start : start + args.batch_size]
         seen = [predictor.frames(clip, num_frames) for clip in group]
         for clip, pictures, result in zip(group, seen, predictor.answer(group, seen, options)):
             print(json.dumps(result) if args.json else describe(result), flush=True)
             if args.strip:
-                path = args.strip if len(clips) == 1 else args.strip / f"{start + group.index(clip):05d}.png"
+                name = strip_name(clip.name)
+                names[name] = names.get(name, 0) + 1
+                name = name if names[name] == 1 else f"{name}-{names[name]}"
+                path = args.strip if len(clips) == 1 else args.strip / f"{name}.png"
                 save_strip(pictures, f"{clip.name}: {result['answer']}", path)
+    if args.clips:
+        print(f"{len(usable)} clips answered, {skipped} skipped", file=sys.stderr)
     return 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--checkpoint", required=True, help="Lightning .ckpt, checkpoint directory or hub id")
     parser.add_argument("--tokenizer", help="default: the checkpoint's")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -253,20 +299,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--videos", type=Path, help="with an EPIC CSV: the folder of P01/P01_01.MP4 ...")
     parser.add_argument("--options", nargs="+", help="the actions to choose from (a multiple-choice question)")
     parser.add_argument("--question", help="a free question instead of 'what action are you performing?'")
-    parser.add_argument("--num-frames", type=int, help="default: the checkpoint's training frames, else 64")
+    parser.add_argument("--num-frames", type=count(1), help="default: the checkpoint's training frames, else 64")
     parser.add_argument(
         "--time-instruction",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="state the clip's duration and frame count (default: as the checkpoint was trained)",
     )
-    parser.add_argument("--max-new-tokens", type=int, default=4096)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--max-new-tokens", type=count(1), default=4096, help="longest answer (the reference's 4096; stops at EOS)"
+    )
+    parser.add_argument("--batch-size", type=count(1), default=4)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument("--precision", choices=("32", "bf16"), default="32")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, help="Lightning's precision name (default: the checkpoint's)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per clip")
     parser.add_argument(
-        "--strip", type=Path, help="save the frames the model saw with its answer (PNG; a folder for several clips)"
+        "--strip",
+        type=Path,
+        help="save the frames the model saw with its answer (PNG; for several clips a folder of <clip id>.png)",
     )
     add_debug_flag(parser)
     args = parser.parse_args(argv)

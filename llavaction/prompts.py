@@ -366,10 +366,10 @@ def render(records: list[dict], task: str, num_frames: int, options: PromptOptio
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llavaction.cli_errors import add_debug_flag, run_cli
+    from llavaction.cli_errors import ArgumentParser, add_debug_flag, run_cli
     from llavaction.jsonl import read_jsonl, write_jsonl
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     render_cmd = commands.add_parser("render", help="the exact chat text of every question of a file")
     render_cmd.add_argument("--questions", type=Path, required=True, help="questions JSONL of data_prep.build_mqa")

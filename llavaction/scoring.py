@@ -53,12 +53,7 @@ def option_text_loglik(
     }
     index = torch.tensor([b for b, _ in owners], device=device)
     out = model(
-        tokens["input_ids"],
-        None,
-        tokens["attention_mask"],
-        tokens["labels"],
-        logits_for="labels",
-        visual_tokens=visual_tokens[index],
+        tokens["input_ids"], None, tokens["attention_mask"], tokens["labels"], visual_tokens=visual_tokens[index]
     )
     targets = out.labels[:, 1:]
     supervised = targets != IGNORE_INDEX
@@ -102,13 +97,8 @@ class MQAAnswerer:
             generations = [self.tokenizer.decode(t, skip_special_tokens=True) for t in generation.tokens]
             first_logits, heads = generation.first_logits, generation.action_logits
         if first_logits is None and "letter" in modes or head_layers is not None and heads is None:
-            out = model(
-                batch["input_ids"],
-                None,
-                batch["attention_mask"],
-                logits_for="last",
-                visual_tokens=visual,
-                head_layers=head_layers,
+            out = model.last_logits(
+                batch["input_ids"], None, batch["attention_mask"], visual_tokens=visual, head_layers=head_layers
             )
             first_logits = out.logits if first_logits is None else first_logits
             heads = out.action_logits

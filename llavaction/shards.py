@@ -41,18 +41,26 @@ RETRY_DELAY_SEC = 1.0
 HTTP_TIMEOUT_SEC = 30.0
 
 
-# What extract_frames adds to a question record; the rest of a sample's JSON is the question as given.
-FRAME_FIELDS = ("frame_ids", "frame_times_sec", "video_fps", "num_frames", "frame_size", "clamped")
-
-
 class ShardError(OSError):
     """A shard set or shard that cannot be read as listed; the message names it."""
 
 
+# What a question asks: two records with equal fields ask the same question about the same frames.
+QUESTION_FIELDS = (
+    "narration_id",
+    "options",
+    "option_actions",
+    "answer_index",
+    "prior_actions",
+    "clip_start_sec",
+    "clip_stop_sec",
+)
+
+
 def question_digest(record: dict) -> str:
-    """A digest of a question record (frame fields left out): the shards keep it per sample, so a question file is
+    """A digest of what a question asks (QUESTION_FIELDS): the shards keep it per sample, so a question file is
     checked against them without reading them."""
-    question = {k: v for k, v in record.items() if k not in FRAME_FIELDS}
+    question = {k: record.get(k) for k in QUESTION_FIELDS}
     text = json.dumps(question, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

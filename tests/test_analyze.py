@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from llavaction.analyze import main as analyze
+from llavaction.analyze import strip_file
 from tests.test_evaluate import original_checkpoint_at, run_mqa
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,8 +63,21 @@ def test_report_tables_figures_and_gallery(evaluations, demo_dir, demo_shards, t
     assert len(items) == sum(
         1 for line in open(evaluations / "generate" / "predictions.jsonl") if not json.loads(line)["correct"]
     )
-    assert all((tmp_path / "report" / "strips" / f"{key}.jpg").stat().st_size > 0 for key in items)
+    assert all((tmp_path / "report" / "strips" / strip_file(key)).stat().st_size > 0 for key in items)
     assert page.count("class=item ") == len(items)
+    # one rule: the confusion counts are those of the options the paper's rule chose, recomputed from the records
+    records = [json.loads(line) for line in open(evaluations / "generate" / "predictions.jsonl")]
+    verbs = {entry["name"]: entry["key"] for entry in analysis["by_verb"]}
+    confusion = analysis["verb_confusion"]
+    for row_name, counts in zip(confusion["rows"], confusion["counts"]):
+        mine = [r for r in records if r["verb_class"] == verbs[row_name]]
+        diagonal = sum(1 for r in mine if r["rule_choice_index"] is not None and r["correct"])
+        assert counts[confusion["columns"].index(row_name)] >= diagonal
+        none = sum(1 for r in mine if r["rule_choice_index"] is None)
+        assert counts[confusion["columns"].index("none")] == none
+    by_verb = {entry["name"]: entry for entry in analysis["by_verb"]}
+    for row_name, counts in zip(confusion["rows"], confusion["counts"]):  # bars and diagonal agree where verbs do
+        assert counts[confusion["columns"].index(row_name)] >= by_verb[row_name]["correct"]
 
 
 def test_comparing_two_evaluations_and_a_sampled_gallery(evaluations, demo_dir, demo_shards, tmp_path):
@@ -119,10 +133,18 @@ def test_tensorboard_figures_carry_verb_names():
         "is_padding": torch.tensor([False, False]),
         "frames": torch.zeros(2, 4, 32, 32, 3, dtype=torch.uint8),
     }
-    callback.on_validation_batch_end(None, None, {"chosen": torch.tensor([0, -1])}, batch, 0)
+    from types import SimpleNamespace
+
+    from llavaction.args import EvaluationOptions
+
+    module = SimpleNamespace(evaluation=EvaluationOptions())
+    callback.on_validation_batch_end(None, module, {"chosen": torch.tensor([0, -1])}, batch, 0)
     figure = callback.verb_accuracy_figure()
     labels = [t.get_text() for t in figure.axes[0].get_xticklabels()]
-    assert labels == ["put-down (1)", "wash (1)"]
+    assert labels == ["put-down (1)", "wash (1)"] and "paper's rule" in figure.axes[0].get_title()
+    assert [bar.get_height() for bar in figure.axes[0].patches] == [100.0, 0.0]  # the questions right, by the rule
+    confusion = callback.confusion_figure()
+    assert [t.get_text() for t in confusion.axes[0].get_xticklabels()][-1] == "none"
     example = MQAFigures.example_figure(callback.samples[0])
     image = example.axes[0].get_images()[0].get_array()
     assert image.shape[0] >= 128  # 32 px frames upscaled to a readable size
@@ -148,3 +170,68 @@ def test_report_renders_in_a_headless_browser(evaluations, demo_dir, demo_shards
         timeout=120,
     )
     assert shot.returncode == 0 and (artefacts / "analyze_report.png").stat().st_size > 10_000, shot.stderr[-2000:]
+
+
+def records_with(evaluations, **changes) -> list[dict]:
+    records = [json.loads(line) for line in open(evaluations / "generate" / "predictions.jsonl")]
+    return [r | changes for r in records]
+
+
+def write_predictions(folder: Path, records: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("duplicated", "appears twice"),
+        ("empty", "holds no prediction"),
+        ("missing field", "a prediction without correct"),
+        ("different questions", "answered different questions (8 and 7, 7 in both); compare them on the 7 shared"),
+    ],
+)
+def test_reports_refuse_inputs_that_would_mislead(evaluations, demo_dir, demo_shards, tmp_path, capsys, case, message):
+    records = records_with(evaluations)
+    compare = []
+    if case == "duplicated":
+        records = records + records[:1]
+    elif case == "empty":
+        records = []
+    elif case == "missing field":
+        del records[2]["correct"]
+    else:
+        compare = ["--compare", str(write_predictions(tmp_path / "other", records[1:]))]
+    folder = write_predictions(tmp_path / "eval", records)
+    args = [str(folder), "--shards", str(demo_shards["validation_mqa"]), "--out", str(tmp_path / "r"), *compare]
+    assert analyze(args) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and message in error[0] and ("predictions.jsonl" in error[0] or compare), error
+    if compare:  # asked for, the shared questions are compared and the report says so
+        assert analyze([*args, "--intersection"]) == 0
+        analysis = json.loads((tmp_path / "r" / "analysis.json").read_text())
+        assert analysis["count"] == 7 and "7 questions both evaluations answered" in analysis["gallery"]["note"]
+
+
+def test_hostile_strings_are_escaped_everywhere(evaluations, demo_dir, demo_shards, tmp_path):
+    hostile = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
+    records = records_with(evaluations)
+    for record in records:
+        record["options"] = [hostile + option for option in record["options"]]
+        record["generation"] = hostile
+        record["correct"] = False
+    folder = write_predictions(tmp_path / "eval" / hostile.replace("/", "_"), records)
+    out = tmp_path / "report"
+    assert analyze([str(folder), "--shards", str(demo_shards["validation_mqa"]), "--out", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    assert "<script>alert" not in page and "<img src=x" not in page and "onerror=alert(2)>" not in page
+    assert page.count("<script>") == 1  # the page's own
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert all(p.parent == out / "strips" for p in out.rglob("*.jpg"))  # no file outside the report
+    from llavaction.analyze import item_html, text
+
+    row = records[0] | {"narration_id": '../../x" onload="alert(3)', "verb_class": 0, "noun_class": 0}
+    html = item_html(row, "wrong", {0: hostile}, {0: hostile}, None)
+    assert 'onload="alert' not in html and "../../x" not in html.split("src=")[1].split(">")[0]
+    assert text('"<&') == "&quot;&lt;&amp;"

@@ -78,9 +78,11 @@ def test_paper_rule_against_the_option_text():
     assert paper_correct("put spatula into rack.", "put spatula into rack")
     meta = {"narration_id": "x", "options": OPTIONS, "answer_index": 1}
     record = prediction_record(meta, [0.0] * 5, "E. open drawer")
-    assert record["correct"] and not record["letter_correct"] and record["chosen_index"] == 4
+    assert record["correct"] and not record["letter_correct"] and record["letter_choice_index"] == 4
+    assert record["rule_choice_index"] == 1  # the option the paper's rule reads: the right one
     record = prediction_record(meta, [0.0] * 5, "I do not know")
-    assert not record["correct"] and record["parse_failed"] and record["chosen_index"] is None
+    assert not record["correct"] and record["parse_failed"] and record["letter_choice_index"] is None
+    assert record["rule_choice_index"] is None  # the answer matches no option
 
 
 def numpy_epic(verb_scores, noun_scores, verbs, nouns, verb_tail, noun_tail, unseen):
@@ -337,7 +339,7 @@ def test_mqa_identical_at_world_sizes_1_2_3(original_checkpoint, demo_questions,
             "score",
         )
         assert one["count"] == other["count"] == 8 and one["accuracy"] == other["accuracy"]
-        assert [p["chosen_index"] for p in predictions_one] == [p["chosen_index"] for p in predictions]
+        assert [p["rule_choice_index"] for p in predictions_one] == [p["rule_choice_index"] for p in predictions]
     assert set(one["breakdown"]) >= {"verb_head", "verb_tail", "seen_participants", "unseen_participants"}
     assert list((tmp_path / "one").glob("*_samples_ek100_mqa.jsonl")) and list(
         (tmp_path / "one").glob("*_results.json")
@@ -350,7 +352,8 @@ def test_mqa_generate_mode_is_the_default_and_the_papers_rule(
     results, predictions = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / "gen")
     assert results["mode"] == "generate" and results["count"] == 8
     assert all(isinstance(p["generation"], str) for p in predictions)
-    assert results["parse_failures"] == sum(p["chosen_index"] is None for p in predictions)
+    assert results["parse_failures"] == sum(p["letter_choice_index"] is None for p in predictions)
+    assert all(p["correct"] == (p["rule_choice_index"] == p["answer_index"]) for p in predictions)  # one rule
     for p in predictions:
         assert p["correct"] == paper_correct(p["generation"], p["options"][p["answer_index"]])
         assert len(p["scores"]) == len(p["options"])  # the letter logits of the same pass
@@ -399,3 +402,34 @@ def test_head_scores_and_candidates(demo_dir, demo_questions, demo_shards, tmp_p
     assert set(candidates) == {p["narration_id"] for p in predictions}
     first = next(iter(candidates.values()))["predictions"]
     assert len(first) == 7 and len(set(first)) == 7 and all(":" in a for a in first)
+
+
+def test_stale_shards_are_refused_before_the_model_loads(original_checkpoint, demo_questions, demo_shards, tmp_path):
+    """Shards built from v1 of a question file, evaluated with v2 (same ids, other options): one line, nothing
+    written, by evaluate mqa and by lmms-export."""
+    import subprocess
+    import sys
+
+    from llavaction.jsonl import read_jsonl
+
+    v2 = read_jsonl(demo_questions["validation_mqa"])
+    v2[0]["options"] = v2[0]["options"][1:] + v2[0]["options"][:1]
+    path = tmp_path / "v2.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in v2))
+    shards = str(demo_shards["validation_mqa"])
+    for command in (
+        ["mqa", "--checkpoint", str(original_checkpoint)],
+        ["lmms-export"],
+    ):
+        out = tmp_path / command[0]
+        result = subprocess.run(
+            [sys.executable, "-m", "llavaction.evaluate", *command, "--questions", str(path), "--shards", shards]
+            + ["--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        error = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(error) == 1, result.stderr[-2000:]
+        assert "v2.jsonl: 1 of its 8 questions differ from the shards' copy" in error[0] and "options" in error[0]
+        assert not out.exists()

@@ -93,9 +93,9 @@ def test_tiny_logits_on_the_gpu_equal_the_cpus():
     model = LlavaVideoModel(preset("tiny")).eval()
     ids, pixels, mask, _ = tiny_inputs("cpu")
     with torch.no_grad():
-        cpu = model(ids, pixels, mask).logits
-        gpu = model.cuda()(ids.cuda(), pixels.cuda(), mask.cuda()).logits.cpu()
-        bf16 = model.to(torch.bfloat16)(ids.cuda(), pixels.cuda(), mask.cuda()).logits.float().cpu()
+        cpu = model.logits(ids, pixels, mask)
+        gpu = model.cuda().logits(ids.cuda(), pixels.cuda(), mask.cuda()).cpu()
+        bf16 = model.to(torch.bfloat16).logits(ids.cuda(), pixels.cuda(), mask.cuda()).float().cpu()
     real = mask.bool()
     fp32_error = (cpu - gpu)[real].abs().max().item()
     bf16_error = ((cpu - bf16)[real].abs().max() / cpu[real].abs().max()).item()
@@ -112,7 +112,7 @@ def test_packed_equals_padded_on_the_gpu(attention):
     results = []
     for pack in (False, True):
         model.zero_grad()
-        out = model(ids, pixels.bfloat16(), mask, labels, logits_for="labels", pack=pack)
+        out = model(ids, pixels.bfloat16(), mask, labels, pack=pack)
         out.loss.backward()
         results.append((out.loss.float(), [p.grad.float().clone() for p in model.parameters() if p.grad is not None]))
     (padded, padded_grads), (packed, packed_grads) = results
@@ -121,10 +121,10 @@ def test_packed_equals_padded_on_the_gpu(attention):
     )
     # isolation: changing the last sample does not change the first one's logits
     with torch.no_grad():
-        first = model(ids, pixels.bfloat16(), mask, logits_for="all", pack=True).logits[0]
+        first = model.logits(ids, pixels.bfloat16(), mask, pack=True)[0]
         other = ids.clone()
         other[-1, 5:] = 7
-        changed = model(other, pixels.bfloat16(), mask, logits_for="all", pack=True).logits[0]
+        changed = model.logits(other, pixels.bfloat16(), mask, pack=True)[0]
     report(f"packed_vs_padded_{attention}", loss_error=abs(padded - packed).item(), grad_error=grad_error)
     assert abs(padded - packed).item() < 2e-2 and grad_error < 0.1
     assert torch.equal(first, changed)
@@ -151,7 +151,7 @@ def test_compiled_blocks_give_the_same_loss_and_time_it():
             if step == 1:
                 torch.cuda.synchronize()
                 start = time.perf_counter()
-            loss = model(ids, pixels, None, labels, logits_for="labels").loss
+            loss = model(ids, pixels, None, labels).loss
             loss.backward()
             model.zero_grad()
         torch.cuda.synchronize()
@@ -264,7 +264,8 @@ def test_evaluation_on_the_gpu_chooses_as_on_the_cpu(data, tmp_path):
             timeout=300,
         )
         assert result.returncode == 0, result.stderr[-2000:]
-        chosen[device, mode] = [(p["chosen_index"], p.get("generation")) for p in read_jsonl(out / "predictions.jsonl")]
+        records = read_jsonl(out / "predictions.jsonl")
+        chosen[device, mode] = [(p["rule_choice_index"], p.get("generation")) for p in records]
     agree = sum(a == b for a, b in zip(chosen["cpu", "generate"], chosen["cuda", "generate"]))
     report("evaluate_cpu_vs_gpu", score_agree=chosen["cpu", "score"] == chosen["cuda", "score"], generate_agree=agree)
     assert chosen["cpu", "score"] == chosen["cuda", "score"] and agree >= 5

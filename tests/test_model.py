@@ -30,7 +30,8 @@ def test_forward_backward_shapes():
     labels = ids.clone().masked_fill(ids == IMAGE_TOKEN_INDEX, IGNORE_INDEX).masked_fill(mask == 0, IGNORE_INDEX)
     out = model(ids, pixels, mask, labels)
     visual = model.config.visual_tokens(3)
-    assert out.logits.shape == (2, 12 - 1 + visual, 1024)
+    assert out.logits.shape == (int((labels[:, 1:] != IGNORE_INDEX).sum()), 1024)  # the supervised positions only
+    assert model.logits(ids, pixels, mask).shape == (2, 12 - 1 + visual, 1024)
     out.loss.backward()
     assert model.vision_tower.encoder.layers[0].mlp.fc1.weight.grad is not None
     assert model.image_newline.grad is not None and model.projector[0].weight.grad is not None
@@ -70,10 +71,10 @@ def test_splice_is_independent_of_padding_side():
     mask_right = torch.cat([torch.ones(1, 12), torch.zeros(1, 4)], 1).long()
     mask_left = mask_right.flip(1)
     with torch.no_grad():
-        plain = model(ids, pixels).logits
-        r = model(right, pixels, mask_right).logits
-        lft = model(left, pixels, mask_left).logits
-        last_r = model(right, pixels, mask_right, logits_for="last").logits
+        plain = model.logits(ids, pixels)
+        r = model.logits(right, pixels, mask_right)
+        lft = model.logits(left, pixels, mask_left)
+        last_r = model.last_logits(right, pixels, mask_right).logits
     n = plain.shape[1]
     assert torch.allclose(r[:, :n], plain, atol=1e-5) and torch.allclose(lft[:, -n:], plain, atol=1e-5)
     assert torch.allclose(last_r, plain[:, -1], atol=1e-5)
@@ -90,10 +91,10 @@ def test_packed_and_padded_batches_give_the_same_loss_and_gradients(attn):
     results = []
     for pack in (False, True):
         model.zero_grad()
-        out = model(ids, pixels, mask, labels, logits_for="labels", head_layers="all", pack=pack)
+        out = model(ids, pixels, mask, labels, head_layers="all", pack=pack)
         heads = torch.cat([torch.cat(layer, -1) for layer in out.action_logits], -1)
         (out.loss + heads.sum()).backward()
-        last = model(ids, pixels, mask, logits_for="last", pack=pack).logits
+        last = model.last_logits(ids, pixels, mask, pack=pack).logits
         grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
         results.append((out.loss.detach(), out.logits.detach(), heads.detach(), last.detach(), grads))
     (loss, logits, heads, last, grads), (p_loss, p_logits, p_heads, p_last, p_grads) = results
@@ -107,12 +108,10 @@ def test_packed_rows_do_not_attend_to_each_other():
     model = tiny()
     ids, pixels, mask = inputs(batch=2, pad_last=0)
     with torch.no_grad():
-        alone = model(ids[1:], pixels[1:], logits_for="last", pack=True).logits
+        alone = model.last_logits(ids[1:], pixels[1:], pack=True).logits
         other_first = ids.clone()
         other_first[0, 6:] = (other_first[0, 6:] + 7) % 1000
-        packed = model(
-            other_first, pixels * torch.tensor([3.0, 1.0]).view(2, 1, 1, 1, 1), logits_for="last", pack=True
-        ).logits
+        packed = model.last_logits(other_first, pixels * torch.tensor([3.0, 1.0]).view(2, 1, 1, 1, 1), pack=True).logits
     assert torch.allclose(packed[1], alone[0], atol=1e-5)
 
 
@@ -135,7 +134,7 @@ def test_checkpointed_and_compiled_blocks_give_the_same_loss_and_gradients():
         if wrap:
             checkpoint_blocks(model)
             compile_blocks(model, backend=recording_backend)
-        loss = model(ids, pixels, mask, labels, logits_for="labels").loss
+        loss = model(ids, pixels, mask, labels).loss
         loss.backward()
         results.append((loss.detach(), [p.grad for p in model.parameters() if p.grad is not None]))
     (loss, grads), (wrapped_loss, wrapped_grads) = results
@@ -157,7 +156,7 @@ def test_cached_greedy_decoding_matches_full_forwards():
         prompt = ids[row, mask[row].bool()][None]
         expected = []
         for step in range(5):
-            logits = model(prompt, pixels[row : row + 1], logits_for="last").logits
+            logits = model.last_logits(prompt, pixels[row : row + 1]).logits
             if step == 0:  # the first step's logits are the prompt's next-token logits (letter scoring)
                 assert torch.allclose(generation.first_logits[row], logits[0], atol=1e-4)
             expected.append(int(logits.argmax(-1)))
@@ -179,15 +178,15 @@ def test_loss_covers_only_labelled_tokens():
     labels = torch.full_like(ids, IGNORE_INDEX)
     labels[0, 9:] = ids[0, 9:]
     with torch.no_grad():
-        out = model(ids, pixels, mask, labels)
-        sparse = model(ids, pixels, mask, labels, logits_for="labels")
+        every = model.logits(ids, pixels, mask)
+        sparse = model(ids, pixels, mask, labels)
     visual = model.config.visual_tokens(3)
     shift = visual - 1
     positions = torch.arange(8, 11) + shift  # predicting tokens 9..11
-    expected = F.cross_entropy(out.logits[0, positions], ids[0, 9:])
-    assert torch.allclose(out.loss, expected, atol=1e-5) and torch.allclose(sparse.loss, expected, atol=1e-5)
-    assert sparse.logits.shape == (3, 1024)
-    assert (out.labels[0, 2 : 2 + visual] == IGNORE_INDEX).all()
+    expected = F.cross_entropy(every[0, positions], ids[0, 9:])
+    assert torch.allclose(sparse.loss, expected, atol=1e-5)
+    assert sparse.logits.shape == (3, 1024) and torch.allclose(sparse.logits, every[0, positions], atol=1e-5)
+    assert (sparse.labels[0, 2 : 2 + visual] == IGNORE_INDEX).all()
 
 
 def test_placeholder_must_appear_once():
@@ -195,6 +194,8 @@ def test_placeholder_must_appear_once():
     ids, pixels, mask = inputs()
     ids[1, 7] = IMAGE_TOKEN_INDEX
     with pytest.raises(ValueError, match=r"rows \[1\]"):
+        model.logits(ids, pixels, mask)
+    with pytest.raises(ValueError, match="forward trains on labels"):
         model(ids, pixels, mask)
 
 
@@ -225,7 +226,7 @@ def test_checkpoint_round_trip_in_original_layout(tmp_path):
     loaded = LlavaVideoModel.from_pretrained(tmp_path).eval()
     ids, pixels, mask = inputs()
     with torch.no_grad():
-        assert torch.equal(model(ids, pixels, mask).logits, loaded(ids, pixels, mask).logits)
+        assert torch.equal(model.logits(ids, pixels, mask), loaded.logits(ids, pixels, mask))
 
 
 def test_sharded_checkpoint_and_tied_embeddings(tmp_path):
@@ -237,7 +238,7 @@ def test_sharded_checkpoint_and_tied_embeddings(tmp_path):
     assert loaded.llm.lm_head.weight is loaded.llm.model.embed_tokens.weight
     ids, pixels, mask = inputs()
     with torch.no_grad():
-        assert torch.equal(model(ids, pixels, mask).logits, loaded(ids, pixels, mask).logits)
+        assert torch.equal(model.logits(ids, pixels, mask), loaded.logits(ids, pixels, mask))
 
 
 def test_strict_loading_lists_missing_and_unexpected(tmp_path):
@@ -292,7 +293,7 @@ def test_action_heads_read_the_action_tokens(mode, tokens):
     model = tiny(vision_supervision=mode, action_types=(8, 9, 40))
     assert model.config.visual_tokens(3) == 3 * 20 + tokens
     ids, pixels, mask = inputs()
-    out = model(ids, pixels, mask, head_layers="all")
+    out = model.last_logits(ids, pixels, mask, head_layers="all")
     assert len(out.action_logits) == 4  # one triple per LLM layer
     verb, noun, action = out.action_logits[-1]
     assert verb.shape == (2, 8) and noun.shape == (2, 9) and action.shape == (2, 40)
@@ -304,9 +305,9 @@ def test_action_heads_read_the_action_tokens(mode, tokens):
     assert torch.allclose(action, expected_action, atol=1e-5)
     if mode == "three_tokens":
         assert torch.allclose(verb, model.verb_head(out.hidden_states[torch.arange(2), place + visual - 3]), atol=1e-5)
-    first_only = model(ids, pixels, mask, head_layers="first").action_logits
+    first_only = model.last_logits(ids, pixels, mask, head_layers="first").action_logits
     assert len(first_only) == 1 and not torch.allclose(first_only[0][0], verb)
-    last_only = model(ids, pixels, mask, head_layers="last").action_logits
+    last_only = model.last_logits(ids, pixels, mask, head_layers="last").action_logits
     assert len(last_only) == 1 and torch.allclose(last_only[0][0], verb, atol=1e-5)
 
 

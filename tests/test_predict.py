@@ -94,9 +94,10 @@ def test_answers_a_clip_with_heads_and_a_strip(checkpoint, video, tmp_path, caps
 
 
 def test_frames_and_prompts_are_those_of_extract_frames_and_render(checkpoint, video, tmp_path):
+    from llavaction.evaluation.checkpoints import LoadedCheckpoint
     from llavaction.predict import Clip, Predictor
 
-    predictor = Predictor(str(checkpoint), None, "cpu", "32", 4)
+    predictor = Predictor(LoadedCheckpoint.open(checkpoint), "cpu", "32-true", 4)
     clip = Clip(video, 0.7, 3.9, tuple(OPTIONS), name="bbb")
     seen = predictor.frames(clip, 8)
     record = {
@@ -161,6 +162,21 @@ def test_clips_file_and_bad_inputs(checkpoint, video, tmp_path, capsys):
     )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["task"] for r in lines] == ["mqa", "qa"] and len(list((tmp_path / "strips").glob("*.png"))) == 2
+    assert "chosen_option" in lines[0] and "chosen_option" not in lines[1]  # None: the answer names no option
+    assert sorted(p.name for p in (tmp_path / "strips").glob("*.png")) == ["clips_1.png", "clips_2.png"]  # by id
+    # a bad clip of a clips file is a counted skip naming it, found before the model loads
+    clips.write_text(
+        clips.read_text()
+        + json.dumps({"video": str(video), "start": -2, "end": 1, "narration_id": "negative"})
+        + "\n"
+        + json.dumps({"video": str(tmp_path / "gone.mp4"), "start": 0, "end": 1, "narration_id": "gone"})
+        + "\n"
+    )
+    args = ["--checkpoint", str(checkpoint), "--clips", str(clips), "--num-frames", "2", "--max-new-tokens", "2"]
+    assert predict(args) == 0
+    err = capsys.readouterr().err
+    assert "skipped negative: the start -2.00 s is negative" in err and "skipped gone:" in err
+    assert "2 clips answered, 2 skipped" in err
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video")
     cases = [
@@ -169,9 +185,23 @@ def test_clips_file_and_bad_inputs(checkpoint, video, tmp_path, capsys):
         (["--video", str(video), "--start", "3", "--end", "2"], "is empty"),
         (["--video", str(broken), "--start", "0", "--end", "1"], f"cannot open {broken}"),
         (["--video", str(video), "--start", "1:02", "--end", "2"], "unparseable timestamp"),
+        (["--video", str(video), "--start", "-2", "--end", "2"], "the start -2.00 s is negative"),
+        (
+            ["--video", str(video), "--start", "0", "--end", "1", "--batch-size", "0"],
+            "--batch-size: must be at least 1",
+        ),
+        (
+            ["--video", str(video), "--start", "0", "--end", "1", "--num-frames", "-3"],
+            "--num-frames: must be at least 1",
+        ),
+        (["--video", str(video), "--start", "0", "--end", "1", "--precision", "bf16"], "--precision: invalid choice"),
     ]
     for extra, message in cases:
-        assert predict(["--checkpoint", str(checkpoint), "--num-frames", "2", *extra]) == 2
+        try:
+            code = predict(["--checkpoint", str(checkpoint), "--num-frames", "2", *extra])
+        except SystemExit as exit_info:  # argparse: a bad argument
+            code = exit_info.code
+        assert code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
 

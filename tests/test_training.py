@@ -119,19 +119,21 @@ def demo_args(demo_dir, demo_shards, root, *extra) -> list[str]:
     ]
 
 
-def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsys):
+def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsys, monkeypatch):
     export = tmp_path / "export"
-    cli(
-        demo_args(
-            demo_dir,
-            demo_shards,
-            tmp_path,
-            "--trainer.max_epochs=1",
-            "--data.loader.samples_per_epoch=12",
-            "--trainer.check_val_every_n_epoch=1",
-            f"--model.export_dir={export}",
-        )
+    # the tokenizer given relative to where training starts, as a user writes it in a config
+    monkeypatch.chdir(demo_dir.parent)
+    args = demo_args(
+        demo_dir,
+        demo_shards,
+        tmp_path / "run",
+        "--trainer.max_epochs=1",
+        "--data.loader.samples_per_epoch=12",
+        "--trainer.check_val_every_n_epoch=1",
+        f"--model.export_dir={export}",
+        f"--model.tokenizer={demo_dir.name}/tokenizer",
     )
+    cli(args)
     assert "validation MQA accuracy:" in capsys.readouterr().out
     results = json.loads(next(tmp_path.rglob("validation_results.json")).read_text())
     assert results["val/questions"] == 8 and results["val/chance"] == pytest.approx(20.0)
@@ -143,12 +145,17 @@ def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsy
     # the export is an original-layout checkpoint that loads strictly, with its tokenizer
     model = LlavaVideoModel.from_pretrained(export)
     assert load_tokenizer(export).pad_token == "<|endoftext|>" and model.config.text["num_hidden_layers"] == 4
-    args = demo_args(demo_dir, demo_shards, tmp_path / "predict")
-    args[0] = "predict"
-    cli(args + [f"--ckpt_path={last}", "--trainer.callbacks=[]", "--trainer.logger=false"])
-    # the evaluation CLI on the Lightning checkpoint asks what training asked and finds what validation found
+    predict_args = [a for a in args if not a.startswith("--model.export_dir")]
+    predict_args[0] = "predict"
+    cli(predict_args + [f"--ckpt_path={last}", "--trainer.callbacks=[]", "--trainer.logger=false"])
+    # the evaluation CLI on the Lightning checkpoint, moved away from its run folder and evaluated from another
+    # folder, asks what training asked and finds what validation found
     from llavaction.evaluate import main as evaluate
 
+    moved = tmp_path / "elsewhere" / "copy.ckpt"
+    moved.parent.mkdir()
+    last.rename(moved)
+    monkeypatch.chdir(moved.parent)
     questions = next(Path(demo_dir).rglob("validation_mqa.jsonl"))
     assert (
         evaluate(
@@ -159,7 +166,7 @@ def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsy
                 "--shards",
                 str(demo_shards["validation_mqa"]),
                 "--checkpoint",
-                str(last),
+                str(moved),
                 "--max-new-tokens",
                 "24",
                 "--num-workers",
@@ -172,6 +179,7 @@ def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsy
     )
     evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert evaluated["settings"]["num_frames"] == 8 and evaluated["count"] == 8
+    assert evaluated["config"]["precision"] == "32-true"  # the precision it was trained at
     assert evaluated["accuracy"] == pytest.approx(results["val/mqa_accuracy_generate"])
 
 

@@ -69,11 +69,12 @@ def write_mp4(path: Path, frames: list, fps: int = 1) -> None:
         container.mux(stream.encode())
 
 
-def export_task(questions: list[Path], shards: list[str], out: Path, settings: ExportSettings) -> int:
-    """Write the task folder; every question must have its frames in the shards. Returns the question count."""
+def export_task(questions: dict[str, list[dict]], shards: list[str], out: Path, settings: ExportSettings) -> int:
+    """Write the task folder of the question files' records ({file: records}, checked against the shards by
+    evaluation.questions). Returns the question count."""
     from llavaction.data.stages import frame_indices
 
-    wanted = {q["narration_id"] for path in questions for q in read_jsonl(path)}
+    wanted = {q["narration_id"] for records in questions.values() for q in records}
     pseudo = {}
     if settings.prior_actions == "pseudo":
         pseudo = chosen_option_texts(read_jsonl(settings.pseudo_predictions))
@@ -157,7 +158,7 @@ def write_results_layout(out: Path, predictions: list[dict], results: dict) -> N
                 "doc": {"narration_id": r["narration_id"], "options": r["options"]},
                 "target": r["answer_index"],
                 "resps": [[r["generation"] if r["generation"] is not None else r["scores"]]],
-                "filtered_resps": [r["chosen_index"]],
+                "filtered_resps": [r["rule_choice_index"]],
                 "mqa_accuracy": float(r["correct"]),
             }
             for i, r in enumerate(predictions)

@@ -16,11 +16,10 @@ import torch
 
 from llavaction.args import EvaluationOptions, LoaderOptions, PriorActionOptions
 from llavaction.evaluation.candidates import write_head_outputs
-from llavaction.evaluation.checkpoints import load_module, question_settings
+from llavaction.evaluation.checkpoints import LoadedCheckpoint, check_precision
 from llavaction.evaluation.lmms_eval import write_results_layout
-from llavaction.jsonl import read_jsonl, write_json, write_jsonl
-from llavaction.prompts import PromptOptions
-from llavaction.shards import sample_keys
+from llavaction.evaluation.questions import check_against_shards, read_questions
+from llavaction.jsonl import write_json, write_jsonl
 
 BREAKDOWN = {
     "verb_head": ("verb_tail", False),
@@ -34,7 +33,8 @@ BREAKDOWN = {
 
 @dataclass(frozen=True)
 class MQAEvaluation:
-    """One evaluation run; None fields follow the checkpoint's training (or, for num_frames, the shards)."""
+    """One evaluation run; None fields follow the checkpoint (its training's prompt settings and precision; for
+    num_frames, also what the shards hold)."""
 
     questions: list[Path]
     shards: list[str]
@@ -51,9 +51,10 @@ class MQAEvaluation:
     max_new_tokens: int = 4096
     candidates: int = 10
     devices: int = 1
+    num_nodes: int = 1
     batch_size: int = 8
     num_workers: int = 2
-    precision: str = "32-true"
+    precision: str | None = None
 
     @property
     def prompt_settings(self) -> dict:
@@ -65,52 +66,29 @@ class MQAEvaluation:
         }
 
 
-def check_questions_in_shards(questions: dict[str, set[str]], shards: list[str]) -> None:
-    """Every question must have its frames in the shards: found before any prediction is run."""
-    keys = set().union(*(sample_keys(location) for location in shards))
-    for path, ids in questions.items():
-        missing = sorted(ids - keys)
-        if missing:
-            raise ValueError(
-                f"{path}: {len(missing)} questions have no frames in the shards "
-                f"({', '.join(map(str, shards))}), e.g. {missing[:5]}"
-            )
-
-
-def resolve(run: MQAEvaluation) -> MQAEvaluation:
-    """Fill what the run leaves open from the checkpoint's training and the shards."""
-    settings = question_settings(run.checkpoint, run.shards, run.num_frames, run.time_instruction, run.frame_times)
-    return replace(run, **asdict(settings))
-
-
 def evaluate_mqa(run: MQAEvaluation) -> dict | None:
     """Run the evaluation, write predictions.jsonl, results.json and the lmms-eval layout into run.out; returns the
-    results on the global-zero process (None elsewhere)."""
+    results on the global-zero process (None elsewhere). The questions are checked against the shards and the
+    checkpoint is read before any forward pass."""
     import lightning as L
 
-    from llavaction.data.datamodule import EpicDataModule
-
-    questions = {str(path): {q["narration_id"] for q in read_jsonl(path)} for path in run.questions}
-    check_questions_in_shards(questions, run.shards)
-    run = resolve(run)
+    questions = read_questions(run.questions)
+    check_against_shards(questions, run.shards)
+    loaded = LoadedCheckpoint.open(run.checkpoint, run.tokenizer)
+    settings = loaded.question_settings(run.shards, run.num_frames, run.time_instruction, run.frame_times)
+    run = replace(run, **asdict(settings), precision=check_precision(run.precision or loaded.precision))
     modes = ("generate", "letter") if run.mode == "generate" else (run.scoring,)
-    module = load_module(
-        run.checkpoint, run.tokenizer, EvaluationOptions(mqa_scoring=modes, max_new_tokens=run.max_new_tokens)
-    )
-    module.predict_mode = modes[0]
-    data = EpicDataModule(
-        test=list(run.shards),
-        tokenizer=module.tokenizer_path,
-        tokens_per_frame=module.tokens_per_frame,
-        extra_visual_tokens=module.extra_visual_tokens,
-        num_frames=run.num_frames,
-        prompt=PromptOptions(time_instruction=run.time_instruction, frame_times=run.frame_times),
-        prior_actions=PriorActionOptions(evaluation=run.prior_actions, pseudo_predictions=run.pseudo_predictions),
-        loader=LoaderOptions(eval_batch_size=run.batch_size, num_workers=run.num_workers),
+    module = loaded.module(EvaluationOptions(mqa_scoring=modes, max_new_tokens=run.max_new_tokens))
+    data = loaded.datamodule(
+        run.shards,
+        settings,
+        LoaderOptions(eval_batch_size=run.batch_size, num_workers=run.num_workers),
+        PriorActionOptions(evaluation=run.prior_actions, pseudo_predictions=run.pseudo_predictions),
     )
     trainer = L.Trainer(
         accelerator="auto",
         devices=run.devices,
+        num_nodes=run.num_nodes,
         logger=False,
         enable_checkpointing=False,
         precision=run.precision,
@@ -124,7 +102,8 @@ def evaluate_mqa(run: MQAEvaluation) -> dict | None:
         torch.distributed.all_gather_object(gathered, local)
     if not trainer.is_global_zero:
         return None
-    wanted = set().union(*questions.values())
+    ids = {path: {q["narration_id"] for q in records} for path, records in questions.items()}
+    wanted = set().union(*ids.values())
     predictions = sorted(
         (r for rank in gathered for r in rank if r["narration_id"] in wanted), key=lambda r: r["narration_id"]
     )
@@ -132,10 +111,11 @@ def evaluate_mqa(run: MQAEvaluation) -> dict | None:
         write_head_outputs(predictions, run.out, run.candidates)
     results = mqa_results(predictions, run.mode) | {
         "per_question_file": {
-            path: mqa_results([r for r in predictions if r["narration_id"] in ids], run.mode)
-            for path, ids in questions.items()
+            path: mqa_results([r for r in predictions if r["narration_id"] in keys], run.mode)
+            for path, keys in ids.items()
         },
         "scoring": None if run.mode == "generate" else run.scoring,
+        "rule": "the paper's rule on greedy answers" if run.mode == "generate" else f"{run.scoring} scores",
         "checkpoint": run.checkpoint,
         "settings": run.prompt_settings,
         "config": {k: str(v) for k, v in asdict(run).items()},

@@ -115,18 +115,19 @@ def load_original(
     strict: bool = True,
     dtype: torch.dtype | None = None,
     allow_missing: tuple[str, ...] = (),
+    config: LlavaVideoConfig | None = None,
     **overrides,
 ):
     """Build the model from config.json (weights not initialised) and load every tensor; with strict, any missing or
     unexpected name is an error listing them. Names starting with an `allow_missing` prefix may be absent (parts
     added on top of the checkpoint, e.g. ACTION_SUPERVISION_NAMES); they keep their fresh initialisation. directory:
-    a local folder or a model-hub id (llavaction.model.hub)."""
+    a local folder or a model-hub id (llavaction.model.hub). config: the directory's config, already read."""
     from llavaction.model.hub import resolve
 
     directory = resolve(directory)
-    config = replace(
-        LlavaVideoConfig.from_original(read_config(directory), source=str(directory / "config.json")), **overrides
-    )
+    if config is None:
+        config = LlavaVideoConfig.from_original(read_config(directory), source=str(directory / "config.json"))
+    config = replace(config, **overrides)
     with initialization.no_init_weights():
         model = cls(config)
     model.llm.tie_weights()  # skipped under no_init_weights; a no-op unless tie_word_embeddings

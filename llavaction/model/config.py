@@ -139,6 +139,12 @@ class LlavaVideoConfig:
         """Tokens that replace the placeholder: every frame's, then the learned action tokens."""
         return num_frames * self.tokens_per_frame + self.action_tokens
 
+    @classmethod
+    def from_dict(cls, fields: dict) -> LlavaVideoConfig:
+        """The config from its fields as dataclasses.asdict wrote them (sequences may come back as lists)."""
+        tuples = ("image_mean", "image_std", "action_types")
+        return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in fields.items()})
+
     def to_original(self) -> dict:
         """The config.json of an original LLaVA-Video checkpoint (LlavaQwenForCausalLM)."""
         vision = dict(self.vision)

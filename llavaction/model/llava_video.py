@@ -3,7 +3,7 @@ per-frame 2x2 pooling -> newline tokens -> spliced into the prompt of a Qwen2 LL
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -15,19 +15,27 @@ from transformers.utils import is_flash_attn_2_available
 from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llavaction.model.config import LlavaVideoConfig
 
-LOGITS_FOR = ("all", "labels", "last")
 HEAD_LAYERS = ("last", "first", "all")
 
 
 @dataclass
 class LlavaVideoOutput:
-    logits: torch.Tensor  # [B, S, V] ("all"), [N, V] at the N supervised positions ("labels"), or [B, V] ("last")
+    logits: torch.Tensor | None  # [N, V] at the N supervised positions (forward), or [B, V] (last_logits)
     loss: torch.Tensor | None = None  # mean cross-entropy over the supervised tokens
     hidden_states: torch.Tensor | None = None  # [B, S, D] last-layer hidden states of the spliced sequence
     attention_mask: torch.Tensor | None = None  # [B, S] of the spliced sequence
     labels: torch.Tensor | None = None  # [B, S] of the spliced sequence
     action_logits: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None  # per head layer: verb, noun,
     # action logits [B, classes] read at the action token(s); None without action supervision
+
+
+@dataclass
+class _Run:
+    """What one pass of the LLM over spliced sequences gives the entry points."""
+
+    hidden: torch.Tensor  # [B, S, D] last-layer hidden states
+    labels: torch.Tensor | None  # [B, S] spliced labels
+    output: LlavaVideoOutput  # everything but logits and loss
 
 
 @dataclass
@@ -48,8 +56,9 @@ def check_attention(implementation: str) -> None:
 
 
 class LlavaVideoModel(nn.Module):
-    """forward(input_ids, pixel_values [B, T, 3, H, W], attention_mask, labels): each row of input_ids holds
-    IMAGE_TOKEN_INDEX once; the visual tokens of its T frames replace it."""
+    """Each row of input_ids holds IMAGE_TOKEN_INDEX once; the visual tokens of its T frames (pixel_values
+    [B, T, 3, H, W]) replace it. Entry points: forward (training: loss and supervised logits), logits (every
+    position), last_logits (scoring: the next token after each prompt), generate (greedy answers)."""
 
     def __init__(self, config: LlavaVideoConfig):
         super().__init__()
@@ -174,31 +183,80 @@ class LlavaVideoModel(nn.Module):
         pixel_values: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        logits_for: str = "all",
+        *,
         visual_tokens: torch.Tensor | None = None,
         head_layers: str | None = None,
         pack: bool = False,
     ) -> LlavaVideoOutput:
-        """logits_for: "all" positions, only the supervised "labels" positions (saves the [S, vocab] logits in
-        training), or the "last" real position of each row (scoring). visual_tokens: the output of encode_video for
-        these rows, to reuse it (several prompts about one clip, generation); pixel_values is then ignored.
-        head_layers: with action supervision, read the verb/noun/action heads at the "last", "first" or "all" LLM
-        layers (other layers' hidden states are kept only for "first" and "all").
-        pack: run the LLM on the rows' real tokens concatenated into one sequence, positions restarting per row, so no
-        padding is computed; transformers then keeps attention within each row (a block-diagonal mask with sdpa/eager,
-        variable-length kernels with flash-attn). Outputs are laid out as without packing."""
-        if logits_for not in LOGITS_FOR:
-            raise ValueError(f"logits_for must be one of {LOGITS_FOR}")
+        """Training: the mean cross-entropy over the supervised tokens and their logits ([N, V] at the N supervised
+        positions: no [S, V] logits for the rest), and with head_layers the action heads' logits."""
+        if labels is None:
+            raise ValueError("forward trains on labels; use logits() or last_logits() without them")
+        run = self._run(input_ids, pixel_values, attention_mask, labels, visual_tokens, head_layers, pack)
+        head, labels = self.llm.get_output_embeddings(), run.labels
+        targets = labels[:, 1:]
+        supervised = targets != IGNORE_INDEX
+        logits = head(run.hidden[:, :-1][supervised])
+        # a batch without supervised tokens (all padding) still gives a loss in the graph of every parameter used
+        loss = F.cross_entropy(logits.float(), targets[supervised]) if supervised.any() else run.hidden.sum() * 0.0
+        return replace(run.output, logits=logits, loss=loss)
+
+    def logits(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        visual_tokens: torch.Tensor | None = None,
+        pack: bool = False,
+    ) -> torch.Tensor:
+        """[B, S, V] logits at every position of the spliced sequences."""
+        run = self._run(input_ids, pixel_values, attention_mask, None, visual_tokens, None, pack)
+        return self.llm.get_output_embeddings()(run.hidden)
+
+    def last_logits(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        visual_tokens: torch.Tensor | None = None,
+        head_layers: str | None = None,
+        pack: bool = False,
+    ) -> LlavaVideoOutput:
+        """Scoring: [B, V] logits at each row's last real position (the next token after a prompt), and with
+        head_layers the action heads' logits."""
+        run = self._run(input_ids, pixel_values, attention_mask, None, visual_tokens, head_layers, pack)
+        mask, hidden = run.output.attention_mask, run.hidden
+        last = mask.shape[1] - 1 - mask.flip(1).int().argmax(1)
+        logits = self.llm.get_output_embeddings()(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
+        return replace(run.output, logits=logits)
+
+    def _run(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        visual_tokens: torch.Tensor | None,
+        head_layers: str | None,
+        pack: bool,
+    ) -> _Run:
+        """The LLM over the spliced sequences: the last layer's hidden states, and the heads read at head_layers.
+        visual_tokens: encode_video's output for these rows, to reuse it (several prompts about one clip); pixel_values
+        is then ignored. pack: the rows' real tokens concatenated into one sequence, positions restarting per row, so
+        no padding is computed; transformers then keeps attention within each row (a block-diagonal mask with
+        sdpa/eager, variable-length kernels with flash-attn); outputs are laid out as without packing."""
         if visual_tokens is None:
             if pixel_values is None or pixel_values.dim() != 5:
                 raise ValueError(f"pixel_values must be [B, T, 3, H, W], got {getattr(pixel_values, 'shape', None)}")
             visual_tokens = self.encode_video(pixel_values)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        embeds, mask, labels = self.splice(input_ids, visual_tokens, attention_mask, labels)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         if head_layers is not None and (self.config.action_types is None or head_layers not in HEAD_LAYERS):
             raise ValueError(f"head_layers {head_layers!r} needs action supervision and one of {HEAD_LAYERS}")
+        embeds, mask, labels = self.splice(input_ids, visual_tokens, attention_mask, labels)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         keep_layers = head_layers in ("first", "all")
         # No KV cache: the model's config asks for one, which would keep every layer's keys and values alive.
         options = dict(use_cache=False, output_hidden_states=keep_layers)
@@ -206,47 +264,20 @@ class LlavaVideoModel(nn.Module):
             real = mask.bool()
             # transformers reads packed rows from the restarting positions when given no mask (and no cache)
             llm_out = self.llm.model(inputs_embeds=embeds[real][None], position_ids=positions[real][None], **options)
+            hidden = unpack_rows(llm_out.last_hidden_state, real)
+            states = llm_out.hidden_states and tuple(unpack_rows(h, real) for h in llm_out.hidden_states)
         else:
             llm_out = self.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **options)
-        hidden, hidden_states = llm_out.last_hidden_state, llm_out.hidden_states
-        if pack:
-            hidden = unpack_rows(hidden, real)
-            hidden_states = hidden_states and tuple(unpack_rows(h, real) for h in hidden_states)
+            hidden, states = llm_out.last_hidden_state, llm_out.hidden_states
         action_logits = None
         if head_layers is not None:
-            if head_layers == "last":
-                layers = [hidden]
-            else:  # hidden_states[0] is the input embeddings; [i] the output of decoder layer i
-                layers = list(hidden_states[1:2] if head_layers == "first" else hidden_states[1:])
+            # hidden_states[0] is the input embeddings; [i] the output of decoder layer i
+            layers = [hidden] if head_layers == "last" else list(states[1:2] if head_layers == "first" else states[1:])
             action_logits = [self.read_heads(h, input_ids, visual_tokens.shape[1]) for h in layers]
-        head = self.llm.get_output_embeddings()
-        loss = None
-        if labels is not None:
-            targets = labels[:, 1:]
-            supervised = targets != IGNORE_INDEX
-            supervised_logits = head(hidden[:, :-1][supervised])
-            loss = (
-                F.cross_entropy(supervised_logits.float(), targets[supervised])
-                if supervised.any()
-                else hidden.sum() * 0.0
-            )
-        if logits_for == "all":
-            logits = head(hidden)
-        elif logits_for == "labels":
-            if labels is None:
-                raise ValueError("logits_for='labels' needs labels")
-            logits = supervised_logits
-        else:
-            last = mask.shape[1] - 1 - mask.flip(1).int().argmax(1)
-            logits = head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
-        return LlavaVideoOutput(
-            logits=logits,
-            loss=loss,
-            hidden_states=hidden,
-            attention_mask=mask,
-            labels=labels,
-            action_logits=action_logits,
+        output = LlavaVideoOutput(
+            logits=None, hidden_states=hidden, attention_mask=mask, labels=labels, action_logits=action_logits
         )
+        return _Run(hidden, labels, output)
 
     def read_heads(self, hidden: torch.Tensor, input_ids: torch.Tensor, num_visual: int):
         """Verb, noun and action logits from the hidden states at the action token(s): the learned tokens that end

@@ -1,0 +1,69 @@
+"""The question files an evaluation asks, read once and checked against the shards before any forward pass: every
+question must be in the shards, and the shards' copy must ask the same (options, their order, the answer, the prior
+actions, the clip), else the shards are stale and their figures would be labelled with the wrong questions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llavaction.jsonl import read_jsonl
+from llavaction.shards import QUESTION_FIELDS, iter_shard, join, question_digest, read_index, sample_meta
+
+
+def read_questions(paths: list[Path]) -> dict[str, list[dict]]:
+    """{file: its question records}; a record without narration_id, or one asked twice (in a file or across
+    files), is an error naming the file and line."""
+    questions, seen = {}, {}
+    for path in paths:
+        records = read_jsonl(path)
+        for number, record in enumerate(records, start=1):
+            key = record.get("narration_id")
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"{path}:{number}: a question without a narration_id")
+            if key in seen:
+                raise ValueError(f"{path}:{number}: question {key} is asked twice (first at {seen[key]})")
+            seen[key] = f"{path}:{number}"
+        if not records:
+            raise ValueError(f"{path}: holds no question")
+        questions[str(path)] = records
+    return questions
+
+
+def check_against_shards(questions: dict[str, list[dict]], shards: list[str]) -> None:
+    """Every question is in the shards and equal to their copy (compared by the digest each shard set's index
+    records); otherwise one line: how many are missing or differ, and one example."""
+    where = {}
+    for location in shards:
+        for name, entries in read_index(location).items():
+            for entry in entries:
+                where[entry["key"]] = (location, name, entry["digest"])
+    for path, records in questions.items():
+        missing = [r["narration_id"] for r in records if r["narration_id"] not in where]
+        if missing:
+            raise ValueError(
+                f"{path}: {len(missing)} questions have no frames in the shards ({', '.join(map(str, shards))}), "
+                f"e.g. {missing[:5]}"
+            )
+        stale = [r for r in records if question_digest(r) != where[r["narration_id"]][2]]
+        if stale:
+            example = stale[0]
+            raise ValueError(
+                f"{path}: {len(stale)} of its {len(records)} questions differ from the shards' copy "
+                f"({', '.join(map(str, shards))}), e.g. {difference(example, *where[example['narration_id']][:2])}; "
+                "extract this file's frames (data_prep.extract_frames) or evaluate the file the shards were built from"
+            )
+
+
+def difference(question: dict, location: str, shard: str) -> str:
+    """The first field in which a question and the shards' copy of it differ, as '<id>: <field> ... in the shards'."""
+    key = question["narration_id"]
+    copy = next((sample_meta(s) for s in iter_shard(join(location, shard)) if s["__key__"] == key), {})
+    for field in QUESTION_FIELDS:
+        if question.get(field) != copy.get(field):
+            return f"{key}: {field} {_short(question.get(field))} here, {_short(copy.get(field))} in the shards"
+    return f"{key}: differs"
+
+
+def _short(value, width: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
