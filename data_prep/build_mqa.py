@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from llavaction.cli_errors import ArgumentParser, add_debug_flag, run_cli
 from llavaction.epic import EpicAnnotations, Segment, action_id, noun_text, parse_action, verb_text
+from llavaction.files import exclusive_output
 from llavaction.jsonl import write_jsonl
 from llavaction.prompts import reference_number
 
@@ -284,7 +285,12 @@ def check_sizes(ann: EpicAnnotations, num_options: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_cli(lambda: build(args), debug=args.debug)
+
+    def run() -> int:
+        with exclusive_output(args.out):  # one writer of these questions at a time
+            return build(args)
+
+    return run_cli(run, debug=args.debug)
 
 
 def build(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ import yaml
 from tqdm import tqdm
 
 from llavaction.cli_errors import ArgumentParser, add_debug_flag, run_cli
+from llavaction.files import exclusive_output
 from llavaction.jsonl import read_jsonl, write_jsonl
 from llavaction.sampling import SamplingStrategy
 from llavaction.video import VideoError, video_duration
@@ -155,12 +156,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         usable = [(path, SamplingStrategy("all")) for path in args.conversations]
     records, skipped = build(usable, args.videos, args.seed)
+    write_jsonl(args.out.with_suffix(".skipped.jsonl"), skipped)  # first: an error below points to it
     if not records:
         raise ValueError(
             f"no replay record: all {len(skipped)} were skipped (reasons in {args.out.with_suffix('.skipped.jsonl')})"
         )
     write_jsonl(args.out, records)
-    write_jsonl(args.out.with_suffix(".skipped.jsonl"), skipped)
     conversations = sum(len(r["conversations"]) for r in records)
     print(
         f"{conversations} conversations of {len(records)} videos -> {args.out}; {len(skipped)} records skipped "
@@ -180,7 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     add_debug_flag(parser)
     args = parser.parse_args(argv)
-    return run_cli(lambda: run(args), debug=args.debug)
+
+    def locked() -> int:
+        with exclusive_output(args.out):  # one writer of these records at a time
+            return run(args)
+
+    return run_cli(locked, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from llavaction.cli_errors import ArgumentParser, add_debug_flag, run_cli
 from llavaction.epic import EpicAnnotations
+from llavaction.files import atomic_output, exclusive_output, remove_stale_temporaries
 from llavaction.jsonl import read_jsonl, write_json
 from llavaction.shards import CONVERSATIONS_FILE, INDEX_FILE, SHARD_PATTERN, SIZES_FILE, index_entry, make_sample
 from llavaction.video import LAYOUTS, RESIZE_MODES, VideoError, open_video, sample_times
@@ -202,11 +203,9 @@ class ShardWriter:
         """Write the pending samples as the next shard, or only save progress when there are none."""
         if self.pending:
             name = SHARD_PATTERN.format(len(self.progress["shards"]))
-            tmp = self.out / (name + ".tmp")
-            with wds.TarWriter(str(tmp), mtime=0) as writer:
+            with atomic_output(self.out / name, "wb") as stream, wds.TarWriter(stream, mtime=0) as writer:
                 for result in self.pending:
                     writer.write(result.sample)
-            os.replace(tmp, self.out / name)
             with open(self.out / INDEX_PARTS_FILE, "a", encoding="utf-8") as parts:
                 samples = [self.entries[result.key] for result in self.pending]
                 parts.write(json.dumps({"shard": name, "samples": samples}, ensure_ascii=False) + "\n")
@@ -251,15 +250,20 @@ def load_progress(out: Path, config: ExtractConfig, resume: bool, digest: str) -
 
 
 def extract(records: list[dict], out: Path, config: ExtractConfig, workers: int = 1, resume: bool = False) -> dict:
-    """Write the shards and return the report (written, skipped with reasons, clamped)."""
+    """Write the shards and return the report (written, skipped with reasons, clamped); the output folder is held by
+    this process while it writes (llavaction.files.exclusive_output)."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: an existing file; --out is the folder of the shards")
+    with exclusive_output(out):
+        return _extract(records, out, config, workers, resume)
+
+
+def _extract(records: list[dict], out: Path, config: ExtractConfig, workers: int, resume: bool) -> dict:
     check_records(records)
     entries = {record["narration_id"]: index_entry(record, line) for line, record in enumerate(records)}
     records = sorted(records, key=sort_key)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out}: an existing file; --out is the folder of the shards")
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*.tmp"):
-        stale.unlink()
+    remove_stale_temporaries(out)  # a killed run's, safe to remove while this process holds the folder
     progress = load_progress(out, config, resume, questions_digest(records))
     # the finished shards' entries only, on whole lines, before this run appends its own
     kept = shard_index(out, progress["shards"])

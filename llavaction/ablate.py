@@ -11,7 +11,10 @@ the row; a row whose chain does not start at `--base` is refused. A row without 
     python -m llavaction.ablate ... --collect      # only gather finished rows into the table
 
 Rows run one after the other here (or as a SLURM job array); a finished row (its result.json exists) is skipped on a
-rerun. Anything after `--` goes to every `train.py fit` call.
+rerun. Each row writes under `--out/<row>`: its run (`trainer.default_root_dir`, with its checkpoints and logs) and,
+when the chain exports one, its original-layout export (`model.export_dir`), so no row overwrites another's. Anything
+after `--` goes to every `train.py fit` call. `--dry-run` merges the YAML only (no model, no data): each row's changes
+against --base and its directories.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llavaction.callbacks import RESULTS_FILE
 from llavaction.cli_errors import ArgumentParser, add_debug_flag, run_cli
-from llavaction.configs import ConfigChainError, config_chain, named_base
+from llavaction.configs import ConfigChainError, config_chain, differences, merged_config, named_base
+from llavaction.jsonl import write_json
 
 RESULT = "result.json"
 COLUMNS = ("val/mqa_accuracy", "val/chance", "val/questions")
@@ -49,13 +52,42 @@ def chain(base: Path, row: Path) -> list[Path]:
     return configs
 
 
+def row_directories(configs: list[Path], run_dir: Path) -> dict[str, Path | None]:
+    """Where a row writes: its run folder, checkpoints (RunCheckpoint's, under the run) and export (when its chain
+    sets model.export_dir). A checkpoint callback with a fixed dirpath would be shared by every row: refused."""
+    config = merged_config(configs)
+    for callback in (config.get("trainer") or {}).get("callbacks") or []:
+        if isinstance(callback, dict) and (callback.get("init_args") or {}).get("dirpath"):
+            raise AblationError(
+                f"{configs[-1]}: a checkpoint callback writes to the fixed dirpath "
+                f"{callback['init_args']['dirpath']}, which every row would share; leave dirpath unset"
+            )
+    export = (config.get("model") or {}).get("export_dir")
+    return {"run": run_dir, "checkpoints": run_dir / "checkpoints", "export": run_dir / "export" if export else None}
+
+
 def fit_command(configs: list[Path], run_dir: Path, extra: list[str]) -> list[str]:
     stacked = [arg for config in configs for arg in ("--config", str(config))]
-    return [sys.executable, "-m", "llavaction.train", "fit", *stacked, f"--trainer.default_root_dir={run_dir}", *extra]
+    export = row_directories(configs, run_dir)["export"]
+    own = [f"--trainer.default_root_dir={run_dir}"] + ([f"--model.export_dir={export}"] if export else [])
+    return [sys.executable, "-m", "llavaction.train", "fit", *stacked, *own, *extra]
+
+
+def describe_row(base: Path, row: Path, out: Path) -> str:
+    """A row's chain, its changes against --base and its directories (from the YAML alone)."""
+    configs = chain(base, row)
+    lines = [f"# ---- {row.stem}: {' + '.join(p.name for p in configs)}"]
+    changes = differences(merged_config(config_chain(base)), merged_config(configs))
+    lines += [f"  {change}" for change in changes] or ["  (no change against --base)"]
+    folders = row_directories(configs, out / row.stem)
+    lines.append("  writes: " + ", ".join(f"{k} {v}" for k, v in folders.items() if v is not None))
+    return "\n".join(lines)
 
 
 def run_row(base: Path, row: Path, out: Path, extra: list[str]) -> dict:
     """Train one row; its final validation figures become out/<row>/result.json."""
+    from llavaction.callbacks import RESULTS_FILE  # Lightning's import only where a row trains
+
     run_dir = out / row.stem
     if subprocess.run(fit_command(chain(base, row), run_dir, extra)).returncode != 0:
         raise AblationError(f"row {row.stem}: training failed (its output is above; the run is in {run_dir})")
@@ -63,7 +95,7 @@ def run_row(base: Path, row: Path, out: Path, extra: list[str]) -> dict:
     if not found:
         raise AblationError(f"{row.stem}: the run wrote no {RESULTS_FILE} (no validation ran?)")
     result = json.loads(found[-1].read_text()) | {"row": row.stem}
-    (run_dir / RESULT).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(run_dir / RESULT, result)
     return result
 
 
@@ -125,7 +157,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--out", type=Path, required=True)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--slurm", action="store_true", help="submit a SLURM job array instead of running here")
-    mode.add_argument("--dry-run", action="store_true", help="print each merged config and stop")
+    mode.add_argument(
+        "--dry-run", action="store_true", help="print each row's changes against --base and its folders, run nothing"
+    )
     mode.add_argument("--collect", action="store_true", help="only gather finished rows")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
@@ -150,11 +184,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     if args.dry_run:
         for row in args.rows:
-            stacked = [arg for config in chain(args.base, row) for arg in ("--config", str(config))]
-            print(f"# ---- {row.stem}: {' + '.join(stacked[1::2])}", flush=True)
-            subprocess.run(
-                [sys.executable, "-m", "llavaction.train", "fit", *stacked, *extra, "--print_config"], check=True
-            )
+            print(describe_row(args.base, row, args.out))
+        if extra:
+            print(f"# every row also gets: {shlex.join(extra)}")
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     if args.slurm:

@@ -26,6 +26,7 @@ import numpy as np
 
 from llavaction.cli_errors import ArgumentParser, add_debug_flag, count, run_cli
 from llavaction.figures import accuracy_bars, confusion_heatmap, frame_strip, save_png
+from llavaction.files import atomic_output, exclusive_output
 from llavaction.jsonl import read_jsonl, write_json
 from llavaction.metrics import choice_index
 from llavaction.shards import frame_name, iter_samples, location_sizes, sample_meta
@@ -361,7 +362,8 @@ def write_html(
         f"<!doctype html><html><head><meta charset=utf-8><title>{text(title)}</title><style>{style}"
         f"</style></head><body>{''.join(body)}<script>const PAGE={PAGE_SIZE};{PAGE_SCRIPT}</script></body></html>"
     )
-    (out / "index.html").write_text(page, encoding="utf-8")
+    with atomic_output(out / "index.html") as stream:
+        stream.write(page)
 
 
 def analyze(
@@ -433,6 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> int:
+        with exclusive_output(args.out):
+            return report()
+
+    def report() -> int:
         result = analyze(
             args.results,
             args.shards,

@@ -106,7 +106,7 @@ class EvaluationOptions:
     def __post_init__(self):
         if not self.mqa_scoring or len(set(self.mqa_scoring)) != len(self.mqa_scoring):
             raise ValueError(f"mqa_scoring must list distinct modes, got {list(self.mqa_scoring)}")
-        _check_count("evaluation.max_new_tokens", self.max_new_tokens, minimum=1)
+        check_count("model.evaluation.max_new_tokens", self.max_new_tokens, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -138,14 +138,14 @@ class LoaderOptions:
 
     def __post_init__(self):
         for name in ("batch_size", "eval_batch_size", "shuffle_buffer", "open_shards"):
-            _check_count(f"loader.{name}", getattr(self, name), minimum=1)
+            check_count(f"data.loader.{name}", getattr(self, name), minimum=1)
         for name in ("num_workers", "length_group_window"):
-            _check_count(f"loader.{name}", getattr(self, name), minimum=0)
+            check_count(f"data.loader.{name}", getattr(self, name), minimum=0)
         if self.samples_per_epoch is not None:
-            _check_count("loader.samples_per_epoch", self.samples_per_epoch, minimum=1, null=True)
+            check_count("data.loader.samples_per_epoch", self.samples_per_epoch, minimum=1, null=True)
 
 
-def _check_count(name: str, value, minimum: int, null: bool = False) -> None:
+def check_count(name: str, value, minimum: int, null: bool = False) -> None:
     """A count read from a config: an integer (not a bool) of at least `minimum`; the error names the option."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         allowed = f"an integer >= {minimum}" + (" or null" if null else "")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import string
 import time
 from pathlib import Path
+from weakref import proxy
 
 import lightning as L
 import numpy as np
@@ -16,6 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from llavaction.constants import IGNORE_INDEX
 from llavaction.figures import accuracy_bars, confusion_heatmap, frame_strip, pyplot
 from llavaction.flops import peak_bf16_flops, training_flops
+from llavaction.jsonl import write_json
 
 RESULTS_FILE = "validation_results.json"
 
@@ -41,7 +43,9 @@ def format_results(results: dict) -> str:
 class RunCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint writing to <trainer.default_root_dir>/checkpoints unless given a dirpath: one folder
     for every run of an experiment (not one per logger version), so `--ckpt_path last` resumes the newest checkpoint
-    of earlier runs, including one written on SIGTERM (`save_on_exception`)."""
+    of earlier runs, including one written on SIGTERM (`save_on_exception`). A checkpoint is written whole or not at
+    all: under a hidden temporary name (never taken for a checkpoint: not `.ckpt`), renamed when complete; a failed
+    write (a full disk) leaves nothing under the checkpoint's name and its error names it."""
 
     def _use_run_folder(self, trainer: L.Trainer) -> None:
         if self.dirpath is None:
@@ -50,10 +54,42 @@ class RunCheckpoint(ModelCheckpoint):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._use_run_folder(trainer)
         super().setup(trainer, pl_module, stage)
+        if trainer.is_global_zero and os.path.isdir(self.dirpath):  # a killed run's partial writes
+            for partial in Path(self.dirpath).glob(f".*{PARTIAL_SUFFIX}"):
+                _remove(partial)
 
     def _find_last_checkpoints(self, trainer: L.Trainer) -> set[str]:
         self._use_run_folder(trainer)
         return super()._find_last_checkpoints(trainer)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        partial = os.path.join(os.path.dirname(filepath), f".{os.path.basename(filepath)}{PARTIAL_SUFFIX}")
+        try:
+            trainer.save_checkpoint(partial, self.save_weights_only)
+        except OSError as err:
+            if trainer.is_global_zero:
+                _remove(Path(partial))
+            raise OSError(err.errno, f"{filepath}: the checkpoint was not written ({err.strerror or err})") from err
+        if trainer.is_global_zero:
+            if os.path.isdir(filepath) and not os.path.islink(filepath):  # a sharded checkpoint written again
+                shutil.rmtree(filepath)
+            os.replace(partial, filepath)
+        trainer.strategy.barrier("RunCheckpoint._save_checkpoint")
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class StepPerformance(L.Callback):
@@ -114,9 +150,7 @@ class ReportMQAAccuracy(L.Callback):
         }
         print(format_results(results), flush=True)
         if log_dir:
-            path = Path(log_dir) / RESULTS_FILE
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(results, indent=2) + "\n")
+            write_json(Path(log_dir) / RESULTS_FILE, results)
 
 
 def verb_name(meta: dict) -> str:

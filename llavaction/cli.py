@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -18,9 +19,23 @@ class LlavaActionCLI(LightningCLI):
             parser.link_arguments(f"model.{model_attribute}", f"data.{data_argument}", apply_on="instantiate")
 
 
+def check_ckpt_path(args: list[str]) -> None:
+    """A --ckpt_path file that cannot be a checkpoint (text, cut short by a full disk) is refused naming it, before
+    LightningCLI reads it."""
+    from llavaction.evaluation.checkpoints import check_checkpoint_file
+
+    for index, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--ckpt_path=") else None
+        if arg == "--ckpt_path" and index + 1 < len(args):
+            value = args[index + 1]
+        if value:
+            check_checkpoint_file(Path(value))
+
+
 def main(args: list[str] | None = None) -> LlavaActionCLI:
     """Configs naming a base (`# base: PATH`, llavaction.configs) are stacked after it."""
     args = expand_config_args(sys.argv[1:] if args is None else list(args))
+    check_ckpt_path(args)
     with warnings.catch_warnings():  # the expanded arguments are the command line, passed on purpose
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         return LlavaActionCLI(LlavaActionModule, EpicDataModule, args=args, save_config_kwargs={"overwrite": True})

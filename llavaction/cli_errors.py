@@ -46,10 +46,19 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def message(error: BaseException) -> str:
+    """The error's own line: a DataLoader worker's error (re-raised with the worker's traceback in its text) is
+    reduced to the original message."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        name, colon, rest = last.partition(": ")
+        return rest if colon and "." in name or name.endswith(("Error", "Exception")) else last
     if isinstance(error, KeyError) and error.args:
         return str(error.args[0])
     if isinstance(error, OSError) and error.filename and str(error.filename) not in str(error):
         return f"{error.filename}: {error.strerror or error}"
+    if isinstance(error, OSError) and error.errno and error.strerror and not error.filename:
+        return error.strerror  # our own OSErrors carry the path in their text: no "[Errno 28]" before it
     return str(error) or type(error).__name__
 
 

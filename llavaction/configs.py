@@ -5,7 +5,10 @@ the experiments share experiments/base/*.yaml, and each ablation row names the r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import yaml
 
 BASE_LINE = "# base:"
 
@@ -58,3 +61,46 @@ def expand_config_args(args: list[str]) -> list[str]:
                 seen.add(path)
                 expanded += ["--config", str(path)]
     return expanded
+
+
+def merged_config(paths: list[Path]) -> dict:
+    """The configs stacked as LightningCLI stacks them, from the YAML alone (nothing is built): mappings merge key by
+    key, other values and lists are replaced, `key+:` extends a list."""
+    merged: dict = {}
+    for path in paths:
+        _merge(merged, yaml.safe_load(Path(path).read_text()) or {})
+    return merged
+
+
+def _merge(into: dict, config: dict) -> None:
+    for key, value in config.items():
+        if key.endswith("+"):
+            name = key[:-1]
+            into[name] = list(into.get(name) or []) + list(value or [])
+        elif isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def flat(config: dict, prefix: str = "") -> dict[str, object]:
+    """{dotted key: value} of a config's leaves (lists are leaves)."""
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out |= flat(value, f"{name}.")
+        else:
+            out[name] = value
+    return out
+
+
+def differences(base: dict, config: dict) -> list[str]:
+    """`key: base value -> value` for every dotted key the config sets differently from the base."""
+    old, new = flat(base), flat(config)
+    shown = lambda value: json.dumps(value, ensure_ascii=False) if value is not ... else "(unset)"  # noqa: E731
+    return [
+        f"{key}: {shown(old.get(key, ...))} -> {shown(new.get(key, ...))}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, ...) != new.get(key, ...)
+    ]

@@ -19,6 +19,7 @@ import numpy as np
 
 from llavaction.cli_errors import ArgumentParser, add_debug_flag, count, run_cli
 from llavaction.evaluation.checkpoints import PRECISIONS
+from llavaction.files import atomic_output, exclusive_output
 from llavaction.jsonl import read_jsonl, write_json
 from llavaction.metrics import METRIC_KEYS
 
@@ -70,8 +71,8 @@ def run_class_scores(args: argparse.Namespace) -> int:
     if args.out.exists() and args.out.is_dir():
         raise IsADirectoryError(f"{args.out}: --out is a directory; give a .npz file name")
     scores = candidate_class_scores(read_jsonl(args.predictions), source=str(args.predictions))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, **scores)
+    with atomic_output(args.out, "wb") as stream:
+        np.savez(stream, **scores)
     print(f"class scores of {len(scores['narration_id'])} segments -> {args.out}")
     return 0
 
@@ -112,7 +113,8 @@ def run_lmms_export(args: argparse.Namespace) -> int:
         pseudo_predictions=args.pseudo_predictions,
         visual=args.visual,
     )
-    exported = export_task(questions, args.shards, args.out, settings)
+    with exclusive_output(args.out):
+        exported = export_task(questions, args.shards, args.out, settings)
     print(f"{exported} questions -> lmms-eval task folder {args.out} ({settings})")
     return 0
 

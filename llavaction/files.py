@@ -1,11 +1,17 @@
-"""Outputs written whole or not at all: a file is written under a temporary name in its own folder and renamed to its
-final name only when complete, so a crash or a full disk never leaves a file that looks finished."""
+"""Outputs written whole or not at all, by one writer at a time: a file is written under a temporary name in its own
+folder and renamed to its final name only when complete, so a crash or a full disk never leaves a file that looks
+finished; an output folder or file is held by one process (exclusive_output), so two jobs never write into each
+other's output."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import socket
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -42,3 +48,84 @@ def remove_stale_temporaries(folder: Path | str) -> None:
     for stale in Path(folder).glob(".*.tmp"):
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
+
+
+class OutputBusy(OSError):
+    """Another process holds the output; the message names it."""
+
+
+def lock_path(output: Path) -> Path:
+    """The lock of an output: `.lock` inside an output folder, `<name>.lock` beside an output file."""
+    output = Path(output)
+    return output / ".lock" if output.is_dir() or not output.suffix else output.with_name(f"{output.name}.lock")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def exclusive_output(output: Path | str) -> Iterator[None]:
+    """Hold an output folder or file for one writer: a second process writing the same output fails at once, naming
+    the holder (pid, host, command, start). A lock left by a process that died on this host is taken over; one from
+    another host that is no longer running must be removed by hand (its path is in the message). Only the launching
+    process of a multi-process job takes it (ranks started with LOCAL_RANK, NODE_RANK, RANK or SLURM_PROCID above 0
+    do not)."""
+    if any(int(os.environ.get(name, "0") or 0) > 0 for name in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")):
+        yield
+        return
+    output = Path(output)
+    lock = lock_path(output)
+    created = not lock.parent.exists()
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    for _ in range(5):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_holder(lock)
+            if holder is None:  # being written this instant, or gone: look again
+                time.sleep(0.05)
+                continue
+            if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))):
+                with contextlib.suppress(FileNotFoundError):  # a dead writer's: the first to rename it takes over
+                    os.replace(lock, lock.with_name(f"{lock.name}.stale-{os.getpid()}"))
+                    os.unlink(lock.with_name(f"{lock.name}.stale-{os.getpid()}"))
+                continue
+            raise OutputBusy(
+                f"{output} is being written by pid {holder.get('pid')} on {holder.get('host')} since "
+                f"{holder.get('started')} ({holder.get('command')}); wait for it or choose another output "
+                f"(a lock left by a crash on another host: remove {lock})"
+            ) from None
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(json.dumps(me))
+        break
+    else:
+        raise OutputBusy(f"{output}: cannot take its lock {lock}")
+    try:
+        yield
+    finally:
+        if _read_holder(lock) == me:
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+        if created:  # a folder made for the lock of a run that wrote nothing is not left behind
+            with contextlib.suppress(OSError):
+                lock.parent.rmdir()
+
+
+def _read_holder(lock: Path) -> dict | None:
+    try:
+        return json.loads(lock.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

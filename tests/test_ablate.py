@@ -35,12 +35,26 @@ def test_runner_on_two_tiny_rows(demo_dir, demo_shards, tmp_path, capsys):
     assert "--array=0-0" in script and "srun" in script
 
 
-def test_dry_run_prints_merged_configs(tmp_path, capfd):
+def test_dry_run_prints_changes_and_directories_without_building(tmp_path, capfd, monkeypatch):
+    import subprocess
+
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("a dry run starts nothing"))
     row = tmp_path / "frames_16.yaml"
     row.write_text("data:\n  num_frames: 16\n")
     ablate(["--base", str(ROOT / "experiments" / "demo.yaml"), str(row), "--out", str(tmp_path / "o"), "--dry-run"])
     out = capfd.readouterr().out
-    assert "# ---- frames_16" in out and "num_frames: 16" in out
+    assert "# ---- frames_16" in out and "data.num_frames: 8 -> 16" in out
+    assert f"run {tmp_path / 'o' / 'frames_16'}" in out and "export" not in out.split("writes:")[1]
+    # the 7B rows: each under its own folder, the export included
+    rows = sorted((ROOT / "experiments" / "ablations" / "7b").glob("*.yaml"))
+    base = ROOT / "experiments" / "llavaction_7b.yaml"
+    assert len(rows) == 11
+    ablate(["--base", str(base), *map(str, rows), "--out", str(tmp_path / "abl"), "--dry-run"])
+    out = capfd.readouterr().out
+    for row in rows:
+        block = out.split(f"# ---- {row.stem}:")[1].split("# ----")[0]
+        assert f"export {tmp_path / 'abl' / row.stem / 'export'}" in block
+    assert 'model.action.mode: "one_token" -> null' in out.split("# ---- 01_random_distractors")[1]
 
 
 def test_cumulative_rows_stack_their_chain_and_refuse_another_base(tmp_path, capfd):
@@ -49,8 +63,9 @@ def test_cumulative_rows_stack_their_chain_and_refuse_another_base(tmp_path, cap
     ablate(["--base", str(ROOT / "experiments" / "demo.yaml"), str(row), "--out", str(tmp_path / "o"), "--dry-run"])
     out = capfd.readouterr().out
     assert "demo.yaml + " in out and "01_random_distractors.yaml + " in out and "02_hard_distractors.yaml + " in out
-    assert "train_mqa_random" not in out.split("03_temporal_detection")[1]  # row 2 replaced row 1's source
-    assert out.count("task: temporal") == 1
+    train = [line for line in out.splitlines() if line.strip().startswith("data.train:")][0]
+    assert "train_mqa_random" not in train.split(" -> ")[1]  # row 2 replaced row 1's source
+    assert train.split(" -> ")[1].count('"task": "temporal"') == 1
     with pytest.raises(SystemExit):
         ablate(["--base", str(ROOT / "experiments" / "llavaction_7b.yaml"), str(row), "--out", str(tmp_path / "x")])
     assert "does not include --base" in capfd.readouterr().err

@@ -64,8 +64,9 @@ def test_sigterm_writes_a_checkpoint_and_the_resumed_run_continues_the_curve(dem
             process.send_signal(signal.SIGTERM)
             break
     process.stdout.read()
-    process.wait(timeout=120)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM  # stopped, not finished: `fit && evaluate` stops too
     assert (root / "checkpoints" / "last.ckpt").exists()
+    assert not list((root / "checkpoints").glob(".*partial"))
     resumed = subprocess.run(
         train_command(demo_dir, demo_shards, root, "--ckpt_path=last"),
         env=env,
@@ -98,7 +99,7 @@ def test_sigusr1_outside_slurm_stops_with_a_checkpoint(demo_dir, demo_shards, tm
             process.send_signal(signal.SIGUSR1)
             break
     process.stdout.read()
-    process.wait(timeout=120)
+    assert process.wait(timeout=120) == 128 + signal.SIGUSR1
     checkpoint = torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert 3 <= checkpoint["global_step"] < 12  # stopped at the signal: 48 samples in batches of 4 make 12 steps
 

@@ -433,3 +433,46 @@ def test_stale_shards_are_refused_before_the_model_loads(original_checkpoint, de
         assert result.returncode == 2 and len(error) == 1, result.stderr[-2000:]
         assert "v2.jsonl: 1 of its 8 questions differ from the shards' copy" in error[0] and "options" in error[0]
         assert not out.exists()
+
+
+@pytest.mark.slow
+def test_mqa_on_two_nodes_equals_one_process(original_checkpoint, demo_questions, demo_shards, tmp_path):
+    """--num-nodes 2 x 1 process on one machine (NODE_RANK, MASTER_ADDR=127.0.0.1, as the training test): the same
+    predictions as one process, every question once."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_cluster import ROOT, free_port
+
+    one, predictions_one = run_mqa(
+        original_checkpoint, demo_questions, demo_shards, tmp_path / "one", "--mode", "score"
+    )
+    out, port = tmp_path / "nodes", free_port()
+    args = [sys.executable, "-m", "llavaction.evaluate", "mqa", "--questions", str(demo_questions["validation_mqa"])]
+    args += ["--shards", str(demo_shards["validation_mqa"]), "--checkpoint", str(original_checkpoint)]
+    args += ["--mode", "score", "--batch-size", "3", "--num-workers", "0", "--num-nodes", "2", "--out", str(out)]
+    processes = [
+        subprocess.Popen(
+            args,
+            env=os.environ
+            | {
+                "PYTHONPATH": str(ROOT),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "NODE_RANK": str(node),
+                "WORLD_SIZE": "2",
+            },
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs[0][1][-3000:] + outputs[1][1][-3000:]
+    results = json.loads((out / "results.json").read_text())
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert results["count"] == one["count"] == 8 and results["accuracy"] == one["accuracy"]
+    assert [p["rule_choice_index"] for p in predictions] == [p["rule_choice_index"] for p in predictions_one]

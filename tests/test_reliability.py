@@ -210,6 +210,21 @@ def test_truncated_shards(demo_dir, demo_shards, tmp_path, caplog):
         batches = list(dm.train_dataloader())
     assert len(batches) == 10
     assert any("the shard is truncated" in r.message and "skipped so far" in r.message for r in caplog.records)
+    # every planned sample the cut shard could not give is counted, not the one event
+    readable = 0
+    with pytest.raises(ShardError):
+        for _ in iter_shard(str(first), expected=read_sizes(tmp_path / "train")[first.name]):
+            readable += 1
+    planner = dm.epoch_planner(world_size=1, num_workers=0)
+    plan = planner.slot(0, 0, 0)
+    shard = [Path(u).name for u in planner.sources[0].urls].index(first.name)
+    lost = sum(
+        1
+        for batch in plan.batches
+        for p in batch
+        if not p.padding and planner.item_of(plan, p)[:2] >= (shard, readable) and planner.item_of(plan, p)[0] == shard
+    )
+    assert lost > 1 and sum(b["skipped_samples"]["unreadable_shard"] for b in batches) == lost
 
 
 def test_train_cli_errors_are_one_line_and_the_demo_checkpoints_every_epoch(demo_dir, demo_shards, tmp_path):
@@ -264,3 +279,205 @@ def test_bad_jsonl_names_file_and_line(tmp_path):
     (tmp_path / "x.jsonl").write_text('{"a": 1}\n[1, 2]\n')
     with pytest.raises(ValueError, match=r"x.jsonl:2: expected a JSON object"):
         read_jsonl(tmp_path / "x.jsonl")
+
+
+def test_one_writer_per_output_and_a_dead_writers_lock_is_taken_over(demo_dir, demo_questions, tmp_path):
+    from llavaction.files import exclusive_output, lock_path
+
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(demo_questions["validation_mqa"])[:2]))
+    out = tmp_path / "shards"
+    command = [sys.executable, "-m", "data_prep.extract_frames", *extract_args(questions, demo_dir / "videos", out)]
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    with exclusive_output(out):  # another job writing this folder right now
+        busy = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    error = busy.stderr.strip().splitlines()
+    assert busy.returncode == 2 and len(error) == 1, busy.stderr[-2000:]
+    assert f"{out} is being written by pid {os.getpid()}" in error[0] and "choose another output" in error[0]
+    assert not (out / "sizes.json").exists()
+    # a writer killed while holding the folder leaves its lock; the next run on this host takes it over
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from llavaction.files import exclusive_output\nwith exclusive_output({str(out)!r}):"
+            "\n    print('held', flush=True)\n    import time; time.sleep(60)",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    assert lock_path(out).exists()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "sizes.json").exists() and not lock_path(out).exists()
+
+
+def one_line_exit(capsys, call) -> str:
+    """Run a CLI's main in this process: exit status 2 and one error line, the last on stderr (after any progress
+    bars), which is returned."""
+    try:
+        code = call()
+    except SystemExit as exit_info:  # argparse's one-line error
+        code = exit_info.code
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in lines, lines
+    return errors[0]
+
+
+def test_counts_are_positive_integers_checked_where_read(demo_dir, demo_shards, demo_questions, tmp_path, capsys):
+    from llavaction.evaluate import main as evaluate
+    from llavaction.train import main as train
+
+    for override, message in (
+        ("--data.loader.batch_size=0", "data.loader.batch_size must be an integer >= 1, got 0"),
+        ("--data.loader.batch_size=-1", "data.loader.batch_size must be an integer >= 1, got -1"),
+        ("--data.num_frames=0", "data.num_frames must be an integer >= 1, got 0"),
+        ("--data.loader.samples_per_epoch=0", "data.loader.samples_per_epoch must be an integer >= 1 or null"),
+    ):
+        args = demo_args(demo_dir, demo_shards, tmp_path / "run", override)
+        assert message in one_line_exit(capsys, lambda args=args: train(args))
+    common = ["--questions", str(demo_questions["validation_mqa"]), "--shards", str(demo_shards["validation_mqa"])]
+    for bad, message in (
+        (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+        (["--num-frames", "-3"], "argument --num-frames: must be at least 1, got -3"),
+        (["--precision", "bf16"], "argument --precision: invalid choice"),
+    ):
+        args = ["mqa", *common, "--checkpoint", "x", "--out", str(tmp_path / "o"), *bad]
+        assert message in one_line_exit(capsys, lambda args=args: evaluate(args))
+
+
+def test_interrupted_writes_leave_nothing_under_the_final_name(tmp_path, monkeypatch):
+    import errno
+
+    from llavaction.files import atomic_output
+    from llavaction.jsonl import write_jsonl
+
+    class FullDisk:
+        """A stream that fails as a full disk does, after some bytes."""
+
+        def __init__(self, stream):
+            self.stream, self.written = stream, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 100:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.stream.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.stream, name)
+
+    target = tmp_path / "predictions.jsonl"
+    with pytest.raises(OSError, match=f"{target}: No space left on device"):
+        with atomic_output(target) as stream:
+            full = FullDisk(stream)
+            for i in range(100):
+                full.write(json.dumps({"i": i}) + "\n")
+    assert list(tmp_path.iterdir()) == []  # no final file, no temporary one
+    write_jsonl(target, [{"i": 1}])
+    assert read_jsonl(target) == [{"i": 1}]
+    # a writer killed mid-write leaves only its hidden temporary file, which the next run of the folder removes
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os\nfrom llavaction.files import atomic_output\n"
+            f"with atomic_output({str(tmp_path / 'sizes.json')!r}) as f:\n    f.write('{{')\n    f.flush()\n"
+            "    os._exit(9)",
+        ],
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+    assert killed.returncode == 9 and not (tmp_path / "sizes.json").exists()
+    from llavaction.files import remove_stale_temporaries
+
+    remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.jsonl"]
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_no_checkpoint(demo_dir, demo_shards, tmp_path, monkeypatch):
+    import errno
+
+    import lightning as L
+
+    from llavaction.cli import main as cli
+
+    real = L.Trainer.save_checkpoint
+
+    def fail_midway(self, filepath, weights_only=False, storage_options=None):
+        real(self, filepath, weights_only, storage_options)
+        Path(filepath).write_bytes(Path(filepath).read_bytes()[:1000])  # part of it reached the disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(L.Trainer, "save_checkpoint", fail_midway)
+    root = tmp_path / "full"
+    with pytest.raises(OSError, match=r"step=2.ckpt: the checkpoint was not written \(No space left on device"):
+        cli(demo_args(demo_dir, demo_shards, root, "--trainer.max_epochs=1", "--data.loader.samples_per_epoch=8"))
+    assert list((root / "checkpoints").iterdir()) == []  # neither last.ckpt nor its partial file
+
+
+def test_unreadable_files_are_one_line_naming_them(demo_dir, demo_shards, demo_questions, tmp_path, capsys):
+    import numpy as np
+    import torch
+
+    from llavaction.evaluate import main as evaluate
+    from llavaction.train import main as train
+
+    text = tmp_path / "text.ckpt"
+    text.write_text("not a checkpoint")
+    cut = tmp_path / "cut.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}}, cut)
+    cut.write_bytes(cut.read_bytes()[:200])
+    common = ["--questions", str(demo_questions["validation_mqa"]), "--shards", str(demo_shards["validation_mqa"])]
+    for bad in (text, cut):
+        args = ["mqa", *common, "--checkpoint", str(bad), "--out", str(tmp_path / "o")]
+        assert f"{bad}: not a readable checkpoint" in one_line_exit(capsys, lambda args=args: evaluate(args))
+        args = [*demo_args(demo_dir, demo_shards, tmp_path), f"--ckpt_path={bad}"]
+        assert f"{bad}: not a readable checkpoint" in one_line_exit(capsys, lambda args=args: train(args))
+    whole = tmp_path / "whole.npz"
+    np.savez(whole, verb_output=np.zeros((1, 97)), noun_output=np.zeros((1, 300)), narration_id=np.array(["a"]))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "cut.npz").write_bytes(whole.read_bytes()[:100])
+    np.savez(
+        tmp_path / "objects.npz",
+        verb_output=np.zeros((1, 97)),
+        noun_output=np.zeros((1, 300)),
+        narration_id=np.array(["a"], dtype=object),
+    )
+    for name, message in (
+        ("empty.npz", "not a readable scores file"),
+        ("cut.npz", "not a readable scores file"),
+        ("objects.npz", "holds object arrays"),
+    ):
+        args = ["ek100", "--scores", str(tmp_path / name), "--annotations", str(demo_dir / "annotations")]
+        args += ["--out", str(tmp_path / "e.json")]
+        assert f"{tmp_path / name}: {message}" in one_line_exit(capsys, lambda args=args: evaluate(args))
+
+
+def test_a_worker_error_is_one_line(demo_questions, demo_shards, demo_dir, tmp_path, capsys):
+    """A validation shard cut at a sample boundary, read in a DataLoader worker: the worker's error, one line."""
+    from llavaction.evaluate import main as evaluate
+    from tests.test_evaluate import original_checkpoint_at
+
+    truncated_copy(demo_shards["validation_mqa"], tmp_path / "val", keep_samples=2)
+    checkpoint = original_checkpoint_at(demo_dir, tmp_path / "ckpt")
+    args = ["mqa", "--questions", str(demo_questions["validation_mqa"]), "--shards", str(tmp_path / "val")]
+    args += ["--checkpoint", str(checkpoint), "--num-workers", "1", "--mode", "score", "--out", str(tmp_path / "o")]
+    line = one_line_exit(capsys, lambda: evaluate(args))
+    assert "the shard is truncated" in line and "shard-000000.tar" in line and "Traceback" not in line
+
+
+def test_build_replay_with_every_record_skipped_writes_its_skip_list(tmp_path, capsys):
+    from data_prep.build_replay import main as build_replay
+
+    records = [{"id": "a", "video": "gone.mp4", "conversations": [{"from": "human", "value": "?"}]}]
+    (tmp_path / "c.json").write_text(json.dumps(records))
+    out = tmp_path / "replay.jsonl"
+    args = ["--conversations", str(tmp_path / "c.json"), "--videos", str(tmp_path), "--out", str(out)]
+    line = one_line_exit(capsys, lambda: build_replay(args))
+    assert "all 1 were skipped" in line and read_jsonl(tmp_path / "replay.skipped.jsonl")[0]["id"] == "a"
+    assert not out.exists()

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from llavaction.args import LoaderOptions, PriorActionOptions
+from llavaction.args import LoaderOptions, PriorActionOptions, check_count
 from llavaction.data.epochs import EpochPlanner, SourceItems, apply_strategy, epoch_quotas, source_items
 from llavaction.data.stages import Collate, DecodeFrames, Descriptions, EncodePrompt, SkipCounter, TaskSource
 from llavaction.data.streams import EvalStream, SourceStream, TrainStream
@@ -59,6 +59,8 @@ class EpicDataModule(L.LightningDataModule):
             seed: seed of the epoch plans (strategies, shard orders, shuffling, mixing) and per-sample decisions.
         """
         super().__init__()
+        check_count("data.num_frames", num_frames, minimum=1)
+        check_count("data.max_length", max_length, minimum=1)
         self.save_hyperparameters()
         self.train_sources = [s if isinstance(s, TaskSource) else TaskSource(**s) for s in (train or [])]
         self.val_sets, self.test_sets = list(val or []), list(test or val or [])

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from llavaction.epic import NUM_NOUNS, NUM_VERBS, parse_action
+from llavaction.files import atomic_output
 from llavaction.jsonl import write_json
 from llavaction.metrics import action_topk
 
@@ -61,7 +62,8 @@ def write_head_outputs(predictions: list[dict], out: Path, candidates: int) -> N
     nouns = np.array([r.pop("noun_scores") for r in predictions], dtype=np.float32)
     ids = np.array([r["narration_id"] for r in predictions])
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "head_scores.npz", verb_output=verbs, noun_output=nouns, narration_id=ids)
+    with atomic_output(out / "head_scores.npz", "wb") as stream:
+        np.savez(stream, verb_output=verbs, noun_output=nouns, narration_id=ids)
     top_v, top_n = action_topk(torch.from_numpy(verbs), torch.from_numpy(nouns), candidates)
     write_json(
         out / "head_candidates.json",

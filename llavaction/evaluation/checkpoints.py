@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -56,6 +57,13 @@ def is_original(checkpoint: str | Path) -> bool:
     if path.exists():
         return path.is_dir() and (path / "config.json").exists()
     return is_hub_id(str(checkpoint))
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """A Lightning checkpoint file must be a whole zip archive (torch.save's format): a text file or one cut short by
+    a full disk is refused naming it, before anything is built."""
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a whole torch.save archive: truncated or text?)")
 
 
 def check_precision(precision: str) -> str:
@@ -119,6 +127,7 @@ class LoadedCheckpoint:
                 f"{checkpoint}: neither a Lightning checkpoint file, a checkpoint directory with config.json, nor a "
                 "model-hub id"
             )
+        check_checkpoint_file(path)
         return cls._open_lightning(path, tokenizer)
 
     @classmethod

@@ -22,14 +22,22 @@ def load_scores(path: Path) -> dict[str, np.ndarray]:
     Shapes, duplicated narration ids and non-finite scores are errors naming the file and the rows."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such scores file")
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            scores = {k: data[k] for k in data.files}
-    elif path.suffix == ".pt":
-        loaded = torch.load(path, weights_only=True, map_location="cpu")
-        scores = {k: (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in loaded.items()}
-    else:
+    if path.suffix not in (".npz", ".pt"):
         raise ScoresError(f"{path}: scores must be a .npz or .pt file")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                scores = {k: data[k] for k in data.files}
+        else:
+            loaded = torch.load(path, weights_only=True, map_location="cpu")
+            scores = {k: (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in loaded.items()}
+    except ValueError as err:
+        if "allow_pickle" in str(err):  # object arrays (ids as Python strings) are pickles: never read
+            raise ScoresError(f"{path}: holds object arrays (pickled); save narration_id as a string array") from None
+        raise ScoresError(f"{path}: not a readable scores file ({err})") from None
+    except Exception as err:  # empty, truncated or foreign files: EOFError, BadZipFile, pickle and zip errors alike
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ScoresError(f"{path}: not a readable scores file ({type(err).__name__}: {detail})") from None
     missing = [k for k in ("verb_output", "noun_output", "narration_id") if k not in scores]
     if missing:
         raise ScoresError(f"{path}: missing {', '.join(missing)}")

@@ -19,6 +19,7 @@ from llavaction.evaluation.candidates import write_head_outputs
 from llavaction.evaluation.checkpoints import LoadedCheckpoint, check_precision
 from llavaction.evaluation.lmms_eval import write_results_layout
 from llavaction.evaluation.questions import check_against_shards, read_questions
+from llavaction.files import exclusive_output
 from llavaction.jsonl import write_json, write_jsonl
 
 BREAKDOWN = {
@@ -70,6 +71,11 @@ def evaluate_mqa(run: MQAEvaluation) -> dict | None:
     """Run the evaluation, write predictions.jsonl, results.json and the lmms-eval layout into run.out; returns the
     results on the global-zero process (None elsewhere). The questions are checked against the shards and the
     checkpoint is read before any forward pass."""
+    with exclusive_output(run.out):
+        return _evaluate_mqa(run)
+
+
+def _evaluate_mqa(run: MQAEvaluation) -> dict | None:
     import lightning as L
 
     questions = read_questions(run.questions)
