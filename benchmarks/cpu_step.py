@@ -9,10 +9,6 @@ Compare with the previous rows of benchmarks/RESULTS.md (evaluation questions/s:
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch is imported, as in train.py
-
 import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402

@@ -260,23 +260,71 @@ def iter_shard(url: str, expected: int | None = None) -> Iterator[dict]:
 def _tar_samples(url: str) -> Iterator[dict]:
     stream = open_stream(url)
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
-            sample = None
-            for info in tar:
-                if not info.isreg():
-                    continue
-                key, _, field = os.path.basename(info.name).partition(".")
-                data = tar.extractfile(info).read()
-                if sample is not None and key != sample["__key__"]:
-                    yield sample
-                    sample = None
-                if sample is None:
-                    sample = {"__key__": key, "__url__": url}
-                sample[field] = data
-            if sample is not None:
+        sample = None
+        for name, data in _tar_members(stream, url):
+            key, _, field = os.path.basename(name).partition(".")
+            if sample is not None and key != sample["__key__"]:
                 yield sample
+                sample = None
+            if sample is None:
+                sample = {"__key__": key, "__url__": url}
+            sample[field] = data
+        if sample is not None:
+            yield sample
     finally:
         stream.close()
+
+
+BLOCK = 512
+
+
+def _read_exactly(stream: BinaryIO, size: int, url: str) -> bytes:
+    data = stream.read(size)
+    while len(data) < size:  # pipes and sockets may return less than asked
+        more = stream.read(size - len(data))
+        if not more:
+            raise EOFError(f"{url}: the tar ends inside a member")
+        data += more
+    return data
+
+
+def _tar_members(stream: BinaryIO, url: str) -> Iterator[tuple[str, bytes]]:
+    """(name, content) of each regular file of a tar stream, read with one call per header and per member (Python's
+    tarfile costs more than decoding the JPEGs' headers). Handles what webdataset's TarWriter (Python's tarfile)
+    writes: ustar headers, GNU long names and PAX path records; other members are skipped."""
+    long_name = None
+    while True:
+        header = stream.read(BLOCK)
+        while header and len(header) < BLOCK:
+            more = stream.read(BLOCK - len(header))
+            if not more:
+                raise EOFError(f"{url}: the tar ends inside a header")
+            header += more
+        if not header or header == bytes(BLOCK):  # the end-of-archive blocks (or a stream that just stops)
+            return
+        checksum = header[148:156].split(b"\0", 1)[0].strip()
+        if not checksum or int(checksum, 8) != sum(header[:148]) + 256 + sum(header[156:]):
+            raise tarfile.ReadError(f"{url}: a damaged tar header")
+        size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        kind = header[156:157]
+        data = _read_exactly(stream, size, url)
+        padding = -size % BLOCK
+        if padding:
+            _read_exactly(stream, padding, url)
+        if kind == b"L":  # GNU long name of the next member
+            long_name = data.split(b"\0", 1)[0].decode()
+        elif kind == b"x":  # PAX extended header: its path record names the next member
+            for record in data.decode().splitlines():
+                field = record.split(" ", 1)[1] if " " in record else ""
+                if field.startswith("path="):
+                    long_name = field[len("path=") :]
+        elif kind in (b"0", b"\0", b"7"):
+            name = header[:100].split(b"\0", 1)[0].decode()
+            prefix = header[345:500].split(b"\0", 1)[0].decode() if header[257:262] == b"ustar" else ""
+            yield long_name or (f"{prefix}/{name}" if prefix else name), data
+            long_name = None
+        else:  # directories, links, global headers: no sample content
+            long_name = None
 
 
 def iter_samples(urls: Iterable[str], sizes: dict[str, int] | None = None) -> Iterator[dict]:

@@ -9,15 +9,11 @@ bad config value, a bad sample in evaluation) is one line, `error: ...`, exit st
 traceback.
 """
 
-import os
 import signal
 import sys
 
 
 def main(args: list[str] | None = None) -> int:
-    # Large CPU tensors (frame batches, activations in CPU runs) on transparent huge pages: far fewer page faults per
-    # fresh batch buffer. Torch reads this once, at its first allocation, so it is set before torch is imported.
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from llavaction.cli import main as cli_main

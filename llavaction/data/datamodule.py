@@ -245,6 +245,23 @@ class EpochLoader(DataLoader):
         self.resume: dict | None = None
 
     def __iter__(self):
+        return self._releasing(self._epoch_iterator())
+
+    def _releasing(self, batches):
+        """The batches, each frame buffer released (FrameBuffers) once RELEASE_LAG further batches were drawn: by
+        then the loop has finished its step (Lightning draws one batch ahead). All are released when the pass ends."""
+        buffers, held = self.dataset.buffers, []
+        buffers.release_all()
+        try:
+            for batch in batches:
+                held.append(batch.get("frame_buffer"))
+                if len(held) > buffers.RELEASE_LAG:
+                    buffers.release(held.pop(0))
+                yield batch
+        finally:
+            buffers.release_all()
+
+    def _epoch_iterator(self):
         epoch = self.epoch()
         consumed = 0
         if self.resume is not None and self.resume["epoch"] == epoch:

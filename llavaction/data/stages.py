@@ -7,7 +7,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,20 +263,71 @@ class SkipCounter:
         return counts
 
 
+class FrameBuffers:
+    """Each training loader worker's frame batches, written into a few buffers used in turn instead of fresh memory
+    every batch (fresh pages cost a third of the decoding). A buffer is reused only after the training process has
+    released its batch: `owned[worker, slot]` (shared with the workers) is set by the worker that fills a buffer and
+    cleared by the training loader (EpochLoader) once two further batches have been drawn, i.e. once the batch's step
+    is over (Lightning fetches one batch ahead). A worker that finds no buffer released within `wait_sec` writes into
+    fresh memory instead, as without buffers."""
+
+    SLOTS = 5  # the batches a worker's buffers can have in flight: prefetched (2), held by the loop (2), one spare
+    RELEASE_LAG = 2  # batches drawn after a batch before its buffer is released
+
+    def __init__(self, workers: int, wait_sec: float = 30.0):
+        self.owned = torch.zeros((max(1, workers), self.SLOTS), dtype=torch.int32)
+        if workers > 0:
+            self.owned.share_memory_()
+        self.wait_sec = wait_sec
+        self._buffers: dict[int, torch.Tensor] = {}
+        self._next = 0
+
+    def acquire(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[int, int] | None]:
+        """A [B, T, S, S, 3] uint8 tensor to decode a batch into, and its (worker, slot), None for fresh memory."""
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        slot = self._next
+        self._next = (slot + 1) % self.SLOTS
+        deadline = time.monotonic() + self.wait_sec
+        while self.owned[worker, slot] and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        if self.owned[worker, slot]:  # never released: do not overwrite what someone may still read
+            return _fresh(shape), None
+        buffer = self._buffers.get(slot)
+        if buffer is None or buffer.numel() < math.prod(shape):
+            buffer = self._buffers[slot] = _fresh(shape)
+        self.owned[worker, slot] = 1
+        return buffer.view(-1)[: math.prod(shape)].view(shape), (worker, slot)
+
+    def release(self, owner: tuple[int, int] | None) -> None:
+        if owner is not None:
+            self.owned[owner] = 0
+
+    def release_all(self) -> None:
+        self.owned.zero_()
+
+
+def _fresh(shape: tuple[int, ...]) -> torch.Tensor:
+    frames = torch.empty(shape, dtype=torch.uint8)
+    if get_worker_info() is not None:  # allocated where the DataLoader would otherwise copy it to
+        frames.share_memory_()
+    return frames
+
+
 class Collate:
     """Right-pads token sequences and decodes every clip's JPEGs straight into one uint8 batch tensor; carries labels
     for metrics, a padding flag and each row's key. A frame that fails to decode makes its sample padding with blank
     frames, counted by `skips` (training: the batch keeps its size), or raises BadSample naming it (evaluation: skips
-    is None)."""
+    is None). With `buffers` (training) the frames go into a reused buffer, released by the training loader; without,
+    into fresh memory."""
 
-    def __init__(self, pad_id: int, skips: SkipCounter | None = None):
-        self.pad_id, self.skips = pad_id, skips
+    def __init__(self, pad_id: int, skips: SkipCounter | None = None, buffers: FrameBuffers | None = None):
+        self.pad_id, self.skips, self.buffers = pad_id, skips, buffers
 
-    def decode(self, samples: list[dict]) -> tuple[list[dict], torch.Tensor]:
+    def decode(self, samples: list[dict]) -> tuple[list[dict], torch.Tensor, tuple[int, int] | None]:
         first = samples[0]["frames"]
-        frames = torch.empty((len(samples), first.count, first.size, first.size, 3), dtype=torch.uint8)
-        if get_worker_info() is not None:  # allocated where the DataLoader would otherwise copy it to
-            frames.share_memory_()
+        shape = (len(samples), first.count, first.size, first.size, 3)
+        frames, owner = self.buffers.acquire(shape) if self.buffers is not None else (_fresh(shape), None)
         decoded = []
         for row, sample in enumerate(samples):
             try:
@@ -288,10 +341,10 @@ class Collate:
                     self.skips.skip("undecodable_frame", message)
                 sample = padding_copy(sample)
             decoded.append(sample)
-        return decoded, frames
+        return decoded, frames, owner
 
     def __call__(self, samples: list[dict]) -> dict:
-        samples, frames = self.decode(samples)
+        samples, frames, owner = self.decode(samples)
         tokens = pad_right([(s["input_ids"], s["labels"]) for s in samples], self.pad_id)
 
         def field(name: str, default: int = -1) -> torch.Tensor:
@@ -314,4 +367,5 @@ class Collate:
             "meta": [s["meta"] for s in samples],
             "keys": [s["__key__"] for s in samples],
             "skipped_samples": self.skips.take() if self.skips is not None else {},
+            "frame_buffer": owner,
         }

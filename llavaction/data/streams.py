@@ -24,6 +24,7 @@ from llavaction.data.stages import (
     DecodeFrames,
     Descriptions,
     EncodePrompt,
+    FrameBuffers,
     JpegFrames,
     SkipCounter,
     TaskSource,
@@ -134,7 +135,11 @@ class TrainStream(IterableDataset):
     docstring). A planned sample that cannot be used is a counted skip whose row becomes padding."""
 
     def __init__(self, planner: EpochPlanner, sources: list[SourceStream], collate: Collate, rank: int):
-        self.planner, self.sources, self.collate, self.rank = planner, sources, collate, rank
+        self.planner, self.sources, self.rank = planner, sources, rank
+        # made here, in the training process, so that its ownership flags are shared with the workers
+        self.buffers = FrameBuffers(planner.num_workers)
+        self.collate = copy.copy(collate)
+        self.collate.buffers = self.buffers
         self.epoch, self.consumed = 0, 0
 
     def set_epoch(self, epoch: int, consumed: int = 0) -> None:
