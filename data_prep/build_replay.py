@@ -14,13 +14,16 @@ left out with a note), or JSON / JSONL files given with --conversations (all the
 told apart by (file, index), never by id (the caption, open-ended and multiple-choice files of a bucket share ids).
 Videos are found as the reference trainer finds them: ROOT/<data_source>/<video>, then ROOT/<video>, then next to the
 JSON file. All records of one video become one record holding their conversations, so extract_frames stores its frames
-once. A record whose video is missing or unreadable is a counted skip, listed in OUT.skipped.jsonl.
+once. A record whose video is missing or unreadable is a counted skip, listed in OUT.skipped.jsonl. As a task of an
+array (--num-tasks, --task-index, or a SLURM job array) it writes its share of the videos to
+OUT.parts/part-IIII-of-NNNN.jsonl; data_prep.merge_shards --out OUT completes OUT.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import sys
@@ -29,9 +32,10 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from llavaction.cli_errors import ArgumentParser, add_debug_flag, run_cli
+from data_prep.tasks import ArrayTask
+from llavaction.cli_errors import ArgumentParser, add_debug_flag, count, run_cli
 from llavaction.files import exclusive_output
-from llavaction.jsonl import read_jsonl, write_jsonl
+from llavaction.jsonl import read_jsonl, write_json, write_jsonl
 from llavaction.sampling import SamplingStrategy
 from llavaction.video import VideoError, video_duration
 
@@ -90,32 +94,48 @@ def find_video(record: dict, videos: Path, json_path: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def build(entries: list[tuple[Path, SamplingStrategy]], videos: Path, seed: int) -> tuple[list[dict], list[dict]]:
-    """Replay records (one per video, holding its conversations in file order) and the skipped records."""
-    by_video: dict[Path, dict] = {}
-    skipped = []
-    durations: dict[Path, float] = {}
+def video_key(record) -> str:
+    """What names a record's video before it is looked for: its video path, normalised (a bucket's caption and QA
+    files name the same video with and without data_source, so that is left out)."""
+    return os.path.normpath(str(record.get("video") or "")) if isinstance(record, dict) else ""
+
+
+def build(
+    entries: list[tuple[Path, SamplingStrategy]], videos: Path, seed: int, task: ArrayTask | None = None
+) -> tuple[list[dict], list[dict]]:
+    """Replay records (one per video, holding its conversations in file order) and the skipped records. As an array
+    task, only the records of its contiguous share of the videos (in order of first appearance; each video's
+    duration is probed by one task)."""
+    selected = []
     for file_number, (path, strategy) in enumerate(entries):
         records = read_records(path)
         rng = random.Random(f"{seed}:{file_number}:{path.name}")
-        for index in tqdm(strategy.select(len(records), rng), desc=path.name, unit="record", mininterval=1):
-            record, where = records[index], f"{path}:{index}"
-            try:
-                if not isinstance(record, dict) or not all(k in record for k in ("video", "conversations")):
-                    raise ValueError("needs video and conversations")
-                video = find_video(record, videos, path)
-                if video is None:
-                    raise ValueError(f"video not found: {record['video']} (under {videos} or {path.parent})")
-                if video not in durations:
-                    durations[video] = video_duration(video)
-            except (ValueError, VideoError) as err:
-                skipped.append(
-                    {"record": where, "id": record.get("id") if isinstance(record, dict) else None, "reason": str(err)}
-                )
-                continue
-            merged = by_video.setdefault(video, replay_record(video, videos, durations[video]))
-            merged["conversations"].append(record["conversations"])
-            merged["sources"].append(where)
+        selected += [(path, index, records[index]) for index in strategy.select(len(records), rng)]
+    if task is not None:
+        keys = list(dict.fromkeys(video_key(record) for _, _, record in selected))
+        owned = set(keys[i] for i in task.share([1.0] * len(keys)))
+        selected = [item for item in selected if video_key(item[2]) in owned]
+    by_video: dict[Path, dict] = {}
+    skipped = []
+    durations: dict[Path, float] = {}
+    for path, index, record in tqdm(selected, desc="records", unit="record", mininterval=1):
+        where = f"{path}:{index}"
+        try:
+            if not isinstance(record, dict) or not all(k in record for k in ("video", "conversations")):
+                raise ValueError("needs video and conversations")
+            video = find_video(record, videos, path)
+            if video is None:
+                raise ValueError(f"video not found: {record['video']} (under {videos} or {path.parent})")
+            if video not in durations:
+                durations[video] = video_duration(video)
+        except (ValueError, VideoError) as err:
+            skipped.append(
+                {"record": where, "id": record.get("id") if isinstance(record, dict) else None, "reason": str(err)}
+            )
+            continue
+        merged = by_video.setdefault(video, replay_record(video, videos, durations[video]))
+        merged["conversations"].append(record["conversations"])
+        merged["sources"].append(where)
     return list(by_video.values()), skipped
 
 
@@ -155,20 +175,40 @@ def run(args: argparse.Namespace) -> int:
                 print(f"note: {path} left out (not a video instruction .json file)", file=sys.stderr)
     else:
         usable = [(path, SamplingStrategy("all")) for path in args.conversations]
-    records, skipped = build(usable, args.videos, args.seed)
-    write_jsonl(args.out.with_suffix(".skipped.jsonl"), skipped)  # first: an error below points to it
+    task = ArrayTask.from_args(args.num_tasks, args.task_index)
+    records, skipped = build(usable, args.videos, args.seed, task)
+    out = output_of(args.out, task)
+    write_jsonl(out.with_suffix(".skipped.jsonl"), skipped)  # first: an error below points to it
+    if task is not None:  # a part: its records, even none, and a manifest the merge checks
+        write_jsonl(out, records)
+        manifest = {
+            "files": [str(path) for path, _ in usable],
+            "settings": {"seed": args.seed, "videos": str(args.videos), "strategies": [str(s) for _, s in usable]},
+            "task": {"index": task.index, "count": task.count},
+        }
+        write_json(out.with_suffix(".json"), manifest)
+        print(
+            f"{len(records)} videos -> {out}; when all {task.count} tasks have finished: python -m "
+            f"data_prep.merge_shards --out {args.out}"
+        )
+        return 0
     if not records:
         raise ValueError(
-            f"no replay record: all {len(skipped)} were skipped (reasons in {args.out.with_suffix('.skipped.jsonl')})"
+            f"no replay record: all {len(skipped)} were skipped (reasons in {out.with_suffix('.skipped.jsonl')})"
         )
-    write_jsonl(args.out, records)
+    write_jsonl(out, records)
     conversations = sum(len(r["conversations"]) for r in records)
     print(
-        f"{conversations} conversations of {len(records)} videos -> {args.out}; {len(skipped)} records skipped "
-        f"(see {args.out.with_suffix('.skipped.jsonl')})",
+        f"{conversations} conversations of {len(records)} videos -> {out}; {len(skipped)} records skipped "
+        f"(see {out.with_suffix('.skipped.jsonl')})",
         file=sys.stderr,
     )
     return 0
+
+
+def output_of(out: Path, task: ArrayTask | None) -> Path:
+    """Where a run writes its records: --out, or as an array task its part, OUT.parts/part-IIII-of-NNNN.jsonl."""
+    return out if task is None else out.with_name(out.name + ".parts") / f"{task.part_name}.jsonl"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,11 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", type=Path, required=True, help="root the records' video paths are relative to")
     parser.add_argument("--seed", type=int, default=0, help="seed of random:N sampling")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--num-tasks", type=count(1), help="array tasks sharing --out (default: SLURM_ARRAY_TASK_COUNT when set)"
+    )
+    parser.add_argument(
+        "--task-index", type=count(0), help="this task, from 0 (default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN)"
+    )
     add_debug_flag(parser)
     args = parser.parse_args(argv)
 
     def locked() -> int:
-        with exclusive_output(args.out):  # one writer of these records at a time
+        task = ArrayTask.from_args(args.num_tasks, args.task_index)
+        with exclusive_output(output_of(args.out, task)):  # one writer of these records at a time
             return run(args)
 
     return run_cli(locked, debug=args.debug)

@@ -28,7 +28,8 @@ import simplejpeg
 import webdataset as wds
 from tqdm import tqdm
 
-from llavaction.cli_errors import ArgumentParser, add_debug_flag, run_cli
+from data_prep.tasks import ArrayTask
+from llavaction.cli_errors import ArgumentParser, add_debug_flag, count, run_cli
 from llavaction.epic import EpicAnnotations
 from llavaction.files import atomic_output, exclusive_output, remove_stale_temporaries
 from llavaction.jsonl import read_jsonl, write_json
@@ -220,10 +221,11 @@ def questions_digest(records: list[dict]) -> str:
     return hashlib.sha256(json.dumps(records, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def load_progress(out: Path, config: ExtractConfig, resume: bool, digest: str) -> dict:
+def load_progress(out: Path, config: ExtractConfig, resume: bool, digest: str, task: ArrayTask | None = None) -> dict:
     fresh = {
         "config": config.__dict__,
         "questions_digest": digest,
+        "task": None if task is None else {"index": task.index, "count": task.count},
         "next_position": 0,
         "shards": {},
         "skipped": [],
@@ -246,25 +248,56 @@ def load_progress(out: Path, config: ExtractConfig, resume: bool, digest: str) -
             f"{out} was written from other questions (or another version of them); cannot resume: "
             "extract these into another --out"
         )
+    if progress.get("task") != fresh["task"]:
+        raise ValueError(f"{out} was written as task {progress.get('task')}; cannot resume it as {fresh['task']}")
     return progress
 
 
-def extract(records: list[dict], out: Path, config: ExtractConfig, workers: int = 1, resume: bool = False) -> dict:
+def extract(
+    records: list[dict],
+    out: Path,
+    config: ExtractConfig,
+    workers: int = 1,
+    resume: bool = False,
+    task: ArrayTask | None = None,
+) -> dict:
     """Write the shards and return the report (written, skipped with reasons, clamped); the output folder is held by
-    this process while it writes (llavaction.files.exclusive_output)."""
+    this process while it writes (llavaction.files.exclusive_output). As an array task, its share of the videos
+    (task_videos) goes into its own part folder, out/part-IIII-of-NNNN, and data_prep.merge_shards completes the
+    set."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: an existing file; --out is the folder of the shards")
-    with exclusive_output(out):
-        return _extract(records, out, config, workers, resume)
+    folder = out if task is None else out / task.part_name
+    with exclusive_output(folder):
+        return _extract(records, folder, config, workers, resume, task)
 
 
-def _extract(records: list[dict], out: Path, config: ExtractConfig, workers: int, resume: bool) -> dict:
+def sample_cost(record: dict, num_frames: int) -> float:
+    """Frames decoded for a sample: the frames its clip spans (decoding runs through them) or those it stores."""
+    seconds = max(0.0, record["clip_stop_sec"] - record["clip_start_sec"])
+    return max(float(num_frames), seconds * float(record.get("fps") or 30.0))
+
+
+def task_videos(records: list[dict], task: ArrayTask, num_frames: int) -> list[dict]:
+    """A task's records: a contiguous run of the videos in extraction order (each video whole, opened by one task),
+    balanced by the frames they decode."""
+    videos = [list(group) for _, group in itertools.groupby(records, key=lambda r: r["video_id"])]
+    share = task.share([sum(sample_cost(r, num_frames) for r in video) for video in videos])
+    return [record for video in videos[share.start : share.stop] for record in video]
+
+
+def _extract(
+    records: list[dict], out: Path, config: ExtractConfig, workers: int, resume: bool, task: ArrayTask | None
+) -> dict:
     check_records(records)
     entries = {record["narration_id"]: index_entry(record, line) for line, record in enumerate(records)}
     records = sorted(records, key=sort_key)
+    digest = questions_digest(records)  # of the whole question file: every part of an array records the same
+    if task is not None:
+        records = task_videos(records, task, config.num_frames)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # a killed run's, safe to remove while this process holds the folder
-    progress = load_progress(out, config, resume, questions_digest(records))
+    progress = load_progress(out, config, resume, digest, task)
     # the finished shards' entries only, on whole lines, before this run appends its own
     kept = shard_index(out, progress["shards"])
     (out / INDEX_PARTS_FILE).write_text(
@@ -298,6 +331,8 @@ def _extract(records: list[dict], out: Path, config: ExtractConfig, workers: int
         "skipped": progress["skipped"],
         "clamped": progress["clamped"],
         "config": config.__dict__,
+        "questions_digest": digest,
+        "task": progress.get("task"),
     }
     write_json(out / REPORT_FILE, report)
     return report
@@ -348,6 +383,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shard-size", type=int, default=256, help="samples per shard")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument(
+        "--num-tasks", type=count(1), help="array tasks sharing --out (default: SLURM_ARRAY_TASK_COUNT when set)"
+    )
+    parser.add_argument(
+        "--task-index", type=count(0), help="this task, from 0 (default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     add_debug_flag(parser)
     args = parser.parse_args(argv)
@@ -368,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     records = read_jsonl(args.questions) if args.questions else segment_records(args.annotations, args.split)
+    if not records:
+        raise ValueError(f"{args.questions}: holds no question")
     config = ExtractConfig(
         videos=str(args.videos),
         layout=args.layout,
@@ -378,7 +421,9 @@ def run(args: argparse.Namespace) -> int:
         chunk_seconds=args.chunk_seconds,
         shard_size=args.shard_size,
     )
-    report = extract(records, args.out, config, workers=args.workers, resume=args.resume)
+    task = ArrayTask.from_args(args.num_tasks, args.task_index)
+    report = extract(records, args.out, config, workers=args.workers, resume=args.resume, task=task)
+    folder = args.out if task is None else args.out / task.part_name
     reasons = {}
     for item in report["skipped"]:
         print(f"skipped {item['narration_id']}: {item['reason']}", file=sys.stderr)
@@ -386,14 +431,16 @@ def run(args: argparse.Namespace) -> int:
     for key in report["clamped"]:
         print(f"clamped {key}: a frame time lay beyond the end of the video; the last frame was used", file=sys.stderr)
     print(
-        f"{report['written']} samples in {report['shards']} shards -> {args.out}; "
-        f"{len(report['skipped'])} skipped, {len(report['clamped'])} clamped (see {args.out / REPORT_FILE})",
+        f"{report['written']} samples in {report['shards']} shards -> {folder}; "
+        f"{len(report['skipped'])} skipped, {len(report['clamped'])} clamped (see {folder / REPORT_FILE})",
         file=sys.stderr,
     )
-    if not report["written"]:
+    if task is not None:
+        print(f"when all {task.count} tasks have finished: python -m data_prep.merge_shards --out {args.out}")
+    if report["samples"] and not report["written"]:
         raise ValueError(
-            f"{args.out}: no sample written, every one of the {report['samples']} was skipped "
-            f"(reasons in {args.out / REPORT_FILE})"
+            f"{folder}: no sample written, every one of the {report['samples']} was skipped "
+            f"(reasons in {folder / REPORT_FILE})"
         )
     return 0
 
