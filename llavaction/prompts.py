@@ -292,6 +292,10 @@ class PromptEncoder:
         self.eos_ids = self._ids(EOS_TOKEN)
 
     def _ids(self, text: str) -> list[int]:
+        # the Rust tokenizer straight: the same ids without transformers' per-call overhead (a loader's hot path)
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            return backend.encode(text, add_special_tokens=False).ids
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def encode(self, question: str, answer: str | None, num_visual_tokens: int, name: str = "sample") -> EncodedPrompt:

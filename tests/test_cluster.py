@@ -134,6 +134,7 @@ def http_shards(demo_shards):
     server.wait()
 
 
+@pytest.mark.slow
 def test_shards_stream_from_a_url(http_shards, demo_dir, demo_shards, demo_questions, tmp_path):
     from tests.test_evaluate import original_checkpoint_at, run_mqa
 

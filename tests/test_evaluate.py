@@ -404,12 +404,12 @@ def test_head_scores_and_candidates(demo_dir, demo_questions, demo_shards, tmp_p
     assert len(first) == 7 and len(set(first)) == 7 and all(":" in a for a in first)
 
 
-def test_stale_shards_are_refused_before_the_model_loads(original_checkpoint, demo_questions, demo_shards, tmp_path):
+def test_stale_shards_are_refused_before_the_model_loads(
+    original_checkpoint, demo_questions, demo_shards, tmp_path, capsys
+):
     """Shards built from v1 of a question file, evaluated with v2 (same ids, other options): one line, nothing
     written, by evaluate mqa and by lmms-export."""
-    import subprocess
-    import sys
-
+    from llavaction.evaluate import main as evaluate
     from llavaction.jsonl import read_jsonl
 
     v2 = read_jsonl(demo_questions["validation_mqa"])
@@ -417,22 +417,12 @@ def test_stale_shards_are_refused_before_the_model_loads(original_checkpoint, de
     path = tmp_path / "v2.jsonl"
     path.write_text("".join(json.dumps(q) + "\n" for q in v2))
     shards = str(demo_shards["validation_mqa"])
-    for command in (
-        ["mqa", "--checkpoint", str(original_checkpoint)],
-        ["lmms-export"],
-    ):
+    for command in (["mqa", "--checkpoint", str(original_checkpoint)], ["lmms-export"]):
         out = tmp_path / command[0]
-        result = subprocess.run(
-            [sys.executable, "-m", "llavaction.evaluate", *command, "--questions", str(path), "--shards", shards]
-            + ["--out", str(out)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        error = result.stderr.strip().splitlines()
-        assert result.returncode == 2 and len(error) == 1, result.stderr[-2000:]
-        assert "v2.jsonl: 1 of its 8 questions differ from the shards' copy" in error[0] and "options" in error[0]
-        assert not out.exists()
+        assert evaluate([*command, "--questions", str(path), "--shards", shards, "--out", str(out)]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and "v2.jsonl: 1 of its 8 questions differ from the shards' copy" in error[0]
+        assert "options" in error[0] and not out.exists()
 
 
 @pytest.mark.slow
@@ -476,3 +466,21 @@ def test_mqa_on_two_nodes_equals_one_process(original_checkpoint, demo_questions
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert results["count"] == one["count"] == 8 and results["accuracy"] == one["accuracy"]
     assert [p["rule_choice_index"] for p in predictions] == [p["rule_choice_index"] for p in predictions_one]
+
+
+def test_an_original_checkpoint_is_read_once(original_checkpoint, demo_shards, monkeypatch):
+    """One config.json read for its settings, its architecture and its weights; one DataModule linked as train.py."""
+    from pathlib import Path
+
+    from llavaction.args import EvaluationOptions, LoaderOptions
+    from llavaction.evaluation.checkpoints import LoadedCheckpoint
+
+    reads, real = [], Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self.name) or real(self, *a, **k))
+    loaded = LoadedCheckpoint.open(original_checkpoint)
+    module = loaded.module(EvaluationOptions(("letter",)))
+    settings = loaded.question_settings([str(demo_shards["validation_mqa"])])
+    data = loaded.datamodule([str(demo_shards["validation_mqa"])], settings, LoaderOptions(num_workers=0))
+    assert reads.count("config.json") == 1 and module.model is not None
+    assert data.hparams.tokens_per_frame == module.tokens_per_frame and data.tokenizer_path == module.tokenizer_path
+    assert loaded.precision == "32-true" and settings.num_frames == 8

@@ -218,6 +218,7 @@ def hub_cache(root: Path, checkpoint: Path, repo: str, revision: str) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_checkpoints_by_hub_id_offline(checkpoint, video, tmp_path):
     revision = "0123456789abcdef0123456789abcdef01234567"
     cache = hub_cache(tmp_path / "hub", checkpoint, "lab/tiny-llavaction", revision)

@@ -157,6 +157,10 @@ def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsy
     last.rename(moved)
     monkeypatch.chdir(moved.parent)
     questions = next(Path(demo_dir).rglob("validation_mqa.jsonl"))
+    import torch
+
+    loads, real_load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda path, *a, **k: loads.append(str(path)) or real_load(path, *a, **k))
     assert (
         evaluate(
             [
@@ -177,6 +181,7 @@ def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsy
         )
         == 0
     )
+    assert loads.count(str(moved)) == 1  # the checkpoint is read once
     evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert evaluated["settings"]["num_frames"] == 8 and evaluated["count"] == 8
     assert evaluated["config"]["precision"] == "32-true"  # the precision it was trained at
