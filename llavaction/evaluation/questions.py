@@ -61,7 +61,7 @@ def difference(question: dict, location: str, shard: str) -> str:
     for field in QUESTION_FIELDS:
         if question.get(field) != copy.get(field):
             return f"{key}: {field} {_short(question.get(field))} here, {_short(copy.get(field))} in the shards"
-    return f"{key}: differs"
+    return f"{key}: the same fields, but another digest in the shards' index.json (written by another version?)"
 
 
 def _short(value, width: int = 80) -> str:
