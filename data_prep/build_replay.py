@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import random
-import re
 import sys
 from pathlib import Path
 
@@ -34,15 +33,10 @@ from tqdm import tqdm
 
 from data_prep.tasks import ArrayTask
 from llavaction.cli_errors import ArgumentParser, add_debug_flag, count, run_cli
-from llavaction.files import exclusive_output
+from llavaction.files import exclusive_output, safe_name
 from llavaction.jsonl import read_jsonl, write_json, write_jsonl
 from llavaction.sampling import SamplingStrategy
 from llavaction.video import VideoError, video_duration
-
-
-def safe_key(text: str) -> str:
-    """A WebDataset-safe sample key: no dots or slashes."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
 
 
 def read_records(path: Path) -> list[dict]:
@@ -145,7 +139,7 @@ def replay_record(video: Path, videos: Path, duration: float) -> dict:
         relative = str(video.relative_to(videos))
     except ValueError:
         relative = str(video)
-    key = safe_key(relative)
+    key = safe_name(relative)  # a WebDataset key: no dots, no slashes
     return {
         "task": "qa",
         "replay": True,

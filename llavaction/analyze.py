@@ -26,7 +26,7 @@ import numpy as np
 
 from llavaction.cli_errors import ArgumentParser, add_debug_flag, count, run_cli
 from llavaction.figures import accuracy_bars, confusion_heatmap, frame_strip, save_png
-from llavaction.files import atomic_output, exclusive_output
+from llavaction.files import atomic_output, exclusive_output, safe_name
 from llavaction.jsonl import read_jsonl, write_json
 from llavaction.metrics import choice_index
 from llavaction.shards import frame_name, iter_samples, location_sizes, sample_meta
@@ -81,8 +81,7 @@ def paired(predictions: list[dict], other: list[dict], intersection: bool, where
 
 def strip_file(narration_id: str) -> str:
     """A safe, distinct file name for a question's strip, whatever its id holds."""
-    readable = "".join(c if c.isalnum() or c in "-_" else "_" for c in narration_id)[:60]
-    return f"{readable}-{hashlib.sha1(narration_id.encode()).hexdigest()[:8]}.jpg"
+    return f"{safe_name(narration_id)[:60]}-{hashlib.sha1(narration_id.encode()).hexdigest()[:8]}.jpg"
 
 
 def text(value) -> str:

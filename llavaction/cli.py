@@ -55,7 +55,7 @@ class PlanCLI(LlavaActionCLI):
 
 
 def plan_config(args: list[str]):
-    """The parsed config of `python -m llavaction.data.plan` and its own options (world_size, epoch, out)."""
+    """The parsed config of `python -m llavaction.data.plan`, its own options (world_size, epoch, out) included."""
     args = expand_config_args(list(args))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
@@ -65,4 +65,4 @@ def plan_config(args: list[str]):
         cli.parser.error(f"--epoch must be >= 0, got {config.epoch}")
     if config.world_size is not None and config.world_size < 1:
         cli.parser.error(f"--world-size must be >= 1, got {config.world_size}")
-    return config, config
+    return config

@@ -9,12 +9,19 @@ import contextlib
 import errno
 import json
 import os
+import re
 import socket
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+
+def safe_name(text: str, keep: str = "-_") -> str:
+    """`text` as one path component (a file name, a WebDataset key): anything but ASCII letters, digits and the
+    characters in `keep` becomes '_', so an id can never name another folder."""
+    return re.sub(f"[^A-Za-z0-9{re.escape(keep)}]", "_", text)
 
 
 def temporary_name(path: Path) -> Path:

@@ -28,6 +28,7 @@ from llavaction.cli_errors import ArgumentParser, add_debug_flag, count, run_cli
 from llavaction.epic import parse_timestamp
 from llavaction.evaluation.checkpoints import PRECISIONS, LoadedCheckpoint, precision_context
 from llavaction.figures import pyplot, save_png
+from llavaction.files import safe_name
 from llavaction.jsonl import read_jsonl
 from llavaction.metrics import rule_choice
 from llavaction.prompts import PromptEncoder, PromptOptions, pad_right, user_text
@@ -232,11 +233,6 @@ def describe(result: dict) -> str:
     return "\n".join(lines)
 
 
-def strip_name(name: str) -> str:
-    """A file name for a clip's strip: its id with anything but letters, digits, '-', '_' and '.' replaced."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "clip"
-
-
 def run(args: argparse.Namespace) -> int:
     if args.clips:
         clips = read_clips(args.clips, args.videos)
@@ -277,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
         for clip, pictures, result in zip(group, seen, predictor.answer(group, seen, options)):
             print(json.dumps(result) if args.json else describe(result), flush=True)
             if args.strip:
-                name = strip_name(clip.name)
+                name = safe_name(clip.name, keep="-_.") or "clip"
                 names[name] = names.get(name, 0) + 1
                 name = name if names[name] == 1 else f"{name}-{names[name]}"
                 path = args.strip if len(clips) == 1 else args.strip / f"{name}.png"

@@ -191,14 +191,6 @@ def read_sizes(location: str | Path) -> dict[str, int]:
     return sizes
 
 
-def read_conversation_counts(location: str | Path) -> dict[str, int] | None:
-    """conversations.json of a shard set, or None when its samples are one conversation each."""
-    try:
-        return json.loads(read_text(join(location, CONVERSATIONS_FILE)))
-    except FileNotFoundError:
-        return None
-
-
 def read_index(location: str | Path) -> dict[str, list[dict]]:
     """index.json of a shard set, checked against sizes.json. A set written before index.json existed is indexed by
     reading its samples' JSON (every shard is streamed: slow for a large set; extract_frames writes the index)."""
@@ -340,18 +332,6 @@ def first_sample(location: str | Path) -> dict:
 
 def sample_meta(sample: dict) -> dict:
     return json.loads(sample["json"])
-
-
-def sample_keys(location: str | Path) -> set[str]:
-    """The keys of every sample of a shard set: local tar headers only (no frame is read), remote shards streamed."""
-    keys = set()
-    for url in shard_urls(location):
-        if is_remote(url):
-            keys |= {sample["__key__"] for sample in iter_shard(url)}
-            continue
-        with tarfile.open(url, mode="r:") as tar:
-            keys |= {os.path.basename(name).partition(".")[0] for name in tar.getnames()}
-    return keys
 
 
 def location_sizes(locations: Iterable[str | Path]) -> dict[str, int]:

@@ -69,6 +69,7 @@ class EpicDataModule(L.LightningDataModule):
         self._tokenizer = None
         self._first_metas: dict[str, dict] = {}
         self._train_items: list[SourceItems] | None = None
+        self._descriptions: dict[str, Descriptions] = {}
 
     @property
     def tokenizer(self):
@@ -111,13 +112,22 @@ class EpicDataModule(L.LightningDataModule):
             self._first_metas[location] = sample_meta(first_sample(location))
         return self._first_metas[location]
 
+    def descriptions(self, source: TaskSource) -> Descriptions | None:
+        """A qa source's descriptions, read once (planning and the training stream share them)."""
+        if not source.descriptions:
+            return None
+        if source.descriptions not in self._descriptions:
+            self._descriptions[source.descriptions] = Descriptions(source.descriptions)
+        return self._descriptions[source.descriptions]
+
     def source_items(self) -> list[SourceItems]:
         """Each training source's items (samples, or conversations of replayed videos; for a qa source with
         descriptions, the samples that have one), after its sampling strategy; read once from the shard indexes."""
         if self._train_items is None:
             self._train_items = []
             for number, source in enumerate(self.train_sources):
-                kept = Descriptions(source.descriptions).words() if source.descriptions else None
+                descriptions = self.descriptions(source)
+                kept = descriptions.words() if descriptions is not None else None
                 items = source_items(source.path, kept)
                 if source.strategy is not None:
                     rng = random.Random(f"{self.hparams.seed}:strategy:{number}")
@@ -191,7 +201,10 @@ class EpicDataModule(L.LightningDataModule):
             raise ValueError("no training data: set data.train")
         h, loader = self.hparams, self.loader
         rank, world = self._world()
-        sources = [SourceStream(s, DecodeFrames(h.num_frames), self._encoder(s.task, True)) for s in self.train_sources]
+        sources = [
+            SourceStream(s, DecodeFrames(h.num_frames), self._encoder(s.task, True), self.descriptions(s))
+            for s in self.train_sources
+        ]
         planner = self.epoch_planner()
         stream = TrainStream(planner, sources, Collate(self.tokenizer.pad_token_id, SkipCounter()), rank)
         return EpochLoader(

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from llavaction.data.stages import conversation_key
 from llavaction.sampling import SamplingStrategy
 from llavaction.shards import join, read_index
 
@@ -64,9 +65,7 @@ class SourceItems:
 
     def key(self, item: int) -> str:
         """The item's key: the sample's, with `#conversation` for a conversation of a replayed video."""
-        key = self.keys[self.shard[item]][self.sample[item]]
-        conversation = int(self.conversation[item])
-        return key if conversation < 0 else f"{key}#{conversation}"
+        return conversation_key(self.keys[self.shard[item]][self.sample[item]], int(self.conversation[item]))
 
     def subset(self, items: np.ndarray) -> SourceItems:
         return SourceItems(
@@ -149,7 +148,6 @@ class SlotPlan:
     worker: int
     reads: list[list[tuple[int, int]]]
     batches: list[list[PlannedItem]]
-    padding: int = 0
 
 
 @dataclass
@@ -293,7 +291,7 @@ class EpochPlanner:
         mixed = list(_interleaved(streams, rng))
         batches = self._batches(mixed, epoch, rank, worker)
         plan = SlotPlan(rank, worker, reads, [[p for p, _ in batch] for batch in batches])
-        self._pad(plan, [[item for _, item in batch] for batch in batches], rank, epoch)
+        self._pad(plan, rank, epoch)
         return plan
 
     def _read_order(self, items: SourceItems, chosen: np.ndarray, rng: random.Random) -> list[list[tuple]]:
@@ -333,7 +331,7 @@ class EpochPlanner:
                 batches += group
         return batches + [[] for _ in range(len(self.worker_batches(worker)) - len(batches))]
 
-    def _pad(self, plan: SlotPlan, items: list[list[int]], rank: int, epoch: int) -> None:
+    def _pad(self, plan: SlotPlan, rank: int, epoch: int) -> None:
         """Fill short batches with repeats of their own items, or of the worker's previous batch; a worker with no
         item of its own repeats the first items of its rank, read for the purpose."""
         previous: list[PlannedItem] = []
@@ -345,7 +343,6 @@ class EpochPlanner:
                     PlannedItem(p.source, p.read, p.conversation, padding=True)
                     for p in (pool[i % len(pool)] for i in range(missing))
                 ]
-                plan.padding += missing
             previous = [p for p in batch if not p.padding] or previous
 
     def _rank_first(self, plan: SlotPlan, rank: int, epoch: int) -> list[PlannedItem]:
@@ -373,8 +370,7 @@ class EpochPlanner:
 
     def key_of(self, plan: SlotPlan, planned: PlannedItem) -> str:
         shard, sample, conversation = self.item_of(plan, planned)
-        key = self.sources[planned.source].keys[shard][sample]
-        return key if conversation < 0 else f"{key}#{conversation}"
+        return conversation_key(self.sources[planned.source].keys[shard][sample], conversation)
 
     def describe(self) -> dict:
         """What decides the plan: a checkpoint records it, so a resume under other settings is caught."""
@@ -437,20 +433,21 @@ def epoch_quotas(sizes: list[int], weights: list[float | None], samples_per_epoc
     if not numeric:
         if samples_per_epoch is not None and samples_per_epoch != sum(sizes):
             raise ValueError(
-                f"loader.samples_per_epoch is {samples_per_epoch} but every training source is taken whole (weight "
-                f"'size' or a sampling strategy): an epoch is their {sum(sizes)} samples; set samples_per_epoch: null"
+                f"data.loader.samples_per_epoch is {samples_per_epoch} but every training source is taken whole "
+                f"(weight 'size' or a sampling strategy): an epoch is their {sum(sizes)} samples; set "
+                "samples_per_epoch: null"
             )
         return [None] * len(sizes)
     if samples_per_epoch is None:
         raise ValueError(
-            "numeric training weights are ratios of loader.samples_per_epoch, which is null: set it, or give every "
-            "source weight 'size' (each sample once an epoch)"
+            "numeric training weights are ratios of data.loader.samples_per_epoch, which is null: set it, or give "
+            "every source weight 'size' (each sample once an epoch)"
         )
     whole = sum(size for size, w in zip(sizes, weights) if w is None)
     left = samples_per_epoch - whole
     if left <= 0:
         raise ValueError(
-            f"loader.samples_per_epoch {samples_per_epoch} leaves nothing for the weighted sources after the "
+            f"data.loader.samples_per_epoch {samples_per_epoch} leaves nothing for the weighted sources after the "
             f"{whole} samples of the sources taken whole"
         )
     total_weight = sum(weights[i] for i in numeric)

@@ -108,19 +108,19 @@ def data_module(config) -> EpicDataModule:
 def main(args: list[str] | None = None) -> int:
     from llavaction.cli import plan_config
 
-    config, options = plan_config(sys.argv[1:] if args is None else list(args))
+    config = plan_config(sys.argv[1:] if args is None else list(args))
 
     def run() -> int:
         data = data_module(config)
-        world = options.world_size or world_size_of(config.trainer.as_dict())
+        world = config.world_size or world_size_of(config.trainer.as_dict())
         planner = data.epoch_planner(world_size=world)
-        rows = [] if options.out else None
-        sources, ranks = summarize(planner, options.epoch, rows)
-        print(format_table(planner, options.epoch, [s.path for s in data.train_sources], sources, ranks))
-        if options.out:
-            with atomic_output(options.out) as out:
+        rows = [] if config.out else None
+        sources, ranks = summarize(planner, config.epoch, rows)
+        print(format_table(planner, config.epoch, [s.path for s in data.train_sources], sources, ranks))
+        if config.out:
+            with atomic_output(config.out) as out:
                 out.writelines(json.dumps(row) + "\n" for row in rows)
-            print(f"{len(rows)} rows -> {options.out}")
+            print(f"{len(rows)} rows -> {config.out}")
         return 0
 
     return run_cli(run)

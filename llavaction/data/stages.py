@@ -167,6 +167,11 @@ class Descriptions:
         return sample
 
 
+def conversation_key(key: str, index: int) -> str:
+    """The key of conversation `index` of a sample (`key#index`); index -1: the sample's own key."""
+    return key if index < 0 else f"{key}#{index}"
+
+
 def conversation_of(sample: dict, index: int) -> dict:
     """Conversation `index` of a replay sample whose video carries several (build_replay stores a video's frames
     once), as a sample of its own sharing the frames, keyed `key#index`; index -1: the sample itself."""
@@ -175,7 +180,8 @@ def conversation_of(sample: dict, index: int) -> dict:
     many = sample["meta"].get("conversations") or []
     if index >= len(many):
         raise BadSample(f"sample {sample['__key__']}: no conversation {index} (it holds {len(many)})")
-    return sample | {"__key__": f"{sample['__key__']}#{index}", "meta": sample["meta"] | {"conversation": many[index]}}
+    meta = sample["meta"] | {"conversation": many[index]}
+    return sample | {"__key__": conversation_key(sample["__key__"], index), "meta": meta}
 
 
 class EncodePrompt:

@@ -13,7 +13,7 @@ import copy
 import math
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -36,16 +36,13 @@ from llavaction.shards import ShardError, iter_shard, location_sizes
 
 @dataclass
 class SourceStream:
-    """One task of the training mixture, with the stages that turn its shard samples into prompts."""
+    """One task of the training mixture, with the stages that turn its shard samples into prompts (descriptions: a
+    qa source's, read once by the DataModule, not by every loader worker at every epoch)."""
 
     source: TaskSource
     decode: DecodeFrames
     encode: EncodePrompt
-    descriptions: Descriptions | None = field(init=False)
-
-    def __post_init__(self):
-        # read once here, not by every loader worker at every epoch
-        self.descriptions = Descriptions(self.source.descriptions) if self.source.descriptions else None
+    descriptions: Descriptions | None = None
 
     def decoded(self, raw: dict) -> dict:
         """A shard sample's chosen frames and metadata, with its description for a qa source."""
