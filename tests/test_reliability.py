@@ -314,6 +314,14 @@ def test_one_writer_per_output_and_a_dead_writers_lock_is_taken_over(demo_dir, d
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "sizes.json").exists() and not lock_path(out).exists()
+    # two runs started together into one folder: one writes it, the other is refused, the output is whole
+    shutil.rmtree(out)
+    runs = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert "is being written by pid" in refused or "holds an earlier run" in refused
+    assert sum(read_sizes(out).values()) == 2 and not lock_path(out).exists()
 
 
 def one_line_exit(capsys, call) -> str:

@@ -182,6 +182,19 @@ def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsy
         == 0
     )
     assert loads.count(str(moved)) == 1  # the checkpoint is read once
+    # a checkpoint written before checkpoints carried their architecture and tokenizer still evaluates from the
+    # folder it was trained in (its hyperparameters' relative tokenizer path)
+    state = real_load(moved, map_location="cpu", weights_only=False)
+    del state["llavaction_tokenizer_files"], state["hyper_parameters"]["architecture"]
+    older = tmp_path / "older.ckpt"
+    torch.save(state, older)
+    monkeypatch.chdir(demo_dir.parent)
+    args = ["mqa", "--questions", str(questions), "--shards", str(demo_shards["validation_mqa"])]
+    args += ["--checkpoint", str(older), "--max-new-tokens", "24", "--num-workers", "0", "--out", str(tmp_path / "old")]
+    assert evaluate(args) == 0
+    assert json.loads((tmp_path / "old" / "results.json").read_text())["accuracy"] == pytest.approx(
+        results["val/mqa_accuracy_generate"]
+    )
     evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert evaluated["settings"]["num_frames"] == 8 and evaluated["count"] == 8
     assert evaluated["config"]["precision"] == "32-true"  # the precision it was trained at
@@ -358,6 +371,16 @@ def test_mid_epoch_resume_continues_the_same_curve(demo_dir, demo_shards, tmp_pa
         runs[name] = read_losses(root)
         if name == "whole":  # the batches a fit consumed are the epoch plan's, in order
             assert_fit_consumed_the_plan(args, root, epochs=2)
+            # TensorBoard's (here CSV's) per-epoch accounting: the plan's padding rows, and every skip reason
+            rows = list(csv.DictReader(open(next(root.rglob("metrics.csv")))))
+            logged = [float(r["train/padding_samples"]) for r in rows if r.get("train/padding_samples")]
+            planned = [
+                sum(json.loads(line)["padding"] for line in (root / f"plan-{e}.jsonl").read_text().splitlines())
+                for e in range(2)
+            ]
+            assert logged == planned
+            reasons = ("unreadable_shard", "bad_sample", "undecodable_frame")
+            assert all(f"train/skipped_samples/{reason}" in rows[0] for reason in reasons)
     assert_same_curve(runs["whole"], runs["resumed"], after=4)
 
 
