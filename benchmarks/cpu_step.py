@@ -20,10 +20,14 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from synthetic import demo_questions, frame_shards  # noqa: E402
 
-from llavaction.args import ComputeOptions, LoaderOptions, OptimizerOptions  # noqa: E402
 from llavaction.data.datamodule import EpicDataModule  # noqa: E402
-from llavaction.data.stages import TaskSource  # noqa: E402
-from llavaction.module import LlavaActionModule  # noqa: E402
+from llavaction.data.options import (
+    LoaderOptions,
+    TaskSource,  # noqa: E402
+)
+from llavaction.model.options import ComputeOptions
+from llavaction.training.module import LlavaActionModule  # noqa: E402
+from llavaction.training.options import OptimizerOptions  # noqa: E402
 
 WARMUP_STEPS = 3
 
@@ -78,7 +82,7 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         if index >= WARMUP_STEPS:
             times.append(time.perf_counter() - start)
-            tokens += int(batch["input_ids"].numel())
+            tokens += int(batch.input_ids.numel())
     step = statistics.median(times)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     print(

@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 from synthetic import demo_questions, frame_shards
 
+from llavaction.benchmark.answers import paper_correct
 from llavaction.data.stages import Collate, DecodeFrames, EncodePrompt
 from llavaction.data.streams import EvalStream
-from llavaction.metrics import paper_correct
-from llavaction.module import LlavaActionModule
-from llavaction.prompts import PromptEncoder, PromptOptions
+from llavaction.prompts.encoding import PromptEncoder
+from llavaction.prompts.wording import PromptOptions
+from llavaction.training.module import LlavaActionModule
 
 
 def main() -> None:
@@ -58,7 +59,7 @@ def main() -> None:
             [str(shards)], args.batch_size, DecodeFrames(8), encode, Collate(module.tokenizer.pad_token_id)
         )
         batches = list(stream)
-    count = sum(int((~b["is_padding"]).sum()) for b in batches)
+    count = sum(int((~b.is_padding).sum()) for b in batches)
     answerer = module.answerer
     answerer.max_new_tokens = args.max_new_tokens
     start = time.perf_counter()
@@ -69,7 +70,7 @@ def main() -> None:
     generate_s = time.perf_counter() - start
     agree = paper_right = proxy_right = 0
     for batch, choices, texts in zip(batches, scored, generated):
-        for meta, choice, text, padding in zip(batch["meta"], choices.tolist(), texts, batch["is_padding"].tolist()):
+        for meta, choice, text, padding in zip(batch.meta, choices.tolist(), texts, batch.is_padding.tolist()):
             if not padding:
                 truth = meta["options"][meta["answer_index"]]
                 by_rule, by_proxy = paper_correct(text, truth), choice == meta["answer_index"]

@@ -5,7 +5,7 @@
     python benchmarks/gpu_step.py --memory-plan   # the per-GPU memory plan only (no device needed)
     python benchmarks/gpu_step.py --budget-s 480 --out rows.jsonl   # within a lease: most telling rows first
 
-FLOPs per training step: llavaction.flops (the count, per sample, is explained there; the same function gives the
+FLOPs per training step: llavaction.training.flops (the count, per sample, is explained there; the same function gives the
 perf/mfu that training logs).
 MFU = FLOPs per step / (step time * peak dense bf16 FLOP/s of the card, looked up by its name).
 When the 7B does not fit one GPU it runs with fewer LLM layers and the FLOPs are those of the layers run (stated).
@@ -23,16 +23,16 @@ import time
 import torch
 from transformers.utils import is_flash_attn_2_available
 
-from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from llavaction.flops import llm_layer_params, peak_bf16_flops, training_flops, vit_layer_params
 from llavaction.model import LlavaVideoModel, preset
-from llavaction.sharding import checkpoint_blocks, compile_blocks, shard_blocks
+from llavaction.training.flops import llm_layer_params, peak_bf16_flops, training_flops, vit_layer_params
+from llavaction.training.sharding import checkpoint_blocks, compile_blocks, shard_blocks
+from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 TEXT_TOKENS, ANSWER_TOKENS = 160, 8  # an MQA prompt with five options, and its answer
 
 
 def step_flops(config, frames: int, batch: int) -> float:
-    """Model FLOPs of a step over `batch` equal samples (llavaction.flops explains the count)."""
+    """Model FLOPs of a step over `batch` equal samples (llavaction.training.flops explains the count)."""
     return training_flops(config, frames, [config.visual_tokens(frames) + TEXT_TOKENS] * batch, ANSWER_TOKENS * batch)
 
 

@@ -30,12 +30,12 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from synthetic import demo_questions, frame_shards  # noqa: E402
 
-from llavaction.args import LoaderOptions  # noqa: E402
 from llavaction.data.datamodule import EpicDataModule  # noqa: E402
-from llavaction.data.stages import TaskSource  # noqa: E402
+from llavaction.data.options import TaskSource  # noqa: E402
+from llavaction.data.shards import frame_name, iter_samples, shard_urls  # noqa: E402
+from llavaction.data.video import RawVideo, sample_times  # noqa: E402
 from llavaction.model import LlavaVideoModel, preset  # noqa: E402
-from llavaction.shards import frame_name, iter_samples, shard_urls  # noqa: E402
-from llavaction.video import RawVideo, sample_times  # noqa: E402
+from llavaction.training.options import LoaderOptions  # noqa: E402
 
 FRAMES, SIZE, BATCH = 16, 384, 8
 
@@ -77,9 +77,9 @@ def loader_rate(shards: Path, tokenizer: Path, tokens_per_frame: int, samples: i
     next(batches)  # start the worker, open the tokenizer and the files
     start, count, kept = time.perf_counter(), 0, []
     for batch in batches:
-        count += batch["frames"].shape[0]
+        count += batch.frames.shape[0]
         if len(kept) < 4:
-            kept.append(batch["frames"].clone())  # the buffer is reused once further batches are drawn
+            kept.append(batch.frames.clone())  # the buffer is reused once further batches are drawn
     return count / (time.perf_counter() - start), kept
 
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from synthetic import epic_validation_questions
 
-from llavaction.jsonl import read_jsonl
 from llavaction.model import preset
-from llavaction.prompts import PromptEncoder, PromptOptions, answer_text, user_text
-from llavaction.tokenizer import build_tokenizer
+from llavaction.prompts.encoding import PromptEncoder
+from llavaction.prompts.tokenizer import build_tokenizer
+from llavaction.prompts.wording import PromptOptions, answer_text, user_text
+from llavaction.utils.jsonl import read_jsonl
 
 WEIGHTS = {"mqa": 1.0, "narration": 0.5, "temporal": 0.5, "qa": 0.5}
 

@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from llavaction.data.epochs import EpochPlanner, source_items
+from llavaction.data.epochs import EpochPlanner
 from llavaction.data.plan import summarize
+from llavaction.data.sources import source_items
 
 EK100_TRAIN = 67_217
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import decord
 from synthetic import demo_questions, epic_annotations, epic_validation_questions, frame_shards
 
-from llavaction.video import sample_times
+from llavaction.data.video import sample_times
 
 
 def bare_decode(records: list[dict], videos: Path, num_frames: int) -> tuple[int, float]:

@@ -26,7 +26,7 @@ from synthetic import epic_annotations
 
 from data_prep.build_mqa import main as build_mqa
 from data_prep.extract_frames import ExtractConfig, extract
-from llavaction.jsonl import read_jsonl
+from llavaction.utils.jsonl import read_jsonl
 
 TRAIN_SEGMENTS, VALIDATION_SEGMENTS = 67_217, 9_668
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from data_prep.build_mqa import main as build_mqa
 from data_prep.extract_frames import ExtractConfig, extract
 from data_prep.make_demo import make_demo
-from llavaction.jsonl import read_jsonl
+from llavaction.utils.jsonl import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,24 +8,24 @@ Every random choice is seeded from (seed, narration_id), so a file is identical 
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import string
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from tqdm import tqdm
 
-from llavaction.cli_errors import ArgumentParser, add_debug_flag, run_cli
-from llavaction.epic import EpicAnnotations, Segment, action_id, noun_text, parse_action, verb_text
-from llavaction.files import exclusive_output
-from llavaction.jsonl import write_jsonl
-from llavaction.prompts import reference_number
+from llavaction.cli.options import main_of
+from llavaction.ek100.annotations import EpicAnnotations, Segment, action_id, noun_text, parse_action, verb_text
+from llavaction.prompts.wording import reference_number
+from llavaction.utils.files import exclusive_output
+from llavaction.utils.jsonl import write_jsonl
 
-DISTRACTORS = ("random", "predictions", "annotations")
-REPRESENTATIONS = ("official_key", "narration")
+Distractors = Literal["random", "predictions", "annotations"]
+Representation = Literal["narration", "official_key"]
 TEMPORAL_PAD_SEC = 5.0
 
 Action = tuple[int, int]
@@ -240,36 +240,46 @@ def temporal_record(segment: Segment, ann: EpicAnnotations, seed: int) -> dict:
     return record
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--annotations", type=Path, required=True, help="EPIC-KITCHENS-100 annotation directory")
-    parser.add_argument("--split", choices=("train", "validation"), required=True)
-    parser.add_argument("--num-options", type=int, default=5, help="options per question (K)")
-    parser.add_argument("--distractors", choices=DISTRACTORS, default="annotations")
-    parser.add_argument(
-        "--predictions", type=Path, help="action-model predictions JSON (for --distractors predictions)"
-    )
-    parser.add_argument("--benchmark", action="store_true", help="validation: the ground truth is always an option")
-    parser.add_argument(
-        "--representation",
-        choices=REPRESENTATIONS,
-        default="narration",
-        help="option texts: narrations as the published recipe (GT_random_narration) or class keys",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-bad", action="store_true", help="skip bad rows, listed in OUT.skipped.jsonl")
-    parser.add_argument("--out", type=Path, required=True, help="MQA questions JSONL")
-    parser.add_argument("--narration-out", type=Path, help="also write the direct-narration task here")
-    parser.add_argument("--temporal-out", type=Path, help="also write the temporal-detection task here")
-    add_debug_flag(parser)
-    args = parser.parse_args(argv)
-    if args.num_options < 2 or args.num_options > 26:
-        parser.error("--num-options must be between 2 and 26")
-    if (args.distractors == "predictions") != (args.predictions is not None):
-        parser.error("--predictions FILE goes with --distractors predictions, and only with it")
-    if args.benchmark and args.split != "validation":
-        parser.error("--benchmark applies to the validation split")
-    return args
+@dataclass(frozen=True)
+class BuildOptions:
+    """EPIC-KITCHENS-100 annotations -> EK-100-MQA questions (and the direct-narration and temporal-detection tasks).
+
+    Args:
+        annotations: the EPIC-KITCHENS-100 annotation folder.
+        split: the split the questions ask about.
+        out: the MQA questions (JSON lines).
+        num_options: options per question (K).
+        distractors: where the wrong options come from: an action model's 'predictions', actions sharing the verb or
+            the noun in the 'annotations', or 'random' actions.
+        predictions: the action model's predictions JSON (for distractors 'predictions').
+        benchmark: validation: the ground truth is always an option (in place of the K-th prediction when absent).
+        representation: option texts: narrations as the published recipe (GT_random_narration) or class keys.
+        seed: seed of every random choice (drawn per question, so files do not depend on row order).
+        skip_bad: skip bad rows of the CSVs, listed in OUT.skipped.jsonl (default: a bad row is an error).
+        narration_out: also write the direct-narration task here.
+        temporal_out: also write the temporal-detection task here.
+    """
+
+    annotations: Path
+    split: Literal["train", "validation"]
+    out: Path
+    num_options: int = 5
+    distractors: Distractors = "annotations"
+    predictions: Path | None = None
+    benchmark: bool = False
+    representation: Representation = "narration"
+    seed: int = 0
+    skip_bad: bool = False
+    narration_out: Path | None = None
+    temporal_out: Path | None = None
+
+    def __post_init__(self):
+        if isinstance(self.num_options, bool) or not 2 <= self.num_options <= 26:
+            raise ValueError(f"--num_options must be between 2 and 26, got {self.num_options}")
+        if (self.distractors == "predictions") != (self.predictions is not None):
+            raise ValueError("--predictions FILE goes with --distractors predictions, and only with it")
+        if self.benchmark and self.split != "validation":
+            raise ValueError("--benchmark applies to the validation split")
 
 
 def check_sizes(ann: EpicAnnotations, num_options: int) -> None:
@@ -283,17 +293,12 @@ def check_sizes(ann: EpicAnnotations, num_options: int) -> None:
         raise ValueError(f"{ann.root}: every row of the {ann.split} split was skipped; no question to build")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-
-    def run() -> int:
-        with exclusive_output(args.out):  # one writer of these questions at a time
-            return build(args)
-
-    return run_cli(run, debug=args.debug)
+def run(options: BuildOptions) -> int:
+    with exclusive_output(options.out):  # one writer of these questions at a time
+        return build(options)
 
 
-def build(args: argparse.Namespace) -> int:
+def build(args: BuildOptions) -> int:
     for out in (args.out, args.narration_out, args.temporal_out):
         if out is not None and out.is_dir():
             raise IsADirectoryError(f"{out}: an existing directory; --out takes a .jsonl file name")
@@ -334,6 +339,8 @@ def build(args: argparse.Namespace) -> int:
     )
     return 0
 
+
+main = main_of(BuildOptions, run, "python -m data_prep.build_mqa", __doc__.split("\n\n")[0])
 
 if __name__ == "__main__":
     raise SystemExit(main())

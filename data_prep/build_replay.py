@@ -21,22 +21,23 @@ OUT.parts/part-IIII-of-NNNN.jsonl; data_prep.merge_shards --out OUT completes OU
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from tqdm import tqdm
 
 from data_prep.tasks import ArrayTask
-from llavaction.cli_errors import ArgumentParser, add_debug_flag, count, run_cli
-from llavaction.files import exclusive_output, safe_name
-from llavaction.jsonl import read_jsonl, write_json, write_jsonl
-from llavaction.sampling import SamplingStrategy
-from llavaction.video import VideoError, video_duration
+from llavaction.cli.options import main_of
+from llavaction.data.sampling import SamplingStrategy
+from llavaction.data.video import VideoError, video_duration
+from llavaction.utils.checks import check_count
+from llavaction.utils.files import exclusive_output, safe_name
+from llavaction.utils.jsonl import read_jsonl, write_json, write_jsonl
 
 
 def read_records(path: Path) -> list[dict]:
@@ -156,7 +157,7 @@ def replay_record(video: Path, videos: Path, duration: float) -> dict:
     }
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: ReplayOptions) -> int:
     if args.data_yaml:
         entries = data_yaml_entries(args.data_yaml)
         usable = []
@@ -205,30 +206,44 @@ def output_of(out: Path, task: ArrayTask | None) -> Path:
     return out if task is None else out.with_name(out.name + ".parts") / f"{task.part_name}.jsonl"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(description=__doc__)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data-yaml", type=Path, help="the reference's data YAML (datasets: json_path, strategy)")
-    source.add_argument("--conversations", type=Path, nargs="+", help="LLaVA-style JSON or JSONL files")
-    parser.add_argument("--videos", type=Path, required=True, help="root the records' video paths are relative to")
-    parser.add_argument("--seed", type=int, default=0, help="seed of random:N sampling")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument(
-        "--num-tasks", type=count(1), help="array tasks sharing --out (default: SLURM_ARRAY_TASK_COUNT when set)"
-    )
-    parser.add_argument(
-        "--task-index", type=count(0), help="this task, from 0 (default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN)"
-    )
-    add_debug_flag(parser)
-    args = parser.parse_args(argv)
+@dataclass(frozen=True)
+class ReplayOptions:
+    """Replayed general video data (the reference's LLaVA-Video-178K entries) -> question records, one per video.
 
-    def locked() -> int:
-        task = ArrayTask.from_args(args.num_tasks, args.task_index)
-        with exclusive_output(output_of(args.out, task)):  # one writer of these records at a time
-            return run(args)
+    Args:
+        videos: the root the records' video paths are relative to.
+        out: the records (JSON lines) for data_prep.extract_frames.
+        data_yaml: the reference's data YAML (datasets: json_path, sampling_strategy).
+        conversations: LLaVA-style JSON or JSONL files (instead of data_yaml).
+        seed: seed of random:N sampling.
+        num_tasks: array tasks sharing out (default: SLURM_ARRAY_TASK_COUNT when set).
+        task_index: this task, from 0 (default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN).
+    """
 
-    return run_cli(locked, debug=args.debug)
+    videos: Path
+    out: Path
+    data_yaml: Path | None = None
+    conversations: list[Path] | None = None
+    seed: int = 0
+    num_tasks: int | None = None
+    task_index: int | None = None
 
+    def __post_init__(self):
+        if (self.data_yaml is None) == (not self.conversations):
+            raise ValueError("give one of --data_yaml and --conversations")
+        if self.num_tasks is not None:
+            check_count("num_tasks", self.num_tasks, minimum=1)
+        if self.task_index is not None:
+            check_count("task_index", self.task_index, minimum=0)
+
+
+def locked(options: ReplayOptions) -> int:
+    task = ArrayTask.from_args(options.num_tasks, options.task_index)
+    with exclusive_output(output_of(options.out, task)):  # one writer of these records at a time
+        return run(options)
+
+
+main = main_of(ReplayOptions, locked, "python -m data_prep.build_replay", __doc__.split("\n\n")[0])
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -4,7 +4,7 @@ A sample is `{narration_id}.json` (the question fields plus frame ids, fps and f
 `{narration_id}.000.jpg` ... Samples are ordered by (video, start, narration_id) and cut into shards of --shard-size, so
 shard contents do not depend on --workers. Each shard is written under a temporary name and renamed when complete;
 `_progress.json` records the finished shards so that --resume continues where a killed run stopped; `index.json`
-lists every shard's samples (llavaction.shards) for epoch plans and question checks.
+lists every shard's samples (llavaction.data.shards) for epoch plans and question checks.
 
     python -m data_prep.extract_frames --questions val_mqa.jsonl --videos EPIC-KITCHENS --layout raw \
         --num-frames 16 --size 384 --shard-size 256 --workers 8 --out shards/val_mqa --resume
@@ -12,7 +12,6 @@ lists every shard's samples (llavaction.shards) for epoch plans and question che
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import json
@@ -23,18 +22,20 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import simplejpeg
 import webdataset as wds
 from tqdm import tqdm
 
 from data_prep.tasks import ArrayTask
-from llavaction.cli_errors import ArgumentParser, add_debug_flag, count, run_cli
-from llavaction.epic import EpicAnnotations
-from llavaction.files import atomic_output, exclusive_output, remove_stale_temporaries
-from llavaction.jsonl import read_jsonl, write_json
-from llavaction.shards import CONVERSATIONS_FILE, INDEX_FILE, SHARD_PATTERN, SIZES_FILE, index_entry, make_sample
-from llavaction.video import LAYOUTS, RESIZE_MODES, VideoError, open_video, sample_times
+from llavaction.cli.options import main_of
+from llavaction.data.shards import CONVERSATIONS_FILE, INDEX_FILE, SHARD_PATTERN, SIZES_FILE, index_entry, make_sample
+from llavaction.data.video import VideoError, open_video, sample_times
+from llavaction.ek100.annotations import EpicAnnotations
+from llavaction.utils.checks import check_count
+from llavaction.utils.files import atomic_output, exclusive_output, remove_stale_temporaries
+from llavaction.utils.jsonl import read_jsonl, write_json
 
 PROGRESS_FILE = "_progress.json"
 # one line per finished shard, {"shard": name, "samples": [index entries]}: appended, never rewritten
@@ -262,7 +263,7 @@ def extract(
     task: ArrayTask | None = None,
 ) -> dict:
     """Write the shards and return the report (written, skipped with reasons, clamped); the output folder is held by
-    this process while it writes (llavaction.files.exclusive_output). As an array task, its share of the videos
+    this process while it writes (llavaction.utils.files.exclusive_output). As an array task, its share of the videos
     (task_videos) goes into its own part folder, out/part-IIII-of-NNNN, and data_prep.merge_shards completes the
     set."""
     if out.exists() and not out.is_dir():
@@ -367,47 +368,64 @@ class _Inline:
         return map(fn, items)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(description=__doc__)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--questions", type=Path, help="question JSONL from data_prep.build_mqa")
-    source.add_argument("--annotations", type=Path, help="EPIC annotation directory (with --split): plain segments")
-    parser.add_argument("--split", choices=("train", "validation"))
-    parser.add_argument("--videos", type=Path, required=True, help="root of the videos")
-    parser.add_argument("--layout", choices=LAYOUTS, default="raw")
-    parser.add_argument("--chunk-seconds", type=float, default=15.0, help="chunk length of the chunked layout")
-    parser.add_argument("--num-frames", type=int, default=16)
-    parser.add_argument("--size", type=int, default=384, help="frames are stored as SIZE x SIZE")
-    parser.add_argument("--resize", choices=RESIZE_MODES, default="squash")
-    parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
-    parser.add_argument("--shard-size", type=int, default=256, help="samples per shard")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    parser.add_argument(
-        "--num-tasks", type=count(1), help="array tasks sharing --out (default: SLURM_ARRAY_TASK_COUNT when set)"
-    )
-    parser.add_argument(
-        "--task-index", type=count(0), help="this task, from 0 (default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN)"
-    )
-    parser.add_argument("--out", type=Path, required=True)
-    add_debug_flag(parser)
-    args = parser.parse_args(argv)
-    if args.annotations and not args.split:
-        parser.error("--annotations needs --split")
-    for name in ("num_frames", "size", "shard_size", "workers"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if not 1 <= args.quality <= 100:
-        parser.error("--quality must be between 1 and 100")
-    return args
+@dataclass(frozen=True)
+class ExtractOptions:
+    """Videos -> WebDataset shards of pre-decoded frames, one sample per question (or segment).
+
+    Args:
+        out: the shard set's folder.
+        videos: the root of the videos.
+        questions: a question file of data_prep.build_mqa (or build_replay).
+        annotations: the EPIC annotation folder (with split): plain segments instead of questions.
+        split: with annotations, the split.
+        layout: 'raw' (P01/P01_01.MP4), 'chunked' (AVION's P01/P01_01.MP4/0.MP4, 15.MP4, ...) or 'frames' (rgb_frames).
+        chunk_seconds: the chunk length of the chunked layout.
+        num_frames: frames stored per sample (the midpoints of equal parts of the clip).
+        size: frames are stored as SIZE x SIZE pixels.
+        resize: 'squash' (the aspect ratio not kept, as the paper) or 'crop' (short side, then the centre).
+        quality: JPEG quality, 1-100.
+        shard_size: samples per shard.
+        workers: decoding processes.
+        resume: continue an interrupted run in out (refused with other questions or settings).
+        num_tasks: array tasks sharing out (default: SLURM_ARRAY_TASK_COUNT when set).
+        task_index: this task, from 0 (default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN).
+    """
+
+    out: Path
+    videos: Path
+    questions: Path | None = None
+    annotations: Path | None = None
+    split: Literal["train", "validation"] | None = None
+    layout: Literal["raw", "chunked", "frames"] = "raw"
+    chunk_seconds: float = 15.0
+    num_frames: int = 16
+    size: int = 384
+    resize: Literal["squash", "crop"] = "squash"
+    quality: int = 90
+    shard_size: int = 256
+    workers: int = min(8, os.cpu_count() or 1)
+    resume: bool = False
+    num_tasks: int | None = None
+    task_index: int | None = None
+
+    def __post_init__(self):
+        if (self.questions is None) == (self.annotations is None):
+            raise ValueError("give one of --questions and --annotations (with --split)")
+        if self.annotations is not None and self.split is None:
+            raise ValueError("--annotations needs --split")
+        for name in ("num_frames", "size", "shard_size", "workers"):
+            check_count(name, getattr(self, name), minimum=1)
+        if self.num_tasks is not None:
+            check_count("num_tasks", self.num_tasks, minimum=1)
+        if self.task_index is not None:
+            check_count("task_index", self.task_index, minimum=0)
+        if isinstance(self.quality, bool) or not 1 <= self.quality <= 100:
+            raise ValueError(f"--quality must be between 1 and 100, got {self.quality}")
+        if not self.chunk_seconds > 0 or self.chunk_seconds == float("inf"):
+            raise ValueError(f"--chunk_seconds must be a positive number of seconds, got {self.chunk_seconds}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return run_cli(lambda: run(args), debug=args.debug)
-
-
-def run(args: argparse.Namespace) -> int:
+def run(args: ExtractOptions) -> int:
     records = read_jsonl(args.questions) if args.questions else segment_records(args.annotations, args.split)
     if not records:
         raise ValueError(f"{args.questions}: holds no question")
@@ -444,6 +462,8 @@ def run(args: argparse.Namespace) -> int:
         )
     return 0
 
+
+main = main_of(ExtractOptions, run, "python -m data_prep.extract_frames", __doc__.split("\n\n")[0])
 
 if __name__ == "__main__":
     raise SystemExit(main())

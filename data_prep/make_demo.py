@@ -9,7 +9,6 @@ per video with realistic gaps; the validation split is made of unseen videos, on
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import random
@@ -20,9 +19,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from llavaction.cli_errors import ArgumentParser, add_debug_flag, run_cli
-from llavaction.epic import SEGMENT_COLUMNS, format_timestamp, noun_text
-from llavaction.tokenizer import build_tokenizer
+from llavaction.cli.options import main_of
+from llavaction.ek100.annotations import SEGMENT_COLUMNS, format_timestamp, noun_text
+from llavaction.prompts.tokenizer import build_tokenizer
+from llavaction.utils.checks import check_count
 
 VERBS = ("move-left", "move-right", "lift", "lower", "grow", "shrink", "appear", "disappear")
 # Narrations say the action in the class words (as most EPIC narrations do), sometimes with a little variation.
@@ -286,28 +286,38 @@ def make_demo(out: Path, seed: int, train_videos: int, val_videos: int, duration
     return {"train_segments": len(rows["train"]), "validation_segments": len(rows["validation"]), "videos": len(videos)}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-videos", type=int, default=96)
-    parser.add_argument("--val-videos", type=int, default=8)
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds per video")
-    parser.add_argument("--fps", type=int, default=24)
-    parser.add_argument("--size", type=int, default=64, help="frame side in pixels (even)")
-    add_debug_flag(parser)
-    args = parser.parse_args(argv)
-    if args.size % 16:
-        parser.error("--size must be a multiple of 16")
-    return args
+@dataclass(frozen=True)
+class DemoOptions:
+    """A synthetic kitchen in exactly the EK-100 format (videos, CSVs, class files) and the tiny model's tokenizer.
+
+    Args:
+        out: the dataset's folder.
+        seed: seed of everything drawn.
+        train_videos: videos of the training split.
+        val_videos: videos of the validation split (their participants are unseen in training).
+        duration: seconds per video.
+        fps: frames per second of the videos.
+        size: frame side in pixels (a multiple of 16).
+    """
+
+    out: Path
+    seed: int = 0
+    train_videos: int = 96
+    val_videos: int = 8
+    duration: float = 60.0
+    fps: int = 24
+    size: int = 64
+
+    def __post_init__(self):
+        for name in ("train_videos", "val_videos", "fps", "size"):
+            check_count(name, getattr(self, name), minimum=1)
+        if self.size % 16:
+            raise ValueError(f"--size must be a multiple of 16, got {self.size}")
+        if not self.duration > 0:
+            raise ValueError(f"--duration must be positive, got {self.duration}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return run_cli(lambda: run(args), debug=args.debug)
-
-
-def run(args: argparse.Namespace) -> int:
+def run(args: DemoOptions) -> int:
     summary = make_demo(args.out, args.seed, args.train_videos, args.val_videos, args.duration, args.fps, args.size)
     print(
         f"{summary['videos']} videos, {summary['train_segments']} train and {summary['validation_segments']} "
@@ -316,6 +326,8 @@ def run(args: argparse.Namespace) -> int:
     )
     return 0
 
+
+main = main_of(DemoOptions, run, "python -m data_prep.make_demo", __doc__.split("\n\n")[0])
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.tasks import PART_NAME
-from llavaction.cli_errors import ArgumentParser, add_debug_flag, run_cli
-from llavaction.files import exclusive_output
-from llavaction.jsonl import read_jsonl, write_json, write_jsonl
-from llavaction.shards import CONVERSATIONS_FILE, INDEX_FILE, SIZES_FILE
+from llavaction.cli.options import main_of
+from llavaction.data.shards import CONVERSATIONS_FILE, INDEX_FILE, SIZES_FILE
+from llavaction.utils.files import exclusive_output
+from llavaction.utils.jsonl import read_jsonl, write_json, write_jsonl
 
 REPORT_FILE = "report.json"
 REPLAY_PARTS = ".parts"
@@ -145,13 +146,20 @@ def run(out: Path) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, required=True, help="the --out the array's tasks were given")
-    add_debug_flag(parser)
-    args = parser.parse_args(argv)
-    return run_cli(lambda: run(args.out), debug=args.debug)
+@dataclass(frozen=True)
+class MergeOptions:
+    """The parts an array of extract_frames (or build_replay) tasks wrote under one --out, completed as one set.
 
+    Args:
+        out: the --out the array's tasks were given.
+    """
+
+    out: Path
+
+
+main = main_of(
+    MergeOptions, lambda options: run(options.out), "python -m data_prep.merge_shards", __doc__.split("\n\n")[0]
+)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real EPIC annotation excerpt in tests/data and a small synthetic dataset made per session."""
+"""Shared fixtures: the real EPIC annotation excerpt in tests/fixtures, a small synthetic dataset made per session, its
+questions and shards, and a tiny original-layout checkpoint."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import pytest
 from data_prep.build_mqa import main as build_mqa
 from data_prep.extract_frames import extract
 from data_prep.make_demo import make_demo
-from llavaction.jsonl import read_jsonl
-from tests.helpers import extract_config
+from llavaction.utils.jsonl import read_jsonl
+from tests.helpers import extract_config, original_checkpoint_at
 
-EPIC_DIR = Path(__file__).parent / "data" / "epic-kitchens-100-annotations"
+EPIC_DIR = Path(__file__).parent / "fixtures" / "epic-kitchens-100-annotations"
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +65,9 @@ def demo_shards(demo_dir, demo_questions, tmp_path_factory) -> dict[str, Path]:
         extract(read_jsonl(demo_questions[name]), root / name, extract_config(demo_dir / "videos"))
         shards[name] = root / name
     return shards
+
+
+@pytest.fixture(scope="session")
+def original_checkpoint(demo_dir, tmp_path_factory) -> Path:
+    """A random-init tiny model in the original checkpoint layout, with the demo tokenizer."""
+    return original_checkpoint_at(demo_dir, tmp_path_factory.mktemp("ckpt"))

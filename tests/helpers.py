@@ -1,19 +1,38 @@
-"""Helpers of the tests: a callback for tests that drive `train.py` in a subprocess, shared extraction settings."""
+"""The tests' shared helpers (no test module imports another): the repository root, demo data settings, command
+lines of fits and evaluations, callbacks a fit in a subprocess runs, and comparisons of runs."""
 
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
 import time
+from pathlib import Path
 
 import lightning as L
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A replayed video's conversation: two answered exchanges and a trailing unanswered question.
+CONVERSATION = [
+    {"from": "human", "value": "<image>\nWhat moves first?"},
+    {"from": "gpt", "value": "The plate."},
+    {"from": "human", "value": "And then?"},
+    {"from": "gpt", "value": "The cup grows."},
+    {"from": "human", "value": "Unanswered?"},
+]
 
 
-class AnnounceSteps(L.Callback):
-    """Prints `step N` after each training step and waits a little, so a test can signal the run mid-epoch."""
-
-    def __init__(self, delay: float = 0.2):
-        self.delay = delay
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        print(f"step {trainer.global_step}", flush=True)
-        time.sleep(self.delay)
+# ---- data ----------------------------------------------------------------------------------------------------------
 
 
 def extract_config(videos, **overrides):
@@ -52,6 +71,231 @@ def extract_args(questions, videos, out, *extra) -> list[str]:
     ]
 
 
+def datamodule(demo_dir, demo_shards, train=None, **overrides):
+    """A DataModule over the demo shards; loader fields may be given flat (batch_size=...)."""
+    from llavaction.data.datamodule import EpicDataModule
+    from llavaction.data.options import LoaderOptions, TaskSource
+
+    train = train or [
+        TaskSource(str(demo_shards["train_mqa"]), "mqa", 1.0),
+        TaskSource(str(demo_shards["train_mqa"]), "narration", 1.0),
+    ]
+    loader = dict(batch_size=4, eval_batch_size=3, num_workers=0, samples_per_epoch=16, shuffle_buffer=10)
+    fields = {f.name for f in dataclasses.fields(LoaderOptions)}
+    loader |= {k: overrides.pop(k) for k in list(overrides) if k in fields}
+    kwargs = dict(
+        train=train,
+        val=[str(demo_shards["validation_mqa"])],
+        tokenizer=str(demo_dir / "tokenizer"),
+        tokens_per_frame=20,
+        num_frames=4,
+        max_length=512,
+        loader=LoaderOptions(**loader),
+    )
+    return EpicDataModule(**(kwargs | overrides))
+
+
+def write_bucket(root: Path, videos: Path) -> tuple[Path, Path]:
+    """Two files of one bucket sharing ids, as LLaVA-Video-178K's caption and QA files do."""
+    bucket = root / "0_30_s_demo"
+    bucket.mkdir(parents=True)
+    clips = ["D01/D01_101.MP4", "D02/D02_101.MP4"]
+    captions = [
+        {"id": f"v{i}", "video": clips[i % 2], "data_source": "0_30_s_demo", "conversations": CONVERSATION[:2]}
+        for i in range(4)
+    ]
+    qa = [{"id": f"v{i}", "video": clips[i % 2], "conversations": CONVERSATION} for i in range(4)]
+    qa.append({"id": "gone", "video": "D01/missing.MP4", "conversations": CONVERSATION[:2]})
+    (bucket / "0_30_s_demo_cap_processed.json").write_text(json.dumps(captions))
+    (bucket / "0_30_s_demo_oe_qa_processed.json").write_text(json.dumps(qa))
+    for clip in clips:  # the reference layout: <root>/<data_source>/<video>
+        (bucket / clip).parent.mkdir(parents=True, exist_ok=True)
+        (bucket / clip).write_bytes((videos / clip).read_bytes())
+    return bucket / "0_30_s_demo_cap_processed.json", bucket / "0_30_s_demo_oe_qa_processed.json"
+
+
+def truncated_copy(source: Path, target: Path, keep_samples: int) -> None:
+    """A copy of a shard set whose first shard ends cleanly after keep_samples samples (a tar cut at a sample
+    boundary), while sizes.json still lists the full count."""
+    shutil.copytree(source, target)
+    first = sorted(target.glob("shard-*.tar"))[0]
+    with tarfile.open(first) as tar:
+        members = tar.getmembers()
+        keys = []
+        kept = []
+        for member in members:
+            key = member.name.split(".")[0]
+            if key not in keys:
+                keys.append(key)
+            if len(keys) > keep_samples:
+                break
+            kept.append((member, tar.extractfile(member).read()))
+    with tarfile.open(first, "w") as tar:
+        for member, data in kept:
+            tar.addfile(member, io.BytesIO(data))
+
+
+# A question record of the prompt tests: options, an answer, a window and two prior actions.
+RECORD = {
+    "narration_id": "P01_01_7",
+    "options": ["take plate", "open drawer", "wash cup", "put pan", "cut onion"],
+    "answer_index": 1,
+    "narration": "open the drawer",
+    "start_sec": 12.0,
+    "stop_sec": 13.5,
+    "clip_start_sec": 10.61,
+    "clip_stop_sec": 13.0,
+    "answer": "0.5, 2.0",
+    "prior_actions": [
+        {"narration_id": "P01_01_5", "text": "take plate", "offset_sec": 6.25},
+        {"narration_id": "P01_01_6", "text": "put plate", "offset_sec": 3.0},
+    ],
+}
+
+
+def make_batch(rows: int, frames: int = 4, size: int = 32, length: int = 4, **fields):
+    """A Batch of `rows` rows for tests of its consumers: blank frames, all-real tokens, no labels, no classes;
+    `fields` replace any of them."""
+    from llavaction.data.batch import Batch
+
+    minus_one = torch.full((rows,), -1)
+    no = torch.zeros(rows, dtype=torch.bool)
+    values = dict(
+        input_ids=torch.zeros(rows, length, dtype=torch.long),
+        labels=torch.full((rows, length), -100),
+        attention_mask=torch.ones(rows, length, dtype=torch.long),
+        frames=torch.zeros(rows, frames, size, size, 3, dtype=torch.uint8),
+        is_padding=no,
+        truncated=no,
+        answer_index=minus_one,
+        num_options=torch.zeros(rows, dtype=torch.long),
+        verb_class=minus_one,
+        noun_class=minus_one,
+        action_index=minus_one,
+        verb_tail=no,
+        noun_tail=no,
+        unseen=no,
+        meta=[{} for _ in range(rows)],
+    )
+    return Batch(**(values | fields))
+
+
+# ---- fits ----------------------------------------------------------------------------------------------------------
+
+
+def demo_args(demo_dir, demo_shards, root, *extra) -> list[str]:
+    """`train.py fit` arguments of the demo config over the tests' demo shards, in run folder `root`."""
+    train = json.dumps(
+        [
+            {"path": str(demo_shards["train_mqa"]), "task": "mqa"},
+            {"path": str(demo_shards["train_mqa"]), "task": "narration", "weight": 0.5},
+        ]
+    )
+    return [
+        "fit",
+        "--config",
+        str(ROOT / "experiments" / "demo.yaml"),
+        f"--model.tokenizer={demo_dir / 'tokenizer'}",
+        f"--data.train={train}",
+        f"--data.val=[{json.dumps(str(demo_shards['validation_mqa']))}]",
+        f"--trainer.default_root_dir={root}",
+        "--data.loader.num_workers=0",
+        "--data.loader.batch_size=4",
+        "--data.loader.eval_batch_size=4",
+        *extra,
+    ]
+
+
+def config_diff(root: Path, name: str, text: str) -> str:
+    """A `--config=FILE` argument of a YAML diff written into root."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{name}.yaml"
+    path.write_text(text)
+    return f"--config={path}"
+
+
+def step_checkpoints(root: Path, every: int) -> str:
+    """A config diff adding a checkpoint every `every` steps in root/steps (mid-epoch ones), named
+    `epoch=E-step=S.ckpt`."""
+    return config_diff(
+        root,
+        "step_checkpoints",
+        f"""trainer:
+  callbacks+:
+    - class_path: llavaction.training.checkpointing.RunCheckpoint
+      init_args: {{every_n_train_steps: {every}, dirpath: {root / "steps"}}}
+""",
+    )
+
+
+def step_checkpoint(root: Path, step: int) -> Path:
+    """The checkpoint step_checkpoints wrote at a step."""
+    return next((root / "steps").glob(f"epoch=*-step={step}.ckpt"))
+
+
+def record_keys(root: Path) -> str:
+    """A config diff recording every training batch's keys in root (RecordKeys)."""
+    return config_diff(
+        root,
+        "record_keys",
+        f"""trainer:
+  callbacks+:
+    - class_path: tests.helpers.RecordKeys
+      init_args: {{folder: {root}}}
+""",
+    )
+
+
+def csv_logged(root: Path) -> list[str]:
+    return [
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.save_dir={root}",
+        "--trainer.log_every_n_steps=1",
+    ]
+
+
+def read_losses(root: Path) -> dict[int, float]:
+    rows = list(csv.DictReader(open(next(root.rglob("metrics.csv")))))
+    return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+
+
+def assert_same_curve(whole: dict[int, float], resumed: dict[int, float], after: int) -> None:
+    assert min(resumed) == after and set(resumed) == {s for s in whole if s >= after}
+    for step in resumed:
+        assert resumed[step] == pytest.approx(whole[step], rel=1e-5, abs=1e-6), step
+
+
+def assert_fit_consumed_the_plan(fit_args: list[str], root: Path, epochs: int, world: int = 1) -> None:
+    """The keys each rank's training batches held, in order, are the epoch plan's (`llavaction plan` with the fit's
+    own arguments)."""
+    from llavaction.cli.plan import main as plan
+
+    plan_args = [a for a in fit_args[1:] if not a.startswith("--ckpt_path")]
+    for epoch in range(epochs):
+        out = root / f"plan-{epoch}.jsonl"
+        assert plan([*plan_args, f"--epoch={epoch}", f"--out={out}"]) == 0
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        for rank in range(world):
+            planned = {}
+            for row in rows:
+                if row["rank"] == rank:
+                    planned.setdefault(row["batch"], []).append([row["key"], row["padding"]])
+            consumed = [json.loads(line) for line in (root / f"keys-rank{rank}.jsonl").read_text().splitlines()]
+            consumed = [c["rows"] for c in consumed if c["epoch"] == epoch]
+            assert consumed == [planned[b] for b in sorted(planned)], (epoch, rank)
+
+
+class AnnounceSteps(L.Callback):
+    """Prints `step N` after each training step and waits a little, so a test can signal the run mid-epoch."""
+
+    def __init__(self, delay: float = 0.2):
+        self.delay = delay
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        print(f"step {trainer.global_step}", flush=True)
+        time.sleep(self.delay)
+
+
 class RecordKeys(L.Callback):
     """Writes, per training batch, the epoch, the batch index and its rows' keys and padding flags to
     `<folder>/keys-rank<R>.jsonl` (what a fit consumed, to compare with the epoch plan)."""
@@ -60,13 +304,87 @@ class RecordKeys(L.Callback):
         self.folder = folder
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        import json
-        from pathlib import Path
-
         row = {
             "epoch": trainer.current_epoch,
             "batch": batch_idx,
-            "rows": [[k, bool(p)] for k, p in zip(batch["keys"], batch["is_padding"].tolist())],
+            "rows": [[k, bool(p)] for k, p in zip(batch.keys, batch.is_padding.tolist())],
         }
         with open(Path(self.folder) / f"keys-rank{trainer.global_rank}.jsonl", "a") as out:
             out.write(json.dumps(row) + "\n")
+
+
+# ---- evaluation ----------------------------------------------------------------------------------------------------
+
+
+def original_checkpoint_at(demo_dir, folder):
+    """A random-init tiny model in the original checkpoint layout, with the demo tokenizer."""
+    from transformers import AutoTokenizer
+
+    from llavaction.model import LlavaVideoModel, preset
+
+    torch.manual_seed(0)
+    LlavaVideoModel(preset("tiny")).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(demo_dir / "tokenizer")).save_pretrained(folder)
+    return folder
+
+
+def run_mqa(ckpt, demo_questions, demo_shards, out, *extra):
+    """`llavaction evaluate mqa` of the demo validation questions in a subprocess: (results, predictions)."""
+    args = [
+        sys.executable,
+        "-m",
+        "llavaction.cli.evaluate",
+        "mqa",
+        "--questions",
+        str(demo_questions["validation_mqa"]),
+        "--shards",
+        str(demo_shards["validation_mqa"]),
+        "--checkpoint",
+        str(ckpt),
+        "--batch-size",
+        "3",
+        "--num-workers",
+        "0",
+        "--max-new-tokens",
+        "12",
+        "--out",
+        str(out),
+        *extra,
+    ]
+    result = subprocess.run(
+        args, cwd=out.parent, capture_output=True, text=True, timeout=600, env=os.environ | {"PYTHONPATH": str(ROOT)}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((out / "results.json").read_text()), [
+        json.loads(line) for line in open(out / "predictions.jsonl")
+    ]
+
+
+# ---- processes and command lines -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_line_exit(capsys, call) -> str:
+    """Run a CLI's main in this process: exit status 2 and one error line, the last on stderr (after any progress
+    bars), which is returned."""
+    try:
+        code = call()
+    except SystemExit as exit_info:  # a parser's one-line error
+        code = exit_info.code
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in lines, lines
+    return errors[0]
+
+
+def one_line_error(capsys) -> str:
+    """The command's error: one line `error: ...` at the end of its stderr, no traceback."""
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1 and err[-1] == errors[0] and "Traceback" not in "\n".join(err), err
+    return errors[0]

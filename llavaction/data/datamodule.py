@@ -10,14 +10,17 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from llavaction.args import LoaderOptions, PriorActionOptions, check_count
-from llavaction.data.epochs import EpochPlanner, SourceItems, apply_strategy, epoch_quotas, source_items
-from llavaction.data.stages import Collate, DecodeFrames, Descriptions, EncodePrompt, SkipCounter, TaskSource
+from llavaction.benchmark.answers import chosen_option_texts
+from llavaction.data.epochs import EpochPlanner
+from llavaction.data.options import LoaderOptions, PriorActionOptions, TaskSource
+from llavaction.data.shards import first_sample, read_sizes, sample_meta
+from llavaction.data.sources import SourceItems, apply_strategy, epoch_quotas, source_items
+from llavaction.data.stages import Collate, DecodeFrames, Descriptions, EncodePrompt, SkipCounter
 from llavaction.data.streams import EvalStream, SourceStream, TrainStream
-from llavaction.jsonl import read_jsonl
-from llavaction.metrics import chosen_option_texts
-from llavaction.prompts import PromptEncoder, PromptOptions
-from llavaction.shards import first_sample, read_sizes, sample_meta
+from llavaction.prompts.encoding import PromptEncoder
+from llavaction.prompts.wording import PromptOptions
+from llavaction.utils.checks import as_options, check_count
+from llavaction.utils.jsonl import read_jsonl
 
 
 class EpicDataModule(L.LightningDataModule):
@@ -62,10 +65,12 @@ class EpicDataModule(L.LightningDataModule):
         check_count("data.num_frames", num_frames, minimum=1)
         check_count("data.max_length", max_length, minimum=1)
         self.save_hyperparameters()
-        self.train_sources = [s if isinstance(s, TaskSource) else TaskSource(**s) for s in (train or [])]
+        self.train_sources = [as_options(TaskSource, s) for s in (train or [])]
         self.val_sets, self.test_sets = list(val or []), list(test or val or [])
         self.tokenizer_path = tokenizer
-        self.prompt, self.prior_actions, self.loader = prompt, prior_actions, loader
+        self.prompt = as_options(PromptOptions, prompt)
+        self.prior_actions = as_options(PriorActionOptions, prior_actions)
+        self.loader = as_options(LoaderOptions, loader)
         self._tokenizer = None
         self._first_metas: dict[str, dict] = {}
         self._train_items: list[SourceItems] | None = None
@@ -267,7 +272,7 @@ class EpochLoader(DataLoader):
         buffers.release_all()
         try:
             for batch in batches:
-                held.append(batch.get("frame_buffer"))
+                held.append(batch.frame_buffer)
                 if len(held) > buffers.RELEASE_LAG:
                     buffers.release(held.pop(0))
                 yield batch

@@ -1,27 +1,11 @@
-"""The epoch plan of a training config: what every rank and loader worker reads and in which batches, from the shard
-indexes alone (no frame is read), by the code a fit runs (llavaction.data.epochs).
-
-    python -m llavaction.data.plan --config experiments/llavaction_7b.yaml [--data.loader.batch_size=2 ...] \\
-        [--world-size 64] [--epoch 0] [--out plan.jsonl]
-
-It takes the same config files and dotted overrides as `train.py fit`, prints a table per source (items in its
-shards, in this epoch, distinct, repeated, padding) and per rank (batches, samples, padding), and with --out writes
-one JSON line per training row of the epoch: rank, worker, batch (the rank's batch number), source (index in
-data.train), key (the sample's key, `#i` for conversation i of a replayed video) and padding.
-"""
+"""An epoch plan summarised: per source and per rank what the epoch reads, and every planned row (`llavaction plan`
+prints and writes them). It reads the plan (llavaction.data.epochs) from the shard indexes alone, never a frame."""
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import dataclass
 
-from jsonargparse import ArgumentParser
-
-from llavaction.cli_errors import run_cli
-from llavaction.data.datamodule import EpicDataModule
 from llavaction.data.epochs import EpochPlanner
-from llavaction.files import atomic_output
 
 
 @dataclass
@@ -96,35 +80,3 @@ def world_size_of(trainer: dict) -> int:
     if not isinstance(devices, int) or devices < 1:
         raise ValueError(f"trainer.devices is {devices!r}: give the number of processes with --world-size")
     return devices * int(nodes)
-
-
-def data_module(config) -> EpicDataModule:
-    """The DataModule of a parsed training config, built by jsonargparse as train.py builds it (no model)."""
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(EpicDataModule, "data")
-    return parser.instantiate(parser.parse_object({"data": config.data.as_dict()})).data
-
-
-def main(args: list[str] | None = None) -> int:
-    from llavaction.cli import plan_config
-
-    config = plan_config(sys.argv[1:] if args is None else list(args))
-
-    def run() -> int:
-        data = data_module(config)
-        world = config.world_size or world_size_of(config.trainer.as_dict())
-        planner = data.epoch_planner(world_size=world)
-        rows = [] if config.out else None
-        sources, ranks = summarize(planner, config.epoch, rows)
-        print(format_table(planner, config.epoch, [s.path for s in data.train_sources], sources, ranks))
-        if config.out:
-            with atomic_output(config.out) as out:
-                out.writelines(json.dumps(row) + "\n" for row in rows)
-            print(f"{len(rows)} rows -> {config.out}")
-        return 0
-
-    return run_cli(run)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -7,74 +7,29 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import simplejpeg
 import torch
-from torch.utils.data import get_worker_info
 
-from llavaction.constants import IGNORE_INDEX
-from llavaction.jsonl import read_jsonl
-from llavaction.prompts import (
-    TASKS,
-    PromptEncoder,
+from llavaction.data.batch import Batch
+from llavaction.data.buffers import FrameBuffers, fresh_frames
+from llavaction.data.shards import frame_name
+from llavaction.prompts.encoding import PromptEncoder, pad_right
+from llavaction.prompts.wording import (
     PromptOptions,
-    Task,
     can_show_priors,
-    pad_right,
     prompt_turns,
     user_text,
     with_pseudo_priors,
 )
-from llavaction.sampling import SamplingStrategy
-from llavaction.shards import frame_name
+from llavaction.utils.constants import IGNORE_INDEX
+from llavaction.utils.jsonl import read_jsonl
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TaskSource:
-    """One component of the training mixture.
-
-    Args:
-        path: shard set written by data_prep.extract_frames: a directory or a URL (see llavaction.shards).
-        task: how a sample becomes a conversation: mqa, narration, temporal or qa.
-        weight: 'size' (or 'all'): every sample once an epoch, as the reference's `sampling_strategy: all`; a
-            sampling strategy of the reference, 'first:N', 'end:N', 'random:N' (N a count or 'N%'): that fixed
-            subset once an epoch; or a positive number: the source's share of loader.samples_per_epoch, drawn
-            without replacement within each pass over the source.
-        descriptions: for task qa, a JSONL of {narration_id, question, answer} (e.g. distilled descriptions).
-    """
-
-    path: str
-    task: Task = "mqa"
-    weight: float | str = 1.0
-    descriptions: str | None = None
-
-    def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"task {self.task!r} not in {TASKS}")
-        if self.descriptions is not None and self.task != "qa":
-            raise ValueError(f"{self.path}: a descriptions file goes with task 'qa'")
-        if isinstance(self.weight, str):
-            try:
-                SamplingStrategy.parse("all" if self.weight == "size" else self.weight)
-            except ValueError as err:
-                raise ValueError(f"weight of {self.path}: {err} (or 'size', or a positive number)") from None
-        elif not self.weight > 0 or self.weight != self.weight or self.weight == float("inf"):
-            raise ValueError(f"weight of {self.path} must be a positive number, 'size' or a sampling strategy")
-
-    @property
-    def strategy(self) -> SamplingStrategy | None:
-        """The subset taken whole each epoch, or None for a numeric weight."""
-        if isinstance(self.weight, str):
-            return SamplingStrategy.parse("all" if self.weight == "size" else self.weight)
-        return None
 
 
 class BadSample(ValueError):
@@ -86,6 +41,24 @@ def frame_indices(stored: int, wanted: int) -> list[int]:
     if wanted > stored:
         raise ValueError(f"{wanted} frames asked for but the shards hold {stored} per sample")
     return [int((i + 0.5) * stored / wanted) for i in range(wanted)]
+
+
+@dataclass
+class ArrayFrames:
+    """A clip's frames already decoded (a video file's clip in prediction), copied into the batch by Collate."""
+
+    array: np.ndarray  # uint8 [T, size, size, 3]
+
+    @property
+    def count(self) -> int:
+        return self.array.shape[0]
+
+    @property
+    def size(self) -> int:
+        return self.array.shape[1]
+
+    def decode_into(self, buffer: np.ndarray) -> None:
+        buffer[...] = self.array
 
 
 @dataclass
@@ -269,57 +242,6 @@ class SkipCounter:
         return counts
 
 
-class FrameBuffers:
-    """Each training loader worker's frame batches, written into a few buffers used in turn instead of fresh memory
-    every batch (fresh pages cost a third of the decoding). A buffer is reused only after the training process has
-    released its batch: `owned[worker, slot]` (shared with the workers) is set by the worker that fills a buffer and
-    cleared by the training loader (EpochLoader) once two further batches have been drawn, i.e. once the batch's step
-    is over (Lightning fetches one batch ahead). A worker that finds no buffer released within `wait_sec` writes into
-    fresh memory instead, as without buffers."""
-
-    SLOTS = 5  # the batches a worker's buffers can have in flight: prefetched (2), held by the loop (2), one spare
-    RELEASE_LAG = 2  # batches drawn after a batch before its buffer is released
-
-    def __init__(self, workers: int, wait_sec: float = 30.0):
-        self.owned = torch.zeros((max(1, workers), self.SLOTS), dtype=torch.int32)
-        if workers > 0:
-            self.owned.share_memory_()
-        self.wait_sec = wait_sec
-        self._buffers: dict[int, torch.Tensor] = {}
-        self._next = 0
-
-    def acquire(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[int, int] | None]:
-        """A [B, T, S, S, 3] uint8 tensor to decode a batch into, and its (worker, slot), None for fresh memory."""
-        info = get_worker_info()
-        worker = info.id if info is not None else 0
-        slot = self._next
-        self._next = (slot + 1) % self.SLOTS
-        deadline = time.monotonic() + self.wait_sec
-        while self.owned[worker, slot] and time.monotonic() < deadline:
-            time.sleep(0.0005)
-        if self.owned[worker, slot]:  # never released: do not overwrite what someone may still read
-            return _fresh(shape), None
-        buffer = self._buffers.get(slot)
-        if buffer is None or buffer.numel() < math.prod(shape):
-            buffer = self._buffers[slot] = _fresh(shape)
-        self.owned[worker, slot] = 1
-        return buffer.view(-1)[: math.prod(shape)].view(shape), (worker, slot)
-
-    def release(self, owner: tuple[int, int] | None) -> None:
-        if owner is not None:
-            self.owned[owner] = 0
-
-    def release_all(self) -> None:
-        self.owned.zero_()
-
-
-def _fresh(shape: tuple[int, ...]) -> torch.Tensor:
-    frames = torch.empty(shape, dtype=torch.uint8)
-    if get_worker_info() is not None:  # allocated where the DataLoader would otherwise copy it to
-        frames.share_memory_()
-    return frames
-
-
 class Collate:
     """Right-pads token sequences and decodes every clip's JPEGs straight into one uint8 batch tensor; carries labels
     for metrics, a padding flag and each row's key. A frame that fails to decode makes its sample padding with blank
@@ -333,7 +255,7 @@ class Collate:
     def decode(self, samples: list[dict]) -> tuple[list[dict], torch.Tensor, tuple[int, int] | None]:
         first = samples[0]["frames"]
         shape = (len(samples), first.count, first.size, first.size, 3)
-        frames, owner = self.buffers.acquire(shape) if self.buffers is not None else (_fresh(shape), None)
+        frames, owner = self.buffers.acquire(shape) if self.buffers is not None else (fresh_frames(shape), None)
         decoded = []
         for row, sample in enumerate(samples):
             try:
@@ -349,7 +271,7 @@ class Collate:
             decoded.append(sample)
         return decoded, frames, owner
 
-    def __call__(self, samples: list[dict]) -> dict:
+    def __call__(self, samples: list[dict]) -> Batch:
         samples, frames, owner = self.decode(samples)
         tokens = pad_right([(s["input_ids"], s["labels"]) for s in samples], self.pad_id)
 
@@ -357,21 +279,24 @@ class Collate:
             values = [None if s.get("is_padding") else s["meta"].get(name) for s in samples]
             return torch.tensor([default if v is None else int(v) for v in values], dtype=torch.long)
 
-        return tokens | {
-            "frames": frames,
-            "is_padding": torch.tensor([s.get("is_padding", False) for s in samples]),
-            "truncated": torch.tensor([s.get("truncated", False) for s in samples]),
-            "answer_index": field("answer_index"),
-            "num_options": torch.tensor([len(s["meta"].get("options", [])) for s in samples], dtype=torch.long),
-            "verb_class": field("verb_class"),
-            "noun_class": field("noun_class"),
-            "action_index": field("action_index"),
-            "verb_tail": field("verb_tail", 0).bool(),
-            "noun_tail": field("noun_tail", 0).bool(),
-            "unseen": field("unseen_participant", 0).bool(),
-            "task": [s.get("task", "padding") for s in samples],
-            "meta": [s["meta"] for s in samples],
-            "keys": [s["__key__"] for s in samples],
-            "skipped_samples": self.skips.take() if self.skips is not None else {},
-            "frame_buffer": owner,
-        }
+        return Batch(
+            input_ids=tokens["input_ids"],
+            labels=tokens["labels"],
+            attention_mask=tokens["attention_mask"],
+            frames=frames,
+            is_padding=torch.tensor([s.get("is_padding", False) for s in samples]),
+            truncated=torch.tensor([s.get("truncated", False) for s in samples]),
+            answer_index=field("answer_index"),
+            num_options=torch.tensor([len(s["meta"].get("options") or []) for s in samples], dtype=torch.long),
+            verb_class=field("verb_class"),
+            noun_class=field("noun_class"),
+            action_index=field("action_index"),
+            verb_tail=field("verb_tail", 0).bool(),
+            noun_tail=field("noun_tail", 0).bool(),
+            unseen=field("unseen_participant", 0).bool(),
+            tasks=[s.get("task", "padding") for s in samples],
+            meta=[s["meta"] for s in samples],
+            keys=[s["__key__"] for s in samples],
+            skipped_samples=self.skips.take() if self.skips is not None else {},
+            frame_buffer=owner,
+        )

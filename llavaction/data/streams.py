@@ -17,21 +17,21 @@ from dataclasses import dataclass
 
 from torch.utils.data import IterableDataset, get_worker_info
 
+from llavaction.data.buffers import FrameBuffers
 from llavaction.data.epochs import EpochPlanner, PlannedItem, SlotPlan
+from llavaction.data.options import TaskSource
+from llavaction.data.shards import ShardError, iter_shard, location_sizes
 from llavaction.data.stages import (
     BadSample,
     Collate,
     DecodeFrames,
     Descriptions,
     EncodePrompt,
-    FrameBuffers,
     JpegFrames,
     SkipCounter,
-    TaskSource,
     conversation_of,
     padding_copy,
 )
-from llavaction.shards import ShardError, iter_shard, location_sizes
 
 
 @dataclass

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llavaction.epic import NUM_NOUNS, NUM_VERBS, parse_action
-from llavaction.files import atomic_output
-from llavaction.jsonl import write_json
-from llavaction.metrics import action_topk
+from llavaction.ek100.annotations import NUM_NOUNS, NUM_VERBS, parse_action
+from llavaction.ek100.metrics import action_topk
+from llavaction.utils.files import atomic_output
+from llavaction.utils.jsonl import write_json
 
 ABSENT_CLASS_SCORE = -30.0  # log-score of a class no candidate names (about e^-30 of the probability mass)
 

@@ -1,6 +1,12 @@
-"""One loaded checkpoint for evaluation, the lmms-eval export and prediction: a Lightning .ckpt, an original LLaVA-Video
-/ LLaVAction directory, or a model-hub id, read once, with its tokenizer, the prompt settings and frame count it was
-trained with, and its precision; it builds the DataModule through the same links as train.py.
+"""The checkpoint format, in one place, and one loaded checkpoint for evaluation, the exports and prediction.
+
+A training checkpoint (`.ckpt`, Lightning's) carries, beside Lightning's own entries, the module's hyperparameters
+(the typed option groups and the resolved architecture), the tokenizer's files (TOKENIZER_FILES) and the precision it
+was trained at (TRAINED_PRECISION); the DataModule's hyperparameters hold the prompt settings and frame count. An
+original checkpoint is a LLaVA-Video / LLaVAction directory (config.json + safetensors, llavaction.model.checkpoint) or
+a model-hub id; `export_original` writes one from a trained model. `LoadedCheckpoint` reads any of them once, with its
+tokenizer, the prompt settings and frame count it was trained with, and its precision, and builds the answering module
+and the DataModule through the same links as train.py.
 
 A Lightning checkpoint written by this version carries its architecture (hyperparameters) and its tokenizer's files,
 so it evaluates from any working directory and after its run folder is moved; one written before is rebuilt from its
@@ -10,7 +16,6 @@ hyperparameters, whose relative paths hold from the folder it was trained in.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
@@ -19,13 +24,45 @@ from typing import Literal, get_args
 
 import torch
 
-from llavaction.args import EvaluationOptions, LoaderOptions, PriorActionOptions
+from llavaction.data.options import LoaderOptions, PriorActionOptions
+from llavaction.evaluation.options import EvaluationOptions, QuestionOptions
 from llavaction.model.hub import is_hub_id, resolve
-from llavaction.shards import first_sample, sample_meta
+from llavaction.model.options import ActionSupervision, ComputeOptions
+from llavaction.prompts.wording import PromptOptions
+from llavaction.utils.checks import as_options
 
 Precision = Literal["32-true", "bf16-true", "bf16-mixed", "16-true", "16-mixed", "64-true"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 _DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16, "64": torch.float64}
+# Entries a training checkpoint carries beside Lightning's: the tokenizer's files ({name: bytes}) and the precision.
+TOKENIZER_FILES, TRAINED_PRECISION = "llavaction_tokenizer_files", "llavaction_precision"
+
+
+def tokenizer_files(tokenizer) -> dict[str, bytes]:
+    """{file name: content} of a tokenizer as save_pretrained writes it (a checkpoint carries them)."""
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        return {p.name: p.read_bytes() for p in Path(folder).iterdir() if p.is_file()}
+
+
+def extra_entries(tokenizer: dict[str, bytes], precision: str | None) -> dict:
+    """What a training checkpoint carries beside Lightning's entries and the hyperparameters."""
+    return {TOKENIZER_FILES: tokenizer} | ({TRAINED_PRECISION: precision} if precision else {})
+
+
+def export_original(model, tokenizer, directory: Path, trainer) -> None:
+    """The original checkpoint layout (config.json, safetensors) and the tokenizer, gathered from every rank under
+    FSDP2 and written by rank 0 as a whole: an earlier export in `directory` stays until the new one is complete."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    from llavaction.model.checkpoint import save_original
+    from llavaction.utils.files import atomic_folder
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if trainer.is_global_zero:
+        with atomic_folder(directory) as folder:
+            save_original(model, folder, state=state)
+            tokenizer.save_pretrained(folder)
 
 
 @dataclass(frozen=True)
@@ -40,11 +77,17 @@ class TrainedSettings:
 
 @dataclass(frozen=True)
 class QuestionSettings:
-    """How the questions are asked: frames shown, time instruction, per-frame times."""
+    """How the questions are asked, resolved from what was given and what the checkpoint was trained with: frames
+    shown, time instruction, per-frame times. Evaluation, prediction, the exports, `prompts render` and validation
+    all ask through one of these."""
 
     num_frames: int
     time_instruction: bool
     frame_times: bool
+
+    @property
+    def prompt(self) -> PromptOptions:
+        return PromptOptions(time_instruction=self.time_instruction, frame_times=self.frame_times)
 
 
 class CheckpointError(ValueError):
@@ -148,8 +191,6 @@ class LoadedCheckpoint:
 
     @classmethod
     def _open_lightning(cls, path: Path, tokenizer: str | None) -> LoadedCheckpoint:
-        from llavaction.module import TOKENIZER_FILES, TRAINED_PRECISION
-
         try:
             state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
         except Exception as err:  # torch raises RuntimeError, pickle and zip errors alike for a damaged file
@@ -183,17 +224,27 @@ class LoadedCheckpoint:
         """The precision its weights were trained (or are stored) at; 32-true when it does not say."""
         return self.settings.precision or "32-true"
 
-    def module(self, evaluation: EvaluationOptions = EvaluationOptions()):
-        """The LightningModule with the checkpoint's weights, built once, with the evaluation options of the first
-        call."""
+    def module(self, evaluation: EvaluationOptions | None = None):
+        """The answering module (evaluation.module.MQAModule) with the checkpoint's weights, built on first use;
+        from then on it answers by the evaluation options given (None: as it answers already)."""
         from transformers.initialization import no_init_weights
 
-        from llavaction.module import LlavaActionModule
+        from llavaction.evaluation.module import MQAModule
+        from llavaction.model.build import resolve_architecture
 
         if self._module is None:
-            accepted = inspect.signature(LlavaActionModule.__init__).parameters
-            args = {k: v for k, v in self._init_args.items() if k in accepted}
-            module = LlavaActionModule(**(args | {"tokenizer": self.tokenizer, "evaluation": asdict(evaluation)}))
+            args = self._init_args
+            config = resolve_architecture(
+                args.get("preset_name", "tiny"),
+                args.get("checkpoint"),
+                args.get("architecture"),
+                as_options(ComputeOptions, args.get("compute") or ComputeOptions()),
+                as_options(ActionSupervision, args.get("action") or ActionSupervision()),
+                args.get("spatial_pool_mode"),
+                args.get("newline_position"),
+            )
+            weights = None if self._state_dict is not None else args.get("checkpoint")
+            module = MQAModule(config, self.tokenizer, evaluation or EvaluationOptions(), weights=weights)
             if self._state_dict is None:
                 module.configure_model()
             else:
@@ -202,18 +253,14 @@ class LoadedCheckpoint:
                 module.load_state_dict(self._state_dict)
                 self._state_dict = None
             self._module = module
+        elif evaluation is not None and self._module.evaluation != evaluation:
+            self._module.set_evaluation(evaluation)
         return self._module
 
-    def question_settings(
-        self,
-        shards: list[str],
-        num_frames: int | None = None,
-        time_instruction: bool | None = None,
-        frame_times: bool | None = None,
-    ) -> QuestionSettings:
-        """Each value given wins; the others follow the checkpoint's training, the frames no more than every shard
-        set holds (all of them where the checkpoint does not say)."""
-        return question_settings(self.settings, shards, num_frames, time_instruction, frame_times)
+    def question_settings(self, asked: QuestionOptions, stored_frames: int | None = None) -> QuestionSettings:
+        """How to ask the questions: each value given wins, the others follow the checkpoint's training; the frames
+        no more than the shards hold (`stored_frames`; all of them where the checkpoint does not say)."""
+        return question_settings(self.settings, asked, stored_frames)
 
     def datamodule(
         self,
@@ -222,36 +269,41 @@ class LoadedCheckpoint:
         loader: LoaderOptions,
         prior_actions: PriorActionOptions = PriorActionOptions(),
     ):
-        """The evaluation DataModule, linked to the model as train.py links them (module.DATA_LINKS)."""
+        """The evaluation DataModule, linked to the model as train.py links them (evaluation.module.DATA_LINKS)."""
         from llavaction.data.datamodule import EpicDataModule
-        from llavaction.module import DATA_LINKS
-        from llavaction.prompts import PromptOptions
+        from llavaction.evaluation.module import DATA_LINKS
 
         module = self.module()
         return EpicDataModule(
             test=list(test),
             num_frames=settings.num_frames,
-            prompt=PromptOptions(time_instruction=settings.time_instruction, frame_times=settings.frame_times),
+            prompt=settings.prompt,
             prior_actions=prior_actions,
             loader=loader,
             **{data: getattr(module, attribute) for attribute, data in DATA_LINKS},
         )
 
 
+# frames asked of a checkpoint that does not say how many it was trained on, when no shards say how many they hold
+DEFAULT_FRAMES = 64  # LLaVA-Video and LLaVAction were trained at 64 frames
+
+
 def question_settings(
-    trained: TrainedSettings,
-    shards: list[str],
-    num_frames: int | None = None,
-    time_instruction: bool | None = None,
-    frame_times: bool | None = None,
+    trained: TrainedSettings, asked: QuestionOptions, stored_frames: int | None = None
 ) -> QuestionSettings:
-    """Each value given wins; the others follow the training settings (none: off), the frames no more than every
-    shard set holds (all of them where training does not say)."""
-    stored = min(sample_meta(first_sample(location))["num_frames"] for location in shards)
+    """Each value given wins; the others follow the training settings (none: off), the frames no more than the shards
+    hold (all of them where training does not say; DEFAULT_FRAMES without shards)."""
+    num_frames = asked.num_frames
     if num_frames is None:
-        num_frames = trained.num_frames if trained.num_frames and trained.num_frames <= stored else stored
+        num_frames = trained.num_frames or stored_frames or DEFAULT_FRAMES
+        if stored_frames is not None and num_frames > stored_frames:
+            num_frames = stored_frames
     return QuestionSettings(
         num_frames=num_frames,
-        time_instruction=time_instruction if time_instruction is not None else bool(trained.time_instruction),
-        frame_times=frame_times if frame_times is not None else bool(trained.frame_times),
+        time_instruction=_given(asked.time_instruction, trained.time_instruction),
+        frame_times=_given(asked.frame_times, trained.frame_times),
     )
+
+
+def _given(value: bool | None, trained: bool | None) -> bool:
+    return value if value is not None else bool(trained)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llavaction.epic import NUM_NOUNS, NUM_VERBS, EpicAnnotations
-from llavaction.metrics import EpicActionMetrics
+from llavaction.ek100.annotations import NUM_NOUNS, NUM_VERBS, EpicAnnotations
+from llavaction.ek100.metrics import EpicActionMetrics
 
 
 class ScoresError(ValueError):

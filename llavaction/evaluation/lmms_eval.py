@@ -18,11 +18,13 @@ import simplejpeg
 import yaml
 from tqdm import tqdm
 
-from llavaction.figures import upscale_nearest
-from llavaction.jsonl import read_jsonl, write_json, write_jsonl
-from llavaction.metrics import chosen_option_texts
-from llavaction.prompts import can_show_priors, with_pseudo_priors
-from llavaction.shards import frame_name, iter_samples, location_sizes, sample_meta
+from llavaction.benchmark.answers import chosen_option_texts
+from llavaction.data.shards import frame_name, iter_samples, location_sizes, sample_meta, stored_frames
+from llavaction.evaluation.options import QuestionOptions
+from llavaction.prompts.wording import can_show_priors, with_pseudo_priors
+from llavaction.utils.figures import upscale_nearest
+from llavaction.utils.files import atomic_folder, exclusive_output
+from llavaction.utils.jsonl import read_jsonl, write_json, write_jsonl
 
 TEMPLATE = Path(__file__).parent / "lmms_eval_task"
 TASK = "ek100_mqa"
@@ -30,7 +32,7 @@ TASK = "ek100_mqa"
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """What the exported task asks, as `llavaction.evaluate mqa` would ask it.
+    """What the exported task asks, as `llavaction.cli.evaluate mqa` would ask it.
 
     Args:
         num_frames: frames a question shows (subsampled evenly from the shards' when fewer).
@@ -47,6 +49,51 @@ class ExportSettings:
     prior_actions: Literal["none", "oracle", "pseudo"] = "none"
     pseudo_predictions: str | None = None
     visual: Literal["video", "frames"] = "video"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LmmsExport(QuestionOptions):
+    """An lmms-eval task folder of question files: the questions, llavaction's wording and scoring, and per question
+    exactly the frames llavaction's evaluation shows.
+
+    Args:
+        questions: question files of data_prep.build_mqa.
+        shards: their shard sets (directories or URLs).
+        out: the task folder (for lmms-eval's --include_path); written whole, replacing an earlier export only when
+            complete.
+        checkpoint: ask what this checkpoint was trained with (time instruction, frame times, frames).
+        visual: 'video' (an MP4 per question, for video models such as llava_vid) or 'frames' (its JPEG frames).
+    """
+
+    questions: list[Path]
+    shards: list[str]
+    out: Path
+    checkpoint: str | None = None
+    visual: Literal["video", "frames"] = "video"
+
+
+def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
+    """The task folder of `run`, the questions checked against the shards first and asked as the checkpoint (when
+    given) was trained; written into a temporary folder that replaces `run.out` when complete. Returns the question
+    count and the settings used."""
+    from llavaction.evaluation.checkpoints import LoadedCheckpoint, TrainedSettings, question_settings
+    from llavaction.evaluation.questions import check_against_shards, read_questions
+
+    questions = read_questions(run.questions)
+    check_against_shards(questions, run.shards)
+    trained = LoadedCheckpoint.open(run.checkpoint).settings if run.checkpoint else TrainedSettings()
+    asked = question_settings(trained, run, stored_frames(run.shards))
+    settings = ExportSettings(
+        num_frames=asked.num_frames,
+        time_instruction=asked.time_instruction,
+        frame_times=asked.frame_times,
+        prior_actions=run.prior_actions,
+        pseudo_predictions=run.pseudo_predictions,
+        visual=run.visual,
+    )
+    with exclusive_output(run.out), atomic_folder(run.out) as folder:
+        exported = export_task(questions, run.shards, folder, settings)
+    return exported, settings
 
 
 MIN_VIDEO_SIDE = 64  # decord misreads H.264 videos narrower than this (the demo's 32 px frames)
@@ -133,7 +180,7 @@ def question_doc(meta: dict, settings: ExportSettings, pseudo: dict[str, str]) -
 
 
 def write_results_layout(out: Path, predictions: list[dict], results: dict) -> None:
-    """The figures of `llavaction.evaluate mqa` in lmms-eval's two-file layout."""
+    """The figures of `llavaction.cli.evaluate mqa` in lmms-eval's two-file layout."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d_%H%M%S")
     write_json(
         out / f"{stamp}_results.json",

@@ -7,20 +7,23 @@ logit or option-text likelihood.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-from llavaction.args import EvaluationOptions, LoaderOptions, PriorActionOptions
+from llavaction.data.options import LoaderOptions, PriorActionOptions
+from llavaction.data.shards import stored_frames
 from llavaction.evaluation.candidates import write_head_outputs
-from llavaction.evaluation.checkpoints import LoadedCheckpoint, check_precision
+from llavaction.evaluation.checkpoints import LoadedCheckpoint, Precision, check_precision
 from llavaction.evaluation.lmms_eval import write_results_layout
+from llavaction.evaluation.options import MAX_NEW_TOKENS, EvaluationOptions, QuestionOptions
 from llavaction.evaluation.questions import check_against_shards, read_questions
-from llavaction.files import exclusive_output
-from llavaction.jsonl import write_json, write_jsonl
+from llavaction.utils.checks import check_count
+from llavaction.utils.files import exclusive_output
+from llavaction.utils.jsonl import write_json, write_jsonl
+from llavaction.utils.version import code_version
 
 BREAKDOWN = {
     "verb_head": ("verb_tail", False),
@@ -32,10 +35,27 @@ BREAKDOWN = {
 }
 
 
-@dataclass(frozen=True)
-class MQAEvaluation:
-    """One evaluation run; None fields follow the checkpoint (its training's prompt settings and precision; for
-    num_frames, also what the shards hold)."""
+@dataclass(frozen=True, kw_only=True)
+class MQAEvaluation(QuestionOptions):
+    """EK-100-MQA accuracy of a checkpoint over question files and their shards; unset settings follow the checkpoint
+    (its training's prompt settings and precision; the frames also what the shards hold).
+
+    Args:
+        questions: question files of data_prep.build_mqa.
+        shards: their shard sets (directories or URLs).
+        checkpoint: a Lightning .ckpt, an original checkpoint directory or a model-hub id.
+        out: the results folder (predictions.jsonl, results.json, the lmms-eval layout).
+        tokenizer: tokenizer directory (default: the checkpoint's).
+        mode: 'generate': greedy answers scored by the paper's rule; 'score': a fast proxy (the best option score).
+        scoring: the score mode's rule: option-letter logits or option-text likelihood.
+        max_new_tokens: longest generated answer (generation stops earlier at the end-of-turn token).
+        candidates: with action heads, the actions per segment written to head_candidates.json.
+        devices: processes a node (GPUs when present, else CPU processes).
+        num_nodes: nodes (torchrun, SLURM, or NODE_RANK/MASTER_ADDR as in training).
+        batch_size: questions per batch and process.
+        num_workers: loader worker processes per process.
+        precision: Lightning's precision name (default: the checkpoint's).
+    """
 
     questions: list[Path]
     shards: list[str]
@@ -44,18 +64,19 @@ class MQAEvaluation:
     tokenizer: str | None = None
     mode: Literal["generate", "score"] = "generate"
     scoring: Literal["letter", "likelihood"] = "letter"
-    num_frames: int | None = None
-    time_instruction: bool | None = None
-    frame_times: bool | None = None
-    prior_actions: Literal["none", "oracle", "pseudo"] = "none"
-    pseudo_predictions: str | None = None
-    max_new_tokens: int = 4096
+    max_new_tokens: int = MAX_NEW_TOKENS
     candidates: int = 10
     devices: int = 1
     num_nodes: int = 1
     batch_size: int = 8
     num_workers: int = 2
-    precision: str | None = None
+    precision: Precision | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("max_new_tokens", "candidates", "devices", "num_nodes", "batch_size"):
+            check_count(name, getattr(self, name), minimum=1)
+        check_count("num_workers", self.num_workers, minimum=0)
 
     @property
     def prompt_settings(self) -> dict:
@@ -81,7 +102,7 @@ def _evaluate_mqa(run: MQAEvaluation) -> dict | None:
     questions = read_questions(run.questions)
     check_against_shards(questions, run.shards)
     loaded = LoadedCheckpoint.open(run.checkpoint, run.tokenizer)
-    settings = loaded.question_settings(run.shards, run.num_frames, run.time_instruction, run.frame_times)
+    settings = loaded.question_settings(run, stored_frames(run.shards))
     run = replace(run, **asdict(settings), precision=check_precision(run.precision or loaded.precision))
     modes = ("generate", "letter") if run.mode == "generate" else (run.scoring,)
     module = loaded.module(EvaluationOptions(mqa_scoring=modes, max_new_tokens=run.max_new_tokens))
@@ -155,14 +176,3 @@ def mqa_results(predictions: list[dict], mode: str) -> dict:
         rows = [r for r in predictions if r.get(key) is value]
         breakdown[name] = {"accuracy": _percent(rows, "correct"), "count": len(rows)}
     return results | {"breakdown": breakdown}
-
-
-def code_version() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        from importlib.metadata import version
-
-        return version("llavaction")

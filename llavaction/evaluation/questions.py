@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llavaction.jsonl import read_jsonl
-from llavaction.shards import QUESTION_FIELDS, iter_shard, join, question_digest, read_index, sample_meta
+from llavaction.data.shards import QUESTION_FIELDS, iter_shard, join, question_digest, read_index, sample_meta
+from llavaction.utils.jsonl import read_jsonl
 
 
 def read_questions(paths: list[Path]) -> dict[str, list[dict]]:

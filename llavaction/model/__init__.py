@@ -1,9 +1,9 @@
 """The LLaVA-Video model: pure torch.nn + transformers, usable without the rest of the package."""
 
-from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llavaction.model.checkpoint import load_tokenizer
 from llavaction.model.config import LlavaVideoConfig, preset
 from llavaction.model.llava_video import LlavaVideoModel, LlavaVideoOutput
+from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 __all__ = [
     "IGNORE_INDEX",

@@ -12,8 +12,8 @@ from torch import nn
 from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 from transformers.utils import is_flash_attn_2_available
 
-from llavaction.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llavaction.model.config import LlavaVideoConfig
+from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 HEAD_LAYERS = ("last", "first", "all")
 

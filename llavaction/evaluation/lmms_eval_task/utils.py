@@ -1,14 +1,14 @@
-"""lmms-eval hooks for the EK-100-MQA task exported by llavaction (`python -m llavaction.evaluate lmms-export`).
+"""lmms-eval hooks for the EK-100-MQA task exported by llavaction (`python -m llavaction.cli.evaluate lmms-export`).
 
 The question wording and the answer scoring are llavaction's own (install llavaction in the lmms-eval environment), so
-a question reads and scores exactly as in `llavaction.evaluate mqa`. The prompt settings are the task YAML's
+a question reads and scores exactly as in `llavaction.cli.evaluate mqa`. The prompt settings are the task YAML's
 lmms_eval_specific_kwargs; prior actions, when exported, are in each question (`show_prior_actions`).
 """
 
 from pathlib import Path
 
-from llavaction.metrics import paper_correct, parse_choice
-from llavaction.prompts import PromptOptions, user_text
+from llavaction.benchmark.answers import paper_correct, parse_choice
+from llavaction.prompts.wording import PromptOptions, user_text
 
 TASK_DIR = Path(__file__).parent
 DEFAULTS = {"num_frames": 16, "time_instruction": False, "frame_times": False, "visual": "video"}

@@ -1,0 +1,1 @@
+"""Entry points only: each parses its typed options and calls library functions."""

@@ -1,0 +1,74 @@
+"""`llavaction plan`: the epoch plan of a training config, what every rank and loader worker reads and in which
+batches, from the shard indexes alone (no frame is read), by the code a fit runs (llavaction.data.epochs).
+
+    llavaction plan --config experiments/llavaction_7b.yaml [--data.loader.batch_size=2 ...] [--world_size 64] \\
+        [--epoch 0] [--out plan.jsonl]
+
+It takes the same config files and dotted overrides as `train.py fit` (parsed and checked once, by the training
+CLI's parser, without building the model), prints a table per source (items in its shards, in this epoch, distinct,
+repeated, padding) and per rank (batches, samples, padding), and with --out writes one JSON line per training row of
+the epoch: rank, worker, batch (the rank's batch number), source (index in data.train), key (the sample's key, `#i` for
+conversation i of a replayed video) and padding.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from llavaction.cli.train import cli
+from llavaction.data.datamodule import EpicDataModule
+from llavaction.data.plan import format_table, summarize, world_size_of
+from llavaction.utils.errors import run_cli
+from llavaction.utils.files import atomic_output
+
+
+def plan_parser_arguments(parser) -> None:
+    """The plan's own options beside the training config's."""
+    parser.add_argument(
+        "--world_size", "--world-size", type=int | None, default=None, help="ranks (default: devices x nodes)"
+    )
+    parser.add_argument("--epoch", type=int, default=0, help="the epoch to plan")
+    parser.add_argument("--out", type=str | None, default=None, help="write every row of the epoch as JSON lines")
+
+
+def planned_data(args: list[str]):
+    """The parsed config (the plan's options included) and its DataModule; the model is never built."""
+    from llavaction.cli.train import LlavaActionCLI
+
+    class PlanCLI(LlavaActionCLI):
+        def add_arguments_to_parser(self, parser) -> None:  # the plan's options; no model-to-data links
+            plan_parser_arguments(parser)
+
+        def instantiate_classes(self) -> None:
+            """Nothing is built here: the DataModule is built below from the parsed config alone."""
+
+    built = cli(args, cli_class=PlanCLI, run=False, seed_everything_default=False)
+    config = built.config
+    if config.epoch < 0:
+        built.parser.error(f"--epoch must be >= 0, got {config.epoch}")
+    if config.world_size is not None and config.world_size < 1:
+        built.parser.error(f"--world_size must be >= 1, got {config.world_size}")
+    data = built.parser.instantiate(config, instantiate_groups=False).data.as_dict()
+    return config, EpicDataModule(**data)
+
+
+def main(args: list[str] | None = None) -> int:
+    def run() -> int:
+        config, data = planned_data(sys.argv[1:] if args is None else list(args))
+        world = config.world_size or world_size_of(config.trainer.as_dict())
+        planner = data.epoch_planner(world_size=world)
+        rows = [] if config.out else None
+        sources, ranks = summarize(planner, config.epoch, rows)
+        print(format_table(planner, config.epoch, [s.path for s in data.train_sources], sources, ranks))
+        if config.out:
+            with atomic_output(config.out) as out:
+                out.writelines(json.dumps(row) + "\n" for row in rows)
+            print(f"{len(rows)} rows -> {config.out}")
+        return 0
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""`llavaction train` (and `python train.py`): fit, validate, test and predict through LightningCLI, the typed options
+of the LightningModule and the DataModule with configs stacked through their `# base:` line (llavaction.utils.configs).
+
+    python train.py fit --config experiments/demo.yaml
+    python train.py fit --config experiments/demo.yaml --ckpt_path last      # resume the newest checkpoint
+    python train.py fit --config experiments/llavaction_7b.yaml --print_config
+
+SIGTERM, or SIGUSR1 outside a SLURM job that requeues, ends a fit with a checkpoint (`--ckpt_path last` resumes it) and
+exit status 128 + the signal's number (143, 138), as a shell reports a process stopped by a signal, so that
+`fit && evaluate` does not go on with a half-trained model. A known error (a bad option, missing shards, a bad
+evaluation sample) is one line, `error: ...`, exit status 2; LLAVACTION_DEBUG=1 shows its traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import warnings
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from llavaction.cli.options import one_line
+from llavaction.data.datamodule import EpicDataModule
+from llavaction.evaluation.module import DATA_LINKS
+from llavaction.training.checkpointing import LAST, RunCheckpoint, checkpoint_folder
+from llavaction.training.module import LlavaActionModule
+from llavaction.utils.configs import expand_config_args
+from llavaction.utils.errors import run_cli
+
+
+class OneLineParser(LightningArgumentParser):
+    """LightningCLI's parser with a one-line error (`error: ...`, exit status 2) instead of the usage text."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        print(f"error: {one_line(message)}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+class LlavaActionCLI(LightningCLI):
+    """The model tells the data which tokenizer and how many visual tokens a frame takes; checkpoints are
+    RunCheckpoint's (experiments configure it), so Lightning adds none of its own."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("parser_class", OneLineParser)
+        kwargs.setdefault("trainer_defaults", {"enable_checkpointing": False})
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        for model_attribute, data_argument in DATA_LINKS:
+            parser.link_arguments(f"model.{model_attribute}", f"data.{data_argument}", apply_on="instantiate")
+
+    def before_fit(self) -> None:
+        """`--ckpt_path last` is the run's newest checkpoint (RunCheckpoint's last.ckpt)."""
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") == "last":
+            config["ckpt_path"] = str(last_checkpoint(self.trainer))
+
+    before_validate = before_test = before_predict = before_fit
+
+
+def last_checkpoint(trainer) -> Path:
+    """The newest checkpoint of the run (`last.ckpt` of its RunCheckpoint folder); none is an error naming it."""
+    folders = [
+        checkpoint_folder(trainer.default_root_dir, c.dirpath)
+        for c in trainer.callbacks
+        if isinstance(c, RunCheckpoint)
+    ]
+    folders = folders or [checkpoint_folder(trainer.default_root_dir)]
+    for folder in folders:
+        if (folder / LAST).exists():
+            return (folder / LAST).resolve()
+    raise FileNotFoundError(
+        f"--ckpt_path last: no checkpoint in {folders[0]} to resume (drop --ckpt_path to start this run afresh)"
+    )
+
+
+def check_ckpt_path(args: list[str]) -> None:
+    """A --ckpt_path file that cannot be a checkpoint (text, cut short by a full disk) is refused naming it, before
+    LightningCLI reads it."""
+    from llavaction.evaluation.checkpoints import check_checkpoint_file
+
+    for index, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--ckpt_path=") else None
+        if arg == "--ckpt_path" and index + 1 < len(args):
+            value = args[index + 1]
+        if value and value != "last":
+            check_checkpoint_file(Path(value))
+
+
+def cli(args: list[str] | None = None, cli_class: type[LlavaActionCLI] = LlavaActionCLI, **kwargs) -> LlavaActionCLI:
+    """The training CLI over `args` (configs naming a base are stacked after it)."""
+    args = expand_config_args(sys.argv[1:] if args is None else list(args))
+    check_ckpt_path(args)
+    kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+    with warnings.catch_warnings():  # the expanded arguments are the command line, passed on purpose
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return cli_class(LlavaActionModule, EpicDataModule, args=args, **kwargs)
+
+
+def main(args: list[str] | None = None) -> int:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    stopped_by: list[int] = []
+
+    def stop_like_sigterm(signum, frame) -> None:
+        """SIGUSR1 outside SLURM (where Lightning takes it for requeueing): stop as on SIGTERM, with a checkpoint."""
+        stopped_by.append(signum)
+        signal.raise_signal(signal.SIGTERM)
+
+    def run() -> int:
+        # set before the trainer starts, so that under SLURM with auto-requeue Lightning's own handler replaces it
+        signal.signal(signal.SIGUSR1, stop_like_sigterm)
+        try:
+            cli(args)
+        except SIGTERMException:
+            signum = stopped_by[0] if stopped_by else signal.SIGTERM
+            print(
+                f"stopped by {signal.Signals(signum).name} after writing its checkpoint: not finished "
+                "(resume with --ckpt_path last)",
+                file=sys.stderr,
+            )
+            return 128 + signum
+        return 0
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

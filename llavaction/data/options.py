@@ -1,0 +1,113 @@
+"""Typed options of the data: the training mixture's sources, batching and loading, prior actions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from llavaction.data.sampling import SamplingStrategy
+from llavaction.prompts.wording import TASKS, Task
+from llavaction.utils.checks import check_count
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How samples are batched and loaded.
+
+    Args:
+        batch_size: training samples per batch and device.
+        eval_batch_size: validation/test samples per batch and device.
+        num_workers: loader worker processes per device (0: in the training process).
+        samples_per_epoch: training samples per epoch over all devices when some source has a numeric weight (the
+            weighted sources share what the sources taken whole leave); null when every source is taken whole
+            (weight 'size' or a sampling strategy): an epoch is then each of their samples once.
+        shuffle_buffer: samples each loader worker holds per training source for shuffling (memory: this many
+            samples' JPEG frames per source and worker).
+        length_group_window: when > 0, training batches are formed from this many batches' worth of samples sorted by
+            their length in words (less padding); 0 batches samples as they come.
+        open_shards: shards of a training source each loader worker reads at once, their samples interleaved at random
+            (shards hold a few videos each, in time order: more open shards, better mixed batches).
+    """
+
+    batch_size: int = 1
+    eval_batch_size: int = 8
+    num_workers: int = 2
+    samples_per_epoch: int | None = None
+    shuffle_buffer: int = 500
+    length_group_window: int = 0
+    open_shards: int = 4
+
+    def __post_init__(self):
+        for name in ("batch_size", "eval_batch_size", "shuffle_buffer", "open_shards"):
+            check_count(f"data.loader.{name}", getattr(self, name), minimum=1)
+        for name in ("num_workers", "length_group_window"):
+            check_count(f"data.loader.{name}", getattr(self, name), minimum=0)
+        if self.samples_per_epoch is not None:
+            check_count("data.loader.samples_per_epoch", self.samples_per_epoch, minimum=1, null=True)
+
+
+@dataclass(frozen=True)
+class PriorActionOptions:
+    """The two previous actions in MQA questions (the reference's learn_neighbor_actions='prior').
+
+    Args:
+        train_probability: chance that a training question whose two prior actions are known shows them (the
+            published recipe: 0.3).
+        evaluation: what validation and test questions show: 'none' (the reference's evaluation), 'oracle' (the
+            ground-truth prior actions) or 'pseudo' (the model's own earlier answers for them).
+        pseudo_predictions: predictions.jsonl of an earlier `llavaction.cli.evaluate mqa` run, for 'pseudo'.
+    """
+
+    train_probability: float = 0.0
+    evaluation: Literal["none", "oracle", "pseudo"] = "none"
+    pseudo_predictions: str | None = None
+
+    def __post_init__(self):
+        if not 0.0 <= self.train_probability <= 1.0:
+            raise ValueError(f"prior_actions.train_probability {self.train_probability} is not a probability")
+        if (self.evaluation == "pseudo") != (self.pseudo_predictions is not None):
+            raise ValueError("prior_actions.evaluation='pseudo' needs pseudo_predictions, and only it uses them")
+
+    @property
+    def shown(self) -> bool:
+        return self.train_probability > 0 or self.evaluation != "none"
+
+
+@dataclass(frozen=True)
+class TaskSource:
+    """One component of the training mixture.
+
+    Args:
+        path: shard set written by data_prep.extract_frames: a directory or a URL (see llavaction.data.shards).
+        task: how a sample becomes a conversation: mqa, narration, temporal or qa.
+        weight: 'size' (or 'all'): every sample once an epoch, as the reference's `sampling_strategy: all`; a
+            sampling strategy of the reference, 'first:N', 'end:N', 'random:N' (N a count or 'N%'): that fixed
+            subset once an epoch; or a positive number: the source's share of loader.samples_per_epoch, drawn
+            without replacement within each pass over the source.
+        descriptions: for task qa, a JSONL of {narration_id, question, answer} (e.g. distilled descriptions).
+    """
+
+    path: str
+    task: Task = "mqa"
+    weight: float | str = 1.0
+    descriptions: str | None = None
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task {self.task!r} not in {TASKS}")
+        if self.descriptions is not None and self.task != "qa":
+            raise ValueError(f"{self.path}: a descriptions file goes with task 'qa'")
+        if isinstance(self.weight, str):
+            try:
+                SamplingStrategy.parse("all" if self.weight == "size" else self.weight)
+            except ValueError as err:
+                raise ValueError(f"weight of {self.path}: {err} (or 'size', or a positive number)") from None
+        elif not self.weight > 0 or self.weight != self.weight or self.weight == float("inf"):
+            raise ValueError(f"weight of {self.path} must be a positive number, 'size' or a sampling strategy")
+
+    @property
+    def strategy(self) -> SamplingStrategy | None:
+        """The subset taken whole each epoch, or None for a numeric weight."""
+        if isinstance(self.weight, str):
+            return SamplingStrategy.parse("all" if self.weight == "size" else self.weight)
+        return None

@@ -1,0 +1,330 @@
+"""Answers about video clips from a checkpoint: what action happens between two times of a video (`llavaction
+predict` is its command line).
+
+The frames are chosen, decoded and resized exactly as data_prep.extract_frames does (llavaction.data.video); the
+prompt is the reference's, built and batched by the data pipeline's own stages (EncodePrompt, Collate) and asked as
+the checkpoint was trained (evaluation.checkpoints.QuestionSettings): multiple choice with options, direct narration
+without, or a free question. The answer is greedy; with options, the option it names by the paper's rule is reported
+(or that it names none). Every clip's video and range are checked before the model loads: a bad clip of a clips file
+is skipped and counted, naming it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llavaction.benchmark.answers import rule_choice
+from llavaction.data.batch import Batch
+from llavaction.data.stages import ArrayFrames, Collate, EncodePrompt
+from llavaction.data.video import VideoError, sample_times, video_duration, video_file
+from llavaction.ek100.annotations import parse_timestamp
+from llavaction.evaluation.checkpoints import LoadedCheckpoint, Precision, QuestionSettings, precision_context
+from llavaction.evaluation.options import MAX_NEW_TOKENS, EvaluationOptions, QuestionOptions
+from llavaction.prompts.encoding import PromptEncoder
+from llavaction.utils.checks import check_count
+from llavaction.utils.figures import pyplot, save_png
+from llavaction.utils.files import safe_name
+from llavaction.utils.jsonl import read_jsonl
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A time range of a video and what to ask about it."""
+
+    video: Path
+    start_sec: float
+    end_sec: float
+    options: tuple[str, ...] = ()
+    question: str | None = None
+    name: str = "clip"
+
+    @property
+    def task(self) -> str:
+        return "mqa" if self.options else ("qa" if self.question else "narration")
+
+
+def seconds(value) -> float:
+    """Seconds from a number or 'HH:MM:SS.ff'."""
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        return parse_timestamp(text)
+
+
+def read_clips(path: Path, videos: Path | None) -> list[Clip]:
+    """Clips from JSONL ({video, start, end, options?, question?}) or a CSV in the EPIC columns (video_id,
+    participant_id, start_timestamp, stop_timestamp; videos found under --videos as in the raw layout)."""
+    if path.suffix == ".jsonl":
+        clips = []
+        for number, row in enumerate(read_jsonl(path), start=1):
+            missing = [k for k in ("video", "start", "end") if k not in row]
+            if missing:
+                raise ValueError(f"{path}:{number}: missing {', '.join(missing)}")
+            clips.append(
+                Clip(
+                    Path(row["video"]),
+                    seconds(row["start"]),
+                    seconds(row["end"]),
+                    tuple(row.get("options") or ()),
+                    row.get("question"),
+                    row.get("narration_id", f"{path.stem}:{number}"),
+                )
+            )
+        return clips
+    if videos is None:
+        raise ValueError(f"{path}: a CSV of EPIC segments needs --videos (the folder of P01/P01_01.MP4 ...)")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    clips = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            name = row.get("narration_id") or f"{path.name}:{line}"
+            video = videos / row["participant_id"] / f"{row['video_id']}.MP4"
+            clips.append(
+                Clip(video, parse_timestamp(row["start_timestamp"]), parse_timestamp(row["stop_timestamp"]), name=name)
+            )
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"{path}:{line}: {err}") from None
+    return clips
+
+
+def clip_problem(clip: Clip, durations: dict[Path, float]) -> str | None:
+    """What makes a clip unanswerable (its video missing or unreadable, a negative start, an empty range, a range
+    past the video's end), or None; durations caches each video's length."""
+    if not clip.video.is_file():
+        return f"{clip.video}: no such video file"
+    if clip.start_sec < 0:
+        return f"the start {clip.start_sec:.2f} s is negative"
+    if clip.end_sec <= clip.start_sec:
+        return f"the range {clip.start_sec:.2f}-{clip.end_sec:.2f} s is empty (its end is not after its start)"
+    if clip.video not in durations:
+        try:
+            durations[clip.video] = video_duration(clip.video)
+        except VideoError as err:
+            return str(err)
+    duration = durations[clip.video]
+    if clip.start_sec >= duration or clip.end_sec > duration + 0.05:
+        return (
+            f"the range {clip.start_sec:.2f}-{clip.end_sec:.2f} s lies beyond the end of {clip.video} "
+            f"({duration:.2f} s)"
+        )
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipQuestions(QuestionOptions):
+    """Questions about clips of video files; unset prompt settings, frames and precision follow the checkpoint.
+
+    Args:
+        checkpoint: a Lightning .ckpt, an original checkpoint directory or a model-hub id.
+        tokenizer: tokenizer directory (default: the checkpoint's).
+        video: one video file (with start and end).
+        clips: a clips file: JSONL of {video, start, end, options?, question?} or an EPIC CSV (with videos).
+        start: the clip's start, seconds or HH:MM:SS.ff.
+        end: the clip's end, seconds or HH:MM:SS.ff.
+        videos: with an EPIC CSV, the folder of P01/P01_01.MP4 ...
+        options: the actions to choose from (a multiple-choice question); none: direct narration.
+        question: a free question instead of 'what action are you performing?'.
+        max_new_tokens: longest answer (generation stops earlier at the end-of-turn token).
+        batch_size: clips answered together.
+        device: 'auto', 'cpu', 'cuda', 'cuda:1' ...
+        precision: Lightning's precision name (default: the checkpoint's).
+        json: print one JSON object per clip.
+        strip: save the frames the model saw with its answer (a PNG; for several clips a folder of <clip id>.png).
+    """
+
+    checkpoint: str
+    tokenizer: str | None = None
+    video: Path | None = None
+    clips: Path | None = None
+    start: str | None = None
+    end: str | None = None
+    videos: Path | None = None
+    options: list[str] | None = None
+    question: str | None = None
+    max_new_tokens: int = MAX_NEW_TOKENS
+    batch_size: int = 4
+    device: str = "auto"
+    precision: Precision | None = None
+    json: bool = False
+    strip: Path | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_count("max_new_tokens", self.max_new_tokens, minimum=1)
+        check_count("batch_size", self.batch_size, minimum=1)
+        if (self.video is None) == (self.clips is None):
+            raise ValueError("give one of --video (with --start and --end) and --clips")
+        if self.video is not None and (self.start is None or self.end is None):
+            raise ValueError("--video needs --start and --end")
+        if self.clips is not None and (self.options or self.question):
+            raise ValueError("with --clips, options and questions go in the clips file")
+        if self.options and self.question:
+            raise ValueError("--options and --question exclude each other")
+
+    def clip_list(self) -> list[Clip]:
+        if self.clips is not None:
+            return read_clips(self.clips, self.videos)
+        video = Path(self.video)
+        return [
+            Clip(video, seconds(self.start), seconds(self.end), tuple(self.options or ()), self.question, video.stem)
+        ]
+
+
+class Predictor:
+    """A checkpoint ready to answer about clips, asked as `settings` say, at a Lightning precision on one device."""
+
+    def __init__(
+        self, loaded: LoadedCheckpoint, settings: QuestionSettings, device: str, precision: str, max_new_tokens: int
+    ):
+        self.module = loaded.module(EvaluationOptions(("generate",), max_new_tokens))
+        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+        self.settings, self.precision = settings, precision
+        self.module.eval()
+        self.encoder = PromptEncoder(self.module.tokenizer)
+        self.collate = Collate(self.module.tokenizer.pad_token_id)
+
+    @property
+    def heads(self) -> bool:
+        return self.module.config.action_types is not None
+
+    def frames(self, clip: Clip) -> np.ndarray:
+        """[T, S, S, 3] uint8 at the model's input size, chosen and resized as extract_frames does (the clip checked
+        by clip_problem first)."""
+        video = video_file(clip.video, self.module.config.image_size)
+        return video.clip(sample_times(clip.start_sec, clip.end_sec, self.settings.num_frames)).frames
+
+    def batch(self, clips: list[Clip], frames: list[np.ndarray]) -> Batch:
+        """The clips' questions through the data pipeline's own stages: prompt encoding and collation."""
+        samples = []
+        for clip, pictures in zip(clips, frames):
+            meta = {
+                "narration_id": clip.name,
+                "options": list(clip.options),
+                "answer_index": None,
+                "qa_question": clip.question,
+                "clip_start_sec": clip.start_sec,
+                "clip_stop_sec": clip.end_sec,
+            }
+            encode = EncodePrompt(
+                self.encoder,
+                clip.task,
+                self.settings.num_frames,
+                self.module.config.visual_tokens(self.settings.num_frames),
+                self.settings.prompt,
+                with_answer=False,
+            )
+            samples.append(encode({"__key__": clip.name, "meta": meta, "frames": ArrayFrames(pictures)}))
+        return self.collate(samples).to(self.device)
+
+    @torch.no_grad()
+    def answer(self, clips: list[Clip], frames: list[np.ndarray]) -> list[dict]:
+        module, batch = self.module, self.batch(clips, frames)
+        with precision_context(module, self.precision, self.device):
+            answers = module.answerer(batch, ("generate",), "last" if self.heads else None)
+        results = []
+        for i, (clip, text) in enumerate(zip(clips, answers.generations)):
+            result = {
+                "name": clip.name,
+                "video": str(clip.video),
+                "start": clip.start_sec,
+                "end": clip.end_sec,
+                "task": clip.task,
+                "answer": text,
+            }
+            if clip.options:  # the option the answer names by the paper's rule, or None: it names none
+                chosen = rule_choice(text, list(clip.options))
+                result["chosen_option"] = None if chosen is None else clip.options[chosen]
+            if answers.action_logits is not None:
+                verb, noun, _ = answers.action_logits[-1]
+                result |= top_classes(verb[i].float(), noun[i].float())
+            results.append(result)
+        return results
+
+
+def answer_clips(run: ClipQuestions) -> int:
+    """Answer every usable clip, printing each answer (and writing strips); returns the exit status. Every clip is
+    checked before the model loads: with one clip a problem is an error, in a clips file a counted skip."""
+    clips = run.clip_list()
+    durations: dict[Path, float] = {}
+    usable, skipped = [], 0
+    for clip in clips:
+        problem = clip_problem(clip, durations)
+        if problem is None:
+            usable.append(clip)
+        elif run.clips is None:
+            raise ValueError(f"{clip.name}: {problem}")
+        else:
+            skipped += 1
+            print(f"skipped {clip.name}: {problem}", file=sys.stderr)
+    if not usable:
+        raise ValueError(f"{run.clips}: every one of its {len(clips)} clips was skipped (reasons above)")
+    loaded = LoadedCheckpoint.open(run.checkpoint, run.tokenizer)
+    settings = loaded.question_settings(run)
+    predictor = Predictor(loaded, settings, run.device, run.precision or loaded.precision, run.max_new_tokens)
+    names: dict[str, int] = {}
+    for start in range(0, len(usable), run.batch_size):
+        group = usable[start : start + run.batch_size]
+        seen = [predictor.frames(clip) for clip in group]
+        for clip, pictures, result in zip(group, seen, predictor.answer(group, seen)):
+            print(json.dumps(result) if run.json else describe(result), flush=True)
+            if run.strip:
+                name = safe_name(clip.name, keep="-_.") or "clip"
+                names[name] = names.get(name, 0) + 1
+                name = name if names[name] == 1 else f"{name}-{names[name]}"
+                path = run.strip if len(clips) == 1 else run.strip / f"{name}.png"
+                save_strip(pictures, f"{clip.name}: {result['answer']}", path)
+    if run.clips is not None:
+        print(f"{len(usable)} clips answered, {skipped} skipped", file=sys.stderr)
+    return 0
+
+
+def top_classes(verb_logits: torch.Tensor, noun_logits: torch.Tensor, k: int = 5) -> dict:
+    """The heads' top-k verbs, nouns and actions (EPIC's verb x noun ranking) with their probabilities."""
+    from llavaction.ek100.metrics import action_topk
+
+    verb_p, noun_p = verb_logits.softmax(-1), noun_logits.softmax(-1)
+    verbs, nouns = verb_p.topk(k), noun_p.topk(k)
+    action_v, action_n = action_topk(verb_logits[None], noun_logits[None], k)
+    return {
+        "top_verbs": [[int(c), round(float(p), 4)] for p, c in zip(*verbs)],
+        "top_nouns": [[int(c), round(float(p), 4)] for p, c in zip(*nouns)],
+        "top_actions": [
+            [f"{int(v)}:{int(n)}", round(float(verb_p[v] * noun_p[n]), 4)] for v, n in zip(action_v[0], action_n[0])
+        ],
+    }
+
+
+def save_strip(frames: np.ndarray, caption: str, path: Path) -> None:
+    """The frames the model saw in a row (upscaled to at least 128 px), the answer under them."""
+    plt = pyplot()
+    columns = min(len(frames), 8)
+    rows = -(-len(frames) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows + 0.6), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, frame in zip(axes.flat, frames):
+        axis.imshow(frame, interpolation="nearest")
+    figure.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom", wrap=True)
+    figure.tight_layout(rect=(0, 0.12, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_png(figure, path, dpi=100)
+
+
+def describe(result: dict) -> str:
+    lines = [f"{result['name']} ({result['start']:.2f}-{result['end']:.2f} s): {result['answer']}"]
+    if "chosen_option" in result:
+        chosen = result["chosen_option"]
+        lines.append(f"  chosen option: {chosen}" if chosen is not None else "  the answer matches none of the options")
+    for key in ("top_verbs", "top_nouns", "top_actions"):
+        if key in result:
+            lines.append(f"  {key.replace('_', ' ')}: " + ", ".join(f"{c} {p:.2f}" for c, p in result[key]))
+    return "\n".join(lines)

@@ -1,0 +1,148 @@
+"""The LightningModule that answers EK-100-MQA questions: a video LLM with its tokenizer, the validation and test
+metrics (each scoring mode's accuracy, chance, the action heads' EK-100 figures) and the prediction records. Training's
+module (llavaction.training.module) extends it; evaluation builds it from a checkpoint (evaluation.checkpoints)."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torchmetrics import SumMetric
+
+from llavaction.benchmark.answers import prediction_record, rule_choice
+from llavaction.data.batch import Batch
+from llavaction.ek100.metrics import EpicActionMetrics
+from llavaction.evaluation.options import EvaluationOptions
+from llavaction.evaluation.scoring import MQAAnswerer, head_class_scores
+from llavaction.model import LlavaVideoModel, load_tokenizer
+from llavaction.model.build import build_model
+from llavaction.model.config import LlavaVideoConfig
+
+# What the model tells the DataModule (train.py links them; evaluation builds its DataModule through the same pairs).
+DATA_LINKS = (
+    ("tokenizer_path", "tokenizer"),
+    ("tokens_per_frame", "tokens_per_frame"),
+    ("extra_visual_tokens", "extra_visual_tokens"),
+)
+
+
+class MQAModule(L.LightningModule):
+    """A video LLM answering the questions of a batch by the evaluation options' modes (the first is the headline:
+    under 'generate', the paper's rule on the greedy answer)."""
+
+    def __init__(
+        self,
+        config: LlavaVideoConfig,
+        tokenizer: str | None,
+        evaluation: EvaluationOptions = EvaluationOptions(),
+        weights: str | None = None,
+    ):
+        """config: the architecture; tokenizer: its folder (or hub id); weights: an original checkpoint directory
+        the weights come from (None: loaded later from a state dict, or freshly initialised)."""
+        super().__init__()
+        self.config, self.weights = config, weights
+        self.tokenizer_path = tokenizer
+        if tokenizer is None:
+            raise ValueError("set model.tokenizer (or model.checkpoint, whose tokenizer is used)")
+        self.tokenizer = load_tokenizer(tokenizer)
+        if len(self.tokenizer) > config.text["vocab_size"]:
+            raise ValueError(f"tokenizer has {len(self.tokenizer)} tokens, the LLM only {config.text['vocab_size']}")
+        self.model: LlavaVideoModel | None = None
+        self.answerer: MQAAnswerer | None = None
+        self.val_ek100 = EpicActionMetrics()
+        self.set_evaluation(evaluation)
+
+    def set_evaluation(self, evaluation: EvaluationOptions) -> None:
+        """How questions are answered from now on (the metrics start over)."""
+        self.evaluation = evaluation
+        self.val_total, self.val_chance = SumMetric(), SumMetric()
+        self.val_correct = torch.nn.ModuleDict({mode: SumMetric() for mode in evaluation.mqa_scoring})
+        if self.model is not None:
+            self.answerer = MQAAnswerer(self.model, self.tokenizer, evaluation.max_new_tokens)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Visual tokens per frame (the DataModule is linked to this)."""
+        return self.config.tokens_per_frame
+
+    @property
+    def extra_visual_tokens(self) -> int:
+        """Visual tokens beyond the frames': the learned action tokens (the DataModule is linked to this)."""
+        return self.config.action_tokens
+
+    def build_model(self) -> LlavaVideoModel:
+        return build_model(self.config, self.weights)
+
+    def configure_model(self) -> None:
+        if self.model is None:
+            self.model = self.build_model()
+            self.answerer = MQAAnswerer(self.model, self.tokenizer, self.evaluation.max_new_tokens)
+
+    def head_layers(self) -> str | None:
+        """The action-head layers read in evaluation: a checkpoint's own heads at the last layer."""
+        return "last" if self.config.action_types else None
+
+    def _eval_step(self, batch: Batch) -> dict:
+        """Updates the metrics; returns the options chosen by the first mode's rule (the paper's rule on the greedy
+        answer under 'generate': -1 where it matches no option), for the figure callbacks."""
+        modes = self.evaluation.mqa_scoring
+        answers = self.answerer(batch, modes, self.head_layers())
+        if answers.action_logits is not None:
+            self.val_ek100.update_from_batch(*answers.action_logits[-1][:2], batch)
+        real = ~batch.is_padding
+        answerable = real & (batch.answer_index >= 0)
+        chosen = {mode: scores.argmax(-1) for mode, scores in answers.scores.items()}
+        if "generate" in modes:
+            picks = [
+                rule_choice(text, meta["options"], meta["answer_index"])
+                for text, meta in zip(answers.generations, batch.meta)
+            ]
+            chosen["generate"] = torch.tensor([-1 if c is None else c for c in picks], device=real.device)
+        for mode, correct in self.val_correct.items():
+            # one rule per mode: a question counts when the mode's choice is the right option
+            hits = (chosen[mode].to(real.device) == batch.answer_index) & answerable
+            correct.update(hits.sum().float())
+        self.val_total.update(real.sum())
+        self.val_chance.update((real / batch.num_options.clamp(min=1)).sum())
+        return {"chosen": chosen[modes[0]], "generations": answers.generations}
+
+    def _eval_epoch_end(self, prefix: str) -> None:
+        total = self.val_total.compute()
+        # The metrics are already summed over ranks; sync_dist only averages identical values.
+        for i, (mode, correct) in enumerate(self.val_correct.items()):
+            accuracy = 100.0 * correct.compute() / total.clamp(min=1)
+            self.log(f"{prefix}/mqa_accuracy_{mode}", accuracy, sync_dist=True)
+            if i == 0:
+                self.log(f"{prefix}/mqa_accuracy", accuracy, prog_bar=True, sync_dist=True)
+        self.log(f"{prefix}/chance", 100.0 * self.val_chance.compute() / total.clamp(min=1), sync_dist=True)
+        self.log(f"{prefix}/questions", total, sync_dist=True)
+        if self.val_ek100.update_count:
+            self.log_dict({f"{prefix}/ek100/{k}": v for k, v in self.val_ek100.compute().items()}, sync_dist=True)
+        for metric in (self.val_total, self.val_chance, self.val_ek100, *self.val_correct.values()):
+            metric.reset()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict:
+        return self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    test_step = validation_step
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[dict]:
+        """One record per real question (benchmark.answers.prediction_record): under 'generate' the greedy answer
+        judged by the paper's rule, with the letter logits as scores; otherwise the option scores of the first mode."""
+        mode = self.evaluation.mqa_scoring[0]
+        generate = mode == "generate"
+        modes = ("generate", "letter") if generate else (mode,)
+        answers = self.answerer(batch, modes, self.head_layers())
+        scores = answers.scores["letter" if generate else mode]
+        texts = answers.generations if generate else [None] * len(batch.meta)
+        heads = head_class_scores(answers.action_logits, len(batch.meta))
+        return [
+            prediction_record(meta, row[: len(meta["options"])].tolist(), text) | head
+            for meta, row, padding, text, head in zip(batch.meta, scores, batch.is_padding.tolist(), texts, heads)
+            if not padding
+        ]

@@ -1,0 +1,34 @@
+"""A small byte-level BPE tokenizer with Qwen's ChatML tokens, built locally for the tiny preset (no model hub).
+
+Real presets use the tokenizer stored with their checkpoint.
+"""
+
+from __future__ import annotations
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from llavaction.prompts.encoding import CHAT_TEMPLATE, prompt_vocabulary_corpus
+from llavaction.utils.constants import CHATML_SPECIAL_TOKENS, EOS_TOKEN, PAD_TOKEN
+
+
+def build_tokenizer(texts: list[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on the prompt wording plus `texts` (class names, narrations). Every byte is in the
+    alphabet, so any text encodes; option letters are single tokens as in Qwen's tokenizer."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(CHATML_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(prompt_vocabulary_corpus() + list(texts), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=32768,
+    )

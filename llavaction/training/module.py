@@ -1,0 +1,168 @@
+"""The training LightningModule: the answering module (llavaction.evaluation.module: model, tokenizer, validation)
+plus the LM loss and LLaVAction's action heads, the optimiser and schedule, sharding, and the checkpoint contents."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from transformers import get_cosine_schedule_with_warmup
+
+from llavaction.data.batch import Batch
+from llavaction.evaluation import checkpoints
+from llavaction.evaluation.module import MQAModule
+from llavaction.evaluation.options import EvaluationOptions
+from llavaction.model import LlavaVideoModel
+from llavaction.model.build import build_model, resolve_architecture
+from llavaction.model.options import ActionSupervision, ComputeOptions
+from llavaction.training import sharding
+from llavaction.training.losses import action_supervision_loss
+from llavaction.training.optim import optimizer_steps, param_groups, trainable
+from llavaction.training.options import OptimizerOptions, TrainableParts
+from llavaction.utils.checks import as_options
+
+
+class LlavaActionModule(MQAModule):
+    """Video LLM training on EK-100 tasks; EK-100-MQA validation by the paper's rule (greedy answers) and proxies."""
+
+    def __init__(
+        self,
+        preset_name: str = "tiny",
+        checkpoint: str | None = None,
+        tokenizer: str | None = None,
+        spatial_pool_mode: str | None = None,
+        newline_position: str | None = None,
+        trainable: TrainableParts = TrainableParts(),
+        optimizer: OptimizerOptions = OptimizerOptions(),
+        compute: ComputeOptions = ComputeOptions(),
+        action: ActionSupervision = ActionSupervision(),
+        evaluation: EvaluationOptions = EvaluationOptions(),
+        export_dir: str | None = None,
+        architecture: dict | None = None,
+    ):
+        """
+        Args:
+            preset_name: architecture preset ('tiny', '0.5b', '7b') when no checkpoint is given (random init).
+            checkpoint: original LLaVA-Video / LLaVAction checkpoint directory to start from.
+            tokenizer: tokenizer directory; defaults to the checkpoint directory.
+            spatial_pool_mode: override the 2x2 pooling ('bilinear', 'average', 'max').
+            newline_position: override the newline tokens ('grid', 'frame', 'none').
+            trainable: which parts are updated.
+            optimizer: learning rates, weight decay and warmup.
+            compute: attention kernel, checkpointing, compilation, packing.
+            action: action-token supervision (LLaVAction's heads).
+            evaluation: how validation and test answer the questions.
+            export_dir: after fit, write the original checkpoint layout (and tokenizer) here.
+            architecture: the model's architecture as training resolved it (LlavaVideoConfig fields); training records
+                it in its checkpoints so they load without the starting checkpoint. Leave unset.
+        """
+        groups = {
+            name: as_options(group, value)
+            for name, group, value in (
+                ("trainable", TrainableParts, trainable),
+                ("optimizer", OptimizerOptions, optimizer),
+                ("compute", ComputeOptions, compute),
+                ("action", ActionSupervision, action),
+                ("evaluation", EvaluationOptions, evaluation),
+            )
+        }
+        config = resolve_architecture(
+            preset_name,
+            checkpoint,
+            architecture,
+            groups["compute"],
+            groups["action"],
+            spatial_pool_mode,
+            newline_position,
+        )
+        super().__init__(config, tokenizer or checkpoint, groups["evaluation"], weights=checkpoint)
+        self.save_hyperparameters()
+        self.hparams["architecture"] = dataclasses.asdict(self.config)
+        self.train_parts, self.optimizer_options = groups["trainable"], groups["optimizer"]
+        self.compute, self.action = groups["compute"], groups["action"]
+        self._tokenizer_files: dict[str, bytes] | None = None
+
+    def build_model(self) -> LlavaVideoModel:
+        """The model with the starting checkpoint's weights (new action heads start fresh), which parts train, and
+        checkpointing, compilation and FSDP2 by block class as asked."""
+        supervised = self.action.mode is not None
+        model = build_model(self.config, self.weights, new_heads=supervised)
+        sharding.set_trainable(model, self.train_parts, heads=supervised)
+        if self.compute.activation_checkpointing:
+            sharding.checkpoint_blocks(model)
+        if self.compute.compile_blocks:
+            sharding.compile_blocks(model)
+        if self.device_mesh is not None:  # under ModelParallelStrategy
+            bf16 = self._trainer is not None and str(self.trainer.precision) == "bf16-mixed"
+            sharding.shard_blocks(model, self.device_mesh["data_parallel"], bf16_compute=bf16)
+        return model
+
+    def head_layers(self) -> str | None:
+        """The heads read in evaluation: the trained layers, or a checkpoint's own heads at the last layer."""
+        return self.action.head_layers if self.action.mode else super().head_layers()
+
+    def setup(self, stage: str) -> None:
+        """Before any step: action supervision needs training samples with verb/noun classes."""
+        data = getattr(self._trainer, "datamodule", None)
+        if stage == "fit" and self.action.mode and not getattr(data, "has_class_labels", lambda: True)():
+            raise ValueError("model.action.mode is on but no training source carries verb/noun classes")
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        model = self.model
+        out = model(
+            batch.input_ids,
+            model.preprocess(batch.frames),
+            batch.attention_mask,
+            batch.labels,
+            head_layers=self.action.head_layers if self.action.mode else None,
+            pack=self.compute.pack_sequences,
+        )
+        loss, size = out.loss, len(batch)
+        if out.action_logits is not None:
+            action_loss = action_supervision_loss(
+                out.action_logits, batch.verb_class, batch.noun_class, batch.action_index, self.action.normalization
+            )
+            self.log("train/action_loss", action_loss, batch_size=size)
+            loss = loss + self.action.loss_weight * action_loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/truncated", batch.truncated.sum().float(), reduce_fx="sum", batch_size=size)
+        self._log_sample_accounting(batch, size)
+        return loss
+
+    def _log_sample_accounting(self, batch: Batch, size: int) -> None:
+        """Per epoch, summed over ranks: rows that were padding (left out of the loss) and samples skipped, in all
+        and by reason (every rank logs every name, as the collective needs)."""
+        per_epoch = dict(reduce_fx="sum", on_step=False, on_epoch=True, sync_dist=True, batch_size=size)
+        self.log("train/padding_samples", batch.is_padding.sum().float(), **per_epoch)
+        self.log("train/skipped_samples", float(sum(batch.skipped_samples.values())), **per_epoch)
+        for reason, count in batch.skipped_samples.items():
+            self.log(f"train/skipped_samples/{reason}", float(count), **per_epoch)
+
+    def configure_optimizers(self):
+        options, model = self.optimizer_options, self.model
+        parts = {
+            "vision_tower": (trainable(model.vision_tower), options.vision_lr),
+            "projector": (trainable(model.projector, model.image_newline), options.projector_lr or options.lr),
+            "llm": (trainable(model.llm), options.lr),
+            "action_heads": (
+                trainable(*(getattr(model, n) for n in sharding.ACTION_PARTS if hasattr(model, n))),
+                options.lr,
+            ),
+        }
+        optimizer = torch.optim.AdamW(param_groups(parts, options.weight_decay), betas=(0.9, 0.999), eps=1e-8)
+        data = getattr(self.trainer, "datamodule", None)
+        total = optimizer_steps(self.trainer, data.train_batches() if data is not None else None)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, int(options.warmup_ratio * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """A checkpoint carries what evaluating it needs from any folder (evaluation.checkpoints owns the format)."""
+        if self._tokenizer_files is None:
+            self._tokenizer_files = checkpoints.tokenizer_files(self.tokenizer)
+        precision = str(self.trainer.precision) if self._trainer is not None else None
+        checkpoint.update(checkpoints.extra_entries(self._tokenizer_files, precision))
+
+    def on_fit_end(self) -> None:  # the original checkpoint layout, for other tools
+        if self.hparams.export_dir:
+            checkpoints.export_original(self.model, self.tokenizer, Path(self.hparams.export_dir), self.trainer)

@@ -1,0 +1,67 @@
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flop_count_and_memory_plan():
+    from llavaction.model import preset
+
+    gpu_step = load("gpu_step")
+    plan = gpu_step.memory_plan(8, 64, 1, checkpointing=True)
+    assert 7.5 < plan["total_params_billion"] < 8.5
+    assert plan["params"] == pytest.approx(plan["total_params_billion"] * 1e9 * 2 / 8 / 2**30)
+    assert gpu_step.memory_plan(8, 64, 1, checkpointing=False)["activations"] > 5 * plan["activations"]
+    flops = gpu_step.step_flops(preset("7b"), 64, 1)
+    # about 6 x 8e9 parameters x 13,600 tokens, plus attention
+    assert 6.0e14 < flops < 1.5e15
+    assert gpu_step.peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989e12 and gpu_step.peak_bf16_flops("CPU") is None
+
+
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("cpu_step", ["--steps", "1", "--batch-size", "2"]),
+        ("cpu_step", ["--steps", "1", "--batch-size", "2", "--pack"]),
+        ("eval", ["--videos", "1", "--batch-size", "4", "--max-new-tokens", "2"]),
+        pytest.param("loader", ["--videos", "1", "--samples", "8"], marks=pytest.mark.slow),
+        ("replay_extract", ["--videos", "1", "--seconds", "3", "--frames", "4", "--size", "64"]),
+        ("plan", ["--scale", "0.01"]),
+        pytest.param("reproduce", ["--segments", "2", "--seconds", "30"], marks=pytest.mark.slow),
+    ],
+)
+def test_cpu_benchmarks_run(name, args):
+    """The CPU benchmark scripts run end to end on small settings and end with their JSON figures (in their own
+    process: they set torch's threads and grad mode as a benchmark should)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert all(value > 0 for value in figures.values())
+
+
+def test_gpu_grid_puts_the_recipe_first_and_fits_the_7b_to_the_card():
+    gpu_step = load("gpu_step")
+    # fp32 master weights, gradients and AdamW moments (16 bytes a parameter) in half the card
+    assert 1 <= gpu_step.default_7b_layers(80 * 10**9) < gpu_step.default_7b_layers(141 * 10**9) < 28
+    assert gpu_step.default_7b_layers(141 * 10**9, bytes_per_param=8) == 28
+    grid = gpu_step.config_grid(cuda=True, layers_7b=14)
+    first = grid[0]
+    assert first[:3] == ("7b", 14, 64) and first[4:] == (True, False, True)
+    assert len(grid) == len(set(grid)) and all(row[0] == "7b" for row in grid[: len(grid) // 2])

@@ -1,0 +1,30 @@
+"""Epoch plans (llavaction.data.epochs) on index-only shard sets: each item once an epoch, balanced ranks, counted
+padding, seeded orders, weighted sources and the reference's sampling strategies."""
+
+import json
+
+import pytest
+
+
+def test_plan_cli_prints_the_table_and_refuses_bad_settings(demo_dir, demo_shards, tmp_path, capsys):
+    from llavaction.cli.plan import main as plan
+    from tests.helpers import demo_args
+
+    args = demo_args(demo_dir, demo_shards, tmp_path)[1:]  # what `train.py fit` takes, without the subcommand
+    assert plan([*args, "--world-size=2", "--data.loader.samples_per_epoch=20"]) == 0
+    out = capsys.readouterr().out
+    assert "20 samples over 2 rank(s)" in out and "batches a rank" in out
+    source_lines = [line.split() for line in out.splitlines() if line[:1].isdigit() and "train_mqa" in line]
+    assert [int(row[3]) for row in source_lines] == [13, 7]  # weights 1 : 0.5 of 20
+    assert plan([*args, "--data.loader.samples_per_epoch=null"]) == 2
+    assert "samples_per_epoch, which is null" in capsys.readouterr().err
+    subset = json.dumps([{"path": str(demo_shards["train_mqa"]), "task": "mqa", "weight": "first:10%"}])
+    size_only = f"--data.train={subset}"
+    assert plan([*args, size_only, "--data.loader.samples_per_epoch=null"]) == 0
+    assert "samples over 1 rank(s)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        plan([*args, "--world-size=0"])
+    with pytest.raises(ValueError, match="sampling strategy 'first:-1'"):
+        from llavaction.data.options import TaskSource
+
+        TaskSource("x", "mqa", "first:-1")

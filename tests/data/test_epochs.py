@@ -1,0 +1,184 @@
+"""Epoch plans (llavaction.data.epochs) on index-only shard sets: each item once an epoch, balanced ranks, counted
+padding, seeded orders, weighted sources and the reference's sampling strategies."""
+
+import json
+import random
+from collections import Counter
+import pytest
+from llavaction.data.epochs import EpochPlanner
+from llavaction.data.sampling import SamplingStrategy
+from llavaction.data.sources import apply_strategy, epoch_quotas, source_items
+
+
+def index_only_set(path, shard_sizes, prefix, conversations=None):
+    """A shard set of empty shards with sizes.json and index.json only (planning reads nothing else). Question lines
+    run backwards through the shards, so question-file order differs from shard order."""
+    path.mkdir(parents=True)
+    sizes, index, count = {}, {}, sum(shard_sizes)
+    number = 0
+    for shard, size in enumerate(shard_sizes):
+        name = f"shard-{shard:06d}.tar"
+        (path / name).write_bytes(b"")
+        sizes[name] = size
+        index[name] = []
+        for _ in range(size):
+            many = conversations(number) if conversations else None
+            index[name].append(
+                {
+                    "key": f"{prefix}{number}",
+                    "line": count - 1 - number,
+                    "conversations": many,
+                    "words": [number % 7 + i for i in range(many or 1)],
+                    "digest": "0" * 16,
+                }
+            )
+            number += 1
+    (path / "sizes.json").write_text(json.dumps(sizes))
+    (path / "index.json").write_text(json.dumps(index))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def uneven_sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("index_only")
+    return [
+        index_only_set(root / "a", [8, 8, 8, 5], "a"),  # a last shard smaller than the rest
+        index_only_set(root / "b", [7, 3], "b"),
+        index_only_set(root / "replay", [4, 2], "r", conversations=lambda n: n % 3 + 1),
+    ]
+
+
+def planner_for(sets, world, workers, batch=3, quotas=None, **extra):
+    items = [source_items(s) for s in sets]
+    return EpochPlanner(
+        items,
+        quotas or [None] * len(items),
+        seed=0,
+        batch_size=batch,
+        world_size=world,
+        num_workers=workers,
+        shuffle_buffer=extra.pop("shuffle_buffer", 4),
+        open_shards=extra.pop("open_shards", 2),
+        **extra,
+    )
+
+
+def rows(planner, epoch):
+    """(rank, worker, batch number, source, key, padding) of every planned row, rank by rank."""
+    out = []
+    for plan in planner.slots(epoch):
+        for number, batch in zip(planner.worker_batches(plan.worker), plan.batches):
+            for planned in batch:
+                key = planner.key_of(plan, planned)
+                out.append((plan.rank, plan.worker, number, planned.source, key, planned.padding))
+    return out
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_each_item_once_equal_batches_counted_padding(uneven_sets, world, workers):
+    planner = planner_for(uneven_sets, world, workers, length_group_window=2 if workers == 1 else 0)
+    everything = Counter((s, planner.sources[s].key(i)) for s in range(3) for i in range(len(planner.sources[s])))
+    assert sum(everything.values()) == 29 + 10 + 12  # the replay set's 6 videos hold 12 conversations
+    for epoch in (0, 1):
+        planned = rows(planner, epoch)
+        real = Counter((source, key) for *_, source, key, padding in planned if not padding)
+        assert real == everything  # every item exactly once across ranks and workers
+        for rank in range(world):
+            mine = [r for r in planned if r[0] == rank]
+            batches = Counter(r[2] for r in mine)
+            assert sorted(batches) == list(range(planner.batches_per_rank))  # the same batches on every rank
+            assert set(batches.values()) == {3}  # every batch full
+            assert sum(r[5] for r in mine) < planner.batch_size + 1  # at most one batch's worth of padding
+        for plan in planner.slots(epoch):  # a worker's reads are disjoint from every other worker's
+            assert len({*map(tuple, plan.reads[0])}) == len(plan.reads[0])
+    assert rows(planner, 0) != rows(planner, 1)  # every epoch its own order
+    assert rows(planner, 0) == rows(planner_for(uneven_sets, world, workers, 3, **_window(workers)), 0)  # seeded
+
+
+def _window(workers):
+    return {"length_group_window": 2 if workers == 1 else 0}
+
+
+@pytest.mark.parametrize("open_shards", [1, 3])
+def test_shards_are_read_whole_by_one_worker_but_at_the_cuts(uneven_sets, open_shards):
+    planner = planner_for(uneven_sets[:1], 2, 2, batch=2, open_shards=open_shards)
+    readers = Counter()
+    for plan in planner.slots(0):
+        readers.update({shard for shard, _ in plan.reads[0]})
+        for shard in {shard for shard, _ in plan.reads[0]}:  # each shard's samples read in stored order
+            samples = [sample for s, sample in plan.reads[0] if s == shard]
+            assert samples == sorted(samples)
+    # 4 shards over 4 workers: a shard is shared only where a worker's share ends inside it (3 cuts)
+    assert sum(readers.values()) <= len(readers) + 3
+
+
+def test_sources_interleave_through_the_epoch(uneven_sets):
+    planner = planner_for(uneven_sets[:2], 1, 0, batch=1, shuffle_buffer=1)
+    order = [source for *_, source, _, padding in rows(planner, 0) if not padding]
+    first_half = order[: len(order) // 2]
+    assert 0.4 < first_half.count(1) / order.count(1) < 0.8  # source 1 is not saved for the end
+
+
+def test_weighted_sources_draw_without_replacement_across_epochs(uneven_sets):
+    size = 29
+    for quota in (10, 29, 40, 70):
+        planner = planner_for(uneven_sets[:1], 2, 1, quotas=[quota])
+        epochs = [Counter(key for *_, key, padding in rows(planner, e) if not padding) for e in range(4)]
+        for counts in epochs:
+            assert sum(counts.values()) == quota
+            full, rest = divmod(quota, size)
+            # full passes, then a remainder without replacement
+            assert sorted(Counter(counts.values()).items()) == sorted(
+                {k: v for k, v in {full: size - rest, full + 1: rest}.items() if v and k}.items()
+            )
+        if quota < size:  # consecutive epochs continue the pass: two epochs of 10 see 20 different samples
+            assert not set(epochs[0]) & set(epochs[1])
+
+
+def test_epoch_quotas():
+    assert epoch_quotas([10, 20], [None, None], None) == [None, None]
+    assert epoch_quotas([10, 20, 5], [None, 1.0, 3.0], 50) == [None, 10, 30]
+    assert sum(epoch_quotas([7, 7, 7], [1.0, 1.0, 1.0], 10)) == 10
+    with pytest.raises(ValueError, match="set samples_per_epoch: null"):
+        epoch_quotas([10, 20], [None, None], 100)
+    with pytest.raises(ValueError, match="samples_per_epoch, which is null"):
+        epoch_quotas([10, 20], [None, 1.0], None)
+    with pytest.raises(ValueError, match="leaves nothing"):
+        epoch_quotas([10, 20], [None, 1.0], 10)
+
+
+@pytest.mark.parametrize(
+    "text, kept",
+    [
+        ("all", list(range(10))),
+        ("first:3", [0, 1, 2]),
+        ("first:25%", [0, 1, 2]),  # ceil(2.5), as the reference rounds a percentage up
+        ("end:2", [8, 9]),
+        ("end:0", []),  # the reference's [-0:] would keep everything (README, differences)
+        ("first:50", list(range(10))),
+        ("random:4", None),
+        ("random:30%", None),
+    ],
+)
+def test_sampling_strategies_as_the_reference(text, kept):
+    strategy = SamplingStrategy.parse(text)
+    chosen = strategy.select(10, random.Random(0))
+    if kept is not None:
+        assert chosen == kept
+    else:
+        assert len(chosen) == strategy.size(10) and chosen == sorted(set(chosen))
+        assert chosen == strategy.select(10, random.Random(0)) != strategy.select(10, random.Random(1))
+
+
+@pytest.mark.parametrize("text", ["first:-1", "end:-3", "random:101%", "first:-5%", "first:x", "last:3", "all:3"])
+def test_bad_sampling_strategies(text):
+    with pytest.raises(ValueError, match="sampling strategy"):
+        SamplingStrategy.parse(text)
+
+
+def test_strategies_count_in_question_file_order(uneven_sets):
+    items = source_items(uneven_sets[0])
+    first = apply_strategy(items, SamplingStrategy.parse("first:4"), random.Random(0))
+    # the index lists question lines backwards, so the first four questions are the last four samples
+    assert sorted(first.key(i) for i in range(len(first))) == ["a25", "a26", "a27", "a28"]

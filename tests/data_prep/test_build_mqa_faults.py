@@ -1,0 +1,118 @@
+"""Bad inputs and faults a researcher will hit: each is a clear one-line error naming the file, line, segment or shard,
+or a counted skip; never a silently wrong figure (README, "Reliability")."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from data_prep.build_mqa import main as build_mqa
+from llavaction.utils.jsonl import read_jsonl
+from tests.helpers import one_line_error
+
+HEADER = (
+    "narration_id,participant_id,video_id,narration_timestamp,start_timestamp,stop_timestamp,start_frame,"
+    "stop_frame,narration,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes\n"
+)
+
+
+def row(nid: str, start: str, stop: str, verb: int, noun: int, narration: str = "take plate") -> str:
+    return f"{nid},P01,P01_01,{start},{start},{stop},60,120,{narration},take,{verb},plate,{noun},['plate'],[{noun}]\n"
+
+
+@pytest.fixture
+def annotations(tmp_path, epic_dir) -> Path:
+    """An annotation folder with a small hand-written validation split and the real class files."""
+    folder = tmp_path / "ann"
+    folder.mkdir()
+    for name in ("EPIC_100_verb_classes.csv", "EPIC_100_noun_classes.csv"):
+        shutil.copy(epic_dir / name, folder / name)
+    rows = [
+        row(f"P01_01_{i}", f"00:00:{i:02d}.00", f"00:00:{i:02d}.50", i % 4, 2 + i % 3, f"take plate {i}")
+        for i in range(12)
+    ]
+    (folder / "EPIC_100_validation.csv").write_text(HEADER + "".join(rows))
+    return folder
+
+
+def run_build(annotations: Path, out: Path, *extra, distractors: str = "random") -> int:
+    return build_mqa(
+        [
+            "--annotations",
+            str(annotations),
+            "--split",
+            "validation",
+            "--distractors",
+            distractors,
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
+
+
+def build_with_predictions(annotations: Path, predictions: Path, out: Path, *extra) -> int:
+    return run_build(annotations, out, "--predictions", str(predictions), *extra, distractors="predictions")
+
+
+def test_predictions_keyed_by_row_follow_the_csv_rows_across_a_skipped_row(annotations, tmp_path):
+    """The reference's prediction files are keyed by the CSV's data row: a skipped bad row must not shift them."""
+    path = annotations / "EPIC_100_validation.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[3] = lines[3].replace("00:00:02.50", "00:00:01.00")  # data row 2: stop before start
+    path.write_text("".join(lines))
+    wrong = {0: "5:5", 1: "6:6", 2: "7:7", 3: "8:8", 4: "9:9", 5: "10:10", 6: "11:11"}
+    predictions = {
+        str(r): {"predictions": [f"{r}:{r + 20}", wrong[r % 7], "0:9", "1:9", "2:9", "3:9"]} for r in range(12)
+    }
+    (tmp_path / "p.json").write_text(json.dumps(predictions))
+    out = tmp_path / "q.jsonl"
+    assert build_with_predictions(annotations, tmp_path / "p.json", out, "--skip-bad") == 0
+    questions = {q["narration_id"]: q for q in read_jsonl(out)}
+    assert "P01_01_2" not in questions
+    for number in (1, 3, 4, 11):  # data row == the number in these narration ids
+        assert f"{number}:{number + 20}" in questions[f"P01_01_{number}"]["option_actions"]
+
+
+def test_annotation_faults(annotations, tmp_path, capsys):
+    path = annotations / "EPIC_100_validation.csv"
+    good = path.read_bytes()
+    path.write_bytes(good.replace(b"take plate 0", b"take pl\xe4te", 1))  # latin-1, not UTF-8: data row 0, line 2
+    assert run_build(annotations, tmp_path / "q.jsonl") == 2
+    assert one_line_error(capsys) == f"error: {path}:2: not UTF-8 text"
+    assert run_build(annotations, tmp_path / "q.jsonl", "--skip-bad") == 0
+    assert len(read_jsonl(tmp_path / "q.jsonl")) == 11 and "1 bad rows skipped" in capsys.readouterr().err
+    path.write_text(HEADER)
+    assert run_build(annotations, tmp_path / "q.jsonl") == 2
+    assert "holds no segment rows" in one_line_error(capsys)
+    path.write_bytes(good)
+    for mode in ("random", "annotations"):
+        assert run_build(annotations, tmp_path / "q.jsonl", "--num-options", "13", "--distractors", mode) == 2
+        assert one_line_error(capsys) == (
+            f"error: --num-options 13 needs at least 13 distinct actions; the annotations in {annotations} hold 12"
+        )
+    assert run_build(annotations, tmp_path) == 2
+    assert "an existing directory" in one_line_error(capsys)
+
+
+def test_skip_bad_reports_the_other_split_too(annotations, tmp_path, capsys):
+    (annotations / "EPIC_100_train.csv").write_text(HEADER + row("P02_01_0", "00:00:09.00", "00:00:01.00", 1, 2))
+    assert run_build(annotations, tmp_path / "q.jsonl", "--skip-bad") == 0
+    skipped = read_jsonl(tmp_path / "q.skipped.jsonl")
+    assert [s["path"] for s in skipped] == [str(annotations / "EPIC_100_train.csv")] and skipped[0]["line"] == 2
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "p.json: not valid JSON"),
+        (json.dumps({"P01_01_0": {"predictions": ["open:drawer"]}}), "p.json: P01_01_0: action 'open:drawer' is not"),
+        (json.dumps({"P01_01_0": ["1:2"]}), "p.json: P01_01_0: expected {'predictions'"),
+        (json.dumps({}), "p.json: no predictions for P01_01_0 (data row 0)"),
+    ],
+)
+def test_bad_prediction_files_name_file_and_segment(annotations, tmp_path, capsys, content, message):
+    (tmp_path / "p.json").write_text(content)
+    assert build_with_predictions(annotations, tmp_path / "p.json", tmp_path / "q.jsonl") == 2
+    assert message in one_line_error(capsys)

@@ -1,0 +1,34 @@
+def test_an_original_checkpoint_is_read_once(original_checkpoint, demo_shards, monkeypatch):
+    """One config.json read for its settings, its architecture and its weights; one DataModule linked as train.py."""
+    from pathlib import Path
+
+    from llavaction.data.options import LoaderOptions
+    from llavaction.evaluation.checkpoints import LoadedCheckpoint
+    from llavaction.data.shards import stored_frames
+    from llavaction.evaluation.options import EvaluationOptions, QuestionOptions
+
+    reads, real = [], Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self.name) or real(self, *a, **k))
+    loaded = LoadedCheckpoint.open(original_checkpoint)
+    module = loaded.module(EvaluationOptions(("letter",)))
+    settings = loaded.question_settings(QuestionOptions(), stored_frames([str(demo_shards["validation_mqa"])]))
+    data = loaded.datamodule([str(demo_shards["validation_mqa"])], settings, LoaderOptions(num_workers=0))
+    assert reads.count("config.json") == 1 and module.model is not None
+    assert data.hparams.tokens_per_frame == module.tokens_per_frame and data.tokenizer_path == module.tokenizer_path
+    assert loaded.precision == "32-true" and settings.num_frames == 8
+
+
+def test_a_module_answers_by_the_options_it_was_last_given(original_checkpoint, demo_shards):
+    """Building the DataModule does not reset the answering options (a long generation budget would)."""
+    from llavaction.data.options import LoaderOptions
+    from llavaction.data.shards import stored_frames
+    from llavaction.evaluation.checkpoints import LoadedCheckpoint
+    from llavaction.evaluation.options import EvaluationOptions, QuestionOptions
+
+    loaded = LoadedCheckpoint.open(original_checkpoint)
+    module = loaded.module(EvaluationOptions(("generate", "letter"), max_new_tokens=12))
+    settings = loaded.question_settings(QuestionOptions(), stored_frames([str(demo_shards["validation_mqa"])]))
+    loaded.datamodule([str(demo_shards["validation_mqa"])], settings, LoaderOptions(num_workers=0))
+    assert loaded.module() is module and module.answerer.max_new_tokens == 12
+    assert loaded.module(EvaluationOptions(("letter",))) is module and module.evaluation.mqa_scoring == ("letter",)
+    assert module.answerer.max_new_tokens == 4096 and list(module.val_correct) == ["letter"]

@@ -1,0 +1,143 @@
+"""The lmms-eval export: a task folder whose videos hold exactly the shards' frames and whose prompts and scoring are
+llavaction's; with the real lmms-eval (`make test-lmms`), its TaskManager builds the task and simple_evaluate with a
+stub model reports the expected accuracy."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import simplejpeg
+
+from llavaction.cli.evaluate import main as evaluate
+from llavaction.data.shards import iter_samples, shard_urls
+from llavaction.prompts.wording import PromptOptions, user_text
+from llavaction.utils.jsonl import read_jsonl
+
+
+def export(demo_questions, demo_shards, out: Path, *extra) -> None:
+    assert (
+        evaluate(
+            [
+                "lmms-export",
+                "--questions",
+                str(demo_questions["validation_mqa"]),
+                "--shards",
+                str(demo_shards["validation_mqa"]),
+                "--out",
+                str(out),
+                *extra,
+            ]
+        )
+        == 0
+    )
+
+
+def load_utils(folder: Path):
+    spec = importlib.util.spec_from_file_location(f"task_utils_{folder.name}", folder / "utils.py")
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    return utils
+
+
+@pytest.fixture(scope="module")
+def task(demo_questions, demo_shards, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("lmms") / "ek100_mqa"
+    export(demo_questions, demo_shards, out, "--time-instruction", "--prior-actions", "oracle")
+    return out
+
+
+def test_videos_hold_the_shards_frames_and_prompts_are_llavactions(task, demo_shards):
+    import decord
+    import yaml
+
+    utils = load_utils(task)
+    settings = yaml.load((task / "ek100_mqa.yaml").read_text().replace("!function", ""), Loader=yaml.SafeLoader)
+    kwargs = settings["lmms_eval_specific_kwargs"]["default"]
+    assert kwargs == {"num_frames": 8, "time_instruction": True, "frame_times": False, "visual": "video"}
+    docs = read_jsonl(task / "questions.jsonl")
+    samples = {s["__key__"]: s for s in iter_samples(shard_urls(demo_shards["validation_mqa"]))}
+    assert {d["narration_id"] for d in docs} == set(samples)
+    for doc in docs:
+        (path,) = utils.doc_to_visual(doc, kwargs)
+        reader = decord.VideoReader(path)
+        frames = reader.get_batch([int(i) for i in np.linspace(0, len(reader) - 1, 8)]).asnumpy()[:, ::2, ::2]
+        stored = np.stack([simplejpeg.decode_jpeg(samples[doc["narration_id"]][f"{i:03d}.jpg"]) for i in range(8)])
+        # the demo's 32 px frames are written at 64 px (nearest neighbour; see MIN_VIDEO_SIDE)
+        assert len(reader) == 8 and np.abs(frames.astype(int) - stored.astype(int)).mean() < 6
+        expected = user_text(doc, "mqa", 8, PromptOptions(time_instruction=True), doc["show_prior_actions"])
+        assert utils.doc_to_text(doc, kwargs) == expected
+    assert any(d["show_prior_actions"] for d in docs)
+    doc = docs[0]
+    right = f"{doc['answer_letter']}. {doc['options'][doc['answer_index']]}"
+    assert utils.process_results(doc, [right]) == {"mqa_accuracy": 1.0, "letter_accuracy": 1.0}
+    assert utils.process_results(doc, [doc["options"][doc["answer_index"]]])["mqa_accuracy"] == 1.0
+    wrong = (doc["answer_index"] + 1) % len(doc["options"])
+    assert utils.process_results(doc, [f"A. {doc['options'][wrong]}"])["mqa_accuracy"] == 0.0
+
+
+def test_frames_mode_and_missing_questions(demo_questions, demo_shards, tmp_path, capsys):
+    export(demo_questions, demo_shards, tmp_path / "frames", "--visual", "frames", "--num-frames", "4")
+    utils = load_utils(tmp_path / "frames")
+    doc = read_jsonl(tmp_path / "frames" / "questions.jsonl")[0]
+    assert len(utils.doc_to_visual(doc, {"visual": "frames"})) == 4
+    (tmp_path / "q.jsonl").write_text(json.dumps({"narration_id": "NOPE_1"}) + "\n")
+    assert (
+        evaluate(
+            [
+                "lmms-export",
+                "--questions",
+                str(tmp_path / "q.jsonl"),
+                "--shards",
+                str(demo_shards["validation_mqa"]),
+                "--out",
+                str(tmp_path / "task2"),
+            ]
+        )
+        == 2
+    )
+    assert "1 questions have no frames" in capsys.readouterr().err
+
+
+@pytest.mark.lmms
+def test_the_real_lmms_eval_builds_and_scores_the_task(task):
+    lmms_eval = pytest.importorskip("lmms_eval", reason="lmms-eval is installed by `make test-lmms`")
+    from lmms_eval.api.model import lmms
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+
+    docs = {d["narration_id"]: d for d in read_jsonl(task / "questions.jsonl")}
+
+    class KnowsHalf(lmms):
+        """Answers right (as 'B. text') on the first half of the questions, with a wrong option on the rest, after
+        checking that the video it is given decodes."""
+
+        def generate_until(self, requests):
+            import decord
+
+            answers = []
+            for request in requests:
+                context, _, doc_to_visual, doc_id, task_name, split = request.args
+                doc = self.task_dict[task_name][split][doc_id]
+                (path,) = doc_to_visual(doc)
+                assert len(decord.VideoReader(path)) == 8 and context.startswith("The provided video lasts for")
+                index = (
+                    doc["answer_index"]
+                    if sorted(docs).index(doc["narration_id"]) < len(docs) // 2
+                    else (doc["answer_index"] + 1) % len(doc["options"])
+                )
+                answers.append(f"{doc['answer_letter']}. {doc['options'][index]}")
+            return answers
+
+        def loglikelihood(self, requests):
+            raise NotImplementedError
+
+        def generate_until_multi_round(self, requests):
+            raise NotImplementedError
+
+    manager = TaskManager(include_path=str(task))
+    assert "ek100_mqa" in manager.all_tasks
+    results = simple_evaluate(model=KnowsHalf(), tasks=["ek100_mqa"], task_manager=manager, limit=None)
+    figures = results["results"]["ek100_mqa"]
+    assert figures["mqa_accuracy,none"] == pytest.approx(0.5) and lmms_eval is not None

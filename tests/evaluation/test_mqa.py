@@ -1,0 +1,71 @@
+import json
+
+import pytest
+
+from llavaction.benchmark.answers import (
+    paper_correct,
+)
+from llavaction.cli.evaluate import main as evaluate
+from llavaction.evaluation.ek100 import load_scores
+from tests.helpers import run_mqa
+
+
+def test_mqa_generate_mode_is_the_default_and_the_papers_rule(
+    original_checkpoint, demo_questions, demo_shards, tmp_path
+):
+    results, predictions = run_mqa(original_checkpoint, demo_questions, demo_shards, tmp_path / "gen")
+    assert results["mode"] == "generate" and results["count"] == 8
+    assert all(isinstance(p["generation"], str) for p in predictions)
+    assert results["parse_failures"] == sum(p["letter_choice_index"] is None for p in predictions)
+    assert all(p["correct"] == (p["rule_choice_index"] == p["answer_index"]) for p in predictions)  # one rule
+    for p in predictions:
+        assert p["correct"] == paper_correct(p["generation"], p["options"][p["answer_index"]])
+        assert len(p["scores"]) == len(p["options"])  # the letter logits of the same pass
+    assert results["accuracy"] == pytest.approx(100 * sum(p["correct"] for p in predictions) / 8)
+    assert {"letter_accuracy", "reference_exact_accuracy"} <= set(results)
+    assert results["settings"] == {
+        "num_frames": 8,
+        "time_instruction": False,
+        "frame_times": False,
+        "prior_actions": "none",
+    }
+
+
+def test_head_scores_and_candidates(demo_dir, demo_questions, demo_shards, tmp_path):
+    from transformers import AutoTokenizer
+
+    from llavaction.model import LlavaVideoModel, preset
+
+    ckpt = tmp_path / "ckpt"
+    LlavaVideoModel(preset("tiny", vision_supervision="one_token", action_types=(97, 300, 500))).save_pretrained(ckpt)
+    AutoTokenizer.from_pretrained(str(demo_dir / "tokenizer")).save_pretrained(ckpt)
+    # an original-layout checkpoint with heads, through the default (generate) path
+    results, predictions = run_mqa(ckpt, demo_questions, demo_shards, tmp_path / "out", "--candidates", "7")
+    assert results["mode"] == "generate"
+    scores = load_scores(tmp_path / "out" / "head_scores.npz")
+    assert scores["verb_output"].shape == (8, 97) and scores["noun_output"].shape == (8, 300)
+    assert "verb_scores" not in predictions[0]
+    candidates = json.loads((tmp_path / "out" / "head_candidates.json").read_text())
+    assert set(candidates) == {p["narration_id"] for p in predictions}
+    first = next(iter(candidates.values()))["predictions"]
+    assert len(first) == 7 and len(set(first)) == 7 and all(":" in a for a in first)
+
+
+def test_stale_shards_are_refused_before_the_model_loads(
+    original_checkpoint, demo_questions, demo_shards, tmp_path, capsys
+):
+    """Shards built from v1 of a question file, evaluated with v2 (same ids, other options): one line, nothing
+    written, by evaluate mqa and by lmms-export."""
+    from llavaction.utils.jsonl import read_jsonl
+
+    v2 = read_jsonl(demo_questions["validation_mqa"])
+    v2[0]["options"] = v2[0]["options"][1:] + v2[0]["options"][:1]
+    path = tmp_path / "v2.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in v2))
+    shards = str(demo_shards["validation_mqa"])
+    for command in (["mqa", "--checkpoint", str(original_checkpoint)], ["lmms-export"]):
+        out = tmp_path / command[0]
+        assert evaluate([*command, "--questions", str(path), "--shards", shards, "--out", str(out)]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and "v2.jsonl: 1 of its 8 questions differ from the shards' copy" in error[0]
+        assert "options" in error[0] and not out.exists()

@@ -1,0 +1,54 @@
+"""README's "First hour on the demo" runs as written: its commands, read from README itself, on a small copy of the
+demo laid out as `make demo` leaves it (demo_data/, runs/demo/checkpoints/last.ckpt)."""
+
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+
+def readme_commands(section: str) -> list[list[str]]:
+    """The commands of a README section's first bash block (continuation lines joined, comments left out)."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split(f"## {section}\n", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    joined = block.replace("\\\n", " ")
+    return [shlex.split(line) for line in joined.splitlines() if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.slow
+def test_first_hour_commands_run_as_written(demo_dir, demo_questions, demo_shards, tmp_path):
+    data = tmp_path / "demo_data"
+    for name in ("annotations", "videos", "tokenizer"):
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).symlink_to(demo_dir / name)
+    (data / "questions").mkdir()
+    (data / "questions" / "val_mqa.jsonl").symlink_to(demo_questions["validation_mqa"])
+    (data / "shards").mkdir()
+    for ours, theirs in (("val_mqa", "validation_mqa"), ("train_mqa", "train_mqa")):
+        (data / "shards" / ours).symlink_to(demo_shards[theirs])
+    (tmp_path / "experiments").symlink_to(ROOT / "experiments")
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+
+    def run(command: list[str]) -> None:
+        if command[0] == ".venv/bin/python":
+            command = [sys.executable, *command[1:]]
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{shlex.join(command)}\n{result.stderr[-3000:]}"
+
+    # what `make demo` leaves, in one short epoch
+    run(
+        [sys.executable, str(ROOT / "train.py"), "fit", "--config", "experiments/demo.yaml"]
+        + ["--trainer.max_epochs=1", "--data.loader.samples_per_epoch=32", "--trainer.check_val_every_n_epoch=1"]
+    )
+    assert (tmp_path / "runs" / "demo" / "checkpoints" / "last.ckpt").exists()
+    commands = readme_commands("First hour on the demo")
+    assert len(commands) == 6
+    for command in commands:
+        run(command)
+    for made in ("eval/results.json", "report/index.html", "seen.png", "lmms_task/ek100_mqa.yaml", "prompts.jsonl"):
+        assert (tmp_path / "runs" / "demo" / made).stat().st_size > 0, made
+    assert (tmp_path / "runs" / "demo" / "plan.jsonl").read_text().count("\n") >= 32

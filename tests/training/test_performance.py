@@ -1,0 +1,39 @@
+import pytest
+
+from tests.helpers import make_batch
+
+
+def test_training_flops_add_up_per_sample():
+    from llavaction.model import preset
+    from llavaction.training.flops import peak_bf16_flops, training_flops
+
+    config = preset("0.5b")
+    one, other = training_flops(config, 16, [3000], 5), training_flops(config, 16, [4000], 7)
+    assert training_flops(config, 16, [3000, 4000], 12) == pytest.approx(one + other)
+    assert training_flops(config, 16, [3000], 5, vision_trained=False) < one
+    assert peak_bf16_flops("NVIDIA H100 PCIe") == 756e12 and peak_bf16_flops("NVIDIA H200") == 989e12
+
+
+def test_step_performance_logs_throughput(demo_dir):
+    from types import SimpleNamespace
+
+    import torch
+
+    from llavaction.model import preset
+    from llavaction.training.performance import StepPerformance
+
+    logged = {}
+    module = SimpleNamespace(
+        config=preset("tiny"),
+        hparams=SimpleNamespace(train_vision_tower=True),
+        log_dict=lambda metrics, batch_size: logged.update(metrics),
+    )
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    batch = make_batch(2, attention_mask=torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]))
+    callback = StepPerformance()
+    callback.on_train_start(trainer, module)
+    callback.on_train_batch_start(trainer, module, batch, 0)
+    callback.on_train_batch_end(trainer, module, None, batch, 0)
+    visual = preset("tiny").visual_tokens(4)
+    assert logged["perf/tokens_per_s"] / logged["perf/samples_per_s"] == pytest.approx((7 + 2 * (visual - 1)) / 2)
+    assert "perf/mfu" not in logged  # a CPU has no entry in the peak table
