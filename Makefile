@@ -44,7 +44,7 @@ $(DEMO_DIR)/shards/train_temporal/sizes.json:
 
 # The paper's cumulative ablation on the demo data, shortened to fit about 15 CPU minutes.
 demo-ablation: ablation-data
-	$(PY) -m llavaction.training.ablation --base experiments/demo.yaml experiments/ablations/demo/*.yaml --out runs/demo_ablation \
+	$(PY) -m llavaction.cli.ablate --base experiments/demo.yaml experiments/ablations/demo/*.yaml --out runs/demo_ablation \
 		-- --data.loader.samples_per_epoch=1200 --trainer.max_epochs=2 --trainer.check_val_every_n_epoch=2
 
 demo: demo-data

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check of a lent card, in one command that ends within about 8 minutes: the carried wheels installed, the GPU
-# tests (tests/test_gpu.py), then the throughput/MFU rows of benchmarks/gpu_step.py within what time is left; logs and
+# tests (tests/gpu/test_gpu.py), then the throughput/MFU rows of benchmarks/gpu_step.py within what time is left; logs and
 # figures under $OUT (the device tool's folder; runs/gpu_check elsewhere).
 #
 #   make gpu-wheels                      # here, once: what the GPU image lacks, as wheels in .whl/
@@ -24,7 +24,7 @@ fi
 export PYTHONUNBUFFERED=1 GPU_CHECK_OUT=$OUT
 { nvidia-smi || echo "no nvidia-smi"; $PY -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"; } \
     > "$OUT/machine.txt" 2>&1
-timeout 330 $PY -m pytest -q -m gpu -p no:cacheprovider -o addopts="" tests/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.log"
+timeout 330 $PY -m pytest -q -m gpu -p no:cacheprovider -o addopts="" tests/gpu/test_gpu.py 2>&1 | tee "$OUT/gpu_tests.log"
 TESTS=${PIPESTATUS[0]}
 LEFT=$(( 460 - ($(date +%s) - START) ))
 if [ $SMOKE = 1 ]; then

@@ -5,8 +5,8 @@
     python benchmarks/gpu_step.py --memory-plan   # the per-GPU memory plan only (no device needed)
     python benchmarks/gpu_step.py --budget-s 480 --out rows.jsonl   # within a lease: most telling rows first
 
-FLOPs per training step: llavaction.training.flops (the count, per sample, is explained there; the same function gives the
-perf/mfu that training logs).
+FLOPs per training step: llavaction.training.flops (the count, per sample, is explained there; the same function gives
+the perf/mfu that training logs).
 MFU = FLOPs per step / (step time * peak dense bf16 FLOP/s of the card, looked up by its name).
 When the 7B does not fit one GPU it runs with fewer LLM layers and the FLOPs are those of the layers run (stated).
 """

@@ -31,11 +31,13 @@ from PIL import Image  # noqa: E402
 from synthetic import demo_questions, frame_shards  # noqa: E402
 
 from llavaction.data.datamodule import EpicDataModule  # noqa: E402
-from llavaction.data.options import TaskSource  # noqa: E402
+from llavaction.data.options import (
+    LoaderOptions,  # noqa: E402
+    TaskSource,  # noqa: E402
+)
 from llavaction.data.shards import frame_name, iter_samples, shard_urls  # noqa: E402
 from llavaction.data.video import RawVideo, sample_times  # noqa: E402
 from llavaction.model import LlavaVideoModel, preset  # noqa: E402
-from llavaction.training.options import LoaderOptions  # noqa: E402
 
 FRAMES, SIZE, BATCH = 16, 384, 8
 

@@ -18,11 +18,11 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from llavaction.cli.options import main_of
 from llavaction.ek100.annotations import EpicAnnotations, Segment, action_id, noun_text, parse_action, verb_text
 from llavaction.prompts.wording import reference_number
 from llavaction.utils.files import exclusive_output
 from llavaction.utils.jsonl import write_jsonl
+from llavaction.utils.options import main_of
 
 Distractors = Literal["random", "predictions", "annotations"]
 Representation = Literal["narration", "official_key"]

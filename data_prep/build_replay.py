@@ -32,12 +32,12 @@ import yaml
 from tqdm import tqdm
 
 from data_prep.tasks import ArrayTask
-from llavaction.cli.options import main_of
 from llavaction.data.sampling import SamplingStrategy
 from llavaction.data.video import VideoError, video_duration
 from llavaction.utils.checks import check_count
 from llavaction.utils.files import exclusive_output, safe_name
 from llavaction.utils.jsonl import read_jsonl, write_json, write_jsonl
+from llavaction.utils.options import main_of
 
 
 def read_records(path: Path) -> list[dict]:

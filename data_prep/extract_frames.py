@@ -12,67 +12,33 @@ lists every shard's samples (llavaction.data.shards) for epoch plans and questio
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import multiprocessing
 import os
 import sys
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import simplejpeg
-import webdataset as wds
 from tqdm import tqdm
 
+from data_prep.decoding import ExtractConfig, decode_video, video_jobs
+from data_prep.shard_writer import (
+    INDEX_PARTS_FILE,
+    REPORT_FILE,
+    ShardWriter,
+    load_progress,
+    questions_digest,
+    shard_index,
+)
 from data_prep.tasks import ArrayTask
-from llavaction.cli.options import main_of
-from llavaction.data.shards import CONVERSATIONS_FILE, INDEX_FILE, SHARD_PATTERN, SIZES_FILE, index_entry, make_sample
-from llavaction.data.video import VideoError, open_video, sample_times
+from llavaction.data.shards import CONVERSATIONS_FILE, INDEX_FILE, SIZES_FILE, index_entry
 from llavaction.ek100.annotations import EpicAnnotations
 from llavaction.utils.checks import check_count
-from llavaction.utils.files import atomic_output, exclusive_output, remove_stale_temporaries
+from llavaction.utils.files import exclusive_output, remove_stale_temporaries
 from llavaction.utils.jsonl import read_jsonl, write_json
-
-PROGRESS_FILE = "_progress.json"
-# one line per finished shard, {"shard": name, "samples": [index entries]}: appended, never rewritten
-INDEX_PARTS_FILE = "_index.jsonl"
-REPORT_FILE = "report.json"
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """Everything that decides the content of the shards (a resumed run must use the same)."""
-
-    videos: str
-    layout: str
-    num_frames: int
-    size: int
-    resize: str
-    quality: int
-    chunk_seconds: float
-    shard_size: int
-
-
-@dataclass(frozen=True)
-class VideoJob:
-    video_id: str
-    participant_id: str
-    records: list[dict]
-    config: ExtractConfig
-    decoder_threads: int
-
-
-@dataclass(frozen=True)
-class SampleResult:
-    key: str
-    sample: dict | None  # the webdataset sample, or None when skipped
-    reason: str | None = None  # why it was skipped
-    clamped: bool = False
-    conversations: int = 1  # a replayed video's sample carries several
+from llavaction.utils.options import main_of
 
 
 def sort_key(record: dict) -> tuple:
@@ -114,144 +80,6 @@ def check_records(records: list[dict]) -> None:
         if record["clip_stop_sec"] < record["clip_start_sec"]:
             raise ValueError(f"{record['narration_id']}: clip stops before it starts")
         seen.add(record["narration_id"])
-
-
-def decode_video(job: VideoJob) -> list[SampleResult]:
-    """Decode every sample of one video (opened once); a failure skips the samples it touches, with the reason.
-    JPEG encoding of one clip overlaps the decoding of the next (both release the GIL); at most two clips in memory."""
-    cfg = job.config
-    try:
-        video = open_video(
-            cfg.layout,
-            Path(cfg.videos),
-            job.participant_id,
-            job.video_id,
-            size=cfg.size,
-            mode=cfg.resize,
-            chunk_seconds=cfg.chunk_seconds,
-            fps=job.records[0].get("fps"),
-            threads=job.decoder_threads,
-            path=job.records[0].get("video_path"),
-        )
-    except VideoError as err:
-        return [SampleResult(r["narration_id"], None, str(err)) for r in job.records]
-    results: list[SampleResult] = []
-    pending = None  # the previous clip, whose JPEGs encode in a thread while the next clip decodes
-    with ThreadPoolExecutor(max_workers=1) as encoder:
-        for record in job.records:
-            key = record["narration_id"]
-            times = sample_times(record["clip_start_sec"], record["clip_stop_sec"], cfg.num_frames)
-            try:
-                clip = video.clip(times)
-            except VideoError as err:
-                clip = None
-                failure = SampleResult(key, None, f"{key}: {err}")
-            if pending is not None:
-                results.append(finish_sample(*pending))
-                pending = None
-            if clip is None:
-                results.append(failure)
-            else:
-                pending = (record, clip, cfg.num_frames, encoder.submit(encode_frames, clip.frames, cfg.quality))
-        if pending is not None:
-            results.append(finish_sample(*pending))
-    return results
-
-
-def encode_frames(frames, quality: int) -> list[bytes]:
-    return [simplejpeg.encode_jpeg(frame, quality=quality, colorspace="RGB") for frame in frames]
-
-
-def finish_sample(record: dict, clip, num_frames: int, encoded) -> SampleResult:
-    meta = record | {
-        "frame_ids": clip.frame_ids,
-        "frame_times_sec": [round(i / clip.fps, 4) for i in clip.frame_ids],
-        "video_fps": clip.fps,
-        "num_frames": num_frames,
-        "frame_size": clip.frames.shape[1],
-        "clamped": clip.clamped,
-    }
-    sample = make_sample(record["narration_id"], meta, encoded.result())
-    conversations = len(record.get("conversations") or [None])
-    return SampleResult(record["narration_id"], sample, clamped=clip.clamped, conversations=conversations)
-
-
-def video_jobs(records: list[dict], config: ExtractConfig, decoder_threads: int) -> Iterator[VideoJob]:
-    for video_id, group in itertools.groupby(records, key=lambda r: r["video_id"]):
-        group = list(group)
-        yield VideoJob(video_id, group[0]["participant_id"], group, config, decoder_threads)
-
-
-class ShardWriter:
-    """Fills numbered shards in order; a shard becomes visible (renamed) only when complete, then its index entries
-    are appended and progress is saved. `entries` gives a written sample's index entry by key."""
-
-    def __init__(self, out: Path, config: ExtractConfig, progress: dict, entries: dict[str, dict]):
-        self.out, self.config, self.progress, self.entries = out, config, progress, entries
-        self.pending: list[SampleResult] = []
-
-    def add(self, position: int, result: SampleResult) -> None:
-        if result.sample is None:
-            self.progress["skipped"].append({"position": position, "narration_id": result.key, "reason": result.reason})
-        else:
-            self.pending.append(result)
-            if result.clamped:
-                self.progress["clamped"].append(result.key)
-        self.progress["next_position"] = position + 1
-        if len(self.pending) == self.config.shard_size:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the pending samples as the next shard, or only save progress when there are none."""
-        if self.pending:
-            name = SHARD_PATTERN.format(len(self.progress["shards"]))
-            with atomic_output(self.out / name, "wb") as stream, wds.TarWriter(stream, mtime=0) as writer:
-                for result in self.pending:
-                    writer.write(result.sample)
-            with open(self.out / INDEX_PARTS_FILE, "a", encoding="utf-8") as parts:
-                samples = [self.entries[result.key] for result in self.pending]
-                parts.write(json.dumps({"shard": name, "samples": samples}, ensure_ascii=False) + "\n")
-            self.progress["shards"][name] = len(self.pending)
-            self.progress.setdefault("conversations", {})[name] = sum(r.conversations for r in self.pending)
-            self.pending = []
-        write_json(self.out / PROGRESS_FILE, self.progress)
-
-
-def questions_digest(records: list[dict]) -> str:
-    """What the samples are made of, so that a resume with other questions is refused."""
-    return hashlib.sha256(json.dumps(records, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-def load_progress(out: Path, config: ExtractConfig, resume: bool, digest: str, task: ArrayTask | None = None) -> dict:
-    fresh = {
-        "config": config.__dict__,
-        "questions_digest": digest,
-        "task": None if task is None else {"index": task.index, "count": task.count},
-        "next_position": 0,
-        "shards": {},
-        "skipped": [],
-        "clamped": [],
-    }
-    path = out / PROGRESS_FILE
-    if not path.exists():
-        if any(out.glob("shard-*.tar")):
-            raise FileExistsError(f"{out} holds shards but no {PROGRESS_FILE}; choose an empty --out")
-        return fresh
-    if not resume:
-        raise FileExistsError(f"{out} holds an earlier run; pass --resume to continue it or choose another --out")
-    progress = json.loads(path.read_text())
-    if progress["config"] != config.__dict__:
-        raise ValueError(
-            f"{out} was written with other settings {progress['config']}; cannot resume with {config.__dict__}"
-        )
-    if progress.get("questions_digest") != digest:
-        raise ValueError(
-            f"{out} was written from other questions (or another version of them); cannot resume: "
-            "extract these into another --out"
-        )
-    if progress.get("task") != fresh["task"]:
-        raise ValueError(f"{out} was written as task {progress.get('task')}; cannot resume it as {fresh['task']}")
-    return progress
 
 
 def extract(
@@ -337,21 +165,6 @@ def _extract(
     }
     write_json(out / REPORT_FILE, report)
     return report
-
-
-def shard_index(out: Path, sizes: dict[str, int]) -> dict[str, list[dict]]:
-    """index.json from the appended parts: the last line written for each finished shard (a shard rewritten after a
-    kill appears twice)."""
-    parts = {}
-    if (out / INDEX_PARTS_FILE).exists():
-        with open(out / INDEX_PARTS_FILE, encoding="utf-8") as lines:
-            for line in lines:
-                try:
-                    part = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by a kill: its shard is not among the finished ones
-                    continue
-                parts[part["shard"]] = part["samples"]
-    return {name: parts[name] for name in sizes}
 
 
 class _Inline:

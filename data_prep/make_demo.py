@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from llavaction.cli.options import main_of
 from llavaction.ek100.annotations import SEGMENT_COLUMNS, format_timestamp, noun_text
 from llavaction.prompts.tokenizer import build_tokenizer
 from llavaction.utils.checks import check_count
+from llavaction.utils.options import main_of
 
 VERBS = ("move-left", "move-right", "lift", "lower", "grow", "shrink", "appear", "disappear")
 # Narrations say the action in the class words (as most EPIC narrations do), sometimes with a little variation.

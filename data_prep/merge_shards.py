@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.tasks import PART_NAME
-from llavaction.cli.options import main_of
 from llavaction.data.shards import CONVERSATIONS_FILE, INDEX_FILE, SIZES_FILE
 from llavaction.utils.files import exclusive_output
 from llavaction.utils.jsonl import read_jsonl, write_json, write_jsonl
+from llavaction.utils.options import main_of
 
 REPORT_FILE = "report.json"
 REPLAY_PARTS = ".parts"

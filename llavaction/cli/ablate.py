@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from llavaction.cli.options import main_of
 from llavaction.training.ablation import AblationRun, run_ablation
+from llavaction.utils.options import main_of
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from llavaction.cli.options import main_of
 from llavaction.evaluation.report import ReportOptions, analyze
+from llavaction.utils.options import main_of
 
 
 def run(options: ReportOptions) -> int:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from llavaction.cli.options import Command, dispatch
 from llavaction.evaluation.lmms_eval import LmmsExport
 from llavaction.evaluation.mqa import MQAEvaluation
+from llavaction.utils.options import Command, dispatch
 
 
 def run_mqa(options: MQAEvaluation) -> int:

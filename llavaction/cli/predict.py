@@ -8,8 +8,8 @@
 
 from __future__ import annotations
 
-from llavaction.cli.options import main_of
 from llavaction.evaluation.clips import ClipQuestions, answer_clips
+from llavaction.utils.options import main_of
 
 main = main_of(ClipQuestions, answer_clips, "llavaction predict", __doc__.split("\n\n")[0])
 

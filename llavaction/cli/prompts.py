@@ -12,9 +12,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from llavaction.cli.options import Command, dispatch
 from llavaction.evaluation.options import QuestionOptions
 from llavaction.prompts.wording import Task
+from llavaction.utils.options import Command, dispatch
 
 
 @dataclass(frozen=True, kw_only=True)

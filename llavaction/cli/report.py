@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from llavaction.cli.options import main_of
 from llavaction.training.validation import RESULTS_FILE, format_results
+from llavaction.utils.options import main_of
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from llavaction.cli.options import one_line
 from llavaction.data.datamodule import EpicDataModule
 from llavaction.evaluation.module import DATA_LINKS
 from llavaction.training.checkpointing import LAST, RunCheckpoint, checkpoint_folder
 from llavaction.training.module import LlavaActionModule
 from llavaction.utils.configs import expand_config_args
 from llavaction.utils.errors import run_cli
+from llavaction.utils.options import one_line
 
 
 class OneLineParser(LightningArgumentParser):

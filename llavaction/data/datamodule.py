@@ -81,7 +81,7 @@ class EpicDataModule(L.LightningDataModule):
         if self._tokenizer is None:
             if self.tokenizer_path is None:
                 raise ValueError("EpicDataModule needs a tokenizer directory")
-            from llavaction.model import load_tokenizer
+            from llavaction.prompts.tokenizer import load_tokenizer
 
             self._tokenizer = load_tokenizer(self.tokenizer_path)
         return self._tokenizer

@@ -3,8 +3,8 @@ worker reads, in which order and in which batches. The training stream (streams.
 `python -m llavaction.data.plan` run this same code, so the plan a user inspects is what a fit consumes.
 
 An item is a shard sample, or one conversation of a replayed video's sample. In each epoch a source gives:
-- taken whole (weight `size` or a sampling strategy, llavaction.data.sampling): each of its items exactly once (a strategy
-  picks a fixed subset for the run first: first/end by question-file order, random seeded);
+- taken whole (weight `size` or a sampling strategy, llavaction.data.sampling): each of its items exactly once (a
+  strategy picks a fixed subset for the run first: first/end by question-file order, random seeded);
 - with a numeric weight: its share of `samples_per_epoch`, read from an endless series of seeded permutations of its
   items, so an epoch continues where the previous one stopped: full passes, then a without-replacement remainder.
 A source's epoch items are ordered shard by shard (shards in a seeded per-epoch order, samples as stored). The sources

@@ -1,6 +1,6 @@
 """Frame sources for the three EPIC-KITCHENS-100 video layouts and single video files, decoded with decord (the decord2
-fork), and the frame rule of every clip (midpoints of equal parts): data_prep.extract_frames and llavaction.evaluation.clips
-share it.
+fork), and the frame rule of every clip (midpoints of equal parts): data_prep.extract_frames and
+llavaction.evaluation.clips share it.
 
 raw:     P01/P01_01.MP4 (or P01/videos/P01_01.MP4)
 chunked: P01/P01_01.MP4/0.MP4, 15.MP4, ... (AVION-style fixed-length chunks; a segment may span chunks)

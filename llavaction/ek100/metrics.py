@@ -1,4 +1,5 @@
-"""EPIC-KITCHENS-100 action-recognition metrics as a torchmetrics Metric (summed over ranks) and EPIC's action ranking."""
+"""EPIC-KITCHENS-100 action-recognition metrics as a torchmetrics Metric (summed over ranks), and EPIC's action
+ranking."""
 
 from __future__ import annotations
 

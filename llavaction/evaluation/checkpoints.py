@@ -26,10 +26,10 @@ import torch
 
 from llavaction.data.options import LoaderOptions, PriorActionOptions
 from llavaction.evaluation.options import EvaluationOptions, QuestionOptions
-from llavaction.model.hub import is_hub_id, resolve
 from llavaction.model.options import ActionSupervision, ComputeOptions
 from llavaction.prompts.wording import PromptOptions
 from llavaction.utils.checks import as_options
+from llavaction.utils.hub import is_hub_id, resolve
 
 Precision = Literal["32-true", "bf16-true", "bf16-mixed", "16-true", "16-mixed", "64-true"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)

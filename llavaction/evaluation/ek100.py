@@ -11,6 +11,7 @@ import torch
 
 from llavaction.ek100.annotations import NUM_NOUNS, NUM_VERBS, EpicAnnotations
 from llavaction.ek100.metrics import EpicActionMetrics
+from llavaction.utils.files import atomic_output
 
 
 class ScoresError(ValueError):
@@ -89,7 +90,7 @@ def ek100_metrics(
 
 
 def write_submission(scores: dict[str, np.ndarray], out: Path, sls_pt: int, sls_tl: int, sls_td: int) -> None:
-    """The EPIC-KITCHENS-100 action-recognition challenge file: test.json inside a zip."""
+    """The EPIC-KITCHENS-100 action-recognition challenge file: test.json inside a zip, written whole or not at all."""
     results = {
         str(nid): {
             "verb": {str(v): float(s) for v, s in enumerate(verbs)},
@@ -105,6 +106,5 @@ def write_submission(scores: dict[str, np.ndarray], out: Path, sls_pt: int, sls_
         "sls_td": sls_td,
         "results": results,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with atomic_output(out, "wb") as stream, zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("test.json", json.dumps(payload))

@@ -13,9 +13,10 @@ from llavaction.data.batch import Batch
 from llavaction.ek100.metrics import EpicActionMetrics
 from llavaction.evaluation.options import EvaluationOptions
 from llavaction.evaluation.scoring import MQAAnswerer, head_class_scores
-from llavaction.model import LlavaVideoModel, load_tokenizer
+from llavaction.model import LlavaVideoModel
 from llavaction.model.build import build_model
 from llavaction.model.config import LlavaVideoConfig
+from llavaction.prompts.tokenizer import load_tokenizer
 
 # What the model tells the DataModule (train.py links them; evaluation builds its DataModule through the same pairs).
 DATA_LINKS = (

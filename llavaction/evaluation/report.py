@@ -1,6 +1,6 @@
 """What a model gets wrong: an HTML report of an EK-100-MQA evaluation that opens from disk (`llavaction analyze`).
 
-Reads predictions.jsonl of `llavaction.cli.evaluate mqa`, the questions' metadata and frames from their shards, and class
+Reads predictions.jsonl of `llavaction evaluate mqa`, the questions' metadata and frames from their shards, and class
 names from the annotations (else from the questions). Writes report/index.html (plain HTML and JavaScript, no external
 assets), the figures as PNG, frame strips of the gallery, and analysis.json with every table. Every figure follows one
 rule, the run's headline rule (the paper's rule on greedy answers, or the best score): the accuracy bars count

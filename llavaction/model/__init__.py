@@ -1,6 +1,5 @@
 """The LLaVA-Video model: pure torch.nn + transformers, usable without the rest of the package."""
 
-from llavaction.model.checkpoint import load_tokenizer
 from llavaction.model.config import LlavaVideoConfig, preset
 from llavaction.model.llava_video import LlavaVideoModel, LlavaVideoOutput
 from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
@@ -11,6 +10,5 @@ __all__ = [
     "LlavaVideoConfig",
     "LlavaVideoModel",
     "LlavaVideoOutput",
-    "load_tokenizer",
     "preset",
 ]

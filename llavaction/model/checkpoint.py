@@ -95,7 +95,7 @@ def checkpoint_files(directory: Path) -> list[Path]:
 
 
 def read_config(directory: Path) -> dict:
-    from llavaction.model.hub import resolve
+    from llavaction.utils.hub import resolve
 
     path = resolve(directory) / "config.json"
     if not path.exists():
@@ -121,8 +121,8 @@ def load_original(
     """Build the model from config.json (weights not initialised) and load every tensor; with strict, any missing or
     unexpected name is an error listing them. Names starting with an `allow_missing` prefix may be absent (parts
     added on top of the checkpoint, e.g. ACTION_SUPERVISION_NAMES); they keep their fresh initialisation. directory:
-    a local folder or a model-hub id (llavaction.model.hub). config: the directory's config, already read."""
-    from llavaction.model.hub import resolve
+    a local folder or a model-hub id (llavaction.utils.hub). config: the directory's config, already read."""
+    from llavaction.utils.hub import resolve
 
     directory = resolve(directory)
     if config is None:
@@ -153,12 +153,3 @@ def load_original(
     if any(to_original_name(k).startswith(ACTION_SUPERVISION_NAMES) for k in absent):
         model.init_action_supervision()  # built under no_init_weights: give the new parts their proper start
     return model
-
-
-def load_tokenizer(directory: str | Path):
-    """The tokenizer stored beside a checkpoint (or a tokenizer folder), by local path or hub id."""
-    from transformers import AutoTokenizer
-
-    from llavaction.model.hub import resolve
-
-    return AutoTokenizer.from_pretrained(str(resolve(directory, "tokenizer")))

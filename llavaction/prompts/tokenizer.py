@@ -1,9 +1,9 @@
-"""A small byte-level BPE tokenizer with Qwen's ChatML tokens, built locally for the tiny preset (no model hub).
-
-Real presets use the tokenizer stored with their checkpoint.
-"""
+"""Tokenizers: the one stored beside a checkpoint (a folder or a hub id), and a small byte-level BPE with Qwen's ChatML
+tokens built locally for the tiny preset (no model hub)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -32,3 +32,12 @@ def build_tokenizer(texts: list[str], vocab_size: int = 1024) -> PreTrainedToken
         chat_template=CHAT_TEMPLATE,
         model_max_length=32768,
     )
+
+
+def load_tokenizer(directory: str | Path):
+    """The tokenizer stored beside a checkpoint (or a tokenizer folder), by local path or hub id."""
+    from transformers import AutoTokenizer
+
+    from llavaction.utils.hub import resolve
+
+    return AutoTokenizer.from_pretrained(str(resolve(directory, "tokenizer")))

@@ -1,7 +1,7 @@
 """One-line errors for every command-line tool: a known error (bad input, a missing file) prints `error: <message>` on
 stderr and exits with status 2, without a traceback; `--debug`, or LLAVACTION_DEBUG=1 in the environment, shows it.
 Unexpected errors (bugs) keep their traceback. Bad options are refused the same way by the parsers
-(llavaction.cli.options, llavaction.cli.train)."""
+(llavaction.utils.options, llavaction.cli.train)."""
 
 from __future__ import annotations
 

@@ -1,3 +1,6 @@
+"""The EK-100-MQA answer rule: the lenient letter parse, the paper's rule against the option text, prediction
+records."""
+
 import pytest
 
 from llavaction.benchmark.answers import (

@@ -1,3 +1,5 @@
+"""The benchmark scripts run and print their figures; the FLOP count and the memory plan of the GPU grid."""
+
 import importlib.util
 import json
 import subprocess

@@ -1,5 +1,4 @@
-"""Bad inputs and faults a researcher will hit: each is a clear one-line error naming the file, line, segment or shard,
-or a counted skip; never a silently wrong figure (README, "Reliability")."""
+"""Command lines refuse bad values in one line naming the option, and unreadable files in one line naming the file."""
 
 from tests.helpers import demo_args, one_line_exit, truncated_copy
 

@@ -1,5 +1,4 @@
-"""Epoch plans (llavaction.data.epochs) on index-only shard sets: each item once an epoch, balanced ranks, counted
-padding, seeded orders, weighted sources and the reference's sampling strategies."""
+"""`llavaction plan`: the table of an epoch and its rows, and bad settings refused in one line."""
 
 import json
 

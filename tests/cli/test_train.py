@@ -1,5 +1,4 @@
-"""Bad inputs and faults a researcher will hit: each is a clear one-line error naming the file, line, segment or shard,
-or a counted skip; never a silently wrong figure (README, "Reliability")."""
+"""The training command line: one-line errors for bad configs, and the demo's checkpoint every epoch."""
 
 import os
 import subprocess

@@ -1,20 +1,14 @@
-"""Replay of LLaVA-Video-178K as the reference trains it: every turn, records told apart by (file, index), the
-reference's data YAML as input, one set of frames per video."""
+"""Conversations as training samples: every assistant turn labelled, descriptions given as conversations."""
 
 import json
-from pathlib import Path
+
 import pytest
-from data_prep.build_replay import main as build_replay
-from data_prep.extract_frames import extract
-from llavaction.data.options import TaskSource
+
 from llavaction.prompts.encoding import PromptEncoder
 from llavaction.prompts.tokenizer import build_tokenizer
 from llavaction.prompts.wording import PromptOptions, prompt_turns
 from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from tests.helpers import CONVERSATION
-from llavaction.utils.jsonl import read_jsonl
-from tests.helpers import extract_config
-from tests.helpers import datamodule
 
 
 def test_every_assistant_turn_and_only_them_carry_labels():

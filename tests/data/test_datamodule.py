@@ -1,28 +1,20 @@
-"""Preemption, shards streamed by URL, and several nodes on one machine."""
+"""The DataModule: mixtures, every validation question once at any world size, bad samples, prior actions, resume."""
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-import pytest
-import torch
-from llavaction.data.options import TaskSource
-from llavaction.data.shards import ShardError, iter_shard, read_index, read_sizes, shard_urls
-from tests.helpers import datamodule
-from tests.helpers import ROOT, assert_same_curve, csv_logged, demo_args, read_losses
 import dataclasses
+import json
 import logging
 from collections import Counter
+
+import pytest
+import torch
 import webdataset as wds
-from llavaction.data.datamodule import EpicDataModule
+
 from llavaction.data.options import LoaderOptions, PriorActionOptions, TaskSource
+from llavaction.data.shards import read_index, read_sizes
 from llavaction.data.stages import BadSample, decide, frame_indices
 from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llavaction.utils.jsonl import read_jsonl
+from tests.helpers import datamodule
 
 
 def test_ranks_share_an_epoch_without_overlap(demo_dir, demo_shards):
@@ -62,9 +54,7 @@ def test_mixture_follows_weights_and_is_reproducible(demo_dir, demo_shards):
     ]
     dm = datamodule(demo_dir, demo_shards, train=train, samples_per_epoch=400)
     dm.setup("fit")
-    runs = [
-        [(t, m["narration_id"]) for b in dm.train_dataloader() for t, m in zip(b.tasks, b.meta)] for _ in range(2)
-    ]
+    runs = [[(t, m["narration_id"]) for b in dm.train_dataloader() for t, m in zip(b.tasks, b.meta)] for _ in range(2)]
     assert runs[0] == runs[1]
     counts = Counter(t for t, _ in runs[0])
     assert 0.67 < counts["mqa"] / 400 < 0.83
@@ -92,8 +82,7 @@ def test_persistent_eval_workers_serve_every_validation_run(demo_dir, demo_shard
     loader = dm.val_dataloader()
     assert loader.persistent_workers
     runs = [
-        sorted(m["narration_id"] for b in loader for m, pad in zip(b.meta, b.is_padding) if not pad)
-        for _ in range(2)
+        sorted(m["narration_id"] for b in loader for m, pad in zip(b.meta, b.is_padding) if not pad) for _ in range(2)
     ]
     assert runs[0] == runs[1] and len(runs[0]) == 8
 
@@ -175,9 +164,7 @@ def test_description_task_uses_the_same_shards(demo_dir, demo_shards, demo_quest
     for batch in dm.train_dataloader():
         for row, meta in enumerate(batch.meta):
             assert meta["narration_id"] in ids and batch.tasks[row] == "qa"
-            answer = [
-                t for t, label in zip(batch.input_ids[row].tolist(), batch.labels[row].tolist()) if label >= 0
-            ]
+            answer = [t for t, label in zip(batch.input_ids[row].tolist(), batch.labels[row].tolist()) if label >= 0]
             assert dm.tokenizer.decode(answer) == f"it moves ({meta['narration_id']})<|im_end|>"
     with pytest.raises(ValueError, match="descriptions file goes with task 'qa'"):
         TaskSource(str(demo_shards["train_mqa"]), "mqa", descriptions=str(path))

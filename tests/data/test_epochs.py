@@ -4,7 +4,9 @@ padding, seeded orders, weighted sources and the reference's sampling strategies
 import json
 import random
 from collections import Counter
+
 import pytest
+
 from llavaction.data.epochs import EpochPlanner
 from llavaction.data.sampling import SamplingStrategy
 from llavaction.data.sources import apply_strategy, epoch_quotas, source_items

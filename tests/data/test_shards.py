@@ -1,24 +1,13 @@
-"""Bad inputs and faults a researcher will hit: each is a clear one-line error naming the file, line, segment or shard,
-or a counted skip; never a silently wrong figure (README, "Reliability")."""
+"""Shards cut short: an error naming the shard in evaluation, a counted skip that says so in training."""
 
-import json
 import logging
-import os
-import shutil
-import subprocess
-import sys
-import tarfile
-import time
 from pathlib import Path
+
 import pytest
-from data_prep.build_mqa import main as build_mqa
-from data_prep.extract_frames import main as extract_main
+
 from llavaction.data.options import TaskSource
 from llavaction.data.shards import ShardError, iter_shard, read_sizes
-from llavaction.utils.jsonl import read_jsonl
-from tests.helpers import extract_args
 from tests.helpers import datamodule, truncated_copy
-from tests.helpers import ROOT, demo_args
 
 
 def test_truncated_shards(demo_dir, demo_shards, tmp_path, caplog):

@@ -1,3 +1,5 @@
+"""build_mqa on the real EK-100 CSVs: benchmark questions, hard distractors, predictions, representations, tasks."""
+
 import csv
 import json
 import random

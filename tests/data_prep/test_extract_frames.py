@@ -1,5 +1,5 @@
-"""Bad inputs and faults a researcher will hit: each is a clear one-line error naming the file, line, segment or shard,
-or a counted skip; never a silently wrong figure (README, "Reliability")."""
+"""extract_frames: shards equal to an independent decode, the same whatever the workers, resume after a kill,
+faults."""
 
 import json
 from pathlib import Path
@@ -11,7 +11,7 @@ import simplejpeg
 import webdataset as wds
 from PIL import Image
 
-import data_prep.extract_frames as extract_frames
+import data_prep.shard_writer as shard_writer
 from data_prep.extract_frames import ExtractConfig, extract
 from data_prep.extract_frames import main as extract_main
 from llavaction.data.shards import ShardError, read_sizes
@@ -124,7 +124,7 @@ def test_resume_after_a_kill(demo_dir, demo_questions, tmp_path, monkeypatch, ki
     reference = extract(questions, tmp_path / "reference", cfg)
     with monkeypatch.context() as patch:
         if kill_at == "after-rename":
-            original, calls = extract_frames.write_json, []
+            original, calls = shard_writer.write_json, []
 
             def write_json(path, obj):
                 calls.append(path)
@@ -132,9 +132,9 @@ def test_resume_after_a_kill(demo_dir, demo_questions, tmp_path, monkeypatch, ki
                     raise Killed
                 original(path, obj)
 
-            patch.setattr(extract_frames, "write_json", write_json)
+            patch.setattr(shard_writer, "write_json", write_json)
         else:
-            original_add, count = extract_frames.ShardWriter.add, []
+            original_add, count = shard_writer.ShardWriter.add, []
 
             def add(self, position, result):
                 if len(count) == kill_at:
@@ -142,10 +142,10 @@ def test_resume_after_a_kill(demo_dir, demo_questions, tmp_path, monkeypatch, ki
                 count.append(1)
                 original_add(self, position, result)
 
-            patch.setattr(extract_frames.ShardWriter, "add", add)
+            patch.setattr(shard_writer.ShardWriter, "add", add)
         with pytest.raises(Killed):
             extract(questions, tmp_path / "resumed", cfg)
-    if (tmp_path / "resumed" / extract_frames.PROGRESS_FILE).exists():
+    if (tmp_path / "resumed" / shard_writer.PROGRESS_FILE).exists():
         with pytest.raises(FileExistsError, match="--resume"):
             extract(questions, tmp_path / "resumed", cfg)
     report = extract(questions, tmp_path / "resumed", cfg, resume=True)

@@ -1,5 +1,4 @@
-"""Bad inputs and faults a researcher will hit: each is a clear one-line error naming the file, line, segment or shard,
-or a counted skip; never a silently wrong figure (README, "Reliability")."""
+"""Replay of LLaVA-Video-178K as the reference trains it: the data YAML, sampling strategies, shared frames, faults."""
 
 import json
 

@@ -1,3 +1,6 @@
+"""EK-100 annotations: class texts and ids, the real validation split, prior actions, bad rows named by file and
+line."""
+
 import shutil
 
 import pytest

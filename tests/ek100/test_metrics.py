@@ -1,3 +1,5 @@
+"""EPIC's action-recognition metrics against NumPy on the real validation split and a hand-computed example."""
+
 import json
 
 import numpy as np

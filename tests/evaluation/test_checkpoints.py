@@ -1,10 +1,15 @@
+"""One loaded checkpoint: read once, and answering by the options it was last given."""
+
+import pytest
+
+
 def test_an_original_checkpoint_is_read_once(original_checkpoint, demo_shards, monkeypatch):
     """One config.json read for its settings, its architecture and its weights; one DataModule linked as train.py."""
     from pathlib import Path
 
     from llavaction.data.options import LoaderOptions
-    from llavaction.evaluation.checkpoints import LoadedCheckpoint
     from llavaction.data.shards import stored_frames
+    from llavaction.evaluation.checkpoints import LoadedCheckpoint
     from llavaction.evaluation.options import EvaluationOptions, QuestionOptions
 
     reads, real = [], Path.read_text
@@ -32,3 +37,36 @@ def test_a_module_answers_by_the_options_it_was_last_given(original_checkpoint, 
     assert loaded.module() is module and module.answerer.max_new_tokens == 12
     assert loaded.module(EvaluationOptions(("letter",))) is module and module.evaluation.mqa_scoring == ("letter",)
     assert module.answerer.max_new_tokens == 4096 and list(module.val_correct) == ["letter"]
+
+
+def test_an_export_keeps_the_earlier_weights_until_the_new_ones_are_complete(demo_dir, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from llavaction.evaluation import checkpoints
+    from llavaction.model import LlavaVideoModel, preset
+    from llavaction.model import checkpoint as layout
+    from llavaction.prompts.tokenizer import load_tokenizer
+
+    model, tokenizer = LlavaVideoModel(preset("tiny")), load_tokenizer(demo_dir / "tokenizer")
+    trainer = SimpleNamespace(is_global_zero=True)
+    out = tmp_path / "export"
+    checkpoints.export_original(model, tokenizer, out, trainer)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_save = layout.save_original
+
+    def fail_after_the_weights(model, directory, **kwargs):
+        real_save(model, directory, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(layout, "save_original", fail_after_the_weights)
+    with torch.no_grad():
+        model.image_newline.add_(1.0)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoints.export_original(model, tokenizer, out, trainer)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]
+    monkeypatch.setattr(layout, "save_original", real_save)
+    checkpoints.export_original(model, tokenizer, out, trainer)
+    assert (LlavaVideoModel.from_pretrained(out).image_newline == model.image_newline).all()

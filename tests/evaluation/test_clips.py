@@ -13,8 +13,9 @@ import torch
 from data_prep.extract_frames import extract
 from llavaction.cli.predict import main as predict
 from llavaction.data.shards import iter_samples, sample_meta, shard_urls
-from llavaction.model import LlavaVideoModel, load_tokenizer, preset
+from llavaction.model import LlavaVideoModel, preset
 from llavaction.prompts.encoding import chat_prompt, render
+from llavaction.prompts.tokenizer import load_tokenizer
 from llavaction.prompts.wording import PromptOptions
 from tests.helpers import ROOT, extract_config
 
@@ -200,7 +201,10 @@ def test_clips_file_and_bad_inputs(checkpoint, video, tmp_path, capsys):
             ["--video", str(video), "--start", "0", "--end", "1", "--num-frames", "-3"],
             "num_frames must be an integer >= 1, got -3",
         ),
-        (["--video", str(video), "--start", "0", "--end", "1", "--precision", "bf16"], "--precision: expected one of 32-true"),
+        (
+            ["--video", str(video), "--start", "0", "--end", "1", "--precision", "bf16"],
+            "--precision: expected one of 32-true",
+        ),
     ]
     for extra, message in cases:
         try:
@@ -235,7 +239,7 @@ def test_checkpoints_by_hub_id_offline(checkpoint, video, tmp_path):
             [
                 sys.executable,
                 "-m",
-                "llavaction.evaluation.clips",
+                "llavaction.cli.predict",
                 "--checkpoint",
                 repo,
                 "--video",

@@ -1,3 +1,5 @@
+"""EPIC figures of scores files, refused scores, the challenge submission zip, candidate re-ranking."""
+
 import json
 import zipfile
 
@@ -107,3 +109,27 @@ def test_candidate_reranking_rule():
     ):
         with pytest.raises(ValueError, match=f"predictions: P01_11_0: {message}"):
             candidate_class_scores([record | {"option_actions": ["3:7", action, "4:7"]}])
+
+
+def test_a_submission_is_written_whole(tmp_path, monkeypatch):
+    """A full disk while writing keeps the earlier submission byte for byte and leaves nothing half-written."""
+    import errno
+
+    from llavaction.evaluation.ek100 import write_submission
+
+    scores = {
+        "narration_id": np.array(["P01_101_0"]),
+        "verb_output": np.zeros((1, 97)),
+        "noun_output": np.zeros((1, 300)),
+    }
+    out = tmp_path / "test.zip"
+    write_submission(scores, out, 2, 3, 4)
+    before = out.read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_submission(scores, out, 1, 1, 1)
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["test.zip"]

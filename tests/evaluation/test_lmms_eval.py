@@ -141,3 +141,28 @@ def test_the_real_lmms_eval_builds_and_scores_the_task(task):
     results = simple_evaluate(model=KnowsHalf(), tasks=["ek100_mqa"], task_manager=manager, limit=None)
     figures = results["results"]["ek100_mqa"]
     assert figures["mqa_accuracy,none"] == pytest.approx(0.5) and lmms_eval is not None
+
+
+def test_an_export_replaces_the_earlier_one_only_when_complete(demo_questions, demo_shards, tmp_path, monkeypatch):
+    from llavaction.evaluation import lmms_eval
+
+    out = tmp_path / "task"
+    export(demo_questions, demo_shards, out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    written = []
+
+    def fail_midway(path, frames, fps=1):
+        written.append(path)
+        if len(written) == 3:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lmms_eval, "write_mp4", fail_midway)
+    assert (
+        evaluate(
+            ["lmms-export", "--questions", str(demo_questions["validation_mqa"]), "--shards"]
+            + [str(demo_shards["validation_mqa"]), "--out", str(out)]
+        )
+        == 2
+    )
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # the earlier export, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["task"]  # no partial folder left beside it

@@ -1,3 +1,5 @@
+"""`llavaction evaluate mqa`: the paper's rule by default, action heads' outputs, stale shards refused first."""
+
 import json
 
 import pytest

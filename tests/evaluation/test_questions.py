@@ -1,5 +1,4 @@
-"""Bad inputs and faults a researcher will hit: each is a clear one-line error naming the file, line, segment or shard,
-or a counted skip; never a silently wrong figure (README, "Reliability")."""
+"""Question files checked against the shards before any forward pass: missing and stale questions refused."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""The error-analysis report of an evaluation, and the TensorBoard figures' names."""
+"""The error-analysis report of an evaluation: tables, figures, gallery, comparisons, refused inputs, escaping."""
 
 import json
 import shutil

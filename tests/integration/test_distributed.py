@@ -1,4 +1,4 @@
-"""Preemption, shards streamed by URL, and several nodes on one machine."""
+"""Several processes: FSDP2 resumed mid-epoch from a sharded checkpoint, MQA at world sizes 1-3 and on two nodes."""
 
 import json
 import os

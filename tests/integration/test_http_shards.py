@@ -1,4 +1,4 @@
-"""Preemption, shards streamed by URL, and several nodes on one machine."""
+"""Shards streamed from a URL: training and evaluation over HTTP, a server that stops answering."""
 
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""Preemption, shards streamed by URL, and several nodes on one machine."""
+"""Preemption: SIGTERM and SIGUSR1 stop a fit with a checkpoint, and the resumed run continues the same curve."""
 
 import os
 import signal

@@ -36,6 +36,8 @@ def test_first_hour_commands_run_as_written(demo_dir, demo_questions, demo_shard
     def run(command: list[str]) -> None:
         if command[0] == ".venv/bin/python":
             command = [sys.executable, *command[1:]]
+        elif command[0] == ".venv/bin/llavaction":  # the console command of this checkout
+            command = [sys.executable, "-m", "llavaction", *command[1:]]
         result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{shlex.join(command)}\n{result.stderr[-3000:]}"
 

@@ -1,3 +1,5 @@
+"""The LLaVA-Video model: shapes, splicing, packing, cached decoding, the original layout, action supervision."""
+
 import json
 
 import pytest

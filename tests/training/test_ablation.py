@@ -1,3 +1,5 @@
+"""The ablation runner: two tiny rows trained and tabled, dry runs, cumulative chains."""
+
 import json
 
 import pytest
@@ -69,3 +71,22 @@ def test_cumulative_rows_stack_their_chain_and_refuse_another_base(tmp_path, cap
     other = ["--base", str(ROOT / "experiments" / "llavaction_7b.yaml"), str(row), "--out", str(tmp_path / "x")]
     assert ablate(other) == 2
     assert "does not include --base" in capfd.readouterr().err
+
+
+def test_the_table_is_written_whole(tmp_path, monkeypatch):
+    import csv
+
+    from llavaction.training.ablation import write_table
+
+    rows = [{"row": "01", "val/mqa_accuracy": 40.0, "val/chance": 20.0, "val/questions": 8.0}]
+    write_table(rows, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(before) == ["results.csv", "results.md", "results.png"]
+
+    def full(self, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_table([rows[0] | {"val/mqa_accuracy": 90.0}], tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

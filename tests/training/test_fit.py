@@ -1,3 +1,5 @@
+"""Fits of the demo: validate, export and predict; bf16 precisions; action supervision; exact mid-epoch resume."""
+
 import csv
 import json
 from pathlib import Path
@@ -5,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from llavaction.cli.train import cli
-from llavaction.model import LlavaVideoModel, load_tokenizer
+from llavaction.model import LlavaVideoModel
+from llavaction.prompts.tokenizer import load_tokenizer
 from tests.helpers import (
     assert_fit_consumed_the_plan,
     assert_same_curve,

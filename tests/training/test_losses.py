@@ -1,3 +1,5 @@
+"""The action-supervision loss."""
+
 import torch
 import torch.nn.functional as F
 

@@ -1,3 +1,5 @@
+"""The training module: action supervision needs class labels; checkpointing before compilation."""
+
 import pytest
 
 

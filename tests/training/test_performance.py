@@ -1,3 +1,5 @@
+"""Training-step performance: FLOPs per sample and the throughput StepPerformance logs."""
+
 import pytest
 
 from tests.helpers import make_batch

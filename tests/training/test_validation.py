@@ -1,6 +1,5 @@
 """The error-analysis report of an evaluation, and the TensorBoard figures' names."""
 
-
 from tests.helpers import make_batch
 
 

@@ -1,5 +1,4 @@
-"""Bad inputs and faults a researcher will hit: each is a clear one-line error naming the file, line, segment or shard,
-or a counted skip; never a silently wrong figure (README, "Reliability")."""
+"""Outputs written whole by one writer: locks naming their holder, interrupted writes, JSON lines named by line."""
 
 import json
 import os

@@ -95,8 +95,11 @@ def normalize(args: list[str], options: type) -> tuple[list[str], bool]:
         if name.startswith("no_") and name[3:] in kinds and _is_bool(kinds[name[3:]]) and not equals:
             out.append(f"--{name[3:]}=false")
             continue
-        if name not in kinds:
+        if name not in kinds:  # jsonargparse's own (--config, --print_config) or unknown: its values as given
             out.append(f"--{name}{'+' if plus else ''}" + (f"={value}" if equals else ""))
+            while not equals and index < len(args) and not args[index].startswith("--"):
+                out.append(args[index])
+                index += 1
             continue
         values = [value] if equals else []
         while not equals and index < len(args) and not args[index].startswith("--"):
