@@ -32,7 +32,7 @@ from llavaction.training.options import OptimizerOptions  # noqa: E402
 WARMUP_STEPS = 3
 
 
-def demo_batches(shards: Path, tokenizer: str, count: int, batch_size: int, tokens_per_frame: int) -> list[dict]:
+def demo_batches(shards: Path, tokenizer: str, count: int, batch_size: int, chat_format: dict) -> list:
     """`count` training batches of the demo mixture (MQA and narration, equal weights)."""
     loader = LoaderOptions(
         batch_size=batch_size, num_workers=0, samples_per_epoch=count * batch_size, shuffle_buffer=50
@@ -40,7 +40,7 @@ def demo_batches(shards: Path, tokenizer: str, count: int, batch_size: int, toke
     dm = EpicDataModule(
         train=[TaskSource(str(shards), "mqa"), TaskSource(str(shards), "narration")],
         tokenizer=tokenizer,
-        tokens_per_frame=tokens_per_frame,
+        chat_format=chat_format,
         num_frames=8,
         max_length=1024,
         loader=loader,
@@ -69,7 +69,7 @@ def main() -> None:
             compute=ComputeOptions(pack_sequences=args.pack),
         )
         module.configure_model()
-        batches = demo_batches(shards, tokenizer, args.steps + WARMUP_STEPS, args.batch_size, module.tokens_per_frame)
+        batches = demo_batches(shards, tokenizer, args.steps + WARMUP_STEPS, args.batch_size, module.chat_format)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
     module.train()
     times, tokens = [], 0

@@ -48,10 +48,9 @@ def main() -> None:
         module.configure_model()
         module.eval()
         encode = EncodePrompt(
-            PromptEncoder(module.tokenizer, 4096),
+            PromptEncoder(module.tokenizer, 4096, chat=module.config.chat_format()),
             "mqa",
             8,
-            module.config.visual_tokens(8),
             PromptOptions(),
             with_answer=False,
         )

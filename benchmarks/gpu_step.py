@@ -1,6 +1,6 @@
-"""Training-step throughput, MFU and the FSDP2 memory plan of the LLaVA-Video shapes.
+"""Training-step throughput, MFU and the FSDP2 memory plan of the LLaVA-Video and Qwen2.5-VL shapes.
 
-    python benchmarks/gpu_step.py                 # on a GPU: 0.5b and 7b shapes, 16 and 64 frames, the config grid
+    python benchmarks/gpu_step.py                 # on a GPU: LLaVA-Video 0.5b and 7b, Qwen2.5-VL-7B, 16 and 64 frames
     python benchmarks/gpu_step.py --smoke         # anywhere: tiny shapes on the CPU, to check the script runs
     python benchmarks/gpu_step.py --memory-plan   # the per-GPU memory plan only (no device needed)
     python benchmarks/gpu_step.py --budget-s 480 --out rows.jsonl   # within a lease: most telling rows first
@@ -24,16 +24,37 @@ import torch
 from transformers.utils import is_flash_attn_2_available
 
 from llavaction.model import LlavaVideoModel, preset
+from llavaction.model.qwen_config import QwenVLConfig, qwen_preset
+from llavaction.model.qwen_vl import QwenVLModel
 from llavaction.training.flops import llm_layer_params, peak_bf16_flops, training_flops, vit_layer_params
 from llavaction.training.sharding import checkpoint_blocks, compile_blocks, shard_blocks
-from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from llavaction.utils.constants import IGNORE_INDEX
 
 TEXT_TOKENS, ANSWER_TOKENS = 160, 8  # an MQA prompt with five options, and its answer
+CLIP_SECONDS = 3.0
+
+
+def shape(name: str, attention: str = "sdpa"):
+    """A preset by name: LLaVA-Video's ('tiny', '0.5b', '7b') or a Qwen backbone's ('qwen2_5_vl:7b', ...)."""
+    if ":" in name:
+        backbone, size = name.split(":")
+        return qwen_preset(backbone, size, attn_implementation=attention)
+    return preset(name, attn_implementation=attention)
+
+
+def visual_ids(config, frames: int) -> list[int]:
+    """The ids a clip takes in a prompt (LLaVA-Video: its one placeholder), at the recipe's 384 px frames."""
+    size = config.frame_size if isinstance(config, QwenVLConfig) else config.image_size
+    return config.chat_format().visual_ids(frames, size, CLIP_SECONDS, lambda text: [0] * 6)[0]
+
+
+def sequence_length(config, frames: int) -> int:
+    return len(visual_ids(config, frames)) + config.extra_tokens(frames) + TEXT_TOKENS
 
 
 def step_flops(config, frames: int, batch: int) -> float:
     """Model FLOPs of a step over `batch` equal samples (llavaction.training.flops explains the count)."""
-    return training_flops(config, frames, [config.visual_tokens(frames) + TEXT_TOKENS] * batch, ANSWER_TOKENS * batch)
+    return training_flops(config, frames, [sequence_length(config, frames)] * batch, ANSWER_TOKENS * batch)
 
 
 def memory_plan(gpus: int, frames: int, batch: int, checkpointing: bool, bytes_per_param: int = 8) -> dict[str, float]:
@@ -89,17 +110,20 @@ def print_memory_plan() -> None:
 
 
 def make_batch(config, frames: int, batch: int, device) -> dict:
-    length = TEXT_TOKENS + ANSWER_TOKENS
+    visual = visual_ids(config, frames)
+    length = TEXT_TOKENS + ANSWER_TOKENS + len(visual)
     ids = torch.randint(0, min(config.text["vocab_size"], 1000), (batch, length), device=device)
-    ids[:, 8] = IMAGE_TOKEN_INDEX
+    ids[:, 8 : 8 + len(visual)] = torch.tensor(visual, device=device)
     labels = torch.full_like(ids, IGNORE_INDEX)
     labels[:, -ANSWER_TOKENS:] = ids[:, -ANSWER_TOKENS:]
     size = config.image_size
+    clips = torch.randint(0, 256, (batch, frames, size, size, 3), dtype=torch.uint8, device=device)
     return {
         "input_ids": ids,
         "labels": labels,
         "attention_mask": torch.ones_like(ids),
-        "pixel_values": torch.randn(batch, frames, 3, size, size, device=device),
+        "clips": clips,
+        "seconds": torch.full((batch,), CLIP_SECONDS),
     }
 
 
@@ -115,15 +139,14 @@ def time_config(
     steps: int,
     llm_layers: int | None,
 ) -> dict:
-    overrides = {"attn_implementation": attention}
-    config = preset(name, **overrides)
+    config = shape(name, attention)
     if llm_layers is not None:
-        config.text = config.text | {"num_hidden_layers": llm_layers}
+        config.text["num_hidden_layers"] = llm_layers
     # The recipe's precision: fp32 master weights and AdamW states, bf16 compute (FSDP2's bf16 parameter gathering
     # when sharded, autocast otherwise).
     cuda = device.type == "cuda"
     with torch.device(device):
-        model = LlavaVideoModel(config)
+        model = QwenVLModel(config) if isinstance(config, QwenVLConfig) else LlavaVideoModel(config)
     if checkpointing:
         checkpoint_blocks(model)
     if compiled:
@@ -139,7 +162,7 @@ def time_config(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and not fsdp):
             out = model(
                 data["input_ids"],
-                data["pixel_values"],
+                model.preprocess(data["clips"], data["seconds"]),
                 data["attention_mask"],
                 data["labels"],
             )
@@ -157,7 +180,7 @@ def time_config(
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / steps
-    tokens = batch * (config.visual_tokens(frames) + TEXT_TOKENS + ANSWER_TOKENS)
+    tokens = batch * (sequence_length(config, frames) + ANSWER_TOKENS)
     peak = peak_bf16_flops(torch.cuda.get_device_name()) if device.type == "cuda" else None
     flops = step_flops(config, frames, batch)
     return {
@@ -177,12 +200,18 @@ def time_config(
     }
 
 
-def default_7b_layers(card_bytes: int, bytes_per_param: int = 16) -> int:
-    """LLM layers of the 7B shape whose fp32 weights, gradients and AdamW moments (16 bytes a parameter, the
-    recipe's precision) fill at most half of one card, leaving the rest to 64-frame activations."""
-    config = preset("7b")
+def default_7b_layers(card_bytes: int, name: str = "7b", bytes_per_param: int = 16) -> int:
+    """LLM layers of a 7B shape whose fp32 weights, gradients and AdamW moments (16 bytes a parameter, the recipe's
+    precision) fill at most half of one card, leaving the rest to 64-frame activations."""
+    config = shape(name)
     text = config.text
-    fixed = 2 * text["vocab_size"] * text["hidden_size"] + config.vision_layers_kept * vit_layer_params(config.vision)
+    if isinstance(config, QwenVLConfig):
+        vision = config.vision
+        d = vision["hidden_size"]
+        tower = vision["depth"] * (4 * d * d + 3 * d * vision["intermediate_size"])
+    else:
+        tower = config.vision_layers_kept * vit_layer_params(config.vision)
+    fixed = 2 * text["vocab_size"] * text["hidden_size"] + tower
     fitting = (card_bytes / 2 / bytes_per_param - fixed) // llm_layer_params(text)
     return int(max(1, min(text["num_hidden_layers"], fitting)))
 
@@ -191,11 +220,16 @@ def config_grid(cuda: bool, layers_7b: int | None) -> list[tuple]:
     """(preset, LLM layers, frames, attention, checkpointing, compile, fsdp), most telling first, so that a time
     budget keeps the rows that matter: the 7B recipe's shape at 64 frames, then its switches one at a time."""
     if not cuda:
-        return [("tiny", None, 8, "sdpa", ac, False, fsdp) for ac in (False, True) for fsdp in (False, True)]
+        return [
+            (name, None, 8, "sdpa", ac, False, fsdp)
+            for name in ("tiny", "qwen2_5_vl:tiny")
+            for ac in (False, True)
+            for fsdp in (False, True)
+        ]
     attentions = (("flash_attention_2",) if is_flash_attn_2_available() else ()) + ("sdpa", "flex_attention")
     grid = [
         (name, layers, frames, attention, ac, compiled, fsdp)
-        for name, layers in (("7b", layers_7b), ("0.5b", None))
+        for name, layers in (("7b", layers_7b), ("qwen2_5_vl:7b", layers_7b), ("0.5b", None))
         for frames in (64, 16)
         for attention in attentions
         for ac in (True, False)
@@ -203,8 +237,9 @@ def config_grid(cuda: bool, layers_7b: int | None) -> list[tuple]:
         for fsdp in (True, False)
     ]
     # the recipe's configuration and single-switch changes of it before combinations of changes
-    recipe = ("7b", layers_7b, 64, attentions[0], True, False, True)
-    return sorted(grid, key=lambda row: (row[0] != "7b", row[2] != 64, sum(a != b for a, b in zip(row, recipe))))
+    recipe = ("7b", layers_7b, 64, attentions[0], True, False, True)  # the 7B recipe's switches
+    order = {"7b": 0, "qwen2_5_vl:7b": 1, "0.5b": 2}
+    return sorted(grid, key=lambda row: (row[2] != 64, order[row[0]], sum(a != b for a, b in zip(row[3:], recipe[3:]))))
 
 
 def main() -> None:
@@ -241,7 +276,7 @@ def main() -> None:
     else:
         print("device: CPU (smoke mode: tiny shapes; MFU needs a GPU)")
     print(
-        f"{'preset':>6} {'layers':>6} {'frames':>6} {'attn':>18} {'AC':>4} {'comp':>4} {'fsdp':>4} "
+        f"{'preset':>13} {'layers':>6} {'frames':>6} {'attn':>18} {'AC':>4} {'comp':>4} {'fsdp':>4} "
         f"{'step s':>8} {'samples/s':>9} {'tokens/s':>9} {'peak GiB':>8} {'MFU':>6}",
         flush=True,
     )
@@ -264,7 +299,7 @@ def main() -> None:
         mfu = "-" if math.isnan(row["mfu"]) else f"{100 * row['mfu']:.1f}%"
         switches = " ".join(f"{'on' if flag else 'off':>4}" for flag in (checkpointing, compiled, fsdp))
         print(
-            f"{row['preset']:>6} {row['llm_layers']:>6} {frames:>6} {attention:>18} {switches} {row['step_s']:8.3f} "
+            f"{row['preset']:>13} {row['llm_layers']:>6} {frames:>6} {attention:>18} {switches} {row['step_s']:8.3f} "
             f"{row['samples_s']:9.2f} {row['tokens_s']:9.0f} {row['peak_gib']:8.1f} {mfu:>6}",
             flush=True,
         )

@@ -63,14 +63,14 @@ def write_chunk(path: Path, clip: np.ndarray, offset: int, seconds: float = 15.0
         container.mux(stream.encode())
 
 
-def loader_rate(shards: Path, tokenizer: Path, tokens_per_frame: int, samples: int, workers: int) -> tuple[float, list]:
+def loader_rate(shards: Path, tokenizer: Path, chat_format: dict, samples: int, workers: int) -> tuple[float, list]:
     """Samples/s of the training DataLoader (after its first batch), and its first few frame batches (holding them
     all would time the allocator, not the loader)."""
     loader = LoaderOptions(batch_size=BATCH, num_workers=workers, samples_per_epoch=samples + BATCH, shuffle_buffer=1)
     dm = EpicDataModule(
         train=[TaskSource(str(shards), "mqa")],
         tokenizer=str(tokenizer),
-        tokens_per_frame=tokens_per_frame,
+        chat_format=chat_format,
         num_frames=FRAMES,
         max_length=8192,
         loader=loader,
@@ -106,7 +106,7 @@ def main() -> None:
         n = len(samples)
 
         model = LlavaVideoModel(preset("tiny", vision=preset("tiny").vision | {"image_size": SIZE, "patch_size": 32}))
-        tokens_per_frame = model.config.tokens_per_frame
+        chat_format = model.config.chat_format().as_dict()
         buffer = np.empty((FRAMES, SIZE, SIZE, 3), dtype=np.uint8)
         rates: dict[str, list[float]] = {"decode": [], "pipeline": [], "worker": []}
         for _ in range(args.rounds):
@@ -116,11 +116,11 @@ def main() -> None:
                     simplejpeg.decode_jpeg(samples[i % n][frame_name(frame)], colorspace="RGB", buffer=buffer[frame])
             rates["decode"].append(args.samples / (time.perf_counter() - start))
             rate, batches = loader_rate(
-                tmp / "shards", tmp / "demo" / "tokenizer", tokens_per_frame, args.samples, workers=0
+                tmp / "shards", tmp / "demo" / "tokenizer", chat_format, args.samples, workers=0
             )
             rates["pipeline"].append(rate)
             rates["worker"].append(
-                loader_rate(tmp / "shards", tmp / "demo" / "tokenizer", tokens_per_frame, args.samples, workers=1)[0]
+                loader_rate(tmp / "shards", tmp / "demo" / "tokenizer", chat_format, args.samples, workers=1)[0]
             )
         print("rounds:", json.dumps({k: [round(v, 1) for v in values] for k, values in rates.items()}))
         decode_rate, pipeline_rate, worker_rate = (float(np.median(rates[k])) for k in ("decode", "pipeline", "worker"))

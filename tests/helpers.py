@@ -75,6 +75,7 @@ def datamodule(demo_dir, demo_shards, train=None, **overrides):
     """A DataModule over the demo shards; loader fields may be given flat (batch_size=...)."""
     from llavaction.data.datamodule import EpicDataModule
     from llavaction.data.options import LoaderOptions, TaskSource
+    from llavaction.prompts.formats import ChatFormat
 
     train = train or [
         TaskSource(str(demo_shards["train_mqa"]), "mqa", 1.0),
@@ -87,7 +88,7 @@ def datamodule(demo_dir, demo_shards, train=None, **overrides):
         train=train,
         val=[str(demo_shards["validation_mqa"])],
         tokenizer=str(demo_dir / "tokenizer"),
-        tokens_per_frame=20,
+        chat_format=ChatFormat(tokens_per_frame=20).as_dict(),
         num_frames=4,
         max_length=512,
         loader=LoaderOptions(**loader),
@@ -169,6 +170,7 @@ def make_batch(rows: int, frames: int = 4, size: int = 32, length: int = 4, **fi
         truncated=no,
         answer_index=minus_one,
         num_options=torch.zeros(rows, dtype=torch.long),
+        clip_seconds=torch.zeros(rows),
         verb_class=minus_one,
         noun_class=minus_one,
         action_index=minus_one,
@@ -358,6 +360,18 @@ def run_mqa(ckpt, demo_questions, demo_shards, out, *extra):
     return json.loads((out / "results.json").read_text()), [
         json.loads(line) for line in open(out / "predictions.jsonl")
     ]
+
+
+def hub_cache(root: Path, checkpoint: Path, repo: str, revision: str) -> Path:
+    """A model-hub cache laid out as huggingface_hub writes it: models--org--name/{refs/main, snapshots/<rev>/}."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    for path in checkpoint.iterdir():
+        (snapshot / path.name).write_bytes(path.read_bytes())
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(revision)
+    return root
 
 
 # ---- processes and command lines -----------------------------------------------------------------------------------

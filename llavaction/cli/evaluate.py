@@ -138,6 +138,7 @@ def run_lmms_export(options: LmmsExport) -> int:
 
     exported, settings = export_lmms_task(options)
     print(f"{exported} questions -> lmms-eval task folder {options.out} ({settings})")
+    print(f"run it with: {settings.command(options.out)}")
     return 0
 
 

@@ -18,6 +18,7 @@ from llavaction.data.sources import SourceItems, apply_strategy, epoch_quotas, s
 from llavaction.data.stages import Collate, DecodeFrames, Descriptions, EncodePrompt, SkipCounter
 from llavaction.data.streams import EvalStream, SourceStream, TrainStream
 from llavaction.prompts.encoding import PromptEncoder
+from llavaction.prompts.formats import ChatFormat
 from llavaction.prompts.wording import PromptOptions
 from llavaction.utils.checks import as_options, check_count
 from llavaction.utils.jsonl import read_jsonl
@@ -35,8 +36,7 @@ class EpicDataModule(L.LightningDataModule):
         val: list[str] | None = None,
         test: list[str] | None = None,
         tokenizer: str | None = None,
-        tokens_per_frame: int = 0,
-        extra_visual_tokens: int = 0,
+        chat_format: dict | None = None,
         num_frames: int = 16,
         max_length: int = 32_768,
         overflow: Literal["error", "truncate"] = "error",
@@ -51,8 +51,9 @@ class EpicDataModule(L.LightningDataModule):
             val: MQA shard sets for validation.
             test: MQA shard sets for testing (defaults to val).
             tokenizer: tokenizer directory (linked from the model by train.py).
-            tokens_per_frame: visual tokens per frame (linked from the model by train.py), for max_length.
-            extra_visual_tokens: visual tokens beyond the frames', e.g. action tokens (linked from the model).
+            chat_format: how the model reads a sample, its chat template and the visual tokens a clip takes (the
+                fields of llavaction.prompts.formats.ChatFormat, linked from the model by train.py; default
+                LLaVA-Video's with no visual token).
             num_frames: frames per clip; subsampled evenly when the shards hold more.
             max_length: longest sequence in tokens, visual tokens included.
             overflow: a longer sample is an 'error', or has its answer cut ('truncate').
@@ -68,6 +69,7 @@ class EpicDataModule(L.LightningDataModule):
         self.train_sources = [as_options(TaskSource, s) for s in (train or [])]
         self.val_sets, self.test_sets = list(val or []), list(test or val or [])
         self.tokenizer_path = tokenizer
+        self.chat_format = ChatFormat.from_dict(chat_format)
         self.prompt = as_options(PromptOptions, prompt)
         self.prior_actions = as_options(PriorActionOptions, prior_actions)
         self.loader = as_options(LoaderOptions, loader)
@@ -169,12 +171,10 @@ class EpicDataModule(L.LightningDataModule):
         if not with_answer and priors.evaluation == "pseudo":
             pseudo = chosen_option_texts(read_jsonl(priors.pseudo_predictions))
         probability = priors.train_probability if with_answer else float(priors.evaluation != "none")
-        visual = h.num_frames * h.tokens_per_frame + h.extra_visual_tokens
         return EncodePrompt(
-            PromptEncoder(self.tokenizer, h.max_length, h.overflow),
+            PromptEncoder(self.tokenizer, h.max_length, h.overflow, self.chat_format),
             task,
             h.num_frames,
-            visual,
             self.prompt,
             with_answer=with_answer,
             prior_probability=probability,

@@ -18,7 +18,7 @@ import torch
 from llavaction.data.batch import Batch
 from llavaction.data.buffers import FrameBuffers, fresh_frames
 from llavaction.data.shards import frame_name
-from llavaction.prompts.encoding import PromptEncoder, pad_right
+from llavaction.prompts.encoding import PromptEncoder, VisualSpan, pad_right
 from llavaction.prompts.wording import (
     PromptOptions,
     can_show_priors,
@@ -100,6 +100,12 @@ class DecodeFrames:
         return {"__key__": key, "meta": meta, "frames": JpegFrames(jpegs, len(jpegs), size)}
 
 
+def clip_seconds(meta: dict) -> float:
+    """How long a sample's clip lasts (0 for a record without its bounds, such as a padding row)."""
+    start, stop = meta.get("clip_start_sec"), meta.get("clip_stop_sec")
+    return float(stop) - float(start) if start is not None and stop is not None else 0.0
+
+
 def decide(seed: int, epoch: int, key: str, purpose: str, probability: float) -> bool:
     """A per-sample coin decided by (seed, epoch, sample): the same on any world size or worker count."""
     return probability > 0 and random.Random(f"{seed}:{epoch}:{key}:{purpose}").random() < probability
@@ -169,7 +175,6 @@ class EncodePrompt:
         encoder: PromptEncoder,
         task: str,
         num_frames: int,
-        visual_tokens: int,
         options: PromptOptions,
         *,
         with_answer: bool = True,
@@ -178,7 +183,7 @@ class EncodePrompt:
         epoch: int = 0,
         pseudo_priors: dict[str, str] | None = None,
     ):
-        self.encoder, self.task, self.num_frames, self.visual_tokens = encoder, task, num_frames, visual_tokens
+        self.encoder, self.task, self.num_frames = encoder, task, num_frames
         self.options, self.with_answer = options, with_answer
         self.prior_probability, self.seed, self.epoch = prior_probability, seed, epoch
         self.pseudo_priors = pseudo_priors
@@ -197,7 +202,7 @@ class EncodePrompt:
                 turns = [(user_text(meta, self.task, self.num_frames, self.options, use_priors), None)]
         except (KeyError, ValueError) as err:
             raise BadSample(f"sample {sample['__key__']}: cannot build a {self.task} prompt ({err})") from None
-        encoded = self.encoder.encode_turns(turns, self.visual_tokens, name=sample["__key__"])
+        encoded = self.encoder.encode_turns(turns, self.visual_span(sample), name=sample["__key__"])
         return sample | {
             "meta": meta,
             "input_ids": encoded.input_ids,
@@ -206,6 +211,10 @@ class EncodePrompt:
             "task": self.task,
             "prior_actions_shown": use_priors,
         }
+
+    def visual_span(self, sample: dict) -> VisualSpan:
+        """What the sample's clip takes in its prompt, in the backbone's format (its frames' size and duration)."""
+        return self.encoder.visual(self.num_frames, sample["frames"].size, clip_seconds(sample["meta"]))
 
     def at_epoch(self, epoch: int) -> EncodePrompt:
         """This encoder deciding per-sample coins for another epoch."""
@@ -288,6 +297,7 @@ class Collate:
             truncated=torch.tensor([s.get("truncated", False) for s in samples]),
             answer_index=field("answer_index"),
             num_options=torch.tensor([len(s["meta"].get("options") or []) for s in samples], dtype=torch.long),
+            clip_seconds=torch.tensor([clip_seconds(s["meta"]) for s in samples], dtype=torch.float32),
             verb_class=field("verb_class"),
             noun_class=field("noun_class"),
             action_index=field("action_index"),

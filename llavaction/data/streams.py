@@ -226,16 +226,14 @@ class EvalStream(IterableDataset):
         return self.batches_per_slot * self.workers
 
     def padding_sample(self, frames: JpegFrames) -> dict:
-        meta = {"narration_id": None, "options": [], "answer_index": None}
-        encoded = self.encode.encoder.encode("", None, self.encode.visual_tokens, name="padding")
-        return {
+        sample = {
             "__key__": "padding",
-            "meta": meta,
+            "meta": {"narration_id": None, "options": [], "answer_index": None},
             "frames": JpegFrames(None, frames.count, frames.size),
             "is_padding": True,
-            "input_ids": encoded.input_ids,
-            "labels": encoded.labels,
         }
+        encoded = self.encode.encoder.encode("", None, self.encode.visual_span(sample), name="padding")
+        return sample | {"input_ids": encoded.input_ids, "labels": encoded.labels}
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()

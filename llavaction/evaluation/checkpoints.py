@@ -50,19 +50,25 @@ def extra_entries(tokenizer: dict[str, bytes], precision: str | None) -> dict:
     return {TOKENIZER_FILES: tokenizer} | ({TRAINED_PRECISION: precision} if precision else {})
 
 
-def export_original(model, tokenizer, directory: Path, trainer) -> None:
-    """The original checkpoint layout (config.json, safetensors) and the tokenizer, gathered from every rank under
-    FSDP2 and written by rank 0 as a whole: an earlier export in `directory` stays until the new one is complete."""
+def export_model(model, tokenizer, directory: Path, trainer) -> None:
+    """A trained model with its tokenizer, gathered from every rank under FSDP2 and written by rank 0 as a whole (an
+    earlier export in `directory` stays until the new one is complete): LLaVA-Video in the original layout
+    (config.json, safetensors), a Qwen backbone in transformers' own with its processor config and its action heads
+    in a file beside it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     from llavaction.model.checkpoint import save_original
+    from llavaction.model.qwen_vl import QwenVLModel
     from llavaction.utils.files import atomic_folder
 
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if trainer.is_global_zero:
         with atomic_folder(directory) as folder:
-            save_original(model, folder, state=state)
-            tokenizer.save_pretrained(folder)
+            if isinstance(model, QwenVLModel):
+                model.save_pretrained(folder, state=state, tokenizer=tokenizer)
+            else:
+                save_original(model, folder, state=state)
+                tokenizer.save_pretrained(folder)
 
 
 @dataclass(frozen=True)
@@ -117,8 +123,9 @@ def check_precision(precision: str) -> str:
 
 
 def precision_of_original(config: dict) -> str:
-    """The precision an original checkpoint's weights are stored at (config.json's torch_dtype)."""
-    return {"bfloat16": "bf16-true", "float16": "16-true"}.get(str(config.get("torch_dtype")), "32-true")
+    """The precision a checkpoint folder's weights are stored at (config.json's torch_dtype, or dtype)."""
+    dtype = config.get("torch_dtype", config.get("dtype"))
+    return {"bfloat16": "bf16-true", "float16": "16-true"}.get(str(dtype), "32-true")
 
 
 @contextlib.contextmanager
@@ -175,18 +182,25 @@ class LoadedCheckpoint:
 
     @classmethod
     def _open_original(cls, checkpoint: str, tokenizer: str | None) -> LoadedCheckpoint:
-        from llavaction.model.checkpoint import read_config
+        from llavaction.model.build import backbone_of
+        from llavaction.model.checkpoint import check_original, read_config
         from llavaction.model.config import LlavaVideoConfig
+        from llavaction.model.qwen_config import QwenVLConfig
 
         directory = resolve(checkpoint)
-        config = read_config(directory)
+        config = read_config(directory, llava=False)
+        backbone = backbone_of(config)
+        if backbone == "llava_video":
+            check_original(config, directory / "config.json")
+            architecture = LlavaVideoConfig.from_original(config, source=str(directory / "config.json"))
+        else:
+            architecture = QwenVLConfig.from_checkpoint(directory, source=checkpoint, config=config)
         settings = TrainedSettings(
             time_instruction=bool(config.get("add_time_instruction", False)),
             frame_times=False,
             precision=precision_of_original(config),
         )
-        architecture = LlavaVideoConfig.from_original(config, source=str(directory / "config.json"))
-        init = {"checkpoint": str(directory), "architecture": asdict(architecture)}
+        init = {"backbone": backbone, "checkpoint": str(directory), "architecture": asdict(architecture)}
         return cls(checkpoint, settings, init, None, tokenizer or str(directory))
 
     @classmethod
@@ -220,6 +234,12 @@ class LoadedCheckpoint:
         return cls(str(path), settings, init, state["state_dict"], tokenizer, keep)
 
     @property
+    def backbone(self) -> str:
+        """The model family the checkpoint holds."""
+        architecture = self._init_args.get("architecture") or {}
+        return self._init_args.get("backbone") or architecture.get("backbone") or "llava_video"
+
+    @property
     def precision(self) -> str:
         """The precision its weights were trained (or are stored) at; 32-true when it does not say."""
         return self.settings.precision or "32-true"
@@ -242,6 +262,7 @@ class LoadedCheckpoint:
                 as_options(ActionSupervision, args.get("action") or ActionSupervision()),
                 args.get("spatial_pool_mode"),
                 args.get("newline_position"),
+                args.get("backbone", "llava_video"),
             )
             weights = None if self._state_dict is not None else args.get("checkpoint")
             module = MQAModule(config, self.tokenizer, evaluation or EvaluationOptions(), weights=weights)

@@ -189,7 +189,7 @@ class Predictor:
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         self.settings, self.precision = settings, precision
         self.module.eval()
-        self.encoder = PromptEncoder(self.module.tokenizer)
+        self.encoder = PromptEncoder(self.module.tokenizer, chat=self.module.config.chat_format())
         self.collate = Collate(self.module.tokenizer.pad_token_id)
 
     @property
@@ -215,12 +215,7 @@ class Predictor:
                 "clip_stop_sec": clip.end_sec,
             }
             encode = EncodePrompt(
-                self.encoder,
-                clip.task,
-                self.settings.num_frames,
-                self.module.config.visual_tokens(self.settings.num_frames),
-                self.settings.prompt,
-                with_answer=False,
+                self.encoder, clip.task, self.settings.num_frames, self.settings.prompt, with_answer=False
             )
             samples.append(encode({"__key__": clip.name, "meta": meta, "frames": ArrayFrames(pictures)}))
         return self.collate(samples).to(self.device)

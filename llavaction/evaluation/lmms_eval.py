@@ -21,6 +21,7 @@ from tqdm import tqdm
 from llavaction.benchmark.answers import chosen_option_texts
 from llavaction.data.shards import frame_name, iter_samples, location_sizes, sample_meta, stored_frames
 from llavaction.evaluation.options import QuestionOptions
+from llavaction.prompts.formats import Backbone
 from llavaction.prompts.wording import can_show_priors, with_pseudo_priors
 from llavaction.utils.figures import upscale_nearest
 from llavaction.utils.files import atomic_folder, exclusive_output
@@ -41,6 +42,8 @@ class ExportSettings:
         prior_actions: show the two prior actions: 'none' (the paper's evaluation), 'oracle' or 'pseudo'.
         pseudo_predictions: predictions.jsonl whose answers stand for the prior actions ('pseudo').
         visual: 'video' (an MP4 per question, for video models) or 'frames' (JPEGs, for image-list models).
+        backbone: the model family the task is run with (it decides the lmms-eval model named in the task).
+        checkpoint: the checkpoint the task is run with, named in the task's lmms-eval command.
     """
 
     num_frames: int
@@ -49,6 +52,27 @@ class ExportSettings:
     prior_actions: Literal["none", "oracle", "pseudo"] = "none"
     pseudo_predictions: str | None = None
     visual: Literal["video", "frames"] = "video"
+    backbone: Backbone = "llava_video"
+    checkpoint: str | None = None
+
+    def command(self, task_folder: Path) -> str:
+        """The lmms-eval command that runs the task with this backbone's lmms-eval model (0.7.x)."""
+        pretrained = self.checkpoint or "CHECKPOINT"
+        arguments = {
+            "llava_vid": f"pretrained={pretrained},conv_template=qwen_1_5,max_frames_num={self.num_frames},"
+            "force_sample=True,mm_spatial_pool_mode=bilinear",
+            "qwen2_5_vl": f"pretrained={pretrained},max_num_frames={self.num_frames}",
+            "qwen3_vl": f"pretrained={pretrained},max_num_frames={self.num_frames}",
+        }
+        model = LMMS_EVAL_MODELS[self.backbone]
+        return (
+            f"lmms-eval --model {model} --model_args {arguments[model]} --tasks {TASK} --include_path {task_folder} "
+            "--batch_size 1"
+        )
+
+
+# the lmms-eval model of each backbone
+LMMS_EVAL_MODELS = {"llava_video": "llava_vid", "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,8 +85,10 @@ class LmmsExport(QuestionOptions):
         shards: their shard sets (directories or URLs).
         out: the task folder (for lmms-eval's --include_path); written whole, replacing an earlier export only when
             complete.
-        checkpoint: ask what this checkpoint was trained with (time instruction, frame times, frames).
+        checkpoint: ask what this checkpoint was trained with (time instruction, frame times, frames); its backbone
+            names the lmms-eval model in the task.
         visual: 'video' (an MP4 per question, for video models such as llava_vid) or 'frames' (its JPEG frames).
+        backbone: the model family that runs the task (default: the checkpoint's, else llava_video).
     """
 
     questions: list[Path]
@@ -70,6 +96,7 @@ class LmmsExport(QuestionOptions):
     out: Path
     checkpoint: str | None = None
     visual: Literal["video", "frames"] = "video"
+    backbone: Backbone | None = None
 
 
 def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
@@ -81,8 +108,10 @@ def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
 
     questions = read_questions(run.questions)
     check_against_shards(questions, run.shards)
-    trained = LoadedCheckpoint.open(run.checkpoint).settings if run.checkpoint else TrainedSettings()
+    loaded = LoadedCheckpoint.open(run.checkpoint) if run.checkpoint else None
+    trained = loaded.settings if loaded is not None else TrainedSettings()
     asked = question_settings(trained, run, stored_frames(run.shards))
+    backbone = run.backbone or (loaded.backbone if loaded is not None else "llava_video")
     settings = ExportSettings(
         num_frames=asked.num_frames,
         time_instruction=asked.time_instruction,
@@ -90,9 +119,11 @@ def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
         prior_actions=run.prior_actions,
         pseudo_predictions=run.pseudo_predictions,
         visual=run.visual,
+        backbone=backbone,
+        checkpoint=run.checkpoint,
     )
     with exclusive_output(run.out), atomic_folder(run.out) as folder:
-        exported = export_task(questions, run.shards, folder, settings)
+        exported = export_task(questions, run.shards, folder, settings, named=run.out)
     return exported, settings
 
 
@@ -116,9 +147,12 @@ def write_mp4(path: Path, frames: list, fps: int = 1) -> None:
         container.mux(stream.encode())
 
 
-def export_task(questions: dict[str, list[dict]], shards: list[str], out: Path, settings: ExportSettings) -> int:
+def export_task(
+    questions: dict[str, list[dict]], shards: list[str], out: Path, settings: ExportSettings, named: Path | None = None
+) -> int:
     """Write the task folder of the question files' records ({file: records}, checked against the shards by
-    evaluation.questions). Returns the question count."""
+    evaluation.questions) into `out` (named: the folder's final name, for its lmms-eval command). Returns the
+    question count."""
     from llavaction.data.stages import frame_indices
 
     wanted = {q["narration_id"] for records in questions.values() for q in records}
@@ -155,7 +189,8 @@ def export_task(questions: dict[str, list[dict]], shards: list[str], out: Path, 
     head, _, tail = task_yaml.partition("lmms_eval_specific_kwargs:")
     tail = tail[tail.index("metadata:") :]
     block = yaml.safe_dump({"lmms_eval_specific_kwargs": {"default": specific}}, sort_keys=False)
-    (out / f"{TASK}.yaml").write_text(head + block + tail)
+    run_with = f"# run with: {settings.command(named or out)}\n"
+    (out / f"{TASK}.yaml").write_text(run_with + head + block + tail)
     return len(records)
 
 

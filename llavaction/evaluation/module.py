@@ -13,16 +13,13 @@ from llavaction.data.batch import Batch
 from llavaction.ek100.metrics import EpicActionMetrics
 from llavaction.evaluation.options import EvaluationOptions
 from llavaction.evaluation.scoring import MQAAnswerer, head_class_scores
-from llavaction.model import LlavaVideoModel
-from llavaction.model.build import build_model
-from llavaction.model.config import LlavaVideoConfig
+from llavaction.model.build import ModelConfig, build_model, meet_tokenizer
 from llavaction.prompts.tokenizer import load_tokenizer
 
 # What the model tells the DataModule (train.py links them; evaluation builds its DataModule through the same pairs).
 DATA_LINKS = (
     ("tokenizer_path", "tokenizer"),
-    ("tokens_per_frame", "tokens_per_frame"),
-    ("extra_visual_tokens", "extra_visual_tokens"),
+    ("chat_format", "chat_format"),
 )
 
 
@@ -32,22 +29,25 @@ class MQAModule(L.LightningModule):
 
     def __init__(
         self,
-        config: LlavaVideoConfig,
+        config: ModelConfig,
         tokenizer: str | None,
         evaluation: EvaluationOptions = EvaluationOptions(),
         weights: str | None = None,
+        from_preset: bool = False,
     ):
-        """config: the architecture; tokenizer: its folder (or hub id); weights: an original checkpoint directory
-        the weights come from (None: loaded later from a state dict, or freshly initialised)."""
+        """config: the architecture; tokenizer: its folder (or hub id); weights: a checkpoint directory the weights
+        come from (None: loaded later from a state dict, or freshly initialised); from_preset: the architecture is a
+        preset's (a Qwen preset then takes the tokenizer's vision-token ids)."""
         super().__init__()
-        self.config, self.weights = config, weights
+        self.weights = weights
         self.tokenizer_path = tokenizer
         if tokenizer is None:
             raise ValueError("set model.tokenizer (or model.checkpoint, whose tokenizer is used)")
         self.tokenizer = load_tokenizer(tokenizer)
+        self.config = meet_tokenizer(config, self.tokenizer, from_preset)
         if len(self.tokenizer) > config.text["vocab_size"]:
             raise ValueError(f"tokenizer has {len(self.tokenizer)} tokens, the LLM only {config.text['vocab_size']}")
-        self.model: LlavaVideoModel | None = None
+        self.model: torch.nn.Module | None = None
         self.answerer: MQAAnswerer | None = None
         self.val_ek100 = EpicActionMetrics()
         self.set_evaluation(evaluation)
@@ -61,16 +61,11 @@ class MQAModule(L.LightningModule):
             self.answerer = MQAAnswerer(self.model, self.tokenizer, evaluation.max_new_tokens)
 
     @property
-    def tokens_per_frame(self) -> int:
-        """Visual tokens per frame (the DataModule is linked to this)."""
-        return self.config.tokens_per_frame
+    def chat_format(self) -> dict:
+        """How the model reads a sample, as plain values (the DataModule is linked to this; checkpoints record it)."""
+        return self.config.chat_format().as_dict()
 
-    @property
-    def extra_visual_tokens(self) -> int:
-        """Visual tokens beyond the frames': the learned action tokens (the DataModule is linked to this)."""
-        return self.config.action_tokens
-
-    def build_model(self) -> LlavaVideoModel:
+    def build_model(self) -> torch.nn.Module:
         return build_model(self.config, self.weights)
 
     def configure_model(self) -> None:

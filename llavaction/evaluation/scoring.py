@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from llavaction.model import LlavaVideoModel
-from llavaction.prompts.encoding import PromptEncoder, pad_right
+from llavaction.data.batch import Batch
+from llavaction.evaluation.options import MAX_NEW_TOKENS
+from llavaction.prompts.encoding import PromptEncoder, VisualSpan, pad_right
 from llavaction.prompts.wording import MAX_OPTIONS, PromptOptions, user_text
 from llavaction.utils.constants import IGNORE_INDEX
 
@@ -30,24 +31,24 @@ def letter_scores(logits: torch.Tensor, letter_ids: list[int], num_options: torc
 
 
 def option_text_loglik(
-    model: LlavaVideoModel,
+    model: torch.nn.Module,
     encoder: PromptEncoder,
-    visual_tokens: torch.Tensor,
-    num_frames: int,
+    visual_tokens,
+    spans: list[VisualSpan],
     options: list[list[str]],
     width: int = MAX_OPTIONS,
 ) -> torch.Tensor:
     """[B, width] summed log-likelihood of each option's text (and its end token) as the answer to the
-    direct-narration question about clip b (visual_tokens: encode_video of the B clips of num_frames frames); -inf
-    where a question has no option. A row without options (padding) still runs one ignored prompt, so every rank
-    runs the same collectives under FSDP."""
-    device = visual_tokens.device
-    question = user_text({}, "narration", num_frames, PromptOptions())
+    direct-narration question about clip b (visual_tokens: encode_video of the B clips; spans: what each clip takes
+    in a prompt); -inf where a question has no option. A row without options (padding) still runs one ignored prompt,
+    so every rank runs the same collectives under FSDP."""
+    device = encoder_device(model)
+    question = user_text({}, "narration", 0, PromptOptions())  # no time instruction: no frame count in it
     owners, rows = [], []
     for b, texts in enumerate(options):
         for k, text in enumerate(texts or [""]):
             owners.append((b, k if texts else None))
-            rows.append(encoder.encode(question, text, visual_tokens.shape[1]))
+            rows.append(encoder.encode(question, text, spans[b]))
     tokens = {
         k: v.to(device)
         for k, v in pad_right([(r.input_ids, r.labels) for r in rows], encoder.tokenizer.pad_token_id).items()
@@ -68,20 +69,24 @@ def option_text_loglik(
     return scores
 
 
+def encoder_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 class MQAAnswerer:
     """Answers a collated batch of MQA prompts by the asked modes, encoding each clip once: generation gives the
     letter logits from its first step (and the heads from its prompt pass); otherwise one forward pass serves letters
     and heads; likelihood runs the option texts against the same visual tokens."""
 
-    def __init__(self, model: LlavaVideoModel, tokenizer, max_new_tokens: int = 4096):
+    def __init__(self, model: torch.nn.Module, tokenizer, max_new_tokens: int = MAX_NEW_TOKENS):
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
-        self.encoder = PromptEncoder(tokenizer)
+        self.encoder = PromptEncoder(tokenizer, chat=model.config.chat_format())
         self.letter_ids = self.encoder.letter_token_ids(MAX_OPTIONS)
 
     @torch.no_grad()
-    def __call__(self, batch: dict, modes: tuple[str, ...], head_layers: str | None = None) -> BatchAnswers:
+    def __call__(self, batch: Batch, modes: tuple[str, ...], head_layers: str | None = None) -> BatchAnswers:
         model = self.model
-        visual = model.encode_video(model.preprocess(batch.frames))
+        visual = model.encode_video(model.preprocess(batch.frames, batch.clip_seconds))
         scores, generations, first_logits, heads = {}, None, None, None
         if "generate" in modes:
             eos = self.tokenizer.convert_tokens_to_ids(self.tokenizer.eos_token)
@@ -106,8 +111,10 @@ class MQAAnswerer:
         if "letter" in modes:
             scores["letter"] = letter_scores(first_logits, self.letter_ids, batch.num_options)
         if "likelihood" in modes:
+            steps, size = batch.frames.shape[1], batch.frames.shape[2]
+            spans = [self.encoder.visual(steps, size, float(seconds)) for seconds in batch.clip_seconds]
             scores["likelihood"] = option_text_loglik(
-                model, self.encoder, visual, batch.frames.shape[1], [m["options"] for m in batch.meta]
+                model, self.encoder, visual, spans, [m["options"] for m in batch.meta]
             )
         return BatchAnswers(scores=scores, generations=generations, action_logits=heads)
 

@@ -94,16 +94,23 @@ def checkpoint_files(directory: Path) -> list[Path]:
     return files
 
 
-def read_config(directory: Path) -> dict:
+def read_config(directory: Path, llava: bool = True) -> dict:
+    """A checkpoint folder's config.json (llava: it must be an original LLaVA-Video / LLaVAction one)."""
     from llavaction.utils.hub import resolve
 
     path = resolve(directory) / "config.json"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: not an LLaVA-Video checkpoint directory")
+        raise FileNotFoundError(f"{path} not found: not a checkpoint directory")
     config = json.loads(path.read_text())
+    if llava:
+        check_original(config, path)
+    return config
+
+
+def check_original(config: dict, path: Path) -> None:
+    """An original LLaVA-Video / LLaVAction config.json, or an error naming what it is."""
     if "LlavaQwenForCausalLM" not in config.get("architectures", []):
         raise ValueError(f"{path}: architectures {config.get('architectures')} is not LlavaQwenForCausalLM")
-    return config
 
 
 ACTION_SUPERVISION_NAMES = ("model.action_supervision", "verb_head.", "noun_head.", "action_head.")

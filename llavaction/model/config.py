@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import PurePath
 
+from llavaction.prompts.formats import ChatFormat
+
 POOL_MODES = ("bilinear", "average", "max")
 NEWLINE_POSITIONS = ("grid", "frame", "none")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "flex_attention", "eager")
@@ -138,6 +140,14 @@ class LlavaVideoConfig:
     def visual_tokens(self, num_frames: int) -> int:
         """Tokens that replace the placeholder: every frame's, then the learned action tokens."""
         return num_frames * self.tokens_per_frame + self.action_tokens
+
+    def extra_tokens(self, num_frames: int) -> int:
+        """Sequence positions the model adds beyond its input ids: the visual tokens less their one placeholder."""
+        return self.visual_tokens(num_frames) - 1
+
+    def chat_format(self) -> ChatFormat:
+        """How this model reads a sample: the qwen_1_5 template, one `<image>` placeholder for the visual tokens."""
+        return ChatFormat(tokens_per_frame=self.tokens_per_frame, action_tokens=self.action_tokens)
 
     @classmethod
     def from_dict(cls, fields: dict) -> LlavaVideoConfig:

@@ -16,6 +16,7 @@ from llavaction.model.config import LlavaVideoConfig
 from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 HEAD_LAYERS = ("last", "first", "all")
+ACTION_PARAMETERS = ("action_supervision", "verb_head", "noun_head", "action_head")
 
 
 @dataclass
@@ -108,9 +109,19 @@ class LlavaVideoModel(nn.Module):
 
         save_original(self, Path(directory), max_shard_bytes=max_shard_bytes)
 
-    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+    def parts(self) -> dict[str, list[nn.Module | nn.Parameter]]:
+        """The model's parts by the names every backbone shares: the vision tower, the projector (with the newline
+        vector), the LLM and the action heads."""
+        return {
+            "vision_tower": [self.vision_tower],
+            "projector": [self.projector, self.image_newline],
+            "llm": [self.llm],
+            "action_heads": [getattr(self, n) for n in ACTION_PARAMETERS if hasattr(self, n)],
+        }
+
+    def preprocess(self, frames: torch.Tensor, clip_seconds: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 [B, T, H, W, 3] frames -> pixel_values [B, T, 3, S, S]: resized to the tower's size if needed
-        (bilinear, antialiased) and normalised with the tower's mean and std."""
+        (bilinear, antialiased) and normalised with the tower's mean and std (clip_seconds: unused here)."""
         batch, steps = frames.shape[:2]
         x = frames.permute(0, 1, 4, 2, 3).flatten(0, 1).float().div_(255)
         size = self.config.image_size

@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch
 
+from llavaction.prompts.formats import ChatFormat
 from llavaction.prompts.wording import (
     CAPTION_QUESTION,
     FRAME_TIMES,
@@ -30,7 +31,7 @@ from llavaction.prompts.wording import (
     user_text,
     with_pseudo_priors,
 )
-from llavaction.utils.constants import EOS_TOKEN, IGNORE_INDEX, IMAGE_PLACEHOLDER, IMAGE_TOKEN_INDEX, SYSTEM_MESSAGE
+from llavaction.utils.constants import EOS_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX, SYSTEM_MESSAGE
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
@@ -41,9 +42,15 @@ USER_START = "<|im_start|>user\n"
 ASSISTANT_START = "<|im_start|>assistant\n"
 
 
-def chat_prompt(user: str) -> str:
-    """The whole text the tokenizer receives up to the answer, `<image>` standing for the visual tokens."""
-    return f"{SYSTEM_TURN}{USER_START}{IMAGE_PLACEHOLDER}\n{user}{EOS_TOKEN}\n{ASSISTANT_START}"
+LLAVA_VIDEO = ChatFormat()  # LLaVA-Video's qwen_1_5 template, the reference's
+
+
+def chat_prompt(user: str, chat: ChatFormat = LLAVA_VIDEO) -> str:
+    """The whole text the tokenizer receives up to the answer, in the backbone's chat template: the system turn (if
+    its template has one), then the user turn, the clip's marker (`<image>\\n`, or Qwen's vision block) before the
+    user's words."""
+    system = f"<|im_start|>system\n{chat.system}{EOS_TOKEN}\n" if chat.system is not None else ""
+    return f"{system}{USER_START}{chat.video_marker}{user}{EOS_TOKEN}\n{ASSISTANT_START}"
 
 
 def next_turn(user: str) -> str:
@@ -78,22 +85,42 @@ class PromptTooLong(ValueError):
 
 @dataclass(frozen=True)
 class EncodedPrompt:
-    input_ids: list[int]  # holds IMAGE_TOKEN_INDEX once
+    input_ids: list[int]  # the clip's ids in place of its marker (LLaVA-Video: IMAGE_TOKEN_INDEX once)
     labels: list[int]  # IGNORE_INDEX except on the answer
     truncated: bool = False
 
 
-class PromptEncoder:
-    """Tokenises chat prompts; the text before `<image>` is tokenised once. `max_length` counts the visual tokens
-    too: a longer sample raises PromptTooLong, or with overflow='truncate' loses the end of its answer (never the
-    visual tokens or the question)."""
+@dataclass(frozen=True)
+class VisualSpan:
+    """What a clip takes in a prompt: the ids its marker becomes and the sequence length they make (LLaVA-Video: one
+    placeholder that the model turns into `length` visual tokens)."""
 
-    def __init__(self, tokenizer, max_length: int = 32768, overflow: Literal["error", "truncate"] = "error"):
+    ids: list[int]
+    length: int
+
+
+class PromptEncoder:
+    """Tokenises chat prompts in a backbone's chat format; the text before the clip is tokenised once. `max_length`
+    counts the visual tokens too: a longer sample raises PromptTooLong, or with overflow='truncate' loses the end of
+    its answer (never the visual tokens or the question)."""
+
+    def __init__(
+        self,
+        tokenizer,
+        max_length: int = 32768,
+        overflow: Literal["error", "truncate"] = "error",
+        chat: ChatFormat = LLAVA_VIDEO,
+    ):
         if overflow not in ("error", "truncate"):
             raise ValueError(f"overflow must be 'error' or 'truncate', not {overflow!r}")
-        self.tokenizer, self.max_length, self.overflow = tokenizer, max_length, overflow
-        self.prefix_ids = self._ids(chat_prompt("").split(IMAGE_PLACEHOLDER)[0])
+        self.tokenizer, self.max_length, self.overflow, self.chat = tokenizer, max_length, overflow, chat
+        self.prefix_ids = self._ids(chat_prompt("", chat).split(chat.placeholder)[0])
         self.eos_ids = self._ids(EOS_TOKEN)
+
+    def visual(self, num_frames: int, frame_size: int, clip_seconds: float) -> VisualSpan:
+        """The span of a clip of num_frames frames of frame_size pixels lasting clip_seconds, in this format."""
+        ids, length = self.chat.visual_ids(num_frames, frame_size, clip_seconds, self._ids)
+        return VisualSpan(ids, length)
 
     def _ids(self, text: str) -> list[int]:
         # the Rust tokenizer straight: the same ids without transformers' per-call overhead (a loader's hot path)
@@ -102,21 +129,26 @@ class PromptEncoder:
             return backend.encode(text, add_special_tokens=False).ids
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def encode(self, question: str, answer: str | None, num_visual_tokens: int, name: str = "sample") -> EncodedPrompt:
-        """question: the user text after `<image>\\n`; answer=None gives the prompt up to the assistant turn (for
-        scoring and generation)."""
-        return self.encode_turns([(question, answer)], num_visual_tokens, name)
+    def encode(
+        self, question: str, answer: str | None, visual: VisualSpan | int, name: str = "sample"
+    ) -> EncodedPrompt:
+        """question: the user text after the clip; answer=None gives the prompt up to the assistant turn (for
+        scoring and generation). visual: the clip's span, or for LLaVA-Video its visual token count."""
+        return self.encode_turns([(question, answer)], visual, name)
 
     def encode_turns(
-        self, turns: list[tuple[str, str | None]], num_visual_tokens: int, name: str = "sample"
+        self, turns: list[tuple[str, str | None]], visual: VisualSpan | int, name: str = "sample"
     ) -> EncodedPrompt:
         """A whole conversation: labels on every answer and its <|im_end|>. Too long for max_length: an error, or
         with overflow='truncate' whole trailing exchanges are dropped and, if the first alone is too long, the end of
         its answer is cut; the visual tokens and the first question are never cut."""
-        after_image = chat_prompt(turns[0][0]).split(IMAGE_PLACEHOLDER, 1)[1]
-        input_ids = self.prefix_ids + [IMAGE_TOKEN_INDEX] + self._ids(after_image)
+        if isinstance(visual, int):  # LLaVA-Video's one placeholder for `visual` tokens
+            visual = VisualSpan([IMAGE_TOKEN_INDEX], visual)
+        num_visual_tokens = visual.length
+        after_image = chat_prompt(turns[0][0], self.chat).split(self.chat.placeholder, 1)[1]
+        input_ids = self.prefix_ids + list(visual.ids) + self._ids(after_image)
         labels = [IGNORE_INDEX] * len(input_ids)
-        budget = self.max_length - num_visual_tokens + 1  # the placeholder becomes the visual tokens
+        budget = self.max_length - num_visual_tokens + len(visual.ids)  # the span's ids become its tokens
         truncated = False
         for index, (user, answer) in enumerate(turns):
             question_ids = [] if index == 0 else self._ids(next_turn(user))
@@ -124,7 +156,7 @@ class PromptEncoder:
             room = budget - len(input_ids) - len(question_ids)
             if len(answer_ids) > room:
                 if self.overflow == "error" or (index == 0 and room <= 0):
-                    total = len(input_ids) + len(question_ids) + len(answer_ids) + num_visual_tokens - 1
+                    total = len(input_ids) + len(question_ids) + len(answer_ids) + num_visual_tokens - len(visual.ids)
                     raise PromptTooLong(
                         f"{name}: {total} tokens with {num_visual_tokens} visual tokens exceed "
                         f"max_length={self.max_length}"

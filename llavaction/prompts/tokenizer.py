@@ -1,5 +1,5 @@
 """Tokenizers: the one stored beside a checkpoint (a folder or a hub id), and a small byte-level BPE with Qwen's ChatML
-tokens built locally for the tiny preset (no model hub)."""
+tokens built locally for the tiny presets (no model hub); the tiny Qwen presets' adds the Qwen vision tokens."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from llavaction.prompts.encoding import CHAT_TEMPLATE, prompt_vocabulary_corpus
+from llavaction.prompts.formats import QWEN_VISION_TOKENS
 from llavaction.utils.constants import CHATML_SPECIAL_TOKENS, EOS_TOKEN, PAD_TOKEN
 
 
@@ -32,6 +33,13 @@ def build_tokenizer(texts: list[str], vocab_size: int = 1024) -> PreTrainedToken
         chat_template=CHAT_TEMPLATE,
         model_max_length=32768,
     )
+
+
+def with_qwen_vision_tokens(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """The tokenizer with the Qwen backbones' vision tokens appended (the tiny Qwen presets' tokenizer): the ids it
+    had do not change."""
+    tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_VISION_TOKENS)})
+    return tokenizer
 
 
 def load_tokenizer(directory: str | Path):

@@ -13,9 +13,9 @@ from llavaction.data.batch import Batch
 from llavaction.evaluation import checkpoints
 from llavaction.evaluation.module import MQAModule
 from llavaction.evaluation.options import EvaluationOptions
-from llavaction.model import LlavaVideoModel
 from llavaction.model.build import build_model, resolve_architecture
 from llavaction.model.options import ActionSupervision, ComputeOptions
+from llavaction.prompts.formats import Backbone
 from llavaction.training import sharding
 from llavaction.training.losses import action_supervision_loss
 from llavaction.training.optim import optimizer_steps, param_groups, trainable
@@ -28,6 +28,7 @@ class LlavaActionModule(MQAModule):
 
     def __init__(
         self,
+        backbone: Backbone = "llava_video",
         preset_name: str = "tiny",
         checkpoint: str | None = None,
         tokenizer: str | None = None,
@@ -43,19 +44,23 @@ class LlavaActionModule(MQAModule):
     ):
         """
         Args:
-            preset_name: architecture preset ('tiny', '0.5b', '7b') when no checkpoint is given (random init).
-            checkpoint: original LLaVA-Video / LLaVAction checkpoint directory to start from.
+            backbone: the model family: 'llava_video' (SigLIP + projector + Qwen2), 'qwen2_5_vl' or 'qwen3_vl'.
+            preset_name: architecture preset when no checkpoint is given (random init): llava_video 'tiny', '0.5b',
+                '7b'; qwen2_5_vl 'tiny', '7b'; qwen3_vl 'tiny', '8b'.
+            checkpoint: checkpoint to start from, a folder or a hub id: an original LLaVA-Video / LLaVAction one, or a
+                Qwen2.5-VL / Qwen3-VL one in transformers' layout (its backbone must be model.backbone).
             tokenizer: tokenizer directory; defaults to the checkpoint directory.
-            spatial_pool_mode: override the 2x2 pooling ('bilinear', 'average', 'max').
-            newline_position: override the newline tokens ('grid', 'frame', 'none').
+            spatial_pool_mode: LLaVA-Video: override the 2x2 pooling ('bilinear', 'average', 'max').
+            newline_position: LLaVA-Video: override the newline tokens ('grid', 'frame', 'none').
             trainable: which parts are updated.
             optimizer: learning rates, weight decay and warmup.
             compute: attention kernel, checkpointing, compilation, packing.
             action: action-token supervision (LLaVAction's heads).
             evaluation: how validation and test answer the questions.
-            export_dir: after fit, write the original checkpoint layout (and tokenizer) here.
-            architecture: the model's architecture as training resolved it (LlavaVideoConfig fields); training records
-                it in its checkpoints so they load without the starting checkpoint. Leave unset.
+            export_dir: after fit, write the trained model here with its tokenizer: LLaVA-Video in the original layout,
+                a Qwen backbone in transformers' own (its action heads in a file beside it).
+            architecture: the model's architecture as training resolved it; training records it in its checkpoints so
+                they load without the starting checkpoint. Leave unset.
         """
         groups = {
             name: as_options(group, value)
@@ -75,15 +80,17 @@ class LlavaActionModule(MQAModule):
             groups["action"],
             spatial_pool_mode,
             newline_position,
+            backbone,
         )
-        super().__init__(config, tokenizer or checkpoint, groups["evaluation"], weights=checkpoint)
+        from_preset = checkpoint is None and architecture is None
+        super().__init__(config, tokenizer or checkpoint, groups["evaluation"], checkpoint, from_preset)
         self.save_hyperparameters()
         self.hparams["architecture"] = dataclasses.asdict(self.config)
         self.train_parts, self.optimizer_options = groups["trainable"], groups["optimizer"]
         self.compute, self.action = groups["compute"], groups["action"]
         self._tokenizer_files: dict[str, bytes] | None = None
 
-    def build_model(self) -> LlavaVideoModel:
+    def build_model(self) -> torch.nn.Module:
         """The model with the starting checkpoint's weights (new action heads start fresh), which parts train, and
         checkpointing, compilation and FSDP2 by block class as asked."""
         supervised = self.action.mode is not None
@@ -141,15 +148,13 @@ class LlavaActionModule(MQAModule):
 
     def configure_optimizers(self):
         options, model = self.optimizer_options, self.model
-        parts = {
-            "vision_tower": (trainable(model.vision_tower), options.vision_lr),
-            "projector": (trainable(model.projector, model.image_newline), options.projector_lr or options.lr),
-            "llm": (trainable(model.llm), options.lr),
-            "action_heads": (
-                trainable(*(getattr(model, n) for n in sharding.ACTION_PARTS if hasattr(model, n))),
-                options.lr,
-            ),
+        rates = {
+            "vision_tower": options.vision_lr,
+            "projector": options.projector_lr or options.lr,
+            "llm": options.lr,
+            "action_heads": options.lr,
         }
+        parts = {name: (trainable(*modules), rates[name]) for name, modules in model.parts().items()}
         optimizer = torch.optim.AdamW(param_groups(parts, options.weight_decay), betas=(0.9, 0.999), eps=1e-8)
         data = getattr(self.trainer, "datamodule", None)
         total = optimizer_steps(self.trainer, data.train_batches() if data is not None else None)
@@ -165,4 +170,4 @@ class LlavaActionModule(MQAModule):
 
     def on_fit_end(self) -> None:  # the original checkpoint layout, for other tools
         if self.hparams.export_dir:
-            checkpoints.export_original(self.model, self.tokenizer, Path(self.hparams.export_dir), self.trainer)
+            checkpoints.export_model(self.model, self.tokenizer, Path(self.hparams.export_dir), self.trainer)

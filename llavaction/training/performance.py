@@ -35,7 +35,7 @@ class StepPerformance(L.Callback):
             torch.cuda.synchronize()
         seconds = time.perf_counter() - self._started
         frames = batch.frames.shape[1]
-        lengths = batch.attention_mask.sum(1) + pl_module.config.visual_tokens(frames) - 1  # the placeholder goes
+        lengths = batch.attention_mask.sum(1) + pl_module.config.extra_tokens(frames)  # LLaVA's spliced tokens
         metrics = {"perf/samples_per_s": len(lengths) / seconds, "perf/tokens_per_s": float(lengths.sum()) / seconds}
         if self._cuda:
             metrics["perf/gpu_max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30

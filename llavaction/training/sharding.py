@@ -15,28 +15,35 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
 )
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLDecoderLayer, Qwen2_5_VLVisionBlock
+from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextDecoderLayer, Qwen3VLVisionBlock
 from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
 
 from llavaction.training.options import TrainableParts
 
-BLOCK_CLASSES = (SiglipEncoderLayer, Qwen2DecoderLayer)
-ACTION_PARTS = ("action_supervision", "verb_head", "noun_head", "action_head")
+# The transformer blocks of every backbone: LLaVA-Video's SigLIP layers and Qwen2 decoder layers, Qwen2.5-VL's and
+# Qwen3-VL's vision blocks and decoder layers.
+BLOCK_CLASSES = (
+    SiglipEncoderLayer,
+    Qwen2DecoderLayer,
+    Qwen2_5_VLVisionBlock,
+    Qwen2_5_VLDecoderLayer,
+    Qwen3VLVisionBlock,
+    Qwen3VLTextDecoderLayer,
+)
 
 
 def set_trainable(model: nn.Module, parts: TrainableParts, heads: bool) -> None:
-    """requires_grad by part; the tower's post-layernorm never trains (features are taken before it), the action
-    token(s) and heads only when the action loss is on."""
-    for module, train_it in (
-        (model.vision_tower, parts.vision_tower),
-        (model.projector, parts.projector),
-        (model.llm, parts.llm),
-    ):
-        module.requires_grad_(train_it)
-    model.image_newline.requires_grad_(parts.projector)
-    model.vision_tower.post_layernorm.requires_grad_(False)
-    for name in ACTION_PARTS:
-        if hasattr(model, name):
-            getattr(model, name).requires_grad_(heads)
+    """requires_grad by part (the model's parts(), named the same for every backbone): the vision tower, the
+    projector, the LLM, and the action token(s) and heads only when the action loss is on. LLaVA-Video's
+    post-layernorm never trains (its features are taken before it)."""
+    train = {"vision_tower": parts.vision_tower, "projector": parts.projector, "llm": parts.llm, "action_heads": heads}
+    for name, members in model.parts().items():
+        for member in members:
+            member.requires_grad_(train[name])
+    tower = getattr(model, "vision_tower", None)
+    if tower is not None:
+        tower.post_layernorm.requires_grad_(False)
 
 
 def is_block(module: nn.Module) -> bool:

@@ -24,6 +24,11 @@ CHECKPOINT_FILES = (
     "vocab.json",
     "merges.txt",
     "chat_template.*",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "processor_config.json",
+    "action_heads.json",
+    "action_heads.safetensors",
 )
 
 

@@ -63,7 +63,14 @@ def test_gpu_grid_puts_the_recipe_first_and_fits_the_7b_to_the_card():
     # fp32 master weights, gradients and AdamW moments (16 bytes a parameter) in half the card
     assert 1 <= gpu_step.default_7b_layers(80 * 10**9) < gpu_step.default_7b_layers(141 * 10**9) < 28
     assert gpu_step.default_7b_layers(141 * 10**9, bytes_per_param=8) == 28
+    assert 1 <= gpu_step.default_7b_layers(80 * 10**9, "qwen2_5_vl:7b") < 28
     grid = gpu_step.config_grid(cuda=True, layers_7b=14)
     first = grid[0]
     assert first[:3] == ("7b", 14, 64) and first[4:] == (True, False, True)
-    assert len(grid) == len(set(grid)) and all(row[0] == "7b" for row in grid[: len(grid) // 2])
+    assert len(grid) == len(set(grid))
+    # every 64-frame row before any 16-frame one; at each frame count LLaVA-Video 7B, then Qwen2.5-VL-7B, then 0.5B
+    frames = [row[2] for row in grid]
+    assert frames == sorted(frames, reverse=True)
+    names = [row[0] for row in grid if row[2] == 64]
+    assert names == sorted(names, key=["7b", "qwen2_5_vl:7b", "0.5b"].index) and "qwen2_5_vl:7b" in names
+    assert {row[2] for row in grid if row[0] == "qwen2_5_vl:7b"} == {16, 64}

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from llavaction.cli.train import cli
-from tests.helpers import ROOT
+from tests.helpers import ROOT, one_line_exit
 
 EXPERIMENTS = sorted((ROOT / "experiments").rglob("*.yaml"))
 
@@ -91,30 +91,61 @@ def test_recipe_config_is_the_published_run(capsys):
 
 
 ABLATIONS = sorted((ROOT / "experiments" / "ablations").rglob("*.yaml"))
+RECIPES = [ROOT / "experiments" / name for name in ("qwen2_5_vl_7b.yaml", "qwen3_vl_8b.yaml", "demo_qwen2_5_vl.yaml")]
+# each row on each backbone: the row's own config, and with `--model.backbone` (one override, the tiny preset)
+ROWS_ON_BACKBONES = (
+    [(row, None) for row in ABLATIONS]
+    + [(row, backbone) for row in ABLATIONS if "7b" in row.parts for backbone in ("qwen2_5_vl", "qwen3_vl")]
+    + [(recipe, None) for recipe in RECIPES]
+)
 
 
-@pytest.mark.parametrize("path", ABLATIONS, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_ablation_row_instantiates_the_tiny_model(path, demo_dir):
+def tiny_cli(path, demo_dir, backbone: str | None):
     from llavaction.cli.train import LlavaActionCLI
     from llavaction.data.datamodule import EpicDataModule
     from llavaction.training.module import LlavaActionModule
     from llavaction.utils.configs import expand_config_args
 
+    tokenizer = "tokenizer" if backbone is None and "qwen" not in path.name else "tokenizer_qwen"
     tiny = [
         "--model.checkpoint=null",
         "--model.preset_name=tiny",
-        f"--model.tokenizer={demo_dir / 'tokenizer'}",
+        f"--model.tokenizer={demo_dir / tokenizer}",
         "--model.compute.attn_implementation=sdpa",
         "--trainer.accelerator=cpu",
         "--trainer.devices=1",
         "--trainer.strategy=auto",
         "--trainer.precision=32-true",
         "--trainer.num_nodes=1",
-    ]
-    cli = LlavaActionCLI(
-        LlavaActionModule, EpicDataModule, run=False, args=expand_config_args(["--config", str(path)]) + tiny
-    )
+    ] + ([f"--model.backbone={backbone}"] if backbone else [])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return LlavaActionCLI(
+            LlavaActionModule, EpicDataModule, run=False, args=expand_config_args(["--config", str(path)]) + tiny
+        )
+
+
+@pytest.mark.parametrize(
+    "path, backbone", ROWS_ON_BACKBONES, ids=lambda v: str(v.relative_to(ROOT)) if hasattr(v, "parts") else str(v)
+)
+def test_every_row_and_recipe_instantiates_the_tiny_model_of_its_backbone(path, backbone, demo_dir):
+    cli = tiny_cli(path, demo_dir, backbone)
     cli.model.configure_model()
     if cli.model.action.mode:
         assert cli.model.model.verb_head.out_features == cli.model.action.types[0]
     assert cli.datamodule.hparams.num_frames in (2, 4, 8, 16, 32, 64)
+    expected = backbone or ("qwen3_vl" if "qwen3" in path.name else "qwen2_5_vl" if "qwen2_5" in path.name else None)
+    assert cli.datamodule.chat_format.backbone == (expected or "llava_video")
+
+
+def test_options_a_backbone_lacks_are_refused_in_one_line(demo_dir, capsys):
+    from llavaction.cli.train import main
+
+    base = ["fit", "--config", str(ROOT / "experiments" / "demo_qwen2_5_vl.yaml"), "--print_config"]
+    for extra, message in (
+        (["--model.action.mode=newline"], "'newline' reads LLaVA-Video's newline token"),
+        (["--model.spatial_pool_mode=average"], "model.spatial_pool_mode is LLaVA-Video's"),
+        (["--model.backbone=qwen4"], "--model.backbone: expected one of llava_video, qwen2_5_vl, qwen3_vl"),
+    ):
+        args = [*base[:-1], f"--model.tokenizer={demo_dir / 'tokenizer_qwen'}", *extra]
+        assert message in one_line_exit(capsys, lambda args=args: main(args))

@@ -22,7 +22,7 @@ def test_every_assistant_turn_and_only_them_carry_labels():
     }
     turns = prompt_turns(record, "qa", 8, PromptOptions())
     assert turns == [("What moves first?", "The plate."), ("And then?", "The cup grows.")]
-    encoded = PromptEncoder(tokenizer).encode_turns(turns, num_visual_tokens=10)
+    encoded = PromptEncoder(tokenizer).encode_turns(turns, visual=10)
     place = encoded.input_ids.index(IMAGE_TOKEN_INDEX)
     text = tokenizer.decode(encoded.input_ids[:place]) + "<image>" + tokenizer.decode(encoded.input_ids[place + 1 :])
     assert text == (

@@ -19,7 +19,7 @@ def test_an_original_checkpoint_is_read_once(original_checkpoint, demo_shards, m
     settings = loaded.question_settings(QuestionOptions(), stored_frames([str(demo_shards["validation_mqa"])]))
     data = loaded.datamodule([str(demo_shards["validation_mqa"])], settings, LoaderOptions(num_workers=0))
     assert reads.count("config.json") == 1 and module.model is not None
-    assert data.hparams.tokens_per_frame == module.tokens_per_frame and data.tokenizer_path == module.tokenizer_path
+    assert data.chat_format.as_dict() == module.chat_format and data.tokenizer_path == module.tokenizer_path
     assert loaded.precision == "32-true" and settings.num_frames == 8
 
 
@@ -52,7 +52,7 @@ def test_an_export_keeps_the_earlier_weights_until_the_new_ones_are_complete(dem
     model, tokenizer = LlavaVideoModel(preset("tiny")), load_tokenizer(demo_dir / "tokenizer")
     trainer = SimpleNamespace(is_global_zero=True)
     out = tmp_path / "export"
-    checkpoints.export_original(model, tokenizer, out, trainer)
+    checkpoints.export_model(model, tokenizer, out, trainer)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     real_save = layout.save_original
 
@@ -64,9 +64,9 @@ def test_an_export_keeps_the_earlier_weights_until_the_new_ones_are_complete(dem
     with torch.no_grad():
         model.image_newline.add_(1.0)
     with pytest.raises(OSError, match="No space left"):
-        checkpoints.export_original(model, tokenizer, out, trainer)
+        checkpoints.export_model(model, tokenizer, out, trainer)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
     monkeypatch.setattr(layout, "save_original", real_save)
-    checkpoints.export_original(model, tokenizer, out, trainer)
+    checkpoints.export_model(model, tokenizer, out, trainer)
     assert (LlavaVideoModel.from_pretrained(out).image_newline == model.image_newline).all()

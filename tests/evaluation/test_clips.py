@@ -17,7 +17,7 @@ from llavaction.model import LlavaVideoModel, preset
 from llavaction.prompts.encoding import chat_prompt, render
 from llavaction.prompts.tokenizer import load_tokenizer
 from llavaction.prompts.wording import PromptOptions
-from tests.helpers import ROOT, extract_config
+from tests.helpers import ROOT, extract_config, hub_cache
 
 OPTIONS = ["lift plate", "lower cup", "grow sponge", "shrink knife", "appear carrot"]
 
@@ -214,18 +214,6 @@ def test_clips_file_and_bad_inputs(checkpoint, video, tmp_path, capsys):
         assert code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
-
-
-def hub_cache(root: Path, checkpoint: Path, repo: str, revision: str) -> Path:
-    """A model-hub cache laid out as huggingface_hub writes it: models--org--name/{refs/main, snapshots/<rev>/}."""
-    folder = root / f"models--{repo.replace('/', '--')}"
-    snapshot = folder / "snapshots" / revision
-    snapshot.mkdir(parents=True)
-    for path in checkpoint.iterdir():
-        (snapshot / path.name).write_bytes(path.read_bytes())
-    (folder / "refs").mkdir()
-    (folder / "refs" / "main").write_text(revision)
-    return root
 
 
 @pytest.mark.slow

@@ -184,14 +184,18 @@ def run_fsdp(demo_dir, demo_shards, root, *extra):
 
 
 @pytest.mark.slow
-def test_fsdp2_two_processes_resume_mid_epoch_from_sharded_checkpoint(demo_dir, demo_shards, tmp_path):
+@pytest.mark.parametrize("backbone", ["llava_video", "qwen2_5_vl"])
+def test_fsdp2_two_processes_resume_mid_epoch_from_sharded_checkpoint(demo_dir, demo_shards, tmp_path, backbone):
     """World size 2 (FSDP2 on gloo): 3 steps an epoch per rank; the sharded checkpoint after step 2 resumes the
-    same curve."""
+    same curve, for LLaVA-Video and for a Qwen backbone (its own block classes sharded)."""
+    extra = []
+    if backbone != "llava_video":
+        extra = [f"--model.backbone={backbone}", f"--model.tokenizer={demo_dir / 'tokenizer_qwen'}"]
     root = tmp_path / "whole"
-    whole, args = run_fsdp(demo_dir, demo_shards, root, step_checkpoints(root, 2), record_keys(root))
+    whole, args = run_fsdp(demo_dir, demo_shards, root, step_checkpoints(root, 2), record_keys(root), *extra)
     assert "validation MQA accuracy:" in whole.stdout
     assert_fit_consumed_the_plan(args, root, epochs=2, world=2)
     checkpoint = step_checkpoint(tmp_path / "whole", 2)
     assert checkpoint.is_dir()  # a sharded (distributed) checkpoint
-    run_fsdp(demo_dir, demo_shards, tmp_path / "resumed", f"--ckpt_path={checkpoint}")
+    run_fsdp(demo_dir, demo_shards, tmp_path / "resumed", f"--ckpt_path={checkpoint}", *extra)
     assert_same_curve(read_losses(tmp_path / "whole"), read_losses(tmp_path / "resumed"), after=2)

@@ -97,7 +97,7 @@ def test_replay_gets_the_reference_trainers_time_sentence():
 def test_encoding_matches_the_rendered_text(tokenizer):
     encoder = PromptEncoder(tokenizer)
     question = user_text(RECORD, "mqa", 8, PromptOptions())
-    encoded = encoder.encode(question, answer_text(RECORD, "mqa"), num_visual_tokens=40)
+    encoded = encoder.encode(question, answer_text(RECORD, "mqa"), visual=40)
     assert encoded.input_ids.count(IMAGE_TOKEN_INDEX) == 1
     place = encoded.input_ids.index(IMAGE_TOKEN_INDEX)
     text = tokenizer.decode(encoded.input_ids[:place]) + "<image>" + tokenizer.decode(encoded.input_ids[place + 1 :])
@@ -109,7 +109,7 @@ def test_encoding_matches_the_rendered_text(tokenizer):
 
 def test_prompt_without_answer_ends_at_assistant_turn(tokenizer):
     encoder = PromptEncoder(tokenizer)
-    encoded = encoder.encode("Q?", None, num_visual_tokens=4)
+    encoded = encoder.encode("Q?", None, visual=4)
     assert tokenizer.decode(encoded.input_ids[-3:]).endswith("assistant\n")
     assert set(encoded.labels) == {IGNORE_INDEX}
     assert len(set(encoder.letter_token_ids(26))) == 26
@@ -118,7 +118,7 @@ def test_prompt_without_answer_ends_at_assistant_turn(tokenizer):
 def test_too_long_error_or_truncate(tokenizer):
     question = user_text(RECORD, "narration", 8, PromptOptions())
     answer = "a long description " * 30
-    full = PromptEncoder(tokenizer).encode(question, answer, num_visual_tokens=50)
+    full = PromptEncoder(tokenizer).encode(question, answer, visual=50)
     limit = len(full.input_ids) + 49 - 10
     with pytest.raises(PromptTooLong, match="P01_01_7"):
         PromptEncoder(tokenizer, max_length=limit).encode(question, answer, 50, name="P01_01_7")

@@ -1,0 +1,359 @@
+"""Configuration of the Qwen2.5-VL and Qwen3-VL backbones: transformers' own config of the model, the frame rule of
+its checkpoint's video processor, LLaVAction's action supervision, and the presets (a tiny random-init one per
+backbone for CPU tests and demos, and the published shapes for FLOP counts)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from llavaction.prompts.formats import ChatFormat, FrameRule
+from llavaction.utils.constants import SYSTEM_MESSAGE
+
+QwenBackbone = Literal["qwen2_5_vl", "qwen3_vl"]
+MODEL_TYPES = {"qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl"}
+# config.json's model_type -> backbone
+BACKBONE_OF_MODEL_TYPE = {value: key for key, value in MODEL_TYPES.items()}
+ACTION_TOKEN_MODES = ("one_token", "three_tokens")
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "flex_attention", "eager")
+# The processors' defaults where a checkpoint's files do not say (transformers' Qwen2VL and Qwen3VL video processors)
+RULES = {
+    "qwen2_5_vl": FrameRule(),
+    "qwen3_vl": FrameRule(
+        patch_size=16,
+        min_pixels=4096,
+        max_pixels=25165824,
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
+        per_clip_budget=True,
+    ),
+}
+# Qwen2.5-VL's template opens with the default system turn; Qwen3-VL's has none unless given.
+SYSTEM_TURNS = {"qwen2_5_vl": SYSTEM_MESSAGE, "qwen3_vl": None}
+PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
+
+
+@dataclass
+class QwenVLConfig:
+    """A Qwen2.5-VL or Qwen3-VL model.
+
+    Args:
+        backbone: 'qwen2_5_vl' or 'qwen3_vl'.
+        hf: transformers' config of the model as a dict (Qwen2_5_VLConfig / Qwen3VLConfig fields).
+        rule: the frame rule (the checkpoint's video processor config).
+        frame_size: the side clips are decoded at for prediction (the shards' size for training and evaluation).
+        attn_implementation: 'sdpa', 'flash_attention_2', 'flex_attention' or 'eager'.
+        vision_supervision: LLaVAction's action tokens ('one_token', 'three_tokens'), or None.
+        action_types: verb, noun and action head sizes, with vision_supervision.
+    """
+
+    backbone: QwenBackbone
+    hf: dict
+    rule: FrameRule = field(default_factory=FrameRule)
+    frame_size: int = 384
+    attn_implementation: str = "sdpa"
+    vision_supervision: str | None = None
+    action_types: tuple[int, int, int] | None = None
+
+    def __post_init__(self):
+        if self.backbone not in MODEL_TYPES:
+            raise ValueError(f"backbone {self.backbone!r} not in {tuple(MODEL_TYPES)}")
+        if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation {self.attn_implementation!r} not in {ATTENTION_IMPLEMENTATIONS}")
+        if self.vision_supervision == "newline":
+            raise ValueError(
+                "model.action.mode 'newline' reads LLaVA-Video's newline token, which Qwen backbones do not have: "
+                "use 'one_token' or 'three_tokens'"
+            )
+        if self.vision_supervision is not None and self.vision_supervision not in ACTION_TOKEN_MODES:
+            raise ValueError(f"vision_supervision {self.vision_supervision!r} not in {ACTION_TOKEN_MODES}")
+        if (self.vision_supervision is None) != (self.action_types is None):
+            raise ValueError("vision_supervision and action_types go together")
+
+    @property
+    def text(self) -> dict:
+        """The language model's dimensions (what FLOP counts and the tokenizer check read)."""
+        return self.hf["text_config"]
+
+    @property
+    def vision(self) -> dict:
+        return self.hf["vision_config"]
+
+    @property
+    def action_tokens(self) -> int:
+        """Learned action tokens placed after the video."""
+        return {"one_token": 1, "three_tokens": 3}.get(self.vision_supervision, 0)
+
+    @property
+    def image_size(self) -> int:
+        """The side clips are decoded at when a model answers about video files."""
+        return self.frame_size
+
+    def chat_format(self) -> ChatFormat:
+        return ChatFormat(
+            backbone=self.backbone,
+            system=SYSTEM_TURNS[self.backbone],
+            action_tokens=self.action_tokens,
+            rule=self.rule,
+            video_token_id=self.hf["video_token_id"],
+            vision_start_id=self.hf["vision_start_token_id"],
+            vision_end_id=self.hf["vision_end_token_id"],
+            timestamps=self.backbone == "qwen3_vl",
+        )
+
+    def extra_tokens(self, num_frames: int) -> int:
+        """Sequence positions the model adds beyond its input ids: none (the prompt holds every visual token)."""
+        return 0
+
+    def to_hf(self):
+        """transformers' config object."""
+        from transformers import Qwen2_5_VLConfig, Qwen3VLConfig
+
+        cls = Qwen2_5_VLConfig if self.backbone == "qwen2_5_vl" else Qwen3VLConfig
+        return cls(**self.hf)
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> QwenVLConfig:
+        fields = dict(fields)
+        fields["rule"] = FrameRule(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields["rule"].items()})
+        if fields.get("action_types") is not None:
+            fields["action_types"] = tuple(fields["action_types"])
+        return cls(**fields)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_checkpoint(cls, directory: Path, source: str | None = None, config: dict | None = None) -> QwenVLConfig:
+        """The config of a checkpoint folder: config.json (`config`, when already read), its video processor config
+        (video_preprocessor_config.json, else preprocessor_config.json; absent: the processor's defaults) and, for a
+        LLaVAction export, its action supervision (action_heads.json)."""
+        source = source or str(directory)
+        config = config if config is not None else json.loads((directory / "config.json").read_text())
+        backbone = BACKBONE_OF_MODEL_TYPE.get(config.get("model_type"))
+        if backbone is None:
+            raise ValueError(f"{source}: model_type {config.get('model_type')!r} is not a Qwen2.5-VL or Qwen3-VL")
+        rule = rule_from_processor(directory, backbone)
+        heads = directory / ACTION_HEADS_CONFIG
+        actions = json.loads(heads.read_text()) if heads.exists() else {}
+        hf = {k: v for k, v in config.items() if k not in ("architectures", "transformers_version", "_name_or_path")}
+        return cls(
+            backbone=backbone,
+            hf=hf,
+            rule=rule,
+            frame_size=int(actions.get("frame_size", 384)),
+            vision_supervision=actions.get("vision_supervision"),
+            action_types=tuple(actions["action_types"]) if actions.get("action_types") else None,
+        )
+
+
+ACTION_HEADS_CONFIG = "action_heads.json"
+ACTION_HEADS_FILE = "action_heads.safetensors"
+
+
+def rule_from_processor(directory: Path, backbone: str) -> FrameRule:
+    """The frame rule of a checkpoint's processor config (the video processor's first); the processor's defaults for
+    what it does not set."""
+    rule = RULES[backbone]
+    for name in PROCESSOR_FILES:
+        path = directory / name
+        if not path.exists():
+            continue
+        values = json.loads(path.read_text())
+        size = values.get("size") or {}
+        found = {
+            "patch_size": values.get("patch_size"),
+            "merge_size": values.get("merge_size"),
+            "temporal_patch_size": values.get("temporal_patch_size"),
+            "min_pixels": values.get("min_pixels", size.get("shortest_edge")),
+            "max_pixels": values.get("max_pixels", size.get("longest_edge")),
+            "image_mean": tuple(values["image_mean"]) if values.get("image_mean") else None,
+            "image_std": tuple(values["image_std"]) if values.get("image_std") else None,
+        }
+        return replace(rule, **{k: v for k, v in found.items() if v is not None})
+    return rule
+
+
+def processor_config(config: QwenVLConfig) -> dict:
+    """The video processor config a checkpoint ships (video_preprocessor_config.json), from the frame rule."""
+    rule = config.rule
+    kind = "Qwen3VLVideoProcessor" if config.backbone == "qwen3_vl" else "Qwen2VLVideoProcessor"
+    processor = "Qwen3VLProcessor" if config.backbone == "qwen3_vl" else "Qwen2_5_VLProcessor"
+    return {
+        "video_processor_type": kind,
+        "processor_class": processor,
+        "patch_size": rule.patch_size,
+        "merge_size": rule.merge_size,
+        "temporal_patch_size": rule.temporal_patch_size,
+        "size": {"shortest_edge": rule.min_pixels, "longest_edge": rule.max_pixels},
+        "image_mean": list(rule.image_mean),
+        "image_std": list(rule.image_std),
+        "do_resize": True,
+        "do_rescale": True,
+        "do_normalize": True,
+        "resample": 3,
+        "rescale_factor": 1 / 255,
+    }
+
+
+TINY_VISION = {
+    "qwen2_5_vl": dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=128,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=56,
+        fullatt_block_indexes=[1],
+        tokens_per_second=2,
+    ),
+    "qwen3_vl": dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        out_hidden_size=128,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        num_position_embeddings=64,
+        deepstack_visual_indexes=[0],
+    ),
+}
+TINY_TEXT = dict(
+    bos_token_id=None,  # the tiny tokenizer has no Qwen bos/eos ids; generation is given its end-of-turn id
+    eos_token_id=None,
+    hidden_size=128,
+    intermediate_size=384,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=1100,
+    max_position_embeddings=4096,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+)
+TINY_ROPE = {
+    "qwen2_5_vl": {"rope_type": "default", "mrope_section": [4, 6, 6], "rope_theta": 10000.0},
+    "qwen3_vl": {"rope_type": "default", "mrope_section": [4, 6, 6], "mrope_interleaved": True, "rope_theta": 10000.0},
+}
+QWEN2_5_VL_7B = dict(
+    vision_config=dict(
+        depth=32,
+        hidden_size=1280,
+        intermediate_size=3420,
+        num_heads=16,
+        out_hidden_size=3584,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,
+        fullatt_block_indexes=[7, 15, 23, 31],
+        tokens_per_second=2,
+    ),
+    text_config=dict(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+        max_position_embeddings=128000,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "mrope_section": [16, 24, 24], "rope_theta": 1000000.0},
+    ),
+    image_token_id=151655,
+    video_token_id=151656,
+    vision_start_token_id=151652,
+    vision_end_token_id=151653,
+    tie_word_embeddings=False,
+)
+QWEN3_VL_8B = dict(
+    vision_config=dict(
+        depth=27,
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_heads=16,
+        out_hidden_size=4096,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        num_position_embeddings=2304,
+        deepstack_visual_indexes=[8, 16, 24],
+    ),
+    text_config=dict(
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=151936,
+        max_position_embeddings=262144,
+        rms_norm_eps=1e-6,
+        rope_parameters={
+            "rope_type": "default",
+            "mrope_section": [24, 20, 20],
+            "mrope_interleaved": True,
+            "rope_theta": 5000000.0,
+        },
+    ),
+    image_token_id=151655,
+    video_token_id=151656,
+    vision_start_token_id=151652,
+    vision_end_token_id=151653,
+    tie_word_embeddings=False,
+)
+
+
+def tiny_hf(backbone: str, token_ids: dict[str, int] | None = None) -> dict:
+    """The tiny preset's transformers config (token ids of the vision tokens as the tokenizer gives them)."""
+    ids = token_ids or {"image": 1000, "video": 1001, "vision_start": 1002, "vision_end": 1003}
+    return dict(
+        vision_config=dict(TINY_VISION[backbone]),
+        text_config=TINY_TEXT
+        | {"rope_parameters": dict(TINY_ROPE[backbone])}
+        | ({"head_dim": 32} if backbone == "qwen3_vl" else {}),
+        image_token_id=ids["image"],
+        video_token_id=ids["video"],
+        vision_start_token_id=ids["vision_start"],
+        vision_end_token_id=ids["vision_end"],
+        tie_word_embeddings=False,
+        model_type=MODEL_TYPES[backbone],
+    )
+
+
+QWEN_PRESETS = {
+    ("qwen2_5_vl", "7b"): lambda: QwenVLConfig("qwen2_5_vl", dict(QWEN2_5_VL_7B, model_type="qwen2_5_vl")),
+    ("qwen3_vl", "8b"): lambda: QwenVLConfig(
+        "qwen3_vl", dict(QWEN3_VL_8B, model_type="qwen3_vl"), rule=RULES["qwen3_vl"]
+    ),
+    ("qwen2_5_vl", "tiny"): lambda: QwenVLConfig("qwen2_5_vl", tiny_hf("qwen2_5_vl"), frame_size=32),
+    ("qwen3_vl", "tiny"): lambda: QwenVLConfig("qwen3_vl", tiny_hf("qwen3_vl"), rule=RULES["qwen3_vl"], frame_size=64),
+}
+
+
+def qwen_preset(backbone: str, name: str, **overrides) -> QwenVLConfig:
+    if (backbone, name) not in QWEN_PRESETS:
+        names = sorted(n for b, n in QWEN_PRESETS if b == backbone)
+        raise ValueError(f"unknown {backbone} preset {name!r}; expected one of {names} (model.preset_name)")
+    return replace(QWEN_PRESETS[(backbone, name)](), **overrides)
+
+
+def with_token_ids(config: QwenVLConfig, tokenizer) -> QwenVLConfig:
+    """The config with the vision tokens' ids of the tokenizer (a preset meets its tokenizer); a checkpoint's own
+    ids must agree with its tokenizer's."""
+    from llavaction.prompts.formats import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START
+
+    ids = {
+        "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_PAD),
+        "video_token_id": tokenizer.convert_tokens_to_ids(VIDEO_PAD),
+        "vision_start_token_id": tokenizer.convert_tokens_to_ids(VISION_START),
+        "vision_end_token_id": tokenizer.convert_tokens_to_ids(VISION_END),
+    }
+    return replace(config, hf=config.hf | ids)

@@ -1,0 +1,81 @@
+"""A Qwen backbone through every evaluation path: its training checkpoint and its transformers-layout export answer
+alike in `evaluate mqa`, `predict` answers about a video file, `lmms-export` names the backbone's lmms-eval model, and
+a checkpoint by hub id loads from an offline cache."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from llavaction.cli.evaluate import main as evaluate
+from llavaction.cli.predict import main as predict
+from llavaction.cli.train import cli
+from tests.helpers import ROOT, demo_args, hub_cache
+
+
+@pytest.fixture(scope="module")
+def qwen_run(demo_dir, demo_shards, tmp_path_factory):
+    """A tiny Qwen2.5-VL trained one short epoch on the demo, with its action token, and its export."""
+    root = tmp_path_factory.mktemp("qwen_run")
+    cli(
+        demo_args(
+            demo_dir,
+            demo_shards,
+            root,
+            "--model.backbone=qwen2_5_vl",
+            f"--model.tokenizer={demo_dir / 'tokenizer_qwen'}",
+            "--model.action.mode=one_token",
+            "--model.action.types=[8, 8, 64]",
+            "--trainer.max_epochs=1",
+            "--data.loader.samples_per_epoch=16",
+            "--trainer.check_val_every_n_epoch=100",
+            f"--model.export_dir={root / 'export'}",
+        )
+    )
+    return root
+
+
+def evaluated(demo_questions, demo_shards, checkpoint, out) -> list[dict]:
+    common = ["--questions", str(demo_questions["validation_mqa"]), "--shards", str(demo_shards["validation_mqa"])]
+    args = ["mqa", *common, "--checkpoint", str(checkpoint), "--max-new-tokens", "3", "--num-workers", "0"]
+    assert evaluate([*args, "--out", str(out)]) == 0
+    return [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+
+
+def test_a_qwen_checkpoint_and_its_export_answer_alike(qwen_run, demo_questions, demo_shards, tmp_path, capsys):
+    from_checkpoint = evaluated(demo_questions, demo_shards, qwen_run / "checkpoints" / "last.ckpt", tmp_path / "a")
+    from_export = evaluated(demo_questions, demo_shards, qwen_run / "export", tmp_path / "b")
+    assert len(from_checkpoint) == 8
+    for ours, theirs in zip(from_checkpoint, from_export):
+        assert ours["generation"] == theirs["generation"]
+        assert ours["scores"] == pytest.approx(theirs["scores"], abs=1e-4)
+    heads = [np.load(tmp_path / run / "head_scores.npz")["verb_output"] for run in ("a", "b")]
+    assert heads[0].shape == (8, 8) and np.allclose(heads[0], heads[1], atol=1e-4)
+    task = tmp_path / "task"
+    common = ["--questions", str(demo_questions["validation_mqa"]), "--shards", str(demo_shards["validation_mqa"])]
+    assert evaluate(["lmms-export", *common, "--checkpoint", str(qwen_run / "export"), "--out", str(task)]) == 0
+    assert "--model qwen2_5_vl --model_args pretrained=" in (task / "ek100_mqa.yaml").read_text().splitlines()[0]
+
+
+def test_predict_answers_with_a_qwen_export(qwen_run, demo_dir, capsys):
+    video = demo_dir / "videos" / "D01" / "D01_101.MP4"
+    args = ["--checkpoint", str(qwen_run / "export"), "--video", str(video), "--start", "1", "--end", "3"]
+    assert predict([*args, "--options", "lift plate", "lower cup", "--max-new-tokens", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["task"] == "mqa" and "top_verbs" in result and len(result["top_actions"]) == 5
+
+
+@pytest.mark.slow
+def test_a_qwen_checkpoint_by_hub_id_offline(qwen_run, demo_questions, demo_shards, tmp_path):
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    cache = hub_cache(tmp_path / "hub", qwen_run / "export", "lab/tiny-qwen", revision)
+    env = os.environ | {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    common = ["--questions", str(demo_questions["validation_mqa"]), "--shards", str(demo_shards["validation_mqa"])]
+    command = [sys.executable, "-m", "llavaction.cli.evaluate", "mqa", *common, "--checkpoint", "lab/tiny-qwen"]
+    command += ["--max-new-tokens", "3", "--num-workers", "0", "--out", str(tmp_path / "eval")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["count"] == 8
