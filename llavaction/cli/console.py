@@ -15,6 +15,7 @@ COMMANDS = {
     "analyze": ("llavaction.cli.analyze", "the HTML report of what an evaluation gets wrong"),
     "ablate": ("llavaction.cli.ablate", "ablation rows trained and collected into one table"),
     "report": ("llavaction.cli.report", "the newest validation result of a run folder"),
+    "export": ("llavaction.cli.export", "a checkpoint as a model folder: the original layout or transformers' own"),
     "prompts": ("llavaction.cli.prompts", "render: the exact chat text of every question of a file"),
     "build-mqa": ("data_prep.build_mqa", "EK-100 annotations -> EK-100-MQA questions (as python -m data_prep...)"),
     "extract-frames": ("data_prep.extract_frames", "videos -> shards of pre-decoded frames"),

@@ -4,9 +4,9 @@ A training checkpoint (`.ckpt`, Lightning's) carries, beside Lightning's own ent
 (the typed option groups and the resolved architecture), the tokenizer's files (TOKENIZER_FILES) and the precision it
 was trained at (TRAINED_PRECISION); the DataModule's hyperparameters hold the prompt settings and frame count. An
 original checkpoint is a LLaVA-Video / LLaVAction directory (config.json + safetensors, llavaction.model.checkpoint) or
-a model-hub id; `export_original` writes one from a trained model. `LoadedCheckpoint` reads any of them once, with its
-tokenizer, the prompt settings and frame count it was trained with, and its precision, and builds the answering module
-and the DataModule through the same links as train.py.
+a model-hub id; `export_model` writes one from a trained model (or transformers' own layout). `LoadedCheckpoint`
+reads any of them once, with its tokenizer, the prompt settings and frame count it was trained with, and its
+precision, and builds the answering module and the DataModule through the same links as train.py.
 
 A Lightning checkpoint written by this version carries its architecture (hyperparameters) and its tokenizer's files,
 so it evaluates from any working directory and after its run folder is moved; one written before is rebuilt from its
@@ -36,6 +36,7 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 _DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16, "64": torch.float64}
 # Entries a training checkpoint carries beside Lightning's: the tokenizer's files ({name: bytes}) and the precision.
 TOKENIZER_FILES, TRAINED_PRECISION = "llavaction_tokenizer_files", "llavaction_precision"
+ExportLayout = Literal["original", "transformers"]
 
 
 def tokenizer_files(tokenizer) -> dict[str, bytes]:
@@ -50,22 +51,36 @@ def extra_entries(tokenizer: dict[str, bytes], precision: str | None) -> dict:
     return {TOKENIZER_FILES: tokenizer} | ({TRAINED_PRECISION: precision} if precision else {})
 
 
-def export_model(model, tokenizer, directory: Path, trainer) -> None:
-    """A trained model with its tokenizer, gathered from every rank under FSDP2 and written by rank 0 as a whole (an
-    earlier export in `directory` stays until the new one is complete): LLaVA-Video in the original layout
-    (config.json, safetensors), a Qwen backbone in transformers' own with its processor config and its action heads
-    in a file beside it."""
+def check_export_layout(config, layout: ExportLayout) -> None:
+    """Refuse, before any work, an export whose layout would compute other logits than the model."""
+    from llavaction.model.config import LlavaVideoConfig
+    from llavaction.model.onevision import check_exportable
+
+    if layout == "transformers" and isinstance(config, LlavaVideoConfig):
+        check_exportable(config)
+
+
+def export_model(model, tokenizer, directory: Path, is_writer: bool, layout: ExportLayout = "original") -> None:
+    """A trained model with its tokenizer, gathered from every rank under FSDP2 and written by the writer rank as a
+    whole (an earlier export in `directory` stays until the new one is complete). 'original': LLaVA-Video in the
+    lmms-lab layout, a Qwen backbone in transformers' own with its processor config; 'transformers': transformers'
+    own class for every backbone (LLaVA-Video: LlavaOnevisionForConditionalGeneration, where it computes the same
+    logits). Action heads go in a file beside transformers' layout."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     from llavaction.model.checkpoint import save_original
+    from llavaction.model.onevision import save_onevision
     from llavaction.model.qwen_vl import QwenVLModel
     from llavaction.utils.files import atomic_folder
 
+    check_export_layout(model.config, layout)
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if trainer.is_global_zero:
+    if is_writer:
         with atomic_folder(directory) as folder:
             if isinstance(model, QwenVLModel):
                 model.save_pretrained(folder, state=state, tokenizer=tokenizer)
+            elif layout == "transformers":
+                save_onevision(model, folder, state=state, tokenizer=tokenizer)
             else:
                 save_original(model, folder, state=state)
                 tokenizer.save_pretrained(folder)

@@ -9,7 +9,9 @@ from pathlib import PurePath
 from llavaction.prompts.formats import ChatFormat
 
 POOL_MODES = ("bilinear", "average", "max")
-NEWLINE_POSITIONS = ("grid", "frame", "none")
+NEWLINE_POSITIONS = ("grid", "frame", "one_token", "none")
+# the original config.json names "none" as the reference code does
+ORIGINAL_NEWLINE_NAMES = {"none": "no_token"}
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "flex_attention", "eager")
 
 SIGLIP_SO400M_384 = dict(
@@ -135,11 +137,18 @@ class LlavaVideoConfig:
     @property
     def tokens_per_frame(self) -> int:
         side = self.pooled_side
-        return {"grid": side * (side + 1), "frame": side * side + 1, "none": side * side}[self.newline_position]
+        if self.newline_position == "grid":
+            return side * (side + 1)
+        return side * side + (self.newline_position == "frame")
+
+    @property
+    def closing_tokens(self) -> int:
+        """Tokens after the frames and action tokens: one_token's single newline for the whole video."""
+        return int(self.newline_position == "one_token")
 
     def visual_tokens(self, num_frames: int) -> int:
-        """Tokens that replace the placeholder: every frame's, then the learned action tokens."""
-        return num_frames * self.tokens_per_frame + self.action_tokens
+        """Tokens that replace the placeholder: every frame's, the learned action tokens, the closing newline."""
+        return num_frames * self.tokens_per_frame + self.action_tokens + self.closing_tokens
 
     def extra_tokens(self, num_frames: int) -> int:
         """Sequence positions the model adds beyond its input ids: the visual tokens less their one placeholder."""
@@ -147,7 +156,9 @@ class LlavaVideoConfig:
 
     def chat_format(self) -> ChatFormat:
         """How this model reads a sample: the qwen_1_5 template, one `<image>` placeholder for the visual tokens."""
-        return ChatFormat(tokens_per_frame=self.tokens_per_frame, action_tokens=self.action_tokens)
+        return ChatFormat(
+            tokens_per_frame=self.tokens_per_frame, action_tokens=self.action_tokens, closing_tokens=self.closing_tokens
+        )
 
     @classmethod
     def from_dict(cls, fields: dict) -> LlavaVideoConfig:
@@ -174,7 +185,7 @@ class LlavaVideoConfig:
                 "mm_vision_select_layer": self.vision_select_layer,
                 "mm_spatial_pool_mode": self.spatial_pool_mode,
                 "mm_spatial_pool_stride": self.spatial_pool_stride,
-                "mm_newline_position": self.newline_position,
+                "mm_newline_position": ORIGINAL_NEWLINE_NAMES.get(self.newline_position, self.newline_position),
                 "mm_hidden_size": vision["hidden_size"],
                 "mm_vision_tower": self.vision_tower_name,
                 "vision_config": vision,
@@ -212,7 +223,9 @@ class LlavaVideoConfig:
             projector_type=config.get("mm_projector_type", "mlp2x_gelu"),
             spatial_pool_mode=config.get("mm_spatial_pool_mode", "bilinear"),
             spatial_pool_stride=config.get("mm_spatial_pool_stride", 2),
-            newline_position=config.get("mm_newline_position", "grid"),
+            newline_position={v: k for k, v in ORIGINAL_NEWLINE_NAMES.items()}.get(
+                config.get("mm_newline_position", "grid"), config.get("mm_newline_position", "grid")
+            ),
             image_mean=tuple(config.get("image_mean", (0.5, 0.5, 0.5))),
             image_std=tuple(config.get("image_std", (0.5, 0.5, 0.5))),
             vision_supervision=config.get("vision_supervision"),

@@ -151,6 +151,8 @@ class LlavaVideoModel(nn.Module):
         tokens = per_frame.reshape(batch, frames * per_frame.shape[1], -1)
         if self.config.action_tokens:
             tokens = torch.cat([tokens, self.action_supervision.to(tokens.dtype).expand(batch, -1, -1)], dim=1)
+        if self.config.closing_tokens:  # one_token: a single newline closes the video, after the action tokens
+            tokens = torch.cat([tokens, self.image_newline.to(tokens.dtype).expand(batch, 1, -1)], dim=1)
         return tokens
 
     def _pool(self, grid: torch.Tensor) -> torch.Tensor:
@@ -296,7 +298,8 @@ class LlavaVideoModel(nn.Module):
         place = (input_ids == IMAGE_TOKEN_INDEX).int().argmax(1)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         count = max(1, self.config.action_tokens)
-        first = place + num_visual - count
+        # the newline mode reads the closing newline itself; action tokens sit before it
+        first = place + num_visual - count - (self.config.closing_tokens if self.config.action_tokens else 0)
         tokens = [hidden[rows, first + (i if count == 3 else 0)] for i in range(3)]
         return self.verb_head(tokens[0]), self.noun_head(tokens[1]), self.action_head(tokens[2])
 

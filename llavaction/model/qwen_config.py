@@ -334,7 +334,7 @@ QWEN_PRESETS = {
         "qwen3_vl", dict(QWEN3_VL_8B, model_type="qwen3_vl"), rule=RULES["qwen3_vl"]
     ),
     ("qwen2_5_vl", "tiny"): lambda: QwenVLConfig("qwen2_5_vl", tiny_hf("qwen2_5_vl"), frame_size=32),
-    ("qwen3_vl", "tiny"): lambda: QwenVLConfig("qwen3_vl", tiny_hf("qwen3_vl"), rule=RULES["qwen3_vl"], frame_size=64),
+    ("qwen3_vl", "tiny"): lambda: QwenVLConfig("qwen3_vl", tiny_hf("qwen3_vl"), rule=RULES["qwen3_vl"], frame_size=32),
 }
 
 

@@ -22,6 +22,7 @@ from llavaction.model.llava_video import (
     LlavaVideoOutput,
     _on_every_rank,
     check_attention,
+    unpack_rows,
 )
 from llavaction.model.qwen_config import ACTION_HEADS_CONFIG, ACTION_HEADS_FILE, QwenVLConfig, processor_config
 from llavaction.prompts.formats import ACTION_TOKEN_INDEX
@@ -200,8 +201,8 @@ class QwenVLModel(nn.Module):
                 video_grid_thw=visual.grid,
                 **options,
             )
-            hidden = unpack(out.last_hidden_state, real)
-            states = out.hidden_states and tuple(unpack(h, real) for h in out.hidden_states)
+            hidden = unpack_rows(out.last_hidden_state, real)
+            states = out.hidden_states and tuple(unpack_rows(h, real) for h in out.hidden_states)
         else:
             out = self.hf.model(
                 inputs_embeds=embeds,
@@ -395,8 +396,3 @@ class QwenVLModel(nn.Module):
         (directory / ACTION_HEADS_CONFIG).write_text(json.dumps(extra, indent=2) + "\n")
         if tokenizer is not None:
             tokenizer.save_pretrained(str(directory))
-
-
-def unpack(packed: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """[1, N, d] states of the packed real tokens -> [B, S, d] in the rows' own layout (zeros at padding)."""
-    return packed.new_zeros(*real.shape, packed.shape[-1]).index_put((real,), packed[0])

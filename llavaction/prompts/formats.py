@@ -133,6 +133,7 @@ class ChatFormat:
         system: the system turn's text (the chat template's default), or None for none.
         tokens_per_frame: LLaVA-Video: visual tokens a frame takes.
         action_tokens: learned action tokens after the video.
+        closing_tokens: LLaVA-Video: tokens after the action tokens (newline_position one_token: one newline).
         rule: Qwen: the frame rule.
         video_token_id: Qwen: `<|video_pad|>`'s id.
         vision_start_id: Qwen: `<|vision_start|>`'s id.
@@ -144,6 +145,7 @@ class ChatFormat:
     system: str | None = SYSTEM_MESSAGE
     tokens_per_frame: int = 0
     action_tokens: int = 0
+    closing_tokens: int = 0
     rule: FrameRule | None = None
     video_token_id: int = -1
     vision_start_id: int = -1
@@ -180,10 +182,10 @@ class ChatFormat:
         self, num_frames: int, frame_size: int, clip_seconds: float, encode: Callable[[str], list[int]]
     ) -> tuple[list[int], int]:
         """The ids the video marker becomes and the sequence length they take: LLaVA-Video's one placeholder (the
-        model splices frames x tokens-per-frame + action tokens there), or a Qwen backbone's vision block(s) and
-        action tokens, token for token."""
+        model splices frames x tokens-per-frame + action and closing tokens there), or a Qwen backbone's vision
+        block(s) and action tokens, token for token."""
         if self.backbone == "llava_video":
-            return [IMAGE_TOKEN_INDEX], num_frames * self.tokens_per_frame + self.action_tokens
+            return [IMAGE_TOKEN_INDEX], num_frames * self.tokens_per_frame + self.action_tokens + self.closing_tokens
         per_group = self.rule.tokens_per_group(num_frames, frame_size, frame_size)
         block = [self.vision_start_id, *[self.video_token_id] * per_group, self.vision_end_id]
         if self.timestamps:

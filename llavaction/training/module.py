@@ -11,6 +11,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from llavaction.data.batch import Batch
 from llavaction.evaluation import checkpoints
+from llavaction.evaluation.checkpoints import ExportLayout
 from llavaction.evaluation.module import MQAModule
 from llavaction.evaluation.options import EvaluationOptions
 from llavaction.model.build import build_model, resolve_architecture
@@ -40,6 +41,7 @@ class LlavaActionModule(MQAModule):
         action: ActionSupervision = ActionSupervision(),
         evaluation: EvaluationOptions = EvaluationOptions(),
         export_dir: str | None = None,
+        export_layout: ExportLayout = "original",
         architecture: dict | None = None,
     ):
         """
@@ -51,14 +53,17 @@ class LlavaActionModule(MQAModule):
                 Qwen2.5-VL / Qwen3-VL one in transformers' layout (its backbone must be model.backbone).
             tokenizer: tokenizer directory; defaults to the checkpoint directory.
             spatial_pool_mode: LLaVA-Video: override the 2x2 pooling ('bilinear', 'average', 'max').
-            newline_position: LLaVA-Video: override the newline tokens ('grid', 'frame', 'none').
+            newline_position: LLaVA-Video: override the newline tokens ('grid', 'frame', 'one_token', 'none').
             trainable: which parts are updated.
             optimizer: learning rates, weight decay and warmup.
             compute: attention kernel, checkpointing, compilation, packing.
             action: action-token supervision (LLaVAction's heads).
             evaluation: how validation and test answer the questions.
-            export_dir: after fit, write the trained model here with its tokenizer: LLaVA-Video in the original layout,
-                a Qwen backbone in transformers' own (its action heads in a file beside it).
+            export_dir: after fit, write the trained model here with its tokenizer, in export_layout.
+            export_layout: 'original': LLaVA-Video in the lmms-lab layout (LlavaQwenForCausalLM), a Qwen backbone in
+                transformers' own (its action heads in a file beside it); 'transformers': transformers' own class for
+                every backbone (LLaVA-Video: LlavaOnevisionForConditionalGeneration, refused before training unless it
+                computes the same logits: newline_position one_token, bilinear pooling, no action tokens).
             architecture: the model's architecture as training resolved it; training records it in its checkpoints so
                 they load without the starting checkpoint. Leave unset.
         """
@@ -88,6 +93,8 @@ class LlavaActionModule(MQAModule):
         self.hparams["architecture"] = dataclasses.asdict(self.config)
         self.train_parts, self.optimizer_options = groups["trainable"], groups["optimizer"]
         self.compute, self.action = groups["compute"], groups["action"]
+        if export_dir and export_layout == "transformers":
+            checkpoints.check_export_layout(self.config, export_layout)
         self._tokenizer_files: dict[str, bytes] | None = None
 
     def build_model(self) -> torch.nn.Module:
@@ -170,4 +177,10 @@ class LlavaActionModule(MQAModule):
 
     def on_fit_end(self) -> None:  # the original checkpoint layout, for other tools
         if self.hparams.export_dir:
-            checkpoints.export_model(self.model, self.tokenizer, Path(self.hparams.export_dir), self.trainer)
+            checkpoints.export_model(
+                self.model,
+                self.tokenizer,
+                Path(self.hparams.export_dir),
+                self.trainer.is_global_zero,
+                self.hparams.export_layout,
+            )

@@ -40,6 +40,7 @@ def test_flop_count_and_memory_plan():
         pytest.param("loader", ["--videos", "1", "--samples", "8"], marks=pytest.mark.slow),
         ("replay_extract", ["--videos", "1", "--seconds", "3", "--frames", "4", "--size", "64"]),
         ("plan", ["--scale", "0.01"]),
+        ("onevision_export", ["--prompts", "2", "--frames", "2"]),
         pytest.param("reproduce", ["--segments", "2", "--seconds", "30"], marks=pytest.mark.slow),
     ],
 )

@@ -79,3 +79,19 @@ def test_a_qwen_checkpoint_by_hub_id_offline(qwen_run, demo_questions, demo_shar
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["count"] == 8
+
+
+def test_llavaction_export_writes_the_fit_export_from_the_training_checkpoint(qwen_run, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from llavaction.cli.export import main as export
+
+    out = tmp_path / "export"
+    checkpoint = qwen_run / "checkpoints" / "last.ckpt"
+    assert export(["--checkpoint", str(checkpoint), "--layout", "transformers", "--out", str(out)]) == 0
+    for name in ("model.safetensors", "action_heads.safetensors"):
+        ours, fits = load_file(out / name), load_file(qwen_run / "export" / name)
+        assert ours.keys() == fits.keys() and all(np.array_equal(ours[k].numpy(), fits[k].numpy()) for k in ours)
+    assert (out / "video_preprocessor_config.json").read_text() == (
+        qwen_run / "export" / "video_preprocessor_config.json"
+    ).read_text()

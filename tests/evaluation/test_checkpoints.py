@@ -40,8 +40,6 @@ def test_a_module_answers_by_the_options_it_was_last_given(original_checkpoint, 
 
 
 def test_an_export_keeps_the_earlier_weights_until_the_new_ones_are_complete(demo_dir, tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
     import torch
 
     from llavaction.evaluation import checkpoints
@@ -50,9 +48,8 @@ def test_an_export_keeps_the_earlier_weights_until_the_new_ones_are_complete(dem
     from llavaction.prompts.tokenizer import load_tokenizer
 
     model, tokenizer = LlavaVideoModel(preset("tiny")), load_tokenizer(demo_dir / "tokenizer")
-    trainer = SimpleNamespace(is_global_zero=True)
     out = tmp_path / "export"
-    checkpoints.export_model(model, tokenizer, out, trainer)
+    checkpoints.export_model(model, tokenizer, out, is_writer=True)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     real_save = layout.save_original
 
@@ -64,9 +61,9 @@ def test_an_export_keeps_the_earlier_weights_until_the_new_ones_are_complete(dem
     with torch.no_grad():
         model.image_newline.add_(1.0)
     with pytest.raises(OSError, match="No space left"):
-        checkpoints.export_model(model, tokenizer, out, trainer)
+        checkpoints.export_model(model, tokenizer, out, is_writer=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
     monkeypatch.setattr(layout, "save_original", real_save)
-    checkpoints.export_model(model, tokenizer, out, trainer)
+    checkpoints.export_model(model, tokenizer, out, is_writer=True)
     assert (LlavaVideoModel.from_pretrained(out).image_newline == model.image_newline).all()

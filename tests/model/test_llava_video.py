@@ -40,15 +40,37 @@ def test_forward_backward_shapes():
 
 
 @pytest.mark.parametrize("pool", ["bilinear", "average", "max"])
-@pytest.mark.parametrize("newline", ["grid", "frame", "none"])
+@pytest.mark.parametrize("newline", ["grid", "frame", "one_token", "none"])
 def test_visual_tokens_follow_the_formula(pool, newline):
     model = tiny(spatial_pool_mode=pool, newline_position=newline)
     side = 32 // 4  # 8x8 patches
     pooled = 4
-    per_frame = {"grid": pooled * (pooled + 1), "frame": pooled * pooled + 1, "none": pooled * pooled}[newline]
+    per_frame = {"grid": pooled * (pooled + 1), "frame": pooled * pooled + 1}.get(newline, pooled * pooled)
+    closing = int(newline == "one_token")
     assert model.config.tokens_per_frame == per_frame and model.config.pooled_side == pooled
-    assert model.encode_video(torch.randn(2, 3, 3, 32, 32)).shape == (2, 3 * per_frame, 128)
+    assert model.encode_video(torch.randn(2, 3, 3, 32, 32)).shape == (2, 3 * per_frame + closing, 128)
+    assert model.config.visual_tokens(3) == 3 * per_frame + closing
+    assert model.config.chat_format().visual_ids(3, 32, 1.0, list)[1] == 3 * per_frame + closing
     assert side // 2 == pooled
+
+
+def test_one_token_closes_the_video_after_the_action_token_and_reads_heads_before_it():
+    """The reference's one_token layout: frames, the learned action token, then one newline for the whole video."""
+    model = tiny(newline_position="one_token", vision_supervision="one_token", action_types=(3, 4, 5))
+    tokens = model.encode_video(torch.randn(1, 2, 3, 32, 32))[0]
+    assert tokens.shape[0] == 2 * 16 + 2
+    assert torch.equal(tokens[-1], model.image_newline) and torch.equal(tokens[-2], model.action_supervision[0])
+    hidden = torch.arange(40.0)[None, :, None].expand(1, 40, 128)
+    ids = torch.tensor([[5, 6, IMAGE_TOKEN_INDEX, 7]])
+    verb = model.read_heads(hidden, ids, num_visual=34)[0]
+    # the placeholder at 2: visual tokens at 2..35, the action token at 34
+    assert torch.equal(verb, model.verb_head(hidden[:, 34]))
+
+
+def test_no_token_is_the_original_name_of_none(tmp_path):
+    config = tiny(newline_position="none").config
+    assert config.to_original()["mm_newline_position"] == "no_token"
+    assert type(config).from_original(config.to_original()).newline_position == "none"
 
 
 def test_llava_video_7b_token_counts():

@@ -4,6 +4,7 @@ format_time_instruction, the temporal-detection data) inside the qwen_1_5 ChatML
 import pytest
 
 from llavaction.prompts.encoding import PromptEncoder, PromptTooLong, chat_prompt
+from llavaction.prompts.formats import ChatFormat
 from llavaction.prompts.tokenizer import build_tokenizer
 from llavaction.prompts.wording import PromptError, PromptOptions, answer_text, user_text
 from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
@@ -142,3 +143,42 @@ def test_inconsistent_questions_name_the_item(change, message):
     record = RECORD | {"option_actions": ["0:1", "0:2", "0:3", "0:4", "0:5"]} | change
     with pytest.raises(PromptError, match=f"P01_01_7: {message}"):
         user_text(record, "mqa", 8, PromptOptions())
+
+
+def test_each_backbone_reads_the_prompt_in_its_own_template():
+    """LLaVA-Video: the qwen_1_5 template with `<image>\\n`; Qwen2.5-VL: its template's default system turn and a
+    vision block; Qwen3-VL: no system turn; the reference's wording after the clip in every case."""
+    from llavaction.model.qwen_config import qwen_preset
+    from llavaction.prompts.formats import QWEN_VIDEO_BLOCK
+
+    question = user_text(RECORD, "mqa", 8, PromptOptions())
+    llava = chat_prompt(question)
+    assert llava.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<image>\n")
+    qwen25 = chat_prompt(question, qwen_preset("qwen2_5_vl", "tiny").chat_format())
+    assert qwen25 == llava.replace("<image>\n", QWEN_VIDEO_BLOCK)
+    qwen3 = chat_prompt(question, qwen_preset("qwen3_vl", "tiny").chat_format())
+    assert qwen3 == f"<|im_start|>user\n{QWEN_VIDEO_BLOCK}{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_visual_ids_lay_out_each_backbones_clip(tokenizer):
+    from llavaction.model.qwen_config import qwen_preset
+    from llavaction.prompts.formats import ACTION_TOKEN_INDEX
+
+    encode = PromptEncoder(tokenizer)._ids
+    qwen25 = qwen_preset("qwen2_5_vl", "tiny", vision_supervision="one_token", action_types=(1, 2, 3))
+    ids, length = qwen25.chat_format().visual_ids(7, 384, 3.5, encode)
+    video, start, end = (
+        qwen25.hf["video_token_id"],
+        qwen25.hf["vision_start_token_id"],
+        qwen25.hf["vision_end_token_id"],
+    )
+    # 7 frames: the last repeated to 4 groups of two; 384 px -> 392: 28 x 28 patches, 196 tokens a group
+    assert ids == [start, *[video] * 4 * 196, end, ACTION_TOKEN_INDEX] and length == len(ids)
+    qwen3 = qwen_preset("qwen3_vl", "tiny").chat_format()
+    ids, _ = qwen3.visual_ids(4, 384, 4.0, encode)
+    # frames at 0.5, 1.5, 2.5, 3.5 s: groups stamped at their first and last frame's mean, 144 tokens a group
+    stamps = [tokenizer.decode(encode(f"<{t} seconds>")) for t in ("1.0", "3.0")]
+    text = tokenizer.decode([i for i in ids if i not in (qwen3.video_token_id,)])
+    assert text.count("seconds>") == 2 and all(s in text for s in stamps) and ids.count(qwen3.video_token_id) == 288
+    llava_ids, llava_length = ChatFormat(tokens_per_frame=210, action_tokens=1).visual_ids(64, 384, 2.0, encode)
+    assert llava_ids == [IMAGE_TOKEN_INDEX] and llava_length == 64 * 210 + 1

@@ -39,3 +39,23 @@ def test_step_performance_logs_throughput(demo_dir):
     visual = preset("tiny").visual_tokens(4)
     assert logged["perf/tokens_per_s"] / logged["perf/samples_per_s"] == pytest.approx((7 + 2 * (visual - 1)) / 2)
     assert "perf/mfu" not in logged  # a CPU has no entry in the peak table
+
+
+@pytest.mark.parametrize("backbone", ["qwen2_5_vl", "qwen3_vl"])
+def test_qwen_vision_flops_match_torchs_count_of_the_encoder(backbone):
+    """The MFU figure's vision term against torch's FLOP counter over the real encoder (windows, mergers, DeepStack)
+    at three clip shapes; the formula leaves out norms and rotary embeddings, a few per cent."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from llavaction.model.qwen_config import qwen_preset
+    from llavaction.model.qwen_vl import QwenVLModel
+    from llavaction.training.flops import qwen_vision_flops
+
+    config = qwen_preset(backbone, "tiny")
+    model = QwenVLModel(config).eval()
+    for frames, size in ((4, 32), (8, 64), (6, 96)):
+        pixels = model.preprocess(torch.randint(0, 256, (1, frames, size, size, 3), dtype=torch.uint8))
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model.encode_video(pixels)
+        assert qwen_vision_flops(config, frames, size) == pytest.approx(counter.get_total_flops(), rel=0.08)

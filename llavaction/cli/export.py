@@ -1,0 +1,51 @@
+"""`llavaction export`: a trained checkpoint (a Lightning `.ckpt`, an original folder or a hub id) written as a model
+folder other tools load: the original layout, or transformers' own class (`--layout transformers`).
+
+    llavaction export --checkpoint runs/qwen/checkpoints/last.ckpt --layout transformers --out export/qwen
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from llavaction.evaluation.checkpoints import ExportLayout
+from llavaction.utils.options import main_of
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Write a checkpoint's model and tokenizer in another layout.
+
+    Args:
+        checkpoint: a Lightning checkpoint file, an original checkpoint folder or a model-hub id.
+        out: the folder to write (replaced as a whole, only once the new export is complete).
+        layout: 'original': LLaVA-Video in the lmms-lab layout, a Qwen backbone in transformers' own (action heads in a
+            file beside); 'transformers': transformers' own class for every backbone (LLaVA-Video:
+            LlavaOnevisionForConditionalGeneration, refused unless it computes the same logits).
+        tokenizer: a tokenizer folder replacing the one the checkpoint carries.
+    """
+
+    checkpoint: str
+    out: Path
+    layout: ExportLayout = "original"
+    tokenizer: str | None = None
+
+
+def export(options: ExportOptions) -> int:
+    from llavaction.evaluation.checkpoints import LoadedCheckpoint, check_export_layout, export_model
+    from llavaction.utils.files import exclusive_output
+
+    loaded = LoadedCheckpoint.open(options.checkpoint, options.tokenizer)
+    module = loaded.module(None)
+    check_export_layout(module.config, options.layout)
+    with exclusive_output(options.out):
+        export_model(module.model, module.tokenizer, options.out, is_writer=True, layout=options.layout)
+    print(f"{options.checkpoint} -> {options.out} ({options.layout} layout, backbone {loaded.backbone})")
+    return 0
+
+
+main = main_of(ExportOptions, export, "llavaction export", __doc__.split("\n\n")[0])
+
+if __name__ == "__main__":
+    raise SystemExit(main())
