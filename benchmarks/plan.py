@@ -1,10 +1,11 @@
 """How long the epoch plan of the 7B mixture's size takes, from index-only shard sets (no frames), from one run.
 
-The mixture has the recipe's shape at about 300k training items: four EK-100 sources of 67,217 samples (MQA with AVION
-and TIM distractors, temporal detection, direct narration; 256 samples a shard) and a replay set of 5,000 videos with
-6 conversations each (64 a shard). Prints the seconds to read the indexes, to plan every worker of every rank (the
-table of `python -m llavaction.data.plan`) and to write every row as JSON lines, at the reference's world (128 GPUs x
-4 loader workers) and at the recipe's (8 x 8).
+The mixture has the recipe's shape and size, about 1.34 M training items: six EK-100 sources of 67,217 samples (MQA
+with AVION and TIM distractors, the two GPT-4o description sets, temporal detection, direct narration; 256 samples a
+shard) and LLaVA-Video-178K's 936,000 conversations, modelled as 156,000 videos of 6 conversations (64 a shard).
+Prints the seconds to read the indexes, to plan every worker of every rank (the table of `python -m
+llavaction.data.plan`) and to write every row as JSON lines, at the reference's world (128 GPUs x 4 loader workers) and
+at the recipe's (8 x 8).
 
     python benchmarks/plan.py [--scale 1.0]
 """
@@ -22,6 +23,7 @@ from llavaction.data.plan import summarize
 from llavaction.data.sources import source_items
 
 EK100_TRAIN = 67_217
+REPLAY_VIDEOS = 156_000  # x 6 conversations: LLaVA-Video-178K's share of the 1.34 M items
 
 
 def index_only_set(path: Path, samples: int, per_shard: int, conversations: int | None = None) -> str:
@@ -51,11 +53,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="mixture size relative to the 7B recipe's")
     args = parser.parse_args()
-    ek100, videos = int(EK100_TRAIN * args.scale), int(5_000 * args.scale)
+    ek100, videos = int(EK100_TRAIN * args.scale), int(REPLAY_VIDEOS * args.scale)
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        sets = [index_only_set(root / f"ek100_{n}", ek100, 256) for n in range(4)]
+        sets = [index_only_set(root / f"ek100_{n}", ek100, 256) for n in range(6)]
         sets.append(index_only_set(root / "replay", videos, 64, conversations=6))
         started = time.perf_counter()
         items = [source_items(location) for location in sets]

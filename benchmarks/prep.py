@@ -20,7 +20,7 @@ from pathlib import Path
 import decord
 from synthetic import demo_questions, epic_annotations, epic_validation_questions, frame_shards
 
-from llavaction.data.video import sample_times
+from llavaction.data.video import clip_frame_ids
 
 
 def bare_decode(records: list[dict], videos: Path, num_frames: int) -> tuple[int, float]:
@@ -34,10 +34,7 @@ def bare_decode(records: list[dict], videos: Path, num_frames: int) -> tuple[int
         fps = reader.get_avg_fps()
         for r in group:
             ids = sorted(
-                {
-                    min(int(t * fps), len(reader) - 1)
-                    for t in sample_times(r["clip_start_sec"], r["clip_stop_sec"], num_frames)
-                }
+                set(clip_frame_ids(r["clip_start_sec"], r["clip_stop_sec"], num_frames, fps, len(reader) - 1)[0])
             )
             frames += len(reader.get_batch(ids).asnumpy())
     return frames, time.perf_counter() - start

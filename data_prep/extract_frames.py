@@ -260,7 +260,7 @@ def run(args: ExtractOptions) -> int:
         print(f"skipped {item['narration_id']}: {item['reason']}", file=sys.stderr)
         reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
     for key in report["clamped"]:
-        print(f"clamped {key}: a frame time lay beyond the end of the video; the last frame was used", file=sys.stderr)
+        print(f"clamped {key}: the clip reaches past the video's last frame; its frames end there", file=sys.stderr)
     print(
         f"{report['written']} samples in {report['shards']} shards -> {folder}; "
         f"{len(report['skipped'])} skipped, {len(report['clamped'])} clamped (see {folder / REPORT_FILE})",

@@ -31,17 +31,19 @@ def _option_answer(generation: str) -> str | None:
 
 
 def _up_to_sentence_end(text: str) -> str:
-    """The text before its first '.' that ends it or is followed by a space ('rinse knife.' -> 'rinse knife')."""
-    return re.sub(r"\.(\s.*)?$", "", text, count=1)
+    """The text before its first '.' that ends it or is followed by a space or a capital letter ('rinse knife.' ->
+    'rinse knife'; 'close drawer.Then I ...' -> 'close drawer': a sentence whose space went missing)."""
+    return re.sub(r"\.(?:\s.*|(?=[A-Z]).*)?$", "", text, count=1)
 
 
 def paper_answer_text(generation: str) -> str:
     """The answer text by the paper's rule (the reference's process_raw_pred): the text after the last 'X. ' (the
-    whole answer when it names no lettered option), up to the next '. ' or a final '.'. The reference cuts a lettered
-    answer at its first '.' anywhere, which turns a narration such as 'rinse knife.' into 'rinse knife' and so can
-    never match it, and compares an answer without a letter whole; here a period counts only before a space or at
-    the end, in every answer and in the ground truth alike (paper_correct), so 'put spatula into rack.' answered
-    without a letter matches its option as the reference matches it."""
+    whole answer when it names no lettered option), up to the next '. ', '.X' (X a capital) or a final '.'. The
+    reference cuts a lettered answer at its first '.' anywhere, which turns a narration such as 'rinse knife.' into
+    'rinse knife' and so can never match it, and compares an answer without a letter whole; here a period counts only
+    before a space, a capital or at the end, in every answer and in the ground truth alike (paper_correct), so 'put
+    spatula into rack.' answered without a letter matches its option as the reference matches it, and 'B. close
+    drawer.Then ...' reads 'close drawer' as the reference reads it."""
     text = generation.rstrip(",")
     if "None" in text:  # the reference's special case, kept as is
         return text.replace("None. ", "")

@@ -1,5 +1,6 @@
 """Frame sources for the three EPIC-KITCHENS-100 video layouts and single video files, decoded with decord (the decord2
-fork), and the frame rule of every clip (midpoints of equal parts): data_prep.extract_frames and
+fork), and the frame rule of every clip, the reference's (its start and stop rounded to frames, the stop no later
+than the last frame, then the floored midpoints of equal parts between them): data_prep.extract_frames and
 llavaction.evaluation.clips share it.
 
 raw:     P01/P01_01.MP4 (or P01/videos/P01_01.MP4)
@@ -9,7 +10,6 @@ frames:  P01/P01_01/frame_0000000001.jpg ... (EPIC rgb_frames, 1-based)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +26,19 @@ class VideoError(OSError):
     """A video that cannot be found or decoded; the message names it."""
 
 
-def sample_times(start_sec: float, stop_sec: float, num_frames: int) -> list[float]:
-    """The midpoints of num_frames equal parts of [start, stop]."""
-    step = (stop_sec - start_sec) / num_frames
-    return [start_sec + (i + 0.5) * step for i in range(num_frames)]
+def midpoint_ids(start_frame: int, stop_frame: int, num_frames: int) -> list[int]:
+    """The reference's sample points between two frame indices: the midpoints of num_frames equal parts, floored."""
+    edges = np.linspace(start_frame, stop_frame, num_frames + 1)
+    return (0.5 * edges[:-1] + 0.5 * edges[1:]).astype(np.int64).tolist()
+
+
+def clip_frame_ids(start_sec: float, stop_sec: float, num_frames: int, fps: float, last: int) -> tuple[list[int], bool]:
+    """The frame indices of a clip by the reference's rule: start and stop rounded to frames (half to even, as numpy),
+    the stop no later than the last frame (`last`), then midpoint_ids. True when the clip reaches past the video's
+    last frame (its frames then spread over what the video holds)."""
+    stop = min(int(np.round(stop_sec * fps)), last)
+    start = min(int(np.round(start_sec * fps)), stop)
+    return midpoint_ids(start, stop, num_frames), stop_sec * fps > last + 1 + 1e-6
 
 
 def resize_frames(frames: np.ndarray, size: int, mode: str) -> np.ndarray:
@@ -45,12 +54,6 @@ def resize_frames(frames: np.ndarray, size: int, mode: str) -> np.ndarray:
     for i, frame in enumerate(frames):
         out[i] = np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC, reducing_gap=3.0))
     return out
-
-
-def frame_ids(times: list[float], fps: float, last: int) -> tuple[list[int], bool]:
-    """Frame indices shown at the given times, clamped to [0, last]; True when some time lay beyond the last frame."""
-    wanted = [int(t * fps) for t in times]
-    return [min(max(i, 0), last) for i in wanted], any(i > last for i in wanted)
 
 
 @dataclass
@@ -117,8 +120,8 @@ class RawVideo:
     def duration_sec(self) -> float:
         return len(self.reader) / self.fps
 
-    def clip(self, times: list[float]) -> DecodedClip:
-        ids, clamped = frame_ids(times, self.fps, len(self.reader) - 1)
+    def clip(self, start_sec: float, stop_sec: float, num_frames: int, **_) -> DecodedClip:
+        ids, clamped = clip_frame_ids(start_sec, stop_sec, num_frames, self.fps, len(self.reader) - 1)
         frames = resize_frames(_get_batch(self.reader, ids, self.path), self.size, self.mode)
         return DecodedClip(frames, ids, self.fps, clamped)
 
@@ -164,26 +167,32 @@ class ChunkedVideo:
             self.readers[start] = _open_decord(self._chunk_path(start), self.threads)
         return self.readers[start]
 
-    def clip(self, times: list[float]) -> DecodedClip:
-        last_start = self.chunk_starts[-1]
-        clamped = False
+    def clip(self, start_sec: float, stop_sec: float, num_frames: int, **_) -> DecodedClip:
+        """As the reference's chunked loader: the stop no later than the last frame of the chunk holding it (the last
+        chunk there is, at the video's end), frame ids over the whole video, each read from the chunk whose frames
+        [int(start x fps), int(end x fps)) hold it."""
+        end_chunk = int(stop_sec) // self.chunk_seconds * self.chunk_seconds
+        held = [s for s in self.chunk_starts if s <= end_chunk]
+        end_chunk = held[-1] if held else self.chunk_starts[0]
+        last = int(np.round(((len(self._reader(end_chunk)) - 1) / self.fps + end_chunk) * self.fps))
+        ids, clamped = clip_frame_ids(start_sec, stop_sec, num_frames, self.fps, last)
         located: list[tuple[int, int]] = []  # (chunk start, index in chunk)
-        for t in times:
-            start = int(math.floor(t / self.chunk_seconds) * self.chunk_seconds)
-            if start > last_start:
-                start, t, clamped = last_start, math.inf, True
-            if start not in self.chunk_starts:
-                raise VideoError(f"{self.folder}: chunk {start}.MP4 is missing")
+        for frame in ids:
+            start = next(
+                (s for s in self.chunk_starts if int(s * self.fps) <= frame < int((s + self.chunk_seconds) * self.fps)),
+                None,
+            )
+            if start is None:
+                raise VideoError(f"{self.folder}: no chunk holds frame {frame} ({frame / self.fps:.2f} s)")
             chunk_last = len(self._reader(start)) - 1
-            index = int((t - start) * self.fps) if math.isfinite(t) else chunk_last
-            clamped |= start == last_start and index > chunk_last
+            index = int(frame - start * self.fps)
+            clamped |= index > chunk_last
             located.append((start, min(index, chunk_last)))
-        frames = np.empty((len(times), self.size, self.size, 3), dtype=np.uint8)
+        frames = np.empty((len(ids), self.size, self.size, 3), dtype=np.uint8)
         for start in sorted({s for s, _ in located}):
             slots = [k for k, (s, _) in enumerate(located) if s == start]
             batch = _get_batch(self._reader(start), [located[k][1] for k in slots], self._chunk_path(start))
             frames[slots] = resize_frames(batch, self.size, self.mode)
-        ids = [int(round(s * self.fps)) + i for s, i in located]
         return DecodedClip(frames, ids, self.fps, clamped)
 
 
@@ -201,8 +210,16 @@ class FrameFolder:
             raise VideoError(f"{self.folder} holds no frame_*.jpg files")
         self.fps, self.size, self.mode = fps, size, mode
 
-    def clip(self, times: list[float]) -> DecodedClip:
-        ids, clamped = frame_ids(times, self.fps, self.num_frames - 1)
+    def clip(
+        self, start_sec: float, stop_sec: float, num_frames: int, frames: tuple[int, int] | None = None
+    ) -> DecodedClip:
+        """frames: the segment's EPIC start and stop frame (1-based file numbers), which the reference's frame loader
+        samples between directly; without them, the clip's seconds by the rule of the other layouts."""
+        if frames is not None:
+            files = midpoint_ids(frames[0], frames[1], num_frames)
+            ids, clamped = [min(max(f - 1, 0), self.num_frames - 1) for f in files], frames[1] > self.num_frames
+        else:
+            ids, clamped = clip_frame_ids(start_sec, stop_sec, num_frames, self.fps, self.num_frames - 1)
         decoded = []
         for i in ids:
             path = self.folder / f"frame_{i + 1:010d}.jpg"

@@ -23,7 +23,7 @@ import torch
 from llavaction.benchmark.answers import rule_choice
 from llavaction.data.batch import Batch
 from llavaction.data.stages import ArrayFrames, Collate, EncodePrompt
-from llavaction.data.video import VideoError, sample_times, video_duration, video_file
+from llavaction.data.video import VideoError, video_duration, video_file
 from llavaction.ek100.annotations import parse_timestamp
 from llavaction.evaluation.checkpoints import LoadedCheckpoint, Precision, QuestionSettings, precision_context
 from llavaction.evaluation.options import MAX_NEW_TOKENS, EvaluationOptions, QuestionOptions
@@ -200,7 +200,7 @@ class Predictor:
         """[T, S, S, 3] uint8 at the model's input size, chosen and resized as extract_frames does (the clip checked
         by clip_problem first)."""
         video = video_file(clip.video, self.module.config.image_size)
-        return video.clip(sample_times(clip.start_sec, clip.end_sec, self.settings.num_frames)).frames
+        return video.clip(clip.start_sec, clip.end_sec, self.settings.num_frames).frames
 
     def batch(self, clips: list[Clip], frames: list[np.ndarray]) -> Batch:
         """The clips' questions through the data pipeline's own stages: prompt encoding and collation."""

@@ -51,6 +51,8 @@ def test_parse_choice(text, expected):
         ("None. open drawer", "open drawer"),
         # where the reference cut at any '.': a period counts only before a space or at the end
         ("D. put 2.5 cups", "put 2.5 cups"),
+        # a sentence whose space went missing ends at its period, as the reference reads it
+        ("B. close drawer.Then I open it", "close drawer"),
     ],
 )
 def test_paper_answer_text(generation, text):
@@ -65,6 +67,9 @@ def test_paper_rule_against_the_option_text():
         "A. rinse knife.", "rinse knife."
     )
     assert reference_exact_correct("B. open drawer.", "open drawer")
+    # the reference scores an answer that runs on without a space right; the headline rule agrees
+    assert paper_correct("B. close drawer.Then I open it", "close drawer")
+    assert reference_exact_correct("B. close drawer.Then I open it", "close drawer")
     # an answer without a letter: the reference compares it whole, so a narration ending in '.' matches itself
     assert paper_correct("put spatula into rack.", "put spatula into rack.")
     assert reference_exact_correct("put spatula into rack.", "put spatula into rack.")

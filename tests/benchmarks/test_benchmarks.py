@@ -31,6 +31,30 @@ def test_flop_count_and_memory_plan():
     assert gpu_step.peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989e12 and gpu_step.peak_bf16_flops("CPU") is None
 
 
+def test_the_reference_megabatch_on_hand_made_lengths(monkeypatch):
+    """group_by_modality_length as the reference runs it (world 2, accumulation 2, batch 2: megabatches of 8): each
+    megabatch sorted longest first and split into 4 chunks of balanced length; chunk c is rank c mod 2's micro-batch
+    at micro-step c div 2."""
+    import random
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    padding = load("padding")
+    lengths = [10, 80, 30, 70, 20, 60, 40, 50]
+    # the longest four open the chunks, then each next goes to the least-filled open chunk: 90 tokens in each
+    assert padding.even_chunks(sorted(range(8), key=lambda i: -lengths[i]), lengths, 4) == [
+        [1, 0],  # 80 + 10
+        [3, 4],  # 70 + 20
+        [5, 2],  # 60 + 30
+        [7, 6],  # 50 + 40
+    ]
+    no_shuffle = random.Random(0)
+    no_shuffle.shuffle = lambda items: None
+    steps = padding.reference_micro_batches(lengths, batch=2, world=2, accumulate=2, rng=no_shuffle)
+    assert steps == [[[80, 10], [70, 20]], [[60, 30], [50, 40]]]  # [micro-step][rank] -> lengths
+    # it balances the ranks' real tokens, not padding: 160 padded tokens for 360 real ones
+    assert padding.across_ranks(steps) == pytest.approx((160 / 360, (160 + 120) / (150 + 110) - 1))
+
+
 @pytest.mark.parametrize(
     "name, args",
     [

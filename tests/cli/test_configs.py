@@ -84,6 +84,8 @@ def test_recipe_config_is_the_published_run(capsys):
     }
     assert model["optimizer"]["lr"] == 1e-5 and model["optimizer"]["vision_lr"] == 2e-6
     assert trainer["precision"] == "bf16-mixed" and trainer["max_epochs"] == 1
+    # validation once, at the end of the one epoch, as the reference
+    assert trainer["val_check_interval"] in (None, 1.0) and trainer["check_val_every_n_epoch"] == 1
     tasks = [(s["task"], s.get("descriptions") is not None) for s in data["train"]]
     assert tasks.count(("mqa", False)) == 2 and tasks.count(("qa", True)) == 2
     assert {"temporal", "narration"} <= {t for t, _ in tasks} and ("qa", False) in tasks  # + 178K replay

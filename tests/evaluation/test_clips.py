@@ -124,9 +124,9 @@ def test_frames_and_prompts_are_those_of_extract_frames_and_render(checkpoint, v
     stored = np.stack([simplejpeg.decode_jpeg(sample[f"{i:03d}.jpg"]) for i in range(8)])
     assert seen.shape == stored.shape == (8, 32, 32, 3)
     assert np.abs(seen.astype(int) - stored.astype(int)).mean() < 3  # the same frames, up to JPEG
-    from llavaction.data.video import sample_times, video_file
+    from llavaction.data.video import video_file
 
-    ids = video_file(video, 32).clip(sample_times(0.7, 3.9, 8)).frame_ids
+    ids = video_file(video, 32).clip(0.7, 3.9, 8).frame_ids
     assert ids == sample_meta(sample)["frame_ids"]
     # the prompt: the renderer's text, token for token, in the batch the data pipeline's Collate makes
     rendered = render([record], "mqa", 8, options, False)[0]["prompt"]

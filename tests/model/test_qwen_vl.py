@@ -182,3 +182,30 @@ def test_bad_combinations_are_refused():  # noqa: D103
     other_clips = model.preprocess(torch.zeros(2, 8, 64, 64, 3, dtype=torch.uint8))  # twice the frames
     with pytest.raises(ValueError, match="video tokens but their clips give"):
         model.logits(ids, other_clips, mask)
+
+
+@pytest.mark.parametrize("backbone", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("frames, size", [(8, 384), (7, 250)])
+def test_preprocess_equals_transformers_video_processor(backbone, frames, size):
+    """Where torchvision exists (not with the CPU wheel here; on the GPU machine), our frame rule against the
+    backbone's own video processor built from the config we export: the same grid, and pixel values within the
+    rounding of one uint8 level after resizing."""
+    pytest.importorskip("torchvision")
+    from transformers import Qwen2VLVideoProcessor, Qwen3VLVideoProcessor
+
+    from llavaction.model.qwen_config import processor_config
+
+    config = qwen_preset(backbone, "7b" if backbone == "qwen2_5_vl" else "8b")
+    values = {k: v for k, v in processor_config(config).items() if k not in ("video_processor_type", "processor_class")}
+    kind = Qwen3VLVideoProcessor if backbone == "qwen3_vl" else Qwen2VLVideoProcessor
+    processor = kind(**values, do_sample_frames=False)
+    torch.manual_seed(0)
+    clip = torch.randint(0, 256, (1, frames, size, size, 3), dtype=torch.uint8)
+    theirs = processor(videos=[clip[0].numpy()], return_tensors="pt")
+    model = QwenVLModel.__new__(QwenVLModel)
+    model.config = config
+    ours = QwenVLModel.preprocess(model, clip)
+    assert ours.grid.tolist() == theirs["video_grid_thw"].tolist()
+    assert ours.values.shape == theirs["pixel_values_videos"].shape
+    difference = (ours.values - theirs["pixel_values_videos"].float()).abs()
+    assert difference.max() <= 0.03 and difference.mean() <= 2e-3
