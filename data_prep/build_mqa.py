@@ -18,11 +18,13 @@ from typing import Literal
 
 from tqdm import tqdm
 
+from llavaction.benchmark.card import card_path, make_card
 from llavaction.ek100.annotations import EpicAnnotations, Segment, action_id, noun_text, parse_action, verb_text
 from llavaction.prompts.wording import reference_number
 from llavaction.utils.files import exclusive_output
-from llavaction.utils.jsonl import write_jsonl
+from llavaction.utils.jsonl import write_json, write_jsonl
 from llavaction.utils.options import main_of
+from llavaction.utils.version import code_version
 
 Distractors = Literal["random", "predictions", "annotations"]
 Representation = Literal["narration", "official_key"]
@@ -326,18 +328,38 @@ def build(args: BuildOptions) -> int:
         if args.temporal_out:
             temporal.append(temporal_record(segment, ann, args.seed))
     write_jsonl(args.out, mqa)
+    missing = sum(r["answer_index"] is None for r in mqa)
+    write_json(card_path(args.out), build_card(args, len(mqa), missing))
     for path, records in ((args.narration_out, narration), (args.temporal_out, temporal)):
         if path:
             write_jsonl(path, records)
     if args.skip_bad:
         write_jsonl(args.out.with_suffix(".skipped.jsonl"), [asdict(s) for s in ann.skipped])
-    missing = sum(r["answer_index"] is None for r in mqa)
     print(
         f"{len(mqa)} questions -> {args.out} ({len(ann.skipped)} bad rows skipped in the CSVs read, "
         f"{missing} without the ground truth among the options)",
         file=sys.stderr,
     )
     return 0
+
+
+def build_card(args: BuildOptions, count: int, missing: int) -> dict:
+    """The card of the questions just written: every annotation CSV of the folder and the predictions file digested
+    (llavaction.benchmark.card)."""
+    inputs = sorted(Path(args.annotations).glob("EPIC_100_*.csv")) + ([args.predictions] if args.predictions else [])
+    return make_card(
+        questions=args.out,
+        split=args.split,
+        tier=args.distractors,
+        num_options=args.num_options,
+        benchmark=args.benchmark,
+        seed=args.seed,
+        representation=args.representation,
+        predictions=args.predictions,
+        inputs=inputs,
+        counts={"count": count, "without_ground_truth": missing},
+        code=code_version(),
+    )
 
 
 main = main_of(BuildOptions, run, "python -m data_prep.build_mqa", __doc__.split("\n\n")[0])

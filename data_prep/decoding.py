@@ -94,7 +94,8 @@ def decode_video(job: VideoJob) -> list[SampleResult]:
 def segment_frames(record: dict) -> tuple[int, int] | None:
     """The segment's EPIC start and stop frames when the clip is the segment itself (the frames layout samples between
     them, as the reference's frame loader does); None for a window around it or a replayed video."""
-    whole = (record.get("clip_start_sec"), record.get("clip_stop_sec")) == (record.get("start_sec"), record.get("stop_sec"))
+    clip = (record.get("clip_start_sec"), record.get("clip_stop_sec"))
+    whole = clip == (record.get("start_sec"), record.get("stop_sec"))
     if whole and record.get("start_frame") is not None and record.get("stop_frame") is not None:
         return int(record["start_frame"]), int(record["stop_frame"])
     return None

@@ -85,6 +85,7 @@ def prediction_record(meta: dict, scores: list[float], generation: str | None) -
     answer = meta.get("answer_index")
     record = {
         "narration_id": meta["narration_id"],
+        "video_id": meta.get("video_id"),
         "options": meta["options"],
         "option_actions": meta.get("option_actions"),
         "scores": scores,

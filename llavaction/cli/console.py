@@ -10,7 +10,7 @@ import sys
 COMMANDS = {
     "train": ("llavaction.cli.train", "fit / validate / test / predict with LightningCLI (as python train.py)"),
     "plan": ("llavaction.cli.plan", "the epoch plan of a training config, rank by rank and batch by batch"),
-    "evaluate": ("llavaction.cli.evaluate", "mqa, ek100, class-scores, submission, lmms-export"),
+    "evaluate": ("llavaction.cli.evaluate", "mqa, ek100, class-scores, submission, lmms-export, compare"),
     "predict": ("llavaction.cli.predict", "answers about clips of video files"),
     "analyze": ("llavaction.cli.analyze", "the HTML report of what an evaluation gets wrong"),
     "ablate": ("llavaction.cli.ablate", "ablation rows trained and collected into one table"),

@@ -1,11 +1,13 @@
 """`llavaction evaluate`: EK-100-MQA accuracy of a checkpoint, EPIC's figures of a scores file, candidate re-ranking to
-class scores, the EPIC challenge submission and the lmms-eval task export (llavaction.evaluation).
+class scores, the EPIC challenge submission, the lmms-eval task export and the paired comparison of two evaluations
+(llavaction.evaluation).
 
     llavaction evaluate mqa --questions val_mqa.jsonl --shards shards/val_mqa --checkpoint CKPT --out results/
     llavaction evaluate class-scores --predictions results/predictions.jsonl --out scores.npz
     llavaction evaluate ek100 --scores scores.npz --annotations DIR --split validation --out ek100.json
     llavaction evaluate submission --scores test_scores.npz --sls_pt 2 --sls_tl 3 --sls_td 4 --out test.zip
     llavaction evaluate lmms-export --questions val_mqa.jsonl --shards shards/val_mqa --out tasks/ek100_mqa
+    llavaction evaluate compare results/baseline results/candidate
 """
 
 from __future__ import annotations
@@ -27,16 +29,24 @@ def run_mqa(options: MQAEvaluation) -> int:
         return 0
     generate = options.mode == "generate"
     rule = "the paper's rule (greedy answers)" if generate else f"{options.scoring} scoring (proxy)"
+    interval = results["accuracy_interval"]
     extra = (
-        f"; letter parse {results['letter_accuracy']:.2f}%, parse failures {results['parse_failures']}"
+        f"; letter parse {with_interval(results['letter_accuracy_interval'])}, parse failures "
+        f"{results['parse_failures']}, answers matching no option {results['no_option_matched']}"
         if generate
         else ""
     )
     print(
-        f"EK-100-MQA accuracy: {results['accuracy']:.2f}% on {results['count']} questions by {rule}{extra} "
-        f"-> {options.out}"
+        f"EK-100-MQA accuracy: {with_interval(interval)} on {results['count']} questions by {rule}{extra} "
+        f"({interval['confidence']:.0%} intervals: bootstrap over {interval['clusters']} videos, "
+        f"{interval['resamples']} resamples, seed {interval['seed']}) -> {options.out}"
     )
     return 0
+
+
+def with_interval(interval: dict) -> str:
+    """'71.72% [70.10, 73.31]'."""
+    return f"{interval['value']:.2f}% [{interval['low']:.2f}, {interval['high']:.2f}]"
 
 
 @dataclass(frozen=True)
@@ -100,9 +110,17 @@ def run_ek100(options: EK100Options) -> int:
         source=str(options.scores),
     )
     write_json(options.out, figures)
+    intervals = figures["intervals"]
     for key in METRIC_KEYS:
-        print(f"{key:32s} {figures[key]:7.2f}")
-    print(f"over {figures['segments']} of the {figures['split_segments']} segments of the {options.split} split")
+        interval = intervals.get(key)
+        around = f"  [{interval['low']:.2f}, {interval['high']:.2f}]" if interval else ""
+        print(f"{key:32s} {figures[key]:7.2f}{around}")
+    first = next(iter(intervals.values()))
+    print(
+        f"over {figures['segments']} of the {figures['split_segments']} segments of the {options.split} split "
+        f"({first['confidence']:.0%} intervals: bootstrap over {first['clusters']} videos, {first['resamples']} "
+        f"resamples, seed {first['seed']})"
+    )
     return 0
 
 
@@ -142,12 +160,54 @@ def run_lmms_export(options: LmmsExport) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class CompareOptions:
+    """Two evaluations of the same questions compared: B's accuracy less A's, its 95% interval from a bootstrap over
+    videos, and a paired p-value (llavaction.benchmark.uncertainty).
+
+    Args:
+        runs: the two output folders of `llavaction evaluate mqa` (or their predictions.jsonl), A then B.
+        intersection: compare on the questions both answered (otherwise different question sets are an error).
+        out: a JSON file for the comparison.
+    """
+
+    POSITIONAL = "runs"
+
+    runs: list[Path]
+    intersection: bool = False
+    out: Path | None = None
+
+    def __post_init__(self):
+        if len(self.runs) != 2:
+            raise ValueError(f"compare takes two evaluations, A and B; got {len(self.runs)}")
+
+
+def run_compare(options: CompareOptions) -> int:
+    from llavaction.benchmark.uncertainty import record_interval
+    from llavaction.evaluation.report import compare_records, load_predictions, paired
+    from llavaction.utils.jsonl import write_json
+
+    folders = [run.parent if run.suffix == ".jsonl" else run for run in options.runs]
+    a, b = (load_predictions(folder) for folder in folders)
+    b, a_by_id = paired(b, a, options.intersection, folders[0])
+    comparison = compare_records(a_by_id, b)
+    intervals = [record_interval(list(a_by_id.values())), record_interval(b)]
+    for name, folder, interval in zip("AB", folders, intervals):
+        print(f"{name}: {interval.text()} {folder}")
+    print(f"B - A: {comparison.text()}")
+    if options.out:
+        result = comparison.as_dict() | {"a": str(folders[0]), "b": str(folders[1])}
+        write_json(options.out, result | {"a_accuracy": intervals[0].as_dict(), "b_accuracy": intervals[1].as_dict()})
+    return 0
+
+
 COMMANDS = {
     "mqa": Command(MQAEvaluation, run_mqa, "EK-100-MQA accuracy of a checkpoint"),
     "ek100": Command(EK100Options, run_ek100, "EPIC action-recognition figures of a scores file"),
     "class-scores": Command(ClassScoresOptions, run_class_scores, "MQA predictions over candidates -> class scores"),
     "submission": Command(SubmissionOptions, run_submission, "the EPIC challenge submission zip"),
     "lmms-export": Command(LmmsExport, run_lmms_export, "an lmms-eval task folder of question files"),
+    "compare": Command(CompareOptions, run_compare, "two evaluations of the same questions: difference, interval, p"),
 }
 
 

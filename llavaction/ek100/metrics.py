@@ -34,6 +34,16 @@ def action_topk(verb_scores: torch.Tensor, noun_scores: torch.Tensor, k: int) ->
     return top_v.gather(1, best // top_n.shape[1]), top_n.gather(1, best % top_n.shape[1])
 
 
+def top5_hits(verb_scores: torch.Tensor, noun_scores: torch.Tensor, verb: torch.Tensor, noun: torch.Tensor) -> dict:
+    """Per segment and rank 1-5: are the verb, the noun and the action (EPIC's ranking) right? {kind: [N, 5]}."""
+    top_v, top_n = action_topk(verb_scores, noun_scores, 5)
+    return {
+        "verb": verb_scores.topk(5, dim=-1).indices == verb[:, None],
+        "noun": noun_scores.topk(5, dim=-1).indices == noun[:, None],
+        "action": (top_v == verb[:, None]) & (top_n == noun[:, None]),
+    }
+
+
 def segment_group(key: str) -> str:
     """The segments a metric is counted over: 'all', 'unseen', or the tail of its kind ('tail_verb', ...)."""
     group, kind = key.split("_")[:2]
@@ -63,10 +73,7 @@ class EpicActionMetrics(Metric):
         noun_tail: torch.Tensor,
         unseen: torch.Tensor,
     ) -> None:
-        verb_hit = verb_scores.topk(5, dim=-1).indices == verb[:, None]
-        noun_hit = noun_scores.topk(5, dim=-1).indices == noun[:, None]
-        top_v, top_n = action_topk(verb_scores, noun_scores, 5)
-        action_hit = (top_v == verb[:, None]) & (top_n == noun[:, None])
+        hits = top5_hits(verb_scores, noun_scores, verb, noun)
         groups = {
             "all": torch.ones_like(verb_tail, dtype=torch.bool),
             "tail_verb": verb_tail,
@@ -76,7 +83,6 @@ class EpicActionMetrics(Metric):
         }
         for name, mask in groups.items():
             setattr(self, f"count_{name}", getattr(self, f"count_{name}") + mask.sum())
-        hits = {"verb": verb_hit, "noun": noun_hit, "action": action_hit}
         for key in METRIC_KEYS:
             kind, k = key.split("_")[1], int(key[-1])
             correct = hits[kind][:, :k].any(-1) & groups[segment_group(key)]

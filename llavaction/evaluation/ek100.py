@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llavaction.benchmark.uncertainty import clustered_interval
 from llavaction.ek100.annotations import NUM_NOUNS, NUM_VERBS, EpicAnnotations
-from llavaction.ek100.metrics import EpicActionMetrics
+from llavaction.ek100.metrics import EpicActionMetrics, top5_hits
 from llavaction.utils.files import atomic_output
 
 
@@ -86,7 +87,27 @@ def ek100_metrics(
         torch.tensor([s.participant_id in ann.unseen_participants for s in segments]),
     )
     figures = {k: round(float(v), 4) for k, v in metric.compute().items()}
-    return figures | {"segments": len(segments), "split_segments": len(by_id)}
+    return figures | {
+        "intervals": overall_intervals(scores, segments),
+        "segments": len(segments),
+        "split_segments": len(by_id),
+    }
+
+
+def overall_intervals(scores: dict[str, np.ndarray], segments: list) -> dict[str, dict]:
+    """95% intervals of the overall top-1 and top-5 figures, from a bootstrap over the segments' videos."""
+    hits = top5_hits(
+        torch.from_numpy(scores["verb_output"]).float(),
+        torch.from_numpy(scores["noun_output"]).float(),
+        torch.tensor([s.verb_class for s in segments]),
+        torch.tensor([s.noun_class for s in segments]),
+    )
+    videos = [s.video_id for s in segments]
+    return {
+        f"all_{kind}_accuracy_at_{k}": clustered_interval(hits[kind][:, :k].any(-1).float().numpy(), videos).as_dict()
+        for kind in ("verb", "noun", "action")
+        for k in (1, 5)
+    }
 
 
 def write_submission(scores: dict[str, np.ndarray], out: Path, sls_pt: int, sls_tl: int, sls_td: int) -> None:

@@ -104,9 +104,10 @@ def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
     given) was trained; written into a temporary folder that replaces `run.out` when complete. Returns the question
     count and the settings used."""
     from llavaction.evaluation.checkpoints import LoadedCheckpoint, TrainedSettings, question_settings
-    from llavaction.evaluation.questions import check_against_shards, read_questions
+    from llavaction.evaluation.questions import check_against_shards, question_cards, read_questions
 
     questions = read_questions(run.questions)
+    cards = question_cards(run.questions)
     check_against_shards(questions, run.shards)
     loaded = LoadedCheckpoint.open(run.checkpoint) if run.checkpoint else None
     trained = loaded.settings if loaded is not None else TrainedSettings()
@@ -123,7 +124,7 @@ def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
         checkpoint=run.checkpoint,
     )
     with exclusive_output(run.out), atomic_folder(run.out) as folder:
-        exported = export_task(questions, run.shards, folder, settings, named=run.out)
+        exported = export_task(questions, run.shards, folder, settings, named=run.out, cards=cards)
     return exported, settings
 
 
@@ -148,11 +149,17 @@ def write_mp4(path: Path, frames: list, fps: int = 1) -> None:
 
 
 def export_task(
-    questions: dict[str, list[dict]], shards: list[str], out: Path, settings: ExportSettings, named: Path | None = None
+    questions: dict[str, list[dict]],
+    shards: list[str],
+    out: Path,
+    settings: ExportSettings,
+    named: Path | None = None,
+    cards: dict[str, dict | None] | None = None,
 ) -> int:
     """Write the task folder of the question files' records ({file: records}, checked against the shards by
-    evaluation.questions) into `out` (named: the folder's final name, for its lmms-eval command). Returns the
-    question count."""
+    evaluation.questions) into `out` (named: the folder's final name, for its lmms-eval command), with the question
+    files' benchmark cards (name, version, digest, K) in benchmark.json and a comment line of the task YAML. Returns
+    the question count."""
     from llavaction.data.stages import frame_indices
 
     wanted = {q["narration_id"] for records in questions.values() for q in records}
@@ -190,7 +197,10 @@ def export_task(
     tail = tail[tail.index("metadata:") :]
     block = yaml.safe_dump({"lmms_eval_specific_kwargs": {"default": specific}}, sort_keys=False)
     run_with = f"# run with: {settings.command(named or out)}\n"
-    (out / f"{TASK}.yaml").write_text(run_with + head + block + tail)
+    pinned = [c for c in (cards or {}).values() if c is not None]
+    built = "".join(f"# benchmark: {c['name']} v{c['version']} {c['questions_digest']}\n" for c in pinned)
+    (out / f"{TASK}.yaml").write_text(run_with + built + head + block + tail)
+    write_json(out / "benchmark.json", {"question_files": cards or {}})
     return len(records)
 
 

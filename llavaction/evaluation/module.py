@@ -9,8 +9,9 @@ import torch
 from torchmetrics import SumMetric
 
 from llavaction.benchmark.answers import prediction_record, rule_choice
+from llavaction.benchmark.uncertainty import cluster_of, hit_intervals
 from llavaction.data.batch import Batch
-from llavaction.ek100.metrics import EpicActionMetrics
+from llavaction.ek100.metrics import EpicActionMetrics, top5_hits
 from llavaction.evaluation.options import EvaluationOptions
 from llavaction.evaluation.scoring import MQAAnswerer, head_class_scores
 from llavaction.model.build import ModelConfig, build_model, meet_tokenizer
@@ -57,6 +58,9 @@ class MQAModule(L.LightningModule):
         self.evaluation = evaluation
         self.val_total, self.val_chance = SumMetric(), SumMetric()
         self.val_correct = torch.nn.ModuleDict({mode: SumMetric() for mode in evaluation.mqa_scoring})
+        # per question of this rank: its id, its video and whether each figure counts it right
+        self.val_hits: list[tuple[str, str, dict[str, bool]]] = []
+        self.validation_questions: list[tuple[str, str, dict[str, bool]]] = []  # the last validation's, every rank's
         if self.model is not None:
             self.answerer = MQAAnswerer(self.model, self.tokenizer, evaluation.max_new_tokens)
 
@@ -82,9 +86,20 @@ class MQAModule(L.LightningModule):
         answer under 'generate': -1 where it matches no option), for the figure callbacks."""
         modes = self.evaluation.mqa_scoring
         answers = self.answerer(batch, modes, self.head_layers())
+        real = ~batch.is_padding
+        head_hits = {}
         if answers.action_logits is not None:
             self.val_ek100.update_from_batch(*answers.action_logits[-1][:2], batch)
-        real = ~batch.is_padding
+            verb_scores, noun_scores = answers.action_logits[-1][:2]
+            top5 = top5_hits(
+                verb_scores,
+                noun_scores,
+                batch.verb_class.to(verb_scores.device),
+                batch.noun_class.to(verb_scores.device),
+            )
+            head_hits = {
+                f"ek100/all_{kind}_accuracy_at_{k}": top5[kind][:, :k].any(-1).tolist() for kind in top5 for k in (1, 5)
+            }
         answerable = real & (batch.answer_index >= 0)
         chosen = {mode: scores.argmax(-1) for mode, scores in answers.scores.items()}
         if "generate" in modes:
@@ -93,10 +108,18 @@ class MQAModule(L.LightningModule):
                 for text, meta in zip(answers.generations, batch.meta)
             ]
             chosen["generate"] = torch.tensor([-1 if c is None else c for c in picks], device=real.device)
+        per_mode = {}
         for mode, correct in self.val_correct.items():
             # one rule per mode: a question counts when the mode's choice is the right option
             hits = (chosen[mode].to(real.device) == batch.answer_index) & answerable
             correct.update(hits.sum().float())
+            per_mode[f"mqa_accuracy_{mode}"] = hits.tolist()
+        for row in real.nonzero().flatten().tolist():
+            has_classes = int(batch.verb_class[row]) >= 0
+            hits = {name: bool(values[row]) for name, values in per_mode.items()}
+            hits |= {name: bool(values[row]) for name, values in head_hits.items() if has_classes}
+            meta = batch.meta[row]
+            self.val_hits.append((meta["narration_id"], cluster_of(meta), hits))
         self.val_total.update(real.sum())
         self.val_chance.update((real / batch.num_options.clamp(min=1)).sum())
         return {"chosen": chosen[modes[0]], "generations": answers.generations}
@@ -113,8 +136,27 @@ class MQAModule(L.LightningModule):
         self.log(f"{prefix}/questions", total, sync_dist=True)
         if self.val_ek100.update_count:
             self.log_dict({f"{prefix}/ek100/{k}": v for k, v in self.val_ek100.compute().items()}, sync_dist=True)
+        self._log_intervals(prefix)
         for metric in (self.val_total, self.val_chance, self.val_ek100, *self.val_correct.values()):
             metric.reset()
+
+    def _log_intervals(self, prefix: str) -> None:
+        """The 95% interval of each figure (a bootstrap over videos) as `<figure>_low` / `_high` scalars; every rank
+        gathers every rank's questions, so each logs the same values."""
+        rows = self.val_hits
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = [row for part in gathered for row in part]
+        self.val_hits, self.validation_questions = [], rows
+        if not rows:
+            return
+        headline = f"mqa_accuracy_{self.evaluation.mqa_scoring[0]}"
+        for name, interval in hit_intervals([(video, hits) for _, video, hits in rows]).items():
+            for label in {name, "mqa_accuracy"} if name == headline else {name}:
+                self.log(f"{prefix}/{label}_low", interval.low, sync_dist=True)
+                self.log(f"{prefix}/{label}_high", interval.high, sync_dist=True)
+        self.log(f"{prefix}/videos", float(len({video for _, video, _ in rows})), sync_dist=True)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> dict:
         return self._eval_step(batch)

@@ -13,13 +13,14 @@ from typing import Literal
 
 import torch
 
+from llavaction.benchmark.uncertainty import record_interval
 from llavaction.data.options import LoaderOptions, PriorActionOptions
 from llavaction.data.shards import stored_frames
 from llavaction.evaluation.candidates import write_head_outputs
 from llavaction.evaluation.checkpoints import LoadedCheckpoint, Precision, check_precision
 from llavaction.evaluation.lmms_eval import write_results_layout
 from llavaction.evaluation.options import MAX_NEW_TOKENS, EvaluationOptions, QuestionOptions
-from llavaction.evaluation.questions import check_against_shards, read_questions
+from llavaction.evaluation.questions import check_against_shards, question_cards, read_questions
 from llavaction.utils.checks import check_count
 from llavaction.utils.files import exclusive_output
 from llavaction.utils.jsonl import write_json, write_jsonl
@@ -143,6 +144,7 @@ def _evaluate_mqa(run: MQAEvaluation) -> dict | None:
         },
         "scoring": None if run.mode == "generate" else run.scoring,
         "rule": "the paper's rule on greedy answers" if run.mode == "generate" else f"{run.scoring} scores",
+        "benchmark": question_cards(run.questions),
         "checkpoint": run.checkpoint,
         "settings": run.prompt_settings,
         "config": {k: str(v) for k, v in asdict(run).items()},
@@ -159,17 +161,31 @@ def _percent(rows: list[dict], key: str) -> float | None:
     return round(100.0 * sum(bool(r.get(key)) for r in rows) / len(rows), 4) if rows else None
 
 
+def _interval(rows: list[dict], key: str) -> dict | None:
+    interval = record_interval(rows, key)
+    return None if interval is None else interval.as_dict()
+
+
 def mqa_results(predictions: list[dict], mode: str) -> dict:
-    """Accuracy (percent) and, under 'generate', the lenient letter parse, the reference's exact rule and parse
-    failures; breakdowns over head/tail classes and seen/unseen participants."""
-    results = {"mode": mode, "accuracy": _percent(predictions, "correct"), "count": len(predictions)}
+    """Accuracy (percent) with its 95% interval from a bootstrap over videos (llavaction.benchmark.uncertainty) and,
+    under 'generate', the lenient letter parse, the reference's exact rule (each with its interval), parse failures
+    and answers matching no option; breakdowns over head/tail classes and seen/unseen participants."""
+    results = {
+        "mode": mode,
+        "accuracy": _percent(predictions, "correct"),
+        "accuracy_interval": _interval(predictions, "correct"),
+        "count": len(predictions),
+    }
     if mode == "generate":
         failures = sum(r["parse_failed"] for r in predictions)
         results |= {
             "letter_accuracy": _percent(predictions, "letter_correct"),
+            "letter_accuracy_interval": _interval(predictions, "letter_correct"),
             "reference_exact_accuracy": _percent(predictions, "reference_exact_correct"),
+            "reference_exact_accuracy_interval": _interval(predictions, "reference_exact_correct"),
             "parse_failures": failures,
             "parse_failure_rate": round(100.0 * failures / max(1, len(predictions)), 4),
+            "no_option_matched": sum(r.get("rule_choice_index") is None for r in predictions),
         }
     breakdown = {}
     for name, (key, value) in BREAKDOWN.items():

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llavaction.benchmark.card import card_summary, read_card
 from llavaction.data.shards import QUESTION_FIELDS, iter_shard, join, question_digest, read_index, sample_meta
 from llavaction.utils.jsonl import read_jsonl
 
 
 def read_questions(paths: list[Path]) -> dict[str, list[dict]]:
     """{file: its question records}; a record without narration_id, or one asked twice (in a file or across
-    files), is an error naming the file and line."""
+    files), is an error naming the file and line; a file that no longer matches its benchmark card is refused."""
     questions, seen = {}, {}
     for path in paths:
+        read_card(path)
         records = read_jsonl(path)
         for number, record in enumerate(records, start=1):
             key = record.get("narration_id")
@@ -27,6 +29,11 @@ def read_questions(paths: list[Path]) -> dict[str, list[dict]]:
             raise ValueError(f"{path}: holds no question")
         questions[str(path)] = records
     return questions
+
+
+def question_cards(paths: list[Path]) -> dict[str, dict | None]:
+    """{file: what outputs carry of its benchmark card (name, version, digest), None for a file without one}."""
+    return {str(path): card_summary(read_card(path)) for path in paths}
 
 
 def check_against_shards(questions: dict[str, list[dict]], shards: list[str]) -> None:

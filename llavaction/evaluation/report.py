@@ -11,6 +11,7 @@ escaped for where it appears in the HTML.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from llavaction.benchmark.breakdown import accuracy_table, confusion, sharing_options
+from llavaction.benchmark.uncertainty import Comparison, cluster_of, paired_comparison, record_interval
 from llavaction.data.shards import frame_name, iter_samples, location_sizes, sample_meta
 from llavaction.evaluation.report_html import item_html, strip_file, write_html
 from llavaction.utils.checks import check_count
@@ -60,8 +62,21 @@ def load_predictions(folder: Path) -> list[dict]:
 
 def paired(predictions: list[dict], other: list[dict], intersection: bool, where: Path) -> tuple[list, dict]:
     """The predictions and the other model's, by id, on the same questions: different question sets are an error
-    giving the overlap, unless `intersection` keeps the questions both answered."""
+    giving the overlap, unless `intersection` keeps the questions both answered; a question asked otherwise in the
+    two (other options or answer: another build of the benchmark) is an error naming how many and one."""
     mine, theirs = {r["narration_id"] for r in predictions}, {r["narration_id"]: r for r in other}
+    differing = [
+        r["narration_id"]
+        for r in predictions
+        if r["narration_id"] in theirs
+        and (r["options"], r["answer_index"])
+        != (theirs[r["narration_id"]]["options"], theirs[r["narration_id"]]["answer_index"])
+    ]
+    if differing:
+        raise ValueError(
+            f"{where}: {len(differing)} questions were asked otherwise in the two evaluations (other options or "
+            f"answer), e.g. {differing[0]}: they come from different builds of the benchmark and do not compare"
+        )
     if mine != set(theirs):
         shared = len(mine & set(theirs))
         if not intersection or not shared:
@@ -72,6 +87,16 @@ def paired(predictions: list[dict], other: list[dict], intersection: bool, where
         predictions = [r for r in predictions if r["narration_id"] in theirs]
         theirs = {k: v for k, v in theirs.items() if k in mine}
     return predictions, theirs
+
+
+def compare_records(a: dict[str, dict] | list[dict], b: list[dict]) -> Comparison:
+    """B's accuracy less A's over B's questions (A by id, or a list in any order): clustered interval, paired p."""
+    by_id = a if isinstance(a, dict) else {r["narration_id"]: r for r in a}
+    return paired_comparison(
+        [float(by_id[r["narration_id"]]["correct"]) for r in b],
+        [float(r["correct"]) for r in b],
+        [cluster_of(r) for r in b],
+    )
 
 
 def class_names(annotations: Path | None, metas: dict[str, dict]) -> tuple[dict[int, str], dict[int, str]]:
@@ -100,9 +125,11 @@ def tables(rows: list[dict], verbs: dict, nouns: dict) -> dict:
         high = DURATION_BINS[index + 1]
         return f"{DURATION_BINS[index]:g}-{high:g} s" if high != float("inf") else f">= {DURATION_BINS[index]:g} s"
 
+    interval = record_interval(rows)
     return {
         "count": len(rows),
         "accuracy": round(100.0 * sum(r["correct"] for r in rows) / max(1, len(rows)), 2),
+        "accuracy_interval": None if interval is None else interval.as_dict(),
         "by_verb": accuracy_table(rows, lambda r: r["verb_class"], verbs, verb_tails),
         "by_noun": accuracy_table(rows, lambda r: r["noun_class"], nouns, noun_tails),
         "by_duration": sorted(
@@ -249,6 +276,10 @@ def _analyze(run: ReportOptions) -> dict:
     rows = [r | {k: metas[r["narration_id"]][k] for k in ("start_sec", "stop_sec")} for r in predictions]
     verbs, nouns = class_names(annotations, metas)
     analysis = tables(rows, verbs, nouns)
+    results = folder / "results.json"
+    analysis["benchmark"] = json.loads(results.read_text()).get("benchmark") if results.exists() else None
+    if other is not None:
+        analysis["comparison"] = compare_records(other, rows).as_dict() | {"a": str(compare), "b": str(folder)}
     generated = any(r.get("generation") is not None for r in rows)
     analysis["rule"] = "the paper's rule on greedy answers" if generated else "the best-scoring option"
     out.mkdir(parents=True, exist_ok=True)

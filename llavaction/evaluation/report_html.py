@@ -89,11 +89,25 @@ def write_html(
         choices = "".join(f"<option>{text(v)}</option>" for v in sorted(set(values)))
         return f'<label>{name} <select id={name}><option value="">all</option>{choices}</select></label>'
 
+    interval = analysis.get("accuracy_interval")
+    around = (
+        f" [{interval['low']:.2f}, {interval['high']:.2f}] (95% interval, bootstrap over {interval['clusters']} "
+        f"videos, {interval['resamples']} resamples)"
+        if interval
+        else ""
+    )
     body = [
         f"<h1>{text(title)}</h1>",
-        f"<p>{analysis['count']} questions, accuracy {analysis['accuracy']:.2f}% by {text(analysis['rule'])}; every "
-        "figure and the gallery's “chosen” follow that rule. Tables: analysis.json.</p>",
+        f"<p>{analysis['count']} questions, accuracy {analysis['accuracy']:.2f}%{around} by "
+        f"{text(analysis['rule'])}; every figure and the gallery's “chosen” follow that rule. Tables: "
+        "analysis.json.</p>",
     ]
+    if "comparison" in analysis:
+        c, d = analysis["comparison"], analysis["comparison"]["difference"]
+        body.append(
+            f"<p>Against {text(c['a'])}: {d['value']:+.2f} points [{d['low']:+.2f}, {d['high']:+.2f}] (95% interval, "
+            f"bootstrap over {d['clusters']} videos), paired p = {c['p_value']:.3f} on {c['questions']} questions.</p>"
+        )
     body.append("<div class=figures>")
     body += [
         f'<figure><img class=figure src="{text(urllib.parse.quote(name))}" alt="{text(t)}"><figcaption>{text(t)}'

@@ -28,13 +28,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from llavaction.benchmark.uncertainty import paired_comparison
 from llavaction.utils.configs import config_chain, differences, merged_config, named_base
 from llavaction.utils.figures import pyplot, save_png
 from llavaction.utils.files import atomic_output
-from llavaction.utils.jsonl import write_json
+from llavaction.utils.jsonl import read_jsonl, write_json
 
 RESULT = "result.json"
+QUESTIONS = "validation_questions.jsonl"
 COLUMNS = ("val/mqa_accuracy", "val/chance", "val/questions")
+DIFFERENCE = "vs previous row"
+BOUNDS = ("_low", "_high")
 
 
 class AblationError(ValueError):
@@ -87,7 +91,7 @@ def describe_row(base: Path, row: Path, out: Path) -> str:
 
 def run_row(base: Path, row: Path, out: Path, extra: list[str]) -> dict:
     """Train one row; its final validation figures become out/<row>/result.json."""
-    from llavaction.training.validation import RESULTS_FILE  # Lightning's import only where a row trains
+    from llavaction.training.validation import QUESTIONS_FILE, RESULTS_FILE  # Lightning's only where a row trains
 
     run_dir = out / row.stem
     if subprocess.run(fit_command(chain(base, row), run_dir, extra)).returncode != 0:
@@ -96,22 +100,69 @@ def run_row(base: Path, row: Path, out: Path, extra: list[str]) -> dict:
     if not found:
         raise AblationError(f"{row.stem}: the run wrote no {RESULTS_FILE} (no validation ran?)")
     result = json.loads(found[-1].read_text()) | {"row": row.stem}
+    questions = found[-1].parent / QUESTIONS_FILE
+    if questions.exists():  # kept beside result.json: the next row is compared with this one question by question
+        shutil.copyfile(questions, run_dir / QUESTIONS)
     write_json(run_dir / RESULT, result)
     return result
 
 
+def row_differences(results: list[dict], out: Path) -> list[str]:
+    """Each row against the row before, on the same validation questions: the headline accuracy's difference with
+    its 95% interval over videos and a paired p-value ('' for the first row, or where a row lacks its questions)."""
+    cells = [""]
+    for before, after in zip(results, results[1:]):
+        files = [out / r["row"] / QUESTIONS for r in (before, after)]
+        if not all(f.exists() for f in files):
+            cells.append("")
+            continue
+        a, b = ({q["narration_id"]: q for q in read_jsonl(f)} for f in files)
+        name = f"mqa_accuracy_{after['scoring'][0]}"
+        shared = [n for n in b if n in a and name in a[n]["hits"] and name in b[n]["hits"]]
+        if len(shared) != len(b) or len(shared) != len(a):
+            cells.append(f"other questions ({len(a)} and {len(b)})")
+            continue
+        comparison = paired_comparison(
+            [float(a[n]["hits"][name]) for n in shared],
+            [float(b[n]["hits"][name]) for n in shared],
+            [b[n]["video_id"] for n in shared],
+        )
+        d = comparison.difference
+        cells.append(f"{d.value:+.1f} [{d.low:+.1f}, {d.high:+.1f}], p = {comparison.p_value:.3f}")
+    return cells
+
+
+def table_cell(result: dict, column: str) -> str:
+    """A figure with its interval where the run logged one ('51.8 [42.0, 60.1]')."""
+    value = result.get(column, "")
+    if not isinstance(value, float):
+        return str(value)
+    low, high = result.get(f"{column}_low"), result.get(f"{column}_high")
+    return f"{value:.1f}" + (f" [{low:.1f}, {high:.1f}]" if low is not None and high is not None else "")
+
+
 def write_table(results: list[dict], out: Path) -> None:
     """results.csv, results.md and results.png (a bar chart of the headline accuracy), each written whole."""
-    extra = sorted({k for r in results for k in r if k.startswith("val/") and k not in COLUMNS})
-    columns = ["row", *COLUMNS, *extra]
+    versus = row_differences(results, out)
+    results = [r | {DIFFERENCE: cell} for r, cell in zip(results, versus)]
+    extra = sorted(
+        {k for r in results for k in r if k.startswith("val/") and k not in COLUMNS and not k.endswith(BOUNDS)}
+    )
+    columns = ["row", *COLUMNS, DIFFERENCE, *extra]
+    csv_columns = columns + sorted({k for r in results for k in r if k.startswith("val/") and k.endswith(BOUNDS)})
     with atomic_output(out / "results.csv") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=csv_columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(results)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in results:
-        cells = [r["row"]] + [f"{r[c]:.1f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in columns[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join([r["row"], *(table_cell(r, c) for c in columns[1:])]) + " |")
+    lines.append("")
+    lines.append(
+        "Accuracies in percent with their 95% interval (a bootstrap over the validation videos); "
+        f"`{DIFFERENCE}`: the headline accuracy's difference from the row above, on the same questions, with its "
+        "interval and a paired p-value."
+    )
     with atomic_output(out / "results.md") as f:
         f.write("\n".join(lines) + "\n")
     plt = pyplot()

@@ -10,10 +10,13 @@ import lightning as L
 import numpy as np
 
 from llavaction.benchmark.breakdown import accuracy_table, confusion
+from llavaction.benchmark.card import card_summary, read_shard_card
 from llavaction.utils.figures import accuracy_bars, confusion_heatmap, frame_strip, pyplot
-from llavaction.utils.jsonl import write_json
+from llavaction.utils.jsonl import write_json, write_jsonl
 
 RESULTS_FILE = "validation_results.json"
+# per question of the last validation: its id, video and whether each figure counts it right (paired comparisons)
+QUESTIONS_FILE = "validation_questions.jsonl"
 
 MODE_NAMES = {
     "generate": "the paper's rule (greedy answers)",
@@ -23,19 +26,28 @@ MODE_NAMES = {
 
 
 def format_results(results: dict) -> str:
-    """'validation MQA accuracy: 55.5% (chance 20.0%) by the paper's rule (greedy answers) on 110 questions; by
-    letter scoring: 30.1%; by likelihood scoring: 60.1%'."""
+    """'validation MQA accuracy: 55.5% [49.1, 61.0] (chance 20.0%) by the paper's rule (greedy answers) on 110
+    questions; by letter scoring: 30.1% [24.0, 36.2]; by likelihood scoring: 60.1% [53.3, 66.0] (95% intervals,
+    bootstrap over 8 videos)' (results written before intervals print without them)."""
     modes = results["scoring"]
-    others = "".join(f"; by {MODE_NAMES[m]}: {results[f'val/mqa_accuracy_{m}']:.1f}%" for m in modes[1:])
+
+    def figure(name: str) -> str:
+        low, high = results.get(f"val/{name}_low"), results.get(f"val/{name}_high")
+        around = f" [{low:.1f}, {high:.1f}]" if low is not None and high is not None else ""
+        return f"{results[f'val/{name}']:.1f}%{around}"
+
+    others = "".join(f"; by {MODE_NAMES[m]}: {figure(f'mqa_accuracy_{m}')}" for m in modes[1:])
+    videos = results.get("val/videos")
+    bootstrap = f" (95% intervals, bootstrap over {int(videos)} videos)" if videos else ""
     return (
-        f"validation MQA accuracy: {results['val/mqa_accuracy']:.1f}% (chance {results['val/chance']:.1f}%) "
-        f"by {MODE_NAMES[modes[0]]} on {int(results['val/questions'])} questions{others}"
+        f"validation MQA accuracy: {figure('mqa_accuracy')} (chance {results['val/chance']:.1f}%) "
+        f"by {MODE_NAMES[modes[0]]} on {int(results['val/questions'])} questions{others}{bootstrap}"
     )
 
 
 class ReportMQAAccuracy(L.Callback):
     """After each real validation (not the sanity check), print the MQA accuracy against chance and write it to
-    `<log_dir>/validation_results.json`."""
+    `<log_dir>/validation_results.json`, and each question's hits to `<log_dir>/validation_questions.jsonl`."""
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or "val/mqa_accuracy" not in trainer.callback_metrics:
@@ -48,10 +60,20 @@ class ReportMQAAccuracy(L.Callback):
             "scoring": list(pl_module.evaluation.mqa_scoring),
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
+            "benchmark": validation_cards(trainer),
         }
         print(format_results(results), flush=True)
         if log_dir:
+            questions = getattr(pl_module, "validation_questions", [])
+            rows = [{"narration_id": n, "video_id": v, "hits": hits} for n, v, hits in questions]
+            write_jsonl(Path(log_dir) / QUESTIONS_FILE, rows)
             write_json(Path(log_dir) / RESULTS_FILE, results)
+
+
+def validation_cards(trainer: L.Trainer) -> dict[str, dict | None]:
+    """{validation shard set: the benchmark card it carries (name, version, digest), None without one}."""
+    locations = getattr(getattr(trainer, "datamodule", None), "val_sets", None) or []
+    return {str(location): card_summary(read_shard_card(location)) for location in locations}
 
 
 def verb_name(meta: dict) -> str:

@@ -101,6 +101,40 @@ def test_comparing_two_evaluations_and_a_sampled_gallery(evaluations, demo_dir, 
     differing = sorted(k for k in ours if ours[k] != theirs[k])
     assert set(analysis["gallery"]["items"]) <= set(differing)
     assert len(analysis["gallery"]["items"]) == min(2, len(differing))
+    # the paired comparison: B (this evaluation) less A (--compare), with its interval over the 2 videos
+    comparison = analysis["comparison"]
+    expected = 100 * (sum(ours.values()) - sum(theirs.values())) / len(ours)
+    assert comparison["difference"]["value"] == pytest.approx(expected, abs=1e-3)
+    assert comparison["difference"]["clusters"] == 2 and comparison["questions"] == 8
+    assert 0 < comparison["p_value"] <= 1
+    low, high = analysis["accuracy_interval"]["low"], analysis["accuracy_interval"]["high"]
+    assert low <= analysis["accuracy"] <= high
+    assert "paired p =" in (tmp_path / "compare" / "index.html").read_text()
+
+
+def test_evaluate_compare_gives_the_difference_its_interval_and_p(evaluations, tmp_path, capsys):
+    from llavaction.cli.evaluate import main as evaluate
+
+    same = [str(evaluations / "generate"), str(evaluations / "generate" / "predictions.jsonl")]
+    assert evaluate(["compare", *same, "--out", str(tmp_path / "same.json")]) == 0
+    assert "B - A: +0.0 points [+0.0, +0.0], p = 1.000 (8 questions, 2 videos)" in capsys.readouterr().out
+    result = json.loads((tmp_path / "same.json").read_text())
+    assert result["difference"]["value"] == 0 and result["p_value"] == 1
+    assert evaluate(["compare", str(evaluations / "score"), str(evaluations / "generate")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("A: ") and lines[1].startswith("B: ") and lines[2].startswith("B - A: ")
+
+
+def test_another_build_of_the_questions_is_refused(evaluations, tmp_path, capsys):
+    """Two builds of one split (4 and 5 options) share their ids but not their questions: not comparable."""
+    from llavaction.cli.evaluate import main as evaluate
+
+    records = records_with(evaluations)
+    four = [r | {"options": r["options"][:4], "answer_index": min(r["answer_index"], 3)} for r in records]
+    other = write_predictions(tmp_path / "four", four)
+    assert evaluate(["compare", str(other), str(evaluations / "generate")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "8 questions were asked otherwise in the two evaluations" in error and "different builds" in error
 
 
 def test_missing_evaluation_is_one_line(tmp_path, demo_shards, capsys):

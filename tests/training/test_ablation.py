@@ -1,6 +1,7 @@
 """The ablation runner: two tiny rows trained and tabled, dry runs, cumulative chains."""
 
 import json
+import re
 
 import pytest
 
@@ -27,6 +28,11 @@ def test_runner_on_two_tiny_rows(demo_dir, demo_shards, tmp_path, capsys):
     ablate(["--base", str(base), *map(str, rows), "--out", str(out), "--", *extra])
     table = (out / "results.md").read_text()
     assert "frames_4" in table and "frames_8" in table
+    # each accuracy with its interval over the 2 validation videos; the second row against the first, paired
+    first, second = (line for line in table.splitlines() if line.startswith(("| frames_4", "| frames_8")))
+    assert re.search(r"\| \d+\.\d \[\d+\.\d, \d+\.\d\] \|", first)
+    assert re.search(r"\| [+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\], p = \d\.\d{3} \|", second)
+    assert (out / "frames_8" / "validation_questions.jsonl").exists()
     assert (out / "results.csv").exists() and (out / "results.png").stat().st_size > 0
     assert json.loads((out / "frames_4" / "result.json").read_text())["val/questions"] == 8
     capsys.readouterr()

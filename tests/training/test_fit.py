@@ -42,6 +42,10 @@ def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsy
     assert results["scoring"] == ["generate", "letter", "likelihood"]  # the demo's: the paper's rule first
     assert results["val/mqa_accuracy"] == results["val/mqa_accuracy_generate"]
     assert all(0 <= results[f"val/mqa_accuracy_{m}"] <= 100 for m in ("letter", "likelihood"))
+    # every figure with its 95% interval from a bootstrap over the 2 validation videos
+    for name in ("mqa_accuracy", "mqa_accuracy_letter", "mqa_accuracy_likelihood"):
+        assert results[f"val/{name}_low"] <= results[f"val/{name}"] <= results[f"val/{name}_high"]
+    assert results["val/mqa_accuracy_low"] == results["val/mqa_accuracy_generate_low"] and results["val/videos"] == 2
     assert list(tmp_path.rglob("events.out.tfevents.*"))
     last = next(tmp_path.rglob("last.ckpt"))
     # the export is an original-layout checkpoint that loads strictly, with its tokenizer

@@ -1,0 +1,117 @@
+"""The benchmark card, in one place: what pins exactly which EK-100-MQA questions were asked.
+
+`build_mqa` writes a card beside each question file (`val_mqa.jsonl` -> `val_mqa.card.json`): the benchmark's name
+and version, the build's tier (where distractors come from), K, whether the ground truth is forced in, the seed, the
+digest of every input (the annotation CSVs, the predictions file) and of the question file itself, its counts and
+the code version. The same inputs and options give the same card on any machine. `extract_frames` copies it into
+the shard set (`card.json`), so training's validation knows what it validated on; evaluation, validation logs, the
+analysis report and the lmms-eval export carry its name, version and digest into their outputs. A question file
+that no longer matches its card's digest is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+BENCHMARK = "EK-100-MQA"
+VERSION = "1.0"
+CARD_SUFFIX = ".card.json"
+SHARD_CARD = "card.json"
+
+
+class CardError(ValueError):
+    """A question file and its card disagree; the message names both."""
+
+
+def file_digest(path: Path | str) -> str:
+    """'sha256:<hex>' of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def card_path(questions: Path | str) -> Path:
+    """Where a question file's card lies: beside it, `<stem>.card.json`."""
+    questions = Path(questions)
+    return questions.with_name(questions.stem + CARD_SUFFIX)
+
+
+def build_name(tier: str, num_options: int, benchmark: bool) -> str:
+    """'EK-100-MQA/annotations/K5', with '+gt' where the ground truth is forced in (`--benchmark`)."""
+    return f"{BENCHMARK}/{tier}/K{num_options}" + ("+gt" if benchmark else "")
+
+
+def make_card(
+    *,
+    questions: Path,
+    split: str,
+    tier: str,
+    num_options: int,
+    benchmark: bool,
+    seed: int,
+    representation: str,
+    predictions: Path | None,
+    inputs: list[Path],
+    counts: dict[str, int],
+    code: str,
+) -> dict:
+    """The card of a question file just written (its digest read from disk)."""
+    return {
+        "benchmark": BENCHMARK,
+        "version": VERSION,
+        "name": build_name(tier, num_options, benchmark),
+        "split": split,
+        "tier": tier,
+        "predictions_file": None if predictions is None else predictions.name,
+        "num_options": num_options,
+        "ground_truth_forced": benchmark,
+        "seed": seed,
+        "representation": representation,
+        "inputs": {path.name: file_digest(path) for path in sorted(inputs, key=lambda p: p.name)},
+        "questions": {"file": questions.name, "digest": file_digest(questions)} | counts,
+        "code_version": code,
+    }
+
+
+def read_card(questions: Path | str) -> dict | None:
+    """The card of a question file, checked against the file's digest; None when it has none (older builds). A
+    mismatch is an error naming both files."""
+    path = card_path(questions)
+    if not path.exists():
+        return None
+    try:
+        card = json.loads(path.read_text())
+        expected = card["questions"]["digest"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise CardError(f"{path}: not a benchmark card ({err})") from None
+    actual = file_digest(questions)
+    if actual != expected:
+        raise CardError(
+            f"{questions}: its digest {actual[:19]}... is not the one its card {path} records ({expected[:19]}...): "
+            "the file changed after build_mqa wrote it; rebuild it, or remove the card to use it unpinned"
+        )
+    return card
+
+
+def read_shard_card(location: Path | str) -> dict | None:
+    """The card a local shard set carries (`card.json`, copied by extract_frames), None otherwise."""
+    path = Path(str(location)) / SHARD_CARD
+    if "://" in str(location) or not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def card_summary(card: dict | None) -> dict | None:
+    """What outputs carry of a card: name, version and the question file's digest."""
+    if card is None:
+        return None
+    return {
+        "name": card["name"],
+        "version": card["version"],
+        "questions_digest": card["questions"]["digest"],
+        "num_options": card["num_options"],
+    }
