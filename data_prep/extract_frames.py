@@ -33,7 +33,7 @@ from data_prep.shard_writer import (
     shard_index,
 )
 from data_prep.tasks import ArrayTask
-from llavaction.benchmark.card import SHARD_CARD, read_card
+from llavaction.benchmark.card import copy_card_into, read_card
 from llavaction.data.shards import CONVERSATIONS_FILE, INDEX_FILE, SIZES_FILE, index_entry
 from llavaction.ek100.annotations import EpicAnnotations
 from llavaction.utils.checks import check_count
@@ -257,7 +257,7 @@ def run(args: ExtractOptions) -> int:
     task = ArrayTask.from_args(args.num_tasks, args.task_index)
     report = extract(records, args.out, config, workers=args.workers, resume=args.resume, task=task)
     if card is not None and (task is None or task.index == 0):  # the shard set says which build it holds
-        write_json(args.out / SHARD_CARD, card)
+        copy_card_into(args.out, card)
     folder = args.out if task is None else args.out / task.part_name
     reasons = {}
     for item in report["skipped"]:

@@ -10,6 +10,7 @@ import pytest
 from data_prep.build_mqa import main as build_mqa
 from data_prep.extract_frames import extract
 from data_prep.make_demo import make_demo
+from llavaction.benchmark.card import copy_card_into, read_card
 from llavaction.utils.jsonl import read_jsonl
 from tests.helpers import extract_config, original_checkpoint_at
 
@@ -63,6 +64,8 @@ def demo_shards(demo_dir, demo_questions, tmp_path_factory) -> dict[str, Path]:
     shards = {}
     for name in ("train_mqa", "validation_mqa", "train_temporal"):
         extract(read_jsonl(demo_questions[name]), root / name, extract_config(demo_dir / "videos"))
+        if (card := read_card(demo_questions[name])) is not None:  # as the extract_frames command does
+            copy_card_into(root / name, card)
         shards[name] = root / name
     return shards
 

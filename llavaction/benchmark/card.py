@@ -15,6 +15,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from llavaction.utils.jsonl import write_json
+
 BENCHMARK = "EK-100-MQA"
 VERSION = "1.0"
 CARD_SUFFIX = ".card.json"
@@ -95,6 +97,11 @@ def read_card(questions: Path | str) -> dict | None:
             "the file changed after build_mqa wrote it; rebuild it, or remove the card to use it unpinned"
         )
     return card
+
+
+def copy_card_into(shards: Path | str, card: dict) -> None:
+    """Give a local shard set the card of the question file its samples were built from (`card.json`)."""
+    write_json(Path(shards) / SHARD_CARD, card)
 
 
 def read_shard_card(location: Path | str) -> dict | None:

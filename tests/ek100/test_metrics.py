@@ -77,6 +77,8 @@ def test_ek100_metrics_equal_numpy_on_the_real_validation_split(epic_dir, tmp_pa
     assert evaluate(args + ["--partial"]) == 0
     ours = json.loads((tmp_path / "ek100.json").read_text())
     assert ours.pop("segments") == len(segments) and ours.pop("split_segments") == 9668
+    intervals = ours.pop("intervals")  # clustered by video, around each top-k figure
+    assert intervals and all(i["low"] <= ours[name] <= i["high"] for name, i in intervals.items())
     expected = numpy_epic(
         verb_scores,
         noun_scores,

@@ -56,6 +56,12 @@ def test_videos_hold_the_shards_frames_and_prompts_are_llavactions(task, demo_sh
     settings = yaml.load((task / "ek100_mqa.yaml").read_text().replace("!function", ""), Loader=yaml.SafeLoader)
     kwargs = settings["lmms_eval_specific_kwargs"]["default"]
     assert kwargs == {"num_frames": 8, "time_instruction": True, "frame_times": False, "visual": "video"}
+    (card,) = json.loads((task / "benchmark.json").read_text())["question_files"].values()
+    assert card["name"] == "EK-100-MQA/annotations/K5" and card["num_options"] == 5
+    assert (
+        f"# benchmark: EK-100-MQA/annotations/K5 v1.0 {card['questions_digest']}"
+        in (task / "ek100_mqa.yaml").read_text()
+    )
     docs = read_jsonl(task / "questions.jsonl")
     samples = {s["__key__"]: s for s in iter_samples(shard_urls(demo_shards["validation_mqa"]))}
     assert {d["narration_id"] for d in docs} == set(samples)

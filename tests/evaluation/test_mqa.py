@@ -31,6 +31,9 @@ def test_mqa_generate_mode_is_the_default_and_the_papers_rule(
         "frame_times": False,
         "prior_actions": "none",
     }
+    # the question file's benchmark card travels into the results
+    (card,) = results["benchmark"].values()
+    assert card["name"] == "EK-100-MQA/annotations/K5" and card["questions_digest"].startswith("sha256:")
 
 
 def test_head_scores_and_candidates(demo_dir, demo_questions, demo_shards, tmp_path):

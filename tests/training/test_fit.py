@@ -46,6 +46,7 @@ def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsy
     for name in ("mqa_accuracy", "mqa_accuracy_letter", "mqa_accuracy_likelihood"):
         assert results[f"val/{name}_low"] <= results[f"val/{name}"] <= results[f"val/{name}_high"]
     assert results["val/mqa_accuracy_low"] == results["val/mqa_accuracy_generate_low"] and results["val/videos"] == 2
+    assert [card["name"] for card in results["benchmark"].values()] == ["EK-100-MQA/annotations/K5"]
     assert list(tmp_path.rglob("events.out.tfevents.*"))
     last = next(tmp_path.rglob("last.ckpt"))
     # the export is an original-layout checkpoint that loads strictly, with its tokenizer
