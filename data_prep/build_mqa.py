@@ -29,6 +29,7 @@ from llavaction.utils.version import code_version
 Distractors = Literal["random", "predictions", "annotations"]
 Representation = Literal["narration", "official_key"]
 TEMPORAL_PAD_SEC = 5.0
+SWEEP_SUFFIX = ".sweep.json"
 
 Action = tuple[int, int]
 
@@ -257,6 +258,11 @@ class BuildOptions:
         benchmark: validation: the ground truth is always an option (in place of the K-th prediction when absent).
         representation: option texts: narrations as the published recipe (GT_random_narration) or class keys.
         seed: seed of every random choice (drawn per question, so files do not depend on row order).
+        sweep: build the difficulty matrix instead of one file: every tier of sweep_tiers with every K of
+            sweep_options over the same segments, each as OUT's name with '.<tier>.K<k>' (val.random.K2.jsonl), with
+            its card, listed in OUT's name with '.sweep.json'.
+        sweep_tiers: the distractor sources of a sweep ('predictions' needs --predictions).
+        sweep_options: the numbers of options of a sweep.
         skip_bad: skip bad rows of the CSVs, listed in OUT.skipped.jsonl (default: a bad row is an error).
         narration_out: also write the direct-narration task here.
         temporal_out: also write the temporal-detection task here.
@@ -271,14 +277,21 @@ class BuildOptions:
     benchmark: bool = False
     representation: Representation = "narration"
     seed: int = 0
+    sweep: bool = False
+    sweep_tiers: tuple[Distractors, ...] = ("random", "annotations")
+    sweep_options: tuple[int, ...] = (2, 3, 5, 10)
     skip_bad: bool = False
     narration_out: Path | None = None
     temporal_out: Path | None = None
 
     def __post_init__(self):
-        if isinstance(self.num_options, bool) or not 2 <= self.num_options <= 26:
-            raise ValueError(f"--num_options must be between 2 and 26, got {self.num_options}")
-        if (self.distractors == "predictions") != (self.predictions is not None):
+        for k in (self.sweep_options if self.sweep else (self.num_options,)):
+            if isinstance(k, bool) or not 2 <= k <= 26:
+                raise ValueError(f"--num_options must be between 2 and 26, got {k}")
+        tiers = self.sweep_tiers if self.sweep else (self.distractors,)
+        if self.sweep and not (tiers and self.sweep_options):
+            raise ValueError("--sweep needs at least one tier (--sweep_tiers) and one K (--sweep_options)")
+        if ("predictions" in tiers) != (self.predictions is not None):
             raise ValueError("--predictions FILE goes with --distractors predictions, and only with it")
         if self.benchmark and self.split != "validation":
             raise ValueError("--benchmark applies to the validation split")
@@ -300,62 +313,75 @@ def run(options: BuildOptions) -> int:
         return build(options)
 
 
+def sweep_path(out: Path, tier: str, num_options: int) -> Path:
+    """Where a sweep puts one build: 'val.jsonl' -> 'val.random.K2.jsonl'."""
+    return out.with_name(f"{out.stem}.{tier}.K{num_options}{out.suffix}")
+
+
+def builds(args: BuildOptions) -> list[tuple[str, int, Path]]:
+    """(tier, K, file) of every question file the command writes."""
+    if not args.sweep:
+        return [(args.distractors, args.num_options, args.out)]
+    return [(t, k, sweep_path(args.out, t, k)) for t in dict.fromkeys(args.sweep_tiers) for k in args.sweep_options]
+
+
 def build(args: BuildOptions) -> int:
     for out in (args.out, args.narration_out, args.temporal_out):
         if out is not None and out.is_dir():
             raise IsADirectoryError(f"{out}: an existing directory; --out takes a .jsonl file name")
     ann = EpicAnnotations.load(args.annotations, args.split, skip_bad=args.skip_bad)
-    check_sizes(ann, args.num_options)
+    for _, num_options, _ in builds(args):
+        check_sizes(ann, num_options)
     predictions = ActionPredictions(args.predictions) if args.predictions else None
     priors = ann.prior_actions(args.representation)
-    mqa, narration, temporal = [], [], []
-    for segment in tqdm(ann.segments, desc=f"build {args.split}", unit="q", mininterval=1):
-        mqa.append(
-            mqa_record(
-                segment,
-                ann,
-                priors[segment.narration_id],
-                predictions,
-                num_options=args.num_options,
-                distractors=args.distractors,
-                benchmark=args.benchmark,
-                representation=args.representation,
-                seed=args.seed,
-            )
+    built = []
+    for tier, num_options, out in builds(args):
+        options = dict(num_options=num_options, distractors=tier, benchmark=args.benchmark, seed=args.seed)
+        options["representation"] = args.representation
+        mqa = []
+        with tqdm(ann.segments, desc=f"build {args.split} {tier} K{num_options}", mininterval=1) as segments:
+            for segment in segments:  # the bar closed before an error's line
+                mqa.append(mqa_record(segment, ann, priors[segment.narration_id], predictions, **options))
+        write_jsonl(out, mqa)
+        missing = sum(r["answer_index"] is None for r in mqa)
+        card = build_card(args, out, tier, num_options, len(mqa), missing)
+        write_json(card_path(out), card)
+        built.append({"file": out.name, "tier": tier, "num_options": num_options, "name": card["name"]})
+        print(
+            f"{len(mqa)} questions -> {out} ({len(ann.skipped)} bad rows skipped in the CSVs read, "
+            f"{missing} without the ground truth among the options)",
+            file=sys.stderr,
         )
-        if args.narration_out:
-            narration.append(narration_record(segment, ann, priors[segment.narration_id]))
-        if args.temporal_out:
-            temporal.append(temporal_record(segment, ann, args.seed))
-    write_jsonl(args.out, mqa)
-    missing = sum(r["answer_index"] is None for r in mqa)
-    write_json(card_path(args.out), build_card(args, len(mqa), missing))
-    for path, records in ((args.narration_out, narration), (args.temporal_out, temporal)):
+    if args.sweep:
+        write_json(args.out.with_name(args.out.stem + SWEEP_SUFFIX), {"split": args.split, "builds": built})
+    for path, task in ((args.narration_out, "narration"), (args.temporal_out, "temporal")):
         if path:
-            write_jsonl(path, records)
+            write_jsonl(path, [task_record(task, segment, ann, priors, args.seed) for segment in ann.segments])
     if args.skip_bad:
         write_jsonl(args.out.with_suffix(".skipped.jsonl"), [asdict(s) for s in ann.skipped])
-    print(
-        f"{len(mqa)} questions -> {args.out} ({len(ann.skipped)} bad rows skipped in the CSVs read, "
-        f"{missing} without the ground truth among the options)",
-        file=sys.stderr,
-    )
     return 0
 
 
-def build_card(args: BuildOptions, count: int, missing: int) -> dict:
-    """The card of the questions just written: every annotation CSV of the folder and the predictions file digested
+def task_record(task: str, segment: Segment, ann: EpicAnnotations, priors: dict, seed: int) -> dict:
+    if task == "narration":
+        return narration_record(segment, ann, priors[segment.narration_id])
+    return temporal_record(segment, ann, seed)
+
+
+def build_card(args: BuildOptions, out: Path, tier: str, num_options: int, count: int, missing: int) -> dict:
+    """The card of questions just written: every annotation CSV of the folder and the predictions file digested
     (llavaction.benchmark.card)."""
-    inputs = sorted(Path(args.annotations).glob("EPIC_100_*.csv")) + ([args.predictions] if args.predictions else [])
+    used = [args.predictions] if tier == "predictions" else []
+    inputs = sorted(Path(args.annotations).glob("EPIC_100_*.csv")) + used
     return make_card(
-        questions=args.out,
+        questions=out,
         split=args.split,
-        tier=args.distractors,
-        num_options=args.num_options,
+        tier=tier,
+        num_options=num_options,
         benchmark=args.benchmark,
         seed=args.seed,
         representation=args.representation,
-        predictions=args.predictions,
+        predictions=args.predictions if tier == "predictions" else None,
         inputs=inputs,
         counts={"count": count, "without_ground_truth": missing},
         code=code_version(),

@@ -240,3 +240,37 @@ def test_bad_arguments(tmp_path, epic_dir, capsys):
     ):
         assert message in one_line_exit(capsys, lambda args=args: build_mqa(base + args))
     assert not (tmp_path / "q.jsonl").exists()
+
+
+def test_sweep_builds_every_tier_and_k_over_the_same_segments(demo_dir, tmp_path):
+    annotations = demo_dir / "annotations"
+    out = tmp_path / "val.jsonl"
+    args = ["--annotations", str(annotations), "--split", "validation", "--out", str(out), "--benchmark"]
+    assert build_mqa([*args, "--sweep", "--sweep-options", "2", "5", "10"]) == 0
+    listed = json.loads((tmp_path / "val.sweep.json").read_text())["builds"]
+    assert [(b["tier"], b["num_options"]) for b in listed] == [
+        (t, k) for t in ("random", "annotations") for k in (2, 5, 10)
+    ]
+    ids = None
+    for entry in listed:
+        questions = read_jsonl(tmp_path / entry["file"])
+        card = json.loads((tmp_path / entry["file"].replace(".jsonl", ".card.json")).read_text())
+        assert card["name"] == entry["name"] == f"EK-100-MQA/{entry['tier']}/K{entry['num_options']}+gt"
+        assert all(len(q["options"]) == entry["num_options"] for q in questions)
+        assert ids in (None, [q["narration_id"] for q in questions])  # the same segments in every build
+        ids = [q["narration_id"] for q in questions]
+    # a build of the sweep is the file a single build with its tier and K writes
+    assert (
+        build_mqa([*args, "--distractors", "annotations", "--num-options", "5", "--out", str(tmp_path / "one.jsonl")])
+        == 0
+    )
+    assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "val.annotations.K5.jsonl").read_bytes()
+    assert not out.exists()
+
+
+def test_sweep_arguments_are_checked(demo_dir, tmp_path, capsys):
+    args = ["--annotations", str(demo_dir / "annotations"), "--split", "validation", "--out", str(tmp_path / "v.jsonl")]
+    error = one_line_exit(capsys, lambda: build_mqa([*args, "--sweep", "--sweep-options", "2", "30"]))
+    assert "--num_options must be between 2 and 26, got 30" in error
+    error = one_line_exit(capsys, lambda: build_mqa([*args, "--sweep", "--sweep-tiers", "random", "predictions"]))
+    assert "--predictions FILE goes with --distractors predictions" in error
