@@ -330,16 +330,17 @@ def original_checkpoint_at(demo_dir, folder):
     return folder
 
 
-def run_mqa(ckpt, demo_questions, demo_shards, out, *extra):
-    """`llavaction evaluate mqa` of the demo validation questions in a subprocess: (results, predictions)."""
+def run_mqa(ckpt, demo_questions, demo_shards, out, *extra, questions=None, frames_as="--shards"):
+    """`llavaction evaluate mqa` of the demo validation questions (or `questions`) over the validation shards (as
+    `--frames` too) in a subprocess: (results, predictions)."""
     args = [
         sys.executable,
         "-m",
         "llavaction.cli.evaluate",
         "mqa",
         "--questions",
-        str(demo_questions["validation_mqa"]),
-        "--shards",
+        str(questions or demo_questions["validation_mqa"]),
+        frames_as,
         str(demo_shards["validation_mqa"]),
         "--checkpoint",
         str(ckpt),

@@ -152,11 +152,11 @@ def run_submission(options: SubmissionOptions) -> int:
 
 
 def run_lmms_export(options: LmmsExport) -> int:
-    from llavaction.evaluation.lmms_eval import export_lmms_task
+    from llavaction.evaluation.lmms_eval import TASK, export_lmms_task
 
     exported, settings = export_lmms_task(options)
     print(f"{exported} questions -> lmms-eval task folder {options.out} ({settings})")
-    print(f"run it with: {settings.command(options.out)}")
+    print(f"run it with: {settings.command(options.out, options.group or TASK)}")
     return 0
 
 

@@ -16,6 +16,7 @@ from llavaction.data.options import LoaderOptions, PriorActionOptions, TaskSourc
 from llavaction.data.shards import first_sample, read_sizes, sample_meta
 from llavaction.data.sources import SourceItems, apply_strategy, epoch_quotas, source_items
 from llavaction.data.stages import Collate, DecodeFrames, Descriptions, EncodePrompt, SkipCounter
+from llavaction.data.store import check_clips, questions_by_key, read_questions_file
 from llavaction.data.streams import EvalStream, SourceStream, TrainStream
 from llavaction.prompts.encoding import PromptEncoder
 from llavaction.prompts.formats import ChatFormat
@@ -35,6 +36,7 @@ class EpicDataModule(L.LightningDataModule):
         train: list[TaskSource] | None = None,
         val: list[str] | None = None,
         test: list[str] | None = None,
+        questions: list[str] | None = None,
         tokenizer: str | None = None,
         chat_format: dict | None = None,
         num_frames: int = 16,
@@ -50,6 +52,9 @@ class EpicDataModule(L.LightningDataModule):
             train: training mixture: shard sets (directories or URLs), each with its task and weight.
             val: MQA shard sets for validation.
             test: MQA shard sets for testing (defaults to val).
+            questions: MQA question files asked over the val/test sets' frames in place of the questions they hold
+                (the sets as frame stores, llavaction.data.store): only these are asked, each about the clip the
+                sets hold for it (checked before any step).
             tokenizer: tokenizer directory (linked from the model by train.py).
             chat_format: how the model reads a sample, its chat template and the visual tokens a clip takes (the
                 fields of llavaction.prompts.formats.ChatFormat, linked from the model by train.py; default
@@ -68,6 +73,8 @@ class EpicDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.train_sources = [as_options(TaskSource, s) for s in (train or [])]
         self.val_sets, self.test_sets = list(val or []), list(test or val or [])
+        self.question_files = list(questions or [])
+        self.asked: dict[str, dict] | None = None
         self.tokenizer_path = tokenizer
         self.chat_format = ChatFormat.from_dict(chat_format)
         self.prompt = as_options(PromptOptions, prompt)
@@ -105,6 +112,10 @@ class EpicDataModule(L.LightningDataModule):
                 )
             if self.prior_actions.shown and location in mqa_sets and "prior_actions" not in meta:
                 raise ValueError(f"{location}: prior actions are switched on but the samples carry no prior_actions")
+        if self.question_files and self.asked is None:
+            files = {path: read_questions_file(path) for path in self.question_files}
+            check_clips(files, sorted(set(self.val_sets + self.test_sets)))
+            self.asked = questions_by_key(files)
         for source in self.train_sources:
             if source.task == "temporal" and "answer" not in self._first_meta(source.path):
                 raise ValueError(f"{source.path}: task 'temporal' needs shards of temporal-detection questions")
@@ -228,6 +239,7 @@ class EpicDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world,
             num_workers=loader.num_workers,
+            questions=self.asked,
         )
         # Workers stay up between validation runs (the stream restarts in them).
         return DataLoader(

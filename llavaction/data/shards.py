@@ -65,6 +65,16 @@ def question_digest(record: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# Which clip a sample's frames show: a question over a frame store must ask about the clip the store holds for its key.
+CLIP_FIELDS = ("video_id", "clip_start_sec", "clip_stop_sec", "start_frame", "stop_frame")
+
+
+def clip_digest(record: dict) -> str:
+    """A digest of the clip a record's frames come from (CLIP_FIELDS), kept per sample in index.json."""
+    clip = {k: record.get(k) for k in CLIP_FIELDS}
+    return hashlib.sha256(json.dumps(clip, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def text_words(record: dict) -> list[int]:
     """The length of each conversation a sample holds, in words (the reference groups batches by word counts): every
     turn of each conversation of a replayed video; otherwise the narration, the options and the answer."""
@@ -77,7 +87,7 @@ def text_words(record: dict) -> list[int]:
 
 def index_entry(record: dict, line: int) -> dict:
     """A sample's entry in index.json: key, line in its question file, conversations (None: the sample is one),
-    words per conversation and question digest."""
+    words per conversation, question digest and clip digest."""
     conversations = record.get("conversations")
     return {
         "key": record["narration_id"],
@@ -85,6 +95,7 @@ def index_entry(record: dict, line: int) -> dict:
         "conversations": len(conversations) if conversations else None,
         "words": text_words(record),
         "digest": question_digest(record),
+        "clip": clip_digest(record),
     }
 
 

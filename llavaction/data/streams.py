@@ -20,7 +20,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from llavaction.data.buffers import FrameBuffers
 from llavaction.data.epochs import EpochPlanner, PlannedItem, SlotPlan
 from llavaction.data.options import TaskSource
-from llavaction.data.shards import ShardError, iter_shard, location_sizes
+from llavaction.data.shards import ShardError, iter_shard, join, location_sizes, read_index
 from llavaction.data.stages import (
     BadSample,
     Collate,
@@ -209,14 +209,26 @@ class EvalStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         num_workers: int = 0,
+        questions: dict[str, dict] | None = None,
     ):
-        self.shards = list(location_sizes(locations).items())
+        """questions: {key: question} asked over the shards' frames in place of the questions they hold (a frame
+        store, llavaction.data.store); only their keys are asked."""
+        sizes = location_sizes(locations)
+        asked = sizes
+        if questions is not None:
+            asked = {
+                join(location, name): sum(entry["key"] in questions for entry in entries)
+                for location in locations
+                for name, entries in read_index(location).items()
+            }
+        self.shards = [(url, size, asked[url]) for url, size in sizes.items()]
+        self.questions = questions
         self.batch_size, self.decode, self.encode, self.collate = batch_size, decode, encode, collate
         self.rank, self.world_size, self.workers = rank, world_size, max(1, num_workers)
         slots = self.world_size * self.workers
         self.batches_per_slot = max(
             [
-                math.ceil(sum(size for i, (_, size) in enumerate(self.shards) if i % slots == slot) / batch_size)
+                math.ceil(sum(n for i, (_, _, n) in enumerate(self.shards) if i % slots == slot) / batch_size)
                 for slot in range(slots)
             ]
             + [1]
@@ -239,11 +251,16 @@ class EvalStream(IterableDataset):
         info = get_worker_info()
         worker = info.id if info is not None else 0
         slot, slots = self.rank * self.workers + worker, self.world_size * self.workers
-        mine = [(url, size) for i, (url, size) in enumerate(self.shards) if i % slots == slot]
+        mine = [(url, size) for i, (url, size, _) in enumerate(self.shards) if i % slots == slot]
         batch, emitted, template = [], 0, None
         for url, size in mine:
             for raw in iter_shard(url, expected=size):
-                sample = self.encode(self.decode(raw))
+                if self.questions is not None and raw["__key__"] not in self.questions:
+                    continue
+                sample = self.decode(raw)
+                if self.questions is not None:
+                    sample["meta"] = sample["meta"] | self.questions[raw["__key__"]]
+                sample = self.encode(sample)
                 template = sample["frames"]
                 batch.append(sample)
                 if len(batch) == self.batch_size:

@@ -304,14 +304,17 @@ class LoadedCheckpoint:
         settings: QuestionSettings,
         loader: LoaderOptions,
         prior_actions: PriorActionOptions = PriorActionOptions(),
+        questions: list[str] | None = None,
     ):
-        """The evaluation DataModule, linked to the model as train.py links them (evaluation.module.DATA_LINKS)."""
+        """The evaluation DataModule, linked to the model as train.py links them (evaluation.module.DATA_LINKS);
+        questions: question files asked over the test sets as frame stores."""
         from llavaction.data.datamodule import EpicDataModule
         from llavaction.evaluation.module import DATA_LINKS
 
         module = self.module()
         return EpicDataModule(
             test=list(test),
+            questions=questions,
             num_frames=settings.num_frames,
             prompt=settings.prompt,
             prior_actions=prior_actions,

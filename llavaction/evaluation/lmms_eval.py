@@ -8,6 +8,7 @@ second) gets exactly the frames llavaction's evaluation shows, with nothing re-d
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -55,7 +56,7 @@ class ExportSettings:
     backbone: Backbone = "llava_video"
     checkpoint: str | None = None
 
-    def command(self, task_folder: Path) -> str:
+    def command(self, task_folder: Path, task: str = TASK) -> str:
         """The lmms-eval command that runs the task with this backbone's lmms-eval model (0.7.x)."""
         pretrained = self.checkpoint or "CHECKPOINT"
         arguments = {
@@ -66,7 +67,7 @@ class ExportSettings:
         }
         model = LMMS_EVAL_MODELS[self.backbone]
         return (
-            f"lmms-eval --model {model} --model_args {arguments[model]} --tasks {TASK} --include_path {task_folder} "
+            f"lmms-eval --model {model} --model_args {arguments[model]} --tasks {task} --include_path {task_folder} "
             "--batch_size 1"
         )
 
@@ -82,21 +83,34 @@ class LmmsExport(QuestionOptions):
 
     Args:
         questions: question files of data_prep.build_mqa.
-        shards: their shard sets (directories or URLs).
+        shards: their shard sets (directories or URLs), built from these question files.
+        frames: instead of shards, frame stores holding the questions' clips (built from any question file).
         out: the task folder (for lmms-eval's --include_path); written whole, replacing an earlier export only when
             complete.
         checkpoint: ask what this checkpoint was trained with (time instruction, frame times, frames); its backbone
             names the lmms-eval model in the task.
         visual: 'video' (an MP4 per question, for video models such as llava_vid) or 'frames' (its JPEG frames).
         backbone: the model family that runs the task (default: the checkpoint's, else llava_video).
+        group: export each question file as its own task (named after its card: ek100_mqa_random_k2_gt), in one
+            lmms-eval group of this name (a sweep's builds); default: one task of every question.
     """
 
     questions: list[Path]
-    shards: list[str]
+    shards: list[str] | None = None
+    frames: list[str] | None = None
     out: Path
     checkpoint: str | None = None
     visual: Literal["video", "frames"] = "video"
     backbone: Backbone | None = None
+    group: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        from llavaction.evaluation.questions import check_frames_source
+
+        check_frames_source(self.shards, self.frames)
+        if self.group is not None and not re.fullmatch(r"[a-z][a-z0-9_]*", self.group):
+            raise ValueError(f"--group: an lmms-eval name of lower-case letters, digits and '_', got {self.group!r}")
 
 
 def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
@@ -104,14 +118,17 @@ def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
     given) was trained; written into a temporary folder that replaces `run.out` when complete. Returns the question
     count and the settings used."""
     from llavaction.evaluation.checkpoints import LoadedCheckpoint, TrainedSettings, question_settings
-    from llavaction.evaluation.questions import check_against_shards, question_cards, read_questions
+    from llavaction.evaluation.questions import check_frames, question_cards, read_questions
 
-    questions = read_questions(run.questions)
+    if run.group is None:
+        questions = read_questions(run.questions)
+    else:  # each file its own task: the same segments may be asked in several
+        questions = {name: records for path in run.questions for name, records in read_questions([path]).items()}
     cards = question_cards(run.questions)
-    check_against_shards(questions, run.shards)
+    locations = check_frames(questions, run.shards, run.frames)
     loaded = LoadedCheckpoint.open(run.checkpoint) if run.checkpoint else None
     trained = loaded.settings if loaded is not None else TrainedSettings()
-    asked = question_settings(trained, run, stored_frames(run.shards))
+    asked = question_settings(trained, run, stored_frames(locations))
     backbone = run.backbone or (loaded.backbone if loaded is not None else "llava_video")
     settings = ExportSettings(
         num_frames=asked.num_frames,
@@ -124,8 +141,25 @@ def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
         checkpoint=run.checkpoint,
     )
     with exclusive_output(run.out), atomic_folder(run.out) as folder:
-        exported = export_task(questions, run.shards, folder, settings, named=run.out, cards=cards)
+        if run.group is None:
+            return export_task(questions, locations, folder, settings, named=run.out, cards=cards), settings
+        names = {path: task_name(path, cards[path]) for path in questions}
+        if len(set(names.values())) < len(names):
+            raise ValueError(f"two question files give one task name: {sorted(names.values())}")
+        exported = 0
+        for path, name in names.items():
+            exported += export_task(
+                {path: questions[path]}, locations, folder / name, settings, run.out, {path: cards[path]}, task=name
+            )
+        group = {"group": run.group, "task": list(names.values())}
+        (folder / f"{run.group}.yaml").write_text(yaml.safe_dump(group, sort_keys=False))
     return exported, settings
+
+
+def task_name(path: str, card: dict | None) -> str:
+    """A question file's lmms-eval task name: its card's build (ek100_mqa_random_k2_gt), else its file name."""
+    base = card["name"].replace("EK-100-MQA", TASK) if card else f"{TASK}_{Path(path).stem}"
+    return re.sub(r"[^a-z0-9]+", "_", base.lower()).strip("_")
 
 
 MIN_VIDEO_SIDE = 64  # decord misreads H.264 videos narrower than this (the demo's 32 px frames)
@@ -155,6 +189,7 @@ def export_task(
     settings: ExportSettings,
     named: Path | None = None,
     cards: dict[str, dict | None] | None = None,
+    task: str = TASK,
 ) -> int:
     """Write the task folder of the question files' records ({file: records}, checked against the shards by
     evaluation.questions) into `out` (named: the folder's final name, for its lmms-eval command), with the question
@@ -162,7 +197,7 @@ def export_task(
     the question count."""
     from llavaction.data.stages import frame_indices
 
-    wanted = {q["narration_id"] for records in questions.values() for q in records}
+    wanted = {q["narration_id"]: q for records in questions.values() for q in records}
     pseudo = {}
     if settings.prior_actions == "pseudo":
         pseudo = chosen_option_texts(read_jsonl(settings.pseudo_predictions))
@@ -171,7 +206,7 @@ def export_task(
         key = sample["__key__"]
         if key not in wanted:
             continue
-        meta = sample_meta(sample)
+        meta = sample_meta(sample) | wanted[key]  # the question file's question over the stored frames
         chosen = frame_indices(meta["num_frames"], settings.num_frames)
         jpegs = [sample[frame_name(i)] for i in chosen]
         if settings.visual == "video":
@@ -181,7 +216,7 @@ def export_task(
             for index, jpeg in enumerate(jpegs):
                 (out / "frames" / key / frame_name(index)).write_bytes(jpeg)
         records[key] = question_doc(meta, settings, pseudo)
-    missing = sorted(wanted - set(records))
+    missing = sorted(set(wanted) - set(records))
     if missing:
         raise ValueError(f"{len(missing)} questions have no frames in {', '.join(map(str, shards))}: {missing[:5]}")
     write_jsonl(out / "questions.jsonl", [records[k] for k in sorted(records)])
@@ -196,10 +231,11 @@ def export_task(
     head, _, tail = task_yaml.partition("lmms_eval_specific_kwargs:")
     tail = tail[tail.index("metadata:") :]
     block = yaml.safe_dump({"lmms_eval_specific_kwargs": {"default": specific}}, sort_keys=False)
-    run_with = f"# run with: {settings.command(named or out)}\n"
+    run_with = f"# run with: {settings.command(named or out, task)}\n"
     pinned = [c for c in (cards or {}).values() if c is not None]
     built = "".join(f"# benchmark: {c['name']} v{c['version']} {c['questions_digest']}\n" for c in pinned)
-    (out / f"{TASK}.yaml").write_text(run_with + built + head + block + tail)
+    head = head.replace(f"task: {TASK}\n", f"task: {task}\n", 1)
+    (out / f"{task}.yaml").write_text(run_with + built + head + block + tail)
     write_json(out / "benchmark.json", {"question_files": cards or {}})
     return len(records)
 

@@ -20,7 +20,7 @@ from llavaction.evaluation.candidates import write_head_outputs
 from llavaction.evaluation.checkpoints import LoadedCheckpoint, Precision, check_precision
 from llavaction.evaluation.lmms_eval import write_results_layout
 from llavaction.evaluation.options import MAX_NEW_TOKENS, EvaluationOptions, QuestionOptions
-from llavaction.evaluation.questions import check_against_shards, question_cards, read_questions
+from llavaction.evaluation.questions import check_frames, check_frames_source, question_cards, read_questions
 from llavaction.utils.checks import check_count
 from llavaction.utils.files import exclusive_output
 from llavaction.utils.jsonl import write_json, write_jsonl
@@ -43,7 +43,9 @@ class MQAEvaluation(QuestionOptions):
 
     Args:
         questions: question files of data_prep.build_mqa.
-        shards: their shard sets (directories or URLs).
+        shards: their shard sets (directories or URLs), built from these question files.
+        frames: instead of shards, frame stores: shard sets of the same clips built from any question file, over
+            whose frames these questions are asked (no video decoded; each question's clip checked).
         checkpoint: a Lightning .ckpt, an original checkpoint directory or a model-hub id.
         out: the results folder (predictions.jsonl, results.json, the lmms-eval layout).
         tokenizer: tokenizer directory (default: the checkpoint's).
@@ -59,7 +61,8 @@ class MQAEvaluation(QuestionOptions):
     """
 
     questions: list[Path]
-    shards: list[str]
+    shards: list[str] | None = None
+    frames: list[str] | None = None
     checkpoint: str
     out: Path
     tokenizer: str | None = None
@@ -75,6 +78,7 @@ class MQAEvaluation(QuestionOptions):
 
     def __post_init__(self):
         super().__post_init__()
+        check_frames_source(self.shards, self.frames)
         for name in ("max_new_tokens", "candidates", "devices", "num_nodes", "batch_size"):
             check_count(name, getattr(self, name), minimum=1)
         check_count("num_workers", self.num_workers, minimum=0)
@@ -101,17 +105,18 @@ def _evaluate_mqa(run: MQAEvaluation) -> dict | None:
     import lightning as L
 
     questions = read_questions(run.questions)
-    check_against_shards(questions, run.shards)
+    locations = check_frames(questions, run.shards, run.frames)
     loaded = LoadedCheckpoint.open(run.checkpoint, run.tokenizer)
-    settings = loaded.question_settings(run, stored_frames(run.shards))
+    settings = loaded.question_settings(run, stored_frames(locations))
     run = replace(run, **asdict(settings), precision=check_precision(run.precision or loaded.precision))
     modes = ("generate", "letter") if run.mode == "generate" else (run.scoring,)
     module = loaded.module(EvaluationOptions(mqa_scoring=modes, max_new_tokens=run.max_new_tokens))
     data = loaded.datamodule(
-        run.shards,
+        locations,
         settings,
         LoaderOptions(eval_batch_size=run.batch_size, num_workers=run.num_workers),
         PriorActionOptions(evaluation=run.prior_actions, pseudo_predictions=run.pseudo_predictions),
+        questions=[str(path) for path in run.questions] if run.frames else None,
     )
     trainer = L.Trainer(
         accelerator="auto",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from llavaction.benchmark.card import card_summary, read_card
 from llavaction.data.shards import QUESTION_FIELDS, iter_shard, join, question_digest, read_index, sample_meta
+from llavaction.data.store import check_clips
 from llavaction.utils.jsonl import read_jsonl
 
 
@@ -74,3 +75,19 @@ def difference(question: dict, location: str, shard: str) -> str:
 def _short(value, width: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def check_frames_source(shards: list[str] | None, frames: list[str] | None) -> None:
+    """An evaluation reads its frames from the question files' own shard sets or from frame stores, one of the two."""
+    if (shards is None) == (frames is None):
+        raise ValueError("give the frames as --shards (built from these questions) or --frames (a frame store)")
+
+
+def check_frames(questions: dict[str, list[dict]], shards: list[str] | None, frames: list[str] | None) -> list[str]:
+    """Check the questions against their shard sets (the same questions) or a frame store (the same clips); returns
+    where the frames are read."""
+    if frames is not None:
+        check_clips(questions, frames)
+        return list(frames)
+    check_against_shards(questions, shards)
+    return list(shards)

@@ -172,3 +172,86 @@ def test_an_export_replaces_the_earlier_one_only_when_complete(demo_questions, d
     )
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # the earlier export, whole
     assert [p.name for p in tmp_path.iterdir()] == ["task"]  # no partial folder left beside it
+
+
+@pytest.fixture(scope="module")
+def sweep_group(demo_dir, demo_shards, tmp_path_factory) -> Path:
+    """A sweep's builds (random and annotations, K 2 and 3) over the demo validation shards as a frame store, exported
+    as one lmms-eval group."""
+    from data_prep.build_mqa import main as build_mqa
+
+    root = tmp_path_factory.mktemp("sweep")
+    annotations = str(demo_dir / "annotations")
+    build_mqa(
+        [
+            "--annotations",
+            annotations,
+            "--split",
+            "validation",
+            "--out",
+            str(root / "val.jsonl"),
+            "--benchmark",
+            "--sweep",
+            "--sweep-options",
+            "2",
+            "3",
+        ]
+    )
+    files = sorted(str(p) for p in root.glob("val.*.K*.jsonl"))
+    out = root / "tasks"
+    assert (
+        evaluate(
+            [
+                "lmms-export",
+                "--questions",
+                *files,
+                "--frames",
+                str(demo_shards["validation_mqa"]),
+                "--out",
+                str(out),
+                "--group",
+                "ek100_mqa_sweep",
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+TASKS = [
+    "ek100_mqa_annotations_k2_gt",
+    "ek100_mqa_annotations_k3_gt",
+    "ek100_mqa_random_k2_gt",
+    "ek100_mqa_random_k3_gt",
+]
+
+
+def test_a_sweep_exports_as_one_group_of_tasks(sweep_group):
+    import yaml
+
+    group = yaml.safe_load((sweep_group / "ek100_mqa_sweep.yaml").read_text())
+    assert group == {"group": "ek100_mqa_sweep", "task": TASKS}
+    for name in TASKS:
+        text = (sweep_group / name / f"{name}.yaml").read_text()
+        assert f"\ntask: {name}\n" in text and f"--tasks {name} " in text
+        k = int(name.split("_k")[1][0])
+        assert f"# benchmark: EK-100-MQA/{name.split('_')[2]}/K{k}+gt v1.0 sha256:" in text
+        docs = read_jsonl(sweep_group / name / "questions.jsonl")
+        assert len(docs) == 8 and all(len(d["options"]) == k for d in docs)
+        assert len(list((sweep_group / name / "videos").glob("*.mp4"))) == 8
+
+
+@pytest.mark.lmms
+def test_the_real_lmms_eval_loads_the_group(sweep_group):
+    pytest.importorskip("lmms_eval", reason="lmms-eval is installed by `make test-lmms`")
+    from lmms_eval.tasks import TaskManager, get_task_dict
+
+    manager = TaskManager(include_path=str(sweep_group))
+    assert "ek100_mqa_sweep" in manager.all_groups and set(TASKS) <= set(manager.all_tasks)
+    tasks = get_task_dict(["ek100_mqa_sweep"], manager)
+    loaded = {}
+    for value in tasks.values():  # {group: {task: Task}} in lmms-eval 0.7
+        loaded |= value if isinstance(value, dict) else {}
+    docs = {name: list(task.test_docs()) for name, task in loaded.items()}
+    assert sorted(docs) == TASKS and all(len(d) == 8 for d in docs.values())
+    assert {len(d[0]["options"]) for d in docs.values()} == {2, 3}

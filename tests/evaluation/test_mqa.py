@@ -74,3 +74,30 @@ def test_stale_shards_are_refused_before_the_model_loads(
         error = capsys.readouterr().err.strip().splitlines()
         assert len(error) == 1 and "v2.jsonl: 1 of its 8 questions differ from the shards' copy" in error[0]
         assert "options" in error[0] and not out.exists()
+
+
+def test_another_question_file_over_the_shards_as_a_frame_store(
+    original_checkpoint, demo_dir, demo_questions, demo_shards, tmp_path, capsys
+):
+    """A K=3 build of the same segments asked over the K=5 shards (--frames): its questions, its card; the same file
+    with --shards is stale, and one of the two is required."""
+    from data_prep.build_mqa import main as build_mqa
+
+    k3 = tmp_path / "k3.jsonl"
+    annotations = str(demo_dir / "annotations")
+    build_mqa(["--annotations", annotations, "--split", "validation", "--num-options", "3", "--out", str(k3)])
+    capsys.readouterr()
+    results, predictions = run_mqa(
+        original_checkpoint, demo_questions, demo_shards, tmp_path / "k3", questions=k3, frames_as="--frames"
+    )
+    assert results["count"] == 8 and all(len(p["options"]) == 3 for p in predictions)
+    assert [card["name"] for card in results["benchmark"].values()] == ["EK-100-MQA/annotations/K3"]
+    shards = str(demo_shards["validation_mqa"])
+    for extra in (["--shards", shards], ["--shards", shards, "--frames", shards], []):
+        out = tmp_path / "refused"
+        code = evaluate(
+            ["mqa", "--checkpoint", str(original_checkpoint), "--questions", str(k3), "--out", str(out), *extra]
+        )
+        error = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(error) == 1 and not out.exists(), error
+        assert ("differ from the shards' copy" if len(extra) == 2 else "--shards (built from these") in error[0]
