@@ -285,7 +285,7 @@ class BuildOptions:
     temporal_out: Path | None = None
 
     def __post_init__(self):
-        for k in (self.sweep_options if self.sweep else (self.num_options,)):
+        for k in self.sweep_options if self.sweep else (self.num_options,):
             if isinstance(k, bool) or not 2 <= k <= 26:
                 raise ValueError(f"--num_options must be between 2 and 26, got {k}")
         tiers = self.sweep_tiers if self.sweep else (self.distractors,)

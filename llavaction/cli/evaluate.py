@@ -201,12 +201,29 @@ def run_compare(options: CompareOptions) -> int:
     return 0
 
 
+def run_difficulty(options: MQAEvaluation) -> int:
+    from llavaction.evaluation.difficulty import FIGURE_FILE, evaluate_difficulty
+
+    table = evaluate_difficulty(options)
+    if table is None:  # not the global-zero process
+        return 0
+    for row in table["rows"]:
+        figure = f"{row['accuracy']:.1f}% [{row['low']:.1f}, {row['high']:.1f}]"
+        chance = f"chance {row['chance']:.1f}%"
+        print(f"{row['tier']:<16} K={row['num_options']:<3} {figure:<22} {chance}  ({row['count']} questions)")
+    print(f"difficulty plot -> {options.out / FIGURE_FILE}")
+    return 0
+
+
 COMMANDS = {
     "mqa": Command(MQAEvaluation, run_mqa, "EK-100-MQA accuracy of a checkpoint"),
     "ek100": Command(EK100Options, run_ek100, "EPIC action-recognition figures of a scores file"),
     "class-scores": Command(ClassScoresOptions, run_class_scores, "MQA predictions over candidates -> class scores"),
     "submission": Command(SubmissionOptions, run_submission, "the EPIC challenge submission zip"),
     "lmms-export": Command(LmmsExport, run_lmms_export, "an lmms-eval task folder of question files"),
+    "difficulty": Command(
+        MQAEvaluation, run_difficulty, "each build of a sweep evaluated: accuracy against K per tier"
+    ),
     "compare": Command(CompareOptions, run_compare, "two evaluations of the same questions: difference, interval, p"),
 }
 

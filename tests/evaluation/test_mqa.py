@@ -1,6 +1,7 @@
 """`llavaction evaluate mqa`: the paper's rule by default, action heads' outputs, stale shards refused first."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,27 @@ def test_another_question_file_over_the_shards_as_a_frame_store(
         error = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(error) == 1 and not out.exists(), error
         assert ("differ from the shards' copy" if len(extra) == 2 else "--shards (built from these") in error[0]
+
+
+def test_the_difficulty_sweep_evaluates_each_build_over_one_store(
+    original_checkpoint, demo_dir, demo_shards, tmp_path, capsys
+):
+    from data_prep.build_mqa import main as build_mqa
+
+    annotations = str(demo_dir / "annotations")
+    sweep = ["--sweep", "--sweep-options", "2", "4", "--benchmark"]
+    build_mqa(["--annotations", annotations, "--split", "validation", "--out", str(tmp_path / "v.jsonl"), *sweep])
+    out = tmp_path / "difficulty"  # the sweep's index stands for its four files
+    args = ["difficulty", "--questions", str(tmp_path / "v.sweep.json"), "--frames", str(demo_shards["validation_mqa"])]
+    args += ["--checkpoint", str(original_checkpoint), "--mode", "score", "--num-workers", "0", "--out", str(out)]
+    capsys.readouterr()
+    assert evaluate(args) == 0
+    table = json.loads((out / "difficulty.json").read_text())
+    builds = [(r["tier"], r["num_options"]) for r in table["rows"]]
+    assert builds == [("annotations+gt", 2), ("annotations+gt", 4), ("random+gt", 2), ("random+gt", 4)]
+    for row in table["rows"]:
+        assert row["low"] <= row["accuracy"] <= row["high"] and row["count"] == 8
+        assert row["chance"] == 100 / row["num_options"]
+        assert (out / Path(row["file"]).stem / "predictions.jsonl").exists()
+    assert (out / "difficulty.png").read_bytes().startswith(b"\x89PNG")
+    assert "random+gt        K=4" in capsys.readouterr().out

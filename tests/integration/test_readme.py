@@ -1,6 +1,7 @@
 """README's "First hour on the demo" runs as written: its commands, read from README itself, on a small copy of the
 demo laid out as `make demo` leaves it (demo_data/, runs/demo/checkpoints/last.ckpt)."""
 
+import json
 import os
 import shlex
 import subprocess
@@ -48,9 +49,12 @@ def test_first_hour_commands_run_as_written(demo_dir, demo_questions, demo_shard
     )
     assert (tmp_path / "runs" / "demo" / "checkpoints" / "last.ckpt").exists()
     commands = readme_commands("First hour on the demo")
-    assert len(commands) == 6
+    assert len(commands) == 9
     for command in commands:
         run(command)
-    for made in ("eval/results.json", "report/index.html", "seen.png", "lmms_task/ek100_mqa.yaml", "prompts.jsonl"):
+    made_here = ("eval/results.json", "report/index.html", "seen.png", "lmms_task/ek100_mqa.yaml", "prompts.jsonl")
+    for made in made_here + ("val_random_k3.card.json", "eval_random_k3/results.json"):
         assert (tmp_path / "runs" / "demo" / made).stat().st_size > 0, made
     assert (tmp_path / "runs" / "demo" / "plan.jsonl").read_text().count("\n") >= 32
+    asked = [json.loads(line) for line in open(tmp_path / "runs" / "demo" / "eval_random_k3" / "predictions.jsonl")]
+    assert len(asked) == 8 and all(len(p["options"]) == 3 for p in asked)  # its questions over the stored frames
