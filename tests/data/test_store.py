@@ -33,8 +33,18 @@ def eval_rows(module) -> dict[str, tuple]:
     return rows
 
 
-def test_a_question_file_over_a_store_keeps_the_frames_and_asks_its_questions(demo_dir, demo_shards, tmp_path):
+def test_a_question_file_over_a_store_keeps_the_frames_and_asks_its_questions(
+    demo_dir, demo_shards, tmp_path, monkeypatch
+):
+    import av
+    import decord
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a question file over a store decoded video")
+
     k3 = variant(demo_dir, tmp_path / "k3.jsonl")
+    monkeypatch.setattr(decord, "VideoReader", no_decoding)
+    monkeypatch.setattr(av, "open", no_decoding)
     stored = eval_rows(datamodule(demo_dir, demo_shards))
     asked = eval_rows(datamodule(demo_dir, demo_shards, questions=[str(k3)]))
     questions = {q["narration_id"]: q for q in read_jsonl(k3)}
