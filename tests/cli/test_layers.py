@@ -10,13 +10,13 @@ from tests.helpers import ROOT
 LEVELS = {
     "utils": 0,
     "ek100": 1,
-    "benchmark": 1,
-    "prompts": 1,
-    "data": 2,
-    "model": 2,
-    "evaluation": 3,
-    "training": 4,
-    "cli": 5,
+    "benchmark": 2,
+    "prompts": 2,
+    "data": 3,
+    "model": 3,
+    "evaluation": 4,
+    "training": 5,
+    "cli": 6,
 }
 NO_LIGHTNING = ("lightning", "llavaction.model", "llavaction.training", "llavaction.evaluation", "llavaction.cli")
 
