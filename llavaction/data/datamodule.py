@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from llavaction.benchmark.answers import chosen_option_texts
 from llavaction.data.epochs import EpochPlanner
 from llavaction.data.options import LoaderOptions, PriorActionOptions, TaskSource
-from llavaction.data.shards import first_sample, read_sizes, sample_meta
+from llavaction.data.shards import first_sample, indexed_keys, read_sizes, sample_meta
 from llavaction.data.sources import SourceItems, apply_strategy, epoch_quotas, source_items
 from llavaction.data.stages import Collate, DecodeFrames, Descriptions, EncodePrompt, SkipCounter
 from llavaction.data.store import check_clips, questions_by_key, read_questions_file
@@ -112,6 +112,9 @@ class EpicDataModule(L.LightningDataModule):
                 )
             if self.prior_actions.shown and location in mqa_sets and "prior_actions" not in meta:
                 raise ValueError(f"{location}: prior actions are switched on but the samples carry no prior_actions")
+        indexed_keys(self.val_sets)  # a validation question in two sets (or a set named twice) would count twice
+        if self.test_sets != self.val_sets:
+            indexed_keys(self.test_sets)
         if self.question_files and self.asked is None:
             files = {path: read_questions_file(path) for path in self.question_files}
             check_clips(files, sorted(set(self.val_sets + self.test_sets)))

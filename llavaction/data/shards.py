@@ -23,7 +23,7 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,6 +43,10 @@ HTTP_TIMEOUT_SEC = 30.0
 
 class ShardError(OSError):
     """A shard set or shard that cannot be read as listed; the message names it."""
+
+
+class ShardChanged(ShardError):
+    """A shard whose samples are not the ones its index lists (replaced after indexing): never a counted skip."""
 
 
 # What a question asks: two records with equal fields ask the same question about the same frames.
@@ -230,21 +234,27 @@ def shard_urls(location: str | Path) -> list[str]:
     return [join(location, name) for name in read_sizes(location)]
 
 
-def iter_shard(url: str, expected: int | None = None) -> Iterator[dict]:
+def iter_shard(url: str, expected: int | None = None, keys: Sequence[str] | None = None) -> Iterator[dict]:
     """The samples of one shard, in order ({'__key__', '__url__', 'json', '000.jpg', ...}). A remote read that fails is
     reopened and continues after the samples already given (READ_RETRIES times). With `expected` (its sizes.json
-    count), a shard that ends early raises ShardError naming it, and its last sample, which may be cut, is not given."""
+    count), a shard that ends early raises ShardError naming it, and its last sample, which may be cut, is not given.
+    With `keys` (its index.json keys), a sample whose key is not the one listed at its place, or one more than listed,
+    raises ShardError: the shard changed after it was indexed."""
     given, attempts, pending = 0, 0, None
     while True:
         try:
             for index, sample in enumerate(_tar_samples(url)):
                 if index < given + (pending is not None):
                     continue
+                if keys is not None:
+                    _check_key(url, index, sample["__key__"], keys)
                 if pending is not None:
                     yield pending
                     given += 1
                 pending = sample
             break
+        except ShardError:  # the shard's content itself is wrong: reading it again changes nothing
+            raise
         except (OSError, tarfile.TarError, EOFError) as err:
             if not is_remote(url) or attempts >= READ_RETRIES:
                 raise ShardError(
@@ -258,6 +268,15 @@ def iter_shard(url: str, expected: int | None = None) -> Iterator[dict]:
         raise ShardError(f"{url}: {read} samples, {SIZES_FILE} lists {expected}; the shard is truncated")
     if pending is not None:
         yield pending
+
+
+def _check_key(url: str, index: int, key: str, keys: Sequence[str]) -> None:
+    if index >= len(keys) or key != keys[index]:
+        listed = repr(keys[index]) if index < len(keys) else f"only {len(keys)} samples"
+        raise ShardChanged(
+            f"{url}: sample {index} is {key!r} where {INDEX_FILE} lists {listed}: the shard changed after it was "
+            "indexed; rebuild the shard set (extract_frames, merge_shards) rather than replace its tars"
+        )
 
 
 def _tar_samples(url: str) -> Iterator[dict]:
@@ -348,6 +367,23 @@ def stored_frames(locations: Iterable[str | Path]) -> int:
 
 def sample_meta(sample: dict) -> dict:
     return json.loads(sample["json"])
+
+
+def indexed_keys(locations: Iterable[str | Path]) -> dict[str, tuple[str, str, dict]]:
+    """{key: (shard set, shard name, index entry)} over shard sets read together; a key held twice (two sets of the
+    same questions, say at 4 and at 8 frames) is an error naming both places: a question is scored once."""
+    held: dict[str, tuple[str, str, dict]] = {}
+    for location in locations:
+        for name, entries in read_index(location).items():
+            for entry in entries:
+                if entry["key"] in held:
+                    first = held[entry["key"]]
+                    raise ShardError(
+                        f"{entry['key']} is held twice: in {join(first[0], first[1])} and in {join(location, name)}; "
+                        "a question is scored once, so read one of the two shard sets"
+                    )
+                held[entry["key"]] = (str(location), name, entry)
+    return held
 
 
 def location_sizes(locations: Iterable[str | Path]) -> dict[str, int]:

@@ -14,6 +14,7 @@ from llavaction.benchmark.card import read_card
 from llavaction.data.shards import (
     CLIP_FIELDS,
     clip_digest,
+    indexed_keys,
     iter_shard,
     join,
     read_index,
@@ -39,6 +40,7 @@ def store_clips(location: str) -> dict[str, tuple[str, str]]:
 def check_clips(questions: dict[str, list[dict]], stores: list[str]) -> None:
     """Every question's clip is in the stores, the one they hold for its key; otherwise one line: how many are
     missing or ask about another clip, and one example."""
+    indexed_keys(stores)  # a key in two stores is refused
     held = {}
     for location in stores:
         held |= store_clips(location)

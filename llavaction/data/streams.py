@@ -20,7 +20,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from llavaction.data.buffers import FrameBuffers
 from llavaction.data.epochs import EpochPlanner, PlannedItem, SlotPlan
 from llavaction.data.options import TaskSource
-from llavaction.data.shards import ShardError, iter_shard, join, location_sizes, read_index
+from llavaction.data.shards import ShardChanged, ShardError, iter_shard, join, read_index
 from llavaction.data.stages import (
     BadSample,
     Collate,
@@ -74,7 +74,7 @@ class SlotReader:
                     if cursor is not None:
                         cursor.close()
                     items = self.planner.sources[source]
-                    cursor = shards[shard] = ShardCursor(items.urls[shard], items.sizes[shard])
+                    cursor = shards[shard] = ShardCursor(items.urls[shard], items.sizes[shard], items.keys[shard])
                 yield read, cursor.sample(sample)
                 if last_read[shard] == read:
                     shards.pop(shard).close()
@@ -107,8 +107,8 @@ class SlotReader:
 class ShardCursor:
     """One shard streamed forward: the sample at a position (ascending), or the error that stopped the stream."""
 
-    def __init__(self, url: str, size: int):
-        self.url, self.samples = url, iter_shard(url, expected=size)
+    def __init__(self, url: str, size: int, keys: tuple[str, ...]):
+        self.url, self.samples = url, iter_shard(url, expected=size, keys=keys)
         self.position, self.current, self.failure = -1, None, None
 
     def sample(self, position: int) -> dict | Exception:
@@ -119,6 +119,8 @@ class ShardCursor:
                     self.position += 1
             except StopIteration:
                 self.failure = ShardError(f"{self.url}: ended before sample {position}")
+            except ShardChanged:  # the plan would train on other samples than it lists: stop, naming the shard
+                raise
             except ShardError as err:
                 self.failure = err
         return self.failure or self.current
@@ -213,15 +215,13 @@ class EvalStream(IterableDataset):
     ):
         """questions: {key: question} asked over the shards' frames in place of the questions they hold (a frame
         store, llavaction.data.store); only their keys are asked."""
-        sizes = location_sizes(locations)
-        asked = sizes
-        if questions is not None:
-            asked = {
-                join(location, name): sum(entry["key"] in questions for entry in entries)
-                for location in locations
-                for name, entries in read_index(location).items()
-            }
-        self.shards = [(url, size, asked[url]) for url, size in sizes.items()]
+        keys = {
+            join(location, name): tuple(entry["key"] for entry in entries)
+            for location in locations
+            for name, entries in read_index(location).items()
+        }
+        asked = {url: len(k) if questions is None else sum(key in questions for key in k) for url, k in keys.items()}
+        self.shards = [(url, keys[url], asked[url]) for url in keys]
         self.questions = questions
         self.batch_size, self.decode, self.encode, self.collate = batch_size, decode, encode, collate
         self.rank, self.world_size, self.workers = rank, world_size, max(1, num_workers)
@@ -251,10 +251,10 @@ class EvalStream(IterableDataset):
         info = get_worker_info()
         worker = info.id if info is not None else 0
         slot, slots = self.rank * self.workers + worker, self.world_size * self.workers
-        mine = [(url, size) for i, (url, size, _) in enumerate(self.shards) if i % slots == slot]
+        mine = [(url, keys) for i, (url, keys, _) in enumerate(self.shards) if i % slots == slot]
         batch, emitted, template = [], 0, None
-        for url, size in mine:
-            for raw in iter_shard(url, expected=size):
+        for url, keys in mine:
+            for raw in iter_shard(url, expected=len(keys), keys=keys):
                 if self.questions is not None and raw["__key__"] not in self.questions:
                     continue
                 sample = self.decode(raw)

@@ -140,6 +140,12 @@ def _evaluate_mqa(run: MQAEvaluation) -> dict | None:
     predictions = sorted(
         (r for rank in gathered for r in rank if r["narration_id"] in wanted), key=lambda r: r["narration_id"]
     )
+    asked = sum(len(keys) for keys in ids.values())
+    if len(predictions) != asked or len({r["narration_id"] for r in predictions}) != asked:
+        raise ValueError(
+            f"{len(predictions)} answers for the {asked} questions of {', '.join(map(str, run.questions))}: the shards "
+            "gave other samples than their index lists; nothing written"
+        )
     if any("verb_scores" in r for r in predictions):
         write_head_outputs(predictions, run.out, run.candidates)
     results = mqa_results(predictions, run.mode) | {

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llavaction.benchmark.card import card_summary, read_card
-from llavaction.data.shards import QUESTION_FIELDS, iter_shard, join, question_digest, read_index, sample_meta
+from llavaction.data.shards import QUESTION_FIELDS, indexed_keys, iter_shard, join, question_digest, sample_meta
 from llavaction.data.store import check_clips
 from llavaction.utils.jsonl import read_jsonl
 
@@ -40,11 +40,7 @@ def question_cards(paths: list[Path]) -> dict[str, dict | None]:
 def check_against_shards(questions: dict[str, list[dict]], shards: list[str]) -> None:
     """Every question is in the shards and equal to their copy (compared by the digest each shard set's index
     records); otherwise one line: how many are missing or differ, and one example."""
-    where = {}
-    for location in shards:
-        for name, entries in read_index(location).items():
-            for entry in entries:
-                where[entry["key"]] = (location, name, entry["digest"])
+    where = {key: (location, name, entry["digest"]) for key, (location, name, entry) in indexed_keys(shards).items()}
     for path, records in questions.items():
         missing = [r["narration_id"] for r in records if r["narration_id"] not in where]
         if missing:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from llavaction.utils.checks import check_range
+
 
 @dataclass(frozen=True)
 class ComputeOptions:
@@ -47,3 +49,6 @@ class ActionSupervision:
     head_layers: Literal["last", "first", "all"] = "last"
     loss_weight: float = 0.1
     normalization: Literal["reference", "mean"] = "reference"
+
+    def __post_init__(self):
+        check_range("model.action.loss_weight", self.loss_weight, 0.0)

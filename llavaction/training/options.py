@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llavaction.utils.checks import check_range
+
 
 @dataclass(frozen=True)
 class TrainableParts:
@@ -37,3 +39,9 @@ class OptimizerOptions:
     projector_lr: float | None = None
     weight_decay: float = 0.0
     warmup_ratio: float = 0.03
+
+    def __post_init__(self):
+        for name in ("lr", "vision_lr", "projector_lr", "weight_decay"):
+            if getattr(self, name) is not None:
+                check_range(f"model.optimizer.{name}", getattr(self, name), 0.0)
+        check_range("model.optimizer.warmup_ratio", self.warmup_ratio, 0.0, 1.0)

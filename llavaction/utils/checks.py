@@ -10,6 +10,15 @@ def check_count(name: str, value, minimum: int, null: bool = False) -> None:
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
+def check_range(name: str, value, low: float, high: float = float("inf")) -> None:
+    """A number read from a config: finite (or the open upper bound), within [low, high]; the error names the option."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high or value != value:
+        bounds = f">= {low}" if high == float("inf") else f"between {low} and {high}"
+        raise ValueError(f"{name} must be a number {bounds}, got {value!r}")
+    if value == float("inf"):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+
+
 def as_options(group: type, value):
     """An option group as its dataclass: a checkpoint's hyperparameters, or a config read without instantiating its
     classes, may hold it as a plain dict."""

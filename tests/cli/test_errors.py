@@ -12,6 +12,11 @@ def test_counts_are_positive_integers_checked_where_read(demo_dir, demo_shards, 
         ("--data.loader.batch_size=-1", "data.loader.batch_size must be an integer >= 1, got -1"),
         ("--data.num_frames=0", "data.num_frames must be an integer >= 1, got 0"),
         ("--data.loader.samples_per_epoch=0", "data.loader.samples_per_epoch must be an integer >= 1 or null"),
+        ("--model.optimizer.lr=-1e-5", "model.optimizer.lr must be a number >= 0.0, got -1e-05"),
+        ("--model.optimizer.vision_lr=-2", "model.optimizer.vision_lr must be a number >= 0.0"),
+        ("--model.optimizer.weight_decay=-0.1", "model.optimizer.weight_decay must be a number >= 0.0"),
+        ("--model.optimizer.warmup_ratio=1.5", "model.optimizer.warmup_ratio must be a number between 0.0 and 1.0"),
+        ("--model.action.loss_weight=-1", "model.action.loss_weight must be a number >= 0.0"),
     ):
         args = demo_args(demo_dir, demo_shards, tmp_path / "run", override)
         assert message in one_line_exit(capsys, lambda args=args: train(args))

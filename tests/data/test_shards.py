@@ -1,4 +1,5 @@
-"""Shards cut short: an error naming the shard in evaluation, a counted skip that says so in training."""
+"""Shards cut short: an error naming the shard in evaluation, a counted skip that says so in training; shards replaced
+after indexing and questions held twice: errors."""
 
 import logging
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llavaction.data.options import TaskSource
-from llavaction.data.shards import ShardError, iter_shard, read_sizes
+from llavaction.data.shards import ShardChanged, ShardError, iter_shard, read_sizes
 from tests.helpers import datamodule, truncated_copy
 
 
@@ -48,3 +49,34 @@ def test_truncated_shards(demo_dir, demo_shards, tmp_path, caplog):
         if not p.padding and planner.item_of(plan, p)[:2] >= (shard, readable) and planner.item_of(plan, p)[0] == shard
     )
     assert lost > 1 and sum(b.skipped_samples["unreadable_shard"] for b in batches) == lost
+
+
+def test_a_shard_replaced_after_indexing_is_an_error_naming_it(demo_dir, demo_shards, tmp_path, capsys):
+    """A tar swapped for another of the same size: evaluation and training stop naming it, not score or train on
+    samples the index does not list."""
+    import shutil
+
+    train = tmp_path / "train"
+    shutil.copytree(demo_shards["train_mqa"], train)
+    first, second = sorted(train.glob("shard-*.tar"))[:2]
+    assert read_sizes(train)[first.name] == read_sizes(train)[second.name]
+    second.write_bytes(first.read_bytes())
+    with pytest.raises(
+        ShardChanged, match=rf"{second}: sample 0 is '.*' where index.json lists '.*': the shard changed"
+    ):
+        list(datamodule(demo_dir, demo_shards, val=[str(train)]).val_dataloader())
+    dm = datamodule(demo_dir, demo_shards, train=[TaskSource(str(train), "mqa")], samples_per_epoch=64)
+    with pytest.raises(ShardChanged, match=str(second)):
+        list(dm.train_dataloader())
+
+
+def test_a_question_held_by_two_shard_sets_is_refused(demo_dir, demo_shards, tmp_path):
+    """The same questions extracted twice (at 4 and at 8 frames, say) would be scored twice."""
+    import shutil
+
+    again = tmp_path / "again"
+    shutil.copytree(demo_shards["validation_mqa"], again)
+    with pytest.raises(ShardError, match=r"is held twice: in .*validation_mqa.* and in .*again"):
+        datamodule(demo_dir, demo_shards, val=[str(demo_shards["validation_mqa"]), str(again)]).setup("validate")
+    with pytest.raises(ShardError, match="is held twice"):
+        datamodule(demo_dir, demo_shards, val=[str(again), str(again)]).setup("validate")
