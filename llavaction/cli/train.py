@@ -22,7 +22,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from llavaction.data.datamodule import EpicDataModule
 from llavaction.evaluation.module import DATA_LINKS
-from llavaction.training.checkpointing import LAST, RunCheckpoint, checkpoint_folder
+from llavaction.training.checkpointing import LAST, RunCheckpoint, check_resume, checkpoint_folder
 from llavaction.training.module import LlavaActionModule
 from llavaction.utils.configs import expand_config_args
 from llavaction.utils.errors import run_cli
@@ -55,8 +55,50 @@ class LlavaActionCLI(LightningCLI):
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") == "last":
             config["ckpt_path"] = str(last_checkpoint(self.trainer))
+        if self.subcommand == "fit" and config.get("ckpt_path"):
+            check_resume(config["ckpt_path"], self.datamodule, self.trainer.world_size)
 
     before_validate = before_test = before_predict = before_fit
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI replaces the model settings with a --ckpt_path checkpoint's, even those set on the command line
+        (a private hook: lightning is pinned below 2.7 for it). Kept here: where the run's outputs go and how it
+        evaluates; refused in one line: any other setting of this run that the checkpoint's would replace."""
+        subcommand = self.config.get("subcommand")
+        before = flat_settings(self.config[subcommand].model.as_dict()) if subcommand else {}
+        super()._parse_ckpt_path()
+        if not subcommand:
+            return
+        after = flat_settings(self.config[subcommand].model.as_dict())
+        for key in sorted(set(before) | set(after)):
+            ours, theirs = before.get(key), after.get(key)
+            if ours == theirs or (ours is None and not key.startswith(HONOURED)):
+                continue
+            if key.startswith(HONOURED):
+                self.config[subcommand][f"model.{key}"] = ours
+            elif subcommand != "fit" and key.startswith(TRAINING_ONLY):
+                continue
+            else:
+                raise ValueError(
+                    f"--ckpt_path: model.{key} is {ours!r} in this run but {theirs!r} in the checkpoint, whose model "
+                    "settings a resume continues; drop the setting, or start a new run without --ckpt_path"
+                )
+
+
+# model settings of this run that a --ckpt_path checkpoint never replaces: where outputs go and how it evaluates
+HONOURED = ("export_dir", "export_layout", "evaluation.")
+TRAINING_ONLY = ("optimizer.", "trainable.")  # no bearing on validate, test or predict
+
+
+def flat_settings(settings: dict, prefix: str = "") -> dict:
+    """{'optimizer.lr': 1e-5, ...} of nested settings."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat |= flat_settings(value, f"{prefix}{key}.")
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 def last_checkpoint(trainer) -> Path:

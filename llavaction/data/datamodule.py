@@ -299,11 +299,11 @@ class EpochLoader(DataLoader):
         consumed = 0
         if self.resume is not None and self.resume["epoch"] == epoch:
             consumed = self.resume["batches"]
-            recorded, now = self.resume.get("plan"), self.dataset.planner.describe()
-            if consumed and recorded is not None and recorded != now:
+            differing = plan_differences(self.resume.get("plan"), self.dataset.planner.describe())
+            if consumed and differing:
                 raise ValueError(
-                    f"the checkpoint stopped inside epoch {epoch} of a plan for {recorded}; this run plans {now}: "
-                    "resume inside an epoch with the same devices x nodes, loader workers, batch size and data"
+                    f"the checkpoint stopped inside epoch {epoch} of another plan ({differing}): resume inside an "
+                    "epoch with the same seed, devices x nodes, loader workers, batch size and data"
                 )
         self.resume = None
         self.dataset.set_epoch(epoch, consumed)
@@ -319,3 +319,11 @@ class EpochLoader(DataLoader):
 def already_collated(batch: dict) -> dict:
     """The DataLoader's collate_fn: batches arrive collated (the default would walk every metadata list)."""
     return batch
+
+
+def plan_differences(recorded: dict | None, now: dict) -> str:
+    """What differs between a checkpoint's epoch plan and this run's ('batch_size 16 there, 8 here; ...'), over what
+    the checkpoint recorded (an older one records less); '' when nothing does."""
+    return "; ".join(
+        f"{key} {value} there, {now.get(key)} here" for key, value in (recorded or {}).items() if now.get(key) != value
+    )

@@ -280,6 +280,7 @@ class EpochPlanner:
     def describe(self) -> dict:
         """What decides the plan: a checkpoint records it, so a resume under other settings is caught."""
         return {
+            "seed": self.seed,
             "world_size": self.world_size,
             "workers": self.workers,
             "batch_size": self.batch_size,

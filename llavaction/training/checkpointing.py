@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
+
+from llavaction.data.datamodule import plan_differences
 
 PARTIAL_SUFFIX = ".partial"
 LAST = "last.ckpt"
@@ -21,6 +24,28 @@ CHECKPOINT_NAME = re.compile(r"^epoch=(\d+)-step=(\d+)\.ckpt$")
 def checkpoint_folder(default_root_dir: str | Path, dirpath: str | Path | None = None) -> Path:
     """Where a run's checkpoints go: `dirpath`, else `<default_root_dir>/checkpoints`."""
     return Path(dirpath) if dirpath else Path(default_root_dir) / "checkpoints"
+
+
+def check_resume(path: str | Path, data, world_size: int) -> None:
+    """A resume from a checkpoint written inside an epoch must plan that epoch as it was (the same seed, world size,
+    workers, batch size and data), else it would repeat and skip samples: refused naming what differs, before the fit
+    writes anything. `data` is the run's EpicDataModule."""
+    path = Path(path)
+    file = path / "meta.pt" if path.is_dir() else path  # FSDP2's sharded checkpoints keep the loops in meta.pt
+    if not file.is_file():
+        return
+    loop = torch.load(file, map_location="cpu", weights_only=True, mmap=not path.is_dir()).get("loops", {})
+    loop = loop.get("fit_loop", {})
+    states = loop.get("state_dict", {}).get("combined_loader") or [None]
+    state, processed = states[0], loop.get("epoch_progress", {}).get("current", {}).get("processed")
+    if not isinstance(state, dict) or state.get("epoch") != processed or not state.get("batches"):
+        return  # written at an epoch's end (or by another loader): the next epoch is planned afresh
+    differing = plan_differences(state.get("plan"), data.epoch_planner(world_size=world_size).describe())
+    if differing:
+        raise ValueError(
+            f"--ckpt_path {path}: it stopped {state['batches']} batches into epoch {processed} of another plan "
+            f"({differing}); resume with the checkpoint's settings, or from one written at an epoch's end"
+        )
 
 
 class RunCheckpoint(L.Callback):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import demo_args
+from tests.helpers import demo_args, one_line_exit, step_checkpoint, step_checkpoints
 
 
 def test_a_checkpoint_that_cannot_be_written_leaves_no_checkpoint(demo_dir, demo_shards, tmp_path, monkeypatch):
@@ -26,3 +26,34 @@ def test_a_checkpoint_that_cannot_be_written_leaves_no_checkpoint(demo_dir, demo
     with pytest.raises(OSError, match=r"step=2.ckpt: the checkpoint was not written \(No space left on device"):
         cli(demo_args(demo_dir, demo_shards, root, "--trainer.max_epochs=1", "--data.loader.samples_per_epoch=8"))
     assert list((root / "checkpoints").iterdir()) == []  # neither last.ckpt nor its partial file
+
+
+def test_a_refused_resume_changes_nothing_and_names_the_setting(demo_dir, demo_shards, tmp_path, capsys):
+    """A resume inside an epoch under another plan (batch size, seed, world) or with model settings the checkpoint's
+    would silently replace: one line before anything is written; every file of the run as it was."""
+    from llavaction.cli.train import main
+
+    root = tmp_path / "run"
+    base = demo_args(demo_dir, demo_shards, root, "--data.loader.samples_per_epoch=32", "--trainer.max_epochs=1")
+    assert main([*base, step_checkpoints(root, 3), "--trainer.check_val_every_n_epoch=10"]) == 0
+    middle = step_checkpoint(root, 3)  # 3 of the epoch's 8 batches
+
+    def files() -> dict:
+        return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    before = files()
+    for extra, message in (
+        (
+            ["--data.loader.batch_size=8"],
+            "it stopped 3 batches into epoch 0 of another plan (batch_size 4 there, 8 here",
+        ),
+        (["--data.seed=1"], "(seed 0 there, 1 here)"),
+        (["--model.optimizer.lr=0.5"], "model.optimizer.lr is 0.5 in this run but 0.001 in the checkpoint"),
+    ):
+        args = [*base, f"--ckpt_path={middle}", *extra]
+        assert message in one_line_exit(capsys, lambda args=args: main(args))
+        assert files() == before
+    # where this run writes is its own: the checkpoint's export folder is not taken over
+    (root / "resumed").mkdir()
+    args = [*base, f"--ckpt_path={middle}", f"--model.export_dir={root / 'resumed' / 'export'}"]
+    assert main(args) == 0 and (root / "resumed" / "export" / "config.json").exists()
