@@ -42,6 +42,8 @@ class ArrayTask:
             return None
         if num_tasks is None or task_index is None:
             raise ValueError("--num-tasks and --task-index go together (or both from a SLURM job array)")
+        if num_tasks == 1 and task_index != 0:
+            raise ValueError(f"task index {task_index} of 1 task: expected 0 <= index < tasks")
         return None if num_tasks == 1 else cls(task_index, num_tasks)
 
     @property

@@ -18,9 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     extra = args[args.index("--") + 1 :] if "--" in args else []
     args = args[: args.index("--")] if "--" in args else args
-    return main_of(AblationRun, lambda run: run_ablation(run, extra), "llavaction ablate", __doc__.split("\n\n")[0])(
-        args
+    from llavaction.cli.train import config_problem
+
+    run = main_of(
+        AblationRun, lambda run: run_ablation(run, extra, config_problem), "llavaction ablate", __doc__.split("\n\n")[0]
     )
+    return run(args)
 
 
 if __name__ == "__main__":

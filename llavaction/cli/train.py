@@ -13,6 +13,8 @@ evaluation sample) is one line, `error: ...`, exit status 2; LLAVACTION_DEBUG=1 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import signal
 import sys
 import warnings
@@ -51,8 +53,12 @@ class LlavaActionCLI(LightningCLI):
             parser.link_arguments(f"model.{model_attribute}", f"data.{data_argument}", apply_on="instantiate")
 
     def before_fit(self) -> None:
-        """`--ckpt_path last` is the run's newest checkpoint (RunCheckpoint's last.ckpt)."""
+        """Before the fit writes anything: a fit that would train nothing is refused; `--ckpt_path last` is the run's
+        newest checkpoint (RunCheckpoint's last.ckpt); a resume inside an epoch must plan it as the checkpoint did."""
         config = self.config_init[self.subcommand]
+        for name in ("max_epochs", "max_steps"):
+            if self.subcommand == "fit" and getattr(self.trainer, name) == 0:
+                raise ValueError(f"trainer.{name} is 0: the fit would train nothing")
         if config.get("ckpt_path") == "last":
             config["ckpt_path"] = str(last_checkpoint(self.trainer))
         if self.subcommand == "fit" and config.get("ckpt_path"):
@@ -115,6 +121,30 @@ def last_checkpoint(trainer) -> Path:
     raise FileNotFoundError(
         f"--ckpt_path last: no checkpoint in {folders[0]} to resume (drop --ckpt_path to start this run afresh)"
     )
+
+
+class ParseOnly(LlavaActionCLI):
+    """The training CLI's parsing and validation alone: no model, no data (LightningCLI with run=False)."""
+
+    def instantiate_classes(self) -> None:
+        """Nothing is built."""
+
+    def after_instantiate_classes(self) -> None:
+        """Nothing was built."""
+
+
+def config_problem(configs: list[Path], extra: list[str]) -> str | None:
+    """Why `train.py fit` would refuse these stacked configs and arguments (a typo'd key, a bad value), or None:
+    parsed and validated as a fit parses them, nothing built (an ablation checks every row before the first trains)."""
+    args = [part for config in configs for part in ("--config", str(config))] + list(extra)
+    messages = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(messages), contextlib.redirect_stdout(io.StringIO()):
+            cli(args, cli_class=ParseOnly, run=False)
+    except SystemExit:
+        lines = [line for line in messages.getvalue().splitlines() if line.strip()]
+        return lines[-1].removeprefix("error: ") if lines else "refused by the training CLI"
+    return None
 
 
 def check_ckpt_path(args: list[str]) -> None:

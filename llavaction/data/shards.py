@@ -197,6 +197,10 @@ def read_sizes(location: str | Path) -> dict[str, int]:
         ) from None
     except json.JSONDecodeError as err:
         raise ShardError(f"{url}: not valid JSON ({err})") from None
+    if not isinstance(sizes, dict) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes.values()
+    ):
+        raise ShardError(f"{url}: expected {{shard file name: sample count}} with counts as integers >= 0")
     if not sizes or not sum(sizes.values()):
         raise ShardError(f"{location}: the shard set holds no sample (every sample was skipped when it was written?)")
     if not is_remote(location):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,8 @@ def clip_problem(clip: Clip, durations: dict[Path, float]) -> str | None:
     past the video's end), or None; durations caches each video's length."""
     if not clip.video.is_file():
         return f"{clip.video}: no such video file"
+    if not (math.isfinite(clip.start_sec) and math.isfinite(clip.end_sec)):
+        return f"the range {clip.start_sec}-{clip.end_sec} s is not a pair of finite numbers"
     if clip.start_sec < 0:
         return f"the start {clip.start_sec:.2f} s is negative"
     if clip.end_sec <= clip.start_sec:

@@ -229,9 +229,15 @@ class AblationRun:
             chain(Path(self.base), Path(row))
 
 
-def run_ablation(run: AblationRun, extra: list[str]) -> int:
-    """Run (or describe, submit, collect) the rows; `extra` goes to every `train.py fit` call."""
+def run_ablation(run: AblationRun, extra: list[str], config_problem=None) -> int:
+    """Run (or describe, submit, collect) the rows; `extra` goes to every `train.py fit` call. `config_problem(configs,
+    extra)`, the training CLI's own check (llavaction.cli.train), says why a row's config would be refused: every row
+    is checked before anything runs, so a typo'd key in the last row is not found hours after the first trained."""
     base, rows, out = Path(run.base), [Path(r) for r in run.rows], Path(run.out)
+    for row in rows if config_problem is not None and not run.collect else []:
+        problem = config_problem(chain(base, row), extra)
+        if problem:
+            raise AblationError(f"{row}: train.py fit would refuse this row: {problem}")
     if run.dry_run:
         for row in rows:
             print(describe_row(base, row, out))

@@ -103,6 +103,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
+UNREADABLE_LOCK_SEC = 2.0  # a lock still unreadable this long after it was written is not being written
+
+
 @contextlib.contextmanager
 def exclusive_output(output: Path | str) -> Iterator[None]:
     """Hold an output folder or file for one writer: a second process writing the same output fails at once, naming
@@ -127,7 +130,12 @@ def exclusive_output(output: Path | str) -> Iterator[None]:
             descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _read_holder(lock)
-            if holder is None:  # being written this instant, or gone: look again
+            if holder == {} and _age(lock) > UNREADABLE_LOCK_SEC:  # not a lock this code writes, and not new
+                raise OutputBusy(
+                    f"{output}: its lock {lock} is empty or not a lock (not JSON naming a writer): it looks stale; if "
+                    f"no job writes {output}, remove {lock}"
+                ) from None
+            if not holder:  # being written this instant, or gone: look again
                 time.sleep(0.05)
                 continue
             if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))):
@@ -154,7 +162,18 @@ def exclusive_output(output: Path | str) -> Iterator[None]:
 
 
 def _read_holder(lock: Path) -> dict | None:
+    """The writer a lock names; None when the lock is gone, {} when it names none (empty, not JSON, not an object)."""
     try:
-        return json.loads(lock.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        holder = json.loads(lock.read_text())
+    except FileNotFoundError:
         return None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else {}
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

@@ -17,6 +17,8 @@ def test_counts_are_positive_integers_checked_where_read(demo_dir, demo_shards, 
         ("--model.optimizer.weight_decay=-0.1", "model.optimizer.weight_decay must be a number >= 0.0"),
         ("--model.optimizer.warmup_ratio=1.5", "model.optimizer.warmup_ratio must be a number between 0.0 and 1.0"),
         ("--model.action.loss_weight=-1", "model.action.loss_weight must be a number >= 0.0"),
+        ("--trainer.max_epochs=0", "trainer.max_epochs is 0: the fit would train nothing"),
+        ("--trainer.max_steps=0", "trainer.max_steps is 0: the fit would train nothing"),
     ):
         args = demo_args(demo_dir, demo_shards, tmp_path / "run", override)
         assert message in one_line_exit(capsys, lambda args=args: train(args))

@@ -80,3 +80,14 @@ def test_a_question_held_by_two_shard_sets_is_refused(demo_dir, demo_shards, tmp
         datamodule(demo_dir, demo_shards, val=[str(demo_shards["validation_mqa"]), str(again)]).setup("validate")
     with pytest.raises(ShardError, match="is held twice"):
         datamodule(demo_dir, demo_shards, val=[str(again), str(again)]).setup("validate")
+
+
+@pytest.mark.parametrize("sizes", ['{"shard-000000.tar": "8"}', '["shard-000000.tar"]', '{"shard-000000.tar": -1}'])
+def test_a_sizes_file_of_other_values_is_refused_naming_it(demo_shards, tmp_path, sizes):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(demo_shards["validation_mqa"], copy)
+    (copy / "sizes.json").write_text(sizes)
+    with pytest.raises(ShardError, match=r"sizes.json: expected \{shard file name: sample count\}"):
+        read_sizes(copy)

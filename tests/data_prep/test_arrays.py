@@ -120,3 +120,9 @@ def test_replay_tasks_merged_equal_one_run(demo_dir, tmp_path):
     assert merge(["--out", str(out)]) == 0
     assert read_jsonl(out) == read_jsonl(tmp_path / "one.jsonl")
     assert read_jsonl(tmp_path / "array.skipped.jsonl") == read_jsonl(tmp_path / "one.skipped.jsonl")
+
+
+@pytest.mark.parametrize("count,index", [(1, 5), (3, 3), (0, 0), (2, -1)])
+def test_an_impossible_task_index_is_refused(count, index):
+    with pytest.raises(ValueError, match=f"task index {index} of {count} task"):
+        ArrayTask.from_args(count, index)

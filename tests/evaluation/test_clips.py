@@ -190,6 +190,10 @@ def test_clips_file_and_bad_inputs(checkpoint, video, tmp_path, capsys):
         (["--video", str(tmp_path / "missing.mp4"), "--start", "0", "--end", "1"], "missing.mp4: no such video file"),
         (["--video", str(video), "--start", "4", "--end", "9"], "lies beyond the end of"),
         (["--video", str(video), "--start", "3", "--end", "2"], "is empty"),
+        (
+            ["--video", str(video), "--start", "nan", "--end", "2"],
+            "the range nan-2.0 s is not a pair of finite numbers",
+        ),
         (["--video", str(broken), "--start", "0", "--end", "1"], f"cannot open {broken}"),
         (["--video", str(video), "--start", "1:02", "--end", "2"], "unparseable timestamp"),
         (["--video", str(video), "--start", "-2", "--end", "2"], "the start -2.00 s is negative"),

@@ -96,3 +96,18 @@ def test_the_table_is_written_whole(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         write_table([rows[0] | {"val/mqa_accuracy": 90.0}], tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_row_the_training_cli_would_refuse_is_refused_before_any_row_runs(tmp_path, capfd):
+    good, typo = tmp_path / "a_frames.yaml", tmp_path / "b_typo.yaml"
+    good.write_text("data:\n  num_frames: 4\n")
+    typo.write_text("model:\n  optimzer:\n    lr: 1.0e-4\n")
+    base = str(ROOT / "experiments" / "demo.yaml")
+    for extra in (["--dry-run"], []):
+        assert ablate(["--base", base, str(good), str(typo), "--out", str(tmp_path / "o"), *extra]) == 2
+        error = capfd.readouterr().err.strip().splitlines()[-1]
+        assert (
+            error
+            == f"error: {typo}: train.py fit would refuse this row: Group 'model' does not accept option 'optimzer.lr'"
+        )
+    assert not (tmp_path / "o").exists()  # nothing trained, nothing written

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -108,3 +109,21 @@ def test_interrupted_writes_leave_nothing_under_the_final_name(tmp_path, monkeyp
 
     remove_stale_temporaries(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.jsonl"]
+
+
+@pytest.mark.parametrize("content", ["", "not json", "[1, 2]", '{"pid": "x"}'])
+def test_a_lock_that_names_no_writer_says_it_looks_stale(tmp_path, content):
+    from llavaction.utils.files import OutputBusy, exclusive_output, lock_path
+
+    out = tmp_path / "set.v2"
+    lock = lock_path(out)
+    lock.write_text(content)
+    os.utime(lock, (time.time() - 60, time.time() - 60))  # written a minute ago
+    with pytest.raises(
+        OutputBusy, match=rf"its lock {lock} is empty or not a lock .* it looks stale; .* remove {lock}"
+    ):
+        with exclusive_output(out):
+            pass
+    lock.unlink()
+    with exclusive_output(out):  # removed as told, the output is free
+        assert lock.exists()
