@@ -31,14 +31,13 @@ $(DEMO_DIR)/shards/val_mqa/sizes.json:
 	$(PY) -m data_prep.extract_frames --questions $(DEMO_DIR)/questions/val_mqa.jsonl --videos $(DEMO_DIR)/videos \
 		--layout raw --num-frames 8 --size 32 --shard-size 32 --workers 2 --out $(DEMO_DIR)/shards/val_mqa --resume
 
-# Extra shards for the demo ablation table (random distractors, temporal detection).
+# Extra data for the demo ablation table: random-distractor questions (asked over the train_mqa shards as a frame
+# store: nothing decoded) and temporal-detection shards (other clips: their own frames).
 ablation-data: demo-data $(DEMO_DIR)/shards/train_temporal/sizes.json
 
 $(DEMO_DIR)/shards/train_temporal/sizes.json:
 	$(PY) -m data_prep.build_mqa --annotations $(DEMO_DIR)/annotations --split train --distractors random \
 		--seed 0 --out $(DEMO_DIR)/questions/train_mqa_random.jsonl --temporal-out $(DEMO_DIR)/questions/train_temporal.jsonl
-	$(PY) -m data_prep.extract_frames --questions $(DEMO_DIR)/questions/train_mqa_random.jsonl --videos $(DEMO_DIR)/videos \
-		--layout raw --num-frames 8 --size 32 --shard-size 64 --workers 2 --out $(DEMO_DIR)/shards/train_mqa_random --resume
 	$(PY) -m data_prep.extract_frames --questions $(DEMO_DIR)/questions/train_temporal.jsonl --videos $(DEMO_DIR)/videos \
 		--layout raw --num-frames 8 --size 32 --shard-size 64 --workers 2 --out $(DEMO_DIR)/shards/train_temporal --resume
 

@@ -16,7 +16,7 @@ from llavaction.data.options import LoaderOptions, PriorActionOptions, TaskSourc
 from llavaction.data.shards import first_sample, indexed_keys, read_sizes, sample_meta
 from llavaction.data.sources import SourceItems, apply_strategy, epoch_quotas, source_items
 from llavaction.data.stages import Collate, DecodeFrames, Descriptions, EncodePrompt, SkipCounter
-from llavaction.data.store import check_clips, questions_by_key, read_questions_file
+from llavaction.data.store import StoreQuestions, check_clips, questions_by_key, read_questions_file
 from llavaction.data.streams import EvalStream, SourceStream, TrainStream
 from llavaction.prompts.encoding import PromptEncoder
 from llavaction.prompts.formats import ChatFormat
@@ -83,7 +83,7 @@ class EpicDataModule(L.LightningDataModule):
         self._tokenizer = None
         self._first_metas: dict[str, dict] = {}
         self._train_items: list[SourceItems] | None = None
-        self._descriptions: dict[str, Descriptions] = {}
+        self._joined: dict[str, Descriptions | StoreQuestions] = {}
 
     @property
     def tokenizer(self):
@@ -115,6 +115,9 @@ class EpicDataModule(L.LightningDataModule):
         indexed_keys(self.val_sets)  # a validation question in two sets (or a set named twice) would count twice
         if self.test_sets != self.val_sets:
             indexed_keys(self.test_sets)
+        for source in self.train_sources:
+            if source.questions:
+                self.joined(source).check(source.path)
         if self.question_files and self.asked is None:
             files = {path: read_questions_file(path) for path in self.question_files}
             check_clips(files, sorted(set(self.val_sets + self.test_sets)))
@@ -133,13 +136,15 @@ class EpicDataModule(L.LightningDataModule):
             self._first_metas[location] = sample_meta(first_sample(location))
         return self._first_metas[location]
 
-    def descriptions(self, source: TaskSource) -> Descriptions | None:
-        """A qa source's descriptions, read once (planning and the training stream share them)."""
-        if not source.descriptions:
+    def joined(self, source: TaskSource) -> Descriptions | StoreQuestions | None:
+        """What a source joins to its samples, read once (planning and the training stream share it): a qa source's
+        descriptions, or the question file asked over a frame store."""
+        path = source.descriptions or source.questions
+        if not path:
             return None
-        if source.descriptions not in self._descriptions:
-            self._descriptions[source.descriptions] = Descriptions(source.descriptions)
-        return self._descriptions[source.descriptions]
+        if path not in self._joined:
+            self._joined[path] = Descriptions(path) if source.descriptions else StoreQuestions(path)
+        return self._joined[path]
 
     def source_items(self) -> list[SourceItems]:
         """Each training source's items (samples, or conversations of replayed videos; for a qa source with
@@ -147,9 +152,9 @@ class EpicDataModule(L.LightningDataModule):
         if self._train_items is None:
             self._train_items = []
             for number, source in enumerate(self.train_sources):
-                descriptions = self.descriptions(source)
-                kept = descriptions.words() if descriptions is not None else None
-                items = source_items(source.path, kept)
+                joined = self.joined(source)
+                kept = joined.words() if joined is not None else None
+                items = source_items(source.path, kept, getattr(joined, "line", None))
                 if source.strategy is not None:
                     rng = random.Random(f"{self.hparams.seed}:strategy:{number}")
                     items = apply_strategy(items, source.strategy, rng)
@@ -221,7 +226,7 @@ class EpicDataModule(L.LightningDataModule):
         h, loader = self.hparams, self.loader
         rank, world = self._world()
         sources = [
-            SourceStream(s, DecodeFrames(h.num_frames), self._encoder(s.task, True), self.descriptions(s))
+            SourceStream(s, DecodeFrames(h.num_frames), self._encoder(s.task, True), self.joined(s))
             for s in self.train_sources
         ]
         planner = self.epoch_planner()

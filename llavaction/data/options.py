@@ -85,16 +85,24 @@ class TaskSource:
             subset once an epoch; or a positive number: the source's share of loader.samples_per_epoch, drawn
             without replacement within each pass over the source.
         descriptions: for task qa, a JSONL of {narration_id, question, answer} (e.g. distilled descriptions).
+        questions: a question file of build_mqa asked over `path` as a frame store (a shard set of the same clips
+            built from any question file): its questions are the source's items, each about the clip the store holds
+            for it (checked before the first step); none: the questions the shard set holds.
     """
 
     path: str
     task: Task = "mqa"
     weight: float | str = 1.0
     descriptions: str | None = None
+    questions: str | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"task {self.task!r} not in {TASKS}")
+        if self.questions is not None and self.task == "qa":
+            raise ValueError(
+                f"{self.path}: a question file over a frame store goes with task mqa, narration or temporal"
+            )
         if self.descriptions is not None and self.task != "qa":
             raise ValueError(f"{self.path}: a descriptions file goes with task 'qa'")
         if isinstance(self.weight, str):

@@ -62,10 +62,11 @@ class SourceItems:
         )
 
 
-def source_items(location: str, kept: dict[str, int] | None = None) -> SourceItems:
+def source_items(location: str, kept: dict[str, int] | None = None, lines: dict[str, int] | None = None) -> SourceItems:
     """The items of a shard set from its index.json. kept: {sample key: words} to keep only those samples (a qa
-    source's descriptions, whose words then replace the sample's)."""
-    index = read_index(location)
+    source's descriptions, or a question file over a frame store, whose words then replace the sample's); lines:
+    {sample key: line} of that question file, which then gives the items' order."""
+    index, order_of = read_index(location), lines
     urls, sizes, keys = [], [], []
     shard, sample, conversation, words, lines = [], [], [], [], []
     for number, (name, entries) in enumerate(index.items()):
@@ -86,7 +87,7 @@ def source_items(location: str, kept: dict[str, int] | None = None) -> SourceIte
                 sample.append(position)
                 conversation.append(conv)
                 words.append(count)
-                lines.append((entry["line"], conv))
+                lines.append((entry["line"] if order_of is None else order_of[entry["key"]], conv))
     order = np.empty(len(lines), dtype=np.int64)
     order[sorted(range(len(lines)), key=lines.__getitem__)] = np.arange(len(lines))
     return SourceItems(

@@ -20,6 +20,7 @@ from llavaction.data.shards import (
     read_index,
     read_sizes,
     sample_meta,
+    text_words,
 )
 from llavaction.utils.jsonl import read_jsonl
 
@@ -72,3 +73,31 @@ def read_questions_file(path: str) -> list[dict]:
 def questions_by_key(questions: dict[str, list[dict]]) -> dict[str, dict]:
     """{key: question} over question files (read and checked by the caller)."""
     return {record["narration_id"]: record for records in questions.values() for record in records}
+
+
+class StoreQuestions:
+    """A question file asked over a frame store in training (TaskSource.questions): its questions are the source's
+    items, in its line order (what sampling strategies count), each joining the stored sample of its key in place of
+    the stored question; the words of each are its length for length grouping."""
+
+    def __init__(self, path: str):
+        self.by_id, self.line = {}, {}
+        for number, record in enumerate(read_questions_file(path), start=1):
+            key = record.get("narration_id")
+            if not isinstance(key, str) or key in self.by_id:
+                raise ValueError(f"{path}:{number}: a question without a narration_id, or asked twice")
+            self.by_id[key], self.line[key] = record, number
+        if not self.by_id:
+            raise ValueError(f"{path}: holds no question")
+        self.path = path
+
+    def words(self) -> dict[str, int]:
+        return {key: sum(text_words(record)) for key, record in self.by_id.items()}
+
+    def check(self, store: str) -> None:
+        """Every question's clip is the one the store holds for its key (else one line)."""
+        check_clips({self.path: list(self.by_id.values())}, [store])
+
+    def __call__(self, sample: dict) -> dict:
+        sample["meta"] = sample["meta"] | self.by_id[sample["__key__"]]
+        return sample

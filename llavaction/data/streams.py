@@ -32,22 +32,24 @@ from llavaction.data.stages import (
     conversation_of,
     padding_copy,
 )
+from llavaction.data.store import StoreQuestions
 
 
 @dataclass
 class SourceStream:
-    """One task of the training mixture, with the stages that turn its shard samples into prompts (descriptions: a
-    qa source's, read once by the DataModule, not by every loader worker at every epoch)."""
+    """One task of the training mixture, with the stages that turn its shard samples into prompts (joined: a qa
+    source's descriptions, or a question file over a frame store, read once by the DataModule, not by every loader
+    worker at every epoch)."""
 
     source: TaskSource
     decode: DecodeFrames
     encode: EncodePrompt
-    descriptions: Descriptions | None = None
+    joined: Descriptions | StoreQuestions | None = None
 
     def decoded(self, raw: dict) -> dict:
-        """A shard sample's chosen frames and metadata, with its description for a qa source."""
+        """A shard sample's chosen frames and metadata, with what the source joins to it."""
         sample = self.decode(raw)
-        return self.descriptions(sample) if self.descriptions is not None else sample
+        return self.joined(sample) if self.joined is not None else sample
 
 
 class SlotReader:

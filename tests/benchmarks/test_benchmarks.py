@@ -65,6 +65,7 @@ def test_the_reference_megabatch_on_hand_made_lengths(monkeypatch):
         ("replay_extract", ["--videos", "1", "--seconds", "3", "--frames", "4", "--size", "64"]),
         ("plan", ["--scale", "0.01"]),
         ("onevision_export", ["--prompts", "2", "--frames", "2"]),
+        ("new_variant", ["--videos", "1", "--frames", "4", "--size", "32"]),
         pytest.param("reproduce", ["--segments", "2", "--seconds", "30"], marks=pytest.mark.slow),
     ],
 )

@@ -85,3 +85,51 @@ def test_questions_about_other_clips_or_none_in_the_store_are_refused(demo_dir, 
 def _written(path, records):
     path.write_text("".join(json.dumps(q) + "\n" for q in records))
     return path
+
+
+def test_training_over_a_store_gives_what_the_files_own_shards_give(demo_dir, demo_questions, demo_shards, tmp_path):
+    """A training source {path: store, questions: file}: batch for batch the keys, frames and prompts of the file's
+    own shards (same layout, same plan); only the file's questions, in its order for sampling strategies."""
+    from data_prep.extract_frames import extract
+    from llavaction.data.options import TaskSource
+    from tests.helpers import extract_config
+
+    k3 = tmp_path / "train_k3.jsonl"
+    build_mqa(
+        [
+            "--annotations",
+            str(demo_dir / "annotations"),
+            "--split",
+            "train",
+            "--distractors",
+            "random",
+            "--num-options",
+            "3",
+            "--out",
+            str(k3),
+        ]
+    )
+    own = tmp_path / "own"
+    extract(read_jsonl(k3), own, extract_config(demo_dir / "videos"))
+    store = str(demo_shards["train_mqa"])
+
+    def batches(source):
+        module = datamodule(demo_dir, demo_shards, train=[source], samples_per_epoch=None)
+        module.setup("fit")
+        return list(module.train_dataloader())
+
+    ours = batches(TaskSource(store, "mqa", "size", questions=str(k3)))
+    theirs = batches(TaskSource(str(own), "mqa", "size"))
+    assert len(ours) == len(theirs) > 1
+    for a, b in zip(ours, theirs):
+        assert a.keys == b.keys and a.input_ids.equal(b.input_ids) and a.frames.equal(b.frames)
+    # a sampling strategy counts in the question file's order
+    first = batches(TaskSource(store, "mqa", "first:5", questions=str(k3)))
+    assert sorted(k for b in first for k, pad in zip(b.keys, b.is_padding) if not pad) == sorted(
+        q["narration_id"] for q in read_jsonl(k3)[:5]
+    )
+    # a question about another clip is refused before the first step
+    moved = [dict(q) for q in read_jsonl(k3)]
+    moved[0]["clip_stop_sec"] += 0.5
+    with pytest.raises(ValueError, match="ask about another clip"):
+        batches(TaskSource(store, "mqa", "size", questions=str(_written(tmp_path / "moved.jsonl", moved))))
