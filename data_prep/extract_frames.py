@@ -32,6 +32,7 @@ from data_prep.shard_writer import (
     questions_digest,
     shard_index,
 )
+from data_prep.stores import addition_name, clips_to_add, list_addition
 from data_prep.tasks import ArrayTask
 from llavaction.benchmark.card import copy_card_into, read_card
 from llavaction.data.shards import CONVERSATIONS_FILE, INDEX_FILE, SIZES_FILE, index_entry
@@ -203,6 +204,8 @@ class ExtractOptions:
         resume: continue an interrupted run in out (refused with other questions or settings).
         num_tasks: array tasks sharing out (default: SLURM_ARRAY_TASK_COUNT when set).
         task_index: this task, from 0 (default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN).
+        add: out is an existing frame store: extract only the clips of the questions it lacks, with its clip rule,
+            into out/add-<digest>/ and list them in it (data_prep/stores.py).
     """
 
     out: Path
@@ -221,8 +224,11 @@ class ExtractOptions:
     resume: bool = False
     num_tasks: int | None = None
     task_index: int | None = None
+    add: bool = False
 
     def __post_init__(self):
+        if self.add and (self.num_tasks is not None or self.task_index is not None):
+            raise ValueError("--add extracts in one run (no --num-tasks): the clips a store lacks are few")
         if (self.questions is None) == (self.annotations is None):
             raise ValueError("give one of --questions and --annotations (with --split)")
         if self.annotations is not None and self.split is None:
@@ -254,15 +260,37 @@ def run(args: ExtractOptions) -> int:
         chunk_seconds=args.chunk_seconds,
         shard_size=args.shard_size,
     )
+    if args.add:
+        return add_clips(records, args, config)
     task = ArrayTask.from_args(args.num_tasks, args.task_index)
     report = extract(records, args.out, config, workers=args.workers, resume=args.resume, task=task)
     if card is not None and (task is None or task.index == 0):  # the shard set says which build it holds
         copy_card_into(args.out, card)
     folder = args.out if task is None else args.out / task.part_name
-    reasons = {}
+    print_report(report, folder)
+    if task is not None:
+        print(f"when all {task.count} tasks have finished: python -m data_prep.merge_shards --out {args.out}")
+    return 0
+
+
+def add_clips(records: list[dict], args: ExtractOptions, config: ExtractConfig) -> int:
+    """--add: the clips the store lacks, extracted into it (data_prep.stores)."""
+    new = clips_to_add(records, args.out, config)
+    if not new:
+        print(f"{args.out} holds the clips of every question of {args.questions}: nothing to add", file=sys.stderr)
+        return 0
+    name = addition_name(new)
+    report = extract(new, args.out / name, config, workers=args.workers, resume=args.resume)
+    print_report(report, args.out / name)
+    list_addition(args.out, name)
+    print(f"{report['written']} clips added to {args.out} ({len(records) - len(new)} it held already)", file=sys.stderr)
+    return 0
+
+
+def print_report(report: dict, folder: Path) -> None:
+    """The skips and clamps of an extraction, and its counts; no sample written is an error."""
     for item in report["skipped"]:
         print(f"skipped {item['narration_id']}: {item['reason']}", file=sys.stderr)
-        reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
     for key in report["clamped"]:
         print(f"clamped {key}: the clip reaches past the video's last frame; its frames end there", file=sys.stderr)
     print(
@@ -270,14 +298,11 @@ def run(args: ExtractOptions) -> int:
         f"{len(report['skipped'])} skipped, {len(report['clamped'])} clamped (see {folder / REPORT_FILE})",
         file=sys.stderr,
     )
-    if task is not None:
-        print(f"when all {task.count} tasks have finished: python -m data_prep.merge_shards --out {args.out}")
     if report["samples"] and not report["written"]:
         raise ValueError(
             f"{folder}: no sample written, every one of the {report['samples']} was skipped "
             f"(reasons in {folder / REPORT_FILE})"
         )
-    return 0
 
 
 main = main_of(ExtractOptions, run, "python -m data_prep.extract_frames", __doc__.split("\n\n")[0])
