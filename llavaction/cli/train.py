@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import signal
 import sys
 import warnings
 from pathlib import Path
 
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from llavaction.data.datamodule import EpicDataModule
@@ -51,6 +53,17 @@ class LlavaActionCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         for model_attribute, data_argument in DATA_LINKS:
             parser.link_arguments(f"model.{model_attribute}", f"data.{data_argument}", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Lightning's default logger (TensorBoard in <default_root_dir>/lightning_logs), without the placeholder
+        `hp_metric = -1` it logs for runs that give none (the run's figures are val/*)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.trainer.logger in (None, True):
+            root = config.trainer.default_root_dir or os.getcwd()
+            config.trainer.logger = Namespace(
+                class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                init_args=Namespace(save_dir=root, name="lightning_logs", default_hp_metric=False),
+            )
 
     def before_fit(self) -> None:
         """Before the fit writes anything: a fit that would train nothing is refused; `--ckpt_path last` is the run's

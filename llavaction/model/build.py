@@ -34,7 +34,7 @@ def backbone_of(config: dict) -> Backbone:
 
 
 def resolve_architecture(
-    preset_name: str = "tiny",
+    preset_name: str | None = "tiny",
     checkpoint: str | None = None,
     architecture: dict | None = None,
     compute: ComputeOptions = ComputeOptions(),
@@ -58,6 +58,8 @@ def resolve_architecture(
             base = LlavaVideoConfig.from_original(read_config(Path(checkpoint)), source=checkpoint)
         else:
             base = QwenVLConfig.from_checkpoint(resolve(checkpoint), source=checkpoint)
+    elif preset_name is None:
+        raise ValueError("model.preset_name is null and no model.checkpoint is given: name one of the two")
     elif backbone == "llava_video":
         base = preset(preset_name)
     else:

@@ -30,7 +30,7 @@ class LlavaActionModule(MQAModule):
     def __init__(
         self,
         backbone: Backbone = "llava_video",
-        preset_name: str = "tiny",
+        preset_name: str | None = "tiny",
         checkpoint: str | None = None,
         tokenizer: str | None = None,
         spatial_pool_mode: str | None = None,

@@ -81,7 +81,9 @@ def test_cpu_benchmarks_run(name, args):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    assert all(value > 0 for value in figures.values())
+    assert all(value > 0 for key, value in figures.items() if not key.endswith("_decodes"))
+    if name == "new_variant":  # a question variant over a store opens no video; the store itself did
+        assert figures["variant_decodes"] == 0 and figures["store_decodes"] > 0
 
 
 def test_gpu_grid_puts_the_recipe_first_and_fits_the_7b_to_the_card():

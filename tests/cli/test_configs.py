@@ -73,6 +73,7 @@ def test_recipe_config_is_the_published_run(capsys):
         cli(["fit", "--config", str(ROOT / "experiments" / "llavaction_7b.yaml"), "--print_config"])
     config = yaml.safe_load(capsys.readouterr().out)
     model, data, trainer = config["model"], config["data"], config["trainer"]
+    assert model["preset_name"] is None and model["checkpoint"] == "checkpoints/LLaVA-Video-7B-Qwen2"
     assert data["num_frames"] == 64 and data["max_length"] == 32768 and data["prompt"]["time_instruction"]
     assert data["prior_actions"]["train_probability"] == 0.3 and data["prior_actions"]["evaluation"] == "none"
     assert model["action"] == {
@@ -151,3 +152,11 @@ def test_options_a_backbone_lacks_are_refused_in_one_line(demo_dir, capsys):
     ):
         args = [*base[:-1], f"--model.tokenizer={demo_dir / 'tokenizer_qwen'}", *extra]
         assert message in one_line_exit(capsys, lambda args=args: main(args))
+
+
+def test_no_preset_and_no_checkpoint_is_refused_in_one_line(demo_dir, capsys):
+    from llavaction.cli.train import main
+
+    args = ["fit", "--config", str(ROOT / "experiments" / "demo.yaml"), f"--model.tokenizer={demo_dir / 'tokenizer'}"]
+    error = one_line_exit(capsys, lambda: main([*args, "--model.preset_name=null"]))
+    assert "model.preset_name is null and no model.checkpoint is given" in error

@@ -47,7 +47,12 @@ def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsy
         assert results[f"val/{name}_low"] <= results[f"val/{name}"] <= results[f"val/{name}_high"]
     assert results["val/mqa_accuracy_low"] == results["val/mqa_accuracy_generate_low"] and results["val/videos"] == 2
     assert [card["name"] for card in results["benchmark"].values()] == ["EK-100-MQA/annotations/K5"]
-    assert list(tmp_path.rglob("events.out.tfevents.*"))
+    (events,) = tmp_path.rglob("events.out.tfevents.*")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(events.parent)).Reload().Tags()["scalars"]
+    assert "val/mqa_accuracy" in tags and "hp_metric" not in tags  # no placeholder -1 on TensorBoard's front page
+    assert events.parent.parent.name == "lightning_logs"
     last = next(tmp_path.rglob("last.ckpt"))
     # the export is an original-layout checkpoint that loads strictly, with its tokenizer
     model = LlavaVideoModel.from_pretrained(export)
