@@ -74,6 +74,7 @@ class LlavaActionCLI(LightningCLI):
                 raise ValueError(f"trainer.{name} is 0: the fit would train nothing")
         if config.get("ckpt_path") == "last":
             config["ckpt_path"] = str(last_checkpoint(self.trainer))
+            check_ckpt_path([f"--ckpt_path={config['ckpt_path']}"])  # cut short by a full disk: one line
         if self.subcommand == "fit" and config.get("ckpt_path"):
             check_resume(config["ckpt_path"], self.datamodule, self.trainer.world_size)
 

@@ -172,8 +172,9 @@ def _parse_row(row: dict, num_verbs: int, num_nouns: int, data_row: int) -> Segm
     if missing:
         raise ValueError(f"missing value(s) for {', '.join(missing)}")
     start, stop = parse_timestamp(row["start_timestamp"]), parse_timestamp(row["stop_timestamp"])
-    if stop < start:
-        raise ValueError(f"stop {row['stop_timestamp']} is before start {row['start_timestamp']}")
+    if stop < start or int(row["stop_frame"]) < int(row["start_frame"]):
+        stops, starts = (f"{row[f'{end}_timestamp']} (frame {row[f'{end}_frame']})" for end in ("stop", "start"))
+        raise ValueError(f"stop {stops} is before start {starts}")
     verb_class, noun_class = int(row["verb_class"]), int(row["noun_class"])
     if not 0 <= verb_class < num_verbs:
         raise ValueError(f"verb_class {verb_class} outside the {num_verbs} verb classes")

@@ -7,6 +7,7 @@ logit or option-text likelihood.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -22,7 +23,7 @@ from llavaction.evaluation.lmms_eval import write_results_layout
 from llavaction.evaluation.options import MAX_NEW_TOKENS, EvaluationOptions, QuestionOptions
 from llavaction.evaluation.questions import check_frames, check_frames_source, question_cards, read_questions
 from llavaction.utils.checks import check_count
-from llavaction.utils.files import exclusive_output
+from llavaction.utils.files import atomic_folder, exclusive_output
 from llavaction.utils.jsonl import write_json, write_jsonl
 from llavaction.utils.version import code_version
 
@@ -101,9 +102,31 @@ def evaluate_mqa(run: MQAEvaluation) -> dict | None:
         return _evaluate_mqa(run)
 
 
+# What an evaluation folder holds: an earlier evaluation's folder is replaced whole; any other folder is refused.
+EVALUATION_FILES = re.compile(
+    r"(predictions\.jsonl|results\.json|head_scores\.npz|head_candidates\.json|\d{8}_\d{6}_(results\.json|samples_\w+\.jsonl))"
+)
+
+
+def check_evaluation_folder(out: Path) -> None:
+    """`out` is new, empty or an earlier evaluation's (which this one replaces whole); a folder holding anything else
+    (a run folder, a home directory) is refused before any work, naming one of its files."""
+    foreign = (
+        sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and not EVALUATION_FILES.fullmatch(p.name))
+        if out.is_dir()
+        else []
+    )
+    if foreign:
+        raise ValueError(
+            f"--out {out} holds {foreign[0]!r}, which an evaluation does not write; an evaluation replaces its folder "
+            "whole: give a new folder, or an earlier evaluation's"
+        )
+
+
 def _evaluate_mqa(run: MQAEvaluation) -> dict | None:
     import lightning as L
 
+    check_evaluation_folder(run.out)
     questions = read_questions(run.questions)
     locations = check_frames(questions, run.shards, run.frames)
     loaded = LoadedCheckpoint.open(run.checkpoint, run.tokenizer)
@@ -146,8 +169,7 @@ def _evaluate_mqa(run: MQAEvaluation) -> dict | None:
             f"{len(predictions)} answers for the {asked} questions of {', '.join(map(str, run.questions))}: the shards "
             "gave other samples than their index lists; nothing written"
         )
-    if any("verb_scores" in r for r in predictions):
-        write_head_outputs(predictions, run.out, run.candidates)
+    heads = any("verb_scores" in r for r in predictions)
     results = mqa_results(predictions, run.mode) | {
         "per_question_file": {
             path: mqa_results([r for r in predictions if r["narration_id"] in keys], run.mode)
@@ -161,10 +183,12 @@ def _evaluate_mqa(run: MQAEvaluation) -> dict | None:
         "config": {k: str(v) for k, v in asdict(run).items()},
         "code_version": code_version(),
     }
-    run.out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(run.out / "predictions.jsonl", predictions)
-    write_json(run.out / "results.json", results)
-    write_results_layout(run.out, predictions, results)
+    with atomic_folder(run.out) as folder:  # an earlier evaluation in out is replaced whole, not added to
+        if heads:
+            write_head_outputs(predictions, folder, run.candidates)
+        write_jsonl(folder / "predictions.jsonl", predictions)
+        write_json(folder / "results.json", results)
+        write_results_layout(folder, predictions, results)
     return results
 
 

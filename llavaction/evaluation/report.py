@@ -57,6 +57,12 @@ def load_predictions(folder: Path) -> list[dict]:
                 f"{seen[record['narration_id']]}); each question must count once"
             )
         seen[record["narration_id"]] = number
+        chosen = record.get("rule_choice_index", record["answer_index"] if record["correct"] else None)
+        if record["answer_index"] is not None and bool(record["correct"]) != (chosen == record["answer_index"]):
+            raise ValueError(
+                f"{path}:{number}: correct is {record['correct']} but rule_choice_index {chosen} against "
+                f"answer_index {record['answer_index']} says otherwise: the file was edited or mixes two runs"
+            )
     return records
 
 

@@ -50,6 +50,12 @@ def test_unreadable_files_are_one_line_naming_them(demo_dir, demo_shards, demo_q
         assert f"{bad}: not a readable checkpoint" in one_line_exit(capsys, lambda args=args: evaluate(args))
         args = [*demo_args(demo_dir, demo_shards, tmp_path), f"--ckpt_path={bad}"]
         assert f"{bad}: not a readable checkpoint" in one_line_exit(capsys, lambda args=args: train(args))
+    # a last.ckpt cut short (a full disk), reached through --ckpt_path last
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(cut.read_bytes())
+    args = [*demo_args(demo_dir, demo_shards, run), "--ckpt_path=last"]
+    assert "last.ckpt: not a readable checkpoint" in one_line_exit(capsys, lambda: train(args))
     whole = tmp_path / "whole.npz"
     np.savez(whole, verb_output=np.zeros((1, 97)), noun_output=np.zeros((1, 300)), narration_id=np.array(["a"]))
     (tmp_path / "empty.npz").write_bytes(b"")

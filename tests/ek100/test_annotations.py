@@ -97,6 +97,7 @@ GOOD = "P01_01_0,P01,P01_01,00:00:01.00,00:00:01.00,00:00:02.00,60,120,take plat
     [
         (GOOD.replace("00:00:02.00", "00:00:xx"), "unparseable timestamp"),
         (GOOD.replace("00:00:02.00", "00:00:00.50"), "before start"),
+        (GOOD.replace(",60,120,", ",60,30,"), "stop 00:00:02.00 (frame 30) is before start 00:00:01.00 (frame 60)"),
         (GOOD.replace(",0,plate,2,", ",120,plate,2,"), "verb_class 120 outside"),
         (GOOD.replace(",0,plate,2,", ",0,plate,301,"), "noun_class 301 outside"),
         (GOOD, "duplicated narration_id"),

@@ -1,6 +1,7 @@
 """`llavaction evaluate mqa`: the paper's rule by default, action heads' outputs, stale shards refused first."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from llavaction.benchmark.answers import (
 )
 from llavaction.cli.evaluate import main as evaluate
 from llavaction.evaluation.ek100 import load_scores
-from tests.helpers import run_mqa
+from tests.helpers import one_line_exit, run_mqa
 
 
 def test_mqa_generate_mode_is_the_default_and_the_papers_rule(
@@ -126,3 +127,20 @@ def test_the_difficulty_sweep_evaluates_each_build_over_one_store(
         assert (out / Path(row["file"]).stem / "predictions.jsonl").exists()
     assert (out / "difficulty.png").read_bytes().startswith(b"\x89PNG")
     assert "random+gt        K=4" in capsys.readouterr().out
+
+
+def test_an_evaluation_replaces_its_folder_whole_and_refuses_a_foreign_one(
+    original_checkpoint, demo_questions, demo_shards, tmp_path, capsys
+):
+    out = tmp_path / "eval"
+    args = ["mqa", "--questions", str(demo_questions["validation_mqa"]), "--shards", str(demo_shards["validation_mqa"])]
+    args += ["--checkpoint", str(original_checkpoint), "--mode", "score", "--num-workers", "0", "--out", str(out)]
+    assert evaluate(args) == 0
+    first = sorted(p.name for p in out.iterdir())
+    time.sleep(1.1)  # the lmms-eval layout's files are stamped to the second
+    assert evaluate(args) == 0
+    assert len(sorted(out.glob("*_results.json"))) == 1 and len(sorted(p.name for p in out.iterdir())) == len(first)
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    error = one_line_exit(capsys, lambda: evaluate(args))
+    assert "holds 'notes.txt', which an evaluation does not write" in error and (out / "notes.txt").exists()

@@ -186,6 +186,7 @@ def write_predictions(folder: Path, records: list[dict]) -> Path:
         ("duplicated", "appears twice"),
         ("empty", "holds no prediction"),
         ("missing field", "a prediction without correct"),
+        ("contradiction", "predictions.jsonl:3: correct is True but rule_choice_index"),
         ("different questions", "answered different questions (8 and 7, 7 in both); compare them on the 7 shared"),
     ],
 )
@@ -198,6 +199,8 @@ def test_reports_refuse_inputs_that_would_mislead(evaluations, demo_dir, demo_sh
         records = []
     elif case == "missing field":
         del records[2]["correct"]
+    elif case == "contradiction":  # an edited record: its flag says right, its chosen option says otherwise
+        records[2] |= {"correct": True, "rule_choice_index": (records[2]["answer_index"] + 1) % 5}
     else:
         compare = ["--compare", str(write_predictions(tmp_path / "other", records[1:]))]
     folder = write_predictions(tmp_path / "eval", records)
@@ -217,7 +220,7 @@ def test_hostile_strings_are_escaped_everywhere(evaluations, demo_dir, demo_shar
     for record in records:
         record["options"] = [hostile + option for option in record["options"]]
         record["generation"] = hostile
-        record["correct"] = False
+        record["correct"], record["rule_choice_index"] = False, None
     folder = write_predictions(tmp_path / "eval" / hostile.replace("/", "_"), records)
     out = tmp_path / "report"
     assert analyze([str(folder), "--shards", str(demo_shards["validation_mqa"]), "--out", str(out)]) == 0
