@@ -115,3 +115,18 @@ def test_bad_prediction_files_name_file_and_segment(annotations, tmp_path, capsy
     (tmp_path / "p.json").write_text(content)
     assert build_with_predictions(annotations, tmp_path / "p.json", tmp_path / "q.jsonl") == 2
     assert message in one_line_error(capsys)
+
+
+def test_a_segment_past_its_video_end_is_a_bad_row(annotations, tmp_path, capsys):
+    """Rows 10 and 11 end at 10.5 s and 11.5 s; the video lasts 9.4 s: there are no frames there (a rounding short of
+    the end, as EK-100 has once, is kept)."""
+    (annotations / "EPIC_100_video_info.csv").write_text("video_id,duration,fps,resolution\nP01_01,9.4,50,1920x1080\n")
+    assert run_build(annotations, tmp_path / "q.jsonl") == 2
+    path = annotations / "EPIC_100_validation.csv"
+    assert one_line_error(capsys) == (
+        f"error: {path}:12: P01_01_10 ends at 10.50 s, past the end of P01_01 (9.40 s in EPIC_100_video_info.csv)"
+    )
+    assert run_build(annotations, tmp_path / "q.jsonl", "--skip-bad") == 0
+    assert len(read_jsonl(tmp_path / "q.jsonl")) == 10 and "2 bad rows skipped" in capsys.readouterr().err
+    skipped = read_jsonl(tmp_path / "q.skipped.jsonl")
+    assert [s["line"] for s in skipped] == [12, 13] and "past the end of P01_01" in skipped[0]["reason"]
