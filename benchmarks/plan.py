@@ -68,6 +68,11 @@ def main() -> None:
             started = time.perf_counter()
             summarize(planner, 0)
             figures[f"plan_{world}x{workers}_s"] = time.perf_counter() - started
+        # the recipe's grouping: the reference's megabatch of 8 GPUs x 32 micro-batches x 1 (loader.megabatch_steps)
+        megabatch = EpochPlanner(items, [None] * len(items), 0, 1, 8, 8, 500, 0, megabatch_steps=32)
+        started = time.perf_counter()
+        summarize(megabatch, 0)
+        figures["plan_8x8_megabatch_s"] = time.perf_counter() - started
         rows: list = []
         started = time.perf_counter()
         summarize(planner, 0, rows)

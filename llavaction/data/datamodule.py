@@ -178,6 +178,7 @@ class EpicDataModule(L.LightningDataModule):
             shuffle_buffer=loader.shuffle_buffer,
             length_group_window=loader.length_group_window,
             open_shards=loader.open_shards,
+            megabatch_steps=loader.megabatch_steps,
         )
 
     def train_batches(self) -> int:

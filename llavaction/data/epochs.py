@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from llavaction.data.megabatch import megabatch_groups
 from llavaction.data.sources import SourceItems
 from llavaction.data.stages import conversation_key
 
@@ -69,6 +70,10 @@ class EpochPlanner:
         shuffle_buffer: items each worker holds per source for shuffling.
         length_group_window: when > 0, batches are cut from windows of this many batches' items sorted by words.
         open_shards: shards of a source a worker reads at once, their samples interleaved.
+        megabatch_steps: when > 0, the reference's length grouping instead (data/megabatch.py): megabatches of
+            world x megabatch_steps x batch_size items of the epoch's sequence, shuffled within windows of
+            shuffle_buffer x world items; each rank's batches come from every megabatch, so each rank reads every
+            shard of the epoch.
     """
 
     sources: list[SourceItems]
@@ -80,12 +85,16 @@ class EpochPlanner:
     shuffle_buffer: int
     length_group_window: int = 0
     open_shards: int = 1
+    megabatch_steps: int = 0
+    _grouped: tuple[int, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _merged: tuple[int, np.ndarray, np.ndarray, list[np.ndarray]] | None = field(default=None, repr=False)
     _passes: dict[int, dict[int, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         if self.total < self.world_size:
             raise ValueError(f"an epoch of {self.total} training samples cannot feed {self.world_size} ranks")
+        if self.megabatch_steps and self.length_group_window:
+            raise ValueError("data.loader.megabatch_steps and length_group_window are two length groupings: set one")
 
     @property
     def workers(self) -> int:
@@ -106,6 +115,10 @@ class EpochPlanner:
 
     @property
     def batches_per_rank(self) -> int:
+        if self.megabatch_steps:  # each megabatch gives every rank megabatch_steps batches
+            return self.megabatch_steps * math.ceil(
+                self.total / (self.world_size * self.megabatch_steps * self.batch_size)
+            )
         return math.ceil(self.rank_items(0) / self.batch_size)
 
     def worker_batches(self, worker: int) -> list[int]:
@@ -178,6 +191,8 @@ class EpochPlanner:
 
     def slot(self, epoch: int, rank: int, worker: int) -> SlotPlan:
         """The plan of one worker of one rank for an epoch."""
+        if self.megabatch_steps:
+            return self._megabatch_slot(epoch, rank, worker)
         source_of, position, sequences = self.merged(epoch)
         start, stop = self.worker_span(rank, worker)
         reads: list[list[tuple[int, int]]] = [[] for _ in self.sources]
@@ -196,6 +211,56 @@ class EpochPlanner:
         mixed = list(_interleaved(streams, rng))
         batches = self._batches(mixed, epoch, rank, worker)
         plan = SlotPlan(rank, worker, reads, [[p for p, _ in batch] for batch in batches])
+        self._pad(plan, rank, epoch)
+        return plan
+
+    def grouped(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The megabatch grouping of an epoch: the merged sequence's positions in megabatch order (shuffled within
+        windows), and per position of that order its [rank, batch number, place in the batch]."""
+        if self._grouped is None or self._grouped[0] != epoch:
+            source_of, position, sequences = self.merged(epoch)
+            rng = np.random.default_rng(_seed(self.seed, "megabatch", epoch))
+            window = self.shuffle_buffer * self.world_size
+            order = np.concatenate(
+                [
+                    rng.permutation(np.arange(b, min(b + window, len(source_of))))
+                    for b in range(0, len(source_of), window)
+                ]
+            )
+            words = np.empty(len(source_of), dtype=np.int64)
+            for s, items in enumerate(self.sources):
+                here = source_of[order] == s
+                words[here] = items.words[sequences[s][position[order][here]]]
+            self._grouped = (
+                epoch,
+                order,
+                megabatch_groups(words, self.batch_size, self.world_size, self.megabatch_steps),
+            )
+        return self._grouped[1:]
+
+    def _megabatch_slot(self, epoch: int, rank: int, worker: int) -> SlotPlan:
+        """A worker's batches under the megabatch grouping; its reads in the sequence's order (shard by shard), each
+        sample read once for all the rows it gives, kept until its batches are served."""
+        source_of, position, sequences = self.merged(epoch)
+        order, groups = self.grouped(epoch)
+        serves = self.worker_batches(worker)
+        mine = np.flatnonzero((groups[:, 0] == rank) & np.isin(groups[:, 1], serves))
+        reads: list[list[tuple[int, int]]] = [[] for _ in self.sources]
+        read_of: dict[tuple[int, int, int], int] = {}
+        row_of = {}
+        for at in sorted(mine.tolist(), key=lambda m: order[m]):  # the sequence's order: shards read forward
+            s = int(source_of[order[at]])
+            item = int(sequences[s][position[order[at]]])
+            items = self.sources[s]
+            sample = (int(items.shard[item]), int(items.sample[item]))
+            if (s, *sample) not in read_of or reads[s][-1] != sample:
+                reads[s].append(sample)
+                read_of[(s, *sample)] = len(reads[s]) - 1
+            row_of[at] = PlannedItem(s, read_of[(s, *sample)], int(items.conversation[item]))
+        chunk_of = {b: [] for b in serves}
+        for at in sorted(mine.tolist(), key=lambda m: groups[m, 2]):  # chunk order: as the megabatch was split
+            chunk_of[int(groups[at, 1])].append(row_of[at])
+        plan = SlotPlan(rank, worker, reads, [chunk_of[b] for b in serves])
         self._pad(plan, rank, epoch)
         return plan
 
@@ -287,6 +352,7 @@ class EpochPlanner:
             "shuffle_buffer": self.shuffle_buffer,
             "length_group_window": self.length_group_window,
             "open_shards": self.open_shards,
+            "megabatch_steps": self.megabatch_steps,
             "items": [len(s) for s in self.sources],
             "quotas": [self.source_quota(s) for s in range(len(self.sources))],
         }

@@ -27,6 +27,10 @@ class LoaderOptions:
             their length in words (less padding); 0 batches samples as they come.
         open_shards: shards of a training source each loader worker reads at once, their samples interleaved at random
             (shards hold a few videos each, in time order: more open shards, better mixed batches).
+        megabatch_steps: when > 0, the reference's length grouping: megabatches of devices x megabatch_steps x
+            batch_size samples, each sorted by length and split into chunks of balanced length, one a device and
+            micro-step (set it to the gradient accumulation; llavaction/data/megabatch.py); it balances the devices
+            at each step, and each device then reads every shard of the epoch. 0: off.
     """
 
     batch_size: int = 1
@@ -36,11 +40,12 @@ class LoaderOptions:
     shuffle_buffer: int = 500
     length_group_window: int = 0
     open_shards: int = 4
+    megabatch_steps: int = 0
 
     def __post_init__(self):
         for name in ("batch_size", "eval_batch_size", "shuffle_buffer", "open_shards"):
             check_count(f"data.loader.{name}", getattr(self, name), minimum=1)
-        for name in ("num_workers", "length_group_window"):
+        for name in ("num_workers", "length_group_window", "megabatch_steps"):
             check_count(f"data.loader.{name}", getattr(self, name), minimum=0)
         if self.samples_per_epoch is not None:
             check_count("data.loader.samples_per_epoch", self.samples_per_epoch, minimum=1, null=True)

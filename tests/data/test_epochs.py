@@ -10,6 +10,7 @@ import pytest
 from llavaction.data.epochs import EpochPlanner
 from llavaction.data.sampling import SamplingStrategy
 from llavaction.data.sources import apply_strategy, epoch_quotas, source_items
+from tests.helpers import ROOT
 
 
 def index_only_set(path, shard_sizes, prefix, conversations=None):
@@ -184,3 +185,53 @@ def test_strategies_count_in_question_file_order(uneven_sets):
     first = apply_strategy(items, SamplingStrategy.parse("first:4"), random.Random(0))
     # the index lists question lines backwards, so the first four questions are the last four samples
     assert sorted(first.key(i) for i in range(len(first))) == ["a25", "a26", "a27", "a28"]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_reference_megabatch_grouping_plans_each_item_once(uneven_sets, world, workers):
+    """loader.megabatch_steps: each item once, the same batches on every rank, each megabatch's chunks balanced by
+    length across the ranks of a step; reads go forward through each shard."""
+    planner = planner_for(uneven_sets, world, workers, batch=2, megabatch_steps=2)
+    everything = Counter((s, planner.sources[s].key(i)) for s in range(3) for i in range(len(planner.sources[s])))
+    for epoch in (0, 1):
+        planned = rows(planner, epoch)
+        assert Counter((source, key) for *_, source, key, padding in planned if not padding) == everything
+        for rank in range(world):
+            batches = Counter(r[2] for r in planned if r[0] == rank)
+            assert sorted(batches) == list(range(planner.batches_per_rank)) and set(batches.values()) == {2}
+        for plan in planner.slots(epoch):  # each shard's samples read forward, each once (sources taken whole)
+            for reads in plan.reads:
+                for shard in {shard for shard, _ in reads}:
+                    samples = [sample for s, sample in reads if s == shard]
+                    assert samples == sorted(set(samples))
+    assert planner.batches_per_rank == 2 * -(-51 // (world * 2 * 2))
+    with pytest.raises(ValueError, match="two length groupings"):
+        planner_for(uneven_sets, world, workers, megabatch_steps=2, length_group_window=2)
+
+
+def test_megabatch_chunks_are_the_references_on_hand_made_lengths():
+    """The split of one megabatch as the reference's split_to_even_chunks: longest first, each to the chunk with the
+    least length so far (the first of equals), a full chunk closed; round robin when it does not divide."""
+    import numpy as np
+
+    from llavaction.data.megabatch import balanced_chunks, megabatch_groups
+
+    lengths = np.array([5, 9, 1, 9, 3, 7, 2, 8])
+    # sorted: 9(1) 9(3) 8(7) 7(5) 5(0) 3(4) 2(6) 1(2); 5 joins 7 (the least), 3 joins 8, 2 joins the first 9
+    assert balanced_chunks(lengths, 4) == [[1, 6], [3, 2], [7, 4], [5, 0]]
+    assert balanced_chunks(lengths[:7], 2) == [[1, 5, 4, 2], [3, 0, 6]]  # 7 into 2: round robin
+    groups = megabatch_groups(lengths, batch=2, world=2, steps=2)  # chunk j -> step j // 2, rank j % 2
+    assert groups[:, 0].tolist() == [1, 0, 1, 1, 0, 1, 0, 0]  # rank of each item
+    assert groups[:, 1].tolist() == [1, 0, 0, 0, 1, 1, 0, 1]  # its batch number on that rank
+    # and on random lengths, the split of benchmarks/padding.py, transcribed from the reference's code
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from padding import even_chunks
+
+    rng = np.random.default_rng(0)
+    for size, count in ((256, 8), (64, 64), (100, 8)):
+        random_lengths = rng.integers(1, 50, size)
+        order = np.argsort(-random_lengths, kind="stable").tolist()
+        assert balanced_chunks(random_lengths, count) == even_chunks(order, random_lengths.tolist(), count)

@@ -195,10 +195,10 @@ def test_action_supervision_training(demo_dir, demo_shards, tmp_path, pack):
     assert "val/ek100/unseen_action_accuracy_at_1" in results
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_mid_epoch_resume_continues_the_same_curve(demo_dir, demo_shards, tmp_path, workers):
+@pytest.mark.parametrize("workers, megabatch_steps", [(0, 0), (2, 0), (2, 2)])
+def test_mid_epoch_resume_continues_the_same_curve(demo_dir, demo_shards, tmp_path, workers, megabatch_steps):
     """A fit resumed from a checkpoint written after step 4 of a 6-step epoch sees the batches the uninterrupted run
-    saw, in order: identical losses at every later step."""
+    saw, in order: identical losses at every later step (also under the reference's megabatch grouping)."""
     runs = {}
     for name in ("whole", "resumed"):
         root = tmp_path / name
@@ -206,6 +206,7 @@ def test_mid_epoch_resume_continues_the_same_curve(demo_dir, demo_shards, tmp_pa
             step_checkpoints(root, 4),
             *csv_logged(root),
             f"--data.loader.num_workers={workers}",
+            f"--data.loader.megabatch_steps={megabatch_steps}",
             "--data.loader.samples_per_epoch=24",
             "--trainer.max_epochs=2",
             "--trainer.check_val_every_n_epoch=10",
