@@ -225,5 +225,9 @@ def mqa_results(predictions: list[dict], mode: str) -> dict:
     breakdown = {}
     for name, (key, value) in BREAKDOWN.items():
         rows = [r for r in predictions if r.get(key) is value]
-        breakdown[name] = {"accuracy": _percent(rows, "correct"), "count": len(rows)}
+        breakdown[name] = {
+            "accuracy": _percent(rows, "correct"),
+            "interval": _interval(rows, "correct"),
+            "count": len(rows),
+        }
     return results | {"breakdown": breakdown}

@@ -27,6 +27,9 @@ def test_mqa_generate_mode_is_the_default_and_the_papers_rule(
         assert len(p["scores"]) == len(p["options"])  # the letter logits of the same pass
     assert results["accuracy"] == pytest.approx(100 * sum(p["correct"] for p in predictions) / 8)
     assert {"letter_accuracy", "reference_exact_accuracy"} <= set(results)
+    for part in results["breakdown"].values():  # head/tail, seen/unseen: each figure with its interval too
+        assert (part["interval"] is None) == (part["count"] == 0)
+        assert part["count"] == 0 or part["interval"]["low"] <= part["accuracy"] <= part["interval"]["high"]
     assert results["settings"] == {
         "num_frames": 8,
         "time_instruction": False,
