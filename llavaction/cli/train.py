@@ -26,7 +26,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from llavaction.data.datamodule import EpicDataModule
 from llavaction.evaluation.module import DATA_LINKS
-from llavaction.training.checkpointing import LAST, RunCheckpoint, check_resume, checkpoint_folder
+from llavaction.training.checkpointing import LAST, RunCheckpoint, RunFolderLock, check_resume, checkpoint_folder
 from llavaction.training.module import LlavaActionModule
 from llavaction.utils.configs import expand_config_args
 from llavaction.utils.errors import run_cli
@@ -77,6 +77,8 @@ class LlavaActionCLI(LightningCLI):
             check_ckpt_path([f"--ckpt_path={config['ckpt_path']}"])  # cut short by a full disk: one line
         if self.subcommand == "fit" and config.get("ckpt_path"):
             check_resume(config["ckpt_path"], self.datamodule, self.trainer.world_size)
+        if self.subcommand == "fit":  # one fit at a time in a run folder
+            self.trainer.callbacks.append(RunFolderLock(Path(self.trainer.default_root_dir)))
 
     before_validate = before_test = before_predict = before_fit
 

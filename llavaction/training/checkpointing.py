@@ -4,6 +4,7 @@ or not at all, and `last.ckpt` naming the newest; `--ckpt_path last` resolves to
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
@@ -15,6 +16,7 @@ import lightning as L
 import torch
 
 from llavaction.data.datamodule import plan_differences
+from llavaction.utils.files import exclusive_output
 
 PARTIAL_SUFFIX = ".partial"
 LAST = "last.ckpt"
@@ -46,6 +48,21 @@ def check_resume(path: str | Path, data, world_size: int) -> None:
             f"--ckpt_path {path}: it stopped {state['batches']} batches into epoch {processed} of another plan "
             f"({differing}); resume with the checkpoint's settings, or from one written at an epoch's end"
         )
+
+
+class RunFolderLock(L.Callback):
+    """The run folder held by one fit: a second fit into it fails at once naming the holder (exclusive_output), made
+    before the fit starts so that the refused one writes nothing; released when the fit ends, finished or not."""
+
+    def __init__(self, folder: Path):
+        self.held = contextlib.ExitStack()
+        self.held.enter_context(exclusive_output(folder))
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self.held.close()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.held.close()
 
 
 class RunCheckpoint(L.Callback):

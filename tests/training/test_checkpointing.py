@@ -57,3 +57,15 @@ def test_a_refused_resume_changes_nothing_and_names_the_setting(demo_dir, demo_s
     (root / "resumed").mkdir()
     args = [*base, f"--ckpt_path={middle}", f"--model.export_dir={root / 'resumed' / 'export'}"]
     assert main(args) == 0 and (root / "resumed" / "export" / "config.json").exists()
+
+
+def test_two_fits_into_one_run_folder_are_refused_before_either_writes(demo_dir, demo_shards, tmp_path, capsys):
+    from llavaction.cli.train import main
+    from llavaction.utils.files import exclusive_output
+
+    root = tmp_path / "run"
+    args = demo_args(demo_dir, demo_shards, root, "--data.loader.samples_per_epoch=8", "--trainer.max_epochs=1")
+    with exclusive_output(root):  # another fit writing this run folder right now
+        error = one_line_exit(capsys, lambda: main(args))
+    assert f"{root} is being written by pid" in error and not (root / "checkpoints").exists()
+    assert main(args) == 0 and main([*args, "--trainer.max_epochs=2", "--ckpt_path=last"]) == 0  # released each time
