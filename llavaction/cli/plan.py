@@ -18,7 +18,7 @@ import sys
 
 from llavaction.cli.train import cli
 from llavaction.data.datamodule import EpicDataModule
-from llavaction.data.plan import format_table, summarize, world_size_of
+from llavaction.data.plan import format_table, source_label, summarize, world_size_of
 from llavaction.utils.errors import run_cli
 from llavaction.utils.files import atomic_output
 
@@ -60,7 +60,7 @@ def main(args: list[str] | None = None) -> int:
         planner = data.epoch_planner(world_size=world)
         rows = [] if config.out else None
         sources, ranks = summarize(planner, config.epoch, rows)
-        print(format_table(planner, config.epoch, [s.path for s in data.train_sources], sources, ranks))
+        print(format_table(planner, config.epoch, [source_label(s) for s in data.train_sources], sources, ranks))
         if config.out:
             with atomic_output(config.out) as out:
                 out.writelines(json.dumps(row) + "\n" for row in rows)

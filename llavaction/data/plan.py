@@ -52,13 +52,20 @@ def summarize(planner: EpochPlanner, epoch: int, rows: list | None = None) -> tu
     return sources, ranks
 
 
+def source_label(source) -> str:
+    """A training source as the table names it: its task, its shard set and what it joins to its samples."""
+    joined = f" + questions {source.questions}" if source.questions else ""
+    joined += f" + descriptions {source.descriptions}" if source.descriptions else ""
+    return f"{source.task:<10} {source.path}{joined}"
+
+
 def format_table(planner: EpochPlanner, epoch: int, paths: list[str], sources, ranks) -> str:
     lines = [
         f"epoch {epoch}: {planner.total} samples over {planner.world_size} rank(s) x {planner.workers} loader "
         f"worker(s), batch {planner.batch_size}: {planner.batches_per_rank} batches a rank",
         "",
         f"{'source':<6} {'in shards':>10} {'selected':>10} {'this epoch':>10} {'distinct':>10} {'repeated':>10} "
-        f"{'padding':>8}  path",
+        f"{'padding':>8}  {'task':<10} path",
     ]
     for number, (summary, path) in enumerate(zip(sources, paths)):
         lines.append(

@@ -48,4 +48,13 @@ def load_tokenizer(directory: str | Path):
 
     from llavaction.utils.hub import resolve
 
-    return AutoTokenizer.from_pretrained(str(resolve(directory, "tokenizer")))
+    folder = Path(str(resolve(directory, "tokenizer")))
+    if folder.is_dir():  # without these transformers loads a bare tokenizer (no special tokens) or fails deep inside
+        needed = ["tokenizer_config.json"] + ([] if (folder / "vocab.json").exists() else ["tokenizer.json"])
+        missing = [name for name in needed if not (folder / name).exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"{folder}: no {' and no '.join(missing)}: the tokenizer is incomplete; copy its files beside the "
+                "checkpoint (llavaction export writes them) or give --tokenizer"
+            )
+    return AutoTokenizer.from_pretrained(str(folder))

@@ -15,6 +15,7 @@ def test_plan_cli_prints_the_table_and_refuses_bad_settings(demo_dir, demo_shard
     assert "20 samples over 2 rank(s)" in out and "batches a rank" in out
     source_lines = [line.split() for line in out.splitlines() if line[:1].isdigit() and "train_mqa" in line]
     assert [int(row[3]) for row in source_lines] == [13, 7]  # weights 1 : 0.5 of 20
+    assert [row[7] for row in source_lines] == ["mqa", "narration"]  # each source's task
     assert plan([*args, "--data.loader.samples_per_epoch=null"]) == 2
     assert "samples_per_epoch, which is null" in capsys.readouterr().err
     subset = json.dumps([{"path": str(demo_shards["train_mqa"]), "task": "mqa", "weight": "first:10%"}])
