@@ -41,6 +41,13 @@ def run_mqa(options: MQAEvaluation) -> int:
         f"({interval['confidence']:.0%} intervals: bootstrap over {interval['clusters']} videos, "
         f"{interval['resamples']} resamples, seed {interval['seed']}) -> {options.out}"
     )
+    asked = results["settings"]
+    on = {True: "on", False: "off"}
+    print(
+        f"asked with {asked['num_frames']} frames a clip, time instruction {on[bool(asked['time_instruction'])]}, "
+        f"frame times {on[bool(asked['frame_times'])]}, prior actions {asked['prior_actions']} (unset options follow "
+        "the checkpoint's training; results.json records them)"
+    )
     return 0
 
 

@@ -330,13 +330,17 @@ DEFAULT_FRAMES = 64  # LLaVA-Video and LLaVAction were trained at 64 frames
 def question_settings(
     trained: TrainedSettings, asked: QuestionOptions, stored_frames: int | None = None
 ) -> QuestionSettings:
-    """Each value given wins; the others follow the training settings (none: off), the frames no more than the shards
-    hold (all of them where training does not say; DEFAULT_FRAMES without shards)."""
+    """Each value given wins; the others follow the training settings (none: off); the frames as trained, or all the
+    shards hold where training does not say (DEFAULT_FRAMES without shards). Shards holding fewer frames than the
+    checkpoint trained on are refused unless fewer are asked for on purpose (--num-frames)."""
     num_frames = asked.num_frames
     if num_frames is None:
         num_frames = trained.num_frames or stored_frames or DEFAULT_FRAMES
         if stored_frames is not None and num_frames > stored_frames:
-            num_frames = stored_frames
+            raise ValueError(
+                f"the checkpoint was trained on {num_frames} frames a clip and the shards hold {stored_frames}: "
+                f"extract {num_frames} frames a clip, or ask with fewer on purpose (--num-frames {stored_frames})"
+            )
     return QuestionSettings(
         num_frames=num_frames,
         time_instruction=_given(asked.time_instruction, trained.time_instruction),

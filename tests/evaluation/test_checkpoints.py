@@ -67,3 +67,15 @@ def test_an_export_keeps_the_earlier_weights_until_the_new_ones_are_complete(dem
     monkeypatch.setattr(layout, "save_original", real_save)
     checkpoints.export_model(model, tokenizer, out, is_writer=True)
     assert (LlavaVideoModel.from_pretrained(out).image_newline == model.image_newline).all()
+
+
+def test_shards_with_fewer_frames_than_the_training_are_refused_unless_asked():
+    from llavaction.evaluation.checkpoints import TrainedSettings, question_settings
+    from llavaction.evaluation.options import QuestionOptions
+
+    trained = TrainedSettings(num_frames=16)
+    with pytest.raises(ValueError, match=r"trained on 16 frames a clip and the shards hold 8: .*--num-frames 8"):
+        question_settings(trained, QuestionOptions(), stored_frames=8)
+    assert question_settings(trained, QuestionOptions(num_frames=8), stored_frames=8).num_frames == 8  # on purpose
+    assert question_settings(trained, QuestionOptions(), stored_frames=32).num_frames == 16  # as trained
+    assert question_settings(TrainedSettings(), QuestionOptions(), stored_frames=8).num_frames == 8  # all it holds
