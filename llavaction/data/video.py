@@ -64,7 +64,8 @@ class DecodedClip:
     clamped: bool  # some asked time lay beyond the last frame
 
 
-def _find_raw(videos: Path, participant: str, video_id: str) -> Path:
+def find_raw(videos: Path, participant: str, video_id: str) -> Path:
+    """A video of the raw layout: P01/P01_01.MP4 (or .mp4, or under P01/videos/, or at the top)."""
     for folder in (videos / participant, videos / participant / "videos", videos):
         for suffix in VIDEO_SUFFIXES:
             if (folder / f"{video_id}{suffix}").is_file():
@@ -109,7 +110,7 @@ class RawVideo:
         threads: int = 1,
         path: Path | None = None,
     ):
-        self.path = _find_raw(videos, participant, video_id) if path is None else path
+        self.path = find_raw(videos, participant, video_id) if path is None else path
         if not self.path.is_file():
             raise VideoError(f"video {video_id} not found: {self.path}")
         self.reader = _open_decord(self.path, threads)

@@ -24,7 +24,7 @@ import torch
 from llavaction.benchmark.answers import rule_choice
 from llavaction.data.batch import Batch
 from llavaction.data.stages import ArrayFrames, Collate, EncodePrompt
-from llavaction.data.video import VideoError, video_duration, video_file
+from llavaction.data.video import VideoError, find_raw, video_duration, video_file
 from llavaction.ek100.annotations import parse_timestamp
 from llavaction.evaluation.checkpoints import LoadedCheckpoint, Precision, QuestionSettings, precision_context
 from llavaction.evaluation.options import MAX_NEW_TOKENS, EvaluationOptions, QuestionOptions
@@ -60,41 +60,59 @@ def seconds(value) -> float:
         return parse_timestamp(text)
 
 
+def raw_video(videos: Path, participant: str, video_id: str) -> Path:
+    """A video found as extract_frames finds it (`P01/P01_01.MP4` or `.mp4`, or under `P01/videos/`); where none is,
+    the usual path, which the clip check then reports missing."""
+    try:
+        return find_raw(videos, participant, video_id)
+    except VideoError:
+        return videos / participant / f"{video_id}.MP4"
+
+
 def read_clips(path: Path, videos: Path | None) -> list[Clip]:
-    """Clips from JSONL ({video, start, end, options?, question?}) or a CSV in the EPIC columns (video_id,
-    participant_id, start_timestamp, stop_timestamp; videos found under --videos as in the raw layout)."""
-    if path.suffix == ".jsonl":
-        clips = []
-        for number, row in enumerate(read_jsonl(path), start=1):
-            missing = [k for k in ("video", "start", "end") if k not in row]
-            if missing:
-                raise ValueError(f"{path}:{number}: missing {', '.join(missing)}")
-            clips.append(
-                Clip(
-                    Path(row["video"]),
-                    seconds(row["start"]),
-                    seconds(row["end"]),
-                    tuple(row.get("options") or ()),
-                    row.get("question"),
-                    row.get("narration_id", f"{path.stem}:{number}"),
-                )
-            )
-        return clips
-    if videos is None:
+    """Clips from JSONL or from a CSV in the EPIC columns (video_id, participant_id, start_timestamp,
+    stop_timestamp). A JSONL line is {video, start, end, options?, question?} (a relative `video` is under --videos
+    when given, else under the current folder) or a question of build_mqa (its clip and options; its video found
+    under --videos as extract_frames finds it)."""
+    if path.suffix != ".jsonl" and videos is None:
         raise ValueError(f"{path}: a CSV of EPIC segments needs --videos (the folder of P01/P01_01.MP4 ...)")
+    if path.suffix == ".jsonl":
+        rows = enumerate(read_jsonl(path), start=1)
+        return [jsonl_clip(row, f"{path}:{number}", f"{path.stem}:{number}", videos) for number, row in rows]
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     clips = []
     for line, row in enumerate(rows, start=2):
         try:
             name = row.get("narration_id") or f"{path.name}:{line}"
-            video = videos / row["participant_id"] / f"{row['video_id']}.MP4"
+            video = raw_video(videos, row["participant_id"], row["video_id"])
             clips.append(
                 Clip(video, parse_timestamp(row["start_timestamp"]), parse_timestamp(row["stop_timestamp"]), name=name)
             )
         except (KeyError, ValueError) as err:
             raise ValueError(f"{path}:{line}: {err}") from None
     return clips
+
+
+def jsonl_clip(row: dict, where: str, name: str, videos: Path | None) -> Clip:
+    """One clip of a clips file's line (errors name the file and line)."""
+    question = "video" not in row and "video_id" in row  # a question file of build_mqa
+    needed = (
+        ("video_id", "participant_id", "clip_start_sec", "clip_stop_sec") if question else ("video", "start", "end")
+    )
+    missing = [k for k in needed if k not in row]
+    if missing:
+        raise ValueError(f"{where}: missing {', '.join(missing)}")
+    if question:
+        if videos is None:
+            raise ValueError(f"{where}: a question of build_mqa names its video by id: give --videos")
+        video = raw_video(videos, row["participant_id"], row["video_id"])
+        start, end = row["clip_start_sec"], row["clip_stop_sec"]
+    else:
+        video, start, end = Path(row["video"]), row["start"], row["end"]
+        video = videos / video if videos is not None and not video.is_absolute() else video
+    options, text = tuple(row.get("options") or ()), row.get("question")
+    return Clip(video, seconds(start), seconds(end), options, text, row.get("narration_id", name))
 
 
 def clip_problem(clip: Clip, durations: dict[Path, float]) -> str | None:
@@ -130,10 +148,11 @@ class ClipQuestions(QuestionOptions):
         checkpoint: a Lightning .ckpt, an original checkpoint directory or a model-hub id.
         tokenizer: tokenizer directory (default: the checkpoint's).
         video: one video file (with start and end).
-        clips: a clips file: JSONL of {video, start, end, options?, question?} or an EPIC CSV (with videos).
+        clips: a clips file: JSONL of {video, start, end, options?, question?}, a question file of build_mqa or an
+            EPIC CSV (both with videos).
         start: the clip's start, seconds or HH:MM:SS.ff.
         end: the clip's end, seconds or HH:MM:SS.ff.
-        videos: with an EPIC CSV, the folder of P01/P01_01.MP4 ...
+        videos: the folder of P01/P01_01.MP4 ... (an EPIC CSV, a question file of build_mqa; relative videos of JSONL).
         options: the actions to choose from (a multiple-choice question); none: direct narration.
         question: a free question instead of 'what action are you performing?'.
         max_new_tokens: longest answer (generation stops earlier at the end-of-turn token).

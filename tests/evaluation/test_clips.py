@@ -261,3 +261,36 @@ def test_checkpoints_by_hub_id_offline(checkpoint, video, tmp_path):
     assert missing.returncode == 2 and "offline" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
     neither = run("./no/such/checkpoint.ckpt")
     assert neither.returncode == 2 and "nor a model-hub id" in neither.stderr
+
+
+def test_a_question_file_of_build_mqa_is_a_clips_file(checkpoint, demo_dir, demo_questions, tmp_path, capsys):
+    """Its clips and options, its videos found under --videos as extract_frames finds them (a lower-case .mp4 too)."""
+    import shutil
+
+    from llavaction.utils.jsonl import read_jsonl
+
+    videos = tmp_path / "videos"
+    shutil.copytree(demo_dir / "videos", videos)
+    questions = read_jsonl(demo_questions["validation_mqa"])[:2]
+    first = videos / questions[0]["participant_id"] / f"{questions[0]['video_id']}.MP4"
+    first.rename(first.with_suffix(".mp4"))
+    clips = tmp_path / "q.jsonl"
+    clips.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    args = [
+        "--checkpoint",
+        str(checkpoint),
+        "--clips",
+        str(clips),
+        "--num-frames",
+        "2",
+        "--json",
+        "--max-new-tokens",
+        "2",
+    ]
+    assert predict([*args, "--videos", str(videos)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["name"] for line in lines] == [q["narration_id"] for q in questions]
+    assert all(line["task"] == "mqa" and "chosen_option" in line for line in lines)
+    assert lines[0]["video"].endswith(".mp4")  # the renamed video, found
+    assert predict(args) == 2  # without --videos: one line saying so
+    assert "a question of build_mqa names its video by id: give --videos" in capsys.readouterr().err
