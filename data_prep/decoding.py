@@ -79,6 +79,12 @@ def decode_video(job: VideoJob) -> list[SampleResult]:
             except VideoError as err:
                 clip = None
                 failure = SampleResult(key, None, f"{key}: {err}")
+            if clip is not None and clip.clamped and 2 * len(set(clip.frame_ids)) < cfg.num_frames:
+                distinct = len(set(clip.frame_ids))  # mostly past the video's end: repeats of its last frames
+                clip, failure = (
+                    None,
+                    SampleResult(key, None, f"{key}: past the video's end ({distinct} distinct frames)"),
+                )
             if pending is not None:
                 results.append(finish_sample(*pending))
                 pending = None

@@ -173,6 +173,7 @@ def test_bad_videos_are_reported_by_segment(demo_dir, tmp_path, capsys):
     rows = [
         record("D01_101_0", "D01_101", 1.0, 2.0),
         record("D01_101_1", "D01_101", 19.0, 25.0),
+        record("D01_101_2", "D01_101", 19.95, 30.0),  # starts in the last frame: 4 copies of one frame
         record("D01_102_0", "D01_102", 1.0, 2.0),
         record("D01_103_0", "D01_103", 1.0, 2.0),
         record("D01_104_0", "D01_104", 1.0, 2.0),
@@ -181,8 +182,9 @@ def test_bad_videos_are_reported_by_segment(demo_dir, tmp_path, capsys):
     extract_main(extract_args(questions, videos, tmp_path / "out"))
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     skipped = {s["narration_id"]: s["reason"] for s in report["skipped"]}
-    assert set(skipped) == {"D01_102_0", "D01_103_0", "D01_104_0"}
+    assert set(skipped) == {"D01_101_2", "D01_102_0", "D01_103_0", "D01_104_0"}
     assert "not found" in skipped["D01_104_0"]
+    assert skipped["D01_101_2"] == "D01_101_2: past the video's end (1 distinct frames)"  # a count, not 4 copies
     assert report["clamped"] == ["D01_101_1"]
     samples = read_samples(tmp_path / "out")
     assert set(samples) == {"D01_101_0", "D01_101_1"}
