@@ -85,8 +85,14 @@ class LlavaActionCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """LightningCLI replaces the model settings with a --ckpt_path checkpoint's, even those set on the command line
         (a private hook: lightning is pinned below 2.7 for it). Kept here: where the run's outputs go and how it
-        evaluates; refused in one line: any other setting of this run that the checkpoint's would replace."""
+        evaluates; refused in one line: any other setting of this run that the checkpoint's would replace.
+        `--ckpt_path last` is resolved here already, so that it is checked alike."""
         subcommand = self.config.get("subcommand")
+        if subcommand and self.config[subcommand].get("ckpt_path") == "last":
+            found = newest_in_config(self.config[subcommand].trainer)
+            if found is not None:  # none: before_fit says so in one line
+                check_ckpt_path([f"--ckpt_path={found}"])
+                self.config[subcommand].ckpt_path = str(found)
         before = flat_settings(self.config[subcommand].model.as_dict()) if subcommand else {}
         super()._parse_ckpt_path()
         if not subcommand:
@@ -121,6 +127,20 @@ def flat_settings(settings: dict, prefix: str = "") -> dict:
         else:
             flat[prefix + key] = value
     return flat
+
+
+def newest_in_config(trainer) -> Path | None:
+    """The run's last.ckpt from its parsed trainer settings (before the trainer exists), None when there is none."""
+    root = trainer.default_root_dir or os.getcwd()
+    dirpaths = [
+        (callback.get("init_args") or {}).get("dirpath")
+        for callback in trainer.callbacks or []
+        if str(callback.get("class_path", "")).endswith("RunCheckpoint")
+    ]
+    for folder in [checkpoint_folder(root, d) for d in dirpaths] or [checkpoint_folder(root)]:
+        if (folder / LAST).exists():
+            return (folder / LAST).resolve()
+    return None
 
 
 def last_checkpoint(trainer) -> Path:

@@ -53,6 +53,10 @@ def test_a_refused_resume_changes_nothing_and_names_the_setting(demo_dir, demo_s
         args = [*base, f"--ckpt_path={middle}", *extra]
         assert message in one_line_exit(capsys, lambda args=args: main(args))
         assert files() == before
+    # `--ckpt_path last` is checked alike (another architecture, say)
+    args = [*base, "--ckpt_path=last", "--model.preset_name=0.5b"]
+    assert "model.preset_name is '0.5b' in this run but 'tiny'" in one_line_exit(capsys, lambda: main(args))
+    assert files() == before
     # where this run writes is its own: the checkpoint's export folder is not taken over
     (root / "resumed").mkdir()
     args = [*base, f"--ckpt_path={middle}", f"--model.export_dir={root / 'resumed' / 'export'}"]
