@@ -80,8 +80,8 @@ class ActionPredictions:
         if not isinstance(self.entries, dict):
             raise ValueError(f"{path}: expected a JSON object {{key: {{'predictions': [...]}}}}")
 
-    def ranked(self, segment: Segment) -> list[Action]:
-        """The distinct actions predicted for a segment, in rank order."""
+    def ranked(self, segment: Segment, classes: tuple[int, int]) -> list[Action]:
+        """The distinct actions predicted for a segment, in rank order; `classes`: the verb and noun class counts."""
         key = segment.narration_id if segment.narration_id in self.entries else str(segment.row)
         if key not in self.entries:
             raise KeyError(f"{self.path}: no predictions for {segment.narration_id} (data row {segment.row})")
@@ -94,6 +94,8 @@ class ActionPredictions:
                 action = parse_action(text)
             except ValueError as err:
                 raise ValueError(f"{self.path}: {segment.narration_id}: {err}") from None
+            if not (0 <= action[0] < classes[0] and 0 <= action[1] < classes[1]):
+                raise ValueError(f"{self.path}: {segment.narration_id}: {text} names a class the class lists lack")
             if action not in ranked:
                 ranked.append(action)
         return ranked
@@ -199,7 +201,7 @@ def mqa_record(
         assert predictions is not None
         actions = prediction_options(
             gt,
-            predictions.ranked(segment),
+            predictions.ranked(segment, (len(ann.verbs), len(ann.nouns))),
             num_options,
             ann.split == "train",
             benchmark,

@@ -69,6 +69,42 @@ class ClassScoresOptions:
     out: Path
 
 
+@dataclass(frozen=True)
+class CandidatesOptions:
+    """An action model's verb and noun scores -> the predictions file build_mqa takes (--distractors predictions):
+    per segment its top actions, best first. The scores file is `ek100`'s: verb_output [N, 97], noun_output [N, 300]
+    and narration_id [N] in a .npz or .pt (save AVION's or TIM's logits so; a checkpoint with action heads writes
+    head_scores.npz).
+
+    Args:
+        scores: the scores file.
+        out: the predictions JSON.
+        top: actions per segment (build_mqa takes the top K of validation questions, samples from the top 2K in
+            training: 10 serves K = 5).
+    """
+
+    scores: Path
+    out: Path
+    top: int = 10
+
+    def __post_init__(self):
+        from llavaction.utils.checks import check_count
+
+        check_count("top", self.top, minimum=1)
+
+
+def run_candidates(options: CandidatesOptions) -> int:
+    from llavaction.evaluation.candidates import ranked_actions
+    from llavaction.evaluation.ek100 import load_scores
+    from llavaction.utils.jsonl import write_json
+
+    scores = load_scores(options.scores)
+    ranked = ranked_actions(scores["verb_output"], scores["noun_output"], scores["narration_id"], options.top)
+    write_json(options.out, ranked)
+    print(f"the top {options.top} actions of {len(ranked)} segments -> {options.out} (build_mqa --predictions)")
+    return 0
+
+
 def run_class_scores(options: ClassScoresOptions) -> int:
     import numpy as np
 
@@ -226,6 +262,7 @@ COMMANDS = {
     "mqa": Command(MQAEvaluation, run_mqa, "EK-100-MQA accuracy of a checkpoint"),
     "ek100": Command(EK100Options, run_ek100, "EPIC action-recognition figures of a scores file"),
     "class-scores": Command(ClassScoresOptions, run_class_scores, "MQA predictions over candidates -> class scores"),
+    "candidates": Command(CandidatesOptions, run_candidates, "an action model's scores -> build_mqa's predictions"),
     "submission": Command(SubmissionOptions, run_submission, "the EPIC challenge submission zip"),
     "lmms-export": Command(LmmsExport, run_lmms_export, "an lmms-eval task folder of question files"),
     "difficulty": Command(

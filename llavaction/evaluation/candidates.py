@@ -64,11 +64,14 @@ def write_head_outputs(predictions: list[dict], out: Path, candidates: int) -> N
     out.mkdir(parents=True, exist_ok=True)
     with atomic_output(out / "head_scores.npz", "wb") as stream:
         np.savez(stream, verb_output=verbs, noun_output=nouns, narration_id=ids)
-    top_v, top_n = action_topk(torch.from_numpy(verbs), torch.from_numpy(nouns), candidates)
-    write_json(
-        out / "head_candidates.json",
-        {
-            str(nid): {"predictions": [f"{v}:{n}" for v, n in zip(vs, ns)]}
-            for nid, vs, ns in zip(ids, top_v.tolist(), top_n.tolist())
-        },
-    )
+    write_json(out / "head_candidates.json", ranked_actions(verbs, nouns, ids, candidates))
+
+
+def ranked_actions(verbs: np.ndarray, nouns: np.ndarray, ids: np.ndarray, top: int) -> dict:
+    """An action model's verb and noun scores as build_mqa's predictions file: per segment its `top` actions, best
+    first ({narration_id: {"predictions": ["verb:noun", ...]}})."""
+    top_v, top_n = action_topk(torch.from_numpy(verbs), torch.from_numpy(nouns), top)
+    return {
+        str(nid): {"predictions": [f"{v}:{n}" for v, n in zip(vs, ns)]}
+        for nid, vs, ns in zip(ids, top_v.tolist(), top_n.tolist())
+    }

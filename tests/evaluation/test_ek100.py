@@ -133,3 +133,45 @@ def test_a_submission_is_written_whole(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         write_submission(scores, out, 1, 1, 1)
     assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["test.zip"]
+
+
+def test_an_action_models_scores_become_build_mqas_predictions(demo_dir, tmp_path):
+    """`evaluate candidates`: per segment the top actions of verb x noun scores, best first, which build_mqa asks as
+    the paper's benchmark (the top 5 in rank order, the ground truth in place of the fifth when absent)."""
+    from data_prep.build_mqa import main as build_mqa
+    from llavaction.ek100.annotations import EpicAnnotations
+
+    ann = EpicAnnotations.load(demo_dir / "annotations", "validation")
+    segments = ann.segments
+    rng = np.random.default_rng(0)
+    verbs, nouns = rng.normal(size=(len(segments), 97)), rng.normal(size=(len(segments), 300))
+    verbs[:, len(ann.verbs) :] = nouns[:, len(ann.nouns) :] = -100.0  # the demo's classes only
+    verbs[0, segments[0].verb_class] = nouns[0, segments[0].noun_class] = (
+        10.0  # the first segment's action ranked first
+    )
+    np.savez(
+        tmp_path / "scores.npz",
+        verb_output=verbs.astype(np.float32),
+        noun_output=nouns.astype(np.float32),
+        narration_id=np.array([s.narration_id for s in segments]),
+    )
+    out = tmp_path / "predictions.json"
+    assert evaluate(["candidates", "--scores", str(tmp_path / "scores.npz"), "--out", str(out), "--top", "10"]) == 0
+    ranked = json.loads(out.read_text())
+    assert len(ranked) == len(segments) and all(len(r["predictions"]) == 10 for r in ranked.values())
+    first = segments[0]
+    assert ranked[first.narration_id]["predictions"][0] == f"{first.verb_class}:{first.noun_class}"
+    scores_of = [
+        verbs[0, int(a.split(":")[0])] + nouns[0, int(a.split(":")[1])]
+        for a in ranked[first.narration_id]["predictions"]
+    ]
+    assert scores_of == sorted(scores_of, reverse=True)  # best first
+    questions = tmp_path / "val.jsonl"
+    args = ["--annotations", str(demo_dir / "annotations"), "--split", "validation", "--distractors", "predictions"]
+    assert build_mqa([*args, "--predictions", str(out), "--benchmark", "--out", str(questions)]) == 0
+    asked = {q["narration_id"]: q for q in map(json.loads, questions.read_text().splitlines())}
+    assert sorted(asked[first.narration_id]["option_actions"]) == sorted(ranked[first.narration_id]["predictions"][:5])
+    # an action outside the class lists: one line naming the file and the segment
+    ranked[first.narration_id]["predictions"][1] = "90:250"
+    out.write_text(json.dumps(ranked))
+    assert build_mqa([*args, "--predictions", str(out), "--benchmark", "--out", str(tmp_path / "bad.jsonl")]) == 2
