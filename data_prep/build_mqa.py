@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from llavaction.benchmark.card import card_path, make_card
 from llavaction.ek100.annotations import EpicAnnotations, Segment, action_id, noun_text, parse_action, verb_text
-from llavaction.ek100.video_ends import drop_past_video_end
+from llavaction.ek100.inputs import absent_inputs, drop_past_video_end
 from llavaction.prompts.wording import reference_number
 from llavaction.utils.files import exclusive_output
 from llavaction.utils.jsonl import write_json, write_jsonl
@@ -334,6 +334,8 @@ def build(args: BuildOptions) -> int:
             raise IsADirectoryError(f"{out}: an existing directory; --out takes a .jsonl file name")
     ann = EpicAnnotations.load(args.annotations, args.split, skip_bad=args.skip_bad)
     drop_past_video_end(ann, args.skip_bad)  # no frames exist after a video's end
+    if absent := absent_inputs(ann):  # the breakdowns they feed would silently read as all head, all seen
+        print(f"note: {args.annotations} lacks {'; '.join(absent)}", file=sys.stderr)
     for _, num_options, _ in builds(args):
         check_sizes(ann, num_options)
     predictions = ActionPredictions(args.predictions) if args.predictions else None

@@ -64,6 +64,7 @@ def resolve(value: str | Path, what: str = "checkpoint") -> Path:
         )
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointNotFound(
-            f"{what} {value}: not a local path, and the model hub could not provide it{offline}: {first}"
+            f"{what} {value}: no such local folder (under {Path.cwd()}), and as a model-hub id the hub could not "
+            f"provide it{offline}: {first}"
         ) from None
     return Path(folder)

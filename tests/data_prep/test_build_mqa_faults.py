@@ -130,3 +130,13 @@ def test_a_segment_past_its_video_end_is_a_bad_row(annotations, tmp_path, capsys
     assert len(read_jsonl(tmp_path / "q.jsonl")) == 10 and "2 bad rows skipped" in capsys.readouterr().err
     skipped = read_jsonl(tmp_path / "q.skipped.jsonl")
     assert [s["line"] for s in skipped] == [12, 13] and "past the end of P01_01" in skipped[0]["reason"]
+
+
+def test_optional_csvs_that_change_figures_are_noted_when_absent(annotations, tmp_path, capsys):
+    assert run_build(annotations, tmp_path / "q.jsonl") == 0
+    err = capsys.readouterr().err
+    assert "lacks EPIC_100_tail_verbs.csv (no verb is tail)" in err
+    assert "EPIC_100_unseen_participant_ids_validation.csv (no participant is unseen)" in err
+    (annotations / "EPIC_100_tail_verbs.csv").write_text("verb\n0\n")
+    assert run_build(annotations, tmp_path / "q.jsonl") == 0
+    assert "EPIC_100_tail_verbs.csv" not in capsys.readouterr().err

@@ -259,6 +259,7 @@ def test_checkpoints_by_hub_id_offline(checkpoint, video, tmp_path):
         assert "answer" in json.loads(result.stdout.strip().splitlines()[-1])
     missing = run("lab/absent-model")
     assert missing.returncode == 2 and "offline" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    assert f"lab/absent-model: no such local folder (under {tmp_path})" in missing.stderr  # a typo'd local folder too
     neither = run("./no/such/checkpoint.ckpt")
     assert neither.returncode == 2 and "nor a model-hub id" in neither.stderr
 

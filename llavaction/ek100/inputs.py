@@ -1,5 +1,6 @@
-"""Segments that end past their video's end (EPIC_100_video_info.csv): no frames exist there. EK-100's own CSVs
-stop at most a rounding short of it (0.014 s once in the validation split), so a tolerance keeps those."""
+"""What a build reads, checked: segments that end past their video's end (EPIC_100_video_info.csv: no frames exist
+there; EK-100's own CSVs stop at most a rounding past it, 0.014 s once in the validation split, so a tolerance keeps
+those), and the optional CSVs whose absence changes figures."""
 
 from __future__ import annotations
 
@@ -26,3 +27,14 @@ def drop_past_video_end(ann: EpicAnnotations, skip_bad: bool) -> None:
             raise AnnotationError(path, segment.row + 2, reason)
         ann.skipped.append(SkippedRow(str(path), segment.row + 2, reason, {"narration_id": segment.narration_id}))
     ann.segments[:] = kept
+
+
+def absent_inputs(ann: EpicAnnotations) -> list[str]:
+    """The optional CSVs the folder lacks and what their absence changes (tail and unseen breakdowns, fps)."""
+    effects = {
+        "EPIC_100_tail_verbs.csv": "no verb is tail",
+        "EPIC_100_tail_nouns.csv": "no noun is tail",
+        f"EPIC_100_unseen_participant_ids_{ann.split}.csv": "no participant is unseen",
+        "EPIC_100_video_info.csv": "fps and video lengths unknown",
+    }
+    return [f"{name} ({effect})" for name, effect in effects.items() if not (ann.root / name).exists()]
