@@ -18,7 +18,7 @@ def epic_annotations() -> Path:
     shared = ROOT.parent / "shared" / "data" / "epic-kitchens-100-annotations"
     if (shared / "EPIC_100_validation.csv").exists():
         return shared
-    return ROOT / "tests" / "data" / "epic-kitchens-100-annotations"
+    return ROOT / "tests" / "fixtures" / "epic-kitchens-100-annotations"
 
 
 def epic_validation_questions(out: Path, *extra: str) -> None:
