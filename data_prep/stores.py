@@ -32,7 +32,7 @@ def clips_to_add(records: list[dict], store: Path, config: ExtractConfig) -> lis
                 f"{store}: its clips have {field} {held_rule.get(field)!r}, this run asks {getattr(config, field)!r}; "
                 "a store holds one clip rule: extract into another store"
             )
-    held = store_clips(str(store))
+    held = store_clips([str(store)])
     other = [
         r["narration_id"] for r in records if r["narration_id"] in held and clip_digest(r) != held[r["narration_id"]][0]
     ]

@@ -25,10 +25,11 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from llavaction.data.datamodule import EpicDataModule
+from llavaction.evaluation.checkpoints import check_checkpoint_file
 from llavaction.evaluation.module import DATA_LINKS
 from llavaction.training.checkpointing import LAST, RunCheckpoint, RunFolderLock, check_resume, checkpoint_folder
 from llavaction.training.module import LlavaActionModule
-from llavaction.utils.configs import expand_config_args
+from llavaction.utils.configs import expand_config_args, flat
 from llavaction.utils.errors import run_cli
 from llavaction.utils.options import one_line
 
@@ -72,9 +73,8 @@ class LlavaActionCLI(LightningCLI):
         for name in ("max_epochs", "max_steps"):
             if self.subcommand == "fit" and getattr(self.trainer, name) == 0:
                 raise ValueError(f"trainer.{name} is 0: the fit would train nothing")
-        if config.get("ckpt_path") == "last":
+        if config.get("ckpt_path") == "last":  # still unresolved: the run has no checkpoint, which this says
             config["ckpt_path"] = str(last_checkpoint(self.trainer))
-            check_ckpt_path([f"--ckpt_path={config['ckpt_path']}"])  # cut short by a full disk: one line
         if self.subcommand == "fit" and config.get("ckpt_path"):
             check_resume(config["ckpt_path"], self.datamodule, self.trainer.world_size)
         if self.subcommand == "fit":  # one fit at a time in a run folder
@@ -91,13 +91,13 @@ class LlavaActionCLI(LightningCLI):
         if subcommand and self.config[subcommand].get("ckpt_path") == "last":
             found = newest_in_config(self.config[subcommand].trainer)
             if found is not None:  # none: before_fit says so in one line
-                check_ckpt_path([f"--ckpt_path={found}"])
+                check_checkpoint_file(found)
                 self.config[subcommand].ckpt_path = str(found)
-        before = flat_settings(self.config[subcommand].model.as_dict()) if subcommand else {}
+        before = flat(self.config[subcommand].model.as_dict()) if subcommand else {}
         super()._parse_ckpt_path()
         if not subcommand:
             return
-        after = flat_settings(self.config[subcommand].model.as_dict())
+        after = flat(self.config[subcommand].model.as_dict())
         for key in sorted(set(before) | set(after)):
             ours, theirs = before.get(key), after.get(key)
             if ours == theirs or (ours is None and not key.startswith(HONOURED)):
@@ -118,45 +118,36 @@ HONOURED = ("export_dir", "export_layout", "evaluation.")
 TRAINING_ONLY = ("optimizer.", "trainable.")  # no bearing on validate, test or predict
 
 
-def flat_settings(settings: dict, prefix: str = "") -> dict:
-    """{'optimizer.lr': 1e-5, ...} of nested settings."""
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            flat |= flat_settings(value, f"{prefix}{key}.")
-        else:
-            flat[prefix + key] = value
-    return flat
+def checkpoint_folders(root: str | Path, dirpaths: list[str | None]) -> list[Path]:
+    """Where a run's RunCheckpoints write (their dirpath, else <root>/checkpoints)."""
+    return [checkpoint_folder(root, d) for d in dirpaths] or [checkpoint_folder(root)]
+
+
+def newest_in(folders: list[Path]) -> Path | None:
+    """The first of the folders' last.ckpt, None when none has one."""
+    return next(((folder / LAST).resolve() for folder in folders if (folder / LAST).exists()), None)
 
 
 def newest_in_config(trainer) -> Path | None:
     """The run's last.ckpt from its parsed trainer settings (before the trainer exists), None when there is none."""
-    root = trainer.default_root_dir or os.getcwd()
     dirpaths = [
         (callback.get("init_args") or {}).get("dirpath")
         for callback in trainer.callbacks or []
         if str(callback.get("class_path", "")).endswith("RunCheckpoint")
     ]
-    for folder in [checkpoint_folder(root, d) for d in dirpaths] or [checkpoint_folder(root)]:
-        if (folder / LAST).exists():
-            return (folder / LAST).resolve()
-    return None
+    return newest_in(checkpoint_folders(trainer.default_root_dir or os.getcwd(), dirpaths))
 
 
 def last_checkpoint(trainer) -> Path:
     """The newest checkpoint of the run (`last.ckpt` of its RunCheckpoint folder); none is an error naming it."""
-    folders = [
-        checkpoint_folder(trainer.default_root_dir, c.dirpath)
-        for c in trainer.callbacks
-        if isinstance(c, RunCheckpoint)
-    ]
-    folders = folders or [checkpoint_folder(trainer.default_root_dir)]
-    for folder in folders:
-        if (folder / LAST).exists():
-            return (folder / LAST).resolve()
-    raise FileNotFoundError(
-        f"--ckpt_path last: no checkpoint in {folders[0]} to resume (drop --ckpt_path to start this run afresh)"
-    )
+    dirpaths = [c.dirpath for c in trainer.callbacks if isinstance(c, RunCheckpoint)]
+    folders = checkpoint_folders(trainer.default_root_dir, dirpaths)
+    found = newest_in(folders)
+    if found is None:
+        raise FileNotFoundError(
+            f"--ckpt_path last: no checkpoint in {folders[0]} to resume (drop --ckpt_path to start this run afresh)"
+        )
+    return found
 
 
 class ParseOnly(LlavaActionCLI):
@@ -186,8 +177,6 @@ def config_problem(configs: list[Path], extra: list[str]) -> str | None:
 def check_ckpt_path(args: list[str]) -> None:
     """A --ckpt_path file that cannot be a checkpoint (text, cut short by a full disk) is refused naming it, before
     LightningCLI reads it."""
-    from llavaction.evaluation.checkpoints import check_checkpoint_file
-
     for index, arg in enumerate(args):
         value = arg.split("=", 1)[1] if arg.startswith("--ckpt_path=") else None
         if arg == "--ckpt_path" and index + 1 < len(args):

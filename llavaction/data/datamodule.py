@@ -154,7 +154,7 @@ class EpicDataModule(L.LightningDataModule):
             for number, source in enumerate(self.train_sources):
                 joined = self.joined(source)
                 kept = joined.words() if joined is not None else None
-                items = source_items(source.path, kept, getattr(joined, "line", None))
+                items = source_items(source.path, kept, joined.line if joined is not None else None)
                 if source.strategy is not None:
                     rng = random.Random(f"{self.hparams.seed}:strategy:{number}")
                     items = apply_strategy(items, source.strategy, rng)

@@ -86,7 +86,7 @@ class EpochPlanner:
     length_group_window: int = 0
     open_shards: int = 1
     megabatch_steps: int = 0
-    _grouped: tuple[int, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _grouped: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _merged: tuple[int, np.ndarray, np.ndarray, list[np.ndarray]] | None = field(default=None, repr=False)
     _passes: dict[int, dict[int, np.ndarray]] = field(default_factory=dict, repr=False)
 
@@ -214,49 +214,41 @@ class EpochPlanner:
         self._pad(plan, rank, epoch)
         return plan
 
-    def grouped(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """The megabatch grouping of an epoch: the merged sequence's positions in megabatch order (shuffled within
-        windows), and per position of that order its [rank, batch number, place in the batch]."""
+    def grouped(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The megabatch grouping of an epoch: the merged sequence shuffled within windows (per place its source and
+        its position in that source's sequence), and per place its [rank, batch number, place in the batch]."""
         if self._grouped is None or self._grouped[0] != epoch:
             source_of, position, sequences = self.merged(epoch)
             rng = np.random.default_rng(_seed(self.seed, "megabatch", epoch))
-            window = self.shuffle_buffer * self.world_size
+            window, count = self.shuffle_buffer * self.world_size, len(source_of)
             order = np.concatenate(
-                [
-                    rng.permutation(np.arange(b, min(b + window, len(source_of))))
-                    for b in range(0, len(source_of), window)
-                ]
+                [rng.permutation(np.arange(b, min(b + window, count))) for b in range(0, count, window)]
             )
-            words = np.empty(len(source_of), dtype=np.int64)
+            source_of, position = source_of[order], position[order]
+            words = np.empty(count, dtype=np.int64)
             for s, items in enumerate(self.sources):
-                here = source_of[order] == s
-                words[here] = items.words[sequences[s][position[order][here]]]
-            self._grouped = (
-                epoch,
-                order,
-                megabatch_groups(words, self.batch_size, self.world_size, self.megabatch_steps),
-            )
+                here = source_of == s
+                words[here] = items.words[sequences[s][position[here]]]
+            groups = megabatch_groups(words, self.batch_size, self.world_size, self.megabatch_steps)
+            self._grouped = (epoch, source_of, position, groups)
         return self._grouped[1:]
 
     def _megabatch_slot(self, epoch: int, rank: int, worker: int) -> SlotPlan:
-        """A worker's batches under the megabatch grouping; its reads in the sequence's order (shard by shard), each
-        sample read once for all the rows it gives, kept until its batches are served."""
-        source_of, position, sequences = self.merged(epoch)
-        order, groups = self.grouped(epoch)
+        """A worker's batches under the megabatch grouping; its reads in the merged sequence's order (shard by shard),
+        a sample read once for the consecutive rows it gives, kept until its batches are served."""
+        sequences = self.merged(epoch)[2]
+        source_of, position, groups = self.grouped(epoch)
         serves = self.worker_batches(worker)
         mine = np.flatnonzero((groups[:, 0] == rank) & np.isin(groups[:, 1], serves))
         reads: list[list[tuple[int, int]]] = [[] for _ in self.sources]
-        read_of: dict[tuple[int, int, int], int] = {}
         row_of = {}
-        for at in sorted(mine.tolist(), key=lambda m: order[m]):  # the sequence's order: shards read forward
-            s = int(source_of[order[at]])
-            item = int(sequences[s][position[order[at]]])
-            items = self.sources[s]
+        for at in sorted(mine.tolist(), key=lambda m: (source_of[m], position[m])):  # shards read forward
+            s = int(source_of[at])
+            items, item = self.sources[s], int(sequences[s][position[at]])
             sample = (int(items.shard[item]), int(items.sample[item]))
-            if (s, *sample) not in read_of or reads[s][-1] != sample:
+            if not reads[s] or reads[s][-1] != sample:
                 reads[s].append(sample)
-                read_of[(s, *sample)] = len(reads[s]) - 1
-            row_of[at] = PlannedItem(s, read_of[(s, *sample)], int(items.conversation[item]))
+            row_of[at] = PlannedItem(s, len(reads[s]) - 1, int(items.conversation[item]))
         chunk_of = {b: [] for b in serves}
         for at in sorted(mine.tolist(), key=lambda m: groups[m, 2]):  # chunk order: as the megabatch was split
             chunk_of[int(groups[at, 1])].append(row_of[at])

@@ -62,11 +62,13 @@ class SourceItems:
         )
 
 
-def source_items(location: str, kept: dict[str, int] | None = None, lines: dict[str, int] | None = None) -> SourceItems:
+def source_items(
+    location: str, kept: dict[str, int] | None = None, question_lines: dict[str, int] | None = None
+) -> SourceItems:
     """The items of a shard set from its index.json. kept: {sample key: words} to keep only those samples (a qa
-    source's descriptions, or a question file over a frame store, whose words then replace the sample's); lines:
-    {sample key: line} of that question file, which then gives the items' order."""
-    index, order_of = read_index(location), lines
+    source's descriptions, or a question file over a frame store, whose words then replace the sample's);
+    question_lines: {sample key: line} of that question file, which then gives the items' order."""
+    index = read_index(location)
     urls, sizes, keys = [], [], []
     shard, sample, conversation, words, lines = [], [], [], [], []
     for number, (name, entries) in enumerate(index.items()):
@@ -87,7 +89,8 @@ def source_items(location: str, kept: dict[str, int] | None = None, lines: dict[
                 sample.append(position)
                 conversation.append(conv)
                 words.append(count)
-                lines.append((entry["line"] if order_of is None else order_of[entry["key"]], conv))
+                line = entry["line"] if question_lines is None else question_lines[entry["key"]]
+                lines.append((line, conv))
     order = np.empty(len(lines), dtype=np.int64)
     order[sorted(range(len(lines)), key=lines.__getitem__)] = np.arange(len(lines))
     return SourceItems(

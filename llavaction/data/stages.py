@@ -117,6 +117,8 @@ class Descriptions:
     A line is {narration_id, question, answer} (no question, or null: the reference's description prompt) or
     {narration_id, conversation: [{"from": "human", "value"}, {"from": "gpt", "value"}, ...]} (every turn trained)."""
 
+    line = None  # the items keep the shard set's question-file order (StoreQuestions gives its own)
+
     def __init__(self, path: str | Path):
         self.by_id = {}
         for number, record in enumerate(read_jsonl(path), start=1):

@@ -17,7 +17,6 @@ from llavaction.data.shards import (
     indexed_keys,
     iter_shard,
     join,
-    read_index,
     read_sizes,
     sample_meta,
     text_words,
@@ -25,14 +24,17 @@ from llavaction.data.shards import (
 from llavaction.utils.jsonl import read_jsonl
 
 
-def store_clips(location: str) -> dict[str, tuple[str, str]]:
-    """{key: (clip digest, shard url)} of a store."""
-    clips = {}
-    for name, entries in read_index(location).items():
+def store_clips(stores: list[str]) -> dict[str, tuple[str, str]]:
+    """{key: (clip digest, shard url)} over stores read together (a key held twice is refused, indexed_keys); a shard
+    indexed before clip digests has its samples' JSON read for them."""
+    clips, unindexed = {}, set()
+    for key, (location, name, entry) in indexed_keys(stores).items():
+        if "clip" in entry:
+            clips[key] = (entry["clip"], join(location, name))
+        else:
+            unindexed.add((location, name))
+    for location, name in sorted(unindexed):
         url = join(location, name)
-        if all("clip" in entry for entry in entries):
-            clips |= {entry["key"]: (entry["clip"], url) for entry in entries}
-            continue
         for sample in iter_shard(url, expected=read_sizes(location)[name]):
             clips[sample["__key__"]] = (clip_digest(sample_meta(sample)), url)
     return clips
@@ -41,10 +43,7 @@ def store_clips(location: str) -> dict[str, tuple[str, str]]:
 def check_clips(questions: dict[str, list[dict]], stores: list[str]) -> None:
     """Every question's clip is in the stores, the one they hold for its key; otherwise one line: how many are
     missing or ask about another clip, and one example."""
-    indexed_keys(stores)  # a key in two stores is refused
-    held = {}
-    for location in stores:
-        held |= store_clips(location)
+    held = store_clips(stores)
     where = ", ".join(map(str, stores))
     for path, records in questions.items():
         missing = [r["narration_id"] for r in records if r["narration_id"] not in held]

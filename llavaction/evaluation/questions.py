@@ -8,8 +8,7 @@ from pathlib import Path
 
 from llavaction.benchmark.card import card_summary, read_card
 from llavaction.data.shards import QUESTION_FIELDS, indexed_keys, iter_shard, join, question_digest, sample_meta
-from llavaction.data.store import check_clips
-from llavaction.utils.jsonl import read_jsonl
+from llavaction.data.store import check_clips, read_questions_file
 
 
 def read_questions(paths: list[Path]) -> dict[str, list[dict]]:
@@ -17,8 +16,7 @@ def read_questions(paths: list[Path]) -> dict[str, list[dict]]:
     files), is an error naming the file and line; a file that no longer matches its benchmark card is refused."""
     questions, seen = {}, {}
     for path in paths:
-        read_card(path)
-        records = read_jsonl(path)
+        records = read_questions_file(path)
         for number, record in enumerate(records, start=1):
             key = record.get("narration_id")
             if not isinstance(key, str) or not key:

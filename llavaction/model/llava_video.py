@@ -46,6 +46,18 @@ class Generation:
     action_logits: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None  # last layer's heads
 
 
+def left_padded(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_token_id: int):
+    """Right-padded rows moved to the right end (left padding, as cached decoding appends to every row): ids, mask."""
+    rows = [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask)]
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad_token_id, device=input_ids.device, dtype=input_ids.dtype)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, length - len(row) :] = row
+        mask[i, length - len(row) :] = 1
+    return ids, mask
+
+
 def check_attention(implementation: str) -> None:
     """Fail early and clearly when flash-attn is asked for but cannot run."""
     if implementation != "flash_attention_2":
@@ -319,20 +331,14 @@ class LlavaVideoModel(nn.Module):
         """Greedy decoding with a KV cache: the clips and prompts (left-padded) go through once, then one token per
         step. visual_tokens: encode_video's output for these rows (pixel_values is then ignored). read_heads: also
         read the action heads at the last layer from the prompt's pass (needs action supervision)."""
-        rows = [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask)]
-        length = max(len(r) for r in rows)
-        ids = torch.full((len(rows), length), pad_token_id, device=input_ids.device, dtype=input_ids.dtype)
-        mask = torch.zeros_like(ids)
-        for i, row in enumerate(rows):
-            ids[i, length - len(row) :] = row
-            mask[i, length - len(row) :] = 1
+        ids, mask = left_padded(input_ids, attention_mask, pad_token_id)
         visual = self.encode_video(pixel_values) if visual_tokens is None else visual_tokens
         embeds, mask = self.splice(ids, visual, mask, None)[:2]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.llm.config)
         head, embed = self.llm.get_output_embeddings(), self.llm.get_input_embeddings()
-        answers: list[list[int]] = [[] for _ in rows]
-        done = torch.zeros(len(rows), dtype=torch.bool, device=input_ids.device)
+        answers: list[list[int]] = [[] for _ in range(len(ids))]
+        done = torch.zeros(len(ids), dtype=torch.bool, device=input_ids.device)
         first_logits, action_logits = None, None
         for _ in range(max_new_tokens):
             hidden = self.llm.model(

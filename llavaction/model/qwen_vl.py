@@ -22,6 +22,7 @@ from llavaction.model.llava_video import (
     LlavaVideoOutput,
     _on_every_rank,
     check_attention,
+    left_padded,
     unpack_rows,
 )
 from llavaction.model.qwen_config import ACTION_HEADS_CONFIG, ACTION_HEADS_FILE, QwenVLConfig, processor_config
@@ -293,20 +294,14 @@ class QwenVLModel(nn.Module):
     ) -> Generation:
         """Greedy decoding with a KV cache: the prompts (left-padded) through once, then one token per step at the
         next M-RoPE position of each row. read_heads: the action heads at the last layer from the prompt's pass."""
-        rows = [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask)]
-        length = max(len(r) for r in rows)
-        ids = torch.full((len(rows), length), pad_token_id, device=input_ids.device, dtype=input_ids.dtype)
-        mask = torch.zeros_like(ids)
-        for i, row in enumerate(rows):
-            ids[i, length - len(row) :] = row
-            mask[i, length - len(row) :] = 1
+        ids, mask = left_padded(input_ids, attention_mask, pad_token_id)
         visual = self.encode_video(pixel_values) if visual_tokens is None else visual_tokens
         self._check(ids, visual)
         embeds, positions = self.embed(ids), self.positions(ids, mask, visual)
         following = positions.amax(dim=(0, 2)) + 1  # [B] each row's next position
         cache = DynamicCache(config=self.hf.config.text_config)
-        answers: list[list[int]] = [[] for _ in rows]
-        done = torch.zeros(len(rows), dtype=torch.bool, device=ids.device)
+        answers: list[list[int]] = [[] for _ in range(len(ids))]
+        done = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
         first_logits, action_logits = None, None
         encoder = visual.encoder_outputs()
         for step in range(max_new_tokens):

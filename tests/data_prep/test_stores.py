@@ -7,27 +7,12 @@ from data_prep.extract_frames import main as extract_frames
 from llavaction.data.shards import iter_samples, read_index, read_sizes, shard_urls
 from llavaction.data.store import check_clips
 from llavaction.utils.jsonl import read_jsonl
-from tests.helpers import one_line_exit
+from tests.helpers import extract_args, one_line_exit
 
 
 def add_args(questions, videos, store, *extra):
     """The tests' shards' clip rule (8 frames of 32 px, q90, squash), adding to `store`."""
-    return [
-        "--questions",
-        str(questions),
-        "--videos",
-        str(videos),
-        "--num-frames",
-        "8",
-        "--size",
-        "32",
-        "--workers",
-        "1",
-        "--out",
-        str(store),
-        "--add",
-        *extra,
-    ]
+    return extract_args(questions, videos, store, "--num-frames", "8", "--add", *extra)
 
 
 def test_a_store_takes_the_clips_it_lacks_and_reads_as_one_set(demo_dir, demo_questions, demo_shards, tmp_path, capsys):
