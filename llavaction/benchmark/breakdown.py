@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from llavaction.benchmark.answers import choice_index
+from llavaction.benchmark.uncertainty import cluster_of, clustered_interval
 
 
 def chosen_class(record: dict, part: int) -> int | None:
@@ -20,16 +21,21 @@ def chosen_class(record: dict, part: int) -> int | None:
 
 
 def accuracy_table(rows: list[dict], key, names: dict | None = None, tails: dict | None = None) -> list[dict]:
+    """Accuracy per group (most questions first), each with its 95% interval from a bootstrap over videos."""
     groups = defaultdict(list)
     for row in rows:
-        groups[key(row)].append(row["correct"])
+        groups[key(row)].append(row)
     table = []
-    for value, hits in sorted(groups.items(), key=lambda item: (-len(item[1]), str(item[0]))):
+    for value, members in sorted(groups.items(), key=lambda item: (-len(item[1]), str(item[0]))):
+        hits = [float(bool(r["correct"])) for r in members]
+        interval = clustered_interval(hits, [cluster_of(r) for r in members])
         entry = {
             "key": value,
             "count": len(hits),
             "correct": int(sum(hits)),
             "accuracy": round(100.0 * sum(hits) / len(hits), 2),
+            "low": round(interval.low, 2),
+            "high": round(interval.high, 2),
         }
         if names is not None:
             entry["name"] = names.get(value, str(value))

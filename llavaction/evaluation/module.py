@@ -57,6 +57,7 @@ class MQAModule(L.LightningModule):
         """How questions are answered from now on (the metrics start over)."""
         self.evaluation = evaluation
         self.val_total, self.val_chance = SumMetric(), SumMetric()
+        self.val_unmatched = SumMetric()  # generated answers that match no option (the paper's rule)
         self.val_correct = torch.nn.ModuleDict({mode: SumMetric() for mode in evaluation.mqa_scoring})
         # per question of this rank: its id, its video and whether each figure counts it right
         self.val_hits: list[tuple[str, str, dict[str, bool]]] = []
@@ -108,6 +109,7 @@ class MQAModule(L.LightningModule):
                 for text, meta in zip(answers.generations, batch.meta)
             ]
             chosen["generate"] = torch.tensor([-1 if c is None else c for c in picks], device=real.device)
+            self.val_unmatched.update(((chosen["generate"] < 0) & real).sum().float())
         per_mode = {}
         for mode, correct in self.val_correct.items():
             # one rule per mode: a question counts when the mode's choice is the right option
@@ -134,10 +136,12 @@ class MQAModule(L.LightningModule):
                 self.log(f"{prefix}/mqa_accuracy", accuracy, prog_bar=True, sync_dist=True)
         self.log(f"{prefix}/chance", 100.0 * self.val_chance.compute() / total.clamp(min=1), sync_dist=True)
         self.log(f"{prefix}/questions", total, sync_dist=True)
+        if "generate" in self.val_correct:
+            self.log(f"{prefix}/no_option_matched", self.val_unmatched.compute(), sync_dist=True)
         if self.val_ek100.update_count:
             self.log_dict({f"{prefix}/ek100/{k}": v for k, v in self.val_ek100.compute().items()}, sync_dist=True)
         self._log_intervals(prefix)
-        for metric in (self.val_total, self.val_chance, self.val_ek100, *self.val_correct.values()):
+        for metric in (self.val_total, self.val_chance, self.val_unmatched, self.val_ek100, *self.val_correct.values()):
             metric.reset()
 
     def _log_intervals(self, prefix: str) -> None:

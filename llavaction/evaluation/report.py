@@ -164,6 +164,7 @@ def save_figures(analysis: dict, out: Path) -> list[tuple[str, str]]:
             xlabel=label,
             title=title,
             colours=["#d95f02" if e.get("tail") else "#1b9e77" for e in entries],
+            intervals=[(e["low"], e["high"]) for e in entries],
         )
         save(figure, name, title)
 

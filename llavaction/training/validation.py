@@ -39,9 +39,11 @@ def format_results(results: dict) -> str:
     others = "".join(f"; by {MODE_NAMES[m]}: {figure(f'mqa_accuracy_{m}')}" for m in modes[1:])
     videos = results.get("val/videos")
     bootstrap = f" (95% intervals, bootstrap over {int(videos)} videos)" if videos else ""
+    unmatched = results.get("val/no_option_matched")
+    unmatched = f"; answers matching no option: {int(unmatched)}" if unmatched is not None else ""
     return (
         f"validation MQA accuracy: {figure('mqa_accuracy')} (chance {results['val/chance']:.1f}%) "
-        f"by {MODE_NAMES[modes[0]]} on {int(results['val/questions'])} questions{others}{bootstrap}"
+        f"by {MODE_NAMES[modes[0]]} on {int(results['val/questions'])} questions{others}{unmatched}{bootstrap}"
     )
 
 
@@ -109,6 +111,8 @@ class MQAFigures(L.Callback):
             self.names.setdefault(int(meta["verb_class"]), verb_name(meta))
             self.rows.append(
                 {
+                    "narration_id": meta["narration_id"],
+                    "video_id": meta.get("video_id"),  # the figure's intervals resample videos
                     "verb_class": int(meta["verb_class"]),
                     "noun_class": meta.get("noun_class"),
                     "option_actions": meta["option_actions"],
@@ -135,6 +139,7 @@ class MQAFigures(L.Callback):
         return accuracy_bars(
             [f"{e['name']} ({e['count']})" for e in entries],
             [e["accuracy"] for e in entries],
+            intervals=[(e["low"], e["high"]) for e in entries],
             xlabel="verb (questions), most frequent first",
             ylabel="questions right (%)",
             title=f"by {self.rule}",

@@ -40,11 +40,19 @@ def accuracy_bars(
     ylabel: str = "accuracy (%)",
     title: str | None = None,
     colours: Sequence[str] | None = None,
+    intervals: Sequence[tuple[float, float]] | None = None,
 ):
-    """One bar per label, accuracies in percent, labels slanted under the bars; the width grows with the bars."""
+    """One bar per label, accuracies in percent (with their intervals as error bars when given), labels slanted under
+    the bars; the width grows with the bars."""
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(max(6, 0.4 * len(labels) + 2), 4))
-    axis.bar(range(len(labels)), accuracies, color=colours)
+    errors = None
+    if intervals is not None:
+        errors = [
+            [a - low for a, (low, _) in zip(accuracies, intervals)],
+            [h - a for a, (_, h) in zip(accuracies, intervals)],
+        ]
+    axis.bar(range(len(labels)), accuracies, color=colours, yerr=errors, capsize=2 if errors else 0)
     axis.set_xticks(range(len(labels)), labels, rotation=65, ha="right", fontsize=7)
     axis.set(xlabel=xlabel, ylabel=ylabel, ylim=(0, 100), title=title)
     figure.tight_layout()

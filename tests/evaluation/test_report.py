@@ -48,6 +48,7 @@ def test_report_tables_figures_and_gallery(evaluations, demo_dir, demo_shards, t
     assert count == 8
     for table in ("by_verb", "by_noun", "by_duration", "by_options_sharing_verb_or_noun", "by_participants"):
         assert sum(entry["count"] for entry in analysis[table]) == count, table
+        assert all(e["low"] <= e["accuracy"] <= e["high"] for e in analysis[table]), table  # each with its interval
     for kind in ("verb", "noun"):
         confusion = analysis[f"{kind}_confusion"]
         assert np.array(confusion["counts"]).sum() == count  # the top 15 covers the demo's 8 classes

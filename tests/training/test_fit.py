@@ -36,8 +36,10 @@ def test_demo_fit_validate_export_predict(demo_dir, demo_shards, tmp_path, capsy
         f"--model.tokenizer={demo_dir.name}/tokenizer",
     )
     cli(args)
-    assert "validation MQA accuracy:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "validation MQA accuracy:" in printed and "; answers matching no option: " in printed
     results = json.loads(next(tmp_path.rglob("validation_results.json")).read_text())
+    assert 0 <= results["val/no_option_matched"] <= results["val/questions"]
     assert results["val/questions"] == 8 and results["val/chance"] == pytest.approx(20.0)
     assert results["scoring"] == ["generate", "letter", "likelihood"]  # the demo's: the paper's rule first
     assert results["val/mqa_accuracy"] == results["val/mqa_accuracy_generate"]
