@@ -50,6 +50,17 @@ def segment_group(key: str) -> str:
     return group if group in ("all", "unseen") else f"tail_{kind}"
 
 
+def segment_groups(verb_tail: torch.Tensor, noun_tail: torch.Tensor, unseen: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The segments each figure is over: all, tail verbs, tail nouns, tail actions (either is tail), unseen people."""
+    return {
+        "all": torch.ones_like(verb_tail, dtype=torch.bool),
+        "tail_verb": verb_tail,
+        "tail_noun": noun_tail,
+        "tail_action": verb_tail | noun_tail,
+        "unseen": unseen,
+    }
+
+
 class EpicActionMetrics(Metric):
     """Top-1/top-5 verb, noun and action accuracy, and top-1 on tail classes and unseen participants (percent).
     A segment is tail for verbs if its verb is tail, for nouns if its noun is, and for actions if either is."""
@@ -74,13 +85,7 @@ class EpicActionMetrics(Metric):
         unseen: torch.Tensor,
     ) -> None:
         hits = top5_hits(verb_scores, noun_scores, verb, noun)
-        groups = {
-            "all": torch.ones_like(verb_tail, dtype=torch.bool),
-            "tail_verb": verb_tail,
-            "tail_noun": noun_tail,
-            "tail_action": verb_tail | noun_tail,
-            "unseen": unseen,
-        }
+        groups = segment_groups(verb_tail, noun_tail, unseen)
         for name, mask in groups.items():
             setattr(self, f"count_{name}", getattr(self, f"count_{name}") + mask.sum())
         for key in METRIC_KEYS:

@@ -11,7 +11,7 @@ import torch
 
 from llavaction.benchmark.uncertainty import clustered_interval
 from llavaction.ek100.annotations import NUM_NOUNS, NUM_VERBS, EpicAnnotations
-from llavaction.ek100.metrics import EpicActionMetrics, top5_hits
+from llavaction.ek100.metrics import METRIC_KEYS, EpicActionMetrics, segment_group, segment_groups, top5_hits
 from llavaction.utils.files import atomic_output
 
 
@@ -76,38 +76,39 @@ def ek100_metrics(
             f"split (e.g. {absent[:3]} are absent); pass --partial for figures over those it covers"
         )
     segments = [by_id[n] for n in scores["narration_id"]]
-    metric = EpicActionMetrics()
-    metric.update(
-        torch.from_numpy(scores["verb_output"]).float(),
-        torch.from_numpy(scores["noun_output"]).float(),
+    labels = (
         torch.tensor([s.verb_class for s in segments]),
         torch.tensor([s.noun_class for s in segments]),
         torch.tensor([s.verb_class in ann.tail_verbs for s in segments]),
         torch.tensor([s.noun_class in ann.tail_nouns for s in segments]),
         torch.tensor([s.participant_id in ann.unseen_participants for s in segments]),
     )
+    verb_scores, noun_scores = (
+        torch.from_numpy(scores["verb_output"]).float(),
+        torch.from_numpy(scores["noun_output"]).float(),
+    )
+    metric = EpicActionMetrics()
+    metric.update(verb_scores, noun_scores, *labels)
     figures = {k: round(float(v), 4) for k, v in metric.compute().items()}
     return figures | {
-        "intervals": overall_intervals(scores, segments),
+        "intervals": figure_intervals(verb_scores, noun_scores, labels, [s.video_id for s in segments]),
         "segments": len(segments),
         "split_segments": len(by_id),
     }
 
 
-def overall_intervals(scores: dict[str, np.ndarray], segments: list) -> dict[str, dict]:
-    """95% intervals of the overall top-1 and top-5 figures, from a bootstrap over the segments' videos."""
-    hits = top5_hits(
-        torch.from_numpy(scores["verb_output"]).float(),
-        torch.from_numpy(scores["noun_output"]).float(),
-        torch.tensor([s.verb_class for s in segments]),
-        torch.tensor([s.noun_class for s in segments]),
-    )
-    videos = [s.video_id for s in segments]
-    return {
-        f"all_{kind}_accuracy_at_{k}": clustered_interval(hits[kind][:, :k].any(-1).float().numpy(), videos).as_dict()
-        for kind in ("verb", "noun", "action")
-        for k in (1, 5)
-    }
+def figure_intervals(verb_scores, noun_scores, labels: tuple, videos: list[str]) -> dict[str, dict]:
+    """The 95% interval of every figure (over its segments: all, tail, unseen), from a bootstrap over videos."""
+    verb, noun, verb_tail, noun_tail, unseen = labels
+    hits = top5_hits(verb_scores, noun_scores, verb, noun)
+    groups = segment_groups(verb_tail, noun_tail, unseen)
+    intervals = {}
+    for key in METRIC_KEYS:
+        kind, k, mask = key.split("_")[1], int(key[-1]), groups[segment_group(key)]
+        if mask.any():
+            chosen = [video for video, keep in zip(videos, mask.tolist()) if keep]
+            intervals[key] = clustered_interval(hits[kind][mask][:, :k].any(-1).float().numpy(), chosen).as_dict()
+    return intervals
 
 
 def write_submission(scores: dict[str, np.ndarray], out: Path, sls_pt: int, sls_tl: int, sls_td: int) -> None:
