@@ -227,8 +227,6 @@ class ExtractOptions:
     add: bool = False
 
     def __post_init__(self):
-        if self.add and (self.num_tasks is not None or self.task_index is not None):
-            raise ValueError("--add extracts in one run (no --num-tasks): the clips a store lacks are few")
         if (self.questions is None) == (self.annotations is None):
             raise ValueError("give one of --questions and --annotations (with --split)")
         if self.annotations is not None and self.split is None:
@@ -260,9 +258,9 @@ def run(args: ExtractOptions) -> int:
         chunk_seconds=args.chunk_seconds,
         shard_size=args.shard_size,
     )
-    if args.add:
-        return add_clips(records, args, config)
     task = ArrayTask.from_args(args.num_tasks, args.task_index)
+    if args.add:
+        return add_clips(records, args, config, task)
     report = extract(records, args.out, config, workers=args.workers, resume=args.resume, task=task)
     if card is not None and (task is None or task.index == 0):  # the shard set says which build it holds
         copy_card_into(args.out, card)
@@ -273,15 +271,19 @@ def run(args: ExtractOptions) -> int:
     return 0
 
 
-def add_clips(records: list[dict], args: ExtractOptions, config: ExtractConfig) -> int:
-    """--add: the clips the store lacks, extracted into it (data_prep.stores)."""
+def add_clips(records: list[dict], args: ExtractOptions, config: ExtractConfig, task: ArrayTask | None) -> int:
+    """--add: the clips the store lacks, extracted into it (data_prep.stores); by an array of tasks, each extracts
+    its share into the addition's part folder and merge_shards of the addition lists it in the store."""
     new = clips_to_add(records, args.out, config)
     if not new:
         print(f"{args.out} holds the clips of every question of {args.questions}: nothing to add", file=sys.stderr)
         return 0
     name = addition_name(new)
-    report = extract(new, args.out / name, config, workers=args.workers, resume=args.resume)
-    print_report(report, args.out / name)
+    report = extract(new, args.out / name, config, workers=args.workers, resume=args.resume, task=task)
+    print_report(report, args.out / name if task is None else args.out / name / task.part_name)
+    if task is not None:
+        print(f"when all {task.count} tasks have finished: python -m data_prep.merge_shards --out {args.out / name}")
+        return 0
     list_addition(args.out, name)
     print(f"{report['written']} clips added to {args.out} ({len(records) - len(new)} it held already)", file=sys.stderr)
     return 0

@@ -3,12 +3,14 @@
 
     python -m data_prep.merge_shards --out shards/ek100_train_mqa_avion       # after extract_frames tasks
     python -m data_prep.merge_shards --out questions/llava_video_178k.jsonl   # after build_replay tasks
+    python -m data_prep.merge_shards --out shards/ek100_mqa/add-0123456789ab   # after extract_frames --add tasks
 
 A shard set: OUT/part-IIII-of-NNNN/ folders. The merge writes OUT/index.json, OUT/conversations.json (replayed
 videos), OUT/report.json (every part's skips) and, last, OUT/sizes.json listing the parts' shards in task order
 ("part-0000-of-0003/shard-000000.tar", ...), so readers see one set; the shards stay where the tasks wrote them.
 Replay records: OUT.parts/part-IIII-of-NNNN.jsonl become OUT (in the order one run writes them) and
 OUT.skipped.jsonl. A part that is missing, unfinished, or written with other settings or other questions is refused.
+An addition to a frame store (STORE/add-<digest>, extract_frames --add by an array) is then listed in the store.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_prep.stores import is_addition, list_addition
 from data_prep.tasks import PART_NAME
 from llavaction.data.shards import CONVERSATIONS_FILE, INDEX_FILE, SIZES_FILE
 from llavaction.utils.files import exclusive_output
@@ -138,6 +141,8 @@ def run(out: Path) -> int:
         return 0
     with exclusive_output(out):
         report = merge_shard_sets(out)
+    if is_addition(out):  # an addition to a frame store extracted by an array: the store lists it now
+        list_addition(out.parent, out.name)
     print(
         f"{report['written']} samples in {report['shards']} shards of {report['parts']} parts -> {out}; "
         f"{len(report['skipped'])} skipped (see {out / REPORT_FILE})",

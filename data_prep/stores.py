@@ -1,8 +1,9 @@
 """Adding clips to a frame store: `extract_frames --add` extracts the clips of a question file that the store lacks
 (keys it does not hold) into a folder inside it, `add-<digest>/`, then lists that folder's shards in the store's
-index.json and, last, its sizes.json, so readers see one set. The store's clip rule (layout, frames a clip, size,
-resize, quality, chunk length) is its report.json config: another rule is refused, as is a question whose key the
-store holds for another clip. A killed addition is continued by the same command with --resume."""
+index.json and, last, its sizes.json, so readers see one set (extracted by an array of tasks, merge_shards of the
+addition lists it). The store's clip rule (layout, frames a clip, size, resize, quality, chunk length) is its
+report.json config: another rule is refused, as is a question whose key the store holds for another clip. A killed
+addition is continued by the same command with --resume."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from llavaction.utils.files import exclusive_output
 from llavaction.utils.jsonl import write_json
 
 # What makes two stores' frames of one clip the same frames (the videos' folder and the shard size do not).
+ADDITION_PREFIX = "add-"
 CLIP_RULE = ("layout", "num_frames", "size", "resize", "quality", "chunk_seconds")
 
 
@@ -46,7 +48,12 @@ def clips_to_add(records: list[dict], store: Path, config: ExtractConfig) -> lis
 
 def addition_name(records: list[dict]) -> str:
     """The folder of an addition, named by what it holds (the same records: the same folder, so --resume finds it)."""
-    return f"add-{questions_digest(sorted(records, key=lambda r: r['narration_id']))[:12]}"
+    return f"{ADDITION_PREFIX}{questions_digest(sorted(records, key=lambda r: r['narration_id']))[:12]}"
+
+
+def is_addition(folder: Path) -> bool:
+    """Whether a folder is an addition inside a frame store (its parent a store)."""
+    return folder.name.startswith(ADDITION_PREFIX) and (folder.parent / SIZES_FILE).exists()
 
 
 def list_addition(store: Path, name: str) -> None:

@@ -97,13 +97,13 @@ class EpicDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Fail before any step when shards are missing, naming the command that builds them."""
-        for location in [s.path for s in self.train_sources] + self.val_sets + self.test_sets:
+        for location in [s.shards for s in self.train_sources] + self.val_sets + self.test_sets:
             read_sizes(location)
 
     def setup(self, stage: str) -> None:
         """Check, before any step, that the shards can serve what the configuration asks of them."""
-        mqa_sets = [s.path for s in self.train_sources if s.task == "mqa"] + self.val_sets + self.test_sets
-        for location in [s.path for s in self.train_sources] + self.val_sets + self.test_sets:
+        mqa_sets = [s.shards for s in self.train_sources if s.task == "mqa"] + self.val_sets + self.test_sets
+        for location in [s.shards for s in self.train_sources] + self.val_sets + self.test_sets:
             meta = self._first_meta(location)
             if self.hparams.num_frames > meta["num_frames"]:
                 raise ValueError(
@@ -117,18 +117,18 @@ class EpicDataModule(L.LightningDataModule):
             indexed_keys(self.test_sets)
         for source in self.train_sources:
             if source.questions:
-                self.joined(source).check(source.path)
+                self.joined(source).check(source.shards)
         if self.question_files and self.asked is None:
             files = {path: read_questions_file(path) for path in self.question_files}
             check_clips(files, sorted(set(self.val_sets + self.test_sets)))
             self.asked = questions_by_key(files)
         for source in self.train_sources:
-            if source.task == "temporal" and "answer" not in self._first_meta(source.path):
-                raise ValueError(f"{source.path}: task 'temporal' needs shards of temporal-detection questions")
+            if source.task == "temporal" and "answer" not in self._first_meta(source.shards):
+                raise ValueError(f"{source.shards}: task 'temporal' needs shards of temporal-detection questions")
 
     def has_class_labels(self) -> bool:
         """Whether some training source's samples carry verb/noun classes (what action supervision learns from)."""
-        return any(self._first_meta(s.path).get("verb_class") is not None for s in self.train_sources)
+        return any(self._first_meta(s.shards).get("verb_class") is not None for s in self.train_sources)
 
     def _first_meta(self, location: str) -> dict:
         """The metadata of a shard set's first sample, read once (a remote set streams its first shard for it)."""
@@ -154,12 +154,12 @@ class EpicDataModule(L.LightningDataModule):
             for number, source in enumerate(self.train_sources):
                 joined = self.joined(source)
                 kept = joined.words() if joined is not None else None
-                items = source_items(source.path, kept, joined.line if joined is not None else None)
+                items = source_items(source.shards, kept, joined.line if joined is not None else None)
                 if source.strategy is not None:
                     rng = random.Random(f"{self.hparams.seed}:strategy:{number}")
                     items = apply_strategy(items, source.strategy, rng)
                 if not len(items):
-                    raise ValueError(f"training source {number} ({source.path}, weight {source.weight}) has no sample")
+                    raise ValueError(f"training source {number} ({source.shards}, weight {source.weight}) has no sample")
                 self._train_items.append(items)
         return self._train_items
 

@@ -83,40 +83,53 @@ class TaskSource:
     """One component of the training mixture.
 
     Args:
-        path: shard set written by data_prep.extract_frames: a directory or a URL (see llavaction.data.shards).
+        path: a self-contained shard set written by data_prep.extract_frames (frames with the questions they were
+            extracted for): a directory or a URL (see llavaction.data.shards).
         task: how a sample becomes a conversation: mqa, narration, temporal or qa.
         weight: 'size' (or 'all'): every sample once an epoch, as the reference's `sampling_strategy: all`; a
             sampling strategy of the reference, 'first:N', 'end:N', 'random:N' (N a count or 'N%'): that fixed
             subset once an epoch; or a positive number: the source's share of loader.samples_per_epoch, drawn
             without replacement within each pass over the source.
-        descriptions: for task qa, a JSONL of {narration_id, question, answer} (e.g. distilled descriptions).
-        questions: a question file of build_mqa asked over `path` as a frame store (a shard set of the same clips
-            built from any question file): its questions are the source's items, each about the clip the store holds
-            for it (checked before the first step); none: the questions the shard set holds.
+        descriptions: for task qa, a JSONL of {narration_id, question, answer} (e.g. distilled descriptions), joined
+            to the samples of `path` or `frames`.
+        questions: a question file of build_mqa, asked over the frame store `frames`: its questions are the source's
+            items, each about the clip the store holds for it (checked before the first step).
+        frames: a frame store (a directory or URL of shards of the clips, extracted for any question files) that
+            `questions` or `descriptions` are asked over, in place of `path`.
     """
 
-    path: str
+    path: str | None = None
     task: Task = "mqa"
     weight: float | str = 1.0
     descriptions: str | None = None
     questions: str | None = None
+    frames: str | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"task {self.task!r} not in {TASKS}")
+        if (self.path is None) == (self.frames is None):
+            raise ValueError(
+                "a training source names a shard set (path) or a frame store with the questions asked over it "
+                f"(frames and questions): got path {self.path!r}, frames {self.frames!r}"
+            )
+        if self.questions is not None and self.frames is None:
+            raise ValueError(f"{self.path}: questions are asked over a frame store: name it `frames:` (not `path:`)")
+        if self.frames is not None and self.questions is None and self.descriptions is None:
+            raise ValueError(f"{self.frames}: a frame store asks a question file: give `questions:` (or use `path:`)")
         if self.questions is not None and self.task == "qa":
             raise ValueError(
-                f"{self.path}: a question file over a frame store goes with task mqa, narration or temporal"
+                f"{self.frames}: a question file over a frame store goes with task mqa, narration or temporal"
             )
         if self.descriptions is not None and self.task != "qa":
-            raise ValueError(f"{self.path}: a descriptions file goes with task 'qa'")
+            raise ValueError(f"{self.shards}: a descriptions file goes with task 'qa'")
         if isinstance(self.weight, str):
             try:
                 SamplingStrategy.parse("all" if self.weight == "size" else self.weight)
             except ValueError as err:
-                raise ValueError(f"weight of {self.path}: {err} (or 'size', or a positive number)") from None
+                raise ValueError(f"weight of {self.shards}: {err} (or 'size', or a positive number)") from None
         elif not self.weight > 0 or self.weight != self.weight or self.weight == float("inf"):
-            raise ValueError(f"weight of {self.path} must be a positive number, 'size' or a sampling strategy")
+            raise ValueError(f"weight of {self.shards} must be a positive number, 'size' or a sampling strategy")
 
     @property
     def strategy(self) -> SamplingStrategy | None:
@@ -124,3 +137,8 @@ class TaskSource:
         if isinstance(self.weight, str):
             return SamplingStrategy.parse("all" if self.weight == "size" else self.weight)
         return None
+
+    @property
+    def shards(self) -> str:
+        """The shard set this source reads: the frame store, or the self-contained set."""
+        return self.frames or self.path

@@ -56,7 +56,7 @@ def source_label(source) -> str:
     """A training source as the table names it: its task, its shard set and what it joins to its samples."""
     joined = f" + questions {source.questions}" if source.questions else ""
     joined += f" + descriptions {source.descriptions}" if source.descriptions else ""
-    return f"{source.task:<10} {source.path}{joined}"
+    return f"{source.task:<10} {source.shards}{joined}"
 
 
 def format_table(planner: EpochPlanner, epoch: int, paths: list[str], sources, ranks) -> str:

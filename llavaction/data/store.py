@@ -10,6 +10,8 @@ compared by the clip digest index.json keeps; a store indexed before clip digest
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from llavaction.benchmark.card import read_card
 from llavaction.data.shards import (
     CLIP_FIELDS,
@@ -21,7 +23,7 @@ from llavaction.data.shards import (
     sample_meta,
     text_words,
 )
-from llavaction.utils.jsonl import read_jsonl
+from llavaction.utils.jsonl import iter_jsonl, read_jsonl, read_jsonl_at
 
 
 def store_clips(stores: list[str]) -> dict[str, tuple[str, str]]:
@@ -44,23 +46,31 @@ def check_clips(questions: dict[str, list[dict]], stores: list[str]) -> None:
     """Every question's clip is in the stores, the one they hold for its key; otherwise one line: how many are
     missing or ask about another clip, and one example."""
     held = store_clips(stores)
-    where = ", ".join(map(str, stores))
     for path, records in questions.items():
-        missing = [r["narration_id"] for r in records if r["narration_id"] not in held]
-        if missing:
-            raise ValueError(
-                f"{path}: {len(missing)} questions have no clip in the frame store ({where}), e.g. {missing[:5]}; "
-                "extract their frames (data_prep.extract_frames) into a store"
-            )
-        other = [r for r in records if clip_digest(r) != held[r["narration_id"]][0]]
-        if other:
-            key = other[0]["narration_id"]
-            stored = next(sample_meta(s) for s in iter_shard(held[key][1]) if s["__key__"] == key)
-            field = next((f for f in CLIP_FIELDS if other[0].get(f) != stored.get(f)), "clip")
-            raise ValueError(
-                f"{path}: {len(other)} of its {len(records)} questions ask about another clip than the frame store "
-                f"holds ({where}), e.g. {key}: {field} {other[0].get(field)!r} here, {stored.get(field)!r} in the store"
-            )
+        by_key = {record["narration_id"]: record for record in records}
+        check_file_clips(path, {key: clip_digest(r) for key, r in by_key.items()}, held, stores, by_key.__getitem__)
+
+
+def check_file_clips(
+    path: str, clips: dict[str, str], held: dict[str, tuple[str, str]], stores: list[str], question: Callable
+) -> None:
+    """check_clips for one file given as {key: clip digest} (question(key): its record, read for the message)."""
+    where = ", ".join(map(str, stores))
+    missing = [key for key in clips if key not in held]
+    if missing:
+        raise ValueError(
+            f"{path}: {len(missing)} questions have no clip in the frame store ({where}), e.g. {missing[:5]}; "
+            "extract their frames (data_prep.extract_frames) into a store"
+        )
+    other = [key for key, digest in clips.items() if digest != held[key][0]]
+    if other:
+        key, record = other[0], question(other[0])
+        stored = next(sample_meta(s) for s in iter_shard(held[key][1]) if s["__key__"] == key)
+        field = next((f for f in CLIP_FIELDS if record.get(f) != stored.get(f)), "clip")
+        raise ValueError(
+            f"{path}: {len(other)} of its {len(clips)} questions ask about another clip than the frame store "
+            f"holds ({where}), e.g. {key}: {field} {record.get(field)!r} here, {stored.get(field)!r} in the store"
+        )
 
 
 def read_questions_file(path: str) -> list[dict]:
@@ -77,26 +87,47 @@ def questions_by_key(questions: dict[str, list[dict]]) -> dict[str, dict]:
 class StoreQuestions:
     """A question file asked over a frame store in training (TaskSource.questions): its questions are the source's
     items, in its line order (what sampling strategies count), each joining the stored sample of its key in place of
-    the stored question; the words of each are its length for length grouping."""
+    the stored question; the words of each are its length for length grouping. Read once here for what planning and
+    the clip check need (line, byte offset, words, clip digest per key); a loader worker reads only the questions it
+    serves (narrowed), not the file."""
 
     def __init__(self, path: str):
-        self.by_id, self.line = {}, {}
-        for number, record in enumerate(read_questions_file(path), start=1):
+        read_card(path)
+        self.path, self.at, self._words, self.clips = path, {}, {}, {}
+        for number, offset, record in iter_jsonl(path):
             key = record.get("narration_id")
-            if not isinstance(key, str) or key in self.by_id:
+            if not isinstance(key, str) or key in self.at:
                 raise ValueError(f"{path}:{number}: a question without a narration_id, or asked twice")
-            self.by_id[key], self.line[key] = record, number
-        if not self.by_id:
+            self.at[key], self._words[key] = (number, offset), sum(text_words(record))
+            self.clips[key] = clip_digest(record)
+        if not self.at:
             raise ValueError(f"{path}: holds no question")
-        self.path = path
+        self.asked: dict[str, dict] | None = None
+
+    @property
+    def line(self) -> dict[str, int]:
+        return {key: number for key, (number, _) in self.at.items()}
 
     def words(self) -> dict[str, int]:
-        return {key: sum(text_words(record)) for key, record in self.by_id.items()}
+        return dict(self._words)
 
     def check(self, store: str) -> None:
         """Every question's clip is the one the store holds for its key (else one line)."""
-        check_clips({self.path: list(self.by_id.values())}, [store])
+        check_file_clips(self.path, self.clips, store_clips([store]), [store], self.question)
+
+    def question(self, key: str) -> dict:
+        """One question, read from the file."""
+        return read_jsonl_at(self.path, {key: self.at[key]})[key]
+
+    def narrowed(self, keys: set[str]) -> StoreQuestions:
+        """A copy holding the questions of these keys only, read from the file (what one loader worker serves)."""
+        copy = object.__new__(StoreQuestions)
+        copy.path, copy.at, copy._words, copy.clips = self.path, {}, {}, {}
+        copy.asked = read_jsonl_at(self.path, {key: self.at[key] for key in keys})
+        return copy
 
     def __call__(self, sample: dict) -> dict:
-        sample["meta"] = sample["meta"] | self.by_id[sample["__key__"]]
+        if self.asked is None:
+            raise RuntimeError(f"{self.path}: questions asked before narrowed() read them")
+        sample["meta"] = sample["meta"] | self.asked[sample["__key__"]]
         return sample

@@ -13,7 +13,7 @@ import copy
 import math
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -45,6 +45,13 @@ class SourceStream:
     decode: DecodeFrames
     encode: EncodePrompt
     joined: Descriptions | StoreQuestions | None = None
+
+    def serving(self, keys: set[str]) -> SourceStream:
+        """This stream for a worker that reads these samples: a question file over a frame store narrowed to their
+        questions (a worker holds only the questions it serves)."""
+        if isinstance(self.joined, StoreQuestions):
+            return replace(self, joined=self.joined.narrowed(keys))
+        return self
 
     def decoded(self, raw: dict) -> dict:
         """A shard sample's chosen frames and metadata, with what the source joins to it."""
@@ -160,7 +167,11 @@ class TrainStream(IterableDataset):
         done = len(range(logical, self.consumed, workers))
         plan = self.planner.slot(self.epoch, self.rank, logical)
         batches = plan.batches[done:]
-        reader = SlotReader(self.planner, plan, batches, self.sources)
+        streams = [
+            stream.serving({items.keys[shard][sample] for shard, sample in reads})
+            for stream, items, reads in zip(self.sources, self.planner.sources, plan.reads)
+        ]
+        reader = SlotReader(self.planner, plan, batches, streams)
         encoders = [s.encode.at_epoch(self.epoch) for s in self.sources]
         skips = SkipCounter()
         collate = copy.copy(self.collate)
@@ -216,14 +227,14 @@ class EvalStream(IterableDataset):
         questions: dict[str, dict] | None = None,
     ):
         """questions: {key: question} asked over the shards' frames in place of the questions they hold (a frame
-        store, llavaction.data.store); only their keys are asked."""
+        store, llavaction.data.store); only their keys are asked, and a shard holding none of them is not read."""
         keys = {
             join(location, name): tuple(entry["key"] for entry in entries)
             for location in locations
             for name, entries in read_index(location).items()
         }
         asked = {url: len(k) if questions is None else sum(key in questions for key in k) for url, k in keys.items()}
-        self.shards = [(url, keys[url], asked[url]) for url in keys]
+        self.shards = [(url, keys[url], asked[url]) for url in keys if asked[url]]
         self.questions = questions
         self.batch_size, self.decode, self.encode, self.collate = batch_size, decode, encode, collate
         self.rank, self.world_size, self.workers = rank, world_size, max(1, num_workers)

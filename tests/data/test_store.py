@@ -118,13 +118,13 @@ def test_training_over_a_store_gives_what_the_files_own_shards_give(demo_dir, de
         module.setup("fit")
         return list(module.train_dataloader())
 
-    ours = batches(TaskSource(store, "mqa", "size", questions=str(k3)))
+    ours = batches(TaskSource(frames=store, task="mqa", weight="size", questions=str(k3)))
     theirs = batches(TaskSource(str(own), "mqa", "size"))
     assert len(ours) == len(theirs) > 1
     for a, b in zip(ours, theirs):
         assert a.keys == b.keys and a.input_ids.equal(b.input_ids) and a.frames.equal(b.frames)
     # a sampling strategy counts in the question file's order
-    first = batches(TaskSource(store, "mqa", "first:5", questions=str(k3)))
+    first = batches(TaskSource(frames=store, task="mqa", weight="first:5", questions=str(k3)))
     assert sorted(k for b in first for k, pad in zip(b.keys, b.is_padding) if not pad) == sorted(
         q["narration_id"] for q in read_jsonl(k3)[:5]
     )
@@ -132,4 +132,4 @@ def test_training_over_a_store_gives_what_the_files_own_shards_give(demo_dir, de
     moved = [dict(q) for q in read_jsonl(k3)]
     moved[0]["clip_stop_sec"] += 0.5
     with pytest.raises(ValueError, match="ask about another clip"):
-        batches(TaskSource(store, "mqa", "size", questions=str(_written(tmp_path / "moved.jsonl", moved))))
+        batches(TaskSource(frames=store, task="mqa", weight="size", questions=str(_written(tmp_path / "moved.jsonl", moved))))

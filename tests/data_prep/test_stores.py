@@ -4,6 +4,7 @@ import json
 import shutil
 
 from data_prep.extract_frames import main as extract_frames
+from data_prep.merge_shards import main as merge_shards
 from llavaction.data.shards import iter_samples, read_index, read_sizes, shard_urls
 from llavaction.data.store import check_clips
 from llavaction.utils.jsonl import read_jsonl
@@ -51,8 +52,28 @@ def test_a_store_takes_the_clips_it_lacks_and_reads_as_one_set(demo_dir, demo_qu
     assert "not a frame store" in error
 
 
-def test_add_goes_without_array_tasks(demo_dir, demo_questions, tmp_path, capsys):
-    args = add_args(
-        demo_questions["train_mqa"], demo_dir / "videos", tmp_path / "s", "--num-tasks", "2", "--task-index", "0"
-    )
-    assert "--add extracts in one run" in one_line_exit(capsys, lambda: extract_frames(args))
+def test_an_addition_by_array_tasks_is_listed_when_merged(demo_dir, demo_questions, demo_shards, tmp_path, capsys):
+    """--add by 2 array tasks: the store is unchanged until merge_shards of the addition, which lists it; the store
+    then holds what a single --add gives, sample for sample."""
+    single, arrayed = tmp_path / "single", tmp_path / "arrayed"
+    for store in (single, arrayed):
+        shutil.copytree(demo_shards["validation_mqa"], store)
+    train, videos = demo_questions["train_mqa"], demo_dir / "videos"
+    assert extract_frames(add_args(train, videos, single)) == 0
+    before = read_sizes(arrayed)
+    for index in ("1", "0"):
+        assert extract_frames(add_args(train, videos, arrayed, "--num-tasks", "2", "--task-index", index)) == 0
+    assert read_sizes(arrayed) == before  # not listed before the merge
+    (addition,) = arrayed.glob("add-*")
+    assert "merge_shards --out " + str(addition) in capsys.readouterr().out
+    assert merge_shards(["--out", str(addition)]) == 0
+    listed = {name.split("/")[0] for name in read_sizes(arrayed)}
+    assert addition.name in listed and sum(read_sizes(arrayed).values()) == sum(read_sizes(single).values())
+
+    def samples(store):
+        return {s["__key__"]: (s["json"], s["000.jpg"]) for s in iter_samples(shard_urls(store))}
+
+    assert samples(arrayed) == samples(single)
+    capsys.readouterr()
+    assert extract_frames(add_args(train, videos, arrayed)) == 0
+    assert "nothing to add" in capsys.readouterr().err
