@@ -17,29 +17,31 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# Rebuilt only when missing; `make clean` starts over.
-demo-data: venv $(DEMO_DIR)/shards/val_mqa/sizes.json
+# Rebuilt only when missing; `make clean` starts over. One frame store, shards/mqa, holds the clips of the training
+# questions and (added to it) of the validation questions; every question file is asked over it.
+demo-data: venv $(DEMO_DIR)/shards/mqa.done
 
-$(DEMO_DIR)/shards/val_mqa/sizes.json:
+$(DEMO_DIR)/shards/mqa.done:
 	$(PY) -m data_prep.make_demo --out $(DEMO_DIR) --seed 0
 	$(PY) -m data_prep.build_mqa --annotations $(DEMO_DIR)/annotations --split train --distractors annotations \
 		--seed 0 --out $(DEMO_DIR)/questions/train_mqa.jsonl
 	$(PY) -m data_prep.build_mqa --annotations $(DEMO_DIR)/annotations --split validation --distractors annotations \
 		--seed 0 --out $(DEMO_DIR)/questions/val_mqa.jsonl
 	$(PY) -m data_prep.extract_frames --questions $(DEMO_DIR)/questions/train_mqa.jsonl --videos $(DEMO_DIR)/videos \
-		--layout raw --num-frames 8 --size 32 --shard-size 64 --workers 2 --out $(DEMO_DIR)/shards/train_mqa --resume
+		--layout raw --num-frames 8 --size 32 --shard-size 64 --workers 2 --out $(DEMO_DIR)/shards/mqa --resume
 	$(PY) -m data_prep.extract_frames --questions $(DEMO_DIR)/questions/val_mqa.jsonl --videos $(DEMO_DIR)/videos \
-		--layout raw --num-frames 8 --size 32 --shard-size 32 --workers 2 --out $(DEMO_DIR)/shards/val_mqa --resume
+		--layout raw --num-frames 8 --size 32 --shard-size 32 --workers 2 --out $(DEMO_DIR)/shards/mqa --add --resume
+	touch $@
 
-# Extra data for the demo ablation table: random-distractor questions (asked over the train_mqa shards as a frame
-# store: nothing decoded) and temporal-detection shards (other clips: their own frames).
-ablation-data: demo-data $(DEMO_DIR)/shards/train_temporal/sizes.json
+# Extra data for the demo ablation table: random-distractor questions (asked over the demo's store: nothing decoded)
+# and a store of the temporal-detection windows (other clips: their own frames).
+ablation-data: demo-data $(DEMO_DIR)/shards/temporal/sizes.json
 
-$(DEMO_DIR)/shards/train_temporal/sizes.json:
+$(DEMO_DIR)/shards/temporal/sizes.json:
 	$(PY) -m data_prep.build_mqa --annotations $(DEMO_DIR)/annotations --split train --distractors random \
 		--seed 0 --out $(DEMO_DIR)/questions/train_mqa_random.jsonl --temporal-out $(DEMO_DIR)/questions/train_temporal.jsonl
 	$(PY) -m data_prep.extract_frames --questions $(DEMO_DIR)/questions/train_temporal.jsonl --videos $(DEMO_DIR)/videos \
-		--layout raw --num-frames 8 --size 32 --shard-size 64 --workers 2 --out $(DEMO_DIR)/shards/train_temporal --resume
+		--layout raw --num-frames 8 --size 32 --shard-size 64 --workers 2 --out $(DEMO_DIR)/shards/temporal --resume
 
 # The paper's cumulative ablation on the demo data, shortened to fit about 15 CPU minutes.
 demo-ablation: ablation-data

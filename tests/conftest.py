@@ -3,6 +3,7 @@ questions and shards, and a tiny original-layout checkpoint."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from data_prep.extract_frames import extract
 from data_prep.make_demo import make_demo
 from llavaction.benchmark.card import copy_card_into, read_card
 from llavaction.utils.jsonl import read_jsonl
-from tests.helpers import extract_config, original_checkpoint_at
+from tests.helpers import extract_args, extract_config, original_checkpoint_at
 
 EPIC_DIR = Path(__file__).parent / "fixtures" / "epic-kitchens-100-annotations"
 
@@ -68,6 +69,19 @@ def demo_shards(demo_dir, demo_questions, tmp_path_factory) -> dict[str, Path]:
             copy_card_into(root / name, card)
         shards[name] = root / name
     return shards
+
+
+@pytest.fixture(scope="session")
+def demo_store(demo_dir, demo_questions, demo_shards, tmp_path_factory) -> Path:
+    """The demo's one frame store as `make demo` builds it: the training questions' clips, the validation questions'
+    added (extract_frames --add)."""
+    from data_prep.extract_frames import main as extract_frames
+
+    store = tmp_path_factory.mktemp("store") / "mqa"
+    shutil.copytree(demo_shards["train_mqa"], store)
+    args = extract_args(demo_questions["validation_mqa"], demo_dir / "videos", store, "--num-frames", "8", "--add")
+    assert extract_frames(args) == 0
+    return store
 
 
 @pytest.fixture(scope="session")

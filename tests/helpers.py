@@ -96,6 +96,25 @@ def datamodule(demo_dir, demo_shards, train=None, **overrides):
     return EpicDataModule(**(kwargs | overrides))
 
 
+def eval_keys(dm, world: int, workers: int) -> tuple[list[str], list[int]]:
+    """The keys of the real rows a DataModule's validation loaders give at a world size and worker count (rank by
+    rank), and each rank's batch count; padding rows carry no answer."""
+    ids, batch_counts = [], []
+    for rank in range(world):
+        dm.trainer = None
+        dm._world = lambda rank=rank: (rank, world)
+        dm.loader = dataclasses.replace(dm.loader, num_workers=workers)
+        loader = dm.val_dataloader()
+        batches = list(loader)
+        assert len(batches) == len(loader.dataset)
+        batch_counts.append(len(batches))
+        for b in batches:
+            real = ~b.is_padding
+            ids += [m["narration_id"] for m, r in zip(b.meta, real) if r]
+            assert (b.answer_index[~real] == -1).all()
+    return ids, batch_counts
+
+
 def write_bucket(root: Path, videos: Path) -> tuple[Path, Path]:
     """Two files of one bucket sharing ids, as LLaVA-Video-178K's caption and QA files do."""
     bucket = root / "0_30_s_demo"
@@ -200,6 +219,7 @@ def demo_args(demo_dir, demo_shards, root, *extra) -> list[str]:
         f"--model.tokenizer={demo_dir / 'tokenizer'}",
         f"--data.train={train}",
         f"--data.val=[{json.dumps(str(demo_shards['validation_mqa']))}]",
+        "--data.questions=null",  # the validation set's own questions (demo.yaml asks a file over its frame store)
         f"--trainer.default_root_dir={root}",
         "--data.loader.num_workers=0",
         "--data.loader.batch_size=4",

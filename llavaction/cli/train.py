@@ -14,6 +14,7 @@ evaluation sample) is one line, `error: ...`, exit status 2; LLAVACTION_DEBUG=1 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import signal
@@ -22,9 +23,11 @@ import warnings
 from pathlib import Path
 
 from jsonargparse import Namespace
+from jsonargparse.typing import register_type
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from llavaction.data.datamodule import EpicDataModule
+from llavaction.data.options import TaskSource
 from llavaction.evaluation.checkpoints import check_checkpoint_file
 from llavaction.evaluation.module import DATA_LINKS
 from llavaction.training.checkpointing import LAST, RunCheckpoint, RunFolderLock, check_resume, checkpoint_folder
@@ -32,6 +35,21 @@ from llavaction.training.module import LlavaActionModule
 from llavaction.utils.configs import expand_config_args, flat
 from llavaction.utils.errors import run_cli
 from llavaction.utils.options import one_line
+
+
+def task_source(value) -> TaskSource:
+    """A training source from a config's mapping, whole: every field it does not give takes TaskSource's default."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if not isinstance(value, dict):
+        raise ValueError(f"a training source is a mapping of TaskSource's fields, got {value!r}")
+    return TaskSource(**value)
+
+
+# A list of training sources given by a later config or on the command line replaces the earlier list item for item:
+# parsed as jsonargparse parses dataclasses, an item would keep the fields of the earlier item at its position that
+# it does not name (a `questions:` file of the base config asked over the replacing row's frames).
+register_type(TaskSource, dataclasses.asdict, task_source)
 
 
 class OneLineParser(LightningArgumentParser):

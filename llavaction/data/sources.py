@@ -71,7 +71,10 @@ def source_items(
     index = read_index(location)
     urls, sizes, keys = [], [], []
     shard, sample, conversation, words, lines = [], [], [], [], []
-    for number, (name, entries) in enumerate(index.items()):
+    for name, entries in index.items():
+        if kept is not None and not any(entry["key"] in kept for entry in entries):
+            continue  # a frame store's shard holding none of the question file's clips: not one of the source's
+        number = len(urls)
         urls.append(join(location, name))
         sizes.append(len(entries))
         keys.append(tuple(e["key"] for e in entries))

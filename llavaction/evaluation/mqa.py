@@ -139,7 +139,7 @@ def _evaluate_mqa(run: MQAEvaluation) -> dict | None:
         settings,
         LoaderOptions(eval_batch_size=run.batch_size, num_workers=run.num_workers),
         PriorActionOptions(evaluation=run.prior_actions, pseudo_predictions=run.pseudo_predictions),
-        questions=[str(path) for path in run.questions] if run.frames else None,
+        questions=[str(path) for path in run.questions],  # only these, though the shards may hold other clips
     )
     trainer = L.Trainer(
         accelerator="auto",

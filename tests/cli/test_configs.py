@@ -93,6 +93,20 @@ def test_recipe_config_is_the_published_run(capsys):
     assert all(s["weight"] == "size" for s in data["train"]) and data["loader"]["samples_per_epoch"] is None
 
 
+def test_a_later_list_of_training_sources_replaces_the_earlier_whole(capsys):
+    """A replacing source takes TaskSource's defaults for what it does not name, not the fields of the earlier
+    source at its position: the demo's hard-distractor row does not keep the random row's question file."""
+    demo = ROOT / "experiments" / "ablations" / "demo"
+    hard = resolved(["--config", str(demo / "02_hard_distractors.yaml")], capsys)["data"]["train"]
+    assert [s["questions"] for s in hard] == ["demo_data/questions/train_mqa.jsonl"]
+    given = resolved(["--config", str(demo / "01_random_distractors.yaml"), '--data.train=[{"path": "x"}]'], capsys)
+    assert given["data"]["train"] == [
+        {"path": "x", "task": "mqa", "weight": 1.0, "descriptions": None, "questions": None, "frames": None}
+    ]
+    appended = resolved(["--config", str(demo / "01_random_distractors.yaml"), '--data.train+={"path": "x"}'], capsys)
+    assert [s["questions"] for s in appended["data"]["train"]] == ["demo_data/questions/train_mqa_random.jsonl", None]
+
+
 ABLATIONS = sorted((ROOT / "experiments" / "ablations").rglob("*.yaml"))
 RECIPES = [ROOT / "experiments" / name for name in ("qwen2_5_vl_7b.yaml", "qwen3_vl_8b.yaml", "demo_qwen2_5_vl.yaml")]
 # each row on each backbone: the row's own config, and with `--model.backbone` (one override, the tiny preset)

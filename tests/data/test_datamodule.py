@@ -14,7 +14,7 @@ from llavaction.data.shards import read_index, read_sizes
 from llavaction.data.stages import BadSample, decide, frame_indices
 from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llavaction.utils.jsonl import read_jsonl
-from tests.helpers import datamodule
+from tests.helpers import datamodule, eval_keys
 
 
 def test_ranks_share_an_epoch_without_overlap(demo_dir, demo_shards):
@@ -60,23 +60,6 @@ def test_mixture_follows_weights_and_is_reproducible(demo_dir, demo_shards):
     assert 0.67 < counts["mqa"] / 400 < 0.83
 
 
-def collect(dm, world, workers):
-    ids, batch_counts = [], []
-    for rank in range(world):
-        dm.trainer = None
-        dm._world = lambda rank=rank: (rank, world)
-        dm.loader = dataclasses.replace(dm.loader, num_workers=workers)
-        loader = dm.val_dataloader()
-        batches = list(loader)
-        assert len(batches) == len(loader.dataset)
-        batch_counts.append(len(batches))
-        for b in batches:
-            real = ~b.is_padding
-            ids += [m["narration_id"] for m, r in zip(b.meta, real) if r]
-            assert (b.answer_index[~real] == -1).all()
-    return ids, batch_counts
-
-
 def test_persistent_eval_workers_serve_every_validation_run(demo_dir, demo_shards):
     dm = datamodule(demo_dir, demo_shards, num_workers=2)
     loader = dm.val_dataloader()
@@ -90,7 +73,7 @@ def test_persistent_eval_workers_serve_every_validation_run(demo_dir, demo_shard
 @pytest.mark.parametrize("world, workers", [(1, 0), (2, 0), (3, 0), (2, 2)])
 def test_every_question_once_and_equal_batches(demo_dir, demo_shards, demo_questions, world, workers):
     dm = datamodule(demo_dir, demo_shards)
-    ids, batch_counts = collect(dm, world, workers)
+    ids, batch_counts = eval_keys(dm, world, workers)
     expected = [q["narration_id"] for q in read_jsonl(demo_questions["validation_mqa"])]
     assert sorted(ids) == sorted(expected)
     assert len(set(batch_counts)) == 1

@@ -88,7 +88,7 @@ def _written(path, records):
 
 
 def test_training_over_a_store_gives_what_the_files_own_shards_give(demo_dir, demo_questions, demo_shards, tmp_path):
-    """A training source {path: store, questions: file}: batch for batch the keys, frames and prompts of the file's
+    """A training source {frames: store, questions: file}: batch for batch the keys, frames and prompts of the file's
     own shards (same layout, same plan); only the file's questions, in its order for sampling strategies."""
     from data_prep.extract_frames import extract
     from llavaction.data.options import TaskSource
@@ -132,4 +132,5 @@ def test_training_over_a_store_gives_what_the_files_own_shards_give(demo_dir, de
     moved = [dict(q) for q in read_jsonl(k3)]
     moved[0]["clip_stop_sec"] += 0.5
     with pytest.raises(ValueError, match="ask about another clip"):
-        batches(TaskSource(frames=store, task="mqa", weight="size", questions=str(_written(tmp_path / "moved.jsonl", moved))))
+        moved_file = str(_written(tmp_path / "moved.jsonl", moved))
+        batches(TaskSource(frames=store, task="mqa", weight="size", questions=moved_file))

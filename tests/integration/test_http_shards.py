@@ -3,18 +3,22 @@
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from llavaction.data.options import TaskSource
 from llavaction.data.shards import ShardError, iter_shard, read_sizes, shard_urls
-from tests.helpers import datamodule, free_port
+from llavaction.utils.jsonl import read_jsonl
+from tests.helpers import datamodule, eval_keys, free_port
 
 
 @pytest.fixture
-def http_shards(demo_shards):
-    """The demo shard folders served by `python -m http.server` on 127.0.0.1."""
+def http_shards(demo_shards, demo_store, tmp_path):
+    """The demo shard folders and frame store (`mqa`) served by `python -m http.server` on 127.0.0.1."""
+    served = tmp_path / "served"
+    served.mkdir()
+    for name, folder in [(name, demo_shards[name]) for name in ("validation_mqa", "train_mqa")] + [("mqa", demo_store)]:
+        (served / name).symlink_to(folder)
     port = free_port()
     server = subprocess.Popen(
         [
@@ -25,7 +29,7 @@ def http_shards(demo_shards):
             "--bind",
             "127.0.0.1",
             "--directory",
-            str(Path(demo_shards["validation_mqa"]).parent),
+            str(served),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -44,6 +48,7 @@ def http_shards(demo_shards):
 
 @pytest.mark.slow
 def test_shards_stream_from_a_url(http_shards, demo_dir, demo_shards, demo_questions, tmp_path):
+    """Evaluation and training over a URL, over shard sets and over a frame store."""
     from tests.helpers import original_checkpoint_at, run_mqa
 
     base, server = http_shards
@@ -57,6 +62,16 @@ def test_shards_stream_from_a_url(http_shards, demo_dir, demo_shards, demo_quest
     # training reads the URL as well
     dm = datamodule(demo_dir, demo_shards, train=[TaskSource(f"{base}/train_mqa", "mqa")], samples_per_epoch=8)
     assert sum(len(b.meta) for b in dm.train_dataloader()) == 8
+    # a frame store by URL: training and validation ask their question files over it
+    questions = {split: str(demo_questions[f"{split}_mqa"]) for split in ("train", "validation")}
+    source = TaskSource(frames=f"{base}/mqa", questions=questions["train"], task="mqa", weight="size")
+    asked = dict(val=[f"{base}/mqa"], questions=[questions["validation"]], samples_per_epoch=None)
+    dm = datamodule(demo_dir, demo_shards, train=[source], **asked)
+    dm.trainer = None
+    dm.setup("fit")
+    trained = sorted(k for b in dm.train_dataloader() for k, pad in zip(b.keys, b.is_padding) if not pad)
+    assert trained == sorted(q["narration_id"] for q in read_jsonl(questions["train"]))
+    assert sorted(eval_keys(dm, 2, 0)[0]) == sorted(q["narration_id"] for q in read_jsonl(questions["validation"]))
     # the server goes away in the middle of a run (after sizes.json, before a shard): a clear error naming the shard
     # once the retries are spent, no hang
     url = shard_urls(f"{base}/validation_mqa")[0]

@@ -21,16 +21,16 @@ def readme_commands(section: str) -> list[list[str]]:
 
 
 @pytest.mark.slow
-def test_first_hour_commands_run_as_written(demo_dir, demo_questions, demo_shards, tmp_path):
+def test_first_hour_commands_run_as_written(demo_dir, demo_questions, demo_store, tmp_path):
     data = tmp_path / "demo_data"
     for name in ("annotations", "videos", "tokenizer"):
         (data / name).parent.mkdir(parents=True, exist_ok=True)
         (data / name).symlink_to(demo_dir / name)
     (data / "questions").mkdir()
-    (data / "questions" / "val_mqa.jsonl").symlink_to(demo_questions["validation_mqa"])
-    (data / "shards").mkdir()
     for ours, theirs in (("val_mqa", "validation_mqa"), ("train_mqa", "train_mqa")):
-        (data / "shards" / ours).symlink_to(demo_shards[theirs])
+        (data / "questions" / f"{ours}.jsonl").symlink_to(demo_questions[theirs])
+    (data / "shards").mkdir()
+    (data / "shards" / "mqa").symlink_to(demo_store)
     (tmp_path / "experiments").symlink_to(ROOT / "experiments")
     env = os.environ | {"PYTHONPATH": str(ROOT)}
 
