@@ -7,6 +7,8 @@ The segments are the demo's annotations over 15 s 568x320 H.264 chunks of real f
     separately and also shown added to (b);
 (b') the same pipeline in one DataLoader worker process, so the handoff of each batch through shared memory counts
     (the worker decodes into a few shared buffers used in turn, released by the training loader);
+(b'') (b) with the shards read as a frame store, the same questions asked over it from their file (TaskSource
+    `{frames, questions}`): the same ratio to (a) as (b) is the goal;
 (c) online decoding as the original code does: open an AVION-style 15 s chunk (320p H.264), get_batch, resize.
 Goals: (b) >= 85% of (a), (b') >= 80% of (a); (b) >= 5x (c). (a), (b) and (b') repeat the stored segments to time
 --samples samples, in --rounds interleaved rounds (the figures are their medians: a shared machine's speed drifts).
@@ -38,6 +40,7 @@ from llavaction.data.options import (
 from llavaction.data.shards import frame_name, iter_samples, shard_urls  # noqa: E402
 from llavaction.data.video import RawVideo  # noqa: E402
 from llavaction.model import LlavaVideoModel, preset  # noqa: E402
+from llavaction.utils.jsonl import write_jsonl  # noqa: E402
 
 FRAMES, SIZE, BATCH = 16, 384, 8
 
@@ -65,12 +68,14 @@ def write_chunk(path: Path, clip: np.ndarray, offset: int, seconds: float = 15.0
         container.mux(stream.encode())
 
 
-def loader_rate(shards: Path, tokenizer: Path, chat_format: dict, samples: int, workers: int) -> tuple[float, list]:
+def loader_rate(
+    source: TaskSource, tokenizer: Path, chat_format: dict, samples: int, workers: int
+) -> tuple[float, list]:
     """Samples/s of the training DataLoader (after its first batch), and its first few frame batches (holding them
     all would time the allocator, not the loader)."""
     loader = LoaderOptions(batch_size=BATCH, num_workers=workers, samples_per_epoch=samples + BATCH, shuffle_buffer=1)
     dm = EpicDataModule(
-        train=[TaskSource(str(shards), "mqa")],
+        train=[source],
         tokenizer=str(tokenizer),
         chat_format=chat_format,
         num_frames=FRAMES,
@@ -110,22 +115,25 @@ def main() -> None:
         model = LlavaVideoModel(preset("tiny", vision=preset("tiny").vision | {"image_size": SIZE, "patch_size": 32}))
         chat_format = model.config.chat_format().as_dict()
         buffer = np.empty((FRAMES, SIZE, SIZE, 3), dtype=np.uint8)
-        rates: dict[str, list[float]] = {"decode": [], "pipeline": [], "worker": []}
+        rates: dict[str, list[float]] = {"decode": [], "pipeline": [], "worker": [], "store": []}
+        write_jsonl(tmp / "questions.jsonl", records)
+        own = TaskSource(str(tmp / "shards"), "mqa")
+        over_store = TaskSource(frames=str(tmp / "shards"), questions=str(tmp / "questions.jsonl"), task="mqa")
+        tokenizer = tmp / "demo" / "tokenizer"
         for _ in range(args.rounds):
             start = time.perf_counter()
             for i in range(args.samples):
                 for frame in range(FRAMES):
                     simplejpeg.decode_jpeg(samples[i % n][frame_name(frame)], colorspace="RGB", buffer=buffer[frame])
             rates["decode"].append(args.samples / (time.perf_counter() - start))
-            rate, batches = loader_rate(
-                tmp / "shards", tmp / "demo" / "tokenizer", chat_format, args.samples, workers=0
-            )
+            rate, batches = loader_rate(own, tokenizer, chat_format, args.samples, workers=0)
             rates["pipeline"].append(rate)
-            rates["worker"].append(
-                loader_rate(tmp / "shards", tmp / "demo" / "tokenizer", chat_format, args.samples, workers=1)[0]
-            )
+            rates["worker"].append(loader_rate(own, tokenizer, chat_format, args.samples, workers=1)[0])
+            rates["store"].append(loader_rate(over_store, tokenizer, chat_format, args.samples, workers=0)[0])
         print("rounds:", json.dumps({k: [round(v, 1) for v in values] for k, values in rates.items()}))
-        decode_rate, pipeline_rate, worker_rate = (float(np.median(rates[k])) for k in ("decode", "pipeline", "worker"))
+        decode_rate, pipeline_rate, worker_rate, store_rate = (
+            float(np.median(rates[k])) for k in ("decode", "pipeline", "worker", "store")
+        )
         count = sum(f.shape[0] for f in batches)
         start = time.perf_counter()
         for frames in batches:
@@ -155,6 +163,10 @@ def main() -> None:
         f" (goal >= 80%; batches in reused shared-memory buffers)"
     )
     print(
+        f"(b'') over a frame store:     {store_rate:8.1f} samples/s  = {100 * store_rate / decode_rate:.0f}% of (a)"
+        f" ((b'')/(b) = {store_rate / pipeline_rate:.2f})"
+    )
+    print(
         f"(c) online chunk decoding:    {online_rate:8.1f} samples/s;  (b)/(c) = {pipeline_rate / online_rate:.1f}x"
         f" (goal >= 5x)"
     )
@@ -165,6 +177,7 @@ def main() -> None:
                 "datamodule": round(pipeline_rate, 1),
                 "datamodule_cpu_normalised": round(normalised_rate, 1),
                 "one_worker": round(worker_rate, 1),
+                "over_store": round(store_rate, 1),
                 "online": round(online_rate, 1),
             }
         )
