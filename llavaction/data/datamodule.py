@@ -159,7 +159,8 @@ class EpicDataModule(L.LightningDataModule):
                     rng = random.Random(f"{self.hparams.seed}:strategy:{number}")
                     items = apply_strategy(items, source.strategy, rng)
                 if not len(items):
-                    raise ValueError(f"training source {number} ({source.shards}, weight {source.weight}) has no sample")
+                    where = f"{source.shards}, weight {source.weight}"
+                    raise ValueError(f"training source {number} ({where}) has no sample")
                 self._train_items.append(items)
         return self._train_items
 
