@@ -86,3 +86,18 @@ def test_a_worker_reads_only_the_questions_it_serves(demo_dir, demo_shards, demo
     assert joined.asked is None  # the DataModule keeps offsets, digests and words, not the questions
     served = [set(key for batch in train_keys(module, rank, 2) for key in batch) for rank in (0, 1)]
     assert read == served and not served[0] & served[1]  # each rank's (single) worker read its own questions only
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(path="s", frames="f", questions="q"), "names a shard set \\(path\\) or a frame store"),
+        (dict(task="mqa"), "names a shard set \\(path\\) or a frame store"),
+        (dict(path="s", questions="q"), "name it `frames:`"),
+        (dict(frames="f"), "give `questions:`"),
+        (dict(frames="f", questions="q", task="qa"), "goes with task mqa, narration or temporal"),
+    ],
+)
+def test_a_source_names_its_frames_one_way(fields, message):
+    with pytest.raises(ValueError, match=message):
+        TaskSource(**fields)
