@@ -126,6 +126,11 @@ class EpicDataModule(L.LightningDataModule):
             if source.task == "temporal" and "answer" not in self._first_meta(source.shards):
                 raise ValueError(f"{source.shards}: task 'temporal' needs shards of temporal-detection questions")
 
+    def ask(self, questions: dict[str, list[dict]]) -> None:
+        """Ask these questions ({file: records}) over the val/test sets, read and checked against them by the caller
+        (an evaluation checks them before loading the model), so setup does not check them again."""
+        self.asked = questions_by_key(questions)
+
     def has_class_labels(self) -> bool:
         """Whether some training source's samples carry verb/noun classes (what action supervision learns from)."""
         return any(self._first_meta(s.shards).get("verb_class") is not None for s in self.train_sources)

@@ -304,23 +304,26 @@ class LoadedCheckpoint:
         settings: QuestionSettings,
         loader: LoaderOptions,
         prior_actions: PriorActionOptions = PriorActionOptions(),
-        questions: list[str] | None = None,
+        questions: dict[str, list[dict]] | None = None,
     ):
         """The evaluation DataModule, linked to the model as train.py links them (evaluation.module.DATA_LINKS);
-        questions: question files asked over the test sets as frame stores."""
+        questions: {file: records} asked over the test sets, read and checked against them by the caller."""
         from llavaction.data.datamodule import EpicDataModule
         from llavaction.evaluation.module import DATA_LINKS
 
         module = self.module()
-        return EpicDataModule(
+        data = EpicDataModule(
             test=list(test),
-            questions=questions,
+            questions=list(questions or []),
             num_frames=settings.num_frames,
             prompt=settings.prompt,
             prior_actions=prior_actions,
             loader=loader,
-            **{data: getattr(module, attribute) for attribute, data in DATA_LINKS},
+            **{name: getattr(module, attribute) for attribute, name in DATA_LINKS},
         )
+        if questions:
+            data.ask(questions)
+        return data
 
 
 # frames asked of a checkpoint that does not say how many it was trained on, when no shards say how many they hold

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from llavaction.benchmark.card import read_card
+from llavaction.evaluation.checkpoints import LoadedCheckpoint
 from llavaction.evaluation.mqa import MQAEvaluation, evaluate_mqa
 from llavaction.utils.figures import pyplot, save_png
 from llavaction.utils.files import exclusive_output
@@ -46,9 +47,9 @@ def evaluate_difficulty(run: MQAEvaluation) -> dict | None:
     if len(set(builds.values())) < len(builds):
         raise ValueError(f"two question files are the same build (tier and K): {sorted(builds.values())}")
     with exclusive_output(run.out):
-        rows = []
+        rows, loaded = [], LoadedCheckpoint.open(run.checkpoint, run.tokenizer)  # read once for every build
         for path, (tier, k) in sorted(builds.items(), key=lambda item: item[1]):
-            results = evaluate_mqa(replace(run, questions=[path], out=run.out / path.stem))
+            results = evaluate_mqa(replace(run, questions=[path], out=run.out / path.stem), loaded)
             if results is None:
                 continue
             interval = results["accuracy_interval"]

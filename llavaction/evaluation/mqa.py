@@ -94,12 +94,12 @@ class MQAEvaluation(QuestionOptions):
         }
 
 
-def evaluate_mqa(run: MQAEvaluation) -> dict | None:
+def evaluate_mqa(run: MQAEvaluation, loaded: LoadedCheckpoint | None = None) -> dict | None:
     """Run the evaluation, write predictions.jsonl, results.json and the lmms-eval layout into run.out; returns the
     results on the global-zero process (None elsewhere). The questions are checked against the shards and the
-    checkpoint is read before any forward pass."""
+    checkpoint is read before any forward pass (loaded: the checkpoint already read, for several evaluations of it)."""
     with exclusive_output(run.out):
-        return _evaluate_mqa(run)
+        return _evaluate_mqa(run, loaded)
 
 
 # What an evaluation folder holds: an earlier evaluation's folder is replaced whole; any other folder is refused.
@@ -123,13 +123,13 @@ def check_evaluation_folder(out: Path) -> None:
         )
 
 
-def _evaluate_mqa(run: MQAEvaluation) -> dict | None:
+def _evaluate_mqa(run: MQAEvaluation, loaded: LoadedCheckpoint | None) -> dict | None:
     import lightning as L
 
     check_evaluation_folder(run.out)
     questions = read_questions(run.questions)
     locations = check_frames(questions, run.shards, run.frames)
-    loaded = LoadedCheckpoint.open(run.checkpoint, run.tokenizer)
+    loaded = loaded or LoadedCheckpoint.open(run.checkpoint, run.tokenizer)
     settings = loaded.question_settings(run, stored_frames(locations))
     run = replace(run, **asdict(settings), precision=check_precision(run.precision or loaded.precision))
     modes = ("generate", "letter") if run.mode == "generate" else (run.scoring,)
@@ -139,7 +139,7 @@ def _evaluate_mqa(run: MQAEvaluation) -> dict | None:
         settings,
         LoaderOptions(eval_batch_size=run.batch_size, num_workers=run.num_workers),
         PriorActionOptions(evaluation=run.prior_actions, pseudo_predictions=run.pseudo_predictions),
-        questions=[str(path) for path in run.questions],  # only these, though the shards may hold other clips
+        questions=questions,  # only these, though the shards may hold other clips
     )
     trainer = L.Trainer(
         accelerator="auto",

@@ -109,9 +109,17 @@ def test_another_question_file_over_the_shards_as_a_frame_store(
 
 
 def test_the_difficulty_sweep_evaluates_each_build_over_one_store(
-    original_checkpoint, demo_dir, demo_shards, tmp_path, capsys
+    original_checkpoint, demo_dir, demo_shards, tmp_path, capsys, monkeypatch
 ):
     from data_prep.build_mqa import main as build_mqa
+    from llavaction.evaluation.checkpoints import LoadedCheckpoint
+
+    from llavaction.data import store
+
+    opened, checked = [], []
+    real_open, real_clips = LoadedCheckpoint.open.__func__, store.store_clips
+    monkeypatch.setattr(LoadedCheckpoint, "open", classmethod(lambda cls, *a: opened.append(a) or real_open(cls, *a)))
+    monkeypatch.setattr(store, "store_clips", lambda stores: checked.append(stores) or real_clips(stores))
 
     annotations = str(demo_dir / "annotations")
     sweep = ["--sweep", "--sweep-options", "2", "4", "--benchmark"]
@@ -130,6 +138,8 @@ def test_the_difficulty_sweep_evaluates_each_build_over_one_store(
         assert (out / Path(row["file"]).stem / "predictions.jsonl").exists()
     assert (out / "difficulty.png").read_bytes().startswith(b"\x89PNG")
     assert "random+gt        K=4" in capsys.readouterr().out
+    assert len(opened) == 1  # the checkpoint read once for the four builds
+    assert len(checked) == 4  # each build's clips checked once, before its forward pass
 
 
 def test_an_evaluation_replaces_its_folder_whole_and_refuses_a_foreign_one(
