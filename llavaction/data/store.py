@@ -123,7 +123,13 @@ class StoreQuestions:
         """A copy holding the questions of these keys only, read from the file (what one loader worker serves)."""
         copy = object.__new__(StoreQuestions)
         copy.path, copy.at, copy._words, copy.clips = self.path, {}, {}, {}
-        copy.asked = read_jsonl_at(self.path, {key: self.at[key] for key in keys})
+        try:
+            asked = read_jsonl_at(self.path, {key: self.at[key] for key in keys})
+        except ValueError:  # a line read from the middle of another: the file was rewritten
+            asked = None
+        if asked is None or any(record.get("narration_id") != key for key, record in asked.items()):
+            raise ValueError(f"{self.path}: changed while the run reads it (a question is no longer on its line)")
+        copy.asked = asked
         return copy
 
     def __call__(self, sample: dict) -> dict:

@@ -2,6 +2,8 @@
 added): the plan is the one of the question file's own shards, every item once at world sizes 1-3 with 0 and 2
 workers, a resumed epoch continues the same batches, and a loader worker reads only the questions it serves."""
 
+import json
+
 import pytest
 
 from llavaction.data import store as store_module
@@ -101,3 +103,17 @@ def test_a_worker_reads_only_the_questions_it_serves(demo_dir, demo_shards, demo
 def test_a_source_names_its_frames_one_way(fields, message):
     with pytest.raises(ValueError, match=message):
         TaskSource(**fields)
+
+
+def test_a_question_file_rewritten_during_the_run_is_an_error(demo_questions, demo_store, tmp_path):
+    from llavaction.data.store import StoreQuestions
+
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(demo_questions["train_mqa"].read_bytes())
+    questions = StoreQuestions(str(path))
+    keys = set(list(questions.at)[:3])
+    assert set(questions.narrowed(keys).asked) == keys
+    records = read_jsonl(path)
+    path.write_text("".join(json.dumps(r) + "\n" for r in reversed(records)))
+    with pytest.raises(ValueError, match="changed while the run reads it"):
+        questions.narrowed(keys)

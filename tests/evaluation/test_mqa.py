@@ -112,9 +112,8 @@ def test_the_difficulty_sweep_evaluates_each_build_over_one_store(
     original_checkpoint, demo_dir, demo_shards, tmp_path, capsys, monkeypatch
 ):
     from data_prep.build_mqa import main as build_mqa
-    from llavaction.evaluation.checkpoints import LoadedCheckpoint
-
     from llavaction.data import store
+    from llavaction.evaluation.checkpoints import LoadedCheckpoint
 
     opened, checked = [], []
     real_open, real_clips = LoadedCheckpoint.open.__func__, store.store_clips
