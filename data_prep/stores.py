@@ -17,8 +17,8 @@ from llavaction.data.store import store_clips
 from llavaction.utils.files import exclusive_output
 from llavaction.utils.jsonl import write_json
 
-# What makes two stores' frames of one clip the same frames (the videos' folder and the shard size do not).
 ADDITION_PREFIX = "add-"
+# What makes two stores' frames of one clip the same frames (the videos' folder and the shard size do not).
 CLIP_RULE = ("layout", "num_frames", "size", "resize", "quality", "chunk_seconds")
 
 

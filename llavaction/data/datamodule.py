@@ -16,7 +16,7 @@ from llavaction.data.options import LoaderOptions, PriorActionOptions, TaskSourc
 from llavaction.data.shards import first_sample, indexed_keys, read_sizes, sample_meta
 from llavaction.data.sources import SourceItems, apply_strategy, epoch_quotas, source_items
 from llavaction.data.stages import Collate, DecodeFrames, Descriptions, EncodePrompt, SkipCounter
-from llavaction.data.store import StoreQuestions, check_clips, questions_by_key, read_questions_file
+from llavaction.data.store import StoreQuestions, check_clips, questions_by_key, read_questions_file, store_clips
 from llavaction.data.streams import EvalStream, SourceStream, TrainStream
 from llavaction.prompts.encoding import PromptEncoder
 from llavaction.prompts.formats import ChatFormat
@@ -115,9 +115,12 @@ class EpicDataModule(L.LightningDataModule):
         indexed_keys(self.val_sets)  # a validation question in two sets (or a set named twice) would count twice
         if self.test_sets != self.val_sets:
             indexed_keys(self.test_sets)
+        held = {}  # each store's clips, read once for every question file asked over it
         for source in self.train_sources:
             if source.questions:
-                self.joined(source).check(source.shards)
+                if source.shards not in held:
+                    held[source.shards] = store_clips([source.shards])
+                self.joined(source).check(source.shards, held[source.shards])
         if self.question_files and self.asked is None:
             files = {path: read_questions_file(path) for path in self.question_files}
             check_clips(files, sorted(set(self.val_sets + self.test_sets)))

@@ -89,7 +89,7 @@ class StoreQuestions:
     items, in its line order (what sampling strategies count), each joining the stored sample of its key in place of
     the stored question; the words of each are its length for length grouping. Read once here for what planning and
     the clip check need (line, byte offset, words, clip digest per key); a loader worker reads only the questions it
-    serves (narrowed), not the file."""
+    serves (served), not the file."""
 
     def __init__(self, path: str):
         read_card(path)
@@ -102,7 +102,6 @@ class StoreQuestions:
             self.clips[key] = clip_digest(record)
         if not self.at:
             raise ValueError(f"{path}: holds no question")
-        self.asked: dict[str, dict] | None = None
 
     @property
     def line(self) -> dict[str, int]:
@@ -111,29 +110,32 @@ class StoreQuestions:
     def words(self) -> dict[str, int]:
         return dict(self._words)
 
-    def check(self, store: str) -> None:
-        """Every question's clip is the one the store holds for its key (else one line)."""
-        check_file_clips(self.path, self.clips, store_clips([store]), [store], self.question)
+    def check(self, store: str, held: dict[str, tuple[str, str]]) -> None:
+        """Every question's clip is the one the store holds for its key (held: store_clips of the store), else one
+        line."""
+        check_file_clips(self.path, self.clips, held, [store], self.question)
 
     def question(self, key: str) -> dict:
         """One question, read from the file."""
         return read_jsonl_at(self.path, {key: self.at[key]})[key]
 
-    def narrowed(self, keys: set[str]) -> StoreQuestions:
-        """A copy holding the questions of these keys only, read from the file (what one loader worker serves)."""
-        copy = object.__new__(StoreQuestions)
-        copy.path, copy.at, copy._words, copy.clips = self.path, {}, {}, {}
+    def served(self, keys: set[str]) -> ServedQuestions:
+        """The questions of these keys, read from the file (what one loader worker serves)."""
         try:
             asked = read_jsonl_at(self.path, {key: self.at[key] for key in keys})
         except ValueError:  # a line read from the middle of another: the file was rewritten
             asked = None
         if asked is None or any(record.get("narration_id") != key for key, record in asked.items()):
             raise ValueError(f"{self.path}: changed while the run reads it (a question is no longer on its line)")
-        copy.asked = asked
-        return copy
+        return ServedQuestions(asked)
+
+
+class ServedQuestions:
+    """The questions one loader worker serves, each joined to the stored sample of its key."""
+
+    def __init__(self, asked: dict[str, dict]):
+        self.asked = asked
 
     def __call__(self, sample: dict) -> dict:
-        if self.asked is None:
-            raise RuntimeError(f"{self.path}: questions asked before narrowed() read them")
         sample["meta"] = sample["meta"] | self.asked[sample["__key__"]]
         return sample

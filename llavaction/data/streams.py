@@ -21,6 +21,7 @@ from llavaction.data.buffers import FrameBuffers
 from llavaction.data.epochs import EpochPlanner, PlannedItem, SlotPlan
 from llavaction.data.options import TaskSource
 from llavaction.data.shards import ShardChanged, ShardError, iter_shard, join, read_index
+from llavaction.data.sources import SourceItems
 from llavaction.data.stages import (
     BadSample,
     Collate,
@@ -32,7 +33,7 @@ from llavaction.data.stages import (
     conversation_of,
     padding_copy,
 )
-from llavaction.data.store import StoreQuestions
+from llavaction.data.store import ServedQuestions, StoreQuestions
 
 
 @dataclass
@@ -44,13 +45,14 @@ class SourceStream:
     source: TaskSource
     decode: DecodeFrames
     encode: EncodePrompt
-    joined: Descriptions | StoreQuestions | None = None
+    joined: Descriptions | StoreQuestions | ServedQuestions | None = None
 
-    def serving(self, keys: set[str]) -> SourceStream:
-        """This stream for a worker that reads these samples: a question file over a frame store narrowed to their
-        questions (a worker holds only the questions it serves)."""
+    def serving(self, items: SourceItems, reads: list[tuple[int, int]]) -> SourceStream:
+        """This stream for a worker that makes these reads (shard, sample) of the source's items: a question file over
+        a frame store gives only their questions (a worker holds only the questions it serves)."""
         if isinstance(self.joined, StoreQuestions):
-            return replace(self, joined=self.joined.narrowed(keys))
+            keys = {items.keys[shard][sample] for shard, sample in reads}
+            return replace(self, joined=self.joined.served(keys))
         return self
 
     def decoded(self, raw: dict) -> dict:
@@ -167,10 +169,7 @@ class TrainStream(IterableDataset):
         done = len(range(logical, self.consumed, workers))
         plan = self.planner.slot(self.epoch, self.rank, logical)
         batches = plan.batches[done:]
-        streams = [
-            stream.serving({items.keys[shard][sample] for shard, sample in reads})
-            for stream, items, reads in zip(self.sources, self.planner.sources, plan.reads)
-        ]
+        streams = [s.serving(items, reads) for s, items, reads in zip(self.sources, self.planner.sources, plan.reads)]
         reader = SlotReader(self.planner, plan, batches, streams)
         encoders = [s.encode.at_epoch(self.epoch) for s in self.sources]
         skips = SkipCounter()
