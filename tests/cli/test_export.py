@@ -17,7 +17,7 @@ def test_a_grid_checkpoint_is_refused_for_transformers_layout(original_checkpoin
 
 
 def test_the_original_layout_round_trips(original_checkpoint, tmp_path, capsys):
-    from llavaction.model import LlavaVideoModel
+    from llavaction.model.llava_video import LlavaVideoModel
 
     out = tmp_path / "export"
     assert export(["--checkpoint", str(original_checkpoint), "--out", str(out)]) == 0
