@@ -115,12 +115,7 @@ RECIPES = [
 # each row on each backbone: the row's own config, and with `--model.backbone` (one override, the tiny preset)
 ROWS_ON_BACKBONES = (
     [(row, None) for row in ABLATIONS]
-    + [
-        (row, backbone)
-        for row in ABLATIONS
-        if "7b" in row.parts
-        for backbone in ("qwen2_5_vl", "qwen3_vl", "internvl")
-    ]
+    + [(row, backbone) for row in ABLATIONS if "7b" in row.parts for backbone in ("qwen2_5_vl", "qwen3_vl", "internvl")]
     + [(recipe, None) for recipe in RECIPES]
 )
 

@@ -13,8 +13,8 @@ from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
 from llavaction.model.base import Run, VideoLanguageModel, check_head_layers, layers_read
-from llavaction.model.family import REGISTRY, LmmsEvalModel, ModelFamily, VideoLM
 from llavaction.model.families import BUILT_IN, Backbone
+from llavaction.model.family import REGISTRY, LmmsEvalModel, ModelFamily, VideoLM
 from llavaction.model.generation import Prefill, Sampling
 from llavaction.prompts.formats import Encode, VideoFormat
 from llavaction.prompts.tokenizer import load_tokenizer

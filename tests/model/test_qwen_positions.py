@@ -74,12 +74,20 @@ def test_positions_equal_transformers_where_the_rules_agree(backbone):
     model = (Qwen2_5_VLModel if backbone == "qwen2_5_vl" else Qwen3VLModel)._from_config(config)
     groups, rows, columns = 4, 8, 8  # merged 4 x 4; Qwen2.5-VL's time 0..3 stays below it at 0.5 s a group
     seconds = 0.5
-    blocks = [(groups, rows // 2, columns // 2)] if backbone == "qwen2_5_vl" else [(1, rows // 2, columns // 2)] * groups
+    blocks = (
+        [(groups, rows // 2, columns // 2)] if backbone == "qwen2_5_vl" else [(1, rows // 2, columns // 2)] * groups
+    )
     ids = torch.tensor([row(4, blocks, 2, 5)])
     mask = torch.ones_like(ids)
     extra = {"second_per_grid_ts": torch.tensor([seconds])} if backbone == "qwen2_5_vl" else {}
     theirs, _ = model.get_rope_index(
-        ids, (ids == VIDEO).int() * 2, video_grid_thw=torch.tensor([[groups, rows, columns]]), attention_mask=mask, **extra
+        ids,
+        (ids == VIDEO).int() * 2,
+        video_grid_thw=torch.tensor([[groups, rows, columns]]),
+        attention_mask=mask,
+        **extra,
     )
-    ours = mrope_positions(ids, mask, VIDEO, [blocks], [seconds], float(hf["vision_config"].get("tokens_per_second", 1)))
+    ours = mrope_positions(
+        ids, mask, VIDEO, [blocks], [seconds], float(hf["vision_config"].get("tokens_per_second", 1))
+    )
     assert torch.equal(ours, theirs)
