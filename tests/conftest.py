@@ -88,3 +88,16 @@ def demo_store(demo_dir, demo_questions, demo_shards, tmp_path_factory) -> Path:
 def original_checkpoint(demo_dir, tmp_path_factory) -> Path:
     """A random-init tiny model in the original checkpoint layout, with the demo tokenizer."""
     return original_checkpoint_at(demo_dir, tmp_path_factory.mktemp("ckpt"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--vllm-python", default=None, help="a Python with vLLM for the vllm tests (make test-vllm)")
+
+
+@pytest.fixture(scope="session")
+def vllm_python(request) -> str:
+    """The Python of the vLLM environment (make test-vllm gives it)."""
+    python = request.config.getoption("--vllm-python")
+    if python is None:
+        pytest.skip("no --vllm-python: make test-vllm builds the vLLM environment and gives it")
+    return str(Path(python).absolute())  # not resolved: a venv's python is a link its folder gives meaning to

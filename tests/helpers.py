@@ -177,6 +177,7 @@ def make_batch(rows: int, frames: int = 4, size: int = 32, length: int = 4, **fi
     """A Batch of `rows` rows for tests of its consumers: blank frames, all-real tokens, no labels, no classes;
     `fields` replace any of them."""
     from llavaction.data.batch import Batch
+    from llavaction.prompts.formats import ClipTiming
 
     minus_one = torch.full((rows,), -1)
     no = torch.zeros(rows, dtype=torch.bool)
@@ -189,7 +190,6 @@ def make_batch(rows: int, frames: int = 4, size: int = 32, length: int = 4, **fi
         truncated=no,
         answer_index=minus_one,
         num_options=torch.zeros(rows, dtype=torch.long),
-        clip_seconds=torch.zeros(rows),
         verb_class=minus_one,
         noun_class=minus_one,
         action_index=minus_one,
@@ -197,6 +197,7 @@ def make_batch(rows: int, frames: int = 4, size: int = 32, length: int = 4, **fi
         noun_tail=no,
         unseen=no,
         meta=[{} for _ in range(rows)],
+        clips=[ClipTiming.even(frames, 1.0)] * rows,
     )
     return Batch(**(values | fields))
 

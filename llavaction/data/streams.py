@@ -253,7 +253,7 @@ class EvalStream(IterableDataset):
         sample = {
             "__key__": "padding",
             "meta": {"narration_id": None, "options": [], "answer_index": None},
-            "frames": JpegFrames(None, frames.count, frames.size),
+            "frames": JpegFrames(None, frames.count, frames.size, frames.timing),
             "is_padding": True,
         }
         encoded = self.encode.encoder.encode("", None, self.encode.visual_span(sample), name="padding")

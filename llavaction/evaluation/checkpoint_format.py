@@ -52,10 +52,12 @@ def check_export_layout(family, config, layout: ExportLayout) -> None:
     family.check_export(config, layout)
 
 
-def export_model(family, model, tokenizer, directory: Path, is_writer: bool, layout: ExportLayout = "original") -> None:
+def export_model(
+    family, model, tokenizer, chat, directory: Path, is_writer: bool, layout: ExportLayout = "original"
+) -> None:
     """A trained model with its tokenizer, gathered from every rank under FSDP2 and written by the writer rank in the
-    family's layout (ModelFamily.export) as a whole (an earlier export in `directory` stays until the new one is
-    complete)."""
+    family's layout (ModelFamily.export; chat: how the model reads a sample) as a whole (an earlier export in
+    `directory` stays until the new one is complete)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     from llavaction.utils.files import atomic_folder
@@ -64,7 +66,7 @@ def export_model(family, model, tokenizer, directory: Path, is_writer: bool, lay
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if is_writer:
         with atomic_folder(directory) as folder:
-            family.export(model, state, Path(folder), tokenizer, layout)
+            family.export(model, state, Path(folder), tokenizer, layout, chat)
 
 
 def is_model_folder(checkpoint: str | Path) -> bool:

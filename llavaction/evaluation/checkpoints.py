@@ -185,7 +185,12 @@ class LoadedCheckpoint:
             config = resolve_architecture(settings)
             weights = None if self._state_dict is not None else settings.checkpoint
             module = MQAModule(
-                settings.family, config, self.tokenizer, evaluation or EvaluationOptions(), weights=weights
+                settings.family,
+                config,
+                self.tokenizer,
+                evaluation or EvaluationOptions(),
+                weights=weights,
+                recorded_format=self._init_args.get("video_format"),
             )
             try:
                 if self._state_dict is None:
@@ -214,13 +219,16 @@ class LoadedCheckpoint:
         loader: LoaderOptions,
         prior_actions: PriorActionOptions = PriorActionOptions(),
         questions: dict[str, list[dict]] | None = None,
+        **links,
     ):
         """The evaluation DataModule, linked to the model as train.py links them (evaluation.module.DATA_LINKS);
-        questions: {file: records} asked over the test sets, read and checked against them by the caller."""
+        questions: {file: records} asked over the test sets, read and checked against them by the caller; links:
+        values replacing the linked ones (a serving engine's tokenizer and format)."""
         from llavaction.data.datamodule import EpicDataModule
         from llavaction.evaluation.module import DATA_LINKS
 
         module = self.module()
+        linked = {name: getattr(module, attribute) for attribute, name in DATA_LINKS}
         data = EpicDataModule(
             test=list(test),
             questions=list(questions or []),
@@ -228,7 +236,7 @@ class LoadedCheckpoint:
             prompt=settings.prompt,
             prior_actions=prior_actions,
             loader=loader,
-            **{name: getattr(module, attribute) for attribute, name in DATA_LINKS},
+            **(linked | links),
         )
         if questions:
             data.ask(questions)

@@ -11,6 +11,7 @@ is skipped and counted, naming it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -28,8 +29,11 @@ from llavaction.data.video import VideoError, find_raw, video_duration, video_fi
 from llavaction.ek100.annotations import parse_timestamp
 from llavaction.evaluation.checkpoint_format import Precision, precision_context
 from llavaction.evaluation.checkpoints import LoadedCheckpoint, QuestionSettings
+from llavaction.evaluation.engines import EngineOptions
 from llavaction.evaluation.options import MAX_NEW_TOKENS, EvaluationOptions, QuestionOptions
+from llavaction.evaluation.serving import ServedAnswers
 from llavaction.prompts.encoding import PromptEncoder
+from llavaction.prompts.formats import ClipTiming
 from llavaction.utils.checks import check_count
 from llavaction.utils.figures import pyplot, save_png
 from llavaction.utils.files import safe_name
@@ -142,7 +146,7 @@ def clip_problem(clip: Clip, durations: dict[Path, float]) -> str | None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClipQuestions(QuestionOptions):
+class ClipQuestions(QuestionOptions, EngineOptions):
     """Questions about clips of video files; unset prompt settings, frames and precision follow the checkpoint.
 
     Args:
@@ -162,6 +166,8 @@ class ClipQuestions(QuestionOptions):
         precision: Lightning's precision name (default: the checkpoint's).
         json: print one JSON object per clip.
         strip: save the frames the model saw with its answer (a PNG; for several clips a folder of <clip id>.png).
+        engine: 'hf' (this codebase's model) or 'vllm' (vLLM serving its export; no action heads read); the vLLM
+            settings follow (README, "Engines").
     """
 
     checkpoint: str
@@ -182,6 +188,7 @@ class ClipQuestions(QuestionOptions):
 
     def __post_init__(self):
         super().__post_init__()
+        EngineOptions.__post_init__(self)
         check_count("max_new_tokens", self.max_new_tokens, minimum=1)
         check_count("batch_size", self.batch_size, minimum=1)
         if (self.video is None) == (self.clips is None):
@@ -212,20 +219,29 @@ class Predictor:
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         self.settings, self.precision = settings, precision
         self.module.eval()
-        self.encoder = PromptEncoder(self.module.tokenizer, chat=self.module.config.chat_format())
+        self.encoder = PromptEncoder(self.module.tokenizer, chat=self.module.video_format)
         self.collate = Collate(self.module.tokenizer.pad_token_id)
+        self.served = None
+
+    def serve(self, served) -> None:
+        """Answer by a serving engine (llavaction.evaluation.serving.ServedAnswers): its tokenizer, its prompts."""
+        self.served = served
+        self.encoder = PromptEncoder(served.tokenizer, chat=served.format)
+        self.collate = Collate(served.tokenizer.pad_token_id)
 
     @property
     def heads(self) -> bool:
         return self.module.config.action_types is not None
 
-    def frames(self, clip: Clip) -> np.ndarray:
+    def frames(self, clip: Clip) -> ArrayFrames:
         """[T, S, S, 3] uint8 at the model's input size, chosen and resized as extract_frames does (the clip checked
-        by clip_problem first)."""
+        by clip_problem first), with when they were taken."""
         video = video_file(clip.video, self.module.family.frame_size(self.module.config))
-        return video.clip(clip.start_sec, clip.end_sec, self.settings.num_frames).frames
+        decoded = video.clip(clip.start_sec, clip.end_sec, self.settings.num_frames)
+        timing = ClipTiming.of_frames(decoded.frame_ids, decoded.fps, clip.start_sec, clip.end_sec)
+        return ArrayFrames(decoded.frames, timing)
 
-    def batch(self, clips: list[Clip], frames: list[np.ndarray]) -> Batch:
+    def batch(self, clips: list[Clip], frames: list[ArrayFrames]) -> Batch:
         """The clips' questions through the data pipeline's own stages: prompt encoding and collation."""
         samples = []
         for clip, pictures in zip(clips, frames):
@@ -240,16 +256,20 @@ class Predictor:
             encode = EncodePrompt(
                 self.encoder, clip.task, self.settings.num_frames, self.settings.prompt, with_answer=False
             )
-            samples.append(encode({"__key__": clip.name, "meta": meta, "frames": ArrayFrames(pictures)}))
+            samples.append(encode({"__key__": clip.name, "meta": meta, "frames": pictures}))
         return self.collate(samples).to(self.device)
 
     @torch.no_grad()
-    def answer(self, clips: list[Clip], frames: list[np.ndarray]) -> list[dict]:
+    def answer(self, clips: list[Clip], frames: list[ArrayFrames]) -> list[dict]:
         module, batch = self.module, self.batch(clips, frames)
-        with precision_context(module, self.precision, self.device):
-            answers = module.answerer(batch, ("generate",), "last" if self.heads else None)
+        if self.served is not None:
+            generations, heads = [text for text, _ in self.served(batch)], None
+        else:
+            with precision_context(module, self.precision, self.device):
+                answers = module.answerer(batch, ("generate",), "last" if self.heads else None)
+            generations, heads = answers.generations, answers.action_logits
         results = []
-        for i, (clip, text) in enumerate(zip(clips, answers.generations)):
+        for i, (clip, text) in enumerate(zip(clips, generations)):
             result = {
                 "name": clip.name,
                 "video": str(clip.video),
@@ -261,8 +281,8 @@ class Predictor:
             if clip.options:  # the option the answer names by the paper's rule, or None: it names none
                 chosen = rule_choice(text, list(clip.options))
                 result["chosen_option"] = None if chosen is None else clip.options[chosen]
-            if answers.action_logits is not None:
-                verb, noun, _ = answers.action_logits[-1]
+            if heads is not None:
+                verb, noun, _ = heads[-1]
                 result |= top_classes(verb[i].float(), noun[i].float())
             results.append(result)
         return results
@@ -288,6 +308,14 @@ def answer_clips(run: ClipQuestions) -> int:
     loaded = LoadedCheckpoint.open(run.checkpoint, run.tokenizer)
     settings = loaded.question_settings(run)
     predictor = Predictor(loaded, settings, run.device, run.precision or loaded.precision, run.max_new_tokens)
+    with contextlib.ExitStack() as stack:
+        if run.engine == "vllm":
+            predictor.serve(ServedAnswers(loaded, predictor.module, run, run.max_new_tokens, stack))
+        return answer_each(run, clips, usable, skipped, predictor)
+
+
+def answer_each(run: ClipQuestions, clips: list[Clip], usable: list[Clip], skipped: int, predictor) -> int:
+    """Answer the usable clips batch by batch, printing each answer (and writing strips)."""
     names: dict[str, int] = {}
     for start in range(0, len(usable), run.batch_size):
         group = usable[start : start + run.batch_size]
@@ -299,7 +327,7 @@ def answer_clips(run: ClipQuestions) -> int:
                 names[name] = names.get(name, 0) + 1
                 name = name if names[name] == 1 else f"{name}-{names[name]}"
                 path = run.strip if len(clips) == 1 else run.strip / f"{name}.png"
-                save_strip(pictures, f"{clip.name}: {result['answer']}", path)
+                save_strip(pictures.array, f"{clip.name}: {result['answer']}", path)
     if run.clips is not None:
         print(f"{len(usable)} clips answered, {skipped} skipped", file=sys.stderr)
     return 0

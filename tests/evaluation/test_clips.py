@@ -102,7 +102,8 @@ def test_frames_and_prompts_are_those_of_extract_frames_and_render(checkpoint, v
     settings = QuestionSettings(num_frames=8, time_instruction=True, frame_times=False)
     predictor = Predictor(LoadedCheckpoint.open(checkpoint), settings, "cpu", "32-true", 4)
     clip = Clip(video, 0.7, 3.9, tuple(OPTIONS), name="bbb")
-    seen = predictor.frames(clip)
+    found = predictor.frames(clip)
+    seen = found.array
     record = {
         "task": "mqa",
         "narration_id": "bbb",
@@ -128,6 +129,9 @@ def test_frames_and_prompts_are_those_of_extract_frames_and_render(checkpoint, v
 
     ids = video_file(video, 32).clip(0.7, 3.9, 8).frame_ids
     assert ids == sample_meta(sample)["frame_ids"]
+    from llavaction.data.stages import clip_timing
+
+    assert found.timing == clip_timing(sample_meta(sample), list(range(8)))  # their times too, as the store tells them
     # the prompt: the renderer's text, token for token, in the batch the data pipeline's Collate makes
     rendered = render([record], "mqa", 8, options, False)[0]["prompt"]
     meta = record | {"qa_question": None}
@@ -135,7 +139,7 @@ def test_frames_and_prompts_are_those_of_extract_frames_and_render(checkpoint, v
     from llavaction.prompts.wording import user_text
 
     assert chat_prompt(user_text(meta, clip.task, 8, options)) == rendered
-    batch = predictor.batch([clip], [seen])
+    batch = predictor.batch([clip], [found])
     visual = predictor.module.config.visual_tokens(8)
     encoded = PromptEncoder(predictor.module.tokenizer).encode(user_text(meta, "mqa", 8, options), None, visual)
     assert batch.input_ids[0].tolist() == encoded.input_ids and (batch.frames[0].numpy() == seen).all()
