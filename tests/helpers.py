@@ -35,6 +35,64 @@ CONVERSATION = [
 # ---- data ----------------------------------------------------------------------------------------------------------
 
 
+def index_only_set(path, shard_sizes, prefix, conversations=None):
+    """A shard set of empty shards with sizes.json and index.json only (planning reads nothing else). Question lines
+    run backwards through the shards, so question-file order differs from shard order."""
+    path.mkdir(parents=True)
+    sizes, index, count = {}, {}, sum(shard_sizes)
+    number = 0
+    for shard, size in enumerate(shard_sizes):
+        name = f"shard-{shard:06d}.tar"
+        (path / name).write_bytes(b"")
+        sizes[name] = size
+        index[name] = []
+        for _ in range(size):
+            many = conversations(number) if conversations else None
+            index[name].append(
+                {
+                    "key": f"{prefix}{number}",
+                    "line": count - 1 - number,
+                    "conversations": many,
+                    "words": [number % 7 + i for i in range(many or 1)],
+                    "digest": "0" * 16,
+                }
+            )
+            number += 1
+    (path / "sizes.json").write_text(json.dumps(sizes))
+    (path / "index.json").write_text(json.dumps(index))
+    return str(path)
+
+
+def planner_for(sets, world, workers, batch=3, quotas=None, **extra):
+    """An EpochPlanner over index-only shard sets: seed 0, shuffle buffer 4, 2 open shards unless given."""
+    from llavaction.data.epochs import EpochPlanner
+    from llavaction.data.sources import source_items
+
+    items = [source_items(s) for s in sets]
+    return EpochPlanner(
+        items,
+        quotas or [None] * len(items),
+        seed=0,
+        batch_size=batch,
+        world_size=world,
+        num_workers=workers,
+        shuffle_buffer=extra.pop("shuffle_buffer", 4),
+        open_shards=extra.pop("open_shards", 2),
+        **extra,
+    )
+
+
+def planned_rows(planner, epoch):
+    """(rank, worker, batch number, source, key, padding) of every planned row, rank by rank."""
+    out = []
+    for plan in planner.slots(epoch):
+        for number, batch in zip(planner.worker_batches(plan.worker), plan.batches):
+            for planned in batch:
+                key = planner.key_of(plan, planned)
+                out.append((plan.rank, plan.worker, number, planned.source, key, planned.padding))
+    return out
+
+
 def extract_config(videos, **overrides):
     """extract_frames settings of the tests' shards: 8 frames of 32 px, JPEG q90, 8 samples a shard, raw layout."""
     from data_prep.extract_frames import ExtractConfig
