@@ -192,10 +192,10 @@ class EpicDataModule(L.LightningDataModule):
             megabatch_steps=loader.megabatch_steps,
         )
 
-    def resume_epoch(self, epoch: int, earlier: list[EpochPart]) -> ResumedEpoch:
+    def resume_epoch(self, epoch: int, earlier: list[EpochPart], world_size: int) -> ResumedEpoch:
         """Plan what the earlier parts of `epoch` (read under other layouts) left of it, under this run's layout: the
         training loader then reads that in the epoch (data/resume.py)."""
-        self.resumed = ResumedEpoch.plan(self.epoch_planner(), epoch, earlier)
+        self.resumed = ResumedEpoch.plan(self.epoch_planner(world_size=world_size), epoch, earlier)
         return self.resumed
 
     def train_batches(self) -> int:
