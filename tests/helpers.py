@@ -393,6 +393,31 @@ class RecordKeys(L.Callback):
             out.write(json.dumps(row) + "\n")
 
 
+class SaveRestoredState(L.Callback):
+    """When training starts (after a checkpoint is restored), writes the model's and the optimizer's whole state,
+    gathered from every rank's shards, to `<path>` on rank 0 ({"state_dict", "optimizer_0"}, as a distributed
+    checkpoint's files hold them)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model, optimizer = trainer.strategy.model, trainer.optimizers[0]
+        state = {
+            "state_dict": get_model_state_dict(model, options=options),
+            "optimizer_0": get_optimizer_state_dict(model, optimizer, options=options),
+        }
+        if trainer.is_global_zero:
+            torch.save(state, self.path)
+
+
 # ---- evaluation ----------------------------------------------------------------------------------------------------
 
 
