@@ -19,14 +19,21 @@ class SourceSummary:
     padding: int = 0
 
 
-def summarize(planner: EpochPlanner, epoch: int, rows: list | None = None) -> tuple[list[SourceSummary], list[dict]]:
-    """Per source and per rank figures of an epoch; `rows`, when given, receives every planned row as a dict."""
+def summarize(
+    planner: EpochPlanner, epoch: int, rows: list | None = None, part: ShownPart | None = None
+) -> tuple[list[SourceSummary], list[dict]]:
+    """Per source and per rank figures of an epoch; `rows`, when given, receives every planned row as a dict. `part`:
+    for a resumed epoch, which of the planner's batches are shown and how they are numbered and labelled."""
+    below, start, label = _part_window(planner, part)
     sources = [SourceSummary(items.available, len(items)) for items in planner.sources]
     seen = [set() for _ in planner.sources]
-    ranks = [{"batches": planner.batches_per_rank, "samples": 0, "padding": 0} for _ in range(planner.world_size)]
+    ranks = [{"batches": 0, "samples": 0, "padding": 0} for _ in range(planner.world_size)]
     for plan in planner.slots(epoch):
         batch_numbers = planner.worker_batches(plan.worker)
         for number, batch in zip(batch_numbers, plan.batches):
+            if below is not None and number >= below:
+                continue
+            ranks[plan.rank]["batches"] += 1
             for planned in batch:
                 summary, rank = sources[planned.source], ranks[plan.rank]
                 if planned.padding:
@@ -37,19 +44,36 @@ def summarize(planner: EpochPlanner, epoch: int, rows: list | None = None) -> tu
                     rank["samples"] += 1
                     seen[planned.source].add(planner.item_of(plan, planned))
                 if rows is not None:
-                    rows.append(
-                        {
-                            "rank": plan.rank,
-                            "worker": plan.worker,
-                            "batch": number,
-                            "source": planned.source,
-                            "key": planner.key_of(plan, planned),
-                            "padding": planned.padding,
-                        }
-                    )
+                    row = {
+                        "rank": plan.rank,
+                        "worker": plan.worker,
+                        "batch": start + number,
+                        "source": planned.source,
+                        "key": planner.key_of(plan, planned),
+                        "padding": planned.padding,
+                    }
+                    rows.append(row if label is None else row | {"part": label})
     for summary, distinct in zip(sources, seen):
         summary.distinct = len(distinct)
     return sources, ranks
+
+
+def _part_window(planner: EpochPlanner, part) -> tuple[int | None, int, str | None]:
+    """(the batches shown: below this number, or all; the epoch's number of the planner's first batch; the rows'
+    part label) of a summary."""
+    if part is None:
+        return None, 0, None
+    return part.batches, part.start, part.label
+
+
+@dataclass(frozen=True)
+class ShownPart:
+    """One part of a resumed epoch as the plan shows it: `batches` of the planner (None: all of them), numbered from
+    `start` in the epoch, labelled `label` ('before' a resume or 'after' it)."""
+
+    batches: int | None
+    start: int
+    label: str
 
 
 def source_label(source) -> str:
@@ -59,10 +83,18 @@ def source_label(source) -> str:
     return f"{source.task:<10} {source.shards}{joined}"
 
 
-def format_table(planner: EpochPlanner, epoch: int, paths: list[str], sources, ranks) -> str:
+def format_table(planner: EpochPlanner, epoch: int, paths: list[str], sources, ranks, part=None) -> str:
+    layout = f"{planner.world_size} rank(s) x {planner.workers} loader worker(s), batch {planner.batch_size}"
+    if part is None:
+        head = f"epoch {epoch}: {planner.total} samples over {layout}: {planner.batches_per_rank} batches a rank"
+    else:
+        count, shown = sum(r["samples"] for r in ranks), max(r["batches"] for r in ranks)
+        head = (
+            f"epoch {epoch}, read {part.label} the resume: {count} samples over {layout}: batches {part.start} to "
+            f"{part.start + shown - 1} of each rank"
+        )
     lines = [
-        f"epoch {epoch}: {planner.total} samples over {planner.world_size} rank(s) x {planner.workers} loader "
-        f"worker(s), batch {planner.batch_size}: {planner.batches_per_rank} batches a rank",
+        head,
         "",
         f"{'source':<6} {'in shards':>10} {'selected':>10} {'this epoch':>10} {'distinct':>10} {'repeated':>10} "
         f"{'padding':>8}  {'task':<10} path",

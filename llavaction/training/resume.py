@@ -46,7 +46,10 @@ class Resume:
         accumulate: gradient accumulation that keeps the checkpoint's global batch (None: the run's own does).
         megabatch_steps: megabatch steps that keep the checkpoint's megabatch (None: the run's own do).
         epoch: the epoch the checkpoint stopped inside (None: it stopped at an epoch's end).
-        earlier: the parts of that epoch read before, to re-plan what they left (empty: the same plan continues).
+        parts: the parts of that epoch read so far, each with the batches its ranks finished; the last is the one
+            the checkpoint was reading.
+        replan: that part's layout is not this run's: what the parts left is planned anew (else the last part
+            continues with its next batch).
         inside_reopened: the fit loop's progress says the epoch ended though the checkpoint stopped inside it.
         notes: what a user is told (one line each).
     """
@@ -54,9 +57,16 @@ class Resume:
     accumulate: int | None = None
     megabatch_steps: int | None = None
     epoch: int | None = None
-    earlier: list[EpochPart] = field(default_factory=list)
+    parts: list[EpochPart] = field(default_factory=list)
+    replan: bool = False
     inside_reopened: bool = False
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def planned_from(self) -> list[EpochPart]:
+        """The parts whose remainder this run's loader reads: all of them when re-planned (one with no finished batch
+        left out), else those before the last (whose remainder the last part is)."""
+        return [part for part in self.parts if part.batches] if self.replan else self.parts[:-1]
 
 
 def plan_resume(path: str | Path, data, world_size: int, accumulate: int) -> Resume:
@@ -89,11 +99,11 @@ def plan_resume(path: str | Path, data, world_size: int, accumulate: int) -> Res
                 f"{where}: it stopped {counter} batches into epoch {epoch} of another plan ({differing}); resume with "
                 "the checkpoint's settings, or from one written at an epoch's end"
             )
-    resume.epoch = epoch
+    resume.epoch, resume.parts = epoch, [*earlier, EpochPart(plan, counter - start)]
     progress = (loop.get("epoch_progress") or {}).get("current") or {}
     resume.inside_reopened = progress.get("processed") == epoch + 1
-    if layout_of(plan) != layout_of(base.describe()):
-        resume.earlier = [*earlier, EpochPart(plan, counter - start)] if counter > start else earlier
+    resume.replan = layout_of(plan) != layout_of(base.describe())
+    if resume.replan:
         resume.notes.append(
             f"epoch {epoch} continues for {_layout_text(base.describe())}: {counter - start} batches a rank were "
             f"read of its part planned for {_layout_text(plan)}; the samples no rank read are planned anew"
@@ -110,20 +120,21 @@ def apply_resume(resume: Resume, data, trainer: L.Trainer) -> list[str]:
     if resume.megabatch_steps is not None:
         data.loader = replace(data.loader, megabatch_steps=resume.megabatch_steps)
     loader_state = None
-    if resume.earlier:
-        resumed = data.resume_epoch(resume.epoch, resume.earlier, trainer.world_size)
+    if resume.planned_from:  # the same remainder as the checkpoint's part (exact), or a new one (re-planned)
+        resumed = data.resume_epoch(resume.epoch, resume.planned_from, trainer.world_size)
+    if resume.replan:
         length = resumed.first_batch + resumed.planner.batches_per_rank  # a whole epoch's batches in this layout
         if not resumed.planner.total:
             raise ValueError(
                 f"epoch {resume.epoch} stopped where its ranks had only padding left to read: resume it on its own "
-                f"layout ({_layout_text(resume.earlier[-1].plan)})"
+                f"layout ({_layout_text(resume.parts[-1].plan)})"
             )
         loader_state = {
             "epoch": resume.epoch,
             "batches": resumed.first_batch,
             "start": resumed.first_batch,
             "plan": resumed.planner.describe(),
-            "earlier": [part.as_dict() for part in resume.earlier],
+            "earlier": [part.as_dict() for part in resume.planned_from],
             "length": length,
             "accumulate": trainer.accumulate_grad_batches,
         }

@@ -53,10 +53,10 @@ def test_the_global_batch_is_kept_or_the_resume_refused(demo_dir, demo_shards, t
     where it divides; the reference's megabatch kept likewise; a checkpoint without its accumulation refused."""
     dm = datamodule(demo_dir, demo_shards, batch_size=1, samples_per_epoch=24)
     path = write_checkpoint(tmp_path / "four.ckpt", loader_state(dm, 4, 3, accumulate=3))
-    assert plan_resume(path, dm, 4, 3).accumulate is None and not plan_resume(path, dm, 4, 3).earlier  # the same
+    assert plan_resume(path, dm, 4, 3).accumulate is None and not plan_resume(path, dm, 4, 3).replan  # the same
     for world, accumulate in ((2, 6), (3, 4), (1, 12)):
         resume = plan_resume(path, dm, world, 3)
-        assert resume.accumulate == accumulate and resume.epoch == 0 and resume.earlier[0].batches == 3
+        assert resume.accumulate == accumulate and resume.epoch == 0 and resume.replan and resume.parts[0].batches == 3
     with pytest.raises(
         ValueError,
         match=r"global batch is 12 \(4 ranks x batch 1 x accumulation 3\); 5 ranks x "
@@ -96,47 +96,77 @@ def test_other_data_is_refused_inside_an_epoch_and_taken_at_its_end(demo_dir, de
     assert plan_resume(at_end, other, 2, 3).epoch is None  # the next epoch is planned afresh
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-@pytest.mark.parametrize("worlds", [(4, 2), (4, 3), (4, 1), (2, 4)])
-def test_the_loaders_read_each_sample_of_the_epoch_once_across_a_resume(
-    demo_dir, demo_shards, tmp_path, worlds, workers
-):
-    """Each rank of the first world reads its first batches (a step of accumulation 12 / world); the checkpoint's
-    state goes through the resume as a fit does (plan_resume, apply_resume, ResumedPosition when Lightning loads
-    it); each rank of the second world then reads the rest: together the epoch's samples, each exactly once."""
-    before, after = worlds
-    accumulate = 12 // before
+def loader_keys(dm, world: int, state: dict | None = None, batches: int | None = None) -> list[str]:
+    """The keys of the real rows each rank's training loader of `dm` gives (its first `batches` batches, or all),
+    restored from a loader state when given, rank by rank."""
+    read = []
+    for rank in range(world):
+        dm._world = lambda rank=rank: (rank, world)
+        loader = dm.train_dataloader()
+        if state is not None:
+            loader.load_state_dict(state)
+        for number, batch in enumerate(loader):
+            if batches is not None and number == batches:
+                break
+            read += [key for key, padding in zip(batch.keys, batch.is_padding.tolist()) if not padding]
+    return read
 
-    def keys(dm, world, state=None, batches=None):
-        read = []
-        for rank in range(world):
-            dm._world = lambda rank=rank: (rank, world)
-            loader = dm.train_dataloader()
-            if state is not None:
-                loader.load_state_dict(state)
-            for number, batch in enumerate(loader):
-                if batches is not None and number == batches:
-                    break
-                read += [key for key, padding in zip(batch.keys, batch.is_padding.tolist()) if not padding]
-        return read
 
-    settings = dict(batch_size=1, samples_per_epoch=24, num_workers=workers)
-    first = datamodule(demo_dir, demo_shards, **settings)
-    epoch = Counter(keys(first, before))
-    assert sum(epoch.values()) == 24
-    read = keys(first, before, batches=accumulate)
-    path = write_checkpoint(tmp_path / "mid.ckpt", loader_state(first, before, accumulate, accumulate))
-    second = datamodule(demo_dir, demo_shards, **settings)
-    trainer = SimpleNamespace(world_size=after, accumulate_grad_batches=accumulate, callbacks=[])
-    apply_resume(plan_resume(path, second, after, accumulate), second, trainer)
-    assert trainer.accumulate_grad_batches == 12 // after
+def resumed_state(dm, world: int, accumulate: int, path) -> tuple[dict, int]:
+    """A fit of `dm` on `world` ranks (configured with this accumulation) resuming the checkpoint at `path` as the
+    training CLI does (plan_resume, apply_resume) and Lightning loads it (ResumedPosition): the training loader's state
+    and the accumulation it trains with."""
+    trainer = SimpleNamespace(world_size=world, accumulate_grad_batches=accumulate, callbacks=[])
+    apply_resume(plan_resume(path, dm, world, accumulate), dm, trainer)
     checkpoint = torch.load(path, weights_only=True)
     for callback in trainer.callbacks:
         callback.on_load_checkpoint(None, None, checkpoint)
     fit = checkpoint["loops"]["fit_loop"]
     state = fit["state_dict"]["combined_loader"][0]
-    assert fit["epoch_loop.batch_progress"]["current"]["processed"] == state["batches"] == 12 // after  # one step
-    assert Counter(read + keys(second, after, state)) == epoch
+    assert fit["epoch_loop.batch_progress"]["current"]["processed"] == state["batches"]  # Lightning's count, renumbered
+    return state, trainer.accumulate_grad_batches
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("worlds", [(4, 2), (4, 3), (4, 1), (2, 4)])
+def test_the_loaders_read_each_sample_of_the_epoch_once_across_a_resume(
+    demo_dir, demo_shards, tmp_path, worlds, workers
+):
+    """Each rank of the first world reads its first batches (a step of accumulation 12 / world); the checkpoint goes
+    through the resume as a fit's does; each rank of the second world then reads the rest: together the epoch's
+    samples, each exactly once."""
+    before, after = worlds
+    accumulate = 12 // before
+    settings = dict(batch_size=1, samples_per_epoch=24, num_workers=workers)
+    first = datamodule(demo_dir, demo_shards, **settings)
+    epoch = Counter(loader_keys(first, before))
+    assert sum(epoch.values()) == 24
+    read = loader_keys(first, before, batches=accumulate)
+    path = write_checkpoint(tmp_path / "mid.ckpt", loader_state(first, before, accumulate, accumulate))
+    second = datamodule(demo_dir, demo_shards, **settings)
+    state, accumulated = resumed_state(second, after, accumulate, path)
+    assert accumulated == 12 // after and state["batches"] == 12 // after  # one step of the new layout done
+    assert Counter(read + loader_keys(second, after, state)) == epoch
+
+
+def test_a_resumed_epoch_resumed_again_exactly_and_on_a_third_world(demo_dir, demo_shards, tmp_path):
+    """4 ranks read a step of an epoch of 48; 2 ranks a step of the rest; 2 ranks again (the same plan: exact) a step
+    more; 3 ranks the rest: each sample once."""
+    settings = dict(batch_size=1, samples_per_epoch=48, num_workers=0)
+    first = datamodule(demo_dir, demo_shards, **settings)
+    epoch = Counter(loader_keys(first, 4))
+    read = loader_keys(first, 4, batches=3)
+    path = write_checkpoint(tmp_path / "four.ckpt", loader_state(first, 4, 3, 3))
+    for number, (world, steps) in enumerate(((2, 1), (2, 1), (3, None))):
+        dm = datamodule(demo_dir, demo_shards, **settings)
+        state, accumulate = resumed_state(dm, world, 12 // world, path)
+        if number == 1:  # the same layout as the part it was reading: no renumbering, the next batch of that plan
+            assert (state["batches"], state["start"]) == (12, 6) and len(state["earlier"]) == 1
+        read += loader_keys(dm, world, state, batches=steps and accumulate)
+        if steps:
+            batches = state["batches"] + accumulate
+            path = write_checkpoint(tmp_path / f"{number}.ckpt", loader_state(dm, world, batches, accumulate))
+    assert len(state["earlier"]) == 2 and Counter(read) == epoch
 
 
 def demo_fit(demo_dir, demo_shards, root, *extra):
