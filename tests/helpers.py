@@ -259,6 +259,32 @@ def make_batch(rows: int, frames: int = 4, size: int = 32, length: int = 4, **fi
     return Batch(**(values | fields))
 
 
+def write_checkpoint(path, state: dict, processed: int = 0, last_batch: bool = False) -> str:
+    """A checkpoint file holding only the fit loop's state Lightning writes around a training loader's state."""
+    counts = {"ready": state["batches"], "started": state["batches"], "processed": state["batches"]}
+    fit = {
+        "state_dict": {"combined_loader": [state]},
+        "epoch_loop.batch_progress": {
+            "total": counts | {"completed": state["batches"] - 1},
+            "current": counts | {"completed": state["batches"] - 1},
+            "is_last_batch": last_batch,
+        },
+        "epoch_progress": {
+            key: {"ready": 1, "started": 1, "processed": processed, "completed": 0} for key in ("total", "current")
+        },
+    }
+    torch.save({"loops": {"fit_loop": fit}}, path)
+    return str(path)
+
+
+def loader_state(dm, world: int, batches: int, accumulate: int) -> dict:
+    """What a training loader of `dm` at this world size records after `batches` batches of epoch 0."""
+    dm._world = lambda: (0, world)
+    loader = dm.train_dataloader()
+    loader.position = lambda: {"epoch": 0, "batches": batches, "accumulate": accumulate}
+    return loader.state_dict()
+
+
 # ---- fits ----------------------------------------------------------------------------------------------------------
 
 

@@ -1,11 +1,14 @@
 """An epoch plan summarised: per source and per rank what the epoch reads, and every planned row (`llavaction plan`
-prints and writes them). It reads the plan (llavaction.data.epochs) from the shard indexes alone, never a frame."""
+prints and writes them); an epoch a checkpoint stopped inside, part by part: what its ranks read before the resume
+and what they read after it. It reads the plan (llavaction.data.epochs) from the shard indexes alone, never a
+frame."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from llavaction.data.epochs import EpochPlanner
+from llavaction.data.resume import EpochPart, layout_of, planned_parts
 
 
 @dataclass
@@ -19,19 +22,47 @@ class SourceSummary:
     padding: int = 0
 
 
+@dataclass(frozen=True)
+class ShownPart:
+    """A part of a resumed epoch as the plan shows it: the planner's batches numbered in `numbers`, the planner's
+    batch 0 being the epoch's batch `start`; `label` says whether the ranks read it before the resume or after."""
+
+    label: str
+    numbers: range
+    start: int = 0
+
+
+def resumed_parts(base: EpochPlanner, epoch: int, parts: list[EpochPart], replan: bool) -> list[tuple]:
+    """(planner, ShownPart) of each part of an epoch a checkpoint stopped inside: what each part's ranks finished
+    before the resume, then what they read after it: the rest of the last part's plan (the same layout), or the
+    remainder planned for `base`'s layout."""
+    planned, left = planned_parts(base, epoch, parts)
+    shown = []
+    for part, planner in planned:
+        start = base.relaid(**layout_of(part.plan)).batches_per_rank - planner.batches_per_rank
+        shown.append((planner, ShownPart("before", range(part.batches), start)))
+    if replan:
+        remainder = base.relaid(remaining=(epoch, left))
+        start = base.batches_per_rank - remainder.batches_per_rank
+        shown.append((remainder, ShownPart("after", range(remainder.batches_per_rank), start)))
+    else:
+        planner, before = shown[-1][0], shown[-1][1]
+        shown.append((planner, ShownPart("after", range(before.numbers.stop, planner.batches_per_rank), before.start)))
+    return shown
+
+
 def summarize(
     planner: EpochPlanner, epoch: int, rows: list | None = None, part: ShownPart | None = None
 ) -> tuple[list[SourceSummary], list[dict]]:
     """Per source and per rank figures of an epoch; `rows`, when given, receives every planned row as a dict. `part`:
-    for a resumed epoch, which of the planner's batches are shown and how they are numbered and labelled."""
-    below, start, label = _part_window(planner, part)
+    of a resumed epoch, the batches shown, numbered and labelled as it says."""
     sources = [SourceSummary(items.available, len(items)) for items in planner.sources]
     seen = [set() for _ in planner.sources]
     ranks = [{"batches": 0, "samples": 0, "padding": 0} for _ in range(planner.world_size)]
     for plan in planner.slots(epoch):
         batch_numbers = planner.worker_batches(plan.worker)
         for number, batch in zip(batch_numbers, plan.batches):
-            if below is not None and number >= below:
+            if part is not None and number not in part.numbers:
                 continue
             ranks[plan.rank]["batches"] += 1
             for planned in batch:
@@ -47,33 +78,15 @@ def summarize(
                     row = {
                         "rank": plan.rank,
                         "worker": plan.worker,
-                        "batch": start + number,
+                        "batch": number + (part.start if part is not None else 0),
                         "source": planned.source,
                         "key": planner.key_of(plan, planned),
                         "padding": planned.padding,
                     }
-                    rows.append(row if label is None else row | {"part": label})
+                    rows.append(row if part is None else row | {"part": part.label})
     for summary, distinct in zip(sources, seen):
         summary.distinct = len(distinct)
     return sources, ranks
-
-
-def _part_window(planner: EpochPlanner, part) -> tuple[int | None, int, str | None]:
-    """(the batches shown: below this number, or all; the epoch's number of the planner's first batch; the rows'
-    part label) of a summary."""
-    if part is None:
-        return None, 0, None
-    return part.batches, part.start, part.label
-
-
-@dataclass(frozen=True)
-class ShownPart:
-    """One part of a resumed epoch as the plan shows it: `batches` of the planner (None: all of them), numbered from
-    `start` in the epoch, labelled `label` ('before' a resume or 'after' it)."""
-
-    batches: int | None
-    start: int
-    label: str
 
 
 def source_label(source) -> str:
@@ -88,11 +101,10 @@ def format_table(planner: EpochPlanner, epoch: int, paths: list[str], sources, r
     if part is None:
         head = f"epoch {epoch}: {planner.total} samples over {layout}: {planner.batches_per_rank} batches a rank"
     else:
-        count, shown = sum(r["samples"] for r in ranks), max(r["batches"] for r in ranks)
-        head = (
-            f"epoch {epoch}, read {part.label} the resume: {count} samples over {layout}: batches {part.start} to "
-            f"{part.start + shown - 1} of each rank"
-        )
+        count = sum(r["samples"] for r in ranks)
+        numbers = range(part.start + part.numbers.start, part.start + part.numbers.stop)  # the epoch's numbers
+        batches = f"batches {numbers.start} to {numbers.stop - 1}" if numbers else "no batch"
+        head = f"epoch {epoch}, read {part.label} the resume: {count} samples over {layout}: {batches} of each rank"
     lines = [
         head,
         "",
