@@ -18,6 +18,8 @@ drawing each next item from a source in proportion to what the source has left, 
 windows when asked). Every rank serves the same number of batches, so a rank short of a full last batch fills it with
 repeats of that batch's samples (or of the worker's previous ones), flagged as padding: left out of the loss and
 counted. At most one batch's worth per rank is padding.
+Every planned row carries its place in the epoch's merged sequence (which depends on the seed and the data alone): a
+resume under another layout plans what no rank read of an epoch by these same rules (data/resume.py).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class PlannedItem:
     source: int
     read: int
     conversation: int
-    position: int
+    place: int
     padding: bool = False
 
 

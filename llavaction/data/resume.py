@@ -13,7 +13,7 @@ no re-plan: it skips the finished batches of the same plan (exact resume).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def read_places(planner: EpochPlanner, epoch: int, batches: int) -> np.ndarray:
         place, groups = planner.grouped(epoch)[2:]
         return np.sort(place[groups[:, 1] < batches])
     read = [
-        planned.position
+        planned.place
         for plan in planner.slots(epoch)
         for number, batch in zip(planner.worker_batches(plan.worker), plan.batches)
         if number < batches
@@ -115,7 +115,7 @@ class EpochPlans:
     """The planner of each epoch of a fit: `base`, except for the epoch a resume re-planned."""
 
     base: EpochPlanner
-    resumed: ResumedEpoch | None = field(default=None)
+    resumed: ResumedEpoch | None = None
 
     def planner(self, epoch: int) -> EpochPlanner:
         return self.resumed.planner if self.resumed is not None and self.resumed.epoch == epoch else self.base

@@ -22,7 +22,7 @@ def read_rows(planner, epoch, below=None):
     for plan in planner.slots(epoch):
         for number, batch in zip(planner.worker_batches(plan.worker), plan.batches):
             if below is None or number < below:
-                rows += [(p.source, planner.key_of(plan, p), p.position) for p in batch if not p.padding]
+                rows += [(p.source, planner.key_of(plan, p), p.place) for p in batch if not p.padding]
     return rows
 
 
