@@ -179,7 +179,7 @@ class ToyModel(VideoLanguageModel):
             "action_heads": [],
         }
 
-    def preprocess(self, frames, clip_seconds=None):
+    def preprocess(self, frames, clips=None):
         return frames.permute(0, 1, 4, 2, 3).float() / 255.0
 
     def encode_video(self, pixels):
