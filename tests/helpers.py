@@ -533,3 +533,44 @@ def one_line_error(capsys) -> str:
     errors = [line for line in err if line.startswith("error: ")]
     assert len(errors) == 1 and err[-1] == errors[0] and "Traceback" not in "\n".join(err), err
     return errors[0]
+
+
+def grpo_args(demo_dir, demo_shards, root, *extra) -> list[str]:
+    """`train.py fit` arguments of the GRPO demo config over the tests' demo shards, from the tiny preset (random
+    init), in run folder `root`: 2 questions a step (4 steps an epoch), 4 completions of up to 6 tokens each, no
+    validation unless asked."""
+    train = json.dumps([{"path": str(demo_shards["train_mqa"]), "task": "mqa", "weight": 1.0}])
+    return [
+        "fit",
+        "--config",
+        str(ROOT / "experiments" / "grpo_demo.yaml"),
+        "--model.checkpoint=null",
+        "--model.preset_name=tiny",
+        f"--model.tokenizer={demo_dir / 'tokenizer'}",
+        f"--data.train={train}",
+        f"--data.val=[{json.dumps(str(demo_shards['validation_mqa']))}]",
+        "--data.questions=null",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.max_steps=-1",
+        "--trainer.check_val_every_n_epoch=100",
+        "--data.loader.num_workers=0",
+        "--data.loader.batch_size=2",
+        "--data.loader.eval_batch_size=4",
+        "--data.loader.samples_per_epoch=8",
+        "--model.rollout.group_size=4",
+        "--model.rollout.max_new_tokens=6",
+        "--model.evaluation.max_new_tokens=6",
+        "--model.evaluation.mqa_scoring=[generate]",
+        *extra,
+    ]
+
+
+def read_metrics(root: Path, prefix: str = "rl/") -> dict[str, dict[int, float]]:
+    """name -> {step: value} of the CSV logger's metrics whose name starts with prefix."""
+    rows = list(csv.DictReader(open(next(root.rglob("metrics.csv")))))
+    out: dict[str, dict[int, float]] = {}
+    for row in rows:
+        for name, value in row.items():
+            if name.startswith(prefix) and value:
+                out.setdefault(name, {})[int(row["step"])] = float(value)
+    return out

@@ -58,18 +58,34 @@ class OneLineParser(LightningArgumentParser):
     """LightningCLI's parser with a one-line error (`error: ...`, exit status 2) instead of the usage text."""
 
     def error(self, message: str, ex: Exception | None = None):
-        print(f"error: {one_line(message)}", file=sys.stderr)
+        line = one_line(message)
+        # the model's own parser (the model is a class or subclass of it) names its keys without `model.` before them
+        if line.startswith("--") and "--backbone" in self._option_string_actions:
+            line = f"--model.{line.removeprefix('--')}"
+        print(f"error: {line}", file=sys.stderr)
         raise SystemExit(2)
 
 
 class LlavaActionCLI(LightningCLI):
-    """The model tells the data which tokenizer and how many visual tokens a frame takes; checkpoints are
-    RunCheckpoint's (experiments configure it), so Lightning adds none of its own."""
+    """The model tells the data which tokenizer, how many visual tokens a frame takes and what its stage asks of the
+    samples; checkpoints are RunCheckpoint's (experiments configure it), so Lightning adds none of its own. The model
+    is LlavaActionModule or a subclass named by `model.class_path` (the GRPO stage,
+    llavaction.training.grpo.GRPOModule); a config giving the model's arguments without a class path is
+    LlavaActionModule's."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("parser_class", OneLineParser)
+        kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("trainer_defaults", {"enable_checkpointing": False})
         super().__init__(*args, **kwargs)
+
+    def instantiate_classes(self) -> None:
+        """The classes built; a model's own error (a bad option it refuses) raised as itself, not wrapped in
+        jsonargparse's message about the model's type (a subclass or None)."""
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            raise unwrapped(error) from None
 
     def add_arguments_to_parser(self, parser) -> None:
         for model_attribute, data_argument in DATA_LINKS:
@@ -128,22 +144,35 @@ class LlavaActionCLI(LightningCLI):
         after = flat(self.config[subcommand].model.as_dict())
         for key in sorted(set(before) | set(after)):
             ours, theirs = before.get(key), after.get(key)
-            if ours == theirs or (ours is None and not key.startswith(HONOURED)):
+            argument = key.removeprefix("init_args.")  # the model's own argument, its class path aside
+            if ours == theirs or (ours is None and not argument.startswith(HONOURED)):
                 continue
-            if key.startswith(HONOURED):
+            if argument.startswith(HONOURED):
                 self.config[subcommand][f"model.{key}"] = ours
-            elif subcommand != "fit" and key.startswith(TRAINING_ONLY):
+            elif subcommand != "fit" and argument.startswith(TRAINING_ONLY):
                 continue
             else:
                 raise ValueError(
-                    f"--ckpt_path: model.{key} is {ours!r} in this run but {theirs!r} in the checkpoint, whose model "
-                    "settings a resume continues; drop the setting, or start a new run without --ckpt_path"
+                    f"--ckpt_path: model.{argument} is {ours!r} in this run but {theirs!r} in the checkpoint, whose "
+                    "model settings a resume continues; drop the setting, or start a new run without --ckpt_path"
                 )
+
+
+UNION_ERROR = "Does not validate against any of the Union subtypes"
+
+
+def unwrapped(error: BaseException) -> BaseException:
+    """The error jsonargparse wrapped while building a class given by a union type (the model: a subclass or None)."""
+    cause = error
+    while cause is not None and str(cause).startswith(UNION_ERROR):
+        cause = cause.__cause__ or cause.__context__
+    return cause if cause is not None else error
 
 
 # model settings of this run that a --ckpt_path checkpoint never replaces: where outputs go and how it evaluates
 HONOURED = ("export_dir", "export_layout", "evaluation.")
-TRAINING_ONLY = ("optimizer.", "trainable.")  # no bearing on validate, test or predict
+# no bearing on validate, test or predict (the GRPO stage's rollouts, rewards and objective included)
+TRAINING_ONLY = ("optimizer.", "trainable.", "rollout.", "rewards.", "objective.", "log_completions_every_n_steps")
 
 
 def checkpoint_folders(root: str | Path, dirpaths: list[str | None]) -> list[Path]:

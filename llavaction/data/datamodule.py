@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from llavaction.benchmark.answers import chosen_option_texts
 from llavaction.data.epochs import EpochPlanner
-from llavaction.data.options import LoaderOptions, PriorActionOptions, TaskSource
+from llavaction.data.options import LoaderOptions, PriorActionOptions, SampleFormat, TaskSource
 from llavaction.data.resume import EpochPart, EpochPlans, ResumedEpoch
 from llavaction.data.shards import first_sample, indexed_keys, read_sizes, sample_meta
 from llavaction.data.sources import SourceItems, apply_strategy, epoch_quotas, source_items
@@ -47,6 +47,7 @@ class EpicDataModule(L.LightningDataModule):
         prior_actions: PriorActionOptions = PriorActionOptions(),
         loader: LoaderOptions = LoaderOptions(),
         seed: int = 0,
+        sample_format: SampleFormat = SampleFormat(),
     ):
         """
         Args:
@@ -67,6 +68,8 @@ class EpicDataModule(L.LightningDataModule):
             prior_actions: prior actions in MQA questions, in training and in evaluation.
             loader: batching and loading.
             seed: seed of the epoch plans (strategies, shard orders, shuffling, mixing) and per-sample decisions.
+            sample_format: what the training stage asks of the samples, answers or prompts only, with or without the
+                reasoning format (linked from the model by train.py).
         """
         super().__init__()
         check_count("data.num_frames", num_frames, minimum=1)
@@ -81,6 +84,7 @@ class EpicDataModule(L.LightningDataModule):
         self.prompt = as_options(PromptOptions, prompt)
         self.prior_actions = as_options(PriorActionOptions, prior_actions)
         self.loader = as_options(LoaderOptions, loader)
+        self.sample_format = as_options(SampleFormat, sample_format)
         self._tokenizer = None
         self._first_metas: dict[str, dict] = {}
         self._train_items: list[SourceItems] | None = None
@@ -137,6 +141,18 @@ class EpicDataModule(L.LightningDataModule):
         """Ask these questions ({file: records}) over the val/test sets, read and checked against them by the caller
         (an evaluation checks them before loading the model), so setup does not check them again."""
         self.asked = questions_by_key(questions)
+
+    def unanswered(self) -> str | None:
+        """Where a training source has a question without its answer (a question file's line, or a shard set whose
+        samples carry none), None when every question has one: what learning from rewards needs."""
+        for source in self.train_sources:
+            if source.questions:
+                for number, record in enumerate(read_jsonl(source.questions), start=1):
+                    if not isinstance(record.get("answer_index"), int):
+                        return f"{source.questions}:{number}: question {record.get('narration_id')} has no answer_index"
+            elif not isinstance(self._first_meta(source.shards).get("answer_index"), int):
+                return f"{source.shards}: its samples carry no answer_index"
+        return None
 
     def has_class_labels(self) -> bool:
         """Whether some training source's samples carry verb/noun classes (what action supervision learns from)."""
@@ -204,21 +220,23 @@ class EpicDataModule(L.LightningDataModule):
         """Training batches per epoch on each rank (the training loader's length), without building the loader."""
         return self.epoch_planner().batches_per_rank
 
-    def _encoder(self, task: str, with_answer: bool) -> EncodePrompt:
+    def _encoder(self, task: str, training: bool) -> EncodePrompt:
+        """Training prompts (with their answers unless the sample format asks for prompts only) or evaluation ones."""
         h, priors = self.hparams, self.prior_actions
         pseudo = None
-        if not with_answer and priors.evaluation == "pseudo":
+        if not training and priors.evaluation == "pseudo":
             pseudo = chosen_option_texts(read_jsonl(priors.pseudo_predictions))
-        probability = priors.train_probability if with_answer else float(priors.evaluation != "none")
+        probability = priors.train_probability if training else float(priors.evaluation != "none")
         return EncodePrompt(
             PromptEncoder(self.tokenizer, h.max_length, h.overflow, self.chat_format),
             task,
             h.num_frames,
             self.prompt,
-            with_answer=with_answer,
+            with_answer=training and self.sample_format.answers,
             prior_probability=probability,
             seed=h.seed,
             pseudo_priors=pseudo,
+            reasoning=self.sample_format.reasoning,
         )
 
     def _world(self) -> tuple[int, int]:

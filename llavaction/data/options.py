@@ -52,6 +52,22 @@ class LoaderOptions:
 
 
 @dataclass(frozen=True)
+class SampleFormat:
+    """What the training stage asks of the samples (the model says it: train.py links it to the data).
+
+    Args:
+        answers: training samples carry their answer, with labels on it (supervised fine-tuning); false: the prompt
+            up to the assistant turn only, the question's options and answer kept in its record (reinforcement
+            learning samples the answers).
+        reasoning: MQA prompts, in training and in validation, ask for the reasoning inside <think> </think> before
+            the answer (llavaction.prompts.wording.REASONING_FORMAT).
+    """
+
+    answers: bool = True
+    reasoning: bool = False
+
+
+@dataclass(frozen=True)
 class PriorActionOptions:
     """The two previous actions in MQA questions (the reference's learn_neighbor_actions='prior').
 

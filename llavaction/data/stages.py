@@ -185,7 +185,8 @@ class EncodePrompt:
 
     An MQA question whose sample carries its two prior actions shows them with probability prior_probability, decided
     per (seed, epoch, sample) so that any world size or worker count makes the same choice; pseudo_priors (evaluation:
-    narration_id -> the model's own earlier answer) replaces the ground-truth texts of the prior actions."""
+    narration_id -> the model's own earlier answer) replaces the ground-truth texts of the prior actions; reasoning:
+    an MQA question asks for the reasoning first (prompts.wording.REASONING_FORMAT)."""
 
     def __init__(
         self,
@@ -199,11 +200,12 @@ class EncodePrompt:
         seed: int = 0,
         epoch: int = 0,
         pseudo_priors: dict[str, str] | None = None,
+        reasoning: bool = False,
     ):
         self.encoder, self.task, self.num_frames = encoder, task, num_frames
         self.options, self.with_answer = options, with_answer
         self.prior_probability, self.seed, self.epoch = prior_probability, seed, epoch
-        self.pseudo_priors = pseudo_priors
+        self.pseudo_priors, self.reasoning = pseudo_priors, reasoning
 
     def __call__(self, sample: dict) -> dict:
         meta = sample["meta"]
@@ -216,7 +218,8 @@ class EncodePrompt:
             if self.with_answer:
                 turns = prompt_turns(meta, self.task, self.num_frames, self.options, use_priors)
             else:
-                turns = [(user_text(meta, self.task, self.num_frames, self.options, use_priors), None)]
+                question = user_text(meta, self.task, self.num_frames, self.options, use_priors, self.reasoning)
+                turns = [(question, None)]
         except (KeyError, ValueError) as err:
             raise BadSample(f"sample {sample['__key__']}: cannot build a {self.task} prompt ({err})") from None
         encoded = self.encoder.encode_turns(turns, self.visual_span(sample), name=sample["__key__"])

@@ -161,6 +161,18 @@ class LoadedCheckpoint:
         )
 
     @property
+    def recorded(self) -> dict:
+        """The model arguments its training recorded (a model folder: its family, folder and architecture)."""
+        return dict(self._init_args)
+
+    def weights(self) -> dict | None:
+        """A Lightning checkpoint's model weights by the model's own parameter names (memory-mapped); None for a
+        model folder, whose weights its family loads."""
+        if self._state_dict is None:
+            return None
+        return {k.removeprefix("model."): v for k, v in self._state_dict.items() if k.startswith("model.")}
+
+    @property
     def backbone(self) -> str:
         """The model family the checkpoint holds."""
         architecture = self._init_args.get("architecture") or {}

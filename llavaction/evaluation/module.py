@@ -4,6 +4,8 @@ module (llavaction.training.module) extends it; evaluation builds it from a chec
 
 from __future__ import annotations
 
+import dataclasses
+
 import lightning as L
 import torch
 from torchmetrics import SumMetric
@@ -11,6 +13,7 @@ from torchmetrics import SumMetric
 from llavaction.benchmark.answers import prediction_record, rule_choice
 from llavaction.benchmark.uncertainty import cluster_of, hit_intervals
 from llavaction.data.batch import Batch
+from llavaction.data.options import SampleFormat
 from llavaction.ek100.metrics import EpicActionMetrics, top5_hits
 from llavaction.evaluation.options import EvaluationOptions
 from llavaction.evaluation.scoring import MQAAnswerer, head_class_scores
@@ -23,6 +26,7 @@ from llavaction.prompts.tokenizer import load_tokenizer
 DATA_LINKS = (
     ("tokenizer_path", "tokenizer"),
     ("chat_format", "chat_format"),
+    ("sample_format", "sample_format"),
 )
 
 
@@ -78,6 +82,17 @@ class MQAModule(L.LightningModule):
             self.answerer = MQAAnswerer(self.model, self.tokenizer, self.video_format, evaluation.max_new_tokens)
 
     @property
+    def sample_format(self) -> dict:
+        """What training asks of the samples (data.options.SampleFormat as plain values, as checkpoints record it; the
+        DataModule is linked to this): supervised answers, no reasoning."""
+        return dataclasses.asdict(SampleFormat())
+
+    def final_answer(self, generation: str) -> str:
+        """The part of a generated answer the paper's rule reads (all of it; a stage that asks for reasoning first
+        reads what follows it)."""
+        return generation
+
+    @property
     def chat_format(self) -> dict:
         """How the model reads a sample, as plain values (the DataModule is linked to this; checkpoints record it)."""
         return self.video_format.as_dict()
@@ -117,7 +132,7 @@ class MQAModule(L.LightningModule):
         chosen = {mode: scores.argmax(-1) for mode, scores in answers.scores.items()}
         if "generate" in modes:
             picks = [
-                rule_choice(text, meta["options"], meta["answer_index"])
+                rule_choice(self.final_answer(text), meta["options"], meta["answer_index"])
                 for text, meta in zip(answers.generations, batch.meta)
             ]
             chosen["generate"] = torch.tensor([-1 if c is None else c for c in picks], device=real.device)

@@ -41,6 +41,13 @@ TIME_INSTRUCTION = (
     "The provided video lasts for {duration:.3f} seconds, and {num_frames} frames are uniformly sampled from it."
 )
 FRAME_TIMES = "These frames are located at {times}. The video duration is {duration:.3f} seconds. "
+# Not the reference's: the reasoning format of RL post-training (model.reasoning), after the MQA question. Our own
+# sentence, in the spirit of Video-R1's question template (reasoning in <think> </think>, then the answer) but asking
+# for the answer as the paper's rule reads it ('A. move knife'), with no answer tags.
+REASONING_FORMAT = (
+    " First think about the frames and the options step by step inside <think> </think> tags, then give your answer "
+    "after the closing tag, briefly such as 'A. move knife'."
+)
 # Replayed general video data (LLaVA-Video-178K) gets the reference trainer's own time sentence, on its own line.
 REPLAY_TIME_INSTRUCTION = (
     "The video lasts for {duration:.2f} seconds, and {num_frames} frames are uniformly sampled from it. "
@@ -174,10 +181,12 @@ def exchanges(record: dict) -> list[tuple[str, str]]:
     return pairs
 
 
-def user_text(record: dict, task: str, num_frames: int, options: PromptOptions, use_priors: bool = False) -> str:
+def user_text(
+    record: dict, task: str, num_frames: int, options: PromptOptions, use_priors: bool = False, reasoning: bool = False
+) -> str:
     """The user turn after `<image>\\n`: the time instruction glued to the task prompt (no separator, as the
     reference's format_llava_prompt glues them), or for replayed general video data the reference trainer's own time
-    sentence on a line of its own."""
+    sentence on a line of its own. reasoning: an MQA question then asks for the reasoning first (REASONING_FORMAT)."""
     if record.get("replay"):
         question = task_prompt(record, task)
         if not options.time_instruction:
@@ -186,7 +195,7 @@ def user_text(record: dict, task: str, num_frames: int, options: PromptOptions, 
         if record.get("conversation"):  # the reference keeps the question's own text after `<image>` ("\nQ")
             return f"{sentence}\n{exchanges(record)[0][0].replace(IMAGE_PLACEHOLDER, '')}"
         return f"{sentence}\n{question}"
-    question = task_prompt(record, task, use_priors)
+    question = task_prompt(record, task, use_priors) + (REASONING_FORMAT if reasoning and task == "mqa" else "")
     return (time_instruction(record, num_frames, options) if options.time_instruction else "") + question
 
 

@@ -21,6 +21,7 @@ from llavaction.training import sharding
 from llavaction.training.losses import action_supervision_loss
 from llavaction.training.optim import optimizer_steps, param_groups, trainable
 from llavaction.training.options import OptimizerOptions, TrainableParts
+from llavaction.training.start import StartCheckpoint
 from llavaction.utils.checks import as_options
 
 
@@ -51,7 +52,8 @@ class LlavaActionModule(MQAModule):
             preset_name: the family's architecture preset when no checkpoint is given (random init): 'tiny' for every
                 family; llava_video '0.5b', '7b'; qwen2_5_vl '7b'; qwen3_vl '8b'; internvl '3-8b', '3.5-8b'.
             checkpoint: checkpoint to start from, a folder or a hub id, in its family's layout (an original LLaVA-Video
-                / LLaVAction one; transformers' for the others); its family must be model.backbone.
+                / LLaVAction one; transformers' for the others), or a training checkpoint (a `.ckpt`: its
+                architecture, video format, tokenizer and weights); its family must be model.backbone.
             tokenizer: tokenizer directory; defaults to the checkpoint directory.
             family_options: the family's own architecture settings, a mapping (LLaVA-Video: spatial_pool_mode
                 'bilinear' | 'average' | 'max', newline_position 'grid' | 'frame' | 'one_token' | 'none'); a setting
@@ -82,8 +84,14 @@ class LlavaActionModule(MQAModule):
                 ("evaluation", EvaluationOptions, evaluation),
             )
         }
+        self._start = StartCheckpoint.of(checkpoint, backbone, tokenizer)
+        folder, self._start_tokenizer = checkpoint, self._start is not None and tokenizer is None
+        if self._start is not None:  # the training checkpoint's architecture, format and tokenizer, unless recorded
+            architecture = architecture or self._start.architecture
+            video_format = video_format or self._start.video_format
+            tokenizer, folder = tokenizer or self._start.tokenizer, None
         settings = ModelSettings(
-            backbone, preset_name, checkpoint, architecture, groups["compute"], groups["action"], family_options
+            backbone, preset_name, folder, architecture, groups["compute"], groups["action"], family_options
         )
         config = resolve_architecture(settings)
         super().__init__(
@@ -91,11 +99,12 @@ class LlavaActionModule(MQAModule):
             config,
             tokenizer or checkpoint,
             groups["evaluation"],
-            checkpoint,
+            folder,
             settings.from_preset,
             video_format,
         )
-        self.save_hyperparameters()
+        # a start's tokenizer is a temporary folder (the data is given it): not recorded, its checkpoints carry the files
+        self.save_hyperparameters(ignore=["tokenizer"] if self._start_tokenizer else None)
         self.hparams["architecture"] = dataclasses.asdict(self.config)
         self.hparams["video_format"] = self.video_format.as_dict()
         self.train_parts, self.optimizer_options = groups["trainable"], groups["optimizer"]
@@ -107,9 +116,19 @@ class LlavaActionModule(MQAModule):
     def build_model(self) -> torch.nn.Module:
         """The model with the starting checkpoint's weights (new action heads start fresh), which parts train, and
         checkpointing, compilation and FSDP2 by block class as asked."""
-        supervised = self.action.mode is not None
-        model = build_model(self.family, self.config, self.weights, new_heads=supervised)
-        sharding.set_trainable(model, self.train_parts, heads=supervised)
+        return self.prepare(self.starting_model())
+
+    def starting_model(self) -> torch.nn.Module:
+        """The model as the fit starts it: the starting checkpoint's weights (new action heads fresh), or a preset's
+        fresh initialisation."""
+        model = build_model(self.family, self.config, self.weights, new_heads=self.action.mode is not None)
+        if self._start is not None:
+            self._start.load_into(model)
+        return model
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Which parts train, then checkpointing, compilation and FSDP2 by block class as asked."""
+        sharding.set_trainable(model, self.train_parts, heads=self.trains_heads())
         blocks = self.family.block_types
         if self.compute.activation_checkpointing:
             sharding.checkpoint_blocks(model, blocks)
@@ -119,6 +138,10 @@ class LlavaActionModule(MQAModule):
             bf16 = self._trainer is not None and str(self.trainer.precision) == "bf16-mixed"
             sharding.shard_blocks(model, self.device_mesh["data_parallel"], blocks, bf16_compute=bf16)
         return model
+
+    def trains_heads(self) -> bool:
+        """Whether the action token(s) and heads train: with the action loss on."""
+        return self.action.mode is not None
 
     def head_layers(self) -> str | None:
         """The heads read in evaluation: the trained layers, or a checkpoint's own heads at the last layer."""
@@ -172,9 +195,15 @@ class LlavaActionModule(MQAModule):
         parts = {name: (trainable(*modules), rates[name]) for name, modules in model.parts().items()}
         optimizer = torch.optim.AdamW(param_groups(parts, options.weight_decay), betas=(0.9, 0.999), eps=1e-8)
         data = getattr(self.trainer, "datamodule", None)
-        total = optimizer_steps(self.trainer, data.train_batches() if data is not None else None)
+        batches = data.train_batches() * self.updates_per_batch if data is not None else None
+        total = optimizer_steps(self.trainer, batches)
         scheduler = get_cosine_schedule_with_warmup(optimizer, int(options.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    @property
+    def updates_per_batch(self) -> int:
+        """Optimizer steps a training batch makes (what the schedule counts)."""
+        return 1
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """A checkpoint carries what evaluating it needs from any folder (evaluation.checkpoints owns the format)."""

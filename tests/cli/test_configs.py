@@ -72,7 +72,8 @@ def test_recipe_config_is_the_published_run(capsys):
     with pytest.raises(SystemExit):
         cli(["fit", "--config", str(ROOT / "experiments" / "llavaction_7b.yaml"), "--print_config"])
     config = yaml.safe_load(capsys.readouterr().out)
-    model, data, trainer = config["model"], config["data"], config["trainer"]
+    model, data, trainer = config["model"]["init_args"], config["data"], config["trainer"]
+    assert config["model"]["class_path"] == "llavaction.training.module.LlavaActionModule"  # a config without one
     assert model["preset_name"] is None and model["checkpoint"] == "checkpoints/LLaVA-Video-7B-Qwen2"
     assert data["num_frames"] == 64 and data["max_length"] == 32768 and data["prompt"]["time_instruction"]
     assert data["prior_actions"]["train_probability"] == 0.3 and data["prior_actions"]["evaluation"] == "none"
@@ -110,7 +111,15 @@ def test_a_later_list_of_training_sources_replaces_the_earlier_whole(capsys):
 ABLATIONS = sorted((ROOT / "experiments" / "ablations").rglob("*.yaml"))
 RECIPES = [
     ROOT / "experiments" / name
-    for name in ("qwen2_5_vl_7b.yaml", "qwen3_vl_8b.yaml", "internvl3_5_8b.yaml", "demo_qwen2_5_vl.yaml")
+    for name in (
+        "qwen2_5_vl_7b.yaml",
+        "qwen3_vl_8b.yaml",
+        "internvl3_5_8b.yaml",
+        "demo_qwen2_5_vl.yaml",
+        "grpo_demo.yaml",
+        "grpo_qwen2_5_vl_7b.yaml",
+        "grpo_qwen3_vl_8b.yaml",
+    )
 ]
 # each row on each backbone: the row's own config, and with `--model.backbone` (one override, the tiny preset)
 ROWS_ON_BACKBONES = (
