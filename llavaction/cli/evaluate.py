@@ -195,10 +195,15 @@ def run_submission(options: SubmissionOptions) -> int:
 
 
 def run_lmms_export(options: LmmsExport) -> int:
-    from llavaction.evaluation.lmms_eval import TASK, export_lmms_task
+    from llavaction.evaluation.lmms_eval import EXPORTED_MODEL, TASK, export_lmms_task
 
     exported, settings = export_lmms_task(options)
     print(f"{exported} questions -> lmms-eval task folder {options.out} ({settings})")
+    if settings.model_folder == EXPORTED_MODEL:
+        print(
+            f"lmms-eval reads a model folder, not a Lightning .ckpt: first `llavaction export --checkpoint "
+            f"{options.checkpoint} --out {EXPORTED_MODEL}` (a folder of your choice, named below)"
+        )
     print(f"run it with: {settings.command(options.out, options.group or TASK)}")
     return 0
 

@@ -19,7 +19,8 @@ class ExportOptions:
 
     Args:
         checkpoint: a Lightning checkpoint file, an original checkpoint folder or a model-hub id.
-        out: the folder to write (replaced as a whole, only once the new export is complete).
+        out: the folder to write: new, empty or an earlier export (replaced as a whole, only once the new export is
+            complete); any other folder is refused.
         layout: 'original': LLaVA-Video in the lmms-lab layout, a Qwen backbone in transformers' own (action heads in a
             file beside); 'transformers': transformers' own class for every backbone (LLaVA-Video:
             LlavaOnevisionForConditionalGeneration, refused unless it computes the same logits).
@@ -33,13 +34,15 @@ class ExportOptions:
 
 
 def export(options: ExportOptions) -> int:
-    from llavaction.evaluation.checkpoints import LoadedCheckpoint, check_export_layout, export_model
-    from llavaction.utils.files import exclusive_output
+    from llavaction.evaluation.checkpoints import EXPORT_COMMAND, LoadedCheckpoint, check_export_layout, export_model
+    from llavaction.utils.files import check_apart, check_output_folder, exclusive_output
 
-    loaded = LoadedCheckpoint.open(options.checkpoint, options.tokenizer)
-    module = loaded.module(None)
-    check_export_layout(module.config, options.layout)
+    check_apart({"--out": options.out}, {"--checkpoint": options.checkpoint, "--tokenizer": options.tokenizer})
     with exclusive_output(options.out):
+        check_output_folder(options.out, EXPORT_COMMAND)  # before the checkpoint is read; again when written
+        loaded = LoadedCheckpoint.open(options.checkpoint, options.tokenizer)
+        module = loaded.module(None)
+        check_export_layout(module.config, options.layout)
         export_model(module.model, module.tokenizer, options.out, is_writer=True, layout=options.layout)
     print(f"{options.checkpoint} -> {options.out} ({options.layout} layout, backbone {loaded.backbone})")
     return 0

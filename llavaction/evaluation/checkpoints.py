@@ -60,9 +60,13 @@ def check_export_layout(config, layout: ExportLayout) -> None:
         check_exportable(config)
 
 
+EXPORT_COMMAND = "llavaction export"  # the marker of an export folder (utils.files.replaced_folder)
+
+
 def export_model(model, tokenizer, directory: Path, is_writer: bool, layout: ExportLayout = "original") -> None:
     """A trained model with its tokenizer, gathered from every rank under FSDP2 and written by the writer rank as a
-    whole (an earlier export in `directory` stays until the new one is complete). 'original': LLaVA-Video in the
+    whole (an earlier export in `directory` stays until the new one is complete; a folder that is not an export is
+    refused, never replaced: utils.files.replaced_folder). 'original': LLaVA-Video in the
     lmms-lab layout, a Qwen backbone in transformers' own with its processor config; 'transformers': transformers'
     own class for every backbone (LLaVA-Video: LlavaOnevisionForConditionalGeneration, where it computes the same
     logits). Action heads go in a file beside transformers' layout."""
@@ -71,12 +75,12 @@ def export_model(model, tokenizer, directory: Path, is_writer: bool, layout: Exp
     from llavaction.model.checkpoint import save_original
     from llavaction.model.onevision import save_onevision
     from llavaction.model.qwen_vl import QwenVLModel
-    from llavaction.utils.files import atomic_folder
+    from llavaction.utils.files import replaced_folder
 
     check_export_layout(model.config, layout)
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if is_writer:
-        with atomic_folder(directory) as folder:
+        with replaced_folder(directory, EXPORT_COMMAND) as folder:
             if isinstance(model, QwenVLModel):
                 model.save_pretrained(folder, state=state, tokenizer=tokenizer)
             elif layout == "transformers":

@@ -25,11 +25,12 @@ from llavaction.evaluation.options import QuestionOptions
 from llavaction.prompts.formats import Backbone
 from llavaction.prompts.wording import can_show_priors, with_pseudo_priors
 from llavaction.utils.figures import upscale_nearest
-from llavaction.utils.files import atomic_folder, exclusive_output
+from llavaction.utils.files import check_apart, check_output_folder, replaced_folder
 from llavaction.utils.jsonl import read_jsonl, write_json, write_jsonl
 
 TEMPLATE = Path(__file__).parent / "lmms_eval_task"
 TASK = "ek100_mqa"
+LMMS_EXPORT_COMMAND = "llavaction evaluate lmms-export"  # the marker of a task folder (utils.files.replaced_folder)
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,17 @@ class ExportSettings:
     backbone: Backbone = "llava_video"
     checkpoint: str | None = None
 
+    @property
+    def model_folder(self) -> str:
+        """What the lmms-eval command's pretrained= names: the checkpoint when it is a model folder or a hub id; a
+        Lightning .ckpt is not one lmms-eval reads (EXPORTED_MODEL: the folder `llavaction export` writes from it)."""
+        if self.checkpoint is None:
+            return "CHECKPOINT"
+        return EXPORTED_MODEL if self.checkpoint.endswith(".ckpt") else self.checkpoint
+
     def command(self, task_folder: Path, task: str = TASK) -> str:
         """The lmms-eval command that runs the task with this backbone's lmms-eval model (0.7.x)."""
-        pretrained = self.checkpoint or "CHECKPOINT"
+        pretrained = self.model_folder
         arguments = {
             "llava_vid": f"pretrained={pretrained},conv_template=qwen_1_5,max_frames_num={self.num_frames},"
             "force_sample=True,mm_spatial_pool_mode=bilinear",
@@ -72,6 +81,7 @@ class ExportSettings:
         )
 
 
+EXPORTED_MODEL = "EXPORTED_MODEL"  # stands for the model folder a Lightning .ckpt is exported to
 # the lmms-eval model of each backbone
 LMMS_EVAL_MODELS = {"llava_video": "llava_vid", "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl"}
 
@@ -85,8 +95,8 @@ class LmmsExport(QuestionOptions):
         questions: question files of data_prep.build_mqa.
         shards: their shard sets (directories or URLs), built from these question files.
         frames: instead of shards, frame stores holding the questions' clips (built from any question file).
-        out: the task folder (for lmms-eval's --include_path); written whole, replacing an earlier export only when
-            complete.
+        out: the task folder (for lmms-eval's --include_path): new, empty or an earlier export, written whole (an
+            earlier export replaced only when the new one is complete); any other folder is refused.
         checkpoint: ask what this checkpoint was trained with (time instruction, frame times, frames); its backbone
             names the lmms-eval model in the task.
         visual: 'video' (an MP4 per question, for video models such as llava_vid) or 'frames' (its JPEG frames).
@@ -120,6 +130,11 @@ def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
     from llavaction.evaluation.checkpoints import LoadedCheckpoint, TrainedSettings, question_settings
     from llavaction.evaluation.questions import check_frames, question_cards, read_questions
 
+    inputs = {"--questions": run.questions, "--shards": run.shards, "--frames": run.frames}
+    check_apart(
+        {"--out": run.out}, inputs | {"--checkpoint": run.checkpoint, "--pseudo_predictions": run.pseudo_predictions}
+    )
+    check_output_folder(run.out, LMMS_EXPORT_COMMAND)  # before any work; again when the folder is written
     if run.group is None:
         questions = read_questions(run.questions)
     else:  # each file its own task: the same segments may be asked in several
@@ -140,7 +155,7 @@ def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
         backbone=backbone,
         checkpoint=run.checkpoint,
     )
-    with exclusive_output(run.out), atomic_folder(run.out) as folder:
+    with replaced_folder(run.out, LMMS_EXPORT_COMMAND) as folder:
         if run.group is None:
             return export_task(questions, locations, folder, settings, named=run.out, cards=cards), settings
         names = {path: task_name(path, cards[path]) for path in questions}
@@ -202,10 +217,12 @@ def export_task(
     if settings.prior_actions == "pseudo":
         pseudo = chosen_option_texts(read_jsonl(settings.pseudo_predictions))
     records, sizes = {}, location_sizes(shards)
-    for sample in tqdm(iter_samples(sizes, sizes), desc="export", unit="question"):
+    progress = tqdm(total=len(wanted), desc="export", unit="question", mininterval=1)  # the store may hold more
+    for sample in iter_samples(sizes, sizes):
         key = sample["__key__"]
         if key not in wanted:
             continue
+        progress.update()
         meta = sample_meta(sample) | wanted[key]  # the question file's question over the stored frames
         chosen = frame_indices(meta["num_frames"], settings.num_frames)
         jpegs = [sample[frame_name(i)] for i in chosen]
@@ -216,6 +233,7 @@ def export_task(
             for index, jpeg in enumerate(jpegs):
                 (out / "frames" / key / frame_name(index)).write_bytes(jpeg)
         records[key] = question_doc(meta, settings, pseudo)
+    progress.close()
     missing = sorted(set(wanted) - set(records))
     if missing:
         raise ValueError(f"{len(missing)} questions have no frames in {', '.join(map(str, shards))}: {missing[:5]}")

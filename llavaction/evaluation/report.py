@@ -24,7 +24,7 @@ from llavaction.data.shards import frame_name, iter_samples, location_sizes, sam
 from llavaction.evaluation.report_html import item_html, strip_file, write_html
 from llavaction.utils.checks import check_count
 from llavaction.utils.figures import accuracy_bars, confusion_heatmap, frame_strip, save_png
-from llavaction.utils.files import exclusive_output
+from llavaction.utils.files import check_apart, replaced_folder
 from llavaction.utils.jsonl import read_jsonl, write_json
 
 DURATION_BINS = (0.0, 1.0, 2.0, 4.0, 8.0, float("inf"))
@@ -258,14 +258,25 @@ class ReportOptions:
         check_count("gallery_size", self.gallery_size, minimum=1)
 
 
+ANALYZE_COMMAND = "llavaction analyze"  # the marker of a report folder (utils.files.replaced_folder)
+
+
 def analyze(run: ReportOptions) -> dict:
-    """Write the report (the output folder held by this process while it writes); returns analysis.json's tables."""
-    with exclusive_output(run.out):
-        return _analyze(run)
+    """Write the report, whole (run.out: new, empty or an earlier report, replaced when the new one is complete; any
+    other folder refused); returns analysis.json's tables."""
+    inputs = {
+        "results": run.results,
+        "--shards": run.shards,
+        "--annotations": run.annotations,
+        "--compare": run.compare,
+    }
+    check_apart({"--out": run.out}, inputs)
+    with replaced_folder(run.out, ANALYZE_COMMAND) as out:
+        return _analyze(run, out)
 
 
-def _analyze(run: ReportOptions) -> dict:
-    folder, shards, out, annotations = run.results, run.shards, run.out, run.annotations
+def _analyze(run: ReportOptions, out: Path) -> dict:
+    folder, shards, annotations = run.results, run.shards, run.annotations
     compare, gallery_size, seed, intersection = run.compare, run.gallery_size, run.seed, run.intersection
     predictions = load_predictions(folder)
     other = None
@@ -289,7 +300,6 @@ def _analyze(run: ReportOptions) -> dict:
         analysis["comparison"] = compare_records(other, rows).as_dict() | {"a": str(compare), "b": str(folder)}
     generated = any(r.get("generation") is not None for r in rows)
     analysis["rule"] = "the paper's rule on greedy answers" if generated else "the best-scoring option"
-    out.mkdir(parents=True, exist_ok=True)
     figures = save_figures(analysis, out)
     chosen, note = gallery_items(rows, other, gallery_size, seed)
     if compare and intersection:

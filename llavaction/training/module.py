@@ -22,6 +22,7 @@ from llavaction.training.losses import action_supervision_loss
 from llavaction.training.optim import optimizer_steps, param_groups, trainable
 from llavaction.training.options import OptimizerOptions, TrainableParts
 from llavaction.utils.checks import as_options
+from llavaction.utils.files import check_output_folder
 
 
 class LlavaActionModule(MQAModule):
@@ -117,7 +118,10 @@ class LlavaActionModule(MQAModule):
         return self.action.head_layers if self.action.mode else super().head_layers()
 
     def setup(self, stage: str) -> None:
-        """Before any step: action supervision needs training samples with verb/noun classes."""
+        """Before any step: action supervision needs training samples with verb/noun classes; model.export_dir is new,
+        empty or an earlier export (never found to be someone else's folder after the fit)."""
+        if stage == "fit" and self.hparams.export_dir:
+            check_output_folder(self.hparams.export_dir, checkpoints.EXPORT_COMMAND, "model.export_dir")
         data = getattr(self._trainer, "datamodule", None)
         if stage == "fit" and self.action.mode and not getattr(data, "has_class_labels", lambda: True)():
             raise ValueError("model.action.mode is on but no training source carries verb/noun classes")
