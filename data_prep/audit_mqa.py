@@ -13,6 +13,7 @@ from llavaction.benchmark.card import card_summary, read_card
 from llavaction.ek100.annotations import SPLIT_FILES, EpicAnnotations
 from llavaction.ek100.lexicon import ClassLexicon
 from llavaction.utils.checks import check_count
+from llavaction.utils.files import check_apart
 from llavaction.utils.jsonl import read_jsonl, write_json
 from llavaction.utils.options import main_of
 
@@ -58,6 +59,7 @@ def read_audited(path: Path) -> list[dict]:
 
 
 def run(options: AuditOptions) -> int:
+    check_apart({"--out": options.out}, {"questions": options.questions, "--annotations": options.annotations})
     split = "train" if (options.annotations / SPLIT_FILES["train"]).exists() else "validation"
     annotations = EpicAnnotations.load(options.annotations, split)
     lexicon = ClassLexicon.load(options.annotations)

@@ -264,7 +264,7 @@ class ExtractOptions:
 
 def run(args: ExtractOptions) -> int:
     inputs = {"--questions": args.questions, "--annotations": args.annotations, "--videos": args.videos}
-    check_apart({"--out": args.out}, inputs)
+    check_apart({"--out": args.out}, inputs, folders=True)
     card = read_card(args.questions) if args.questions else None  # a file changed since its build is refused
     records = read_jsonl(args.questions) if args.questions else segment_records(args.annotations, args.split)
     if not records:

@@ -96,8 +96,10 @@ class CandidatesOptions:
 def run_candidates(options: CandidatesOptions) -> int:
     from llavaction.evaluation.candidates import ranked_actions
     from llavaction.evaluation.ek100 import load_scores
+    from llavaction.utils.files import check_apart
     from llavaction.utils.jsonl import write_json
 
+    check_apart({"--out": options.out}, {"--scores": options.scores})
     scores = load_scores(options.scores)
     ranked = ranked_actions(scores["verb_output"], scores["noun_output"], scores["narration_id"], options.top)
     write_json(options.out, ranked)
@@ -109,9 +111,10 @@ def run_class_scores(options: ClassScoresOptions) -> int:
     import numpy as np
 
     from llavaction.evaluation.candidates import candidate_class_scores
-    from llavaction.utils.files import atomic_output
+    from llavaction.utils.files import atomic_output, check_apart
     from llavaction.utils.jsonl import read_jsonl
 
+    check_apart({"--out": options.out}, {"--predictions": options.predictions})
     if options.out.is_dir():
         raise IsADirectoryError(f"{options.out}: --out is a directory; give a .npz file name")
     scores = candidate_class_scores(read_jsonl(options.predictions), source=str(options.predictions))
@@ -143,8 +146,10 @@ class EK100Options:
 def run_ek100(options: EK100Options) -> int:
     from llavaction.ek100.metrics import METRIC_KEYS
     from llavaction.evaluation.ek100 import ek100_metrics, load_scores
+    from llavaction.utils.files import check_apart
     from llavaction.utils.jsonl import write_json
 
+    check_apart({"--out": options.out}, {"--scores": options.scores, "--annotations": options.annotations})
     figures = ek100_metrics(
         load_scores(options.scores),
         options.annotations,
@@ -188,7 +193,9 @@ class SubmissionOptions:
 
 def run_submission(options: SubmissionOptions) -> int:
     from llavaction.evaluation.ek100 import load_scores, write_submission
+    from llavaction.utils.files import check_apart
 
+    check_apart({"--out": options.out}, {"--scores": options.scores})
     write_submission(load_scores(options.scores), options.out, options.sls_pt, options.sls_tl, options.sls_td)
     print(f"submission -> {options.out}")
     return 0
@@ -233,9 +240,11 @@ class CompareOptions:
 def run_compare(options: CompareOptions) -> int:
     from llavaction.benchmark.uncertainty import record_interval
     from llavaction.evaluation.report import compare_records, load_predictions, paired
+    from llavaction.utils.files import check_apart
     from llavaction.utils.jsonl import write_json
 
     folders = [run.parent if run.suffix == ".jsonl" else run for run in options.runs]
+    check_apart({"--out": options.out}, {"runs": folders})
     a, b = (load_predictions(folder) for folder in folders)
     b, a_by_id = paired(b, a, options.intersection, folders[0])
     comparison = compare_records(a_by_id, b)

@@ -37,7 +37,9 @@ def export(options: ExportOptions) -> int:
     from llavaction.evaluation.checkpoints import EXPORT_COMMAND, LoadedCheckpoint, check_export_layout, export_model
     from llavaction.utils.files import check_apart, check_output_folder, exclusive_output
 
-    check_apart({"--out": options.out}, {"--checkpoint": options.checkpoint, "--tokenizer": options.tokenizer})
+    check_apart(
+        {"--out": options.out}, {"--checkpoint": options.checkpoint, "--tokenizer": options.tokenizer}, folders=True
+    )
     with exclusive_output(options.out):
         check_output_folder(options.out, EXPORT_COMMAND)  # before the checkpoint is read; again when written
         loaded = LoadedCheckpoint.open(options.checkpoint, options.tokenizer)

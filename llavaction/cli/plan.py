@@ -13,6 +13,7 @@ conversation i of a replayed video) and padding.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -20,7 +21,7 @@ from llavaction.cli.train import cli
 from llavaction.data.datamodule import EpicDataModule
 from llavaction.data.plan import format_table, source_label, summarize, world_size_of
 from llavaction.utils.errors import run_cli
-from llavaction.utils.files import atomic_output
+from llavaction.utils.files import atomic_output, check_apart
 
 
 def plan_parser_arguments(parser) -> None:
@@ -53,9 +54,29 @@ def planned_data(args: list[str]):
     return config, EpicDataModule(**data)
 
 
+def config_files(args: list[str]) -> list[str]:
+    """The config files of a command line (`--config FILE` or `--config=FILE`)."""
+    given = [value for name, value in zip(args, args[1:]) if name == "--config"]
+    return given + [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+
+
+def data_paths(value) -> list[str]:
+    """Every string in the data section (sources, stores, question files): those on disk are what the plan reads."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return [path for item in value.values() for path in data_paths(item)]
+    if isinstance(value, (list, tuple)):
+        return [path for item in value for path in data_paths(item)]
+    return [value] if isinstance(value, str) else []
+
+
 def main(args: list[str] | None = None) -> int:
     def run() -> int:
-        config, data = planned_data(sys.argv[1:] if args is None else list(args))
+        given = sys.argv[1:] if args is None else list(args)
+        config, data = planned_data(given)
+        if config.out:
+            check_apart({"--out": config.out}, {"--config": config_files(given), "data": data_paths(config.data)})
         world = config.world_size or world_size_of(config.trainer.as_dict())
         planner = data.epoch_planner(world_size=world)
         rows = [] if config.out else None

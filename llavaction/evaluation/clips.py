@@ -31,7 +31,7 @@ from llavaction.evaluation.options import MAX_NEW_TOKENS, EvaluationOptions, Que
 from llavaction.prompts.encoding import PromptEncoder
 from llavaction.utils.checks import check_count
 from llavaction.utils.figures import pyplot, save_png
-from llavaction.utils.files import safe_name
+from llavaction.utils.files import check_apart, safe_name
 from llavaction.utils.jsonl import read_jsonl
 
 
@@ -270,6 +270,10 @@ class Predictor:
 def answer_clips(run: ClipQuestions) -> int:
     """Answer every usable clip, printing each answer (and writing strips); returns the exit status. Every clip is
     checked before the model loads: with one clip a problem is an error, in a clips file a counted skip."""
+    inputs = {"--checkpoint": run.checkpoint, "--tokenizer": run.tokenizer, "--video": run.video, "--clips": run.clips}
+    check_apart(
+        {"--strip": run.strip}, inputs | {"--videos": run.videos, "--pseudo_predictions": run.pseudo_predictions}
+    )
     clips = run.clip_list()
     durations: dict[Path, float] = {}
     usable, skipped = [], 0

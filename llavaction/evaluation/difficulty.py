@@ -44,10 +44,10 @@ def sweep_files(paths: list[Path]) -> list[Path]:
 def evaluate_difficulty(run: MQAEvaluation) -> dict | None:
     """Evaluate each question file of `run` (or of a sweep's index) into run.out/<stem>, then write the table and the
     figure into run.out; returns the table on the global-zero process."""
+    check_apart({"--out": run.out}, evaluation_inputs(run), folders=True)
     builds = {path: sweep_build(path) for path in sweep_files(run.questions)}
     if len(set(builds.values())) < len(builds):
         raise ValueError(f"two question files are the same build (tier and K): {sorted(builds.values())}")
-    check_apart({"--out": run.out}, evaluation_inputs(run))
     with exclusive_output(run.out):
         claim_folder(run.out, DIFFICULTY_COMMAND)  # new, empty or an earlier sweep's: each build's folder replaced
         rows, loaded = [], LoadedCheckpoint.open(run.checkpoint, run.tokenizer)  # read once for every build

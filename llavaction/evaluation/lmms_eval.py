@@ -131,9 +131,8 @@ def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
     from llavaction.evaluation.questions import check_frames, question_cards, read_questions
 
     inputs = {"--questions": run.questions, "--shards": run.shards, "--frames": run.frames}
-    check_apart(
-        {"--out": run.out}, inputs | {"--checkpoint": run.checkpoint, "--pseudo_predictions": run.pseudo_predictions}
-    )
+    inputs |= {"--checkpoint": run.checkpoint, "--pseudo_predictions": run.pseudo_predictions}
+    check_apart({"--out": run.out}, inputs, folders=True)
     check_output_folder(run.out, LMMS_EXPORT_COMMAND)  # before any work; again when the folder is written
     if run.group is None:
         questions = read_questions(run.questions)

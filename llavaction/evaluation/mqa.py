@@ -99,7 +99,7 @@ def evaluate_mqa(run: MQAEvaluation, loaded: LoadedCheckpoint | None = None) -> 
     checkpoint is read before any forward pass (loaded: the checkpoint already read, for several evaluations of it).
     run.out is new, empty or an earlier evaluation's, which this one replaces whole; any other folder (a run folder, a
     home directory) is refused before any work."""
-    check_apart({"--out": run.out}, evaluation_inputs(run))
+    check_apart({"--out": run.out}, evaluation_inputs(run), folders=True)
     with exclusive_output(run.out):
         check_output_folder(run.out, MQA_COMMAND)
         return _evaluate_mqa(run, loaded)

@@ -270,7 +270,7 @@ def analyze(run: ReportOptions) -> dict:
         "--annotations": run.annotations,
         "--compare": run.compare,
     }
-    check_apart({"--out": run.out}, inputs)
+    check_apart({"--out": run.out}, inputs, folders=True)
     with replaced_folder(run.out, ANALYZE_COMMAND) as out:
         return _analyze(run, out)
 

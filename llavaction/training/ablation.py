@@ -31,7 +31,7 @@ from pathlib import Path
 from llavaction.benchmark.uncertainty import paired_comparison
 from llavaction.utils.configs import config_chain, differences, merged_config, named_base
 from llavaction.utils.figures import pyplot, save_png
-from llavaction.utils.files import atomic_output
+from llavaction.utils.files import atomic_output, check_apart
 from llavaction.utils.jsonl import read_jsonl, write_json
 
 RESULT = "result.json"
@@ -234,6 +234,7 @@ def run_ablation(run: AblationRun, extra: list[str], config_problem=None) -> int
     extra)`, the training CLI's own check (llavaction.cli.train), says why a row's config would be refused: every row
     is checked before anything runs, so a typo'd key in the last row is not found hours after the first trained."""
     base, rows, out = Path(run.base), [Path(r) for r in run.rows], Path(run.out)
+    check_apart({"--out": out}, {"--base": base, "rows": rows}, folders=True)
     for row in rows if config_problem is not None and not run.collect else []:
         problem = config_problem(chain(base, row), extra)
         if problem:

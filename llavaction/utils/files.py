@@ -316,10 +316,12 @@ def _local(paths) -> list[Path]:
     ]
 
 
-def check_apart(outputs: dict[str, Paths], inputs: dict[str, Paths]) -> None:
-    """A command never writes over one of its inputs: an output (option -> path or paths) that is an input, or a folder
-    output that holds one (written whole, it would remove it), is refused in one line naming both options; so are
-    two outputs of one command at one path. Inputs that are not on disk (URLs, hub ids) cannot be written over."""
+def check_apart(outputs: dict[str, Paths], inputs: dict[str, Paths], folders: bool = False) -> None:
+    """A command never writes over one of its inputs: an output (option -> path or paths) that is an input, that
+    is a file inside an input folder (one the command may read), or (with `folders`: the outputs are folders
+    the command writes) that holds an input (written whole, it would remove it), is refused in one line naming both
+    options; so are two outputs of one command at one path. Inputs that are not on disk (URLs, hub ids) cannot be
+    written over."""
     written: dict[Path, str] = {}
     for option, paths in outputs.items():
         items = paths if isinstance(paths, (list, tuple)) else [paths]
@@ -337,7 +339,12 @@ def check_apart(outputs: dict[str, Paths], inputs: dict[str, Paths]) -> None:
                         f"{option} {path} is also this command's input {name}: a command never writes over its own "
                         "input (nothing was changed); write elsewhere"
                     )
-                if path in source.parents:
+                if source in path.parents and path.is_file():
+                    raise ValueError(
+                        f"{option} {path} lies in this command's input {name} {source}: a command never writes over "
+                        "its own input (nothing was changed); write elsewhere"
+                    )
+                if folders and path in source.parents:
                     raise ValueError(
                         f"{option} {path} holds this command's input {name} {source}: writing there could remove it "
                         "(nothing was changed); write elsewhere"
