@@ -24,7 +24,7 @@ from data_prep.distractors import (
     prediction_options,
     random_distractors,
 )
-from llavaction.benchmark.card import card_path, make_card
+from llavaction.benchmark.card import TIERS, card_path, make_card
 from llavaction.ek100.annotations import EpicAnnotations, Segment, action_id, noun_text, verb_text
 from llavaction.ek100.inputs import absent_inputs, drop_past_video_end
 from llavaction.prompts.wording import reference_number
@@ -33,7 +33,7 @@ from llavaction.utils.jsonl import write_json, write_jsonl
 from llavaction.utils.options import main_of
 from llavaction.utils.version import code_version
 
-Distractors = Literal["random", "predictions", "annotations"]
+Distractors = Literal[TIERS]  # one list of tiers: the card checks its own against it
 Representation = Literal["narration", "official_key"]
 TEMPORAL_PAD_SEC = 5.0
 SWEEP_SUFFIX = ".sweep.json"
