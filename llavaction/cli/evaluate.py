@@ -239,21 +239,22 @@ class CompareOptions:
 
 def run_compare(options: CompareOptions) -> int:
     from llavaction.benchmark.uncertainty import record_interval
-    from llavaction.evaluation.report import compare_records, load_predictions, paired
+    from llavaction.evaluation.report import check_same_rule, compare_records, load_predictions, paired
     from llavaction.utils.files import check_apart
     from llavaction.utils.jsonl import write_json
 
     folders = [run.parent if run.suffix == ".jsonl" else run for run in options.runs]
     check_apart({"--out": options.out}, {"runs": folders})
     a, b = (load_predictions(folder) for folder in folders)
+    rule = check_same_rule((folders[0], a), (folders[1], b))
     b, a_by_id = paired(b, a, options.intersection, folders[0])
     comparison = compare_records(a_by_id, b)
     intervals = [record_interval(list(a_by_id.values())), record_interval(b)]
     for name, folder, interval in zip("AB", folders, intervals):
         print(f"{name}: {interval.text()} {folder}")
-    print(f"B - A: {comparison.text()}")
+    print(f"B - A: {comparison.text()} (both scored by {rule})")
     if options.out:
-        result = comparison.as_dict() | {"a": str(folders[0]), "b": str(folders[1])}
+        result = comparison.as_dict() | {"a": str(folders[0]), "b": str(folders[1]), "rule": rule}
         write_json(options.out, result | {"a_accuracy": intervals[0].as_dict(), "b_accuracy": intervals[1].as_dict()})
     return 0
 
