@@ -153,17 +153,18 @@ def _extract(
     todo = records[done:]
     writer = ShardWriter(out, config, progress, entries)
     jobs = video_jobs(todo, config, decoder_threads=1)
-    bar = tqdm(total=len(records), initial=done, desc="extract", unit="sample", mininterval=1)
     position = done
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=ignore_interrupts) if workers > 1 else _Inline() as pool:
+    with (
+        tqdm(total=len(records), initial=done, desc="extract", unit="sample", mininterval=1) as bar,
+        context.Pool(workers, initializer=ignore_interrupts) if workers > 1 else _Inline() as pool,
+    ):
         for results in pool.imap(decode_video, jobs):
             for result in results:
                 writer.add(position, result)
                 position += 1
             bar.update(len(results))
     writer.flush()
-    bar.close()
     sizes = progress["shards"]
     write_json(out / INDEX_FILE, shard_index(out, sizes))
     write_json(out / SIZES_FILE, sizes)

@@ -4,8 +4,10 @@ never list a key twice; a plain extraction never replaces a store or a user's fi
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -182,3 +184,63 @@ def test_a_plain_extraction_never_replaces_a_store_or_a_users_files(
         )
         assert str(mine) in error and ("is a frame store already" in error or f"holds {name!r}" in error)
         assert sorted(p.name for p in mine.iterdir()) == [name] and (mine / name).read_text() == '{"mine": 1}\n'
+
+
+def test_ctrl_c_during_an_addition_is_one_line_and_the_store_is_unchanged(
+    demo_dir, demo_questions, demo_shards, tmp_path, capsys, monkeypatch
+):
+    from data_prep import extract_frames as module
+
+    def interrupted(job):
+        raise KeyboardInterrupt
+
+    store = tmp_path / "store"
+    shutil.copytree(demo_shards["validation_mqa"], store)
+    before = snapshot_listing(store)
+    monkeypatch.setattr(module, "decode_video", interrupted)
+    assert extract_frames(add_args(demo_questions["train_mqa"], demo_dir / "videos", store)) == 130
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: interrupted (Ctrl-C)") and "Traceback" not in "\n".join(lines)
+    assert snapshot_listing(store) == before
+
+
+@pytest.mark.slow
+def test_sigint_during_an_addition_by_worker_processes_is_one_line(demo_dir, demo_questions, demo_shards, tmp_path):
+    """A real Ctrl-C (SIGINT to the process group) while 2 worker processes decode: one line from the command, no
+    traceback from it or its workers, the store as it was, and the addition continues with --resume."""
+    store = tmp_path / "store"
+    shutil.copytree(demo_shards["validation_mqa"], store)
+    before = snapshot_listing(store)
+    args = add_args(demo_questions["train_mqa"], demo_dir / "videos", store, "--workers", "2", "--shard-size", "1")
+    slow = (  # each video's decoding made slow, in the workers too (they import this module's patched copy)
+        "import sys, time, data_prep.decoding as d\n"
+        "real = d.decode_video\n"
+        "def slow(job):\n    time.sleep(2)\n    return real(job)\n"
+        "d.decode_video = slow\n"
+        "import data_prep.extract_frames as e\ne.decode_video = slow\n"
+        "print('started', flush=True)\n"
+        f"sys.exit(e.main({[str(a) for a in args]!r}))\n"
+    )
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    run = subprocess.Popen(
+        [sys.executable, "-c", slow],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert run.stdout.readline().strip() == "started"
+    time.sleep(3)  # the pool started, a video being decoded
+    os.killpg(run.pid, signal.SIGINT)
+    code, err = run.wait(timeout=120), run.stderr.read()
+    run.stdout.close()
+    run.stderr.close()
+    assert code == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted (Ctrl-C)")
+    assert snapshot_listing(store) == before
+    assert extract_frames(add_args(demo_questions["train_mqa"], demo_dir / "videos", store, "--resume")) == 0
+
+
+def snapshot_listing(store):
+    return (store / "sizes.json").read_bytes(), (store / "index.json").read_bytes()
