@@ -83,7 +83,13 @@ def make_card(
 
 def read_card(questions: Path | str) -> dict | None:
     """The card of a question file, checked against the file's digest; None when it has none (older builds). A
-    mismatch is an error naming both files."""
+    mismatch is an error naming both files; a question file that is not there, one line saying how to build it (every
+    reader asks for the card first)."""
+    if not Path(questions).is_file():
+        raise FileNotFoundError(
+            f"{questions}: no such question file; build it with: python -m data_prep.build_mqa --annotations DIR "
+            f"--split train|validation --out {questions}"
+        )
     path = card_path(questions)
     if not path.exists():
         return None

@@ -28,3 +28,28 @@ def test_plan_cli_prints_the_table_and_refuses_bad_settings(demo_dir, demo_shard
         from llavaction.data.options import TaskSource
 
         TaskSource("x", "mqa", "first:-1")
+
+
+def test_a_missing_question_file_names_its_build_command(demo_dir, demo_shards, tmp_path, capsys):
+    from llavaction.cli.plan import main as plan
+    from tests.helpers import demo_args, one_line_exit
+
+    args = demo_args(demo_dir, demo_shards, tmp_path)[1:]
+    source = json.dumps([{"frames": str(demo_shards["train_mqa"]), "questions": "nowhere/q.jsonl", "task": "mqa"}])
+    error = one_line_exit(capsys, lambda: plan([*args, f"--data.train={source}"]))
+    assert error == (
+        "error: nowhere/q.jsonl: no such question file; build it with: python -m data_prep.build_mqa --annotations "
+        "DIR --split train|validation --out nowhere/q.jsonl"
+    )
+
+
+def test_the_plan_library_run_as_a_command_names_the_command():
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    ran = subprocess.run(
+        [sys.executable, "-m", "llavaction.data.plan", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert ran.returncode == 1 and "the command is `llavaction plan --config CONFIG`" in ran.stderr
