@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import string
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llavaction.benchmark.answers import rule_choice
+from llavaction.benchmark.answers import parse_choice, rule_choice
 from llavaction.data.batch import Batch
 from llavaction.data.stages import ArrayFrames, Collate, EncodePrompt
 from llavaction.data.video import VideoError, find_raw, video_duration, video_file
@@ -33,6 +34,8 @@ from llavaction.utils.checks import check_count
 from llavaction.utils.figures import pyplot, save_png
 from llavaction.utils.files import check_apart, safe_name
 from llavaction.utils.jsonl import read_jsonl
+
+LETTERS = string.ascii_uppercase  # option letters, A first
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,8 @@ class ClipQuestions(QuestionOptions):
         precision: Lightning's precision name (default: the checkpoint's).
         json: print one JSON object per clip.
         strip: save the frames the model saw with its answer (a PNG; for several clips a folder of <clip id>.png).
+        annotations: the EPIC-KITCHENS-100 annotation folder, whose class lists name the action heads' top classes
+            (class ids without it).
     """
 
     checkpoint: str
@@ -178,6 +183,7 @@ class ClipQuestions(QuestionOptions):
     precision: Precision | None = None
     json: bool = False
     strip: Path | None = None
+    annotations: Path | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -205,11 +211,17 @@ class Predictor:
     """A checkpoint ready to answer about clips, asked as `settings` say, at a Lightning precision on one device."""
 
     def __init__(
-        self, loaded: LoadedCheckpoint, settings: QuestionSettings, device: str, precision: str, max_new_tokens: int
+        self,
+        loaded: LoadedCheckpoint,
+        settings: QuestionSettings,
+        device: str,
+        precision: str,
+        max_new_tokens: int,
+        names: tuple[dict[int, str], dict[int, str]] | None = None,
     ):
         self.module = loaded.module(EvaluationOptions(("generate",), max_new_tokens))
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-        self.settings, self.precision = settings, precision
+        self.settings, self.precision, self.names = settings, precision, names
         self.module.eval()
         self.encoder = PromptEncoder(self.module.tokenizer, chat=self.module.config.chat_format())
         self.collate = Collate(self.module.tokenizer.pad_token_id)
@@ -257,12 +269,14 @@ class Predictor:
                 "task": clip.task,
                 "answer": text,
             }
-            if clip.options:  # the option the answer names by the paper's rule, or None: it names none
-                chosen = rule_choice(text, list(clip.options))
+            if clip.options:  # the option the answer names by the paper's rule (its text), or None: it names none
+                chosen, letter = rule_choice(text, list(clip.options)), parse_choice(text, list(clip.options))
                 result["chosen_option"] = None if chosen is None else clip.options[chosen]
+                result["chosen_letter"] = None if chosen is None else LETTERS[chosen]
+                result["answer_letter"] = None if letter is None else LETTERS[letter]  # the letter it names, if any
             if answers.action_logits is not None:
                 verb, noun, _ = answers.action_logits[-1]
-                result |= top_classes(verb[i].float(), noun[i].float())
+                result |= top_classes(verb[i].float(), noun[i].float(), names=self.names)
             results.append(result)
         return results
 
@@ -271,6 +285,7 @@ def answer_clips(run: ClipQuestions) -> int:
     """Answer every usable clip, printing each answer (and writing strips); returns the exit status. Every clip is
     checked before the model loads: with one clip a problem is an error, in a clips file a counted skip."""
     inputs = {"--checkpoint": run.checkpoint, "--tokenizer": run.tokenizer, "--video": run.video, "--clips": run.clips}
+    inputs |= {"--annotations": run.annotations}
     check_apart(
         {"--strip": run.strip}, inputs | {"--videos": run.videos, "--pseudo_predictions": run.pseudo_predictions}
     )
@@ -288,9 +303,12 @@ def answer_clips(run: ClipQuestions) -> int:
             print(f"skipped {clip.name}: {problem}", file=sys.stderr)
     if not usable:
         raise ValueError(f"{run.clips}: every one of its {len(clips)} clips was skipped (reasons above)")
+    from llavaction.evaluation.report import class_names
+
+    names = class_names(run.annotations, {}) if run.annotations is not None else None
     loaded = LoadedCheckpoint.open(run.checkpoint, run.tokenizer)
     settings = loaded.question_settings(run)
-    predictor = Predictor(loaded, settings, run.device, run.precision or loaded.precision, run.max_new_tokens)
+    predictor = Predictor(loaded, settings, run.device, run.precision or loaded.precision, run.max_new_tokens, names)
     names: dict[str, int] = {}
     for start in range(0, len(usable), run.batch_size):
         group = usable[start : start + run.batch_size]
@@ -308,18 +326,34 @@ def answer_clips(run: ClipQuestions) -> int:
     return 0
 
 
-def top_classes(verb_logits: torch.Tensor, noun_logits: torch.Tensor, k: int = 5) -> dict:
-    """The heads' top-k verbs, nouns and actions (EPIC's verb x noun ranking) with their probabilities."""
+def top_classes(
+    verb_logits: torch.Tensor,
+    noun_logits: torch.Tensor,
+    k: int = 5,
+    names: tuple[dict[int, str], dict[int, str]] | None = None,
+) -> dict:
+    """The heads' top-k verbs, nouns and actions (EPIC's verb x noun ranking) with their probabilities, each
+    [class id, probability] and, given the class lists' names, the name third."""
     from llavaction.ek100.metrics import action_topk
 
     verb_p, noun_p = verb_logits.softmax(-1), noun_logits.softmax(-1)
     verbs, nouns = verb_p.topk(k), noun_p.topk(k)
     action_v, action_n = action_topk(verb_logits[None], noun_logits[None], k)
+    verb_names, noun_names = names or ({}, {})
+
+    def entry(key, p, name: str | None) -> list:
+        return [key, round(float(p), 4)] + ([name] if names else [])
+
     return {
-        "top_verbs": [[int(c), round(float(p), 4)] for p, c in zip(*verbs)],
-        "top_nouns": [[int(c), round(float(p), 4)] for p, c in zip(*nouns)],
+        "top_verbs": [entry(int(c), p, verb_names.get(int(c), "?")) for p, c in zip(*verbs)],
+        "top_nouns": [entry(int(c), p, noun_names.get(int(c), "?")) for p, c in zip(*nouns)],
         "top_actions": [
-            [f"{int(v)}:{int(n)}", round(float(verb_p[v] * noun_p[n]), 4)] for v, n in zip(action_v[0], action_n[0])
+            entry(
+                f"{int(v)}:{int(n)}",
+                verb_p[v] * noun_p[n],
+                f"{verb_names.get(int(v), '?')} {noun_names.get(int(n), '?')}",
+            )
+            for v, n in zip(action_v[0], action_n[0])
         ],
     }
 
@@ -341,11 +375,24 @@ def save_strip(frames: np.ndarray, caption: str, path: Path) -> None:
 
 
 def describe(result: dict) -> str:
+    """An answer as text: the option the paper's rule reads in it (and the letter it names, where that is another
+    option), the heads' top classes (named when their names are known)."""
     lines = [f"{result['name']} ({result['start']:.2f}-{result['end']:.2f} s): {result['answer']}"]
     if "chosen_option" in result:
-        chosen = result["chosen_option"]
-        lines.append(f"  chosen option: {chosen}" if chosen is not None else "  the answer matches none of the options")
+        chosen, letter = result["chosen_option"], result.get("answer_letter")
+        lines.append(
+            f"  chosen option (the paper's rule, by its text): {result['chosen_letter']}. {chosen}"
+            if chosen is not None
+            else "  the answer's text matches none of the options (the paper's rule)"
+        )
+        if letter is not None and letter != result.get("chosen_letter"):
+            lines.append(f"  note: the answer's letter {letter} names another option; the paper's rule reads its text")
     for key in ("top_verbs", "top_nouns", "top_actions"):
         if key in result:
-            lines.append(f"  {key.replace('_', ' ')}: " + ", ".join(f"{c} {p:.2f}" for c, p in result[key]))
+            named = all(len(item) == 3 for item in result[key])
+            entries = [
+                f"{item[2]} ({item[0]}) {item[1]:.2f}" if named else f"{item[0]} {item[1]:.2f}" for item in result[key]
+            ]
+            label = key.replace("_", " ") + ("" if named else " (class ids; --annotations names them)")
+            lines.append(f"  {label}: " + ", ".join(entries))
     return "\n".join(lines)

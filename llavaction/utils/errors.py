@@ -23,8 +23,10 @@ def message(error: BaseException) -> str:
         return rest if colon and "." in name or name.endswith(("Error", "Exception")) else last
     if isinstance(error, KeyError) and error.args:
         return str(error.args[0])
-    if isinstance(error, OSError) and error.filename and (
-        str(error.filename) not in str(error) or str(error).startswith("[Errno")
+    if (
+        isinstance(error, OSError)
+        and error.filename
+        and (str(error.filename) not in str(error) or str(error).startswith("[Errno"))
     ):
         return f"{error.filename}: {error.strerror or error}"
     if isinstance(error, OSError) and error.errno and error.strerror and not error.filename:

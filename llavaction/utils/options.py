@@ -39,6 +39,12 @@ def one_line(message: str) -> str:
     option takes as the one reason that matters (`--data.train: task 'mqaa' not in ...`), not every type's."""
     text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
     key = re.search(r'Parser key "([^"]+)"', text)
+    choices = re.search(r"Literal\[([^\]]*)\]", text)
+    given = re.search(r"(?:Given|Got) value: (.*?)(?: Subtypes:|$)", text)
+    if key and choices and given:
+        listed = ", ".join(choice.strip().strip("'\"") for choice in choices.group(1).split(","))
+        optional = " (or null)" if "NoneType" in text else ""
+        return f"--{key.group(1)}: expected one of {listed}{optional}, got {given.group(1).strip()}"
     union = re.search(
         r"Does not validate against any of the Union subtypes .*?Errors: (.*?)(?: Given value type:|$)", text
     )
@@ -50,12 +56,6 @@ def one_line(message: str) -> str:
             given = re.search(r"Given value type: <class '(\w+)'>", text)
             reason += f", given a {given.group(1)}" if given and reason.startswith("expected a") else ""
             return f"--{key.group(1)}: {reason}"
-    choices = re.search(r"Literal\[([^\]]*)\]", text)
-    given = re.search(r"(?:Given|Got) value: (.*?)(?: Subtypes:|$)", text)
-    if key and choices and given:
-        listed = ", ".join(choice.strip().strip("'\"") for choice in choices.group(1).split(","))
-        optional = " (or null)" if "NoneType" in text else ""
-        return f"--{key.group(1)}: expected one of {listed}{optional}, got {given.group(1).strip()}"
     return text
 
 
