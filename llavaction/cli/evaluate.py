@@ -162,6 +162,9 @@ def run_ek100(options: EK100Options) -> int:
     for key in METRIC_KEYS:
         interval = intervals.get(key)
         around = f"  [{interval['low']:.2f}, {interval['high']:.2f}]" if interval else ""
+        if figures[key] is None:
+            print(f"{key:32s}     n/a  (not applicable: {figures['not_applicable'][key]} in these annotations)")
+            continue
         print(f"{key:32s} {figures[key]:7.2f}{around}")
     first = next(iter(intervals.values()))
     print(
