@@ -18,8 +18,8 @@ from llavaction.model.build import build_model, resolve_architecture
 from llavaction.model.options import ActionSupervision, ComputeOptions
 from llavaction.prompts.formats import Backbone
 from llavaction.training import sharding
-from llavaction.training.losses import action_supervision_loss
-from llavaction.training.optim import optimizer_steps, param_groups, trainable
+from llavaction.training.losses import action_supervision_loss, task_losses
+from llavaction.training.optim import optimizer_steps, param_groups, trainable, warmup_steps
 from llavaction.training.options import OptimizerOptions, TrainableParts
 from llavaction.utils.checks import as_options
 from llavaction.utils.files import check_output_folder
@@ -144,6 +144,8 @@ class LlavaActionModule(MQAModule):
             self.log("train/action_loss", action_loss, batch_size=size)
             loss = loss + self.action.loss_weight * action_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        for task, value in task_losses(out.logits, out.labels, batch.tasks).items():  # TensorBoard's per-task curves
+            self.log(f"train/loss_{task}", value, batch_size=size)
         self.log("train/truncated", batch.truncated.sum().float(), reduce_fx="sum", batch_size=size)
         self._log_sample_accounting(batch, size)
         return loss
@@ -169,7 +171,7 @@ class LlavaActionModule(MQAModule):
         optimizer = torch.optim.AdamW(param_groups(parts, options.weight_decay), betas=(0.9, 0.999), eps=1e-8)
         data = getattr(self.trainer, "datamodule", None)
         total = optimizer_steps(self.trainer, data.train_batches() if data is not None else None)
-        scheduler = get_cosine_schedule_with_warmup(optimizer, int(options.warmup_ratio * total), total)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps(total, options.warmup_ratio), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
