@@ -37,6 +37,7 @@ class RenderOptions(QuestionOptions):
 
 def run_render(options: RenderOptions) -> int:
     from llavaction.benchmark.answers import chosen_option_texts
+    from llavaction.data.store import read_questions_file
     from llavaction.evaluation.checkpoints import LoadedCheckpoint, TrainedSettings, question_settings
     from llavaction.prompts.encoding import render
     from llavaction.utils.files import check_apart
@@ -52,7 +53,7 @@ def run_render(options: RenderOptions) -> int:
     if options.prior_actions == "pseudo":
         pseudo = chosen_option_texts(read_jsonl(options.pseudo_predictions))
     rows = render(
-        read_jsonl(options.questions),
+        read_questions_file(options.questions),  # a file that no longer matches its card is refused
         options.task,
         settings.num_frames,
         settings.prompt,

@@ -254,11 +254,11 @@ def check_output_folder(out: Path | str, command: str, option: str = "--out") ->
     elif not foreign:
         return False
     owner = marker.get("command")
-    made_by = (
-        f"it is the output of {owner}"
-        if owner and owner != command
-        else f"it holds {foreign[0]!r}, which {command} did not write"
-    )
+    made_by = f"it holds {foreign[0]!r}, which {command} did not write"
+    if owner and owner != command:
+        made_by = f"it is the output of {owner}"
+    elif not owner:  # an output of a version before markers is not told from a folder of one's own
+        made_by += f" (no marker {OUTPUT_MARKER} of its output there)"
     raise ValueError(
         f"{option} {out}: {made_by}; {command} writes only into a new or empty folder or one it wrote itself "
         "(nothing there was changed): give another folder"
