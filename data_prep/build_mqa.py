@@ -300,6 +300,8 @@ def build(args: BuildOptions) -> int:
             write_jsonl(path, [task_record(task, segment, ann, priors, args.seed) for segment in ann.segments])
     if args.skip_bad:
         write_jsonl(args.out.with_suffix(".skipped.jsonl"), [asdict(s) for s in ann.skipped])
+    sizes = f"[{len(ann.verbs)}, {len(ann.nouns)}, {len(ann.vocabulary)}]"
+    print(f"class counts (verbs, nouns, actions in the vocabulary): {sizes}, model.action.types", file=sys.stderr)
     return 0
 
 

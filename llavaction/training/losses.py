@@ -27,9 +27,9 @@ def action_supervision_loss(
     if not labelled.any():
         return sum(v.sum() + n.sum() + a.sum() for v, n, a in action_logits) * 0.0  # keeps every head in the graph
     per_layer = [
-        VERB_WEIGHT * _cross_entropy(v, verb, labelled)
-        + NOUN_WEIGHT * _cross_entropy(n, noun, labelled)
-        + ACTION_WEIGHT * _cross_entropy(a, action, labelled)
+        VERB_WEIGHT * _cross_entropy(v, verb, labelled, "verb")
+        + NOUN_WEIGHT * _cross_entropy(n, noun, labelled, "noun")
+        + ACTION_WEIGHT * _cross_entropy(a, action, labelled, "action")
         for v, n, a in action_logits
     ]
     if normalization == "reference":
@@ -37,11 +37,18 @@ def action_supervision_loss(
     return torch.stack(per_layer).mean()
 
 
-def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over `rows` whose label is known; 0 (in the graph) when none is."""
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, head: str) -> torch.Tensor:
+    """Mean cross-entropy over `rows` whose label is known; 0 (in the graph) when none is. A label beyond the head's
+    classes (a vocabulary of one's own larger than model.action.types) is one line, not a device assert."""
     keep = rows & (labels >= 0)
     if not keep.any():
         return logits.sum() * 0.0
+    largest = int(labels[keep].max())
+    if largest >= logits.shape[1]:
+        raise ValueError(
+            f"a training sample's {head} class is {largest}, beyond the {head} head's {logits.shape[1]} classes: set "
+            "model.action.types to the class counts build_mqa prints for these annotations"
+        )
     return F.cross_entropy(logits[keep].float(), labels[keep])
 
 

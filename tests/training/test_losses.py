@@ -70,3 +70,14 @@ def test_warmup_steps_are_the_reference_trainers():
     assert warmup_steps(5235, 0.03) == 158 and int(5235 * 0.03) == 157
     assert [warmup_steps(total, 0.5) for total in (1, 2, 7)] == [1, 1, 4]
     assert warmup_steps(1000, 0.0) == 0
+
+
+def test_a_class_beyond_its_head_is_one_line_naming_the_option():
+    import pytest
+
+    from llavaction.training.losses import action_supervision_loss
+
+    logits = [(torch.randn(2, 8), torch.randn(2, 9), torch.randn(2, 40))]
+    verb, noun, action = torch.tensor([1, 2]), torch.tensor([3, 12]), torch.tensor([5, 6])
+    with pytest.raises(ValueError, match=r"noun class is 12, beyond the noun head's 9 classes: set model.action.types"):
+        action_supervision_loss(logits, verb, noun, action)
