@@ -19,14 +19,16 @@ import json
 import math
 import os
 import time
+from dataclasses import replace
 
 import torch
+from torch import nn
 from transformers.utils import is_flash_attn_2_available
 
-from llavaction.model import LlavaVideoModel, preset
-from llavaction.model.qwen_config import QwenVLConfig, qwen_preset
-from llavaction.model.qwen_vl import QwenVLModel
-from llavaction.training.flops import llm_layer_params, peak_bf16_flops, training_flops, vit_layer_params
+from llavaction.model.families import DEFAULT_BACKBONE
+from llavaction.model.family import REGISTRY
+from llavaction.model.llava_video import preset, vit_layer_params
+from llavaction.training.flops import llm_layer_params, peak_bf16_flops, training_flops
 from llavaction.training.sharding import checkpoint_blocks, compile_blocks, shard_blocks
 from llavaction.utils.constants import IGNORE_INDEX
 
@@ -35,26 +37,27 @@ CLIP_SECONDS = 3.0
 
 
 def shape(name: str, attention: str = "sdpa"):
-    """A preset by name: LLaVA-Video's ('tiny', '0.5b', '7b') or a Qwen backbone's ('qwen2_5_vl:7b', ...)."""
-    if ":" in name:
-        backbone, size = name.split(":")
-        return qwen_preset(backbone, size, attn_implementation=attention)
-    return preset(name, attn_implementation=attention)
+    """(family, preset) by name: `family:preset` ('qwen2_5_vl:7b', 'internvl:3-8b'), or LLaVA-Video's preset alone
+    ('tiny', '0.5b', '7b')."""
+    backbone, _, size = name.rpartition(":")
+    family = REGISTRY.get(backbone or DEFAULT_BACKBONE)
+    return family, replace(family.preset(size), attn_implementation=attention)
 
 
-def visual_ids(config, frames: int) -> list[int]:
-    """The ids a clip takes in a prompt (LLaVA-Video: its one placeholder), at the recipe's 384 px frames."""
-    size = config.frame_size if isinstance(config, QwenVLConfig) else config.image_size
+def visual_ids(family, config, frames: int) -> list[int]:
+    """The ids a clip takes in a prompt (LLaVA-Video: its one placeholder), at the family's decode size."""
+    size = family.frame_size(config)
     return config.chat_format().visual_ids(frames, size, CLIP_SECONDS, lambda text: [0] * 6)[0]
 
 
-def sequence_length(config, frames: int) -> int:
-    return len(visual_ids(config, frames)) + config.extra_tokens(frames) + TEXT_TOKENS
+def sequence_length(family, config, frames: int) -> int:
+    return len(visual_ids(family, config, frames)) + config.extra_tokens(frames) + TEXT_TOKENS
 
 
-def step_flops(config, frames: int, batch: int) -> float:
+def step_flops(family, config, frames: int, batch: int) -> float:
     """Model FLOPs of a step over `batch` equal samples (llavaction.training.flops explains the count)."""
-    return training_flops(config, frames, [sequence_length(config, frames)] * batch, ANSWER_TOKENS * batch)
+    lengths = [sequence_length(family, config, frames)] * batch
+    return training_flops(family, config, frames, lengths, ANSWER_TOKENS * batch)
 
 
 def memory_plan(gpus: int, frames: int, batch: int, checkpointing: bool, bytes_per_param: int = 8) -> dict[str, float]:
@@ -109,14 +112,14 @@ def print_memory_plan() -> None:
         print(f"  {frames:>3} frames: batch {max(fits) if fits else 0}")
 
 
-def make_batch(config, frames: int, batch: int, device) -> dict:
-    visual = visual_ids(config, frames)
+def make_batch(family, config, frames: int, batch: int, device) -> dict:
+    visual = visual_ids(family, config, frames)
     length = TEXT_TOKENS + ANSWER_TOKENS + len(visual)
     ids = torch.randint(0, min(config.text["vocab_size"], 1000), (batch, length), device=device)
     ids[:, 8 : 8 + len(visual)] = torch.tensor(visual, device=device)
     labels = torch.full_like(ids, IGNORE_INDEX)
     labels[:, -ANSWER_TOKENS:] = ids[:, -ANSWER_TOKENS:]
-    size = config.image_size
+    size = family.frame_size(config)
     clips = torch.randint(0, 256, (batch, frames, size, size, 3), dtype=torch.uint8, device=device)
     return {
         "input_ids": ids,
@@ -139,24 +142,24 @@ def time_config(
     steps: int,
     llm_layers: int | None,
 ) -> dict:
-    config = shape(name, attention)
+    family, config = shape(name, attention)
     if llm_layers is not None:
         config.text["num_hidden_layers"] = llm_layers
     # The recipe's precision: fp32 master weights and AdamW states, bf16 compute (FSDP2's bf16 parameter gathering
     # when sharded, autocast otherwise).
     cuda = device.type == "cuda"
     with torch.device(device):
-        model = QwenVLModel(config) if isinstance(config, QwenVLConfig) else LlavaVideoModel(config)
+        model = family.model_class(config)
     if checkpointing:
-        checkpoint_blocks(model)
+        checkpoint_blocks(model, family.block_types)
     if compiled:
-        compile_blocks(model)
+        compile_blocks(model, family.block_types)
     if fsdp:
         from torch.distributed.device_mesh import init_device_mesh
 
-        shard_blocks(model, init_device_mesh(device.type, (1,)), bf16_compute=cuda)
+        shard_blocks(model, init_device_mesh(device.type, (1,)), family.block_types, bf16_compute=cuda)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=cuda)
-    data = make_batch(config, frames, batch, device)
+    data = make_batch(family, config, frames, batch, device)
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and not fsdp):
@@ -180,9 +183,9 @@ def time_config(
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / steps
-    tokens = batch * (sequence_length(config, frames) + ANSWER_TOKENS)
+    tokens = batch * (sequence_length(family, config, frames) + ANSWER_TOKENS)
     peak = peak_bf16_flops(torch.cuda.get_device_name()) if device.type == "cuda" else None
-    flops = step_flops(config, frames, batch)
+    flops = step_flops(family, config, frames, batch)
     return {
         "preset": name,
         "llm_layers": config.text["num_hidden_layers"],
@@ -200,17 +203,18 @@ def time_config(
     }
 
 
+def parameters(member: nn.Module | nn.Parameter) -> list[nn.Parameter]:
+    return [member] if isinstance(member, nn.Parameter) else list(member.parameters())
+
+
 def default_7b_layers(card_bytes: int, name: str = "7b", bytes_per_param: int = 16) -> int:
     """LLM layers of a 7B shape whose fp32 weights, gradients and AdamW moments (16 bytes a parameter, the recipe's
     precision) fill at most half of one card, leaving the rest to 64-frame activations."""
-    config = shape(name)
+    family, config = shape(name)
     text = config.text
-    if isinstance(config, QwenVLConfig):
-        vision = config.vision
-        d = vision["hidden_size"]
-        tower = vision["depth"] * (4 * d * d + 3 * d * vision["intermediate_size"])
-    else:
-        tower = config.vision_layers_kept * vit_layer_params(config.vision)
+    with torch.device("meta"):  # the tower's parameters counted, not allocated
+        parts = family.model_class(config).parts()
+    tower = sum(p.numel() for member in parts["vision_tower"] for p in parameters(member))
     fixed = 2 * text["vocab_size"] * text["hidden_size"] + tower
     fitting = (card_bytes / 2 / bytes_per_param - fixed) // llm_layer_params(text)
     return int(max(1, min(text["num_hidden_layers"], fitting)))

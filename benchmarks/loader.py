@@ -39,7 +39,7 @@ from llavaction.data.options import (
 )
 from llavaction.data.shards import frame_name, iter_samples, shard_urls  # noqa: E402
 from llavaction.data.video import RawVideo  # noqa: E402
-from llavaction.model import LlavaVideoModel, preset  # noqa: E402
+from llavaction.model.llava_video import LlavaVideoModel, preset  # noqa: E402
 from llavaction.utils.jsonl import write_jsonl  # noqa: E402
 
 FRAMES, SIZE, BATCH = 16, 384, 8

@@ -22,7 +22,7 @@ from synthetic import demo_questions, frame_shards
 
 from data_prep.build_mqa import main as build_mqa
 from llavaction.evaluation.mqa import MQAEvaluation, evaluate_mqa
-from llavaction.model import LlavaVideoModel, preset
+from llavaction.model.llava_video import LlavaVideoModel, preset
 
 
 @contextlib.contextmanager

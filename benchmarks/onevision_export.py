@@ -15,8 +15,9 @@ from dataclasses import replace
 
 import torch
 
-from llavaction.model import IMAGE_TOKEN_INDEX, LlavaVideoModel, preset
-from llavaction.model.onevision import onevision_config, onevision_state
+from llavaction.model.llava_video import LlavaVideoModel, preset
+from llavaction.model.llava_video.onevision import onevision_config, onevision_state
+from llavaction.utils.constants import IMAGE_TOKEN_INDEX
 
 
 def compare(model: LlavaVideoModel, prompts: int, frames: int) -> tuple[float, float, float]:

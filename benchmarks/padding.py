@@ -25,7 +25,7 @@ from pathlib import Path
 
 from synthetic import epic_validation_questions
 
-from llavaction.model import preset
+from llavaction.model.llava_video import preset
 from llavaction.prompts.encoding import PromptEncoder
 from llavaction.prompts.tokenizer import build_tokenizer
 from llavaction.prompts.wording import PromptOptions, answer_text, user_text

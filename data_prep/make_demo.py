@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from llavaction.ek100.annotations import SEGMENT_COLUMNS, format_timestamp, noun_text
-from llavaction.prompts.tokenizer import build_tokenizer, with_qwen_vision_tokens
+from llavaction.prompts.tokenizer import build_tokenizer
 from llavaction.utils.checks import check_count
 from llavaction.utils.options import main_of
 
@@ -283,15 +283,14 @@ def make_demo(out: Path, seed: int, train_videos: int, val_videos: int, duration
     class_texts = list(VERBS) + [noun_text(n) for n in NOUNS]
     narrations = [row[SEGMENT_COLUMNS.index("narration")] for split_rows in rows.values() for row in split_rows]
     tokenizer = build_tokenizer(sorted(set(class_texts + narrations)))
-    tokenizer.save_pretrained(out / "tokenizer")
-    with_qwen_vision_tokens(tokenizer).save_pretrained(out / "tokenizer_qwen")  # the tiny Qwen presets'
+    tokenizer.save_pretrained(out / "tokenizer")  # every tiny preset's: each appends its family's special tokens
 
     return {"train_segments": len(rows["train"]), "validation_segments": len(rows["validation"]), "videos": len(videos)}
 
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """A synthetic kitchen in exactly the EK-100 format (videos, CSVs, class files) and the tiny models' tokenizers.
+    """A synthetic kitchen in exactly the EK-100 format (videos, CSVs, class files) and the tiny models' tokenizer.
 
     Args:
         out: the dataset's folder.

@@ -75,7 +75,7 @@ def datamodule(demo_dir, demo_shards, train=None, **overrides):
     """A DataModule over the demo shards; loader fields may be given flat (batch_size=...)."""
     from llavaction.data.datamodule import EpicDataModule
     from llavaction.data.options import LoaderOptions, TaskSource
-    from llavaction.prompts.formats import ChatFormat
+    from llavaction.prompts.formats import SplicedVideo
 
     train = train or [
         TaskSource(str(demo_shards["train_mqa"]), "mqa", 1.0),
@@ -88,7 +88,7 @@ def datamodule(demo_dir, demo_shards, train=None, **overrides):
         train=train,
         val=[str(demo_shards["validation_mqa"])],
         tokenizer=str(demo_dir / "tokenizer"),
-        chat_format=ChatFormat(tokens_per_frame=20).as_dict(),
+        chat_format=SplicedVideo(tokens_per_frame=20).as_dict(),
         num_frames=4,
         max_length=512,
         loader=LoaderOptions(**loader),
@@ -342,7 +342,7 @@ def original_checkpoint_at(demo_dir, folder, seed: int = 0):
     """A random-init tiny model in the original checkpoint layout, with the demo tokenizer."""
     from transformers import AutoTokenizer
 
-    from llavaction.model import LlavaVideoModel, preset
+    from llavaction.model.llava_video import LlavaVideoModel, preset
 
     torch.manual_seed(seed)
     LlavaVideoModel(preset("tiny")).save_pretrained(folder)

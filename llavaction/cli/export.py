@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from llavaction.evaluation.checkpoints import ExportLayout
+from llavaction.evaluation.checkpoint_format import ExportLayout
 from llavaction.utils.options import main_of
 
 
@@ -21,8 +21,8 @@ class ExportOptions:
         checkpoint: a Lightning checkpoint file, an original checkpoint folder or a model-hub id.
         out: the folder to write: new, empty or an earlier export (replaced as a whole, only once the new export is
             complete); any other folder is refused.
-        layout: 'original': LLaVA-Video in the lmms-lab layout, a Qwen backbone in transformers' own (action heads in a
-            file beside); 'transformers': transformers' own class for every backbone (LLaVA-Video:
+        layout: 'original': the family's own layout (LLaVA-Video: lmms-lab's; the others: transformers', action heads in
+            files beside); 'transformers': transformers' own class for every family (LLaVA-Video:
             LlavaOnevisionForConditionalGeneration, refused unless it computes the same logits).
         tokenizer: a tokenizer folder replacing the one the checkpoint carries.
     """
@@ -34,7 +34,8 @@ class ExportOptions:
 
 
 def export(options: ExportOptions) -> int:
-    from llavaction.evaluation.checkpoints import EXPORT_COMMAND, LoadedCheckpoint, check_export_layout, export_model
+    from llavaction.evaluation.checkpoint_format import EXPORT_COMMAND, check_export_layout, export_model
+    from llavaction.evaluation.checkpoints import LoadedCheckpoint
     from llavaction.utils.files import check_apart, check_output_folder, exclusive_output
 
     check_apart(
@@ -44,8 +45,8 @@ def export(options: ExportOptions) -> int:
         check_output_folder(options.out, EXPORT_COMMAND)  # before the checkpoint is read; again when written
         loaded = LoadedCheckpoint.open(options.checkpoint, options.tokenizer)
         module = loaded.module(None)
-        check_export_layout(module.config, options.layout)
-        export_model(module.model, module.tokenizer, options.out, is_writer=True, layout=options.layout)
+        check_export_layout(module.family, module.config, options.layout)
+        export_model(module.family, module.model, module.tokenizer, options.out, is_writer=True, layout=options.layout)
     print(f"{options.checkpoint} -> {options.out} ({options.layout} layout, backbone {loaded.backbone})")
     return 0
 

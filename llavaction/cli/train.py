@@ -28,7 +28,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from llavaction.data.datamodule import EpicDataModule
 from llavaction.data.options import TaskSource
-from llavaction.evaluation.checkpoints import check_checkpoint_file
+from llavaction.evaluation.checkpoint_format import check_checkpoint_file
 from llavaction.evaluation.module import DATA_LINKS
 from llavaction.training.checkpointing import LAST, RunCheckpoint, RunFolderLock, check_resume, checkpoint_folder
 from llavaction.training.module import LlavaActionModule

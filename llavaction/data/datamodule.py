@@ -19,7 +19,7 @@ from llavaction.data.stages import Collate, DecodeFrames, Descriptions, EncodePr
 from llavaction.data.store import StoreQuestions, check_clips, questions_by_key, read_questions_file, store_clips
 from llavaction.data.streams import EvalStream, SourceStream, TrainStream
 from llavaction.prompts.encoding import PromptEncoder
-from llavaction.prompts.formats import ChatFormat
+from llavaction.prompts.formats import video_format
 from llavaction.prompts.wording import PromptOptions
 from llavaction.utils.checks import as_options, check_count
 from llavaction.utils.jsonl import read_jsonl
@@ -56,9 +56,9 @@ class EpicDataModule(L.LightningDataModule):
                 (the sets as frame stores, llavaction.data.store): only these are asked, each about the clip the
                 sets hold for it (checked before any step).
             tokenizer: tokenizer directory (linked from the model by train.py).
-            chat_format: how the model reads a sample, its chat template and the visual tokens a clip takes (the
-                fields of llavaction.prompts.formats.ChatFormat, linked from the model by train.py; default
-                LLaVA-Video's with no visual token).
+            chat_format: how the model reads a sample, its chat template and the visual tokens a clip takes (its
+                video format's plain values, llavaction.prompts.formats.VideoFormat.as_dict, linked from the model by
+                train.py; default the reference's with no visual token).
             num_frames: frames per clip; subsampled evenly when the shards hold more.
             max_length: longest sequence in tokens, visual tokens included.
             overflow: a longer sample is an 'error', or has its answer cut ('truncate').
@@ -78,7 +78,7 @@ class EpicDataModule(L.LightningDataModule):
         self.question_files = list(questions or [])
         self.asked: dict[str, dict] | None = None
         self.tokenizer_path = tokenizer
-        self.chat_format = ChatFormat.from_dict(chat_format)
+        self.chat_format = video_format(chat_format)
         self.prompt = as_options(PromptOptions, prompt)
         self.prior_actions = as_options(PriorActionOptions, prior_actions)
         self.loader = as_options(LoaderOptions, loader)
@@ -92,9 +92,11 @@ class EpicDataModule(L.LightningDataModule):
         if self._tokenizer is None:
             if self.tokenizer_path is None:
                 raise ValueError("EpicDataModule needs a tokenizer directory")
-            from llavaction.prompts.tokenizer import load_tokenizer
+            from llavaction.prompts.tokenizer import add_special_tokens, load_tokenizer
 
             self._tokenizer = load_tokenizer(self.tokenizer_path)
+            # a preset's tokenizer gains its family's tokens as the model's does (the same ids)
+            add_special_tokens(self._tokenizer, self.chat_format.special_tokens)
         return self._tokenizer
 
     def prepare_data(self) -> None:

@@ -1,93 +1,36 @@
-"""The checkpoint format, in one place, and one loaded checkpoint for evaluation, the exports and prediction.
+"""One loaded checkpoint for evaluation, the exports and prediction, and the settings its training asked (the
+checkpoint format itself is evaluation.checkpoint_format's).
 
-A training checkpoint (`.ckpt`, Lightning's) carries, beside Lightning's own entries, the module's hyperparameters
-(the typed option groups and the resolved architecture), the tokenizer's files (TOKENIZER_FILES) and the precision it
-was trained at (TRAINED_PRECISION); the DataModule's hyperparameters hold the prompt settings and frame count. An
-original checkpoint is a LLaVA-Video / LLaVAction directory (config.json + safetensors, llavaction.model.checkpoint) or
-a model-hub id; `export_model` writes one from a trained model (or transformers' own layout). `LoadedCheckpoint`
-reads any of them once, with its tokenizer, the prompt settings and frame count it was trained with, and its
-precision, and builds the answering module and the DataModule through the same links as train.py.
-
-A Lightning checkpoint written by this version carries its architecture (hyperparameters) and its tokenizer's files,
-so it evaluates from any working directory and after its run folder is moved; one written before is rebuilt from its
-hyperparameters, whose relative paths hold from the folder it was trained in.
+`LoadedCheckpoint` reads a training checkpoint (`.ckpt`) or a model folder (or hub id) once, with its tokenizer, the
+prompt settings and frame count it was trained with, and its precision, and builds the answering module and the
+DataModule through the same links as train.py. A Lightning checkpoint written by this version carries its
+architecture (hyperparameters) and its tokenizer's files, so it evaluates from any working directory and after its run
+folder is moved; one written before is rebuilt from its hyperparameters, whose relative paths hold from the folder it
+was trained in.
 """
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, get_args
-
-import torch
 
 from llavaction.data.options import LoaderOptions, PriorActionOptions
+from llavaction.evaluation.checkpoint_format import (
+    TOKENIZER_FILES,
+    TRAINED_PRECISION,
+    CheckpointError,
+    is_model_folder,
+    is_sharded_training_checkpoint,
+    precision_of_folder,
+    read_lightning,
+)
 from llavaction.evaluation.options import EvaluationOptions, QuestionOptions
+from llavaction.model.families import DEFAULT_BACKBONE
 from llavaction.model.options import ActionSupervision, ComputeOptions
 from llavaction.prompts.wording import PromptOptions
 from llavaction.utils.checks import as_options
-from llavaction.utils.hub import is_hub_id, resolve
-
-Precision = Literal["32-true", "bf16-true", "bf16-mixed", "16-true", "16-mixed", "64-true"]
-PRECISIONS: tuple[str, ...] = get_args(Precision)
-_DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16, "64": torch.float64}
-# Entries a training checkpoint carries beside Lightning's: the tokenizer's files ({name: bytes}) and the precision.
-TOKENIZER_FILES, TRAINED_PRECISION = "llavaction_tokenizer_files", "llavaction_precision"
-ExportLayout = Literal["original", "transformers"]
-
-
-def tokenizer_files(tokenizer) -> dict[str, bytes]:
-    """{file name: content} of a tokenizer as save_pretrained writes it (a checkpoint carries them)."""
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer.save_pretrained(folder)
-        return {p.name: p.read_bytes() for p in Path(folder).iterdir() if p.is_file()}
-
-
-def extra_entries(tokenizer: dict[str, bytes], precision: str | None) -> dict:
-    """What a training checkpoint carries beside Lightning's entries and the hyperparameters."""
-    return {TOKENIZER_FILES: tokenizer} | ({TRAINED_PRECISION: precision} if precision else {})
-
-
-def check_export_layout(config, layout: ExportLayout) -> None:
-    """Refuse, before any work, an export whose layout would compute other logits than the model."""
-    from llavaction.model.config import LlavaVideoConfig
-    from llavaction.model.onevision import check_exportable
-
-    if layout == "transformers" and isinstance(config, LlavaVideoConfig):
-        check_exportable(config)
-
-
-EXPORT_COMMAND = "llavaction export"  # the marker of an export folder (utils.files.replaced_folder)
-
-
-def export_model(model, tokenizer, directory: Path, is_writer: bool, layout: ExportLayout = "original") -> None:
-    """A trained model with its tokenizer, gathered from every rank under FSDP2 and written by the writer rank as a
-    whole (an earlier export in `directory` stays until the new one is complete; a folder that is not an export is
-    refused, never replaced: utils.files.replaced_folder). 'original': LLaVA-Video in the
-    lmms-lab layout, a Qwen backbone in transformers' own with its processor config; 'transformers': transformers'
-    own class for every backbone (LLaVA-Video: LlavaOnevisionForConditionalGeneration, where it computes the same
-    logits). Action heads go in a file beside transformers' layout."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    from llavaction.model.checkpoint import save_original
-    from llavaction.model.onevision import save_onevision
-    from llavaction.model.qwen_vl import QwenVLModel
-    from llavaction.utils.files import replaced_folder
-
-    check_export_layout(model.config, layout)
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    if is_writer:
-        with replaced_folder(directory, EXPORT_COMMAND) as folder:
-            if isinstance(model, QwenVLModel):
-                model.save_pretrained(folder, state=state, tokenizer=tokenizer)
-            elif layout == "transformers":
-                save_onevision(model, folder, state=state, tokenizer=tokenizer)
-            else:
-                save_original(model, folder, state=state)
-                tokenizer.save_pretrained(folder)
+from llavaction.utils.hub import resolve
 
 
 @dataclass(frozen=True)
@@ -115,52 +58,6 @@ class QuestionSettings:
         return PromptOptions(time_instruction=self.time_instruction, frame_times=self.frame_times)
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read; the message names it."""
-
-
-def is_original(checkpoint: str | Path) -> bool:
-    """An original checkpoint: a directory with config.json, or a model-hub id."""
-    path = Path(checkpoint)
-    if path.exists():
-        return path.is_dir() and (path / "config.json").exists()
-    return is_hub_id(str(checkpoint))
-
-
-def check_checkpoint_file(path: Path) -> None:
-    """A Lightning checkpoint file must be a whole zip archive (torch.save's format): a text file or one cut short by
-    a full disk is refused naming it, before anything is built."""
-    if path.is_file() and not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path}: not a readable checkpoint (not a whole torch.save archive: truncated or text?)")
-
-
-def check_precision(precision: str) -> str:
-    """A Lightning precision name accepted here (llavaction.evaluation.checkpoints.PRECISIONS)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)} (Lightning's names)")
-    return precision
-
-
-def precision_of_original(config: dict) -> str:
-    """The precision a checkpoint folder's weights are stored at (config.json's torch_dtype, or dtype)."""
-    dtype = config.get("torch_dtype", config.get("dtype"))
-    return {"bfloat16": "bf16-true", "float16": "16-true"}.get(str(dtype), "32-true")
-
-
-@contextlib.contextmanager
-def precision_context(module: torch.nn.Module, precision: str, device: torch.device):
-    """Run a module outside a Trainer at a Lightning precision: '-true' casts the weights, '-mixed' keeps them in
-    fp32 under autocast."""
-    bits, _, kind = check_precision(precision).partition("-")
-    if kind == "true":
-        module.to(device, _DTYPES[bits])
-        yield
-        return
-    module.to(device, torch.float32)
-    with torch.autocast(device.type, dtype=_DTYPES[bits]):
-        yield
-
-
 class LoadedCheckpoint:
     """A checkpoint read once. `settings` is what its training asked; `module()` is the LightningModule with its
     weights, built on first use from what was read (a Lightning checkpoint is never loaded twice)."""
@@ -183,54 +80,46 @@ class LoadedCheckpoint:
         """Read a checkpoint's metadata (and a Lightning checkpoint's weights, memory-mapped); `tokenizer` replaces
         the one it carries."""
         checkpoint = str(checkpoint)
-        if is_original(checkpoint):
-            return cls._open_original(checkpoint, tokenizer)
+        if is_model_folder(checkpoint):
+            return cls._open_folder(checkpoint, tokenizer)
         path = Path(checkpoint)
-        if path.is_dir():
+        if is_sharded_training_checkpoint(path):
             raise CheckpointError(
                 f"{checkpoint}: a sharded (distributed) training checkpoint; evaluate the run's export "
-                "(model.export_dir, the original layout) or a single-file .ckpt"
+                "(model.export_dir) or a single-file .ckpt"
+            )
+        if path.is_dir():
+            raise CheckpointError(
+                f"{checkpoint}: a folder without config.json: neither a model folder (config.json + safetensors) nor a "
+                "training checkpoint"
             )
         if not path.is_file():
             raise FileNotFoundError(
                 f"{checkpoint}: neither a Lightning checkpoint file, a checkpoint directory with config.json, nor a "
                 "model-hub id"
             )
-        check_checkpoint_file(path)
         return cls._open_lightning(path, tokenizer)
 
     @classmethod
-    def _open_original(cls, checkpoint: str, tokenizer: str | None) -> LoadedCheckpoint:
-        from llavaction.model.build import backbone_of
-        from llavaction.model.checkpoint import check_original, read_config
-        from llavaction.model.config import LlavaVideoConfig
-        from llavaction.model.qwen_config import QwenVLConfig
+    def _open_folder(cls, checkpoint: str, tokenizer: str | None) -> LoadedCheckpoint:
+        from llavaction.model.architecture import checkpoint_config
+        from llavaction.model.family import REGISTRY
 
         directory = resolve(checkpoint)
-        config = read_config(directory, llava=False)
-        backbone = backbone_of(config)
-        if backbone == "llava_video":
-            check_original(config, directory / "config.json")
-            architecture = LlavaVideoConfig.from_original(config, source=str(directory / "config.json"))
-        else:
-            architecture = QwenVLConfig.from_checkpoint(directory, source=checkpoint, config=config)
+        config = checkpoint_config(directory)
+        family = REGISTRY.of_checkpoint(config, str(directory / "config.json"))
+        architecture = family.read_checkpoint(directory, config, checkpoint)
         settings = TrainedSettings(
             time_instruction=bool(config.get("add_time_instruction", False)),
             frame_times=False,
-            precision=precision_of_original(config),
+            precision=precision_of_folder(config),
         )
-        init = {"backbone": backbone, "checkpoint": str(directory), "architecture": asdict(architecture)}
+        init = {"backbone": family.name, "checkpoint": str(directory), "architecture": asdict(architecture)}
         return cls(checkpoint, settings, init, None, tokenizer or str(directory))
 
     @classmethod
     def _open_lightning(cls, path: Path, tokenizer: str | None) -> LoadedCheckpoint:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except Exception as err:  # torch raises RuntimeError, pickle and zip errors alike for a damaged file
-            message = str(err).splitlines()[0] if str(err) else ""
-            raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {message})") from None
-        if not isinstance(state, dict) or "state_dict" not in state or "hyper_parameters" not in state:
-            raise CheckpointError(f"{path}: not a llavaction training checkpoint (no state_dict or hyperparameters)")
+        state = read_lightning(path)
         init = {k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")}
         data = state.get("datamodule_hyper_parameters") or {}
         prompt = data.get("prompt")
@@ -253,10 +142,29 @@ class LoadedCheckpoint:
         return cls(str(path), settings, init, state["state_dict"], tokenizer, keep)
 
     @property
+    def model_settings(self):
+        """The model as training set it up (llavaction.model.architecture.ModelSettings): a checkpoint written before
+        family options existed names LLaVA-Video's two settings on their own."""
+        from llavaction.model.architecture import ModelSettings
+
+        args = self._init_args
+        options = dict(args.get("family_options") or {})
+        options |= {k: args[k] for k in ("spatial_pool_mode", "newline_position") if args.get(k) is not None}
+        return ModelSettings(
+            backbone=self.backbone,
+            preset_name=args.get("preset_name", "tiny"),
+            checkpoint=args.get("checkpoint"),
+            architecture=args.get("architecture"),
+            compute=as_options(ComputeOptions, args.get("compute") or ComputeOptions()),
+            action=as_options(ActionSupervision, args.get("action") or ActionSupervision()),
+            family_options=options or None,
+        )
+
+    @property
     def backbone(self) -> str:
         """The model family the checkpoint holds."""
         architecture = self._init_args.get("architecture") or {}
-        return self._init_args.get("backbone") or architecture.get("backbone") or "llava_video"
+        return self._init_args.get("backbone") or architecture.get("backbone") or DEFAULT_BACKBONE
 
     @property
     def precision(self) -> str:
@@ -266,32 +174,29 @@ class LoadedCheckpoint:
     def module(self, evaluation: EvaluationOptions | None = None):
         """The answering module (evaluation.module.MQAModule) with the checkpoint's weights, built on first use;
         from then on it answers by the evaluation options given (None: as it answers already)."""
+        from safetensors import SafetensorError
         from transformers.initialization import no_init_weights
 
         from llavaction.evaluation.module import MQAModule
-        from llavaction.model.build import resolve_architecture
+        from llavaction.model.architecture import resolve_architecture
 
         if self._module is None:
-            args = self._init_args
-            config = resolve_architecture(
-                args.get("preset_name", "tiny"),
-                args.get("checkpoint"),
-                args.get("architecture"),
-                as_options(ComputeOptions, args.get("compute") or ComputeOptions()),
-                as_options(ActionSupervision, args.get("action") or ActionSupervision()),
-                args.get("spatial_pool_mode"),
-                args.get("newline_position"),
-                args.get("backbone", "llava_video"),
+            settings = self.model_settings
+            config = resolve_architecture(settings)
+            weights = None if self._state_dict is not None else settings.checkpoint
+            module = MQAModule(
+                settings.family, config, self.tokenizer, evaluation or EvaluationOptions(), weights=weights
             )
-            weights = None if self._state_dict is not None else args.get("checkpoint")
-            module = MQAModule(config, self.tokenizer, evaluation or EvaluationOptions(), weights=weights)
-            if self._state_dict is None:
-                module.configure_model()
-            else:
-                with no_init_weights():  # every weight comes from the state dict
+            try:
+                if self._state_dict is None:
                     module.configure_model()
-                module.load_state_dict(self._state_dict)
-                self._state_dict = None
+                else:
+                    with no_init_weights():  # every weight comes from the state dict
+                        module.configure_model()
+                    module.load_state_dict(self._state_dict)
+            except SafetensorError as err:  # a weights file cut short (a full disk, an interrupted copy)
+                raise CheckpointError(f"{self.source}: its weights cannot be read ({err})") from None
+            self._state_dict = None
             self._module = module
         elif evaluation is not None and self._module.evaluation != evaluation:
             self._module.set_evaluation(evaluation)
@@ -330,19 +235,20 @@ class LoadedCheckpoint:
         return data
 
 
-# frames asked of a checkpoint that does not say how many it was trained on, when no shards say how many they hold
-DEFAULT_FRAMES = 64  # LLaVA-Video and LLaVAction were trained at 64 frames
+# frames asked of a checkpoint that does not say how many it was trained on, when no shards say how many they hold:
+# the published LLaVA-Video and LLaVAction checkpoints were trained at 64 frames
+PUBLISHED_FRAMES = 64
 
 
 def question_settings(
     trained: TrainedSettings, asked: QuestionOptions, stored_frames: int | None = None
 ) -> QuestionSettings:
     """Each value given wins; the others follow the training settings (none: off); the frames as trained, or all the
-    shards hold where training does not say (DEFAULT_FRAMES without shards). Shards holding fewer frames than the
+    shards hold where training does not say (PUBLISHED_FRAMES without shards). Shards holding fewer frames than the
     checkpoint trained on are refused unless fewer are asked for on purpose (--num-frames)."""
     num_frames = asked.num_frames
     if num_frames is None:
-        num_frames = trained.num_frames or stored_frames or DEFAULT_FRAMES
+        num_frames = trained.num_frames or stored_frames or PUBLISHED_FRAMES
         if stored_frames is not None and num_frames > stored_frames:
             raise ValueError(
                 f"the checkpoint was trained on {num_frames} frames a clip and the shards hold {stored_frames}: "

@@ -27,7 +27,8 @@ from llavaction.data.batch import Batch
 from llavaction.data.stages import ArrayFrames, Collate, EncodePrompt
 from llavaction.data.video import VideoError, find_raw, video_duration, video_file
 from llavaction.ek100.annotations import parse_timestamp
-from llavaction.evaluation.checkpoints import LoadedCheckpoint, Precision, QuestionSettings, precision_context
+from llavaction.evaluation.checkpoint_format import Precision, precision_context
+from llavaction.evaluation.checkpoints import LoadedCheckpoint, QuestionSettings
 from llavaction.evaluation.options import MAX_NEW_TOKENS, EvaluationOptions, QuestionOptions
 from llavaction.prompts.encoding import PromptEncoder
 from llavaction.utils.checks import check_count
@@ -233,7 +234,7 @@ class Predictor:
     def frames(self, clip: Clip) -> np.ndarray:
         """[T, S, S, 3] uint8 at the model's input size, chosen and resized as extract_frames does (the clip checked
         by clip_problem first)."""
-        video = video_file(clip.video, self.module.config.image_size)
+        video = video_file(clip.video, self.module.family.frame_size(self.module.config))
         return video.clip(clip.start_sec, clip.end_sec, self.settings.num_frames).frames
 
     def batch(self, clips: list[Clip], frames: list[np.ndarray]) -> Batch:

@@ -22,7 +22,8 @@ from tqdm import tqdm
 from llavaction.benchmark.answers import chosen_option_texts
 from llavaction.data.shards import frame_name, iter_samples, location_sizes, sample_meta, stored_frames
 from llavaction.evaluation.options import QuestionOptions
-from llavaction.prompts.formats import Backbone
+from llavaction.model.families import DEFAULT_BACKBONE, Backbone
+from llavaction.model.family import REGISTRY
 from llavaction.prompts.wording import can_show_priors, with_pseudo_priors
 from llavaction.utils.figures import upscale_nearest
 from llavaction.utils.files import check_apart, check_output_folder, replaced_folder
@@ -54,7 +55,7 @@ class ExportSettings:
     prior_actions: Literal["none", "oracle", "pseudo"] = "none"
     pseudo_predictions: str | None = None
     visual: Literal["video", "frames"] = "video"
-    backbone: Backbone = "llava_video"
+    backbone: Backbone = DEFAULT_BACKBONE
     checkpoint: str | None = None
 
     @property
@@ -66,24 +67,16 @@ class ExportSettings:
         return EXPORTED_MODEL if self.checkpoint.endswith(".ckpt") else self.checkpoint
 
     def command(self, task_folder: Path, task: str = TASK) -> str:
-        """The lmms-eval command that runs the task with this backbone's lmms-eval model (0.7.x)."""
-        pretrained = self.model_folder
-        arguments = {
-            "llava_vid": f"pretrained={pretrained},conv_template=qwen_1_5,max_frames_num={self.num_frames},"
-            "force_sample=True,mm_spatial_pool_mode=bilinear",
-            "qwen2_5_vl": f"pretrained={pretrained},max_num_frames={self.num_frames}",
-            "qwen3_vl": f"pretrained={pretrained},max_num_frames={self.num_frames}",
-        }
-        model = LMMS_EVAL_MODELS[self.backbone]
+        """The lmms-eval command that runs the task with this family's lmms-eval model (0.7.x)."""
+        model = REGISTRY.get(self.backbone).lmms_eval
+        arguments = model.arguments.format(pretrained=self.model_folder, num_frames=self.num_frames)
         return (
-            f"lmms-eval --model {model} --model_args {arguments[model]} --tasks {task} --include_path {task_folder} "
+            f"lmms-eval --model {model.name} --model_args {arguments} --tasks {task} --include_path {task_folder} "
             "--batch_size 1"
         )
 
 
 EXPORTED_MODEL = "EXPORTED_MODEL"  # stands for the model folder a Lightning .ckpt is exported to
-# the lmms-eval model of each backbone
-LMMS_EVAL_MODELS = {"llava_video": "llava_vid", "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,7 +93,7 @@ class LmmsExport(QuestionOptions):
         checkpoint: ask what this checkpoint was trained with (time instruction, frame times, frames); its backbone
             names the lmms-eval model in the task.
         visual: 'video' (an MP4 per question, for video models such as llava_vid) or 'frames' (its JPEG frames).
-        backbone: the model family that runs the task (default: the checkpoint's, else llava_video).
+        backbone: the model family that runs the task (default: the checkpoint's, else LLaVA-Video).
         group: export each question file as its own task (named after its card: ek100_mqa_random_k2_gt), in one
             lmms-eval group of this name (a sweep's builds); default: one task of every question.
     """
@@ -143,7 +136,7 @@ def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
     loaded = LoadedCheckpoint.open(run.checkpoint) if run.checkpoint else None
     trained = loaded.settings if loaded is not None else TrainedSettings()
     asked = question_settings(trained, run, stored_frames(locations))
-    backbone = run.backbone or (loaded.backbone if loaded is not None else "llava_video")
+    backbone = run.backbone or (loaded.backbone if loaded is not None else DEFAULT_BACKBONE)
     settings = ExportSettings(
         num_frames=asked.num_frames,
         time_instruction=asked.time_instruction,

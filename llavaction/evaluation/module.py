@@ -14,7 +14,8 @@ from llavaction.data.batch import Batch
 from llavaction.ek100.metrics import EpicActionMetrics, top5_hits
 from llavaction.evaluation.options import EvaluationOptions
 from llavaction.evaluation.scoring import MQAAnswerer, head_class_scores
-from llavaction.model.build import ModelConfig, build_model, meet_tokenizer
+from llavaction.model.architecture import build_model, meet_tokenizer
+from llavaction.model.family import ModelFamily
 from llavaction.prompts.tokenizer import load_tokenizer
 
 # What the model tells the DataModule (train.py links them; evaluation builds its DataModule through the same pairs).
@@ -30,22 +31,25 @@ class MQAModule(L.LightningModule):
 
     def __init__(
         self,
-        config: ModelConfig,
+        family: ModelFamily,
+        config,
         tokenizer: str | None,
         evaluation: EvaluationOptions = EvaluationOptions(),
         weights: str | None = None,
         from_preset: bool = False,
     ):
-        """config: the architecture; tokenizer: its folder (or hub id); weights: a checkpoint directory the weights
-        come from (None: loaded later from a state dict, or freshly initialised); from_preset: the architecture is a
-        preset's (a Qwen preset then takes the tokenizer's vision-token ids)."""
+        """family: the model family; config: its architecture; tokenizer: its folder (or hub id); weights: a
+        checkpoint directory the weights come from (None: loaded later from a state dict, or freshly initialised);
+        from_preset: the architecture is a preset's (its tokenizer gains the family's special tokens it lacks, and the
+        config takes their ids)."""
         super().__init__()
         self.weights = weights
         self.tokenizer_path = tokenizer
         if tokenizer is None:
             raise ValueError("set model.tokenizer (or model.checkpoint, whose tokenizer is used)")
         self.tokenizer = load_tokenizer(tokenizer)
-        self.config = meet_tokenizer(config, self.tokenizer, from_preset)
+        self.family = family
+        self.config = meet_tokenizer(family, config, self.tokenizer, from_preset)
         if len(self.tokenizer) > config.text["vocab_size"]:
             raise ValueError(f"tokenizer has {len(self.tokenizer)} tokens, the LLM only {config.text['vocab_size']}")
         self.model: torch.nn.Module | None = None
@@ -71,7 +75,7 @@ class MQAModule(L.LightningModule):
         return self.config.chat_format().as_dict()
 
     def build_model(self) -> torch.nn.Module:
-        return build_model(self.config, self.weights)
+        return build_model(self.family, self.config, self.weights)
 
     def configure_model(self) -> None:
         if self.model is None:

@@ -17,7 +17,8 @@ from llavaction.benchmark.uncertainty import record_interval
 from llavaction.data.options import LoaderOptions, PriorActionOptions
 from llavaction.data.shards import stored_frames
 from llavaction.evaluation.candidates import write_head_outputs
-from llavaction.evaluation.checkpoints import LoadedCheckpoint, Precision, check_precision
+from llavaction.evaluation.checkpoint_format import Precision, check_precision
+from llavaction.evaluation.checkpoints import LoadedCheckpoint
 from llavaction.evaluation.lmms_eval import write_results_layout
 from llavaction.evaluation.options import MAX_NEW_TOKENS, EvaluationOptions, QuestionOptions
 from llavaction.evaluation.questions import check_frames, check_frames_source, question_cards, read_questions

@@ -1,14 +1,3 @@
-"""The LLaVA-Video model: pure torch.nn + transformers, usable without the rest of the package."""
-
-from llavaction.model.config import LlavaVideoConfig, preset
-from llavaction.model.llava_video import LlavaVideoModel, LlavaVideoOutput
-from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-
-__all__ = [
-    "IGNORE_INDEX",
-    "IMAGE_TOKEN_INDEX",
-    "LlavaVideoConfig",
-    "LlavaVideoModel",
-    "LlavaVideoOutput",
-    "preset",
-]
+"""Video LLM families as pure torch.nn + transformers, usable without the rest of the package: one spec a family
+(llavaction.model.family), the built-in ones registered by llavaction.model.families, the architecture a run
+resolves and the model built from it (llavaction.model.architecture)."""

@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 
-from llavaction.prompts.formats import ChatFormat
+from llavaction.prompts.formats import SplicedVideo, VideoFormat
 from llavaction.prompts.wording import (
     CAPTION_QUESTION,
     FRAME_TIMES,
@@ -42,10 +42,10 @@ USER_START = "<|im_start|>user\n"
 ASSISTANT_START = "<|im_start|>assistant\n"
 
 
-LLAVA_VIDEO = ChatFormat()  # LLaVA-Video's qwen_1_5 template, the reference's
+REFERENCE_FORMAT = SplicedVideo()  # the reference's qwen_1_5 template, its placeholder spliced by the model
 
 
-def chat_prompt(user: str, chat: ChatFormat = LLAVA_VIDEO) -> str:
+def chat_prompt(user: str, chat: VideoFormat = REFERENCE_FORMAT) -> str:
     """The whole text the tokenizer receives up to the answer, in the backbone's chat template: the system turn (if
     its template has one), then the user turn, the clip's marker (`<image>\\n`, or Qwen's vision block) before the
     user's words."""
@@ -109,7 +109,7 @@ class PromptEncoder:
         tokenizer,
         max_length: int = 32768,
         overflow: Literal["error", "truncate"] = "error",
-        chat: ChatFormat = LLAVA_VIDEO,
+        chat: VideoFormat = REFERENCE_FORMAT,
     ):
         if overflow not in ("error", "truncate"):
             raise ValueError(f"overflow must be 'error' or 'truncate', not {overflow!r}")

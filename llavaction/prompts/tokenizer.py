@@ -1,5 +1,5 @@
 """Tokenizers: the one stored beside a checkpoint (a folder or a hub id), and a small byte-level BPE with Qwen's ChatML
-tokens built locally for the tiny presets (no model hub); the tiny Qwen presets' adds the Qwen vision tokens."""
+tokens built locally for the tiny presets (no model hub), to which a preset appends its family's special tokens."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from llavaction.prompts.encoding import CHAT_TEMPLATE, prompt_vocabulary_corpus
-from llavaction.prompts.formats import QWEN_VISION_TOKENS
 from llavaction.utils.constants import CHATML_SPECIAL_TOKENS, EOS_TOKEN, PAD_TOKEN
 
 
@@ -35,11 +34,12 @@ def build_tokenizer(texts: list[str], vocab_size: int = 1024) -> PreTrainedToken
     )
 
 
-def with_qwen_vision_tokens(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
-    """The tokenizer with the Qwen backbones' vision tokens appended (the tiny Qwen presets' tokenizer): the ids it
-    had do not change."""
-    tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_VISION_TOKENS)})
-    return tokenizer
+def add_special_tokens(tokenizer, tokens) -> None:
+    """Append the tokens the tokenizer lacks as special tokens, in the order given (the ids it had do not change, and
+    the same base tokenizer always gives them the same ids): how a preset's tokenizer gains a family's tokens."""
+    missing = [token for token in tokens if token not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
 
 
 def load_tokenizer(directory: str | Path):

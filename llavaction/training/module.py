@@ -10,13 +10,13 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 from llavaction.data.batch import Batch
-from llavaction.evaluation import checkpoints
-from llavaction.evaluation.checkpoints import ExportLayout
+from llavaction.evaluation import checkpoint_format as checkpoints
+from llavaction.evaluation.checkpoint_format import ExportLayout
 from llavaction.evaluation.module import MQAModule
 from llavaction.evaluation.options import EvaluationOptions
-from llavaction.model.build import build_model, resolve_architecture
+from llavaction.model.architecture import ModelSettings, build_model, resolve_architecture
+from llavaction.model.families import DEFAULT_BACKBONE, Backbone
 from llavaction.model.options import ActionSupervision, ComputeOptions
-from llavaction.prompts.formats import Backbone
 from llavaction.training import sharding
 from llavaction.training.losses import action_supervision_loss, task_losses
 from llavaction.training.optim import optimizer_steps, param_groups, trainable, warmup_steps
@@ -30,12 +30,11 @@ class LlavaActionModule(MQAModule):
 
     def __init__(
         self,
-        backbone: Backbone = "llava_video",
+        backbone: Backbone = DEFAULT_BACKBONE,
         preset_name: str | None = "tiny",
         checkpoint: str | None = None,
         tokenizer: str | None = None,
-        spatial_pool_mode: str | None = None,
-        newline_position: str | None = None,
+        family_options: dict | None = None,
         trainable: TrainableParts = TrainableParts(),
         optimizer: OptimizerOptions = OptimizerOptions(),
         compute: ComputeOptions = ComputeOptions(),
@@ -47,24 +46,27 @@ class LlavaActionModule(MQAModule):
     ):
         """
         Args:
-            backbone: the model family: 'llava_video' (SigLIP + projector + Qwen2), 'qwen2_5_vl' or 'qwen3_vl'.
-            preset_name: architecture preset when no checkpoint is given (random init): llava_video 'tiny', '0.5b',
-                '7b'; qwen2_5_vl 'tiny', '7b'; qwen3_vl 'tiny', '8b'.
-            checkpoint: checkpoint to start from, a folder or a hub id: an original LLaVA-Video / LLaVAction one, or a
-                Qwen2.5-VL / Qwen3-VL one in transformers' layout (its backbone must be model.backbone).
+            backbone: the model family (llavaction.model.families; README "Backbones"): 'llava_video' (SigLIP +
+                projector + Qwen2, the reference's), 'qwen2_5_vl', 'qwen3_vl' or 'internvl'.
+            preset_name: the family's architecture preset when no checkpoint is given (random init): 'tiny' for every
+                family; llava_video '0.5b', '7b'; qwen2_5_vl '7b'; qwen3_vl '8b'; internvl '3-8b', '3.5-8b'.
+            checkpoint: checkpoint to start from, a folder or a hub id, in its family's layout (an original LLaVA-Video
+                / LLaVAction one; transformers' for the others); its family must be model.backbone.
             tokenizer: tokenizer directory; defaults to the checkpoint directory.
-            spatial_pool_mode: LLaVA-Video: override the 2x2 pooling ('bilinear', 'average', 'max').
-            newline_position: LLaVA-Video: override the newline tokens ('grid', 'frame', 'one_token', 'none').
+            family_options: the family's own architecture settings, a mapping (LLaVA-Video: spatial_pool_mode
+                'bilinear' | 'average' | 'max', newline_position 'grid' | 'frame' | 'one_token' | 'none'); a setting
+                the family does not have is refused naming the ones it has.
             trainable: which parts are updated.
             optimizer: learning rates, weight decay and warmup.
             compute: attention kernel, checkpointing, compilation, packing.
             action: action-token supervision (LLaVAction's heads).
             evaluation: how validation and test answer the questions.
             export_dir: after fit, write the trained model here with its tokenizer, in export_layout.
-            export_layout: 'original': LLaVA-Video in the lmms-lab layout (LlavaQwenForCausalLM), a Qwen backbone in
-                transformers' own (its action heads in a file beside it); 'transformers': transformers' own class for
-                every backbone (LLaVA-Video: LlavaOnevisionForConditionalGeneration, refused before training unless it
-                computes the same logits: newline_position one_token, bilinear pooling, no action tokens).
+            export_layout: 'original': the family's own checkpoint layout (LLaVA-Video: lmms-lab's
+                LlavaQwenForCausalLM; the others: transformers', the action heads in files beside it); 'transformers':
+                transformers' own class for every family (LLaVA-Video: LlavaOnevisionForConditionalGeneration, refused
+                before training unless it computes the same logits: newline_position one_token, bilinear pooling, no
+                action tokens).
             architecture: the model's architecture as training resolved it; training records it in its checkpoints so
                 they load without the starting checkpoint. Leave unset.
         """
@@ -78,39 +80,35 @@ class LlavaActionModule(MQAModule):
                 ("evaluation", EvaluationOptions, evaluation),
             )
         }
-        config = resolve_architecture(
-            preset_name,
-            checkpoint,
-            architecture,
-            groups["compute"],
-            groups["action"],
-            spatial_pool_mode,
-            newline_position,
-            backbone,
+        settings = ModelSettings(
+            backbone, preset_name, checkpoint, architecture, groups["compute"], groups["action"], family_options
         )
-        from_preset = checkpoint is None and architecture is None
-        super().__init__(config, tokenizer or checkpoint, groups["evaluation"], checkpoint, from_preset)
+        config = resolve_architecture(settings)
+        super().__init__(
+            settings.family, config, tokenizer or checkpoint, groups["evaluation"], checkpoint, settings.from_preset
+        )
         self.save_hyperparameters()
         self.hparams["architecture"] = dataclasses.asdict(self.config)
         self.train_parts, self.optimizer_options = groups["trainable"], groups["optimizer"]
         self.compute, self.action = groups["compute"], groups["action"]
-        if export_dir and export_layout == "transformers":
-            checkpoints.check_export_layout(self.config, export_layout)
+        if export_dir:
+            checkpoints.check_export_layout(self.family, self.config, export_layout)
         self._tokenizer_files: dict[str, bytes] | None = None
 
     def build_model(self) -> torch.nn.Module:
         """The model with the starting checkpoint's weights (new action heads start fresh), which parts train, and
         checkpointing, compilation and FSDP2 by block class as asked."""
         supervised = self.action.mode is not None
-        model = build_model(self.config, self.weights, new_heads=supervised)
+        model = build_model(self.family, self.config, self.weights, new_heads=supervised)
         sharding.set_trainable(model, self.train_parts, heads=supervised)
+        blocks = self.family.block_types
         if self.compute.activation_checkpointing:
-            sharding.checkpoint_blocks(model)
+            sharding.checkpoint_blocks(model, blocks)
         if self.compute.compile_blocks:
-            sharding.compile_blocks(model)
+            sharding.compile_blocks(model, blocks)
         if self.device_mesh is not None:  # under ModelParallelStrategy
             bf16 = self._trainer is not None and str(self.trainer.precision) == "bf16-mixed"
-            sharding.shard_blocks(model, self.device_mesh["data_parallel"], bf16_compute=bf16)
+            sharding.shard_blocks(model, self.device_mesh["data_parallel"], blocks, bf16_compute=bf16)
         return model
 
     def head_layers(self) -> str | None:
@@ -184,6 +182,7 @@ class LlavaActionModule(MQAModule):
     def on_fit_end(self) -> None:  # the original checkpoint layout, for other tools
         if self.hparams.export_dir:
             checkpoints.export_model(
+                self.family,
                 self.model,
                 self.tokenizer,
                 Path(self.hparams.export_dir),

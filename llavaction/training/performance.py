@@ -42,11 +42,13 @@ class StepPerformance(L.Callback):
         if self._peak:
             supervised = int((batch.labels != IGNORE_INDEX).sum())
             flops = training_flops(
+                pl_module.family,
                 pl_module.config,
                 frames,
                 lengths.tolist(),
                 supervised,
                 vision_trained=pl_module.train_parts.vision_tower,
+                frame_size=batch.frames.shape[2],
             )
             metrics["perf/mfu"] = flops / seconds / self._peak
         pl_module.log_dict(metrics, batch_size=len(lengths))

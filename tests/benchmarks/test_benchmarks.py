@@ -18,14 +18,14 @@ def load(name: str):
 
 
 def test_flop_count_and_memory_plan():
-    from llavaction.model import preset
+    from llavaction.model.llava_video import LLAVA_VIDEO, preset
 
     gpu_step = load("gpu_step")
     plan = gpu_step.memory_plan(8, 64, 1, checkpointing=True)
     assert 7.5 < plan["total_params_billion"] < 8.5
     assert plan["params"] == pytest.approx(plan["total_params_billion"] * 1e9 * 2 / 8 / 2**30)
     assert gpu_step.memory_plan(8, 64, 1, checkpointing=False)["activations"] > 5 * plan["activations"]
-    flops = gpu_step.step_flops(preset("7b"), 64, 1)
+    flops = gpu_step.step_flops(LLAVA_VIDEO, preset("7b"), 64, 1)
     # about 6 x 8e9 parameters x 13,600 tokens, plus attention
     assert 6.0e14 < flops < 1.5e15
     assert gpu_step.peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989e12 and gpu_step.peak_bf16_flops("CPU") is None

@@ -108,11 +108,14 @@ def test_a_later_list_of_training_sources_replaces_the_earlier_whole(capsys):
 
 
 ABLATIONS = sorted((ROOT / "experiments" / "ablations").rglob("*.yaml"))
-RECIPES = [ROOT / "experiments" / name for name in ("qwen2_5_vl_7b.yaml", "qwen3_vl_8b.yaml", "demo_qwen2_5_vl.yaml")]
+RECIPES = [
+    ROOT / "experiments" / name
+    for name in ("qwen2_5_vl_7b.yaml", "qwen3_vl_8b.yaml", "internvl3_5_8b.yaml", "demo_qwen2_5_vl.yaml")
+]
 # each row on each backbone: the row's own config, and with `--model.backbone` (one override, the tiny preset)
 ROWS_ON_BACKBONES = (
     [(row, None) for row in ABLATIONS]
-    + [(row, backbone) for row in ABLATIONS if "7b" in row.parts for backbone in ("qwen2_5_vl", "qwen3_vl")]
+    + [(row, backbone) for row in ABLATIONS if "7b" in row.parts for backbone in ("qwen2_5_vl", "qwen3_vl", "internvl")]
     + [(recipe, None) for recipe in RECIPES]
 )
 
@@ -123,11 +126,10 @@ def tiny_cli(path, demo_dir, backbone: str | None):
     from llavaction.training.module import LlavaActionModule
     from llavaction.utils.configs import expand_config_args
 
-    tokenizer = "tokenizer" if backbone is None and "qwen" not in path.name else "tokenizer_qwen"
     tiny = [
         "--model.checkpoint=null",
         "--model.preset_name=tiny",
-        f"--model.tokenizer={demo_dir / tokenizer}",
+        f"--model.tokenizer={demo_dir / 'tokenizer'}",
         "--model.compute.attn_implementation=sdpa",
         "--trainer.accelerator=cpu",
         "--trainer.devices=1",
@@ -151,8 +153,10 @@ def test_every_row_and_recipe_instantiates_the_tiny_model_of_its_backbone(path, 
     if cli.model.action.mode:
         assert cli.model.model.verb_head.out_features == cli.model.action.types[0]
     assert cli.datamodule.hparams.num_frames in (2, 4, 8, 16, 32, 64)
-    expected = backbone or ("qwen3_vl" if "qwen3" in path.name else "qwen2_5_vl" if "qwen2_5" in path.name else None)
-    assert cli.datamodule.chat_format.backbone == (expected or "llava_video")
+    named = {"qwen3": "qwen3_vl", "qwen2_5": "qwen2_5_vl", "internvl": "internvl"}
+    expected = backbone or next((family for part, family in named.items() if part in path.name), None)
+    assert cli.model.family.name == (expected or "llava_video")
+    assert cli.datamodule.chat_format == cli.model.config.chat_format()  # the data reads samples as the model does
 
 
 def test_options_a_backbone_lacks_are_refused_in_one_line(demo_dir, capsys):
@@ -161,10 +165,13 @@ def test_options_a_backbone_lacks_are_refused_in_one_line(demo_dir, capsys):
     base = ["fit", "--config", str(ROOT / "experiments" / "demo_qwen2_5_vl.yaml"), "--print_config"]
     for extra, message in (
         (["--model.action.mode=newline"], "'newline' reads LLaVA-Video's newline token"),
-        (["--model.spatial_pool_mode=average"], "model.spatial_pool_mode is LLaVA-Video's"),
-        (["--model.backbone=qwen4"], "--model.backbone: expected one of llava_video, qwen2_5_vl, qwen3_vl"),
+        (
+            ["--model.family_options={spatial_pool_mode: average}"],
+            "model.family_options ['spatial_pool_mode']: not qwen2_5_vl settings (it has: none)",
+        ),
+        (["--model.backbone=qwen4"], "--model.backbone: expected one of internvl, llava_video, qwen2_5_vl, qwen3_vl"),
     ):
-        args = [*base[:-1], f"--model.tokenizer={demo_dir / 'tokenizer_qwen'}", *extra]
+        args = [*base[:-1], f"--model.tokenizer={demo_dir / 'tokenizer'}", *extra]
         assert message in one_line_exit(capsys, lambda args=args: main(args))
 
 

@@ -21,7 +21,7 @@ def test_a_grid_checkpoint_is_refused_for_transformers_layout(original_checkpoin
 
 
 def test_the_original_layout_round_trips(original_checkpoint, tmp_path, capsys):
-    from llavaction.model import LlavaVideoModel
+    from llavaction.model.llava_video import LlavaVideoModel
 
     out = tmp_path / "export"
     assert export(["--checkpoint", str(original_checkpoint), "--out", str(out)]) == 0
@@ -81,7 +81,7 @@ def test_a_full_disk_during_an_export_is_one_line_and_leaves_nothing(
 ):
     from safetensors import SafetensorError
 
-    from llavaction.model import checkpoint
+    from llavaction.model.llava_video import checkpoint
 
     def full_disk(*args, **kwargs):  # what safetensors raises when the disk fills (measured on a 64 kB tmpfs)
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")

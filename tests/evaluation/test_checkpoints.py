@@ -42,14 +42,14 @@ def test_a_module_answers_by_the_options_it_was_last_given(original_checkpoint, 
 def test_an_export_keeps_the_earlier_weights_until_the_new_ones_are_complete(demo_dir, tmp_path, monkeypatch):
     import torch
 
-    from llavaction.evaluation import checkpoints
-    from llavaction.model import LlavaVideoModel, preset
-    from llavaction.model import checkpoint as layout
+    from llavaction.evaluation.checkpoint_format import export_model
+    from llavaction.model import llava_video as layout
+    from llavaction.model.llava_video import LLAVA_VIDEO, LlavaVideoModel, preset
     from llavaction.prompts.tokenizer import load_tokenizer
 
     model, tokenizer = LlavaVideoModel(preset("tiny")), load_tokenizer(demo_dir / "tokenizer")
     out = tmp_path / "export"
-    checkpoints.export_model(model, tokenizer, out, is_writer=True)
+    export_model(LLAVA_VIDEO, model, tokenizer, out, is_writer=True)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     real_save = layout.save_original
 
@@ -61,11 +61,11 @@ def test_an_export_keeps_the_earlier_weights_until_the_new_ones_are_complete(dem
     with torch.no_grad():
         model.image_newline.add_(1.0)
     with pytest.raises(OSError, match="(?i)no space left"):
-        checkpoints.export_model(model, tokenizer, out, is_writer=True)
+        export_model(LLAVA_VIDEO, model, tokenizer, out, is_writer=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
     monkeypatch.setattr(layout, "save_original", real_save)
-    checkpoints.export_model(model, tokenizer, out, is_writer=True)
+    export_model(LLAVA_VIDEO, model, tokenizer, out, is_writer=True)
     assert (LlavaVideoModel.from_pretrained(out).image_newline == model.image_newline).all()
 
 

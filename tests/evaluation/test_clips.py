@@ -13,7 +13,7 @@ import torch
 from data_prep.extract_frames import extract
 from llavaction.cli.predict import main as predict
 from llavaction.data.shards import iter_samples, sample_meta, shard_urls
-from llavaction.model import LlavaVideoModel, preset
+from llavaction.model.llava_video import LlavaVideoModel, preset
 from llavaction.prompts.encoding import chat_prompt, render
 from llavaction.prompts.tokenizer import load_tokenizer
 from llavaction.prompts.wording import PromptOptions

@@ -45,7 +45,7 @@ def test_mqa_generate_mode_is_the_default_and_the_papers_rule(
 def test_head_scores_and_candidates(demo_dir, demo_questions, demo_shards, tmp_path):
     from transformers import AutoTokenizer
 
-    from llavaction.model import LlavaVideoModel, preset
+    from llavaction.model.llava_video import LlavaVideoModel, preset
 
     ckpt = tmp_path / "ckpt"
     LlavaVideoModel(preset("tiny", vision_supervision="one_token", action_types=(97, 300, 500))).save_pretrained(ckpt)

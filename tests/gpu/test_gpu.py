@@ -15,7 +15,7 @@ import torch
 
 from data_prep.build_mqa import main as build_mqa
 from llavaction.data.shards import SIZES_FILE, make_sample
-from llavaction.model import LlavaVideoModel, preset
+from llavaction.model.llava_video import LlavaVideoModel, preset
 from llavaction.prompts.tokenizer import build_tokenizer
 from llavaction.utils.jsonl import read_jsonl
 
@@ -133,6 +133,7 @@ def test_packed_equals_padded_on_the_gpu(attention):
 
 
 def test_compiled_blocks_give_the_same_loss_and_time_it():
+    from llavaction.model.llava_video import LLAVA_VIDEO
     from llavaction.training.sharding import compile_blocks
 
     config = preset("0.5b")
@@ -142,7 +143,7 @@ def test_compiled_blocks_give_the_same_loss_and_time_it():
     eager = LlavaVideoModel(config).cuda().to(torch.bfloat16)
     compiled = LlavaVideoModel(config).cuda().to(torch.bfloat16)
     compiled.load_state_dict(eager.state_dict())
-    compile_blocks(compiled)
+    compile_blocks(compiled, LLAVA_VIDEO.block_types)
     ids = torch.randint(5, 1000, (2, 200), device="cuda")
     ids[:, 2] = -200
     labels = ids.masked_fill(ids < 0, -100)

@@ -190,7 +190,7 @@ def test_fsdp2_two_processes_resume_mid_epoch_from_sharded_checkpoint(demo_dir, 
     same curve, for LLaVA-Video and for a Qwen backbone (its own block classes sharded)."""
     extra = []
     if backbone != "llava_video":
-        extra = [f"--model.backbone={backbone}", f"--model.tokenizer={demo_dir / 'tokenizer_qwen'}"]
+        extra = [f"--model.backbone={backbone}", f"--model.tokenizer={demo_dir / 'tokenizer'}"]
     root = tmp_path / "whole"
     whole, args = run_fsdp(demo_dir, demo_shards, root, step_checkpoints(root, 2), record_keys(root), *extra)
     assert "validation MQA accuracy:" in whole.stdout

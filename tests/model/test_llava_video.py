@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llavaction.model import IGNORE_INDEX, IMAGE_TOKEN_INDEX, LlavaVideoConfig, LlavaVideoModel, preset
-from llavaction.model.checkpoint import INDEX_FILE
+from llavaction.model.llava_video import LlavaVideoConfig, LlavaVideoModel, preset
+from llavaction.model.llava_video.checkpoint import INDEX_FILE
+from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 
 def tiny(**overrides) -> LlavaVideoModel:
@@ -62,7 +63,7 @@ def test_one_token_closes_the_video_after_the_action_token_and_reads_heads_befor
     assert torch.equal(tokens[-1], model.image_newline) and torch.equal(tokens[-2], model.action_supervision[0])
     hidden = torch.arange(40.0)[None, :, None].expand(1, 40, 128)
     ids = torch.tensor([[5, 6, IMAGE_TOKEN_INDEX, 7]])
-    verb = model.read_heads(hidden, ids, num_visual=34)[0]
+    verb = model.heads_at(hidden, model.action_places(ids, num_visual=34))[0]
     # the placeholder at 2: visual tokens at 2..35, the action token at 34
     assert torch.equal(verb, model.verb_head(hidden[:, 34]))
 
@@ -142,6 +143,7 @@ def test_packed_rows_do_not_attend_to_each_other():
 def test_checkpointed_and_compiled_blocks_give_the_same_loss_and_gradients():
     """Activation checkpointing and per-block torch.compile change how a step runs, not what it computes. The blocks'
     graphs go to a backend that records them and runs them as traced (no C++ compiler needed)."""
+    from llavaction.model.llava_video import LLAVA_VIDEO
     from llavaction.training.sharding import checkpoint_blocks, compile_blocks
 
     graphs = []
@@ -156,8 +158,9 @@ def test_checkpointed_and_compiled_blocks_give_the_same_loss_and_gradients():
     for wrap in (False, True):
         model = tiny().train()
         if wrap:
-            checkpoint_blocks(model)
-            compile_blocks(model, backend=recording_backend)
+            blocks = LLAVA_VIDEO.block_types
+            checkpoint_blocks(model, blocks)
+            compile_blocks(model, blocks, backend=recording_backend)
         loss = model(ids, pixels, mask, labels).loss
         loss.backward()
         results.append((loss.detach(), [p.grad for p in model.parameters() if p.grad is not None]))
@@ -339,7 +342,7 @@ def test_action_supervision_added_to_a_plain_checkpoint(tmp_path):
     tiny().save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="model.action_supervision"):
         LlavaVideoModel.from_pretrained(tmp_path, vision_supervision="one_token", action_types=(8, 8, 40))
-    from llavaction.model.checkpoint import ACTION_SUPERVISION_NAMES
+    from llavaction.model.llava_video.checkpoint import ACTION_SUPERVISION_NAMES
 
     model = LlavaVideoModel.from_pretrained(
         tmp_path, vision_supervision="one_token", action_types=(8, 8, 40), allow_missing=ACTION_SUPERVISION_NAMES

@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from llavaction.model import IMAGE_TOKEN_INDEX, LlavaVideoModel, preset
-from llavaction.model.onevision import (
+from llavaction.model.llava_video import LlavaVideoModel, preset
+from llavaction.model.llava_video.onevision import (
     ExportRefused,
     check_exportable,
     onevision_config,
@@ -16,6 +16,7 @@ from llavaction.model.onevision import (
     save_onevision,
 )
 from llavaction.prompts.tokenizer import build_tokenizer
+from llavaction.utils.constants import IMAGE_TOKEN_INDEX
 
 FRAMES = 3
 

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from llavaction.model.qwen_config import QwenVLConfig, qwen_preset, rule_from_processor, tiny_hf
-from llavaction.model.qwen_vl import QwenVLModel
-from llavaction.prompts.formats import ACTION_TOKEN_INDEX, FrameRule, qwen2_resize, qwen3_resize
+from llavaction.model.qwen_vl.config import QwenVLConfig, qwen_preset, rule_from_processor, tiny_hf
+from llavaction.model.qwen_vl.frames import FrameRule, qwen2_resize, qwen3_resize
+from llavaction.model.qwen_vl.model import QwenVLModel
+from llavaction.prompts.formats import ACTION_TOKEN_INDEX
 from llavaction.utils.constants import IGNORE_INDEX
 
 BACKBONES = ("qwen2_5_vl", "qwen3_vl")
@@ -193,7 +194,7 @@ def test_preprocess_equals_transformers_video_processor(backbone, frames, size):
     pytest.importorskip("torchvision")
     from transformers import Qwen2VLVideoProcessor, Qwen3VLVideoProcessor
 
-    from llavaction.model.qwen_config import processor_config
+    from llavaction.model.qwen_vl.config import processor_config
 
     config = qwen_preset(backbone, "7b" if backbone == "qwen2_5_vl" else "8b")
     values = {k: v for k, v in processor_config(config).items() if k not in ("video_processor_type", "processor_class")}

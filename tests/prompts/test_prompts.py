@@ -4,7 +4,7 @@ format_time_instruction, the temporal-detection data) inside the qwen_1_5 ChatML
 import pytest
 
 from llavaction.prompts.encoding import PromptEncoder, PromptTooLong, chat_prompt
-from llavaction.prompts.formats import ChatFormat
+from llavaction.prompts.formats import SplicedVideo
 from llavaction.prompts.tokenizer import build_tokenizer
 from llavaction.prompts.wording import PromptError, PromptOptions, answer_text, user_text
 from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
@@ -148,8 +148,8 @@ def test_inconsistent_questions_name_the_item(change, message):
 def test_each_backbone_reads_the_prompt_in_its_own_template():
     """LLaVA-Video: the qwen_1_5 template with `<image>\\n`; Qwen2.5-VL: its template's default system turn and a
     vision block; Qwen3-VL: no system turn; the reference's wording after the clip in every case."""
-    from llavaction.model.qwen_config import qwen_preset
-    from llavaction.prompts.formats import QWEN_VIDEO_BLOCK
+    from llavaction.model.qwen_vl.config import qwen_preset
+    from llavaction.model.qwen_vl.prompt import VIDEO_BLOCK as QWEN_VIDEO_BLOCK
 
     question = user_text(RECORD, "mqa", 8, PromptOptions())
     llava = chat_prompt(question)
@@ -161,7 +161,7 @@ def test_each_backbone_reads_the_prompt_in_its_own_template():
 
 
 def test_visual_ids_lay_out_each_backbones_clip(tokenizer):
-    from llavaction.model.qwen_config import qwen_preset
+    from llavaction.model.qwen_vl.config import qwen_preset
     from llavaction.prompts.formats import ACTION_TOKEN_INDEX
 
     encode = PromptEncoder(tokenizer)._ids
@@ -180,5 +180,5 @@ def test_visual_ids_lay_out_each_backbones_clip(tokenizer):
     stamps = [tokenizer.decode(encode(f"<{t} seconds>")) for t in ("1.0", "3.0")]
     text = tokenizer.decode([i for i in ids if i not in (qwen3.video_token_id,)])
     assert text.count("seconds>") == 2 and all(s in text for s in stamps) and ids.count(qwen3.video_token_id) == 288
-    llava_ids, llava_length = ChatFormat(tokens_per_frame=210, action_tokens=1).visual_ids(64, 384, 2.0, encode)
+    llava_ids, llava_length = SplicedVideo(tokens_per_frame=210, action_tokens=1).visual_ids(64, 384, 2.0, encode)
     assert llava_ids == [IMAGE_TOKEN_INDEX] and llava_length == 64 * 210 + 1

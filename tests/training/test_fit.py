@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from llavaction.cli.train import cli
-from llavaction.model import LlavaVideoModel
+from llavaction.model.llava_video import LlavaVideoModel
 from llavaction.prompts.tokenizer import load_tokenizer
 from tests.helpers import (
     assert_fit_consumed_the_plan,
@@ -247,7 +247,7 @@ def test_a_qwen_backbone_learns_on_the_demo(demo_dir, demo_shards, tmp_path, bac
         demo_shards,
         tmp_path,
         f"--model.backbone={backbone}",
-        f"--model.tokenizer={demo_dir / 'tokenizer_qwen'}",
+        f"--model.tokenizer={demo_dir / 'tokenizer'}",
         "--model.action.mode=one_token",
         "--model.action.types=[8, 8, 64]",
         "--trainer.max_epochs=3",

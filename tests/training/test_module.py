@@ -23,8 +23,8 @@ def test_block_switches_apply_checkpointing_then_compilation(demo_dir, monkeypat
     from llavaction.training.module import LlavaActionModule
 
     calls = []
-    monkeypatch.setattr(sharding, "checkpoint_blocks", lambda model: calls.append("checkpoint"))
-    monkeypatch.setattr(sharding, "compile_blocks", lambda model: calls.append("compile"))
+    monkeypatch.setattr(sharding, "checkpoint_blocks", lambda model, blocks: calls.append("checkpoint"))
+    monkeypatch.setattr(sharding, "compile_blocks", lambda model, blocks: calls.append("compile"))
     module = LlavaActionModule(
         tokenizer=str(demo_dir / "tokenizer"),
         compute=ComputeOptions(activation_checkpointing=True, compile_blocks=True),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from llavaction.model.config import LlavaVideoConfig
+from llavaction.model.llava_video.config import LlavaVideoConfig
 
 ONEVISION_ARCHITECTURE = "LlavaOnevisionForConditionalGeneration"
 # The tokens the layout's tokenizer adds: the processor expands `<video>` to the visual tokens of a clip.

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import initialization
 
-from llavaction.model.config import LlavaVideoConfig
+from llavaction.model.llava_video.config import LlavaVideoConfig
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import PurePath
 
-from llavaction.prompts.formats import ChatFormat
+from llavaction.prompts.formats import SplicedVideo
 
 POOL_MODES = ("bilinear", "average", "max")
 NEWLINE_POSITIONS = ("grid", "frame", "one_token", "none")
@@ -154,9 +154,9 @@ class LlavaVideoConfig:
         """Sequence positions the model adds beyond its input ids: the visual tokens less their one placeholder."""
         return self.visual_tokens(num_frames) - 1
 
-    def chat_format(self) -> ChatFormat:
+    def chat_format(self) -> SplicedVideo:
         """How this model reads a sample: the qwen_1_5 template, one `<image>` placeholder for the visual tokens."""
-        return ChatFormat(
+        return SplicedVideo(
             tokens_per_frame=self.tokens_per_frame, action_tokens=self.action_tokens, closing_tokens=self.closing_tokens
         )
 

@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from llavaction.prompts.formats import ChatFormat, FrameRule
+from llavaction.model.hf_layout import action_supervision, read_action_settings
+from llavaction.model.qwen_vl.frames import FrameRule
+from llavaction.model.qwen_vl.prompt import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START, QwenVideo
 from llavaction.utils.constants import SYSTEM_MESSAGE
 
 QwenBackbone = Literal["qwen2_5_vl", "qwen3_vl"]
@@ -91,9 +93,8 @@ class QwenVLConfig:
         """The side clips are decoded at when a model answers about video files."""
         return self.frame_size
 
-    def chat_format(self) -> ChatFormat:
-        return ChatFormat(
-            backbone=self.backbone,
+    def chat_format(self) -> QwenVideo:
+        return QwenVideo(
             system=SYSTEM_TURNS[self.backbone],
             action_tokens=self.action_tokens,
             rule=self.rule,
@@ -106,6 +107,12 @@ class QwenVLConfig:
     def extra_tokens(self, num_frames: int) -> int:
         """Sequence positions the model adds beyond its input ids: none (the prompt holds every visual token)."""
         return 0
+
+    def hf_class(self):
+        """transformers' model class of the backbone."""
+        from transformers import Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration
+
+        return Qwen2_5_VLForConditionalGeneration if self.backbone == "qwen2_5_vl" else Qwen3VLForConditionalGeneration
 
     def to_hf(self):
         """transformers' config object."""
@@ -136,21 +143,15 @@ class QwenVLConfig:
         if backbone is None:
             raise ValueError(f"{source}: model_type {config.get('model_type')!r} is not a Qwen2.5-VL or Qwen3-VL")
         rule = rule_from_processor(directory, backbone)
-        heads = directory / ACTION_HEADS_CONFIG
-        actions = json.loads(heads.read_text()) if heads.exists() else {}
+        actions = read_action_settings(directory)
         hf = {k: v for k, v in config.items() if k not in ("architectures", "transformers_version", "_name_or_path")}
         return cls(
             backbone=backbone,
             hf=hf,
             rule=rule,
             frame_size=int(actions.get("frame_size", 384)),
-            vision_supervision=actions.get("vision_supervision"),
-            action_types=tuple(actions["action_types"]) if actions.get("action_types") else None,
+            **action_supervision(actions),
         )
-
-
-ACTION_HEADS_CONFIG = "action_heads.json"
-ACTION_HEADS_FILE = "action_heads.safetensors"
 
 
 def rule_from_processor(directory: Path, backbone: str) -> FrameRule:
@@ -348,8 +349,6 @@ def qwen_preset(backbone: str, name: str, **overrides) -> QwenVLConfig:
 def with_token_ids(config: QwenVLConfig, tokenizer) -> QwenVLConfig:
     """The config with the vision tokens' ids of the tokenizer (a preset meets its tokenizer); a checkpoint's own
     ids must agree with its tokenizer's."""
-    from llavaction.prompts.formats import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START
-
     ids = {
         "image_token_id": tokenizer.convert_tokens_to_ids(IMAGE_PAD),
         "video_token_id": tokenizer.convert_tokens_to_ids(VIDEO_PAD),

@@ -1,0 +1,63 @@
+"""The spec of a Qwen backbone (Qwen2.5-VL and Qwen3-VL differ only in the values given here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from llavaction.model.family import LmmsEvalModel, ModelFamily
+from llavaction.model.qwen_vl.config import MODEL_TYPES, QWEN_PRESETS, QwenVLConfig, with_token_ids
+from llavaction.model.qwen_vl.model import QwenVLModel
+from llavaction.model.qwen_vl.prompt import VISION_TOKENS
+
+
+def vision_flops(config: QwenVLConfig, frames: int, frame_size: int) -> float:
+    """The vision encoder and merger(s) on one clip (forward): 2 * N_vit * P over the clip's P patches, attention
+    within each temporal group (Qwen2.5-VL: in windows but for its full-attention layers), the merger(s) on the
+    P / merge^2 merged tokens."""
+    vision, rule = config.vision, config.rule
+    groups, rows, columns = rule.grid(frames, frame_size, frame_size)
+    per_group, patches = rows * columns, groups * rows * columns
+    d, depth, inner = vision["hidden_size"], vision["depth"], vision["intermediate_size"]
+    gated = config.backbone == "qwen2_5_vl"  # Qwen2.5-VL's vision MLP is gated (three matrices), Qwen3-VL's is not
+    layer = 4 * d * d + (3 if gated else 2) * d * inner
+    embed = 3 * rule.temporal_patch_size * rule.patch_size**2 * d
+    full_layers = len(vision.get("fullatt_block_indexes") or []) if gated else depth
+    window = (vision.get("window_size", 0) // rule.patch_size) ** 2 or per_group
+    attention = 4 * d * groups * per_group * (full_layers * per_group + (depth - full_layers) * min(window, per_group))
+    merged, wide = patches // rule.merge_size**2, d * rule.merge_size**2
+    mergers = 1 + len(vision.get("deepstack_visual_indexes") or [])
+    merger = mergers * merged * (wide * wide + wide * vision["out_hidden_size"])
+    return 2.0 * patches * (depth * layer + embed) + attention + 2.0 * merger
+
+
+def load(weights: str | Path, config: QwenVLConfig, new_heads: bool) -> QwenVLModel:
+    return QwenVLModel.from_pretrained(weights, config=config, allow_missing_heads=new_heads)
+
+
+def export(model: QwenVLModel, state: dict, folder: Path, tokenizer, layout: str) -> None:
+    """transformers' own layout in either case (it is the original one), the action heads in a file beside it."""
+    model.save_pretrained(folder, state=state, tokenizer=tokenizer)
+
+
+def qwen_family(backbone: str, title: str, blocks: tuple[type[nn.Module], ...], vllm: str) -> ModelFamily:
+    return ModelFamily(
+        name=backbone,
+        title=title,
+        config_class=QwenVLConfig,
+        presets={name: make for (owner, name), make in QWEN_PRESETS.items() if owner == backbone},
+        model_class=QwenVLModel,
+        checkpoint_types=(MODEL_TYPES[backbone],),
+        read_checkpoint=lambda folder, config, source: QwenVLConfig.from_checkpoint(folder, source, config),
+        load=load,
+        block_types=blocks,
+        vision_flops=vision_flops,
+        export=export,
+        export_layouts=("original", "transformers"),
+        lmms_eval=LmmsEvalModel(backbone, "pretrained={pretrained},max_num_frames={num_frames}"),
+        vllm_architecture=vllm,
+        special_tokens=VISION_TOKENS,
+        meet_tokenizer=with_token_ids,
+        frame_size=lambda config: config.frame_size,
+    )
