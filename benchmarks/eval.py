@@ -3,7 +3,11 @@ forward pass per question, option letters: the fast proxy) against `generate` (g
 the paper's rule: the answer text after the last 'X. ' equals the right option's), and how often the proxy's choice
 agrees with the paper's rule (the proxy is right where the rule is, and wrong where it is).
 
-    python benchmarks/eval.py [--checkpoint runs/demo/.../last.ckpt] [--questions 64]
+With --vllm-python (a Python with vLLM, e.g. .venv-vllm/bin/python), the same questions are also answered by the
+vllm engine serving the model's export: its questions/s against the hf engine's generation, the ratio, and how many
+answers are the same.
+
+    python benchmarks/eval.py [--checkpoint runs/demo/.../last.ckpt] [--backbone qwen2_5_vl] [--vllm-python P]
 Without --checkpoint it builds a small synthetic dataset and a random-init tiny model (agreement is then meaningless).
 """
 
@@ -32,6 +36,8 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=6, help="synthetic validation videos")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--backbone", default="llava_video", help="the tiny model's family (without --checkpoint)")
+    parser.add_argument("--vllm-python", help="also time the vllm engine, run by this Python")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,11 +50,13 @@ def main() -> None:
             module = LlavaActionModule.load_from_checkpoint(args.checkpoint, map_location="cpu")
         else:
             torch.manual_seed(0)
-            module = LlavaActionModule(preset_name="tiny", tokenizer=str(tmp / "demo" / "tokenizer"))
+            module = LlavaActionModule(
+                backbone=args.backbone, preset_name="tiny", tokenizer=str(tmp / "demo" / "tokenizer")
+            )
         module.configure_model()
         module.eval()
         encode = EncodePrompt(
-            PromptEncoder(module.tokenizer, 4096, chat=module.config.chat_format()),
+            PromptEncoder(module.tokenizer, 4096, chat=module.video_format),
             "mqa",
             8,
             PromptOptions(),
@@ -58,6 +66,7 @@ def main() -> None:
             [str(shards)], args.batch_size, DecodeFrames(8), encode, Collate(module.tokenizer.pad_token_id)
         )
         batches = list(stream)
+        served = time_vllm(module, shards, tmp, args) if args.vllm_python else None
     count = sum(int((~b.is_padding).sum()) for b in batches)
     answerer = module.answerer
     answerer.max_new_tokens = args.max_new_tokens
@@ -85,15 +94,48 @@ def main() -> None:
         f"accuracy: paper's rule {100 * paper_right / count:.1f}%, letter proxy {100 * proxy_right / count:.1f}%; "
         f"the proxy agrees with the rule on {100 * agree / count:.1f}% of the questions"
     )
-    print(
-        json.dumps(
-            {
-                "score_questions_per_s": round(count / score_s, 1),
-                "generate_questions_per_s": round(count / generate_s, 1),
-                "proxy_agreement_percent": round(100 * agree / count, 1),
-            }
+    figures = {
+        "score_questions_per_s": round(count / score_s, 1),
+        "generate_questions_per_s": round(count / generate_s, 1),
+        "proxy_agreement_percent": round(100 * agree / count, 1),
+    }
+    if served is not None:
+        texts, vllm_s = served
+        real = [t for b, ts in zip(batches, generated) for t, pad in zip(ts, b.is_padding.tolist()) if not pad]
+        same = sum(a == b for a, b in zip(texts, real))
+        print(f"vllm:     {count / vllm_s:8.1f} questions/s, {generate_s / vllm_s:.2f}x the hf engine's generation")
+        print(f"          the same answer as the hf engine for {same} of {count} questions")
+        figures |= {"vllm_questions_per_s": round(count / vllm_s, 1), "vllm_over_hf": round(generate_s / vllm_s, 2)}
+        figures |= {"vllm_same_answers": same}
+    print(json.dumps(figures))
+
+
+def time_vllm(module, shards: Path, tmp: Path, args) -> tuple[list[str], float]:
+    """The same questions answered by the vllm engine serving the model's export (started before timing; a first
+    batch answered to warm it): its answers to the real questions, in order, and the seconds they took."""
+    import contextlib
+
+    from llavaction.evaluation.checkpoint_format import export_model
+    from llavaction.evaluation.checkpoints import LoadedCheckpoint
+    from llavaction.evaluation.engines import EngineOptions
+    from llavaction.evaluation.serving import ServedAnswers
+
+    export = tmp / "export"
+    export_model(module.family, module.model, module.tokenizer, module.video_format, export, True, "transformers")
+    loaded = LoadedCheckpoint.open(export)
+    options = EngineOptions(engine="vllm", vllm_python=args.vllm_python)
+    with contextlib.ExitStack() as stack:
+        served = ServedAnswers(loaded, loaded.module(), options, args.max_new_tokens, stack)
+        encoder = PromptEncoder(served.tokenizer, 4096, chat=served.format)
+        encode = EncodePrompt(encoder, "mqa", 8, PromptOptions(), with_answer=False)
+        stream = EvalStream(
+            [str(shards)], args.batch_size, DecodeFrames(8), encode, Collate(encoder.tokenizer.pad_token_id)
         )
-    )
+        batches = list(stream)
+        served(batches[0])
+        start = time.perf_counter()
+        texts = [text for batch in batches for text, _ in served(batch)]
+        return texts, time.perf_counter() - start
 
 
 if __name__ == "__main__":

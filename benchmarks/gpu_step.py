@@ -28,6 +28,7 @@ from transformers.utils import is_flash_attn_2_available
 from llavaction.model.families import DEFAULT_BACKBONE
 from llavaction.model.family import REGISTRY
 from llavaction.model.llava_video import preset, vit_layer_params
+from llavaction.prompts.formats import ClipTiming
 from llavaction.training.flops import llm_layer_params, peak_bf16_flops, training_flops
 from llavaction.training.sharding import checkpoint_blocks, compile_blocks, shard_blocks
 from llavaction.utils.constants import IGNORE_INDEX
@@ -47,7 +48,7 @@ def shape(name: str, attention: str = "sdpa"):
 def visual_ids(family, config, frames: int) -> list[int]:
     """The ids a clip takes in a prompt (LLaVA-Video: its one placeholder), at the family's decode size."""
     size = family.frame_size(config)
-    return config.chat_format().visual_ids(frames, size, CLIP_SECONDS, lambda text: [0] * 6)[0]
+    return config.chat_format().visual_ids(ClipTiming.even(frames, CLIP_SECONDS), size, lambda text: [0] * 6)[0]
 
 
 def sequence_length(family, config, frames: int) -> int:
@@ -126,7 +127,7 @@ def make_batch(family, config, frames: int, batch: int, device) -> dict:
         "labels": labels,
         "attention_mask": torch.ones_like(ids),
         "clips": clips,
-        "seconds": torch.full((batch,), CLIP_SECONDS),
+        "timings": [ClipTiming.even(frames, CLIP_SECONDS)] * batch,
     }
 
 
@@ -165,7 +166,7 @@ def time_config(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and not fsdp):
             out = model(
                 data["input_ids"],
-                model.preprocess(data["clips"], data["seconds"]),
+                model.preprocess(data["clips"], data["timings"]),
                 data["attention_mask"],
                 data["labels"],
             )

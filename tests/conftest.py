@@ -13,7 +13,7 @@ from data_prep.extract_frames import extract
 from data_prep.make_demo import make_demo
 from llavaction.benchmark.card import copy_card_into, read_card
 from llavaction.utils.jsonl import read_jsonl
-from tests.helpers import extract_args, extract_config, original_checkpoint_at
+from tests.helpers import extract_args, extract_config, index_only_set, original_checkpoint_at
 
 EPIC_DIR = Path(__file__).parent / "fixtures" / "epic-kitchens-100-annotations"
 
@@ -88,3 +88,26 @@ def demo_store(demo_dir, demo_questions, demo_shards, tmp_path_factory) -> Path:
 def original_checkpoint(demo_dir, tmp_path_factory) -> Path:
     """A random-init tiny model in the original checkpoint layout, with the demo tokenizer."""
     return original_checkpoint_at(demo_dir, tmp_path_factory.mktemp("ckpt"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--vllm-python", default=None, help="a Python with vLLM for the vllm tests (make test-vllm)")
+
+
+@pytest.fixture(scope="session")
+def vllm_python(request) -> str:
+    """The Python of the vLLM environment (make test-vllm gives it)."""
+    python = request.config.getoption("--vllm-python")
+    if python is None:
+        pytest.skip("no --vllm-python: make test-vllm builds the vLLM environment and gives it")
+    return str(Path(python).absolute())  # not resolved: a venv's python is a link its folder gives meaning to
+
+
+@pytest.fixture(scope="session")
+def uneven_sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("index_only")
+    return [
+        index_only_set(root / "a", [8, 8, 8, 5], "a"),  # a last shard smaller than the rest
+        index_only_set(root / "b", [7, 3], "b"),
+        index_only_set(root / "replay", [4, 2], "r", conversations=lambda n: n % 3 + 1),
+    ]

@@ -35,6 +35,64 @@ CONVERSATION = [
 # ---- data ----------------------------------------------------------------------------------------------------------
 
 
+def index_only_set(path, shard_sizes, prefix, conversations=None):
+    """A shard set of empty shards with sizes.json and index.json only (planning reads nothing else). Question lines
+    run backwards through the shards, so question-file order differs from shard order."""
+    path.mkdir(parents=True)
+    sizes, index, count = {}, {}, sum(shard_sizes)
+    number = 0
+    for shard, size in enumerate(shard_sizes):
+        name = f"shard-{shard:06d}.tar"
+        (path / name).write_bytes(b"")
+        sizes[name] = size
+        index[name] = []
+        for _ in range(size):
+            many = conversations(number) if conversations else None
+            index[name].append(
+                {
+                    "key": f"{prefix}{number}",
+                    "line": count - 1 - number,
+                    "conversations": many,
+                    "words": [number % 7 + i for i in range(many or 1)],
+                    "digest": "0" * 16,
+                }
+            )
+            number += 1
+    (path / "sizes.json").write_text(json.dumps(sizes))
+    (path / "index.json").write_text(json.dumps(index))
+    return str(path)
+
+
+def planner_for(sets, world, workers, batch=3, quotas=None, **extra):
+    """An EpochPlanner over index-only shard sets: seed 0, shuffle buffer 4, 2 open shards unless given."""
+    from llavaction.data.epochs import EpochPlanner
+    from llavaction.data.sources import source_items
+
+    items = [source_items(s) for s in sets]
+    return EpochPlanner(
+        items,
+        quotas or [None] * len(items),
+        seed=0,
+        batch_size=batch,
+        world_size=world,
+        num_workers=workers,
+        shuffle_buffer=extra.pop("shuffle_buffer", 4),
+        open_shards=extra.pop("open_shards", 2),
+        **extra,
+    )
+
+
+def planned_rows(planner, epoch):
+    """(rank, worker, batch number, source, key, padding) of every planned row, rank by rank."""
+    out = []
+    for plan in planner.slots(epoch):
+        for number, batch in zip(planner.worker_batches(plan.worker), plan.batches):
+            for planned in batch:
+                key = planner.key_of(plan, planned)
+                out.append((plan.rank, plan.worker, number, planned.source, key, planned.padding))
+    return out
+
+
 def extract_config(videos, **overrides):
     """extract_frames settings of the tests' shards: 8 frames of 32 px, JPEG q90, 8 samples a shard, raw layout."""
     from data_prep.extract_frames import ExtractConfig
@@ -177,6 +235,7 @@ def make_batch(rows: int, frames: int = 4, size: int = 32, length: int = 4, **fi
     """A Batch of `rows` rows for tests of its consumers: blank frames, all-real tokens, no labels, no classes;
     `fields` replace any of them."""
     from llavaction.data.batch import Batch
+    from llavaction.prompts.formats import ClipTiming
 
     minus_one = torch.full((rows,), -1)
     no = torch.zeros(rows, dtype=torch.bool)
@@ -189,7 +248,6 @@ def make_batch(rows: int, frames: int = 4, size: int = 32, length: int = 4, **fi
         truncated=no,
         answer_index=minus_one,
         num_options=torch.zeros(rows, dtype=torch.long),
-        clip_seconds=torch.zeros(rows),
         verb_class=minus_one,
         noun_class=minus_one,
         action_index=minus_one,
@@ -197,8 +255,35 @@ def make_batch(rows: int, frames: int = 4, size: int = 32, length: int = 4, **fi
         noun_tail=no,
         unseen=no,
         meta=[{} for _ in range(rows)],
+        clips=[ClipTiming.even(frames, 1.0)] * rows,
     )
     return Batch(**(values | fields))
+
+
+def write_checkpoint(path, state: dict, processed: int = 0, last_batch: bool = False) -> str:
+    """A checkpoint file holding only the fit loop's state Lightning writes around a training loader's state."""
+    counts = {"ready": state["batches"], "started": state["batches"], "processed": state["batches"]}
+    fit = {
+        "state_dict": {"combined_loader": [state]},
+        "epoch_loop.batch_progress": {
+            "total": counts | {"completed": state["batches"] - 1},
+            "current": counts | {"completed": state["batches"] - 1},
+            "is_last_batch": last_batch,
+        },
+        "epoch_progress": {
+            key: {"ready": 1, "started": 1, "processed": processed, "completed": 0} for key in ("total", "current")
+        },
+    }
+    torch.save({"loops": {"fit_loop": fit}}, path)
+    return str(path)
+
+
+def loader_state(dm, world: int, batches: int, accumulate: int) -> dict:
+    """What a training loader of `dm` at this world size records after `batches` batches of epoch 0."""
+    dm._world = lambda: (0, world)
+    loader = dm.train_dataloader()
+    loader.position = lambda: {"epoch": 0, "batches": batches, "accumulate": accumulate}
+    return loader.state_dict()
 
 
 # ---- fits ----------------------------------------------------------------------------------------------------------
@@ -333,6 +418,31 @@ class RecordKeys(L.Callback):
         }
         with open(Path(self.folder) / f"keys-rank{trainer.global_rank}.jsonl", "a") as out:
             out.write(json.dumps(row) + "\n")
+
+
+class SaveRestoredState(L.Callback):
+    """When training starts (after a checkpoint is restored), writes the model's and the optimizer's whole state,
+    gathered from every rank's shards, to `<path>` on rank 0 ({"state_dict", "optimizer_0"}, as a distributed
+    checkpoint's files hold them)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model, optimizer = trainer.strategy.model, trainer.optimizers[0]
+        state = {
+            "state_dict": get_model_state_dict(model, options=options),
+            "optimizer_0": get_optimizer_state_dict(model, optimizer, options=options),
+        }
+        if trainer.is_global_zero:
+            torch.save(state, self.path)
 
 
 # ---- evaluation ----------------------------------------------------------------------------------------------------

@@ -46,7 +46,15 @@ def export(options: ExportOptions) -> int:
         loaded = LoadedCheckpoint.open(options.checkpoint, options.tokenizer)
         module = loaded.module(None)
         check_export_layout(module.family, module.config, options.layout)
-        export_model(module.family, module.model, module.tokenizer, options.out, is_writer=True, layout=options.layout)
+        export_model(
+            module.family,
+            module.model,
+            module.tokenizer,
+            module.video_format,
+            options.out,
+            is_writer=True,
+            layout=options.layout,
+        )
     print(f"{options.checkpoint} -> {options.out} ({options.layout} layout, backbone {loaded.backbone})")
     return 0
 

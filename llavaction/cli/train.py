@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import io
 import os
 import signal
@@ -30,8 +31,9 @@ from llavaction.data.datamodule import EpicDataModule
 from llavaction.data.options import TaskSource
 from llavaction.evaluation.checkpoint_format import check_checkpoint_file
 from llavaction.evaluation.module import DATA_LINKS
-from llavaction.training.checkpointing import LAST, RunCheckpoint, RunFolderLock, check_resume, checkpoint_folder
+from llavaction.training.checkpointing import LAST, RunCheckpoint, RunFolderLock, checkpoint_folder
 from llavaction.training.module import LlavaActionModule
+from llavaction.training.resume import apply_resume, plan_resume
 from llavaction.utils.configs import expand_config_args, flat
 from llavaction.utils.errors import run_cli
 from llavaction.utils.options import one_line
@@ -77,6 +79,7 @@ class LlavaActionCLI(LightningCLI):
         """Lightning's default logger (TensorBoard in <default_root_dir>/lightning_logs), without the placeholder
         `hp_metric = -1` it logs for runs that give none (the run's figures are val/*)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        refuse_lightning_checkpoints(config.trainer.callbacks or [])
         if config.trainer.logger in (None, True):
             root = config.trainer.default_root_dir or os.getcwd()
             config.trainer.logger = Namespace(
@@ -85,18 +88,25 @@ class LlavaActionCLI(LightningCLI):
             )
 
     def before_fit(self) -> None:
-        """Before the fit writes anything: a fit that would train nothing is refused; `--ckpt_path last` is the run's
-        newest checkpoint (RunCheckpoint's last.ckpt); a resume inside an epoch must plan it as the checkpoint did."""
+        """Before the fit writes anything: a fit that would train nothing is refused, and a fresh fit into a run
+        folder holding an earlier run's checkpoints; `--ckpt_path last` is the run's newest checkpoint (RunCheckpoint's
+        last.ckpt); a resume is set up for this run's layout (llavaction.training.resume), or refused."""
         config = self.config_init[self.subcommand]
+        trainer, data = self.trainer, self.datamodule
         for name in ("max_epochs", "max_steps"):
-            if self.subcommand == "fit" and getattr(self.trainer, name) == 0:
+            if self.subcommand == "fit" and getattr(trainer, name) == 0:
                 raise ValueError(f"trainer.{name} is 0: the fit would train nothing")
         if config.get("ckpt_path") == "last":  # still unresolved: the run has no checkpoint, which this says
-            config["ckpt_path"] = str(last_checkpoint(self.trainer))
+            config["ckpt_path"] = str(last_checkpoint(trainer))
         if self.subcommand == "fit" and config.get("ckpt_path"):
-            check_resume(config["ckpt_path"], self.datamodule, self.trainer.world_size)
+            resume = plan_resume(config["ckpt_path"], data, trainer.world_size, trainer.accumulate_grad_batches)
+            for note in apply_resume(resume, data, trainer):
+                if trainer.is_global_zero:
+                    print(f"resume: {note}", file=sys.stderr)
+        elif self.subcommand == "fit":
+            refuse_earlier_checkpoints(trainer)
         if self.subcommand == "fit":  # one fit at a time in a run folder
-            self.trainer.callbacks.append(RunFolderLock(Path(self.trainer.default_root_dir)))
+            trainer.callbacks.append(RunFolderLock(Path(trainer.default_root_dir)))
 
     before_validate = before_test = before_predict = before_fit
 
@@ -154,6 +164,43 @@ def newest_in_config(trainer) -> Path | None:
         if str(callback.get("class_path", "")).endswith("RunCheckpoint")
     ]
     return newest_in(checkpoint_folders(trainer.default_root_dir or os.getcwd(), dirpaths))
+
+
+def refuse_lightning_checkpoints(callbacks: list) -> None:
+    """Lightning's ModelCheckpoint among the configured callbacks: refused in one line naming RunCheckpoint, which
+    writes this codebase's checkpoints (whole or not at all, `--ckpt_path last`, resumable on another layout)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    for callback in callbacks:
+        path = str(callback.get("class_path", "")) if isinstance(callback, Namespace | dict) else ""
+        module, _, name = path.rpartition(".")
+        try:
+            found = getattr(importlib.import_module(module), name) if module else None
+        except (ImportError, AttributeError):
+            continue  # the parser names a class it cannot find
+        if isinstance(found, type) and issubclass(found, ModelCheckpoint):
+            raise ValueError(
+                f"trainer.callbacks: {path} is not used here; checkpoints are written by "
+                "llavaction.training.checkpointing.RunCheckpoint (every_n_epochs, every_n_train_steps, "
+                "train_time_interval, keep), which `--ckpt_path last` resumes"
+            )
+
+
+def refuse_earlier_checkpoints(trainer) -> None:
+    """A fit without --ckpt_path into a run whose checkpoint folder holds checkpoints would write over them and point
+    last.ckpt at its own: refused, naming the folder and what to do."""
+    dirpaths = [c.dirpath for c in trainer.callbacks if isinstance(c, RunCheckpoint)]
+    for folder in checkpoint_folders(trainer.default_root_dir, dirpaths):
+        held = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+        if held:
+            raise ValueError(
+                f"{folder} holds an earlier run's checkpoints ({_either_names(held)}): continue it with --ckpt_path "
+                "last, or start this run in another trainer.default_root_dir"
+            )
+
+
+def _either_names(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def last_checkpoint(trainer) -> Path:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from llavaction.prompts.formats import ClipTiming
+
 
 @dataclass
 class Batch:
@@ -23,7 +25,8 @@ class Batch:
         truncated: [B] bool: a row whose answer was cut to fit max_length.
         answer_index: [B] long: the right option of an MQA question, -1 when none (or not a question).
         num_options: [B] long: options of the question (0 when not one).
-        clip_seconds: [B] float: how long each clip lasts (a Qwen2.5-VL backbone's time positions follow it).
+        clips: per row, when its clip's frames were taken (ClipTiming: a Qwen backbone's timestamps and time positions
+            follow it, and a serving engine is given it as the video's metadata).
         verb_class: [B] long: the segment's EK-100 verb class, -1 when unknown.
         noun_class: [B] long: the noun class, -1 when unknown.
         action_index: [B] long: the action's index in the dense action vocabulary (the action head), -1 when unknown.
@@ -45,13 +48,13 @@ class Batch:
     truncated: torch.Tensor
     answer_index: torch.Tensor
     num_options: torch.Tensor
-    clip_seconds: torch.Tensor
     verb_class: torch.Tensor
     noun_class: torch.Tensor
     action_index: torch.Tensor
     verb_tail: torch.Tensor
     noun_tail: torch.Tensor
     unseen: torch.Tensor
+    clips: list[ClipTiming] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
     meta: list[dict] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)

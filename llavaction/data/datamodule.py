@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from llavaction.benchmark.answers import chosen_option_texts
 from llavaction.data.epochs import EpochPlanner
 from llavaction.data.options import LoaderOptions, PriorActionOptions, TaskSource
+from llavaction.data.resume import EpochPart, EpochPlans, ResumedEpoch
 from llavaction.data.shards import first_sample, indexed_keys, read_sizes, sample_meta
 from llavaction.data.sources import SourceItems, apply_strategy, epoch_quotas, source_items
 from llavaction.data.stages import Collate, DecodeFrames, Descriptions, EncodePrompt, SkipCounter
@@ -86,6 +87,7 @@ class EpicDataModule(L.LightningDataModule):
         self._first_metas: dict[str, dict] = {}
         self._train_items: list[SourceItems] | None = None
         self._joined: dict[str, Descriptions | StoreQuestions] = {}
+        self.resumed: ResumedEpoch | None = None
 
     @property
     def tokenizer(self):
@@ -194,6 +196,12 @@ class EpicDataModule(L.LightningDataModule):
             megabatch_steps=loader.megabatch_steps,
         )
 
+    def resume_epoch(self, epoch: int, earlier: list[EpochPart], world_size: int) -> ResumedEpoch:
+        """Plan what the earlier parts of `epoch` (read under other layouts) left of it, under this run's layout: the
+        training loader then reads that in the epoch (data/resume.py)."""
+        self.resumed = ResumedEpoch.plan(self.epoch_planner(world_size=world_size), epoch, earlier)
+        return self.resumed
+
     def train_batches(self) -> int:
         """Training batches per epoch on each rank (the training loader's length), without building the loader."""
         return self.epoch_planner().batches_per_rank
@@ -232,6 +240,7 @@ class EpicDataModule(L.LightningDataModule):
         return {
             "epoch": loop.epoch_progress.current.started - 1,
             "batches": loop.epoch_loop.batch_progress.current.processed,
+            "accumulate": self.trainer.accumulate_grad_batches,
         }
 
     def train_dataloader(self) -> DataLoader:
@@ -243,8 +252,8 @@ class EpicDataModule(L.LightningDataModule):
             SourceStream(s, DecodeFrames(h.num_frames), self._encoder(s.task, True), self.joined(s))
             for s in self.train_sources
         ]
-        planner = self.epoch_planner()
-        stream = TrainStream(planner, sources, Collate(self.tokenizer.pad_token_id, SkipCounter()), rank)
+        plans = EpochPlans(self.epoch_planner(), self.resumed)
+        stream = TrainStream(plans, sources, Collate(self.tokenizer.pad_token_id, SkipCounter()), rank)
         return EpochLoader(
             stream, self._epoch, self._position, num_workers=loader.num_workers, pin_memory=torch.cuda.is_available()
         )
@@ -288,8 +297,9 @@ class EpicDataModule(L.LightningDataModule):
 class EpochLoader(DataLoader):
     """The training loader. Each pass is the epoch the trainer is in (the stream's set_epoch, so the data changes
     every epoch without reloading the loader), and the loader is stateful for Lightning: a checkpoint records how many
-    batches of the epoch this rank finished and what decided the epoch's plan, and a run resumed from it continues
-    with the next batch (a resume inside an epoch under another plan is refused: it would repeat and skip samples)."""
+    batches of the epoch this rank finished, what decided the epoch's plan and the parts of the epoch read under other
+    layouts before it, and a run resumed from it continues with the next batch (a resume inside an epoch under
+    another plan that llavaction.training.resume did not re-plan is refused: it would repeat and skip samples)."""
 
     def __init__(self, stream: TrainStream, epoch: Callable[[], int], position: Callable[[], dict], **kwargs):
         super().__init__(stream, batch_size=None, collate_fn=already_collated, persistent_workers=False, **kwargs)
@@ -317,8 +327,8 @@ class EpochLoader(DataLoader):
         epoch = self.epoch()
         consumed = 0
         if self.resume is not None and self.resume["epoch"] == epoch:
-            consumed = self.resume["batches"]
-            differing = plan_differences(self.resume.get("plan"), self.dataset.planner.describe())
+            consumed = self.resume["batches"] - self.resume.get("start", 0)
+            differing = plan_differences(self.resume, self._part(epoch))
             if consumed and differing:
                 raise ValueError(
                     f"the checkpoint stopped inside epoch {epoch} of another plan ({differing}): resume inside an "
@@ -328,8 +338,19 @@ class EpochLoader(DataLoader):
         self.dataset.set_epoch(epoch, consumed)
         return super().__iter__()
 
+    def _part(self, epoch: int) -> dict:
+        """What decides the epoch's batches in this run: its plan, the epoch's batch number of the plan's first
+        batch and the parts of the epoch read before."""
+        plans = self.dataset.plans
+        return {
+            "plan": plans.planner(epoch).describe(),
+            "start": plans.first_batch(epoch),
+            "earlier": plans.earlier(epoch),
+        }
+
     def state_dict(self) -> dict:
-        return self.position() | {"plan": self.dataset.planner.describe()}
+        position = self.position()
+        return position | self._part(position["epoch"]) | {"length": len(self.dataset)}
 
     def load_state_dict(self, state: dict) -> None:
         self.resume = dict(state)
@@ -340,9 +361,14 @@ def already_collated(batch: dict) -> dict:
     return batch
 
 
-def plan_differences(recorded: dict | None, now: dict) -> str:
-    """What differs between a checkpoint's epoch plan and this run's ('batch_size 16 there, 8 here; ...'), over what
-    the checkpoint recorded (an older one records less); '' when nothing does."""
-    return "; ".join(
-        f"{key} {value} there, {now.get(key)} here" for key, value in (recorded or {}).items() if now.get(key) != value
-    )
+def plan_differences(recorded: dict, now: dict) -> str:
+    """What differs between the epoch part a checkpoint records and this run's ('batch_size 16 there, 8 here; ...'),
+    over what the checkpoint recorded (an older one records less: no start, no earlier parts); '' when nothing does."""
+    differing = [
+        f"{key} {value} there, {now['plan'].get(key)} here"
+        for key, value in (recorded.get("plan") or {}).items()
+        if now["plan"].get(key) != value
+    ]
+    if recorded.get("start", 0) != now["start"] or recorded.get("earlier", []) != now["earlier"]:
+        differing.append("another resume's remainder of the epoch")
+    return "; ".join(differing)

@@ -18,6 +18,8 @@ drawing each next item from a source in proportion to what the source has left, 
 windows when asked). Every rank serves the same number of batches, so a rank short of a full last batch fills it with
 repeats of that batch's samples (or of the worker's previous ones), flagged as padding: left out of the loss and
 counted. At most one batch's worth per rank is padding.
+Every planned row carries its place in the epoch's merged sequence (which depends on the seed and the data alone): a
+resume under another layout plans what no rank read of an epoch by these same rules (data/resume.py).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from llavaction.data.megabatch import megabatch_groups
+from llavaction.data.orders import interleaved, seed_of, shuffled
 from llavaction.data.sources import SourceItems
 from llavaction.data.stages import conversation_key
 
@@ -37,11 +40,13 @@ from llavaction.data.stages import conversation_key
 @dataclass(frozen=True)
 class PlannedItem:
     """One row of a batch: the source, the read (in the worker's reads of that source) holding its sample, the
-    conversation (-1: the sample itself) and whether it is padding."""
+    conversation (-1: the sample itself), the item's place in the epoch's merged sequence (what identifies it when a
+    resume plans the rest of an epoch) and whether it is padding."""
 
     source: int
     read: int
     conversation: int
+    place: int
     padding: bool = False
 
 
@@ -74,6 +79,8 @@ class EpochPlanner:
             world x megabatch_steps x batch_size items of the epoch's sequence, shuffled within windows of
             shuffle_buffer x world items; each rank's batches come from every megabatch, so each rank reads every
             shard of the epoch.
+        remaining: (epoch, places): this planner plans only these places of that epoch's merged sequence (ascending),
+            by the same rules: what is left of an epoch a resume continues under another layout (data/resume.py).
     """
 
     sources: list[SourceItems]
@@ -86,12 +93,13 @@ class EpochPlanner:
     length_group_window: int = 0
     open_shards: int = 1
     megabatch_steps: int = 0
-    _grouped: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
-    _merged: tuple[int, np.ndarray, np.ndarray, list[np.ndarray]] | None = field(default=None, repr=False)
-    _passes: dict[int, dict[int, np.ndarray]] = field(default_factory=dict, repr=False)
+    remaining: tuple[int, np.ndarray] | None = None
+    _grouped: tuple | None = field(default=None, init=False, repr=False)
+    _merged: tuple | None = field(default=None, init=False, repr=False)
+    _passes: dict[int, dict[int, np.ndarray]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
-        if self.total < self.world_size:
+        if self.remaining is None and self.total < self.world_size:
             raise ValueError(f"an epoch of {self.total} training samples cannot feed {self.world_size} ranks")
         if self.megabatch_steps and self.length_group_window:
             raise ValueError("data.loader.megabatch_steps and length_group_window are two length groupings: set one")
@@ -105,9 +113,18 @@ class EpochPlanner:
         return len(self.sources[source]) if quota is None else quota
 
     @property
-    def total(self) -> int:
-        """Items per epoch over all ranks, padding left out."""
+    def epoch_items(self) -> int:
+        """Items of a whole epoch over all ranks, padding left out."""
         return sum(self.source_quota(s) for s in range(len(self.sources)))
+
+    @property
+    def total(self) -> int:
+        """Items this planner plans per epoch over all ranks (a remainder's for its epoch), padding left out."""
+        return self.epoch_items if self.remaining is None else len(self.remaining[1])
+
+    def relaid(self, **layout) -> EpochPlanner:
+        """This planner's data under another layout (world_size, num_workers, batch_size, ...; remaining)."""
+        return replace(self, **layout)
 
     def rank_items(self, rank: int) -> int:
         share, extra = divmod(self.total, self.world_size)
@@ -139,7 +156,7 @@ class EpochPlanner:
                 segments.append((run, np.sort(self._pass(source, run)[low:high])))
         ordered = []
         for run, chosen in segments:  # shard by shard in a seeded order, samples as stored
-            shard_order = np.random.default_rng(_seed(self.seed, "shards", source, run)).permutation(len(items.urls))
+            shard_order = np.random.default_rng(seed_of(self.seed, "shards", source, run)).permutation(len(items.urls))
             position = np.empty_like(shard_order)
             position[shard_order] = np.arange(len(shard_order))
             ordered.append(chosen[np.lexsort((chosen, position[items.shard[chosen]]))])
@@ -152,7 +169,7 @@ class EpochPlanner:
         cache = self._passes.setdefault(source, {})
         if run not in cache:
             size, quota = len(self.sources[source]), self.quotas[source]
-            permutation = np.random.default_rng(_seed(self.seed, "pass", source, run)).permutation(size)
+            permutation = np.random.default_rng(seed_of(self.seed, "pass", source, run)).permutation(size)
             began = (run * size // quota) * quota  # where the epoch holding this pass's start began
             earlier = began // size
             if began % size and earlier < run:
@@ -162,16 +179,19 @@ class EpochPlanner:
             cache[run] = permutation
         return cache[run]
 
-    def merged(self, epoch: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """The epoch's items of all sources merged evenly: per merged position its source and its position in that
-        source's epoch sequence, and the sequences."""
+    def merged(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """The epoch's items of all sources merged evenly (the places a remainder keeps): per place its source, its
+        position in that source's epoch sequence and its place in the whole merged sequence; and the sequences."""
         if self._merged is None or self._merged[0] != epoch:
+            if self.remaining is not None and self.remaining[0] != epoch:
+                raise ValueError(f"this planner plans what is left of epoch {self.remaining[0]}, not epoch {epoch}")
             sequences = [self.source_epoch(s, epoch) for s in range(len(self.sources))]
             source_of = np.concatenate([np.full(len(q), s) for s, q in enumerate(sequences)])
             position = np.concatenate([np.arange(len(q)) for q in sequences])
             spread = np.concatenate([(np.arange(len(q)) + 0.5) / max(1, len(q)) for q in sequences])
             order = np.lexsort((source_of, spread))
-            self._merged = (epoch, source_of[order], position[order], sequences)
+            place = np.arange(len(order)) if self.remaining is None else np.asarray(self.remaining[1], dtype=np.int64)
+            self._merged = (epoch, source_of[order][place], position[order][place], place, sequences)
         return self._merged[1:]
 
     def worker_span(self, rank: int, worker: int) -> tuple[int, int]:
@@ -193,51 +213,53 @@ class EpochPlanner:
         """The plan of one worker of one rank for an epoch."""
         if self.megabatch_steps:
             return self._megabatch_slot(epoch, rank, worker)
-        source_of, position, sequences = self.merged(epoch)
+        source_of, position, place, sequences = self.merged(epoch)
         start, stop = self.worker_span(rank, worker)
         reads: list[list[tuple[int, int]]] = [[] for _ in self.sources]
         streams = []
         for s, items in enumerate(self.sources):
-            here = position[start:stop][source_of[start:stop] == s]
-            chosen = sequences[s][here.min() : here.max() + 1] if len(here) else sequences[s][:0]
-            rng = random.Random(_seed(self.seed, "open_shards", epoch, rank, worker, s))
+            at = np.flatnonzero(source_of[start:stop] == s) + start
+            rng = random.Random(seed_of(self.seed, "open_shards", epoch, rank, worker, s))
             planned: list[tuple[PlannedItem, int]] = []
-            for unit in self._read_order(items, chosen, rng):
+            for unit in self._read_order(items, sequences[s][position[at]], place[at], rng):
                 reads[s].append(unit[0][1:3])
-                planned += [(PlannedItem(s, len(reads[s]) - 1, conversation), item) for item, *_, conversation in unit]
-            rng = random.Random(_seed(self.seed, "shuffle", epoch, rank, worker, s))
-            streams.append(list(_shuffled(planned, self.shuffle_buffer, rng)))
-        rng = random.Random(_seed(self.seed, "interleave", epoch, rank, worker))
-        mixed = list(_interleaved(streams, rng))
+                read = len(reads[s]) - 1
+                planned += [(PlannedItem(s, read, conv, merged), item) for item, _, _, conv, merged in unit]
+            rng = random.Random(seed_of(self.seed, "shuffle", epoch, rank, worker, s))
+            streams.append(list(shuffled(planned, self.shuffle_buffer, rng)))
+        rng = random.Random(seed_of(self.seed, "interleave", epoch, rank, worker))
+        mixed = list(interleaved(streams, rng))
         batches = self._batches(mixed, epoch, rank, worker)
         plan = SlotPlan(rank, worker, reads, [[p for p, _ in batch] for batch in batches])
         self._pad(plan, rank, epoch)
         return plan
 
-    def grouped(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The megabatch grouping of an epoch: the merged sequence shuffled within windows (per place its source and
-        its position in that source's sequence), and per place its [rank, batch number, place in the batch]."""
+    def grouped(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The megabatch grouping of an epoch: the merged sequence shuffled within windows (per place its source, its
+        position in that source's sequence and its place in the merged sequence), and per place its [rank, batch
+        number, place in the batch]."""
         if self._grouped is None or self._grouped[0] != epoch:
-            source_of, position, sequences = self.merged(epoch)
-            rng = np.random.default_rng(_seed(self.seed, "megabatch", epoch))
+            source_of, position, place, sequences = self.merged(epoch)
+            rng = np.random.default_rng(seed_of(self.seed, "megabatch", epoch))
             window, count = self.shuffle_buffer * self.world_size, len(source_of)
             order = np.concatenate(
                 [rng.permutation(np.arange(b, min(b + window, count))) for b in range(0, count, window)]
+                or [np.zeros(0, dtype=np.int64)]
             )
-            source_of, position = source_of[order], position[order]
+            source_of, position, place = source_of[order], position[order], place[order]
             words = np.empty(count, dtype=np.int64)
             for s, items in enumerate(self.sources):
                 here = source_of == s
                 words[here] = items.words[sequences[s][position[here]]]
             groups = megabatch_groups(words, self.batch_size, self.world_size, self.megabatch_steps)
-            self._grouped = (epoch, source_of, position, groups)
+            self._grouped = (epoch, source_of, position, place, groups)
         return self._grouped[1:]
 
     def _megabatch_slot(self, epoch: int, rank: int, worker: int) -> SlotPlan:
         """A worker's batches under the megabatch grouping; its reads in the merged sequence's order (shard by shard),
         a sample read once for the consecutive rows it gives, kept until its batches are served."""
-        sequences = self.merged(epoch)[2]
-        source_of, position, groups = self.grouped(epoch)
+        sequences = self.merged(epoch)[3]
+        source_of, position, place, groups = self.grouped(epoch)
         serves = self.worker_batches(worker)
         mine = np.flatnonzero((groups[:, 0] == rank) & np.isin(groups[:, 1], serves))
         reads: list[list[tuple[int, int]]] = [[] for _ in self.sources]
@@ -248,7 +270,7 @@ class EpochPlanner:
             sample = (int(items.shard[item]), int(items.sample[item]))
             if not reads[s] or reads[s][-1] != sample:
                 reads[s].append(sample)
-            row_of[at] = PlannedItem(s, len(reads[s]) - 1, int(items.conversation[item]))
+            row_of[at] = PlannedItem(s, len(reads[s]) - 1, int(items.conversation[item]), int(place[at]))
         chunk_of = {b: [] for b in serves}
         for at in sorted(mine.tolist(), key=lambda m: groups[m, 2]):  # chunk order: as the megabatch was split
             chunk_of[int(groups[at, 1])].append(row_of[at])
@@ -256,13 +278,15 @@ class EpochPlanner:
         self._pad(plan, rank, epoch)
         return plan
 
-    def _read_order(self, items: SourceItems, chosen: np.ndarray, rng: random.Random) -> list[list[tuple]]:
-        """A worker's reads of one source: units of (item, shard, sample, conversation) rows that one read of a
-        sample serves (its conversations), taken from `open_shards` consecutive shards at a time, each next unit drawn
-        from a shard in proportion to the units the shard has left."""
+    def _read_order(
+        self, items: SourceItems, chosen: np.ndarray, places: np.ndarray, rng: random.Random
+    ) -> list[list[tuple]]:
+        """A worker's reads of one source: units of (item, shard, sample, conversation, merged place) rows that one
+        read of a sample serves (its conversations), taken from `open_shards` consecutive shards at a time, each next
+        unit drawn from a shard in proportion to the units the shard has left."""
         columns = (chosen.tolist(), items.shard[chosen].tolist(), items.sample[chosen].tolist())
         units: list[list[tuple]] = []
-        for row in zip(*columns, items.conversation[chosen].tolist()):
+        for row in zip(*columns, items.conversation[chosen].tolist(), places.tolist()):
             same_sample = units and units[-1][0][1:3] == row[1:3]
             if same_sample and all(done[3] != row[3] for done in units[-1]):  # a next pass reads the sample again
                 units[-1].append(row)
@@ -276,7 +300,7 @@ class EpochPlanner:
                 runs.append([unit])
         ordered = []
         for begin in range(0, len(runs), self.open_shards):
-            ordered += _interleaved(runs[begin : begin + self.open_shards], rng)
+            ordered += interleaved(runs[begin : begin + self.open_shards], rng)
         return ordered
 
     def _batches(self, mixed: list, epoch: int, rank: int, worker: int) -> list[list]:
@@ -284,7 +308,7 @@ class EpochPlanner:
         if self.length_group_window <= 0:
             batches = [mixed[i : i + size] for i in range(0, len(mixed), size)]
         else:
-            rng = random.Random(_seed(self.seed, "length_groups", epoch, rank, worker))
+            rng = random.Random(seed_of(self.seed, "length_groups", epoch, rank, worker))
             batches, window = [], size * self.length_group_window
             for begin in range(0, len(mixed), window):
                 pool = sorted(mixed[begin : begin + window], key=lambda p: self.sources[p[0].source].words[p[1]])
@@ -301,22 +325,20 @@ class EpochPlanner:
             missing = self.batch_size - len(batch)
             if missing:
                 pool = [p for p in batch if not p.padding] or previous or self._rank_first(plan, rank, epoch)
-                batch += [
-                    PlannedItem(p.source, p.read, p.conversation, padding=True)
-                    for p in (pool[i % len(pool)] for i in range(missing))
-                ]
+                batch += [replace(pool[i % len(pool)], padding=True) for i in range(missing)]
             previous = [p for p in batch if not p.padding] or previous
 
     def _rank_first(self, plan: SlotPlan, rank: int, epoch: int) -> list[PlannedItem]:
-        source_of, position, sequences = self.merged(epoch)
-        start = sum(self.rank_items(r) for r in range(rank))
+        """The first items of the rank's share (of the epoch's, for a rank of a remainder left without any)."""
+        source_of, position, place, sequences = self.merged(epoch)
+        start = sum(self.rank_items(r) for r in range(rank)) if self.rank_items(rank) else 0
         pool = []
-        for at in range(start, start + min(self.batch_size, self.rank_items(rank))):
+        for at in range(start, start + min(self.batch_size, self.rank_items(rank) or self.total)):
             s = int(source_of[at])
             item = int(sequences[s][position[at]])
             items = self.sources[s]
             plan.reads[s].append((int(items.shard[item]), int(items.sample[item])))
-            pool.append(PlannedItem(s, len(plan.reads[s]) - 1, int(items.conversation[item])))
+            pool.append(PlannedItem(s, len(plan.reads[s]) - 1, int(items.conversation[item]), int(place[at])))
         return pool
 
     def slots(self, epoch: int) -> Iterator[SlotPlan]:
@@ -348,43 +370,3 @@ class EpochPlanner:
             "items": [len(s) for s in self.sources],
             "quotas": [self.source_quota(s) for s in range(len(self.sources))],
         }
-
-
-def _shuffled(items: list, size: int, rng: random.Random) -> Iterator:
-    """A shuffle buffer of `size` over a finite list: what a streaming reader can shuffle."""
-    buffer: list = []
-    for item in items:
-        buffer.append(item)
-        if len(buffer) >= max(1, size):
-            yield _pop_random(buffer, rng)
-    while buffer:
-        yield _pop_random(buffer, rng)
-
-
-def _pop_random(buffer: list, rng: random.Random):
-    index = rng.randrange(len(buffer))
-    buffer[index], buffer[-1] = buffer[-1], buffer[index]
-    return buffer.pop()
-
-
-def _interleaved(streams: list[list], rng: random.Random) -> Iterator:
-    """Items of several lists, each next one drawn from a list with probability proportional to what it has left."""
-    left = [len(s) for s in streams]
-    taken = [0] * len(streams)
-    remaining = sum(left)
-    while remaining:
-        pick = rng.randrange(remaining)
-        s = 0
-        while pick >= left[s]:
-            pick -= left[s]
-            s += 1
-        yield streams[s][taken[s]]
-        taken[s] += 1
-        left[s] -= 1
-        remaining -= 1
-
-
-def _seed(*parts) -> int:
-    """A 63-bit seed from the parts (stable across processes, unlike hash())."""
-    text = ":".join(str(p) for p in parts)
-    return int.from_bytes(random.Random(text).randbytes(8), "little") >> 1

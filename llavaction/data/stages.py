@@ -19,6 +19,7 @@ from llavaction.data.batch import Batch
 from llavaction.data.buffers import FrameBuffers, fresh_frames
 from llavaction.data.shards import frame_name
 from llavaction.prompts.encoding import PromptEncoder, VisualSpan, pad_right
+from llavaction.prompts.formats import ClipTiming
 from llavaction.prompts.wording import (
     PromptOptions,
     can_show_priors,
@@ -48,6 +49,7 @@ class ArrayFrames:
     """A clip's frames already decoded (a video file's clip in prediction), copied into the batch by Collate."""
 
     array: np.ndarray  # uint8 [T, size, size, 3]
+    timing: ClipTiming  # when its frames were taken
 
     @property
     def count(self) -> int:
@@ -68,6 +70,7 @@ class JpegFrames:
     jpegs: list[bytes] | None  # None: a padding clip (zeros)
     count: int  # frames
     size: int  # frame side in pixels
+    timing: ClipTiming  # when its frames were taken
 
     def decode_into(self, buffer: np.ndarray) -> None:
         """buffer: uint8 [T, size, size, 3]."""
@@ -90,20 +93,32 @@ class DecodeFrames:
         try:
             meta = json.loads(sample["json"])
             size = meta["frame_size"]
-            jpegs = [sample[frame_name(index)] for index in frame_indices(meta["num_frames"], self.num_frames)]
+            chosen = frame_indices(meta["num_frames"], self.num_frames)
+            jpegs = [sample[frame_name(index)] for index in chosen]
+            timing = clip_timing(meta, chosen)
             for jpeg in jpegs:
                 height, width, _, _ = simplejpeg.decode_jpeg_header(jpeg)
                 if (height, width) != (size, size):
                     raise ValueError(f"a {width}x{height} frame in a sample of {size}x{size} frames")
         except (KeyError, ValueError, TypeError) as err:
             raise BadSample(f"sample {key} in {sample.get('__url__', '?')}: {type(err).__name__}: {err}") from None
-        return {"__key__": key, "meta": meta, "frames": JpegFrames(jpegs, len(jpegs), size)}
+        return {"__key__": key, "meta": meta, "frames": JpegFrames(jpegs, len(jpegs), size, timing)}
 
 
 def clip_seconds(meta: dict) -> float:
     """How long a sample's clip lasts (0 for a record without its bounds, such as a padding row)."""
     start, stop = meta.get("clip_start_sec"), meta.get("clip_stop_sec")
     return float(stop) - float(start) if start is not None and stop is not None else 0.0
+
+
+def clip_timing(meta: dict, chosen: list[int]) -> ClipTiming:
+    """When the chosen frames of a sample (positions among the frames it stores) were taken: from the video frame
+    indices and frame rate the store recorded, else (a sample without them) evenly over its clip."""
+    ids, fps = meta.get("frame_ids"), meta.get("video_fps")
+    start, stop = meta.get("clip_start_sec"), meta.get("clip_stop_sec")
+    if ids and fps and start is not None and stop is not None:
+        return ClipTiming.of_frames([ids[i] for i in chosen], float(fps), float(start), float(stop))
+    return ClipTiming.even(len(chosen), clip_seconds(meta))
 
 
 def decide(seed: int, epoch: int, key: str, purpose: str, probability: float) -> bool:
@@ -216,7 +231,7 @@ class EncodePrompt:
 
     def visual_span(self, sample: dict) -> VisualSpan:
         """What the sample's clip takes in its prompt, in the backbone's format (its frames' size and duration)."""
-        return self.encoder.visual(self.num_frames, sample["frames"].size, clip_seconds(sample["meta"]))
+        return self.encoder.visual(sample["frames"].timing, sample["frames"].size)
 
     def at_epoch(self, epoch: int) -> EncodePrompt:
         """This encoder deciding per-sample coins for another epoch."""
@@ -299,7 +314,7 @@ class Collate:
             truncated=torch.tensor([s.get("truncated", False) for s in samples]),
             answer_index=field("answer_index"),
             num_options=torch.tensor([len(s["meta"].get("options") or []) for s in samples], dtype=torch.long),
-            clip_seconds=torch.tensor([clip_seconds(s["meta"]) for s in samples], dtype=torch.float32),
+            clips=[s["frames"].timing for s in samples],
             verb_class=field("verb_class"),
             noun_class=field("noun_class"),
             action_index=field("action_index"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from llavaction.benchmark.card import read_card
+from llavaction.benchmark.card import file_digest, read_card
 from llavaction.data.shards import (
     CLIP_FIELDS,
     clip_digest,
@@ -98,7 +98,9 @@ class StoreQuestions:
     serves (served), not the file."""
 
     def __init__(self, path: str):
-        read_card(path)
+        card = read_card(path)
+        # what each epoch's readers check the file against: its card's digest (checked just now), else its own
+        self.digest = card["questions"]["digest"] if card is not None else file_digest(path)
         self.path, self.at, self._words, self.clips = path, {}, {}, {}
         for number, offset, record in iter_jsonl(path):
             key = record.get("narration_id")
@@ -126,7 +128,13 @@ class StoreQuestions:
         return read_jsonl_at(self.path, {key: self.at[key]})[key]
 
     def served(self, keys: set[str]) -> ServedQuestions:
-        """The questions of these keys, read from the file (what one loader worker serves)."""
+        """The questions of these keys, read from the file (what one loader worker serves at each epoch), refused when
+        the file is no longer the one the run began with (an answer edited in place keeps every line's length)."""
+        if file_digest(self.path) != self.digest:
+            raise ValueError(
+                f"{self.path}: changed while the run reads it (its digest is no longer {self.digest[:19]}...); "
+                "write an edited question file under a new name, with its own card, for a new run"
+            )
         try:
             asked = read_jsonl_at(self.path, {key: self.at[key] for key in keys})
         except ValueError:  # a line read from the middle of another: the file was rewritten

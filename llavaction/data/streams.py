@@ -3,7 +3,8 @@
 Training: each epoch follows its plan (epochs.py): every loader worker of every rank reads its planned samples and
 serves its planned batches, so the epoch is a deterministic function of (seed, epoch, world size, workers). With W
 workers, batch b of a rank comes from logical worker b mod W, so a run resumed after b batches plans the same epoch
-and skips what was consumed (samples only used by consumed batches are not read).
+and skips what was consumed (samples only used by consumed batches are not read); resumed under another layout, it
+reads the epoch's remainder as planned by resume.py.
 Evaluation: every sample exactly once across ranks, the same number of batches on every rank and worker.
 """
 
@@ -20,6 +21,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from llavaction.data.buffers import FrameBuffers
 from llavaction.data.epochs import EpochPlanner, PlannedItem, SlotPlan
 from llavaction.data.options import TaskSource
+from llavaction.data.resume import EpochPlans
 from llavaction.data.shards import ShardChanged, ShardError, iter_shard, join, read_index
 from llavaction.data.sources import SourceItems
 from llavaction.data.stages import (
@@ -144,33 +146,39 @@ class TrainStream(IterableDataset):
     """One epoch of collated training batches for one rank, as planned (set_epoch before each pass; see the module
     docstring). A planned sample that cannot be used is a counted skip whose row becomes padding."""
 
-    def __init__(self, planner: EpochPlanner, sources: list[SourceStream], collate: Collate, rank: int):
-        self.planner, self.sources, self.rank = planner, sources, rank
+    def __init__(self, plans: EpochPlans, sources: list[SourceStream], collate: Collate, rank: int):
+        self.plans, self.sources, self.rank = plans, sources, rank
         # made here, in the training process, so that its ownership flags are shared with the workers
-        self.buffers = FrameBuffers(planner.num_workers)
+        self.buffers = FrameBuffers(plans.base.num_workers)
         self.collate = copy.copy(collate)
         self.collate.buffers = self.buffers
         self.epoch, self.consumed = 0, 0
 
+    @property
+    def planner(self) -> EpochPlanner:
+        """The planner of the epoch set."""
+        return self.plans.planner(self.epoch)
+
     def set_epoch(self, epoch: int, consumed: int = 0) -> None:
-        """The epoch to produce, and how many of its batches (on this rank) were already consumed."""
+        """The epoch to produce, and how many of its planner's batches (on this rank) were already consumed."""
         self.epoch, self.consumed = epoch, consumed
 
     def __len__(self) -> int:
-        return self.planner.batches_per_rank
+        return self.plans.base.batches_per_rank
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         physical = info.id if info is not None else 0
-        workers = self.planner.workers
+        planner = self.planner
+        workers = planner.workers
         # The DataLoader asks its workers in turn from worker 0, so after `consumed` batches physical worker 0 must
         # play the logical worker that produces batch number `consumed`.
         logical = (physical + self.consumed) % workers
         done = len(range(logical, self.consumed, workers))
-        plan = self.planner.slot(self.epoch, self.rank, logical)
+        plan = planner.slot(self.epoch, self.rank, logical)
         batches = plan.batches[done:]
-        streams = [s.serving(items, reads) for s, items, reads in zip(self.sources, self.planner.sources, plan.reads)]
-        reader = SlotReader(self.planner, plan, batches, streams)
+        streams = [s.serving(items, reads) for s, items, reads in zip(self.sources, planner.sources, plan.reads)]
+        reader = SlotReader(planner, plan, batches, streams)
         encoders = [s.encode.at_epoch(self.epoch) for s in self.sources]
         skips = SkipCounter()
         collate = copy.copy(self.collate)
@@ -253,7 +261,7 @@ class EvalStream(IterableDataset):
         sample = {
             "__key__": "padding",
             "meta": {"narration_id": None, "options": [], "answer_index": None},
-            "frames": JpegFrames(None, frames.count, frames.size),
+            "frames": JpegFrames(None, frames.count, frames.size, frames.timing),
             "is_padding": True,
         }
         encoded = self.encode.encoder.encode("", None, self.encode.visual_span(sample), name="padding")

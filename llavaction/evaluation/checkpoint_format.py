@@ -55,10 +55,13 @@ def check_export_layout(family, config, layout: ExportLayout) -> None:
 EXPORT_COMMAND = "llavaction export"  # the marker of an export folder (utils.files.replaced_folder)
 
 
-def export_model(family, model, tokenizer, directory: Path, is_writer: bool, layout: ExportLayout = "original") -> None:
+def export_model(
+    family, model, tokenizer, chat, directory: Path, is_writer: bool, layout: ExportLayout = "original"
+) -> None:
     """A trained model with its tokenizer, gathered from every rank under FSDP2 and written by the writer rank in the
-    family's layout (ModelFamily.export) as a whole (an earlier export in `directory` stays until the new one is
-    complete; a folder that is not an export is refused, never replaced: utils.files.replaced_folder)."""
+    family's layout (ModelFamily.export; chat: how the model reads a sample) as a whole (an earlier export in
+    `directory` stays until the new one is complete; a folder that is not an export is refused, never replaced:
+    utils.files.replaced_folder)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     from llavaction.utils.files import replaced_folder
@@ -67,7 +70,7 @@ def export_model(family, model, tokenizer, directory: Path, is_writer: bool, lay
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if is_writer:
         with replaced_folder(directory, EXPORT_COMMAND) as folder:
-            family.export(model, state, Path(folder), tokenizer, layout)
+            family.export(model, state, Path(folder), tokenizer, layout, chat)
 
 
 def is_model_folder(checkpoint: str | Path) -> bool:

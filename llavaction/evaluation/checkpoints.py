@@ -144,12 +144,13 @@ class LoadedCheckpoint:
     @property
     def model_settings(self):
         """The model as training set it up (llavaction.model.architecture.ModelSettings): a checkpoint written before
-        family options existed names LLaVA-Video's two settings on their own."""
+        family options existed names its family's settings on their own."""
         from llavaction.model.architecture import ModelSettings
+        from llavaction.model.family import REGISTRY
 
         args = self._init_args
         options = dict(args.get("family_options") or {})
-        options |= {k: args[k] for k in ("spatial_pool_mode", "newline_position") if args.get(k) is not None}
+        options |= {k: args[k] for k in REGISTRY.get(self.backbone).options if args.get(k) is not None}
         return ModelSettings(
             backbone=self.backbone,
             preset_name=args.get("preset_name", "tiny"),
@@ -185,7 +186,12 @@ class LoadedCheckpoint:
             config = resolve_architecture(settings)
             weights = None if self._state_dict is not None else settings.checkpoint
             module = MQAModule(
-                settings.family, config, self.tokenizer, evaluation or EvaluationOptions(), weights=weights
+                settings.family,
+                config,
+                self.tokenizer,
+                evaluation or EvaluationOptions(),
+                weights=weights,
+                recorded_format=self._init_args.get("video_format"),
             )
             try:
                 if self._state_dict is None:
@@ -214,13 +220,16 @@ class LoadedCheckpoint:
         loader: LoaderOptions,
         prior_actions: PriorActionOptions = PriorActionOptions(),
         questions: dict[str, list[dict]] | None = None,
+        **links,
     ):
         """The evaluation DataModule, linked to the model as train.py links them (evaluation.module.DATA_LINKS);
-        questions: {file: records} asked over the test sets, read and checked against them by the caller."""
+        questions: {file: records} asked over the test sets, read and checked against them by the caller; links:
+        values replacing the linked ones (a serving engine's tokenizer and format)."""
         from llavaction.data.datamodule import EpicDataModule
         from llavaction.evaluation.module import DATA_LINKS
 
         module = self.module()
+        linked = {name: getattr(module, attribute) for attribute, name in DATA_LINKS}
         data = EpicDataModule(
             test=list(test),
             questions=list(questions or []),
@@ -228,7 +237,7 @@ class LoadedCheckpoint:
             prompt=settings.prompt,
             prior_actions=prior_actions,
             loader=loader,
-            **{name: getattr(module, attribute) for attribute, name in DATA_LINKS},
+            **(linked | links),
         )
         if questions:
             data.ask(questions)

@@ -11,6 +11,7 @@ is skipped and counted, naming it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -19,7 +20,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from llavaction.benchmark.answers import parse_choice, rule_choice
@@ -29,10 +29,13 @@ from llavaction.data.video import VideoError, find_raw, video_duration, video_fi
 from llavaction.ek100.annotations import parse_timestamp
 from llavaction.evaluation.checkpoint_format import Precision, precision_context
 from llavaction.evaluation.checkpoints import LoadedCheckpoint, QuestionSettings
+from llavaction.evaluation.clip_output import describe, save_strip, top_classes
+from llavaction.evaluation.engines import EngineOptions
 from llavaction.evaluation.options import MAX_NEW_TOKENS, EvaluationOptions, QuestionOptions
+from llavaction.evaluation.serving import ServedAnswers
 from llavaction.prompts.encoding import PromptEncoder
+from llavaction.prompts.formats import ClipTiming
 from llavaction.utils.checks import check_count
-from llavaction.utils.figures import pyplot, save_png
 from llavaction.utils.files import check_apart, safe_name
 from llavaction.utils.jsonl import read_jsonl
 
@@ -145,7 +148,7 @@ def clip_problem(clip: Clip, durations: dict[Path, float]) -> str | None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ClipQuestions(QuestionOptions):
+class ClipQuestions(QuestionOptions, EngineOptions):
     """Questions about clips of video files; unset prompt settings, frames and precision follow the checkpoint.
 
     Args:
@@ -167,6 +170,8 @@ class ClipQuestions(QuestionOptions):
         strip: save the frames the model saw with its answer (a PNG; for several clips a folder of <clip id>.png).
         annotations: the EPIC-KITCHENS-100 annotation folder, whose class lists name the action heads' top classes
             (class ids without it).
+        engine: 'hf' (this codebase's model) or 'vllm' (vLLM serving its export; no action heads read); the vLLM
+            settings follow (README, "Engines").
     """
 
     checkpoint: str
@@ -188,6 +193,7 @@ class ClipQuestions(QuestionOptions):
 
     def __post_init__(self):
         super().__post_init__()
+        EngineOptions.__post_init__(self)
         check_count("max_new_tokens", self.max_new_tokens, minimum=1)
         check_count("batch_size", self.batch_size, minimum=1)
         if (self.video is None) == (self.clips is None):
@@ -224,20 +230,29 @@ class Predictor:
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
         self.settings, self.precision, self.names = settings, precision, names
         self.module.eval()
-        self.encoder = PromptEncoder(self.module.tokenizer, chat=self.module.config.chat_format())
+        self.encoder = PromptEncoder(self.module.tokenizer, chat=self.module.video_format)
         self.collate = Collate(self.module.tokenizer.pad_token_id)
+        self.served = None
+
+    def serve(self, served) -> None:
+        """Answer by a serving engine (llavaction.evaluation.serving.ServedAnswers): its tokenizer, its prompts."""
+        self.served = served
+        self.encoder = PromptEncoder(served.tokenizer, chat=served.format)
+        self.collate = Collate(served.tokenizer.pad_token_id)
 
     @property
     def heads(self) -> bool:
         return self.module.config.action_types is not None
 
-    def frames(self, clip: Clip) -> np.ndarray:
+    def frames(self, clip: Clip) -> ArrayFrames:
         """[T, S, S, 3] uint8 at the model's input size, chosen and resized as extract_frames does (the clip checked
-        by clip_problem first)."""
+        by clip_problem first), with when they were taken."""
         video = video_file(clip.video, self.module.family.frame_size(self.module.config))
-        return video.clip(clip.start_sec, clip.end_sec, self.settings.num_frames).frames
+        decoded = video.clip(clip.start_sec, clip.end_sec, self.settings.num_frames)
+        timing = ClipTiming.of_frames(decoded.frame_ids, decoded.fps, clip.start_sec, clip.end_sec)
+        return ArrayFrames(decoded.frames, timing)
 
-    def batch(self, clips: list[Clip], frames: list[np.ndarray]) -> Batch:
+    def batch(self, clips: list[Clip], frames: list[ArrayFrames]) -> Batch:
         """The clips' questions through the data pipeline's own stages: prompt encoding and collation."""
         samples = []
         for clip, pictures in zip(clips, frames):
@@ -252,16 +267,20 @@ class Predictor:
             encode = EncodePrompt(
                 self.encoder, clip.task, self.settings.num_frames, self.settings.prompt, with_answer=False
             )
-            samples.append(encode({"__key__": clip.name, "meta": meta, "frames": ArrayFrames(pictures)}))
+            samples.append(encode({"__key__": clip.name, "meta": meta, "frames": pictures}))
         return self.collate(samples).to(self.device)
 
     @torch.no_grad()
-    def answer(self, clips: list[Clip], frames: list[np.ndarray]) -> list[dict]:
+    def answer(self, clips: list[Clip], frames: list[ArrayFrames]) -> list[dict]:
         module, batch = self.module, self.batch(clips, frames)
-        with precision_context(module, self.precision, self.device):
-            answers = module.answerer(batch, ("generate",), "last" if self.heads else None)
+        if self.served is not None:
+            generations, heads = [text for text, _ in self.served(batch)], None
+        else:
+            with precision_context(module, self.precision, self.device):
+                answers = module.answerer(batch, ("generate",), "last" if self.heads else None)
+            generations, heads = answers.generations, answers.action_logits
         results = []
-        for i, (clip, text) in enumerate(zip(clips, answers.generations)):
+        for i, (clip, text) in enumerate(zip(clips, generations)):
             result = {
                 "name": clip.name,
                 "video": str(clip.video),
@@ -275,8 +294,8 @@ class Predictor:
                 result["chosen_option"] = None if chosen is None else clip.options[chosen]
                 result["chosen_letter"] = None if chosen is None else LETTERS[chosen]
                 result["answer_letter"] = None if letter is None else LETTERS[letter]  # the letter it names, if any
-            if answers.action_logits is not None:
-                verb, noun, _ = answers.action_logits[-1]
+            if heads is not None:
+                verb, noun, _ = heads[-1]
                 result |= top_classes(verb[i].float(), noun[i].float(), names=self.names)
             results.append(result)
         return results
@@ -306,10 +325,18 @@ def answer_clips(run: ClipQuestions) -> int:
         raise ValueError(f"{run.clips}: every one of its {len(clips)} clips was skipped (reasons above)")
     from llavaction.evaluation.report import class_names
 
-    names = class_names(run.annotations, {}) if run.annotations is not None else None
+    labels = class_names(run.annotations, {}) if run.annotations is not None else None  # the heads' classes
     loaded = LoadedCheckpoint.open(run.checkpoint, run.tokenizer)
     settings = loaded.question_settings(run)
-    predictor = Predictor(loaded, settings, run.device, run.precision or loaded.precision, run.max_new_tokens, names)
+    predictor = Predictor(loaded, settings, run.device, run.precision or loaded.precision, run.max_new_tokens, labels)
+    with contextlib.ExitStack() as stack:
+        if run.engine == "vllm":
+            predictor.serve(ServedAnswers(loaded, predictor.module, run, run.max_new_tokens, stack))
+        return answer_each(run, clips, usable, skipped, predictor)
+
+
+def answer_each(run: ClipQuestions, clips: list[Clip], usable: list[Clip], skipped: int, predictor) -> int:
+    """Answer the usable clips batch by batch, printing each answer (and writing strips)."""
     names: dict[str, int] = {}
     for start in range(0, len(usable), run.batch_size):
         group = usable[start : start + run.batch_size]
@@ -321,79 +348,7 @@ def answer_clips(run: ClipQuestions) -> int:
                 names[name] = names.get(name, 0) + 1
                 name = name if names[name] == 1 else f"{name}-{names[name]}"
                 path = run.strip if len(clips) == 1 else run.strip / f"{name}.png"
-                save_strip(pictures, f"{clip.name}: {result['answer']}", path)
+                save_strip(pictures.array, f"{clip.name}: {result['answer']}", path)
     if run.clips is not None:
         print(f"{len(usable)} clips answered, {skipped} skipped", file=sys.stderr)
     return 0
-
-
-def top_classes(
-    verb_logits: torch.Tensor,
-    noun_logits: torch.Tensor,
-    k: int = 5,
-    names: tuple[dict[int, str], dict[int, str]] | None = None,
-) -> dict:
-    """The heads' top-k verbs, nouns and actions (EPIC's verb x noun ranking) with their probabilities, each
-    [class id, probability] and, given the class lists' names, the name third."""
-    from llavaction.ek100.metrics import action_topk
-
-    verb_p, noun_p = verb_logits.softmax(-1), noun_logits.softmax(-1)
-    verbs, nouns = verb_p.topk(k), noun_p.topk(k)
-    action_v, action_n = action_topk(verb_logits[None], noun_logits[None], k)
-    verb_names, noun_names = names or ({}, {})
-
-    def entry(key, p, name: str | None) -> list:
-        return [key, round(float(p), 4)] + ([name] if names else [])
-
-    return {
-        "top_verbs": [entry(int(c), p, verb_names.get(int(c), "?")) for p, c in zip(*verbs)],
-        "top_nouns": [entry(int(c), p, noun_names.get(int(c), "?")) for p, c in zip(*nouns)],
-        "top_actions": [
-            entry(
-                f"{int(v)}:{int(n)}",
-                verb_p[v] * noun_p[n],
-                f"{verb_names.get(int(v), '?')} {noun_names.get(int(n), '?')}",
-            )
-            for v, n in zip(action_v[0], action_n[0])
-        ],
-    }
-
-
-def save_strip(frames: np.ndarray, caption: str, path: Path) -> None:
-    """The frames the model saw in a row (upscaled to at least 128 px), the answer under them."""
-    plt = pyplot()
-    columns = min(len(frames), 8)
-    rows = -(-len(frames) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows + 0.6), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, frame in zip(axes.flat, frames):
-        axis.imshow(frame, interpolation="nearest")
-    figure.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom", wrap=True)
-    figure.tight_layout(rect=(0, 0.12, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_png(figure, path, dpi=100)
-
-
-def describe(result: dict) -> str:
-    """An answer as text: the option the paper's rule reads in it (and the letter it names, where that is another
-    option), the heads' top classes (named when their names are known)."""
-    lines = [f"{result['name']} ({result['start']:.2f}-{result['end']:.2f} s): {result['answer']}"]
-    if "chosen_option" in result:
-        chosen, letter = result["chosen_option"], result.get("answer_letter")
-        lines.append(
-            f"  chosen option (the paper's rule, by its text): {result['chosen_letter']}. {chosen}"
-            if chosen is not None
-            else "  the answer's text matches none of the options (the paper's rule)"
-        )
-        if letter is not None and letter != result.get("chosen_letter"):
-            lines.append(f"  note: the answer's letter {letter} names another option; the paper's rule reads its text")
-    for key in ("top_verbs", "top_nouns", "top_actions"):
-        if key in result:
-            named = all(len(item) == 3 for item in result[key])
-            entries = [
-                f"{item[2]} ({item[0]}) {item[1]:.2f}" if named else f"{item[0]} {item[1]:.2f}" for item in result[key]
-            ]
-            label = key.replace("_", " ") + ("" if named else " (class ids; --annotations names them)")
-            lines.append(f"  {label}: " + ", ".join(entries))
-    return "\n".join(lines)

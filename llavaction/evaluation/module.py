@@ -14,8 +14,9 @@ from llavaction.data.batch import Batch
 from llavaction.ek100.metrics import EpicActionMetrics, top5_hits
 from llavaction.evaluation.options import EvaluationOptions
 from llavaction.evaluation.scoring import MQAAnswerer, head_class_scores
-from llavaction.model.architecture import build_model, meet_tokenizer
+from llavaction.model.architecture import build_model, meet_tokenizer, video_format
 from llavaction.model.family import ModelFamily
+from llavaction.prompts.formats import video_format as read_video_format
 from llavaction.prompts.tokenizer import load_tokenizer
 
 # What the model tells the DataModule (train.py links them; evaluation builds its DataModule through the same pairs).
@@ -37,11 +38,13 @@ class MQAModule(L.LightningModule):
         evaluation: EvaluationOptions = EvaluationOptions(),
         weights: str | None = None,
         from_preset: bool = False,
+        recorded_format: dict | None = None,
     ):
         """family: the model family; config: its architecture; tokenizer: its folder (or hub id); weights: a
         checkpoint directory the weights come from (None: loaded later from a state dict, or freshly initialised);
         from_preset: the architecture is a preset's (its tokenizer gains the family's special tokens it lacks, and the
-        config takes their ids)."""
+        config takes their ids); recorded_format: how the model reads a sample as its training recorded it (None:
+        resolved from the config and the tokenizer's chat template)."""
         super().__init__()
         self.weights = weights
         self.tokenizer_path = tokenizer
@@ -50,6 +53,11 @@ class MQAModule(L.LightningModule):
         self.tokenizer = load_tokenizer(tokenizer)
         self.family = family
         self.config = meet_tokenizer(family, config, self.tokenizer, from_preset)
+        self.video_format = (
+            video_format(family, self.config, self.tokenizer, from_preset, str(tokenizer))
+            if recorded_format is None
+            else read_video_format(recorded_format)
+        )
         if len(self.tokenizer) > config.text["vocab_size"]:
             raise ValueError(f"tokenizer has {len(self.tokenizer)} tokens, the LLM only {config.text['vocab_size']}")
         self.model: torch.nn.Module | None = None
@@ -67,12 +75,12 @@ class MQAModule(L.LightningModule):
         self.val_hits: list[tuple[str, str, dict[str, bool]]] = []
         self.validation_questions: list[tuple[str, str, dict[str, bool]]] = []  # the last validation's, every rank's
         if self.model is not None:
-            self.answerer = MQAAnswerer(self.model, self.tokenizer, evaluation.max_new_tokens)
+            self.answerer = MQAAnswerer(self.model, self.tokenizer, self.video_format, evaluation.max_new_tokens)
 
     @property
     def chat_format(self) -> dict:
         """How the model reads a sample, as plain values (the DataModule is linked to this; checkpoints record it)."""
-        return self.config.chat_format().as_dict()
+        return self.video_format.as_dict()
 
     def build_model(self) -> torch.nn.Module:
         return build_model(self.family, self.config, self.weights)
@@ -80,7 +88,7 @@ class MQAModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.model is None:
             self.model = self.build_model()
-            self.answerer = MQAAnswerer(self.model, self.tokenizer, self.evaluation.max_new_tokens)
+            self.answerer = MQAAnswerer(self.model, self.tokenizer, self.video_format, self.evaluation.max_new_tokens)
 
     def head_layers(self) -> str | None:
         """The action-head layers read in evaluation: a checkpoint's own heads at the last layer."""

@@ -19,9 +19,11 @@ from llavaction.data.shards import stored_frames
 from llavaction.evaluation.candidates import write_head_outputs
 from llavaction.evaluation.checkpoint_format import Precision, check_precision
 from llavaction.evaluation.checkpoints import LoadedCheckpoint
+from llavaction.evaluation.engines import EngineOptions
 from llavaction.evaluation.lmms_eval import write_results_layout
 from llavaction.evaluation.options import MAX_NEW_TOKENS, EvaluationOptions, QuestionOptions
 from llavaction.evaluation.questions import check_frames, check_frames_source, question_cards, read_questions
+from llavaction.evaluation.serving import vllm_predictions
 from llavaction.utils.checks import check_count
 from llavaction.utils.files import check_apart, check_output_folder, exclusive_output, replaced_folder
 from llavaction.utils.jsonl import write_json, write_jsonl
@@ -38,7 +40,7 @@ BREAKDOWN = {
 
 
 @dataclass(frozen=True, kw_only=True)
-class MQAEvaluation(QuestionOptions):
+class MQAEvaluation(QuestionOptions, EngineOptions):
     """EK-100-MQA accuracy of a checkpoint over question files and their shards; unset settings follow the checkpoint
     (its training's prompt settings and precision; the frames also what the shards hold).
 
@@ -58,7 +60,9 @@ class MQAEvaluation(QuestionOptions):
         num_nodes: nodes (torchrun, SLURM, or NODE_RANK/MASTER_ADDR as in training).
         batch_size: questions per batch and process.
         num_workers: loader worker processes per process.
-        precision: Lightning's precision name (default: the checkpoint's).
+        precision: Lightning's precision name (default: the checkpoint's; the hf engine's).
+        engine: 'hf' (this codebase's model) or 'vllm' (vLLM serving its export; by generation only); the vLLM
+            settings follow (README, "Engines").
     """
 
     questions: list[Path]
@@ -79,7 +83,10 @@ class MQAEvaluation(QuestionOptions):
 
     def __post_init__(self):
         super().__post_init__()
+        EngineOptions.__post_init__(self)
         check_frames_source(self.shards, self.frames)
+        if self.engine == "vllm" and self.mode != "generate":
+            raise ValueError("--engine vllm answers by generation (--mode generate); score with --engine hf")
         for name in ("max_new_tokens", "candidates", "devices", "num_nodes", "batch_size"):
             check_count(name, getattr(self, name), minimum=1)
         check_count("num_workers", self.num_workers, minimum=0)
@@ -131,30 +138,39 @@ def _evaluate_mqa(run: MQAEvaluation, loaded: LoadedCheckpoint | None) -> dict |
     run = replace(run, **asdict(settings), precision=check_precision(run.precision or loaded.precision))
     modes = ("generate", "letter") if run.mode == "generate" else (run.scoring,)
     module = loaded.module(EvaluationOptions(mqa_scoring=modes, max_new_tokens=run.max_new_tokens))
-    data = loaded.datamodule(
-        locations,
-        settings,
-        LoaderOptions(eval_batch_size=run.batch_size, num_workers=run.num_workers),
-        PriorActionOptions(evaluation=run.prior_actions, pseudo_predictions=run.pseudo_predictions),
-        questions=questions,  # only these, though the shards may hold other clips
-    )
-    trainer = L.Trainer(
-        accelerator="auto",
-        devices=run.devices,
-        num_nodes=run.num_nodes,
-        logger=False,
-        enable_checkpointing=False,
-        precision=run.precision,
-        enable_progress_bar=True,
-    )
-    parts = trainer.predict(module, datamodule=data, return_predictions=True)
-    local = [record for part in parts for record in part]
-    gathered = [local]
-    if trainer.world_size > 1:
-        gathered = [None] * trainer.world_size
-        torch.distributed.all_gather_object(gathered, local)
-    if not trainer.is_global_zero:
-        return None
+
+    def data_for(chat=None, tokenizer=None):
+        """The evaluation's DataModule (a serving engine's: its tokenizer, the clip's marker unexpanded)."""
+        served = {} if chat is None else {"chat_format": chat.as_dict(), "tokenizer": tokenizer}
+        return loaded.datamodule(
+            locations,
+            settings,
+            LoaderOptions(eval_batch_size=run.batch_size, num_workers=run.num_workers),
+            PriorActionOptions(evaluation=run.prior_actions, pseudo_predictions=run.pseudo_predictions),
+            questions=questions,  # only these, though the shards may hold other clips
+            **served,
+        )
+
+    if run.engine == "vllm":
+        gathered = [vllm_predictions(loaded, module, data_for, run, run.max_new_tokens)]
+    else:
+        trainer = L.Trainer(
+            accelerator="auto",
+            devices=run.devices,
+            num_nodes=run.num_nodes,
+            logger=False,
+            enable_checkpointing=False,
+            precision=run.precision,
+            enable_progress_bar=True,
+        )
+        parts = trainer.predict(module, datamodule=data_for(), return_predictions=True)
+        local = [record for part in parts for record in part]
+        gathered = [local]
+        if trainer.world_size > 1:
+            gathered = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, local)
+        if not trainer.is_global_zero:
+            return None
     ids = {path: {q["narration_id"] for q in records} for path, records in questions.items()}
     wanted = set().union(*ids.values())
     predictions = sorted(
@@ -174,6 +190,7 @@ def _evaluate_mqa(run: MQAEvaluation, loaded: LoadedCheckpoint | None) -> dict |
         },
         "scoring": None if run.mode == "generate" else run.scoring,
         "rule": "the paper's rule on greedy answers" if run.mode == "generate" else f"{run.scoring} scores",
+        "engine": run.engine,
         "benchmark": question_cards(run.questions),
         "checkpoint": run.checkpoint,
         "settings": run.prompt_settings,

@@ -10,6 +10,7 @@ import torch
 from llavaction.data.batch import Batch
 from llavaction.evaluation.options import MAX_NEW_TOKENS
 from llavaction.prompts.encoding import PromptEncoder, VisualSpan, pad_right
+from llavaction.prompts.formats import VideoFormat
 from llavaction.prompts.wording import MAX_OPTIONS, PromptOptions, user_text
 from llavaction.utils.constants import IGNORE_INDEX
 
@@ -78,15 +79,15 @@ class MQAAnswerer:
     letter logits from its first step (and the heads from its prompt pass); otherwise one forward pass serves letters
     and heads; likelihood runs the option texts against the same visual tokens."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer, max_new_tokens: int = MAX_NEW_TOKENS):
+    def __init__(self, model: torch.nn.Module, tokenizer, chat: VideoFormat, max_new_tokens: int = MAX_NEW_TOKENS):
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
-        self.encoder = PromptEncoder(tokenizer, chat=model.config.chat_format())
+        self.encoder = PromptEncoder(tokenizer, chat=chat)
         self.letter_ids = self.encoder.letter_token_ids(MAX_OPTIONS)
 
     @torch.no_grad()
     def __call__(self, batch: Batch, modes: tuple[str, ...], head_layers: str | None = None) -> BatchAnswers:
         model = self.model
-        visual = model.encode_video(model.preprocess(batch.frames, batch.clip_seconds))
+        visual = model.encode_video(model.preprocess(batch.frames, batch.clips))
         scores, generations, first_logits, heads = {}, None, None, None
         if "generate" in modes:
             eos = self.tokenizer.convert_tokens_to_ids(self.tokenizer.eos_token)
@@ -111,8 +112,7 @@ class MQAAnswerer:
         if "letter" in modes:
             scores["letter"] = letter_scores(first_logits, self.letter_ids, batch.num_options)
         if "likelihood" in modes:
-            steps, size = batch.frames.shape[1], batch.frames.shape[2]
-            spans = [self.encoder.visual(steps, size, float(seconds)) for seconds in batch.clip_seconds]
+            spans = [self.encoder.visual(clip, batch.frames.shape[2]) for clip in batch.clips]
             scores["likelihood"] = option_text_loglik(
                 model, self.encoder, visual, spans, [m["options"] for m in batch.meta]
             )

@@ -15,6 +15,8 @@ from torch import nn
 from llavaction.model.families import DEFAULT_BACKBONE
 from llavaction.model.family import REGISTRY, ModelFamily
 from llavaction.model.options import ActionSupervision, ComputeOptions
+from llavaction.prompts.formats import VideoFormat
+from llavaction.prompts.templates import template_system
 from llavaction.prompts.tokenizer import add_special_tokens
 from llavaction.utils.hub import resolve
 
@@ -102,6 +104,15 @@ def meet_tokenizer(spec: ModelFamily, config: Any, tokenizer, from_preset: bool)
     if not from_preset and matched != config:
         raise ValueError(f"the tokenizer's ids of the {spec.name} tokens differ from the checkpoint's config")
     return matched
+
+
+def video_format(spec: ModelFamily, config: Any, tokenizer, from_preset: bool, source: str) -> VideoFormat:
+    """How the model reads a sample: its config's format, with the system turn its checkpoint's own chat template
+    writes (a preset keeps the family's default: the tiny tokenizer's template is no checkpoint's)."""
+    chat = config.chat_format()
+    if from_preset or not spec.template_from_checkpoint or not getattr(tokenizer, "chat_template", None):
+        return chat
+    return dataclasses.replace(chat, system=template_system(tokenizer, source))
 
 
 def build_model(spec: ModelFamily, config: Any, weights: str | None = None, new_heads: bool = False) -> nn.Module:

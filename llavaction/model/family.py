@@ -29,7 +29,7 @@ class VideoLM(Protocol):
 
     def parts(self) -> dict[str, list[nn.Module | nn.Parameter]]: ...
 
-    def preprocess(self, frames: torch.Tensor, clip_seconds: torch.Tensor | None = None) -> Any: ...
+    def preprocess(self, frames: torch.Tensor, clips: list | None = None) -> Any: ...
 
     def encode_video(self, pixels: Any) -> Any: ...
 
@@ -67,7 +67,8 @@ class ModelFamily:
             token(s) and heads the folder lacks start fresh.
         block_types: its transformer blocks (FSDP2 units, activation checkpointing, compilation).
         vision_flops: (architecture, frames, frame side) -> forward FLOPs of the vision encoder and projector on a clip.
-        export: (model, state dict, folder, tokenizer, layout) -> writes the folder; layouts the family offers in
+        export: (model, state dict, folder, tokenizer, layout, video format) -> writes the folder (the format: how
+            the model reads a sample, for the chat template serving engines read); layouts the family offers in
             `export_layouts` ('original' first: its default).
         export_layouts: the layouts `export` writes.
         check_export: (architecture, layout) -> raises when that layout would not compute the same logits.
@@ -79,6 +80,8 @@ class ModelFamily:
         special_tokens: tokens its prompts need from the tokenizer (a preset's tokenizer gets them appended).
         meet_tokenizer: (architecture, tokenizer) -> the architecture with the tokenizer's ids of its special tokens.
         frame_size: (architecture) -> the side clips are decoded at when it answers about video files.
+        template_from_checkpoint: a checkpoint's own chat template decides the system turn (False: the family's
+            format is fixed, as LLaVA-Video's is the reference's conversation template whatever the tokenizer says).
     """
 
     name: str
@@ -101,6 +104,7 @@ class ModelFamily:
     special_tokens: tuple[str, ...] = ()
     meet_tokenizer: Callable[[Any, Any], Any] = lambda config, tokenizer: config
     frame_size: Callable[[Any], int] = field(default=lambda config: config.image_size)
+    template_from_checkpoint: bool = True
 
     def preset(self, name: str) -> Any:
         if name not in self.presets:

@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 
-from llavaction.prompts.formats import SplicedVideo, VideoFormat
+from llavaction.prompts.formats import ClipTiming, SplicedVideo, VideoFormat
 from llavaction.prompts.wording import (
     CAPTION_QUESTION,
     FRAME_TIMES,
@@ -117,9 +117,9 @@ class PromptEncoder:
         self.prefix_ids = self._ids(chat_prompt("", chat).split(chat.placeholder)[0])
         self.eos_ids = self._ids(EOS_TOKEN)
 
-    def visual(self, num_frames: int, frame_size: int, clip_seconds: float) -> VisualSpan:
-        """The span of a clip of num_frames frames of frame_size pixels lasting clip_seconds, in this format."""
-        ids, length = self.chat.visual_ids(num_frames, frame_size, clip_seconds, self._ids)
+    def visual(self, clip: ClipTiming, frame_size: int) -> VisualSpan:
+        """The span of a clip (its frames' timing, frames of frame_size pixels) in this format."""
+        ids, length = self.chat.visual_ids(clip, frame_size, self._ids)
         return VisualSpan(ids, length)
 
     def _ids(self, text: str) -> list[int]:

@@ -10,12 +10,62 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
 
 from llavaction.utils.constants import IMAGE_PLACEHOLDER, IMAGE_TOKEN_INDEX, SYSTEM_MESSAGE
 
 ACTION_TOKEN_INDEX = -201  # where a learned action token goes in a prompt's ids (the model embeds it)
 
 Encode = Callable[[str], list[int]]
+EVEN_FPS = 1000.0  # the frame rate of a clip known only by its duration: its times kept to the millisecond
+
+
+class ClipTiming(NamedTuple):
+    """When a clip's frames were taken, as a video processor's metadata states it (transformers' VideoMetadata, what
+    vLLM is given): each frame's index counted from the clip's first frame, the video's frame rate, and the clip's
+    length in frames. Training, this codebase's inference and the serving engines derive a clip's timestamps and time
+    positions from these same numbers (a named tuple: batches carry it, and Lightning rebuilds what a batch holds).
+
+    Args:
+        frame_indices: the frames shown, as indices from the clip's first frame.
+        fps: the video's frame rate.
+        total_frames: the clip's length in frames.
+    """
+
+    frame_indices: tuple[int, ...]
+    fps: float
+    total_frames: int
+
+    @property
+    def count(self) -> int:
+        return len(self.frame_indices)
+
+    @property
+    def seconds(self) -> float:
+        return self.total_frames / self.fps
+
+    @property
+    def sampled_fps(self) -> float:
+        """Frames shown a second (the processor's VideoMetadata.sampled_fps)."""
+        return self.count / self.total_frames * self.fps
+
+    def as_metadata(self) -> dict:
+        """The video metadata a processor or serving engine takes for these frames (already sampled)."""
+        return {"fps": self.fps, "frames_indices": list(self.frame_indices), "total_num_frames": self.total_frames}
+
+    @classmethod
+    def even(cls, num_frames: int, seconds: float) -> ClipTiming:
+        """num_frames at the midpoints of equal parts of a clip known only by its duration."""
+        total = max(1, round(seconds * EVEN_FPS))
+        return cls(tuple(int((i + 0.5) * total / num_frames) for i in range(num_frames)), EVEN_FPS, total)
+
+    @classmethod
+    def of_frames(cls, frame_ids: list[int], fps: float, start_sec: float, stop_sec: float) -> ClipTiming:
+        """The frames a frame store (or a video file's clip) holds: their video frame indices, the video's frame rate
+        and the clip's bounds (its first frame rounded as the clip rule rounds it)."""
+        start, stop = round(start_sec * fps), round(stop_sec * fps)
+        indices = tuple(max(0, int(i) - start) for i in frame_ids)
+        return cls(indices, float(fps), max(stop - start, max(indices, default=0) + 1, 1))
 
 
 @dataclass(frozen=True)
@@ -45,11 +95,9 @@ class VideoFormat:
         """Tokens the format needs the tokenizer to hold (a preset's tokenizer gets them appended)."""
         return ()
 
-    def visual_ids(
-        self, num_frames: int, frame_size: int, clip_seconds: float, encode: Encode
-    ) -> tuple[list[int], int]:
-        """The ids the placeholder becomes for a clip of num_frames frames of frame_size pixels lasting clip_seconds,
-        and the sequence length they take (more than the ids where the model expands a placeholder id)."""
+    def visual_ids(self, clip: ClipTiming, frame_size: int, encode: Encode) -> tuple[list[int], int]:
+        """The ids the placeholder becomes for a clip (its frames' timing, frames of frame_size pixels), and the
+        sequence length they take (more than the ids where the model expands a placeholder id)."""
         raise NotImplementedError
 
     @classmethod
@@ -108,7 +156,38 @@ class SplicedVideo(VideoFormat):
     def placeholder(self) -> str:
         return IMAGE_PLACEHOLDER  # the newline after it stays text
 
-    def visual_ids(
-        self, num_frames: int, frame_size: int, clip_seconds: float, encode: Encode
-    ) -> tuple[list[int], int]:
-        return [IMAGE_TOKEN_INDEX], num_frames * self.tokens_per_frame + self.action_tokens + self.closing_tokens
+    def visual_ids(self, clip: ClipTiming, frame_size: int, encode: Encode) -> tuple[list[int], int]:
+        return [IMAGE_TOKEN_INDEX], clip.count * self.tokens_per_frame + self.action_tokens + self.closing_tokens
+
+
+@dataclass(frozen=True)
+class UnexpandedVideo(VideoFormat):
+    """A format whose clip stays its chat template's marker in the ids, followed by the action tokens of the
+    exported vocabulary: what a serving engine takes, its own processor expanding the marker into the visual tokens.
+
+    Args:
+        marker: what stands for the clip in the chat text.
+        placeholder_text: the part of the marker the engine's processor expands (with the action tokens after it).
+        action_text: the action tokens' text (`<|action_0|>` ...), empty without action tokens.
+    """
+
+    marker: str = ""
+    placeholder_text: str = ""
+    action_text: str = ""
+
+    @property
+    def video_marker(self) -> str:
+        return self.marker
+
+    @property
+    def placeholder(self) -> str:
+        return self.placeholder_text
+
+    def visual_ids(self, clip: ClipTiming, frame_size: int, encode: Encode) -> tuple[list[int], int]:
+        ids = encode(self.placeholder_text + self.action_text)
+        return ids, len(ids)
+
+    @classmethod
+    def of(cls, video: VideoFormat, action_tokens: list[str]) -> UnexpandedVideo:
+        """The unexpanded form of a family's format, with the exported vocabulary's action tokens."""
+        return cls(video.system, 0, video.video_marker, video.placeholder, "".join(action_tokens))

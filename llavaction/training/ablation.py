@@ -97,7 +97,8 @@ def run_row(base: Path, row: Path, out: Path, extra: list[str]) -> dict:
     from llavaction.training.validation import QUESTIONS_FILE, RESULTS_FILE  # Lightning's only where a row trains
 
     run_dir = out / row.stem
-    if subprocess.run(fit_command(chain(base, row), run_dir, extra)).returncode != 0:
+    resume = ["--ckpt_path=last"] if (run_dir / "checkpoints" / "last.ckpt").exists() else []  # an interrupted row
+    if subprocess.run(fit_command(chain(base, row), run_dir, [*extra, *resume])).returncode != 0:
         raise AblationError(f"row {row.stem}: training failed (its output is above; the run is in {run_dir})")
     found = sorted(run_dir.rglob(RESULTS_FILE), key=lambda p: p.stat().st_mtime)
     if not found:
@@ -181,8 +182,10 @@ def write_table(results: list[dict], out: Path) -> None:
 
 
 def slurm_script(base: Path, rows: list[Path], out: Path, extra: list[str]) -> str:
-    """A job array, one task per row; Lightning reads the SLURM environment of each task's srun."""
+    """A job array, one task per row (an interrupted row's task, rerun, continues its last checkpoint); Lightning
+    reads the SLURM environment of each task's srun."""
     commands = [shlex.join(fit_command(chain(base, row), out / row.stem, extra)) for row in rows]
+    last = [shlex.quote(str(out / row.stem / "checkpoints" / "last.ckpt")) for row in rows]
     collect = [sys.executable, "-m", "llavaction.cli.ablate", "--base", str(base), *map(str, rows), "--out", str(out)]
     return "\n".join(
         [
@@ -191,7 +194,9 @@ def slurm_script(base: Path, rows: list[Path], out: Path, extra: list[str]) -> s
             "#SBATCH --nodes=1 --ntasks-per-node=8 --gpus-per-node=8 --cpus-per-task=12 --time=24:00:00",
             "set -euo pipefail",
             "COMMANDS=(" + " ".join(shlex.quote(c) for c in commands) + ")",
-            'eval "srun ${COMMANDS[$SLURM_ARRAY_TASK_ID]}"',
+            "LAST=(" + " ".join(last) + ")",
+            'RESUME=""; if [ -e "${LAST[$SLURM_ARRAY_TASK_ID]}" ]; then RESUME="--ckpt_path=last"; fi',
+            'eval "srun ${COMMANDS[$SLURM_ARRAY_TASK_ID]} $RESUME"',
             f"# then: {shlex.join([*collect, '--collect'])}",
             "",
         ]

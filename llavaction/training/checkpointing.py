@@ -13,9 +13,7 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 
-from llavaction.data.datamodule import plan_differences
 from llavaction.utils.files import exclusive_output
 
 PARTIAL_SUFFIX = ".partial"
@@ -26,28 +24,6 @@ CHECKPOINT_NAME = re.compile(r"^epoch=(\d+)-step=(\d+)\.ckpt$")
 def checkpoint_folder(default_root_dir: str | Path, dirpath: str | Path | None = None) -> Path:
     """Where a run's checkpoints go: `dirpath`, else `<default_root_dir>/checkpoints`."""
     return Path(dirpath) if dirpath else Path(default_root_dir) / "checkpoints"
-
-
-def check_resume(path: str | Path, data, world_size: int) -> None:
-    """A resume from a checkpoint written inside an epoch must plan that epoch as it was (the same seed, world size,
-    workers, batch size and data), else it would repeat and skip samples: refused naming what differs, before the fit
-    writes anything. `data` is the run's EpicDataModule."""
-    path = Path(path)
-    file = path / "meta.pt" if path.is_dir() else path  # FSDP2's sharded checkpoints keep the loops in meta.pt
-    if not file.is_file():
-        return
-    loop = torch.load(file, map_location="cpu", weights_only=True, mmap=not path.is_dir()).get("loops", {})
-    loop = loop.get("fit_loop", {})
-    states = loop.get("state_dict", {}).get("combined_loader") or [None]
-    state, processed = states[0], loop.get("epoch_progress", {}).get("current", {}).get("processed")
-    if not isinstance(state, dict) or state.get("epoch") != processed or not state.get("batches"):
-        return  # written at an epoch's end (or by another loader): the next epoch is planned afresh
-    differing = plan_differences(state.get("plan"), data.epoch_planner(world_size=world_size).describe())
-    if differing:
-        raise ValueError(
-            f"--ckpt_path {path}: it stopped {state['batches']} batches into epoch {processed} of another plan "
-            f"({differing}); resume with the checkpoint's settings, or from one written at an epoch's end"
-        )
 
 
 class RunFolderLock(L.Callback):
@@ -79,9 +55,11 @@ class RunCheckpoint(L.Callback):
         dirpath: the folder (default: <trainer.default_root_dir>/checkpoints).
         every_n_epochs: a checkpoint at the end of every N training epochs (0: none).
         every_n_train_steps: a checkpoint after every N optimizer steps (0: none), mid-epoch ones included.
-        train_time_interval: a checkpoint whenever this much time ("H:MM:SS") passed since the last one (null: none).
+        train_time_interval: a checkpoint whenever this much time ("H:MM:SS") passed since the last one, at the next
+            optimizer step (null: none).
         keep: how many periodic checkpoints to keep, the newest (-1: all); the one last.ckpt names is always kept.
-        save_on_exception: a checkpoint when the fit stops on an exception, SIGTERM included.
+        save_on_exception: a checkpoint when the fit stops on an exception, SIGTERM included, once it has taken an
+            optimizer step.
     """
 
     def __init__(
@@ -104,6 +82,8 @@ class RunCheckpoint(L.Callback):
         self.save_on_exception = save_on_exception
         self._last_time = time.monotonic()
         self._saved_step = -1
+        self._start_step: int | None = None  # the step this fit started training at (None: not training yet)
+        self._batch_step = -1
 
     def folder(self, trainer: L.Trainer) -> Path:
         return checkpoint_folder(trainer.default_root_dir, self.dirpath)
@@ -115,11 +95,15 @@ class RunCheckpoint(L.Callback):
             for partial in folder.glob(f".*{PARTIAL_SUFFIX}"):
                 _remove(partial)
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start_step = self._batch_step = trainer.global_step
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
+        stepped, self._batch_step = step != self._batch_step, step
         if self.every_n_train_steps and step != self._saved_step and step % self.every_n_train_steps == 0:
             self.save(trainer)
-        elif self.interval is not None:
+        elif self.interval is not None and stepped:  # after an optimizer step: no accumulated gradient is lost
             due = time.monotonic() - self._last_time >= self.interval
             if trainer.strategy.broadcast(due):  # every rank saves together (sharded checkpoints are collective)
                 self.save(trainer)
@@ -134,7 +118,10 @@ class RunCheckpoint(L.Callback):
             self.save(trainer)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if self.save_on_exception and trainer.state.fn == "fit":
+        """A checkpoint of what the fit trained before it stopped; none when it trained nothing (refused in its setup,
+        or stopped before its first optimizer step: the checkpoint it started from, if any, is still the newest)."""
+        trained = self._start_step is not None and trainer.global_step > self._start_step
+        if self.save_on_exception and trainer.state.fn == "fit" and trained:
             self.save(trainer)
 
     def save(self, trainer: L.Trainer) -> Path:

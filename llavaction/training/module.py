@@ -43,6 +43,7 @@ class LlavaActionModule(MQAModule):
         export_dir: str | None = None,
         export_layout: ExportLayout = "original",
         architecture: dict | None = None,
+        video_format: dict | None = None,
     ):
         """
         Args:
@@ -69,6 +70,8 @@ class LlavaActionModule(MQAModule):
                 action tokens).
             architecture: the model's architecture as training resolved it; training records it in its checkpoints so
                 they load without the starting checkpoint. Leave unset.
+            video_format: how the model reads a sample as training resolved it (its video format: the system turn,
+                the clip's tokens), recorded alike so that evaluation asks as training did. Leave unset.
         """
         groups = {
             name: as_options(group, value)
@@ -85,10 +88,17 @@ class LlavaActionModule(MQAModule):
         )
         config = resolve_architecture(settings)
         super().__init__(
-            settings.family, config, tokenizer or checkpoint, groups["evaluation"], checkpoint, settings.from_preset
+            settings.family,
+            config,
+            tokenizer or checkpoint,
+            groups["evaluation"],
+            checkpoint,
+            settings.from_preset,
+            video_format,
         )
         self.save_hyperparameters()
         self.hparams["architecture"] = dataclasses.asdict(self.config)
+        self.hparams["video_format"] = self.video_format.as_dict()
         self.train_parts, self.optimizer_options = groups["trainable"], groups["optimizer"]
         self.compute, self.action = groups["compute"], groups["action"]
         if export_dir:
@@ -128,7 +138,7 @@ class LlavaActionModule(MQAModule):
         model = self.model
         out = model(
             batch.input_ids,
-            model.preprocess(batch.frames),
+            model.preprocess(batch.frames, batch.clips),
             batch.attention_mask,
             batch.labels,
             head_layers=self.action.head_layers if self.action.mode else None,
@@ -185,6 +195,7 @@ class LlavaActionModule(MQAModule):
                 self.family,
                 self.model,
                 self.tokenizer,
+                self.video_format,
                 Path(self.hparams.export_dir),
                 self.trainer.is_global_zero,
                 self.hparams.export_layout,

@@ -64,6 +64,7 @@ def test_the_reference_megabatch_on_hand_made_lengths(monkeypatch):
         pytest.param("loader", ["--videos", "1", "--samples", "8"], marks=pytest.mark.slow),
         ("replay_extract", ["--videos", "1", "--seconds", "3", "--frames", "4", "--size", "64"]),
         ("plan", ["--scale", "0.01"]),
+        ("resume", ["--scale", "0.01"]),
         ("onevision_export", ["--prompts", "2", "--frames", "2"]),
         ("new_variant", ["--videos", "1", "--frames", "4", "--size", "32"]),
         pytest.param("reproduce", ["--segments", "2", "--seconds", "30"], marks=pytest.mark.slow),

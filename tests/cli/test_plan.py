@@ -53,3 +53,51 @@ def test_the_plan_library_run_as_a_command_names_the_command():
         [sys.executable, "-m", "llavaction.data.plan", "--help"], capture_output=True, text=True, cwd=ROOT
     )
     assert ran.returncode == 1 and "the command is `llavaction plan --config CONFIG`" in ran.stderr
+
+
+def test_plan_shows_an_epoch_resumed_on_another_world(demo_dir, demo_shards, tmp_path, capsys):
+    """--ckpt_path: the epoch a resume on 2 ranks continues, after 4 ranks read a step of it (3 batches each): the
+    rows read before, then those read after, numbered in the epoch; together the whole epoch's, each once."""
+    from collections import Counter
+
+    from llavaction.cli.plan import main as plan
+    from llavaction.data.options import TaskSource
+    from tests.helpers import datamodule, demo_args, loader_state, write_checkpoint
+
+    shards = str(demo_shards["train_mqa"])
+    train = [TaskSource(shards, "mqa", 1.0), TaskSource(shards, "narration", 0.5)]  # demo_args' sources
+    dm = datamodule(demo_dir, demo_shards, train=train, batch_size=1, samples_per_epoch=24, shuffle_buffer=200)
+    checkpoint = write_checkpoint(tmp_path / "four.ckpt", loader_state(dm, 4, 3, accumulate=3))
+    args = demo_args(demo_dir, demo_shards, tmp_path)[1:]
+    args += ["--data.loader.batch_size=1", "--data.loader.samples_per_epoch=24", "--trainer.accumulate_grad_batches=3"]
+    assert plan([*args, "--world-size=4", f"--out={tmp_path / 'whole.jsonl'}"]) == 0
+    out = tmp_path / "resumed.jsonl"
+    assert plan([*args, "--world-size=2", f"--ckpt_path={checkpoint}", f"--out={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert "resume: trainer.accumulate_grad_batches 3 -> 6: the global batch stays 12" in printed
+    assert (
+        "epoch 0, read before the resume: 12 samples over 4 rank(s) x 1 loader worker(s), batch 1: batches 0 to 2"
+        in printed
+    )
+    assert (
+        "epoch 0, read after the resume: 12 samples over 2 rank(s) x 1 loader worker(s), batch 1: batches 6 to 11"
+        in printed
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {(r["part"], r["rank"]) for r in rows} == {("before", r) for r in range(4)} | {
+        ("after", r) for r in range(2)
+    }
+    assert sorted({r["batch"] for r in rows if r["part"] == "after"}) == list(range(6, 12))
+    whole = [json.loads(line) for line in (tmp_path / "whole.jsonl").read_text().splitlines()]
+    assert Counter(r["key"] for r in rows if not r["padding"]) == Counter(r["key"] for r in whole if not r["padding"])
+    # at the checkpoint's own layout: the same plan, split where it stopped
+    assert plan([*args, "--world-size=4", f"--ckpt_path={checkpoint}", f"--out={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert "batches 3 to 5 of each rank" in printed and "planned anew" not in printed
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [
+        {k: v for k, v in r.items() if k != "part"} for r in rows
+    ] != whole  # another order: rank by rank, part by part
+    assert sorted(map(json.dumps, ({k: v for k, v in r.items() if k != "part"} for r in rows))) == sorted(
+        map(json.dumps, whole)
+    )

@@ -1,80 +1,14 @@
 """Epoch plans (llavaction.data.epochs) on index-only shard sets: each item once an epoch, balanced ranks, counted
 padding, seeded orders, weighted sources and the reference's sampling strategies."""
 
-import json
 import random
 from collections import Counter
 
 import pytest
 
-from llavaction.data.epochs import EpochPlanner
 from llavaction.data.sampling import SamplingStrategy
 from llavaction.data.sources import apply_strategy, epoch_quotas, source_items
-from tests.helpers import ROOT
-
-
-def index_only_set(path, shard_sizes, prefix, conversations=None):
-    """A shard set of empty shards with sizes.json and index.json only (planning reads nothing else). Question lines
-    run backwards through the shards, so question-file order differs from shard order."""
-    path.mkdir(parents=True)
-    sizes, index, count = {}, {}, sum(shard_sizes)
-    number = 0
-    for shard, size in enumerate(shard_sizes):
-        name = f"shard-{shard:06d}.tar"
-        (path / name).write_bytes(b"")
-        sizes[name] = size
-        index[name] = []
-        for _ in range(size):
-            many = conversations(number) if conversations else None
-            index[name].append(
-                {
-                    "key": f"{prefix}{number}",
-                    "line": count - 1 - number,
-                    "conversations": many,
-                    "words": [number % 7 + i for i in range(many or 1)],
-                    "digest": "0" * 16,
-                }
-            )
-            number += 1
-    (path / "sizes.json").write_text(json.dumps(sizes))
-    (path / "index.json").write_text(json.dumps(index))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def uneven_sets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("index_only")
-    return [
-        index_only_set(root / "a", [8, 8, 8, 5], "a"),  # a last shard smaller than the rest
-        index_only_set(root / "b", [7, 3], "b"),
-        index_only_set(root / "replay", [4, 2], "r", conversations=lambda n: n % 3 + 1),
-    ]
-
-
-def planner_for(sets, world, workers, batch=3, quotas=None, **extra):
-    items = [source_items(s) for s in sets]
-    return EpochPlanner(
-        items,
-        quotas or [None] * len(items),
-        seed=0,
-        batch_size=batch,
-        world_size=world,
-        num_workers=workers,
-        shuffle_buffer=extra.pop("shuffle_buffer", 4),
-        open_shards=extra.pop("open_shards", 2),
-        **extra,
-    )
-
-
-def rows(planner, epoch):
-    """(rank, worker, batch number, source, key, padding) of every planned row, rank by rank."""
-    out = []
-    for plan in planner.slots(epoch):
-        for number, batch in zip(planner.worker_batches(plan.worker), plan.batches):
-            for planned in batch:
-                key = planner.key_of(plan, planned)
-                out.append((plan.rank, plan.worker, number, planned.source, key, planned.padding))
-    return out
+from tests.helpers import ROOT, planned_rows, planner_for
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
@@ -84,7 +18,7 @@ def test_each_item_once_equal_batches_counted_padding(uneven_sets, world, worker
     everything = Counter((s, planner.sources[s].key(i)) for s in range(3) for i in range(len(planner.sources[s])))
     assert sum(everything.values()) == 29 + 10 + 12  # the replay set's 6 videos hold 12 conversations
     for epoch in (0, 1):
-        planned = rows(planner, epoch)
+        planned = planned_rows(planner, epoch)
         real = Counter((source, key) for *_, source, key, padding in planned if not padding)
         assert real == everything  # every item exactly once across ranks and workers
         for rank in range(world):
@@ -95,8 +29,9 @@ def test_each_item_once_equal_batches_counted_padding(uneven_sets, world, worker
             assert sum(r[5] for r in mine) < planner.batch_size + 1  # at most one batch's worth of padding
         for plan in planner.slots(epoch):  # a worker's reads are disjoint from every other worker's
             assert len({*map(tuple, plan.reads[0])}) == len(plan.reads[0])
-    assert rows(planner, 0) != rows(planner, 1)  # every epoch its own order
-    assert rows(planner, 0) == rows(planner_for(uneven_sets, world, workers, 3, **_window(workers)), 0)  # seeded
+    assert planned_rows(planner, 0) != planned_rows(planner, 1)  # every epoch its own order
+    again = planner_for(uneven_sets, world, workers, 3, **_window(workers))
+    assert planned_rows(planner, 0) == planned_rows(again, 0)  # seeded
 
 
 def _window(workers):
@@ -118,7 +53,7 @@ def test_shards_are_read_whole_by_one_worker_but_at_the_cuts(uneven_sets, open_s
 
 def test_sources_interleave_through_the_epoch(uneven_sets):
     planner = planner_for(uneven_sets[:2], 1, 0, batch=1, shuffle_buffer=1)
-    order = [source for *_, source, _, padding in rows(planner, 0) if not padding]
+    order = [source for *_, source, _, padding in planned_rows(planner, 0) if not padding]
     first_half = order[: len(order) // 2]
     assert 0.4 < first_half.count(1) / order.count(1) < 0.8  # source 1 is not saved for the end
 
@@ -127,7 +62,7 @@ def test_weighted_sources_draw_without_replacement_across_epochs(uneven_sets):
     size = 29
     for quota in (10, 29, 40, 70):
         planner = planner_for(uneven_sets[:1], 2, 1, quotas=[quota])
-        epochs = [Counter(key for *_, key, padding in rows(planner, e) if not padding) for e in range(4)]
+        epochs = [Counter(key for *_, key, padding in planned_rows(planner, e) if not padding) for e in range(4)]
         for counts in epochs:
             assert sum(counts.values()) == quota
             full, rest = divmod(quota, size)
@@ -195,7 +130,7 @@ def test_the_reference_megabatch_grouping_plans_each_item_once(uneven_sets, worl
     planner = planner_for(uneven_sets, world, workers, batch=2, megabatch_steps=2)
     everything = Counter((s, planner.sources[s].key(i)) for s in range(3) for i in range(len(planner.sources[s])))
     for epoch in (0, 1):
-        planned = rows(planner, epoch)
+        planned = planned_rows(planner, epoch)
         assert Counter((source, key) for *_, source, key, padding in planned if not padding) == everything
         for rank in range(world):
             batches = Counter(r[2] for r in planned if r[0] == rank)
@@ -235,3 +170,31 @@ def test_megabatch_chunks_are_the_references_on_hand_made_lengths():
         random_lengths = rng.integers(1, 50, size)
         order = np.argsort(-random_lengths, kind="stable").tolist()
         assert balanced_chunks(random_lengths, count) == even_chunks(order, random_lengths.tolist(), count)
+
+
+def test_a_partial_megabatch_is_dealt_as_the_references_loader_deals_it():
+    """The reference's sampler yields each megabatch's chunks as one flat list, which its data loader cuts into
+    per-device batches, batch j going to rank j mod world: for a megabatch short of world x steps x batch items (the
+    last), with a per-device batch above 1, its batches are those cuts, not its chunks."""
+    import sys
+
+    import numpy as np
+
+    from llavaction.data.megabatch import megabatch_groups
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from padding import even_chunks
+
+    world, steps, batch = 2, 3, 2
+    size = world * steps * batch
+    lengths = np.random.default_rng(1).integers(1, 50, 2 * size + 7)  # two full megabatches and one of 7
+    flat = []
+    for begin in range(0, len(lengths), size):
+        order = (np.argsort(-lengths[begin : begin + size], kind="stable") + begin).tolist()
+        flat += [index for chunk in even_chunks(order, lengths.tolist(), world * steps) for index in chunk]
+    expected = np.empty((len(lengths), 3), dtype=np.int64)
+    for cut, index in enumerate(flat):  # the loader's batch j of the flat list: rank j % world, its batch j // world
+        expected[index] = [(cut // batch) % world, (cut // batch) // world, cut % batch]
+    assert (megabatch_groups(lengths, batch, world, steps) == expected).all()
+    last = expected[2 * size :]  # 7 items cut into 4 batches: two full for rank 0; for rank 1 one, then one item
+    assert sorted(map(tuple, last[:, :2].tolist())) == [(0, 6), (0, 6), (0, 7), (0, 7), (1, 6), (1, 6), (1, 7)]

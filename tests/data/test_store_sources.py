@@ -117,3 +117,23 @@ def test_a_question_file_rewritten_during_the_run_is_an_error(demo_questions, de
     path.write_text("".join(json.dumps(r) + "\n" for r in reversed(records)))
     with pytest.raises(ValueError, match="changed while the run reads it"):
         questions.served(keys)
+
+
+def test_a_question_file_edited_in_place_between_epochs_is_refused(demo_questions, tmp_path):
+    """An answer changed in place keeps every line's length and key: the next epoch's readers refuse the file, naming
+    it (its digest is the card's, or the one it had when the run began)."""
+    from llavaction.data.store import StoreQuestions
+
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(demo_questions["train_mqa"].read_bytes())
+    questions = StoreQuestions(str(path))
+    keys = set(questions.at)
+    epoch_one = questions.served(keys).asked
+    text = path.read_text()
+    first = json.loads(text.splitlines()[0])
+    edited = f'"answer_index": {(first["answer_index"] + 1) % 5}'
+    path.write_text(text.replace(f'"answer_index": {first["answer_index"]}', edited, 1))
+    assert len(path.read_bytes()) == len(demo_questions["train_mqa"].read_bytes())
+    with pytest.raises(ValueError, match=rf"^{path}: changed while the run reads it \(its digest is no longer"):
+        questions.served(keys)
+    assert epoch_one[first["narration_id"]]["answer_index"] == first["answer_index"]

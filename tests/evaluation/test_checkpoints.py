@@ -49,7 +49,7 @@ def test_an_export_keeps_the_earlier_weights_until_the_new_ones_are_complete(dem
 
     model, tokenizer = LlavaVideoModel(preset("tiny")), load_tokenizer(demo_dir / "tokenizer")
     out = tmp_path / "export"
-    export_model(LLAVA_VIDEO, model, tokenizer, out, is_writer=True)
+    export_model(LLAVA_VIDEO, model, tokenizer, None, out, is_writer=True)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     real_save = layout.save_original
 
@@ -61,11 +61,11 @@ def test_an_export_keeps_the_earlier_weights_until_the_new_ones_are_complete(dem
     with torch.no_grad():
         model.image_newline.add_(1.0)
     with pytest.raises(OSError, match="(?i)no space left"):
-        export_model(LLAVA_VIDEO, model, tokenizer, out, is_writer=True)
+        export_model(LLAVA_VIDEO, model, tokenizer, None, out, is_writer=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
     monkeypatch.setattr(layout, "save_original", real_save)
-    export_model(LLAVA_VIDEO, model, tokenizer, out, is_writer=True)
+    export_model(LLAVA_VIDEO, model, tokenizer, None, out, is_writer=True)
     assert (LlavaVideoModel.from_pretrained(out).image_newline == model.image_newline).all()
 
 

@@ -102,7 +102,8 @@ def test_frames_and_prompts_are_those_of_extract_frames_and_render(checkpoint, v
     settings = QuestionSettings(num_frames=8, time_instruction=True, frame_times=False)
     predictor = Predictor(LoadedCheckpoint.open(checkpoint), settings, "cpu", "32-true", 4)
     clip = Clip(video, 0.7, 3.9, tuple(OPTIONS), name="bbb")
-    seen = predictor.frames(clip)
+    found = predictor.frames(clip)
+    seen = found.array
     record = {
         "task": "mqa",
         "narration_id": "bbb",
@@ -128,6 +129,9 @@ def test_frames_and_prompts_are_those_of_extract_frames_and_render(checkpoint, v
 
     ids = video_file(video, 32).clip(0.7, 3.9, 8).frame_ids
     assert ids == sample_meta(sample)["frame_ids"]
+    from llavaction.data.stages import clip_timing
+
+    assert found.timing == clip_timing(sample_meta(sample), list(range(8)))  # their times too, as the store tells them
     # the prompt: the renderer's text, token for token, in the batch the data pipeline's Collate makes
     rendered = render([record], "mqa", 8, options, False)[0]["prompt"]
     meta = record | {"qa_question": None}
@@ -135,7 +139,7 @@ def test_frames_and_prompts_are_those_of_extract_frames_and_render(checkpoint, v
     from llavaction.prompts.wording import user_text
 
     assert chat_prompt(user_text(meta, clip.task, 8, options)) == rendered
-    batch = predictor.batch([clip], [seen])
+    batch = predictor.batch([clip], [found])
     visual = predictor.module.config.visual_tokens(8)
     encoded = PromptEncoder(predictor.module.tokenizer).encode(user_text(meta, "mqa", 8, options), None, visual)
     assert batch.input_ids[0].tolist() == encoded.input_ids and (batch.frames[0].numpy() == seen).all()
@@ -303,7 +307,7 @@ def test_an_answer_whose_letter_and_text_disagree_says_so_and_head_classes_are_n
     names given the annotations, and say they are ids without."""
     import torch
 
-    from llavaction.evaluation.clips import describe, top_classes
+    from llavaction.evaluation.clip_output import describe, top_classes
     from llavaction.evaluation.report import class_names
 
     result = {"name": "c", "start": 0.0, "end": 1.0, "answer": "E. lower cup"}

@@ -1,9 +1,12 @@
-"""Several processes: FSDP2 resumed mid-epoch from a sharded checkpoint, MQA at world sizes 1-3 and on two nodes."""
+"""Several processes: FSDP2 resumed mid-epoch from a sharded checkpoint (on as many processes, and on half as many),
+MQA at world sizes 1-3 and on two nodes."""
 
+import csv
 import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from tests.helpers import (
     ROOT,
     assert_fit_consumed_the_plan,
     assert_same_curve,
+    config_diff,
     csv_logged,
     demo_args,
     free_port,
@@ -199,3 +203,89 @@ def test_fsdp2_two_processes_resume_mid_epoch_from_sharded_checkpoint(demo_dir, 
     assert checkpoint.is_dir()  # a sharded (distributed) checkpoint
     run_fsdp(demo_dir, demo_shards, tmp_path / "resumed", f"--ckpt_path={checkpoint}", *extra)
     assert_same_curve(read_losses(tmp_path / "whole"), read_losses(tmp_path / "resumed"), after=2)
+
+
+def fsdp_processes(demo_dir, demo_shards, root, processes: int, *extra) -> list[str]:
+    """A fit of one epoch of 24 samples, batch 1, global batch 12, on `processes` FSDP2 ranks (gloo)."""
+    args = demo_args(
+        demo_dir,
+        demo_shards,
+        root,
+        "--trainer.strategy=lightning.pytorch.strategies.ModelParallelStrategy",
+        f"--trainer.strategy.data_parallel_size={processes}",
+        "--trainer.strategy.tensor_parallel_size=1",
+        f"--trainer.devices={processes}",
+        f"--trainer.accumulate_grad_batches={12 // processes}",
+        *csv_logged(root),
+        record_keys(root),
+        "--data.loader.batch_size=1",
+        "--data.loader.samples_per_epoch=24",
+        "--trainer.max_epochs=1",
+        "--trainer.check_val_every_n_epoch=10",
+        *extra,
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "llavaction.cli.train", *args],
+        cwd=root,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stderr
+
+
+@pytest.mark.slow
+def test_fsdp2_on_four_processes_resumed_on_two(demo_dir, demo_shards, tmp_path):
+    """4 FSDP2 ranks (accumulation 3) stop after the epoch's first step; 2 ranks (accumulation 6) resume its sharded
+    checkpoint: the model and optimizer states they restore, gathered, are the checkpoint's; they read the 12 samples
+    the 4 ranks did not, and the epoch's second step's learning rate is the whole run's."""
+    import torch
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    whole = tmp_path / "four"
+    fsdp_processes(demo_dir, demo_shards, whole, 4, step_checkpoints(whole, 1))
+    checkpoint = step_checkpoint(whole, 1)
+    assert checkpoint.is_dir()
+    resumed = tmp_path / "two"
+    restored = tmp_path / "restored.pt"
+    callback = config_diff(
+        tmp_path,
+        "save_state",
+        "trainer:\n  callbacks+:\n    - class_path: tests.helpers.SaveRestoredState\n"
+        f"      init_args: {{path: {restored}}}\n",
+    )
+    notes = fsdp_processes(demo_dir, demo_shards, resumed, 2, f"--ckpt_path={checkpoint}", callback)
+    # the config's accumulation (6) keeps the global batch of 12: only the epoch is re-planned
+    assert "accumulate_grad_batches" not in notes and "12 samples left, 6 batches a rank from batch 6 of 12" in notes
+    dcp_to_torch_save(checkpoint, tmp_path / "saved.pt")
+    saved, got = torch.load(tmp_path / "saved.pt", weights_only=False), torch.load(restored, weights_only=False)
+    assert set(saved["state_dict"]) == set(got["state_dict"]) and set(saved["optimizer_0"]["state"]) == set(
+        got["optimizer_0"]["state"]
+    )
+    assert saved["optimizer_0"]["state"] and any(
+        s["exp_avg"].abs().sum() > 0 for s in saved["optimizer_0"]["state"].values()
+    )
+    for name, tensor in saved["state_dict"].items():
+        assert torch.equal(tensor, got["state_dict"][name]), name
+    for name, state in saved["optimizer_0"]["state"].items():
+        for key, value in state.items():  # exp_avg, exp_avg_sq, step
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(got["optimizer_0"]["state"][name][key])), name
+    assert [g["lr"] for g in saved["optimizer_0"]["param_groups"]] == [
+        g["lr"] for g in got["optimizer_0"]["param_groups"]
+    ]
+
+    def keys(root, processes, below=None):
+        rows = [json.loads(line) for r in range(processes) for line in open(root / f"keys-rank{r}.jsonl")]
+        return [k for row in rows if below is None or row["batch"] < below for k, pad in row["rows"] if not pad]
+
+    assert len(keys(whole, 4)) == 24 and Counter(keys(whole, 4, below=3) + keys(resumed, 2)) == Counter(keys(whole, 4))
+    lr = "lr-AdamW/llm"
+    assert logged_column(resumed, lr)[1] == logged_column(whole, lr)[1]
+
+
+def logged_column(root, name: str) -> dict[int, float]:
+    rows = [row for path in sorted(root.rglob("metrics.csv")) for row in csv.DictReader(open(path))]
+    return {int(row["step"]): float(row[name]) for row in rows if row.get(name)}

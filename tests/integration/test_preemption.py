@@ -1,4 +1,5 @@
-"""Preemption: SIGTERM and SIGUSR1 stop a fit with a checkpoint, and the resumed run continues the same curve."""
+"""Preemption: SIGTERM and SIGUSR1 stop a fit with a checkpoint, and the resumed run continues the same curve; the SLURM
+script resumes on the nodes it is given."""
 
 import os
 import signal
@@ -89,3 +90,47 @@ def test_sigusr1_outside_slurm_stops_with_a_checkpoint(demo_dir, demo_shards, tm
     assert process.wait(timeout=120) == 128 + signal.SIGUSR1
     checkpoint = torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert 3 <= checkpoint["global_step"] < 12  # stopped at the signal: 48 samples in batches of 4 make 12 steps
+
+
+def test_the_slurm_script_follows_the_nodes_it_is_given_and_resumes(tmp_path):
+    """experiments/slurm/train.sbatch with stand-ins for srun and scontrol: the fit's ranks, accumulation and
+    megabatch follow the allocation (global batch 256), a run with a checkpoint is resumed, a fit stopped by SIGUSR1
+    before the time limit requeues the job, and a node count that cannot keep the global batch is refused naming
+    those that can; the fit's arguments are ones train.py accepts."""
+    from llavaction.cli.train import config_problem
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("srun", "scontrol"):
+        (bin_dir / tool).write_text(f'#!/bin/bash\necho "$@" >> {tmp_path / tool}.log\nexit "${{FAKE_STATUS:-0}}"\n')
+        (bin_dir / tool).chmod(0o755)
+    run = tmp_path / "run"
+
+    def sbatch(nodes: int, status: int = 0) -> subprocess.CompletedProcess:
+        env = os.environ | {
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "SLURM_JOB_NUM_NODES": str(nodes),
+            "SLURM_NTASKS_PER_NODE": "8",
+            "SLURM_JOB_ID": "42",
+            "RUN": str(run),
+            "FAKE_STATUS": str(status),
+        }
+        script = ROOT / "experiments" / "slurm" / "train.sbatch"
+        return subprocess.run(["bash", str(script)], cwd=ROOT, env=env, capture_output=True, text=True)
+
+    assert sbatch(2).returncode == 0
+    fit = (tmp_path / "srun.log").read_text().split()
+    expected = ["--trainer.num_nodes=2", "--trainer.strategy.data_parallel_size=16"]
+    expected += ["--trainer.accumulate_grad_batches=16", "--data.loader.megabatch_steps=16"]
+    assert set(expected) <= set(fit) and "--ckpt_path" not in fit
+    configs = [ROOT / fit[fit.index("--config") + 1]]
+    extra = fit[fit.index("--config") + 2 :]
+    assert config_problem(configs, extra) is None
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (tmp_path / "srun.log").unlink()
+    assert sbatch(1, status=138).returncode == 138  # stopped before the time limit: requeued, resumed next time
+    assert (tmp_path / "srun.log").read_text().split()[-2:] == ["--ckpt_path", "last"]
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "42"]
+    refused = sbatch(3)
+    assert refused.returncode == 2 and "ask for one of 1, 2, 4, 8, 16, 32 nodes" in refused.stderr

@@ -16,7 +16,7 @@ from llavaction.model.base import Run, VideoLanguageModel, check_head_layers, la
 from llavaction.model.families import BUILT_IN, Backbone
 from llavaction.model.family import REGISTRY, LmmsEvalModel, ModelFamily, VideoLM
 from llavaction.model.generation import Prefill, Sampling
-from llavaction.prompts.formats import Encode, VideoFormat
+from llavaction.prompts.formats import ClipTiming, Encode, VideoFormat
 from llavaction.prompts.tokenizer import load_tokenizer
 
 HOOKS = ("run", "prefill", "decoder_pass", "embed_tokens", "output_head", "new_cache")
@@ -56,9 +56,14 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(name, demo_dir):
     family, model = tiny_model(name, demo_dir)
     tokenizer = load_tokenizer(demo_dir / "tokenizer")
     encoder = PromptEncoder(tokenizer, chat=model.config.chat_format())
-    encoded = [encoder.encode(question, None, encoder.visual(4, 32, 2.0)) for question in ("open?", "what now?")]
+    encoded = [
+        encoder.encode(question, None, encoder.visual(ClipTiming.even(4, 2.0), 32))
+        for question in ("open?", "what now?")
+    ]
     batch = pad_right([(e.input_ids, e.labels) for e in encoded], tokenizer.pad_token_id)
-    pixels = model.preprocess(torch.randint(0, 256, (2, 4, 32, 32, 3), dtype=torch.uint8), torch.tensor([2.0, 2.0]))
+    pixels = model.preprocess(
+        torch.randint(0, 256, (2, 4, 32, 32, 3), dtype=torch.uint8), [ClipTiming.even(4, 2.0)] * 2
+    )
     visual = model.encode_video(pixels)
 
     def answers(sampling, seed=0):
@@ -116,8 +121,8 @@ class ToyVideo(VideoFormat):
     def special_tokens(self) -> tuple[str, ...]:
         return (VIDEO_TOKEN,)
 
-    def visual_ids(self, num_frames: int, frame_size: int, clip_seconds: float, encode: Encode):
-        ids = [self.video_id] * (num_frames * self.tokens_per_frame)
+    def visual_ids(self, clip: ClipTiming, frame_size: int, encode: Encode):
+        ids = [self.video_id] * (clip.count * self.tokens_per_frame)
         return ids, len(ids)
 
 
@@ -174,7 +179,7 @@ class ToyModel(VideoLanguageModel):
             "action_heads": [],
         }
 
-    def preprocess(self, frames, clip_seconds=None):
+    def preprocess(self, frames, clips=None):
         return frames.permute(0, 1, 4, 2, 3).float() / 255.0
 
     def encode_video(self, pixels):

@@ -9,7 +9,7 @@ from llavaction.model.internvl import INTERNVL
 from llavaction.model.internvl.model import InternVLModel
 from llavaction.model.internvl.prompt import CONTEXT_IMAGE, END_IMAGE, START_IMAGE
 from llavaction.prompts.encoding import PromptEncoder
-from llavaction.prompts.formats import ACTION_TOKEN_INDEX
+from llavaction.prompts.formats import ACTION_TOKEN_INDEX, ClipTiming
 from llavaction.prompts.tokenizer import load_tokenizer
 
 IDS = {"context": 1000, "start": 1001, "end": 1002}
@@ -110,7 +110,7 @@ def test_the_prompt_is_the_processors_video_text(demo_dir):
     config = meet_tokenizer(INTERNVL, INTERNVL.preset("tiny"), tokenizer, from_preset=True)
     video = config.chat_format()
     encoder = PromptEncoder(tokenizer, chat=video)
-    ids, length = video.visual_ids(4, 32, 2.0, encoder._ids)
+    ids, length = video.visual_ids(ClipTiming.even(4, 2.0), 32, encoder._ids)
     expanded = "\n".join(
         f"Frame{i + 1}: {START_IMAGE}{CONTEXT_IMAGE * config.tokens_per_frame}{END_IMAGE}" for i in range(4)
     )
@@ -119,7 +119,7 @@ def test_the_prompt_is_the_processors_video_text(demo_dir):
 
 
 def test_an_export_loads_in_transformers_and_back(tmp_path, demo_dir):
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
 
     from llavaction.model.architecture import meet_tokenizer
 
@@ -128,16 +128,24 @@ def test_an_export_loads_in_transformers_and_back(tmp_path, demo_dir):
     config = type(config).from_dict(config.as_dict() | {"vision_supervision": "one_token", "action_types": (3, 4, 5)})
     torch.manual_seed(0)
     model = InternVLModel(config).eval()
-    INTERNVL.export(model, model.state_dict(), tmp_path, tokenizer, "original")
+    INTERNVL.export(model, model.state_dict(), tmp_path, tokenizer, "original", config.chat_format())
     assert {"config.json", "model.safetensors", "action_heads.safetensors", "processor_config.json"} <= {
         p.name for p in tmp_path.iterdir()
     }
     loaded = INTERNVL.load(tmp_path, INTERNVL.read_checkpoint(tmp_path, _config(tmp_path), str(tmp_path)), False)
     assert loaded.config.chat_format() == config.chat_format() and loaded.config.action_types == (3, 4, 5)
+    embeddings = "hf.model.language_model.embed_tokens.weight"
+    action = AutoTokenizer.from_pretrained(str(tmp_path)).convert_tokens_to_ids("<|action_0|>")
     for name, tensor in model.state_dict().items():
+        if name == embeddings:  # the learned action token became a vocabulary token: its vector in its row
+            tensor = tensor.clone()
+            tensor[action] = model.action_supervision[0]
         assert torch.equal(tensor, loaded.state_dict()[name]), name
     hf = AutoModelForImageTextToText.from_pretrained(str(tmp_path))
     assert type(hf).__name__ == "InternVLForConditionalGeneration"
+    question = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Q"}]}]
+    rendered = AutoTokenizer.from_pretrained(str(tmp_path)).apply_chat_template(question, tokenize=False)
+    assert rendered == "<|im_start|>user\n<video><|action_0|>\nQ<|im_end|>\n"  # the processor expands <video>
 
 
 def _config(folder) -> dict:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from llavaction.model.llava_video import LlavaVideoConfig, LlavaVideoModel, preset
 from llavaction.model.llava_video.checkpoint import INDEX_FILE
+from llavaction.prompts.formats import ClipTiming
 from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 
@@ -51,7 +52,7 @@ def test_visual_tokens_follow_the_formula(pool, newline):
     assert model.config.tokens_per_frame == per_frame and model.config.pooled_side == pooled
     assert model.encode_video(torch.randn(2, 3, 3, 32, 32)).shape == (2, 3 * per_frame + closing, 128)
     assert model.config.visual_tokens(3) == 3 * per_frame + closing
-    assert model.config.chat_format().visual_ids(3, 32, 1.0, list)[1] == 3 * per_frame + closing
+    assert model.config.chat_format().visual_ids(ClipTiming.even(3, 1.0), 32, list)[1] == 3 * per_frame + closing
     assert side // 2 == pooled
 
 

@@ -10,7 +10,7 @@ import torch
 from llavaction.model.qwen_vl.config import QwenVLConfig, qwen_preset, rule_from_processor, tiny_hf
 from llavaction.model.qwen_vl.frames import FrameRule, qwen2_resize, qwen3_resize
 from llavaction.model.qwen_vl.model import QwenVLModel
-from llavaction.prompts.formats import ACTION_TOKEN_INDEX
+from llavaction.prompts.formats import ACTION_TOKEN_INDEX, ClipTiming
 from llavaction.utils.constants import IGNORE_INDEX
 
 BACKBONES = ("qwen2_5_vl", "qwen3_vl")
@@ -25,14 +25,15 @@ def tiny(backbone: str, **overrides) -> QwenVLModel:
 
 def inputs(model: QwenVLModel, frames: int = 4, size: int = 64, rows: int = 2, pad_first: int = 3, action: int = 0):
     """Right-padded rows `text, vision block(s), action tokens, text` over random clips, as the data pipeline makes
-    them (Qwen3-VL: one block per temporal group, timestamps left out)."""
+    them (Qwen3-VL: a block a temporal group inside the outer pair, timestamps as one token)."""
     torch.manual_seed(1)
-    rule = model.config.rule
+    rule, hf = model.config.rule, model.config.hf
+    start, end = hf["vision_start_token_id"], hf["vision_end_token_id"]
     groups, per_group = rule.grid(frames, size, size)[0], rule.tokens_per_group(frames, size, size)
-    pads = [IDS["video"]] * per_group
-    blocks = [IDS["vision_start"], *pads * groups, IDS["vision_end"]]
+    pads = [hf["video_token_id"]] * per_group
+    blocks = [start, *pads * groups, end]
     if model.config.backbone == "qwen3_vl":
-        blocks = [t for _ in range(groups) for t in (7, IDS["vision_start"], *pads, IDS["vision_end"])]
+        blocks = [start, *[t for _ in range(groups) for t in (7, start, *pads, end)], end]
     length = 5 + len(blocks) + action + 6
     ids = torch.zeros(rows, length, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -42,7 +43,10 @@ def inputs(model: QwenVLModel, frames: int = 4, size: int = 64, rows: int = 2, p
         text[5 : 5 + len(blocks) + action] = blocks + [ACTION_TOKEN_INDEX] * action
         ids[row, :real], mask[row, :real] = torch.tensor(text), 1
     clips = torch.randint(0, 256, (rows, frames, size, size, 3), dtype=torch.uint8)
-    return ids, mask, model.preprocess(clips, torch.tensor([2.0, 3.5])[:rows])
+    # short clips: their time positions stay below the spatial extent, where transformers 5.2x places text as the
+    # released rule does (model/qwen_vl/positions.py)
+    timings = [ClipTiming.even(frames, 0.5), ClipTiming.even(frames, 1.0)][:rows]
+    return ids, mask, model.preprocess(clips, timings)
 
 
 def transformers_inputs(model, ids, mask, pixels) -> dict:
@@ -52,7 +56,7 @@ def transformers_inputs(model, ids, mask, pixels) -> dict:
         attention_mask=mask,
         pixel_values_videos=pixels.values,
         video_grid_thw=pixels.grid,
-        mm_token_type_ids=model.mm_token_type_ids(ids),
+        mm_token_type_ids=(ids == model.hf.config.video_token_id).int() * 2,
         **extra,
     )
 
@@ -154,11 +158,19 @@ def test_packed_rows_give_the_padded_loss(backbone):
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
-def test_export_loads_in_transformers_with_the_same_logits(backbone, tmp_path):
+def test_export_loads_in_transformers_with_the_same_logits(backbone, tmp_path, demo_dir):
     from transformers import AutoModelForImageTextToText
 
-    model = tiny(backbone, vision_supervision="one_token", action_types=(5, 6, 7))
-    model.save_pretrained(tmp_path / "export")
+    from llavaction.model.architecture import meet_tokenizer
+    from llavaction.model.family import REGISTRY
+    from llavaction.prompts.tokenizer import load_tokenizer
+
+    family, tokenizer = REGISTRY.get(backbone), load_tokenizer(demo_dir / "tokenizer")
+    config = qwen_preset(backbone, "tiny", vision_supervision="one_token", action_types=(5, 6, 7))
+    config = meet_tokenizer(family, config, tokenizer, from_preset=True)
+    torch.manual_seed(0)
+    model = QwenVLModel(config).eval()
+    family.export(model, model.state_dict(), tmp_path / "export", tokenizer, "original", config.chat_format())
     ids, mask, pixels = inputs(model)
     loaded = AutoModelForImageTextToText.from_pretrained(str(tmp_path / "export")).eval()
     with torch.no_grad():
@@ -210,3 +222,34 @@ def test_preprocess_equals_transformers_video_processor(backbone, frames, size):
     assert ours.values.shape == theirs["pixel_values_videos"].shape
     difference = (ours.values - theirs["pixel_values_videos"].float()).abs()
     assert difference.max() <= 0.03 and difference.mean() <= 2e-3
+
+
+def test_a_folder_without_processor_config_reads_as_transformers_defaults(tmp_path, caplog):
+    """transformers' video processors' own defaults (128 to 768 merged patches a frame, Qwen3-VL's a clip), said in
+    one warning naming the folder."""
+    with caplog.at_level("WARNING"):
+        rule = rule_from_processor(tmp_path, "qwen3_vl")
+    assert (rule.min_pixels, rule.max_pixels, rule.per_clip_budget) == (128 * 32 * 32, 768 * 32 * 32, True)
+    assert f"{tmp_path} ships no processor config" in caplog.text
+    # 16 frames of 384 px: 288 visual tokens, as transformers' Qwen3VLVideoProcessor gives them
+    assert rule.grid(16, 384, 384)[0] * rule.tokens_per_group(16, 384, 384) == 288
+    assert rule_from_processor(tmp_path, "qwen2_5_vl").max_pixels == 768 * 28 * 28
+
+
+def test_the_system_turn_is_the_checkpoints_template(demo_dir):
+    """A checkpoint's own chat template decides its system turn (a preset keeps the family's)."""
+    from llavaction.model.architecture import meet_tokenizer, video_format
+    from llavaction.model.family import REGISTRY
+    from llavaction.prompts.templates import TemplateError, chatml_template
+    from llavaction.prompts.tokenizer import load_tokenizer
+
+    family, tokenizer = REGISTRY.get("qwen2_5_vl"), load_tokenizer(demo_dir / "tokenizer")
+    config = meet_tokenizer(family, qwen_preset("qwen2_5_vl", "tiny"), tokenizer, from_preset=True)
+    assert video_format(family, config, tokenizer, True, "tiny").system == "You are a helpful assistant."
+    tokenizer.chat_template = chatml_template("Look closely.", "<|vision_start|><|video_pad|><|vision_end|>", "")
+    assert video_format(family, config, tokenizer, False, "ckpt").system == "Look closely."
+    tokenizer.chat_template = chatml_template(None, "", "")
+    assert video_format(family, config, tokenizer, False, "ckpt").system is None
+    tokenizer.chat_template = "{{ messages[0]['content'] }}"
+    with pytest.raises(TemplateError, match="ckpt: its chat template is not ChatML"):
+        video_format(family, config, tokenizer, False, "ckpt")

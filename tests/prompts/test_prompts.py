@@ -4,7 +4,7 @@ format_time_instruction, the temporal-detection data) inside the qwen_1_5 ChatML
 import pytest
 
 from llavaction.prompts.encoding import PromptEncoder, PromptTooLong, chat_prompt
-from llavaction.prompts.formats import SplicedVideo
+from llavaction.prompts.formats import ClipTiming, SplicedVideo
 from llavaction.prompts.tokenizer import build_tokenizer
 from llavaction.prompts.wording import PromptError, PromptOptions, answer_text, user_text
 from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
@@ -166,7 +166,7 @@ def test_visual_ids_lay_out_each_backbones_clip(tokenizer):
 
     encode = PromptEncoder(tokenizer)._ids
     qwen25 = qwen_preset("qwen2_5_vl", "tiny", vision_supervision="one_token", action_types=(1, 2, 3))
-    ids, length = qwen25.chat_format().visual_ids(7, 384, 3.5, encode)
+    ids, length = qwen25.chat_format().visual_ids(ClipTiming.even(7, 3.5), 384, encode)
     video, start, end = (
         qwen25.hf["video_token_id"],
         qwen25.hf["vision_start_token_id"],
@@ -175,10 +175,12 @@ def test_visual_ids_lay_out_each_backbones_clip(tokenizer):
     # 7 frames: the last repeated to 4 groups of two; 384 px -> 392: 28 x 28 patches, 196 tokens a group
     assert ids == [start, *[video] * 4 * 196, end, ACTION_TOKEN_INDEX] and length == len(ids)
     qwen3 = qwen_preset("qwen3_vl", "tiny").chat_format()
-    ids, _ = qwen3.visual_ids(4, 384, 4.0, encode)
+    ids, _ = qwen3.visual_ids(ClipTiming((15, 45, 75, 105), 30.0, 120), 384, encode)
     # frames at 0.5, 1.5, 2.5, 3.5 s: groups stamped at their first and last frame's mean, 144 tokens a group
     stamps = [tokenizer.decode(encode(f"<{t} seconds>")) for t in ("1.0", "3.0")]
     text = tokenizer.decode([i for i in ids if i not in (qwen3.video_token_id,)])
     assert text.count("seconds>") == 2 and all(s in text for s in stamps) and ids.count(qwen3.video_token_id) == 288
-    llava_ids, llava_length = SplicedVideo(tokens_per_frame=210, action_tokens=1).visual_ids(64, 384, 2.0, encode)
+    llava_ids, llava_length = SplicedVideo(tokens_per_frame=210, action_tokens=1).visual_ids(
+        ClipTiming.even(64, 2.0), 384, encode
+    )
     assert llava_ids == [IMAGE_TOKEN_INDEX] and llava_length == 64 * 210 + 1

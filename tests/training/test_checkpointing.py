@@ -32,8 +32,9 @@ def test_a_checkpoint_that_cannot_be_written_leaves_no_checkpoint(demo_dir, demo
 
 
 def test_a_refused_resume_changes_nothing_and_names_the_setting(demo_dir, demo_shards, tmp_path, capsys):
-    """A resume inside an epoch under another plan (batch size, seed, world) or with model settings the checkpoint's
-    would silently replace: one line before anything is written; every file of the run as it was."""
+    """A resume inside an epoch under another plan (seed), with a batch that cannot keep the global batch, or with
+    model settings the checkpoint's would silently replace: one line before anything is written; every file of the run
+    as it was."""
     from llavaction.cli.train import main
 
     root = tmp_path / "run"
@@ -48,7 +49,7 @@ def test_a_refused_resume_changes_nothing_and_names_the_setting(demo_dir, demo_s
     for extra, message in (
         (
             ["--data.loader.batch_size=8"],
-            "it stopped 3 batches into epoch 0 of another plan (batch_size 4 there, 8 here",
+            "the run's global batch is 4 (1 rank x batch 4 x accumulation 1); 1 rank x batch 8 cannot keep it",
         ),
         (["--data.seed=1"], "(seed 0 there, 1 here)"),
         (["--model.optimizer.lr=0.5"], "model.optimizer.lr is 0.5 in this run but 0.001 in the checkpoint"),
@@ -88,3 +89,26 @@ def test_two_fits_into_one_run_folder_are_refused_before_either_writes(demo_dir,
     holder.communicate("\n", timeout=60)
     assert f"{root} is being written by pid {holder.pid}" in error and not (root / "checkpoints").exists()
     assert main(args) == 0 and main([*args, "--trainer.max_epochs=2", "--ckpt_path=last"]) == 0  # released each time
+
+
+def test_a_refused_fit_writes_no_checkpoint_and_a_fresh_fit_keeps_an_earlier_runs(
+    demo_dir, demo_shards, tmp_path, capsys
+):
+    """A fit refused in its setup writes no checkpoint (none for `--ckpt_path last` to pick up); a fit without
+    --ckpt_path into a run folder holding checkpoints is refused before it writes anything; Lightning's own
+    ModelCheckpoint in a config is refused naming RunCheckpoint."""
+    from llavaction.cli.train import main
+
+    root = tmp_path / "run"
+    args = demo_args(demo_dir, demo_shards, root, "--data.loader.samples_per_epoch=8", "--trainer.max_epochs=1")
+    assert "16 asked for (num_frames)" in one_line_exit(capsys, lambda: main([*args, "--data.num_frames=16"]))
+    assert not list(root.rglob("*.ckpt"))
+    assert main(args) == 0
+    files = {p: p.read_bytes() for p in sorted((root / "checkpoints").iterdir())}
+    error = one_line_exit(capsys, lambda: main(args))
+    assert f"{root / 'checkpoints'} holds an earlier run's checkpoints (epoch=0-step=2.ckpt, last.ckpt)" in error
+    assert "--ckpt_path last" in error
+    assert {p: p.read_bytes() for p in sorted((root / "checkpoints").iterdir())} == files
+    lightning = [*args, "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint"]
+    error = one_line_exit(capsys, lambda: main(lightning))
+    assert "lightning.pytorch.callbacks.ModelCheckpoint is not used here" in error and "RunCheckpoint" in error

@@ -3,7 +3,6 @@ family: its spec."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from transformers.models.internvl.modeling_internvl import InternVLVisionLayer
@@ -11,11 +10,11 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer
 
 from llavaction.model.family import REGISTRY, LmmsEvalModel, ModelFamily
-from llavaction.model.hf_layout import save_hf_layout
+from llavaction.model.hf_layout import ServingFiles, save_hf_layout
 from llavaction.model.internvl.config import MODEL_TYPE, PRESETS, InternVLConfig, square, with_token_ids
 from llavaction.model.internvl.model import InternVLModel
-from llavaction.model.internvl.processor import CHAT_TEMPLATE, processor_files
-from llavaction.model.internvl.prompt import SPECIAL_TOKENS
+from llavaction.model.internvl.processor import processor_files
+from llavaction.model.internvl.prompt import CONTEXT_IMAGE, SPECIAL_TOKENS, InternVLVideo
 
 
 def vision_flops(config: InternVLConfig, frames: int, frame_size: int) -> float:
@@ -37,13 +36,11 @@ def load(weights: str | Path, config: InternVLConfig, new_heads: bool) -> Intern
     return InternVLModel.from_pretrained(weights, config=config, allow_missing_heads=new_heads)
 
 
-def export(model: InternVLModel, state: dict, folder: Path, tokenizer, layout: str) -> None:
-    """transformers' layout with the processor files AutoProcessor reads (its frame rule written out), the action
-    heads beside it."""
-    save_hf_layout(model, folder, state, tokenizer, {})
-    for name, values in processor_files(model.config).items():
-        (folder / name).write_text(json.dumps(values, indent=2) + "\n")
-    (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE)  # the template that writes a video as `<video>\n`
+def export(model: InternVLModel, state: dict, folder: Path, tokenizer, layout: str, chat: InternVLVideo) -> None:
+    """transformers' layout with the processor files AutoProcessor reads (its frame rule written out) and a chat
+    template that writes a video as `<video>\n`, the action heads beside it."""
+    serving = ServingFiles(processor_files(model.config), chat, f"{CONTEXT_IMAGE}\n")
+    save_hf_layout(model, folder, state, tokenizer, {}, serving)
 
 
 INTERNVL = REGISTRY.register(

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 
@@ -24,6 +23,7 @@ from llavaction.model.base import (
 from llavaction.model.generation import Prefill
 from llavaction.model.hf_layout import load_hf_layout
 from llavaction.model.internvl.config import InternVLConfig
+from llavaction.model.pixels import normalize, processor_resize
 from llavaction.prompts.formats import ACTION_TOKEN_INDEX
 
 
@@ -60,18 +60,13 @@ class InternVLModel(VideoLanguageModel):
             "action_heads": self.action_head_parameters(),
         }
 
-    def preprocess(self, frames: torch.Tensor, clip_seconds: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 [B, T, H, W, 3] frames -> pixel values [B, T, 3, S, S]: resized to the tower's side where needed
-        (bicubic, antialiased, rounded to uint8 levels as the processor resizes uint8 frames), scaled to [0, 1] and
-        normalised (clip_seconds: unused)."""
+    def preprocess(self, frames: torch.Tensor, clips: list | None = None) -> torch.Tensor:
+        """uint8 [B, T, H, W, 3] frames -> pixel values [B, T, 3, S, S] as its processor makes them (model/pixels.py):
+        resized to the tower's side, normalised (clips: unused, a frame's time is its `FrameN:` label)."""
         batch, steps = frames.shape[:2]
         size = self.config.image_size
-        x = frames.permute(0, 1, 4, 2, 3).flatten(0, 1).float()
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True).round().clamp(0, 255)
-        mean = torch.tensor(self.config.image_mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.config.image_std, device=x.device).view(1, 3, 1, 1)
-        return ((x / 255.0 - mean) / std).unflatten(0, (batch, steps))
+        resized = processor_resize(frames.permute(0, 1, 4, 2, 3).flatten(0, 1), size, size)
+        return normalize(resized, self.config.image_mean, self.config.image_std).unflatten(0, (batch, steps))
 
     def encode_video(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[B, T, 3, S, S] -> [B, T * tokens_per_frame, D]: every frame through the tower and projector at once."""

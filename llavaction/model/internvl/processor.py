@@ -1,19 +1,9 @@
 """The processor files of an InternVL export: its frame rule written out (448 px frames or the tower's side, bicubic,
-its mean and std, no tiling for video frames), the visual tokens a frame takes, and the chat template that writes a
-video as `<video>\\n` (what InternVLProcessor expands, and serving engines read)."""
+its mean and std, no tiling for video frames) and the visual tokens a frame takes."""
 
 from __future__ import annotations
 
 from llavaction.model.internvl.config import InternVLConfig
-
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n'}}{% if message['content'] is string %}"
-    "{{ message['content'] }}{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
-    "{{ '<IMG_CONTEXT>\\n' }}{% elif content['type'] == 'video' %}{{ '<video>\\n' }}"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}"
-    "{{'<|im_end|>\\n'}}{% endfor %}"
-    "{% if add_generation_prompt %}{{'<|im_start|>assistant\\n' }}{% endif %}"
-)
 
 
 def processor_files(config: InternVLConfig) -> dict[str, dict]:

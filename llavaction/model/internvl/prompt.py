@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llavaction.prompts.formats import ACTION_TOKEN_INDEX, Encode, VideoFormat
+from llavaction.prompts.formats import ACTION_TOKEN_INDEX, ClipTiming, Encode, VideoFormat
 
 START_IMAGE, END_IMAGE, CONTEXT_IMAGE, VIDEO = "<img>", "</img>", "<IMG_CONTEXT>", "<video>"
 SPECIAL_TOKENS = (START_IMAGE, END_IMAGE, CONTEXT_IMAGE, VIDEO)
@@ -42,12 +42,10 @@ class InternVLVideo(VideoFormat):
     def special_tokens(self) -> tuple[str, ...]:
         return SPECIAL_TOKENS
 
-    def visual_ids(
-        self, num_frames: int, frame_size: int, clip_seconds: float, encode: Encode
-    ) -> tuple[list[int], int]:
+    def visual_ids(self, clip: ClipTiming, frame_size: int, encode: Encode) -> tuple[list[int], int]:
         frame = [self.start_id, *[self.context_id] * self.tokens_per_frame, self.end_id]
         ids: list[int] = []
-        for index in range(num_frames):
+        for index in range(clip.count):
             separator = "\n" if index else ""
             ids += encode(f"{separator}Frame{index + 1}: ") + frame
         ids += [ACTION_TOKEN_INDEX] * self.action_tokens

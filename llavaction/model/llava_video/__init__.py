@@ -40,7 +40,7 @@ def vision_flops(config: LlavaVideoConfig, frames: int, frame_size: int) -> floa
     return frames * (2 * layers * vit_layer_params(vision) * p + 4 * layers * p * p * dv + 2 * (dv * d + d * d) * p)
 
 
-def export(model: LlavaVideoModel, state: dict, folder: Path, tokenizer, layout: str) -> None:
+def export(model: LlavaVideoModel, state: dict, folder: Path, tokenizer, layout: str, chat=None) -> None:
     """'original': the lmms-lab layout (LlavaQwenForCausalLM) and the tokenizer; 'transformers':
     LlavaOnevisionForConditionalGeneration where it computes the same logits."""
     if layout == "transformers":
@@ -80,5 +80,6 @@ LLAVA_VIDEO = REGISTRY.register(
             "mm_spatial_pool_mode=bilinear",
         ),
         vllm_architecture="LlavaOnevisionForConditionalGeneration",
+        template_from_checkpoint=False,
     )
 )

@@ -77,9 +77,10 @@ class LlavaVideoModel(VideoLanguageModel):
             "action_heads": self.action_head_parameters(),
         }
 
-    def preprocess(self, frames: torch.Tensor, clip_seconds: torch.Tensor | None = None) -> torch.Tensor:
+    def preprocess(self, frames: torch.Tensor, clips: list | None = None) -> torch.Tensor:
         """uint8 [B, T, H, W, 3] frames -> pixel_values [B, T, 3, S, S]: resized to the tower's size if needed
-        (bilinear, antialiased) and normalised with the tower's mean and std (clip_seconds: unused here)."""
+        (bilinear, antialiased) and normalised with the tower's mean and std, as the reference does (clips:
+        unused)."""
         batch, steps = frames.shape[:2]
         x = frames.permute(0, 1, 4, 2, 3).flatten(0, 1).float().div_(255)
         size = self.config.image_size

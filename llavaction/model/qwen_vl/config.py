@@ -5,6 +5,7 @@ backbone for CPU tests and demos, and the published shapes for FLOP counts)."""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -20,7 +21,8 @@ MODEL_TYPES = {"qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl"}
 BACKBONE_OF_MODEL_TYPE = {value: key for key, value in MODEL_TYPES.items()}
 ACTION_TOKEN_MODES = ("one_token", "three_tokens")
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "flex_attention", "eager")
-# The processors' defaults where a checkpoint's files do not say (transformers' Qwen2VL and Qwen3VL video processors)
+# The published checkpoints' frame rules (their processor configs: Qwen2.5-VL-7B-Instruct's per frame, Qwen3-VL's per
+# clip), the presets' own
 RULES = {
     "qwen2_5_vl": FrameRule(),
     "qwen3_vl": FrameRule(
@@ -32,9 +34,16 @@ RULES = {
         per_clip_budget=True,
     ),
 }
+# What transformers' video processors assume when a checkpoint ships no processor config (Qwen2VLVideoProcessor's
+# 128 to 768 merged patches a frame, Qwen3VLVideoProcessor's 128 to 768 a clip): a folder without one reads as they do
+PROCESSOR_DEFAULTS = {
+    "qwen2_5_vl": replace(RULES["qwen2_5_vl"], min_pixels=128 * 28 * 28, max_pixels=768 * 28 * 28),
+    "qwen3_vl": replace(RULES["qwen3_vl"], min_pixels=128 * 32 * 32, max_pixels=768 * 32 * 32),
+}
 # Qwen2.5-VL's template opens with the default system turn; Qwen3-VL's has none unless given.
 SYSTEM_TURNS = {"qwen2_5_vl": SYSTEM_MESSAGE, "qwen3_vl": None}
-PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
+PROCESSOR_FILES = ("video_preprocessor_config.json", "processor_config.json", "preprocessor_config.json")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,8 +110,13 @@ class QwenVLConfig:
             video_token_id=self.hf["video_token_id"],
             vision_start_id=self.hf["vision_start_token_id"],
             vision_end_id=self.hf["vision_end_token_id"],
-            timestamps=self.backbone == "qwen3_vl",
+            timestamps=self.timestamps,
         )
+
+    @property
+    def timestamps(self) -> bool:
+        """Qwen3-VL: a timestamp and a vision block for each temporal group."""
+        return self.backbone == "qwen3_vl"
 
     def extra_tokens(self, num_frames: int) -> int:
         """Sequence positions the model adds beyond its input ids: none (the prompt holds every visual token)."""
@@ -154,37 +168,60 @@ class QwenVLConfig:
         )
 
 
-def rule_from_processor(directory: Path, backbone: str) -> FrameRule:
-    """The frame rule of a checkpoint's processor config (the video processor's first); the processor's defaults for
-    what it does not set."""
-    rule = RULES[backbone]
+def processor_values(directory: Path) -> dict | None:
+    """The video processor's values a checkpoint folder ships: video_preprocessor_config.json, else the
+    `video_processor` of processor_config.json (as transformers 5.1x saves it), else preprocessor_config.json (the
+    image processor's, which transformers' video processors then read); None without any."""
     for name in PROCESSOR_FILES:
         path = directory / name
         if not path.exists():
             continue
         values = json.loads(path.read_text())
-        size = values.get("size") or {}
-        found = {
-            "patch_size": values.get("patch_size"),
-            "merge_size": values.get("merge_size"),
-            "temporal_patch_size": values.get("temporal_patch_size"),
-            "min_pixels": values.get("min_pixels", size.get("shortest_edge")),
-            "max_pixels": values.get("max_pixels", size.get("longest_edge")),
-            "image_mean": tuple(values["image_mean"]) if values.get("image_mean") else None,
-            "image_std": tuple(values["image_std"]) if values.get("image_std") else None,
-        }
-        return replace(rule, **{k: v for k, v in found.items() if v is not None})
-    return rule
+        if name == "processor_config.json":
+            values = values.get("video_processor") or values.get("image_processor")
+            if not values:
+                continue
+        return values
+    return None
+
+
+def rule_from_processor(directory: Path, backbone: str) -> FrameRule:
+    """The frame rule of a checkpoint's processor config; the processor's defaults for what it does not set, and for
+    a folder without one (said in a warning naming the folder: its limits are transformers' defaults)."""
+    values = processor_values(directory)
+    rule = PROCESSOR_DEFAULTS[backbone]
+    if values is None:
+        log.warning(
+            "%s ships no processor config: its frames are read with transformers' defaults for %s (%d to %d pixels "
+            "%s), as its processor would read them",
+            directory,
+            backbone,
+            rule.min_pixels,
+            rule.max_pixels,
+            "a clip" if rule.per_clip_budget else "a frame",
+        )
+        return rule
+    size = values.get("size") or {}
+    found = {
+        "patch_size": values.get("patch_size"),
+        "merge_size": values.get("merge_size"),
+        "temporal_patch_size": values.get("temporal_patch_size"),
+        "min_pixels": values.get("min_pixels", size.get("shortest_edge")),
+        "max_pixels": values.get("max_pixels", size.get("longest_edge")),
+        "image_mean": tuple(values["image_mean"]) if values.get("image_mean") else None,
+        "image_std": tuple(values["image_std"]) if values.get("image_std") else None,
+    }
+    return replace(rule, **{k: v for k, v in found.items() if v is not None})
 
 
 def processor_config(config: QwenVLConfig) -> dict:
-    """The video processor config a checkpoint ships (video_preprocessor_config.json), from the frame rule."""
+    """The video processor config a checkpoint ships (video_preprocessor_config.json), from the frame rule: frames
+    taken as given (already sampled), every frame kept."""
     rule = config.rule
     kind = "Qwen3VLVideoProcessor" if config.backbone == "qwen3_vl" else "Qwen2VLVideoProcessor"
-    processor = "Qwen3VLProcessor" if config.backbone == "qwen3_vl" else "Qwen2_5_VLProcessor"
     return {
         "video_processor_type": kind,
-        "processor_class": processor,
+        "processor_class": processor_class(config),
         "patch_size": rule.patch_size,
         "merge_size": rule.merge_size,
         "temporal_patch_size": rule.temporal_patch_size,
@@ -194,8 +231,26 @@ def processor_config(config: QwenVLConfig) -> dict:
         "do_resize": True,
         "do_rescale": True,
         "do_normalize": True,
+        "do_sample_frames": False,
         "resample": 3,
         "rescale_factor": 1 / 255,
+    }
+
+
+def processor_class(config: QwenVLConfig) -> str:
+    return "Qwen3VLProcessor" if config.backbone == "qwen3_vl" else "Qwen2_5_VLProcessor"
+
+
+def processor_files(config: QwenVLConfig) -> dict[str, dict]:
+    """Every processor file an export ships: the video processor's, the image processor's (the same rule, per
+    image) and the processor's own."""
+    video = processor_config(config)
+    image = {k: v for k, v in video.items() if k not in ("video_processor_type", "do_sample_frames")}
+    image |= {"image_processor_type": "Qwen2VLImageProcessorFast"}
+    return {
+        "video_preprocessor_config.json": video,
+        "preprocessor_config.json": image,
+        "processor_config.json": {"processor_class": processor_class(config)},
     }
 
 

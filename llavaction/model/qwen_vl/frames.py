@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from llavaction.prompts.formats import ClipTiming
+
 
 def qwen2_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
     """Qwen2-VL / Qwen2.5-VL's frame rule (its processors' smart_resize): the nearest sides divisible by `factor`
@@ -97,10 +99,16 @@ class FrameRule:
         _, rows, columns = self.grid(num_frames, height, width)
         return rows * columns // self.merge_size**2
 
-    def group_times(self, num_frames: int, clip_seconds: float) -> list[float]:
-        """Qwen3-VL's timestamp of each temporal group: the mean of its first and last frame's time in the clip
-        (frames at the midpoints of equal parts of the clip; an odd count repeats the last)."""
-        times = [(i + 0.5) * clip_seconds / num_frames for i in range(num_frames)]
-        times += [times[-1]] * (self.padded_frames(num_frames) - num_frames)
+    def group_times(self, clip: ClipTiming) -> list[float]:
+        """Qwen3-VL's timestamp of each temporal group, as its processor computes it from the frames' indices and the
+        video's frame rate: the mean of the group's first and last frame's time (an odd count repeats the last)."""
+        indices = list(clip.frame_indices)
+        indices += [indices[-1]] * (self.padded_frames(len(indices)) - len(indices))
+        times = [index / clip.fps for index in indices]
         size = self.temporal_patch_size
         return [(times[i] + times[i + size - 1]) / 2 for i in range(0, len(times), size)]
+
+    def seconds_per_group(self, clip: ClipTiming) -> float:
+        """Qwen2.5-VL's time step of a temporal group, as its processor computes it (second_per_grid_ts): the
+        group's frames over the frames shown a second."""
+        return self.temporal_patch_size / clip.sampled_fps

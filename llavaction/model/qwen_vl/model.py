@@ -10,16 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from llavaction.model.base import Run, VideoLanguageModel, check_attention, check_head_layers, layers_read, unpack_rows
 from llavaction.model.generation import Prefill
-from llavaction.model.hf_layout import load_hf_layout, save_hf_layout
-from llavaction.model.qwen_vl.config import QwenVLConfig, processor_config
-from llavaction.prompts.formats import ACTION_TOKEN_INDEX
+from llavaction.model.hf_layout import load_hf_layout
+from llavaction.model.pixels import normalize, processor_resize
+from llavaction.model.qwen_vl.config import QwenVLConfig
+from llavaction.model.qwen_vl.positions import mrope_positions
+from llavaction.prompts.formats import ACTION_TOKEN_INDEX, ClipTiming
 
 
 @dataclass
@@ -93,20 +94,15 @@ class QwenVLModel(VideoLanguageModel):
             "action_heads": self.action_head_parameters(),
         }
 
-    def preprocess(self, frames: torch.Tensor, clip_seconds: torch.Tensor | None = None) -> QwenPixels:
-        """uint8 [B, T, S, S, 3] frames -> the vision encoder's patches, as the backbone's video processor makes them:
-        resized to the frame rule's grid (bicubic, antialiased), the last frame repeated to whole temporal groups,
-        scaled to [0, 1], normalised, cut into patches in the processor's order."""
+    def preprocess(self, frames: torch.Tensor, clips: list[ClipTiming] | None = None) -> QwenPixels:
+        """uint8 [B, T, S, S, 3] frames -> the vision encoder's patches, as the backbone's video processor makes them
+        (model/pixels.py): resized to the frame rule's grid, normalised, the last frame repeated to whole temporal
+        groups, cut into patches in the processor's order; each clip's time step from its frames' timing (clips;
+        None: frames evenly over one second a frame)."""
         rule = self.config.rule
         batch, steps, height, width = frames.shape[:4]
-        resized_height, resized_width = rule.resized(steps, height, width)
-        x = frames.permute(0, 1, 4, 2, 3).flatten(0, 1).float()
-        if (height, width) != (resized_height, resized_width):
-            x = F.interpolate(x, size=(resized_height, resized_width), mode="bicubic", antialias=True)
-            x = x.round().clamp(0, 255)  # the processor resizes uint8 frames
-        mean = torch.tensor(rule.image_mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(rule.image_std, device=x.device).view(1, 3, 1, 1)
-        x = ((x / 255.0 - mean) / std).unflatten(0, (batch, steps))
+        resized = processor_resize(frames.permute(0, 1, 4, 2, 3).flatten(0, 1), *rule.resized(steps, height, width))
+        x = normalize(resized, rule.image_mean, rule.image_std).unflatten(0, (batch, steps))
         if pad := rule.padded_frames(steps) - steps:
             x = torch.cat([x, x[:, -1:].expand(-1, pad, -1, -1, -1)], dim=1)
         groups, rows, columns = rule.grid(steps, height, width)
@@ -115,8 +111,8 @@ class QwenVLModel(VideoLanguageModel):
         x = x.permute(0, 1, 4, 7, 5, 8, 3, 2, 6, 9)
         values = x.reshape(batch * groups * rows * columns, 3 * temporal * patch * patch)
         grid = torch.tensor([[groups, rows, columns]] * batch, device=frames.device)
-        seconds = torch.zeros(batch) if clip_seconds is None else clip_seconds.float().cpu()
-        return QwenPixels(values, grid, seconds * temporal / steps)
+        clips = clips or [ClipTiming(tuple(range(steps)), 24.0, steps)] * batch
+        return QwenPixels(values, grid, torch.tensor([rule.seconds_per_group(clip) for clip in clips]))
 
     def encode_video(self, pixels: QwenPixels) -> QwenVisual:
         """The clips' merged visual tokens (and Qwen3-VL's deepstack features)."""
@@ -128,22 +124,19 @@ class QwenVLModel(VideoLanguageModel):
             deepstack = [list(layer) for layer in deepstack]
         return QwenVisual(list(out.pooler_output), deepstack, pixels.grid, pixels.seconds_per_group)
 
-    def mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return (input_ids == self.hf.config.video_token_id).int() * 2
-
     def positions(self, input_ids: torch.Tensor, mask: torch.Tensor, visual: QwenVisual) -> torch.Tensor:
-        """[3, B, S] M-RoPE positions of the rows, by the model's own get_rope_index (padding left at 0)."""
-        extra = {}
-        if self.config.backbone == "qwen2_5_vl":
-            extra["second_per_grid_ts"] = visual.seconds_per_group.to(input_ids.device)
-        positions, _ = self.hf.model.get_rope_index(
-            input_ids.clamp(min=0),
-            self.mm_token_type_ids(input_ids),
-            video_grid_thw=visual.grid.to(input_ids.device),
-            attention_mask=mask,
-            **extra,
-        )
-        return positions
+        """[3, B, S] M-RoPE positions of the rows by the released models' rule (model/qwen_vl/positions.py): Qwen2.5-VL
+        a block a clip, Qwen3-VL a block a temporal group."""
+        merge = self.config.rule.merge_size
+        grids = []
+        for groups, rows, columns in visual.grid.tolist():
+            if self.config.timestamps:
+                grids.append([(1, rows // merge, columns // merge)] * groups)
+            else:
+                grids.append([(groups, rows // merge, columns // merge)])
+        seconds = visual.seconds_per_group.tolist()
+        per_second = float(self.config.vision.get("tokens_per_second") or 1)
+        return mrope_positions(input_ids, mask, self.hf.config.video_token_id, grids, seconds, per_second)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings with the learned action token(s) at their placeholders."""
@@ -247,14 +240,3 @@ class QwenVLModel(VideoLanguageModel):
         folder = resolve(directory)
         config = config or QwenVLConfig.from_checkpoint(folder)
         return load_hf_layout(cls, folder, config, config.hf_class(), allow_missing_heads)
-
-    def save_pretrained(
-        self, directory: str | Path, state: dict[str, torch.Tensor] | None = None, tokenizer=None
-    ) -> None:
-        """transformers' own layout (config.json, safetensors, the video processor config) that
-        AutoModelForImageTextToText.from_pretrained loads and serving engines read, the action heads beside it."""
-        import json
-
-        directory = Path(directory)
-        save_hf_layout(self, directory, state, tokenizer, {"frame_size": self.config.frame_size})
-        (directory / "video_preprocessor_config.json").write_text(json.dumps(processor_config(self.config), indent=2))

@@ -7,9 +7,10 @@ from pathlib import Path
 from torch import nn
 
 from llavaction.model.family import LmmsEvalModel, ModelFamily
-from llavaction.model.qwen_vl.config import MODEL_TYPES, QWEN_PRESETS, QwenVLConfig, with_token_ids
+from llavaction.model.hf_layout import ServingFiles, save_hf_layout
+from llavaction.model.qwen_vl.config import MODEL_TYPES, QWEN_PRESETS, QwenVLConfig, processor_files, with_token_ids
 from llavaction.model.qwen_vl.model import QwenVLModel
-from llavaction.model.qwen_vl.prompt import VISION_TOKENS
+from llavaction.model.qwen_vl.prompt import IMAGE_BLOCK, VISION_TOKENS, QwenVideo
 
 
 def vision_flops(config: QwenVLConfig, frames: int, frame_size: int) -> float:
@@ -36,9 +37,11 @@ def load(weights: str | Path, config: QwenVLConfig, new_heads: bool) -> QwenVLMo
     return QwenVLModel.from_pretrained(weights, config=config, allow_missing_heads=new_heads)
 
 
-def export(model: QwenVLModel, state: dict, folder: Path, tokenizer, layout: str) -> None:
-    """transformers' own layout in either case (it is the original one), the action heads in a file beside it."""
-    model.save_pretrained(folder, state=state, tokenizer=tokenizer)
+def export(model: QwenVLModel, state: dict, folder: Path, tokenizer, layout: str, chat: QwenVideo) -> None:
+    """transformers' own layout in either case (it is the original one), with the processor files and chat template
+    serving engines read, the action heads in a file beside it."""
+    serving = ServingFiles(processor_files(model.config), chat, IMAGE_BLOCK)
+    save_hf_layout(model, folder, state, tokenizer, {"frame_size": model.config.frame_size}, serving)
 
 
 def qwen_family(backbone: str, title: str, blocks: tuple[type[nn.Module], ...], vllm: str) -> ModelFamily:
