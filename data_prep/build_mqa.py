@@ -8,7 +8,6 @@ Every random choice is seeded from (seed, narration_id), so a file is identical 
 
 from __future__ import annotations
 
-import json
 import random
 import string
 import sys
@@ -18,105 +17,31 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from llavaction.benchmark.card import card_path, make_card
-from llavaction.ek100.annotations import EpicAnnotations, Segment, action_id, noun_text, parse_action, verb_text
+from data_prep.distractors import (
+    Action,
+    ActionPredictions,
+    annotation_distractors,
+    prediction_options,
+    random_distractors,
+)
+from llavaction.benchmark.card import TIERS, card_path, make_card
+from llavaction.ek100.annotations import EpicAnnotations, Segment, action_id, noun_text, verb_text
 from llavaction.ek100.inputs import absent_inputs, drop_past_video_end
 from llavaction.prompts.wording import reference_number
-from llavaction.utils.files import exclusive_output
+from llavaction.utils.files import check_apart, exclusive_output
 from llavaction.utils.jsonl import write_json, write_jsonl
 from llavaction.utils.options import main_of
 from llavaction.utils.version import code_version
 
-Distractors = Literal["random", "predictions", "annotations"]
+Distractors = Literal[TIERS]  # one list of tiers: the card checks its own against it
 Representation = Literal["narration", "official_key"]
 TEMPORAL_PAD_SEC = 5.0
 SWEEP_SUFFIX = ".sweep.json"
-
-Action = tuple[int, int]
 
 
 def item_rng(seed: int, narration_id: str, purpose: str) -> random.Random:
     """A generator private to one item and one purpose; str seeds hash with SHA-512, stable across processes."""
     return random.Random(f"{seed}:{narration_id}:{purpose}")
-
-
-def random_distractors(gt: Action, vocabulary: list[Action], k: int, rng: random.Random) -> list[Action]:
-    """k distinct wrong actions drawn uniformly from the vocabulary."""
-    wrong = [a for a in vocabulary if a != gt]
-    if len(wrong) < k:
-        raise ValueError(f"the action vocabulary holds {len(wrong)} wrong actions, fewer than {k}")
-    return rng.sample(wrong, k)
-
-
-def annotation_distractors(
-    gt: Action, vocabulary: list[Action], counts: dict[Action, int], k: int, rng: random.Random
-) -> list[Action]:
-    """Hard distractors from the annotations alone: actions sharing the verb or the noun with the ground truth, drawn
-    without replacement with probability proportional to (training count + 1); topped up uniformly if too few."""
-    related = [a for a in vocabulary if a != gt and (a[0] == gt[0] or a[1] == gt[1])]
-    chosen: list[Action] = []
-    while related and len(chosen) < k:
-        pick = rng.choices(range(len(related)), weights=[counts.get(a, 0) + 1 for a in related])[0]
-        chosen.append(related.pop(pick))
-    if len(chosen) < k:
-        rest = [a for a in vocabulary if a != gt and a not in chosen]
-        chosen += rng.sample(rest, k - len(chosen))
-    return chosen
-
-
-class ActionPredictions:
-    """An action model's ranked predictions: a JSON {key: {"predictions": ["verb:noun", ...]}} keyed by narration_id,
-    or like the reference's files by the segment's 0-based data row in the CSV (its own row, so a skipped bad row
-    shifts nothing). Errors name the file and the segment."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            self.entries = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}: not UTF-8 text ({err.reason})") from None
-        if not isinstance(self.entries, dict):
-            raise ValueError(f"{path}: expected a JSON object {{key: {{'predictions': [...]}}}}")
-
-    def ranked(self, segment: Segment, classes: tuple[int, int]) -> list[Action]:
-        """The distinct actions predicted for a segment, in rank order; `classes`: the verb and noun class counts."""
-        key = segment.narration_id if segment.narration_id in self.entries else str(segment.row)
-        if key not in self.entries:
-            raise KeyError(f"{self.path}: no predictions for {segment.narration_id} (data row {segment.row})")
-        entry = self.entries[key]
-        if not isinstance(entry, dict) or not isinstance(entry.get("predictions"), list):
-            raise ValueError(f"{self.path}: {segment.narration_id}: expected {{'predictions': ['verb:noun', ...]}}")
-        ranked: list[Action] = []
-        for text in entry["predictions"]:
-            try:
-                action = parse_action(text)
-            except ValueError as err:
-                raise ValueError(f"{self.path}: {segment.narration_id}: {err}") from None
-            if not (0 <= action[0] < classes[0] and 0 <= action[1] < classes[1]):
-                raise ValueError(f"{self.path}: {segment.narration_id}: {text} names a class the class lists lack")
-            if action not in ranked:
-                ranked.append(action)
-        return ranked
-
-
-def prediction_options(
-    gt: Action, ranked: list[Action], k: int, train: bool, benchmark: bool, rng: random.Random, key: str
-) -> list[Action]:
-    """Train: k-1 wrong actions sampled from the top-2k plus the ground truth. Validation: the top-k in rank order;
-    with benchmark the ground truth replaces the k-th when absent; without it the ground truth may be missing."""
-    if train:
-        pool = [a for a in ranked[: 2 * k] if a != gt]
-        if len(pool) < k - 1:
-            raise ValueError(f"predictions for {key}: only {len(pool)} wrong actions in the top {2 * k}, need {k - 1}")
-        return [gt] + rng.sample(pool, k - 1)
-    top = ranked[:k]
-    if len(top) < k:
-        raise ValueError(f"predictions for {key}: {len(top)} distinct actions, need {k}")
-    if benchmark and gt not in top:
-        top[-1] = gt
-    return top
 
 
 def narration_distractor(action: Action, taken: set[str], ann: EpicAnnotations, rng: random.Random) -> str:
@@ -288,14 +213,15 @@ class BuildOptions:
     temporal_out: Path | None = None
 
     def __post_init__(self):
+        option, tier_option = ("--sweep_options", "--sweep_tiers") if self.sweep else ("--num_options", "--distractors")
         for k in self.sweep_options if self.sweep else (self.num_options,):
             if isinstance(k, bool) or not 2 <= k <= 26:
-                raise ValueError(f"--num_options must be between 2 and 26, got {k}")
+                raise ValueError(f"{option} must be between 2 and 26, got {k}")
         tiers = self.sweep_tiers if self.sweep else (self.distractors,)
         if self.sweep and not (tiers and self.sweep_options):
             raise ValueError("--sweep needs at least one tier (--sweep_tiers) and one K (--sweep_options)")
         if ("predictions" in tiers) != (self.predictions is not None):
-            raise ValueError("--predictions FILE goes with --distractors predictions, and only with it")
+            raise ValueError(f"--predictions FILE goes with {tier_option} predictions, and only with it")
         if self.benchmark and self.split != "validation":
             raise ValueError("--benchmark applies to the validation split")
 
@@ -312,8 +238,17 @@ def check_sizes(ann: EpicAnnotations, num_options: int) -> None:
 
 
 def run(options: BuildOptions) -> int:
+    check_apart(written_files(options), {"--annotations": options.annotations, "--predictions": options.predictions})
     with exclusive_output(options.out):  # one writer of these questions at a time
         return build(options)
+
+
+def written_files(args: BuildOptions) -> dict[str, list[Path]]:
+    """Every file the command writes, by the option that names it (none may be an input, nor two the same)."""
+    files = [path for _, _, out in builds(args) for path in (out, card_path(out))]
+    files += [args.out.with_name(args.out.stem + SWEEP_SUFFIX)] if args.sweep else []
+    files += [args.out.with_suffix(".skipped.jsonl")] if args.skip_bad else []
+    return {"--out": files, "--narration_out": [args.narration_out], "--temporal_out": [args.temporal_out]}
 
 
 def sweep_path(out: Path, tier: str, num_options: int) -> Path:
@@ -365,6 +300,8 @@ def build(args: BuildOptions) -> int:
             write_jsonl(path, [task_record(task, segment, ann, priors, args.seed) for segment in ann.segments])
     if args.skip_bad:
         write_jsonl(args.out.with_suffix(".skipped.jsonl"), [asdict(s) for s in ann.skipped])
+    sizes = f"[{len(ann.verbs)}, {len(ann.nouns)}, {len(ann.vocabulary)}]"
+    print(f"class counts (verbs, nouns, actions in the vocabulary): {sizes}, model.action.types", file=sys.stderr)
     return 0
 
 

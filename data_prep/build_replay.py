@@ -35,7 +35,7 @@ from data_prep.tasks import ArrayTask
 from llavaction.data.sampling import SamplingStrategy
 from llavaction.data.video import VideoError, video_duration
 from llavaction.utils.checks import check_count
-from llavaction.utils.files import exclusive_output, safe_name
+from llavaction.utils.files import check_apart, exclusive_output, safe_name
 from llavaction.utils.jsonl import read_jsonl, write_json, write_jsonl
 from llavaction.utils.options import main_of
 
@@ -171,8 +171,11 @@ def run(args: ReplayOptions) -> int:
     else:
         usable = [(path, SamplingStrategy("all")) for path in args.conversations]
     task = ArrayTask.from_args(args.num_tasks, args.task_index)
-    records, skipped = build(usable, args.videos, args.seed, task)
     out = output_of(args.out, task)
+    written = [out, out.with_suffix(".skipped.jsonl")] + ([out.with_suffix(".json")] if task is not None else [])
+    inputs = {"--data_yaml": args.data_yaml, "--conversations": [path for path, _ in usable], "--videos": args.videos}
+    check_apart({"--out": written}, inputs)
+    records, skipped = build(usable, args.videos, args.seed, task)
     write_jsonl(out.with_suffix(".skipped.jsonl"), skipped)  # first: an error below points to it
     if task is not None:  # a part: its records, even none, and a manifest the merge checks
         write_jsonl(out, records)

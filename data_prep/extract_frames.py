@@ -16,6 +16,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +33,19 @@ from data_prep.shard_writer import (
     questions_digest,
     shard_index,
 )
-from data_prep.stores import addition_name, clips_to_add, list_addition
+from data_prep.stores import (
+    addition_name,
+    check_extraction_folder,
+    claim_array_root,
+    clips_to_add,
+    list_addition,
+)
 from data_prep.tasks import ArrayTask
 from llavaction.benchmark.card import copy_card_into, read_card
 from llavaction.data.shards import CONVERSATIONS_FILE, INDEX_FILE, SIZES_FILE, index_entry
 from llavaction.ek100.annotations import EpicAnnotations
 from llavaction.utils.checks import check_count
-from llavaction.utils.files import exclusive_output, remove_stale_temporaries
+from llavaction.utils.files import check_apart, exclusive_output, remove_stale_temporaries
 from llavaction.utils.jsonl import read_jsonl, write_json
 from llavaction.utils.options import main_of
 
@@ -98,8 +105,12 @@ def extract(
     set."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: an existing file; --out is the folder of the shards")
-    folder = out if task is None else out / task.part_name
+    folder = out
+    if task is not None:
+        claim_array_root(out)
+        folder = out / task.part_name
     with exclusive_output(folder):
+        check_extraction_folder(folder, resume)
         return _extract(records, folder, config, workers, resume, task)
 
 
@@ -126,9 +137,11 @@ def _extract(
     digest = questions_digest(records)  # of the whole question file: every part of an array records the same
     if task is not None:
         records = task_videos(records, task, config.num_frames)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)  # a killed run's, safe to remove while this process holds the folder
     progress = load_progress(out, config, resume, digest, task)
+    if progress["next_position"] >= len(records) and (out / SIZES_FILE).exists():
+        # --resume of a finished run: nothing to do, and its listing (with any additions since) left as it is
+        return json.loads((out / REPORT_FILE).read_text())
+    remove_stale_temporaries(out)  # a killed run's, safe to remove while this process holds the folder
     # the finished shards' entries only, on whole lines, before this run appends its own
     kept = shard_index(out, progress["shards"])
     (out / INDEX_PARTS_FILE).write_text(
@@ -140,16 +153,18 @@ def _extract(
     todo = records[done:]
     writer = ShardWriter(out, config, progress, entries)
     jobs = video_jobs(todo, config, decoder_threads=1)
-    bar = tqdm(total=len(records), initial=done, desc="extract", unit="sample", mininterval=1)
     position = done
-    with multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else _Inline() as pool:
+    context = multiprocessing.get_context("spawn")
+    with (
+        tqdm(total=len(records), initial=done, desc="extract", unit="sample", mininterval=1) as bar,
+        context.Pool(workers, initializer=ignore_interrupts) if workers > 1 else _Inline() as pool,
+    ):
         for results in pool.imap(decode_video, jobs):
             for result in results:
                 writer.add(position, result)
                 position += 1
             bar.update(len(results))
     writer.flush()
-    bar.close()
     sizes = progress["shards"]
     write_json(out / INDEX_FILE, shard_index(out, sizes))
     write_json(out / SIZES_FILE, sizes)
@@ -167,6 +182,11 @@ def _extract(
     }
     write_json(out / REPORT_FILE, report)
     return report
+
+
+def ignore_interrupts() -> None:
+    """A decoding worker leaves Ctrl-C to the command (which stops the pool and says so in one line)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _Inline:
@@ -244,6 +264,8 @@ class ExtractOptions:
 
 
 def run(args: ExtractOptions) -> int:
+    inputs = {"--questions": args.questions, "--annotations": args.annotations, "--videos": args.videos}
+    check_apart({"--out": args.out}, inputs, folders=True)
     card = read_card(args.questions) if args.questions else None  # a file changed since its build is refused
     records = read_jsonl(args.questions) if args.questions else segment_records(args.annotations, args.split)
     if not records:
@@ -272,8 +294,17 @@ def run(args: ExtractOptions) -> int:
 
 
 def add_clips(records: list[dict], args: ExtractOptions, config: ExtractConfig, task: ArrayTask | None) -> int:
-    """--add: the clips the store lacks, extracted into it (data_prep.stores); by an array of tasks, each extracts
-    its share into the addition's part folder and merge_shards of the addition lists it in the store."""
+    """--add: the clips the store lacks, extracted into it (data_prep.stores), the store held from reading its clips
+    to listing the addition, so a second writer is refused at once; by an array of tasks, each extracts its share
+    into the addition's part folder and merge_shards of the addition lists it in the store (checking, under the
+    store's lock, that no other run listed those clips meanwhile)."""
+    if task is None:
+        with exclusive_output(args.out):
+            return _add_clips(records, args, config, task)
+    return _add_clips(records, args, config, task)
+
+
+def _add_clips(records: list[dict], args: ExtractOptions, config: ExtractConfig, task: ArrayTask | None) -> int:
     new = clips_to_add(records, args.out, config)
     if not new:
         print(f"{args.out} holds the clips of every question of {args.questions}: nothing to add", file=sys.stderr)

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.stores import is_addition, list_addition
+from data_prep.stores import check_merge_root, is_addition, list_addition
 from data_prep.tasks import PART_NAME
 from llavaction.data.shards import CONVERSATIONS_FILE, INDEX_FILE, SIZES_FILE
 from llavaction.utils.files import exclusive_output
@@ -53,6 +53,7 @@ def find_parts(folder: Path, suffix: str = "") -> tuple[int, dict[int, Path]]:
 def merge_shard_sets(out: Path) -> dict:
     """Merge the shard parts of OUT; returns the merged report."""
     count, parts = find_parts(out)
+    check_merge_root(out, [part.name for part in parts.values()])
     reports = {}
     for index, part in parts.items():
         if not (part / SIZES_FILE).exists():

@@ -448,13 +448,13 @@ class SaveRestoredState(L.Callback):
 # ---- evaluation ----------------------------------------------------------------------------------------------------
 
 
-def original_checkpoint_at(demo_dir, folder):
+def original_checkpoint_at(demo_dir, folder, seed: int = 0):
     """A random-init tiny model in the original checkpoint layout, with the demo tokenizer."""
     from transformers import AutoTokenizer
 
     from llavaction.model.llava_video import LlavaVideoModel, preset
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     LlavaVideoModel(preset("tiny")).save_pretrained(folder)
     AutoTokenizer.from_pretrained(str(demo_dir / "tokenizer")).save_pretrained(folder)
     return folder

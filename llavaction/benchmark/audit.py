@@ -128,8 +128,12 @@ def audit_text(name: str, audit: dict) -> str:
     hard, blind = audit["distractor_hardness"], audit["blind_baselines"]
 
     def count(key: str) -> str:
+        """'2 in 1 questions, e.g. P01_01_3' (the examples' ids; the JSON has them whole)."""
         finding = audit[key]
-        return f"{finding['occurrences']} in {finding['questions']} questions"
+        ids = [example["narration_id"] for example in finding["examples"]]
+        return f"{finding['occurrences']} in {finding['questions']} questions" + (
+            f", e.g. {', '.join(ids)}" if ids else ""
+        )
 
     def accuracy(key: str) -> str:
         figure = blind[key]

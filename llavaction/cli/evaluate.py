@@ -96,8 +96,10 @@ class CandidatesOptions:
 def run_candidates(options: CandidatesOptions) -> int:
     from llavaction.evaluation.candidates import ranked_actions
     from llavaction.evaluation.ek100 import load_scores
+    from llavaction.utils.files import check_apart
     from llavaction.utils.jsonl import write_json
 
+    check_apart({"--out": options.out}, {"--scores": options.scores})
     scores = load_scores(options.scores)
     ranked = ranked_actions(scores["verb_output"], scores["noun_output"], scores["narration_id"], options.top)
     write_json(options.out, ranked)
@@ -109,9 +111,10 @@ def run_class_scores(options: ClassScoresOptions) -> int:
     import numpy as np
 
     from llavaction.evaluation.candidates import candidate_class_scores
-    from llavaction.utils.files import atomic_output
+    from llavaction.utils.files import atomic_output, check_apart
     from llavaction.utils.jsonl import read_jsonl
 
+    check_apart({"--out": options.out}, {"--predictions": options.predictions})
     if options.out.is_dir():
         raise IsADirectoryError(f"{options.out}: --out is a directory; give a .npz file name")
     scores = candidate_class_scores(read_jsonl(options.predictions), source=str(options.predictions))
@@ -143,8 +146,10 @@ class EK100Options:
 def run_ek100(options: EK100Options) -> int:
     from llavaction.ek100.metrics import METRIC_KEYS
     from llavaction.evaluation.ek100 import ek100_metrics, load_scores
+    from llavaction.utils.files import check_apart
     from llavaction.utils.jsonl import write_json
 
+    check_apart({"--out": options.out}, {"--scores": options.scores, "--annotations": options.annotations})
     figures = ek100_metrics(
         load_scores(options.scores),
         options.annotations,
@@ -157,6 +162,9 @@ def run_ek100(options: EK100Options) -> int:
     for key in METRIC_KEYS:
         interval = intervals.get(key)
         around = f"  [{interval['low']:.2f}, {interval['high']:.2f}]" if interval else ""
+        if figures[key] is None:
+            print(f"{key:32s}     n/a  (not applicable: {figures['not_applicable'][key]} in these annotations)")
+            continue
         print(f"{key:32s} {figures[key]:7.2f}{around}")
     first = next(iter(intervals.values()))
     print(
@@ -188,17 +196,24 @@ class SubmissionOptions:
 
 def run_submission(options: SubmissionOptions) -> int:
     from llavaction.evaluation.ek100 import load_scores, write_submission
+    from llavaction.utils.files import check_apart
 
+    check_apart({"--out": options.out}, {"--scores": options.scores})
     write_submission(load_scores(options.scores), options.out, options.sls_pt, options.sls_tl, options.sls_td)
     print(f"submission -> {options.out}")
     return 0
 
 
 def run_lmms_export(options: LmmsExport) -> int:
-    from llavaction.evaluation.lmms_eval import TASK, export_lmms_task
+    from llavaction.evaluation.lmms_eval import EXPORTED_MODEL, TASK, export_lmms_task
 
     exported, settings = export_lmms_task(options)
     print(f"{exported} questions -> lmms-eval task folder {options.out} ({settings})")
+    if settings.model_folder == EXPORTED_MODEL:
+        print(
+            f"lmms-eval reads a model folder, not a Lightning .ckpt: first `llavaction export --checkpoint "
+            f"{options.checkpoint} --out {EXPORTED_MODEL}` (a folder of your choice, named below)"
+        )
     print(f"run it with: {settings.command(options.out, options.group or TASK)}")
     return 0
 
@@ -227,19 +242,22 @@ class CompareOptions:
 
 def run_compare(options: CompareOptions) -> int:
     from llavaction.benchmark.uncertainty import record_interval
-    from llavaction.evaluation.report import compare_records, load_predictions, paired
+    from llavaction.evaluation.report import check_same_rule, compare_records, load_predictions, paired
+    from llavaction.utils.files import check_apart
     from llavaction.utils.jsonl import write_json
 
     folders = [run.parent if run.suffix == ".jsonl" else run for run in options.runs]
+    check_apart({"--out": options.out}, {"runs": folders})
     a, b = (load_predictions(folder) for folder in folders)
+    rule = check_same_rule((folders[0], a), (folders[1], b))
     b, a_by_id = paired(b, a, options.intersection, folders[0])
     comparison = compare_records(a_by_id, b)
     intervals = [record_interval(list(a_by_id.values())), record_interval(b)]
     for name, folder, interval in zip("AB", folders, intervals):
         print(f"{name}: {interval.text()} {folder}")
-    print(f"B - A: {comparison.text()}")
+    print(f"B - A: {comparison.text()} (both scored by {rule})")
     if options.out:
-        result = comparison.as_dict() | {"a": str(folders[0]), "b": str(folders[1])}
+        result = comparison.as_dict() | {"a": str(folders[0]), "b": str(folders[1]), "rule": rule}
         write_json(options.out, result | {"a_accuracy": intervals[0].as_dict(), "b_accuracy": intervals[1].as_dict()})
     return 0
 

@@ -19,7 +19,8 @@ class ExportOptions:
 
     Args:
         checkpoint: a Lightning checkpoint file, an original checkpoint folder or a model-hub id.
-        out: the folder to write (replaced as a whole, only once the new export is complete).
+        out: the folder to write: new, empty or an earlier export (replaced as a whole, only once the new export is
+            complete); any other folder is refused.
         layout: 'original': the family's own layout (LLaVA-Video: lmms-lab's; the others: transformers', action heads in
             files beside); 'transformers': transformers' own class for every family (LLaVA-Video:
             LlavaOnevisionForConditionalGeneration, refused unless it computes the same logits).
@@ -33,14 +34,18 @@ class ExportOptions:
 
 
 def export(options: ExportOptions) -> int:
-    from llavaction.evaluation.checkpoint_format import check_export_layout, export_model
+    from llavaction.evaluation.checkpoint_format import EXPORT_COMMAND, check_export_layout, export_model
     from llavaction.evaluation.checkpoints import LoadedCheckpoint
-    from llavaction.utils.files import exclusive_output
+    from llavaction.utils.files import check_apart, check_output_folder, exclusive_output
 
-    loaded = LoadedCheckpoint.open(options.checkpoint, options.tokenizer)
-    module = loaded.module(None)
-    check_export_layout(module.family, module.config, options.layout)
+    check_apart(
+        {"--out": options.out}, {"--checkpoint": options.checkpoint, "--tokenizer": options.tokenizer}, folders=True
+    )
     with exclusive_output(options.out):
+        check_output_folder(options.out, EXPORT_COMMAND)  # before the checkpoint is read; again when written
+        loaded = LoadedCheckpoint.open(options.checkpoint, options.tokenizer)
+        module = loaded.module(None)
+        check_export_layout(module.family, module.config, options.layout)
         export_model(
             module.family,
             module.model,

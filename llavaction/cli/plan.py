@@ -27,7 +27,7 @@ from llavaction.data.datamodule import EpicDataModule
 from llavaction.data.plan import format_table, resumed_parts, source_label, summarize, world_size_of
 from llavaction.training.resume import plan_resume
 from llavaction.utils.errors import run_cli
-from llavaction.utils.files import atomic_output
+from llavaction.utils.files import atomic_output, check_apart
 
 
 def plan_parser_arguments(parser) -> None:
@@ -69,6 +69,23 @@ def planned_data(args: list[str]):
     return config, EpicDataModule(**data)
 
 
+def config_files(args: list[str]) -> list[str]:
+    """The config files of a command line (`--config FILE` or `--config=FILE`)."""
+    given = [value for name, value in zip(args, args[1:]) if name == "--config"]
+    return given + [arg.split("=", 1)[1] for arg in args if arg.startswith("--config=")]
+
+
+def data_paths(value) -> list[str]:
+    """Every string in the data section (sources, stores, question files): those on disk are what the plan reads."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return [path for item in value.values() for path in data_paths(item)]
+    if isinstance(value, (list, tuple)):
+        return [path for item in value for path in data_paths(item)]
+    return [value] if isinstance(value, str) else []
+
+
 def shown_parts(config, data, world: int) -> tuple[int, list[tuple]]:
     """The epoch to show and its (planner, part) pairs: one (the whole epoch's planner, None), or a resumed epoch's
     parts (--ckpt_path), planned as a fit resuming that checkpoint on `world` ranks plans them."""
@@ -92,7 +109,11 @@ def shown_parts(config, data, world: int) -> tuple[int, list[tuple]]:
 
 def main(args: list[str] | None = None) -> int:
     def run() -> int:
-        config, data = planned_data(sys.argv[1:] if args is None else list(args))
+        given = sys.argv[1:] if args is None else list(args)
+        config, data = planned_data(given)
+        if config.out:
+            inputs = {"--config": config_files(given), "data": data_paths(config.data), "--ckpt_path": config.ckpt_path}
+            check_apart({"--out": config.out}, inputs)
         world = config.world_size or world_size_of(config.trainer.as_dict())
         epoch, parts = shown_parts(config, data, world)
         rows = [] if config.out else None

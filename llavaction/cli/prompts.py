@@ -37,10 +37,14 @@ class RenderOptions(QuestionOptions):
 
 def run_render(options: RenderOptions) -> int:
     from llavaction.benchmark.answers import chosen_option_texts
+    from llavaction.data.store import read_questions_file
     from llavaction.evaluation.checkpoints import LoadedCheckpoint, TrainedSettings, question_settings
     from llavaction.prompts.encoding import render
+    from llavaction.utils.files import check_apart
     from llavaction.utils.jsonl import read_jsonl, write_jsonl
 
+    inputs = {"--questions": options.questions, "--checkpoint": options.checkpoint}
+    check_apart({"--out": options.out}, inputs | {"--pseudo_predictions": options.pseudo_predictions})
     if options.checkpoint is None and options.num_frames is None:
         raise ValueError("--num_frames is needed without --checkpoint (whose training frames it would follow)")
     trained = LoadedCheckpoint.open(options.checkpoint).settings if options.checkpoint else TrainedSettings()
@@ -49,7 +53,7 @@ def run_render(options: RenderOptions) -> int:
     if options.prior_actions == "pseudo":
         pseudo = chosen_option_texts(read_jsonl(options.pseudo_predictions))
     rows = render(
-        read_jsonl(options.questions),
+        read_questions_file(options.questions),  # a file that no longer matches its card is refused
         options.task,
         settings.num_frames,
         settings.prompt,

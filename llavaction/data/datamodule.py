@@ -74,7 +74,9 @@ class EpicDataModule(L.LightningDataModule):
         super().__init__()
         check_count("data.num_frames", num_frames, minimum=1)
         check_count("data.max_length", max_length, minimum=1)
-        self.save_hyperparameters()
+        # the tokenizer is the model's (linked by train.py) and logged with it: as a data setting it would be the
+        # resolved folder against the model's unset one, which Lightning refuses to merge
+        self.save_hyperparameters(ignore=["tokenizer"])
         self.train_sources = [as_options(TaskSource, s) for s in (train or [])]
         self.val_sets, self.test_sets = list(val or []), list(test or val or [])
         self.question_files = list(questions or [])

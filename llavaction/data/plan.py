@@ -131,3 +131,7 @@ def world_size_of(trainer: dict) -> int:
     if not isinstance(devices, int) or devices < 1:
         raise ValueError(f"trainer.devices is {devices!r}: give the number of processes with --world-size")
     return devices * int(nodes)
+
+
+if __name__ == "__main__":  # the library, run by mistake for the command: say where the command is
+    raise SystemExit("llavaction.data.plan is the plan's library; the command is `llavaction plan --config CONFIG`")

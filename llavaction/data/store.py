@@ -66,7 +66,13 @@ def check_file_clips(
     if other:
         key, record = other[0], question(other[0])
         stored = next(sample_meta(s) for s in iter_shard(held[key][1]) if s["__key__"] == key)
-        field = next((f for f in CLIP_FIELDS if record.get(f) != stored.get(f)), "clip")
+        field = next((f for f in CLIP_FIELDS if record.get(f) != stored.get(f)), None)
+        if field is None:  # the same clip in the question and the sample: the index's digest is not the sample's
+            raise ValueError(
+                f"{held[key][1]}: index.json records another clip digest for {key} than its sample's fields give "
+                f"({', '.join(CLIP_FIELDS)} equal to {path}'s): the index was edited or written by another version; "
+                "extract the store again"
+            )
         raise ValueError(
             f"{path}: {len(other)} of its {len(clips)} questions ask about another clip than the frame store "
             f"holds ({where}), e.g. {key}: {field} {record.get(field)!r} here, {stored.get(field)!r} in the store"

@@ -30,8 +30,13 @@ def drop_past_video_end(ann: EpicAnnotations, skip_bad: bool) -> None:
 
 
 def absent_inputs(ann: EpicAnnotations) -> list[str]:
-    """The optional CSVs the folder lacks and what their absence changes (tail and unseen breakdowns, fps)."""
+    """The optional CSVs the folder lacks and what their absence changes (the other split's, tail and unseen
+    breakdowns, fps)."""
+    other = "validation" if ann.split == "train" else "train"
+    pools = f"the action vocabulary (action_index) and the narration options come from the {ann.split} split alone"
+    counted = "" if other == "validation" else "; hard distractors are weighted by this split's own action counts"
     effects = {
+        SPLIT_FILES[other]: pools + counted,
         "EPIC_100_tail_verbs.csv": "no verb is tail",
         "EPIC_100_tail_nouns.csv": "no noun is tail",
         f"EPIC_100_unseen_participant_ids_{ann.split}.csv": "no participant is unseen",

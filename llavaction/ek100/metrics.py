@@ -107,8 +107,11 @@ class EpicActionMetrics(Metric):
         )
 
     def compute(self) -> dict[str, torch.Tensor]:
+        """The figures over segments of their group; a figure whose group holds no segment (annotations without tail
+        classes or unseen participants) is not applicable and left out, never a 0."""
         out = {}
         for key in METRIC_KEYS:
             count = getattr(self, f"count_{segment_group(key)}")
-            out[key] = 100.0 * getattr(self, f"correct_{key}") / count.clamp(min=1)
+            if count > 0:
+                out[key] = 100.0 * getattr(self, f"correct_{key}") / count
         return out

@@ -52,20 +52,24 @@ def check_export_layout(family, config, layout: ExportLayout) -> None:
     family.check_export(config, layout)
 
 
+EXPORT_COMMAND = "llavaction export"  # the marker of an export folder (utils.files.replaced_folder)
+
+
 def export_model(
     family, model, tokenizer, chat, directory: Path, is_writer: bool, layout: ExportLayout = "original"
 ) -> None:
     """A trained model with its tokenizer, gathered from every rank under FSDP2 and written by the writer rank in the
     family's layout (ModelFamily.export; chat: how the model reads a sample) as a whole (an earlier export in
-    `directory` stays until the new one is complete)."""
+    `directory` stays until the new one is complete; a folder that is not an export is refused, never replaced:
+    utils.files.replaced_folder)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    from llavaction.utils.files import atomic_folder
+    from llavaction.utils.files import replaced_folder
 
     check_export_layout(family, model.config, layout)
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if is_writer:
-        with atomic_folder(directory) as folder:
+        with replaced_folder(directory, EXPORT_COMMAND) as folder:
             family.export(model, state, Path(folder), tokenizer, layout, chat)
 
 

@@ -144,12 +144,13 @@ class LoadedCheckpoint:
     @property
     def model_settings(self):
         """The model as training set it up (llavaction.model.architecture.ModelSettings): a checkpoint written before
-        family options existed names LLaVA-Video's two settings on their own."""
+        family options existed names its family's settings on their own."""
         from llavaction.model.architecture import ModelSettings
+        from llavaction.model.family import REGISTRY
 
         args = self._init_args
         options = dict(args.get("family_options") or {})
-        options |= {k: args[k] for k in ("spatial_pool_mode", "newline_position") if args.get(k) is not None}
+        options |= {k: args[k] for k in REGISTRY.get(self.backbone).options if args.get(k) is not None}
         return ModelSettings(
             backbone=self.backbone,
             preset_name=args.get("preset_name", "tiny"),

@@ -15,29 +15,31 @@ import contextlib
 import csv
 import json
 import math
+import string
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from llavaction.benchmark.answers import rule_choice
+from llavaction.benchmark.answers import parse_choice, rule_choice
 from llavaction.data.batch import Batch
 from llavaction.data.stages import ArrayFrames, Collate, EncodePrompt
 from llavaction.data.video import VideoError, find_raw, video_duration, video_file
 from llavaction.ek100.annotations import parse_timestamp
 from llavaction.evaluation.checkpoint_format import Precision, precision_context
 from llavaction.evaluation.checkpoints import LoadedCheckpoint, QuestionSettings
+from llavaction.evaluation.clip_output import describe, save_strip, top_classes
 from llavaction.evaluation.engines import EngineOptions
 from llavaction.evaluation.options import MAX_NEW_TOKENS, EvaluationOptions, QuestionOptions
 from llavaction.evaluation.serving import ServedAnswers
 from llavaction.prompts.encoding import PromptEncoder
 from llavaction.prompts.formats import ClipTiming
 from llavaction.utils.checks import check_count
-from llavaction.utils.figures import pyplot, save_png
-from llavaction.utils.files import safe_name
+from llavaction.utils.files import check_apart, safe_name
 from llavaction.utils.jsonl import read_jsonl
+
+LETTERS = string.ascii_uppercase  # option letters, A first
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,8 @@ class ClipQuestions(QuestionOptions, EngineOptions):
         precision: Lightning's precision name (default: the checkpoint's).
         json: print one JSON object per clip.
         strip: save the frames the model saw with its answer (a PNG; for several clips a folder of <clip id>.png).
+        annotations: the EPIC-KITCHENS-100 annotation folder, whose class lists name the action heads' top classes
+            (class ids without it).
         engine: 'hf' (this codebase's model) or 'vllm' (vLLM serving its export; no action heads read); the vLLM
             settings follow (README, "Engines").
     """
@@ -185,6 +189,7 @@ class ClipQuestions(QuestionOptions, EngineOptions):
     precision: Precision | None = None
     json: bool = False
     strip: Path | None = None
+    annotations: Path | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -213,11 +218,17 @@ class Predictor:
     """A checkpoint ready to answer about clips, asked as `settings` say, at a Lightning precision on one device."""
 
     def __init__(
-        self, loaded: LoadedCheckpoint, settings: QuestionSettings, device: str, precision: str, max_new_tokens: int
+        self,
+        loaded: LoadedCheckpoint,
+        settings: QuestionSettings,
+        device: str,
+        precision: str,
+        max_new_tokens: int,
+        names: tuple[dict[int, str], dict[int, str]] | None = None,
     ):
         self.module = loaded.module(EvaluationOptions(("generate",), max_new_tokens))
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-        self.settings, self.precision = settings, precision
+        self.settings, self.precision, self.names = settings, precision, names
         self.module.eval()
         self.encoder = PromptEncoder(self.module.tokenizer, chat=self.module.video_format)
         self.collate = Collate(self.module.tokenizer.pad_token_id)
@@ -278,12 +289,14 @@ class Predictor:
                 "task": clip.task,
                 "answer": text,
             }
-            if clip.options:  # the option the answer names by the paper's rule, or None: it names none
-                chosen = rule_choice(text, list(clip.options))
+            if clip.options:  # the option the answer names by the paper's rule (its text), or None: it names none
+                chosen, letter = rule_choice(text, list(clip.options)), parse_choice(text, list(clip.options))
                 result["chosen_option"] = None if chosen is None else clip.options[chosen]
+                result["chosen_letter"] = None if chosen is None else LETTERS[chosen]
+                result["answer_letter"] = None if letter is None else LETTERS[letter]  # the letter it names, if any
             if heads is not None:
                 verb, noun, _ = heads[-1]
-                result |= top_classes(verb[i].float(), noun[i].float())
+                result |= top_classes(verb[i].float(), noun[i].float(), names=self.names)
             results.append(result)
         return results
 
@@ -291,6 +304,11 @@ class Predictor:
 def answer_clips(run: ClipQuestions) -> int:
     """Answer every usable clip, printing each answer (and writing strips); returns the exit status. Every clip is
     checked before the model loads: with one clip a problem is an error, in a clips file a counted skip."""
+    inputs = {"--checkpoint": run.checkpoint, "--tokenizer": run.tokenizer, "--video": run.video, "--clips": run.clips}
+    inputs |= {"--annotations": run.annotations}
+    check_apart(
+        {"--strip": run.strip}, inputs | {"--videos": run.videos, "--pseudo_predictions": run.pseudo_predictions}
+    )
     clips = run.clip_list()
     durations: dict[Path, float] = {}
     usable, skipped = [], 0
@@ -305,9 +323,12 @@ def answer_clips(run: ClipQuestions) -> int:
             print(f"skipped {clip.name}: {problem}", file=sys.stderr)
     if not usable:
         raise ValueError(f"{run.clips}: every one of its {len(clips)} clips was skipped (reasons above)")
+    from llavaction.evaluation.report import class_names
+
+    labels = class_names(run.annotations, {}) if run.annotations is not None else None  # the heads' classes
     loaded = LoadedCheckpoint.open(run.checkpoint, run.tokenizer)
     settings = loaded.question_settings(run)
-    predictor = Predictor(loaded, settings, run.device, run.precision or loaded.precision, run.max_new_tokens)
+    predictor = Predictor(loaded, settings, run.device, run.precision or loaded.precision, run.max_new_tokens, labels)
     with contextlib.ExitStack() as stack:
         if run.engine == "vllm":
             predictor.serve(ServedAnswers(loaded, predictor.module, run, run.max_new_tokens, stack))
@@ -331,46 +352,3 @@ def answer_each(run: ClipQuestions, clips: list[Clip], usable: list[Clip], skipp
     if run.clips is not None:
         print(f"{len(usable)} clips answered, {skipped} skipped", file=sys.stderr)
     return 0
-
-
-def top_classes(verb_logits: torch.Tensor, noun_logits: torch.Tensor, k: int = 5) -> dict:
-    """The heads' top-k verbs, nouns and actions (EPIC's verb x noun ranking) with their probabilities."""
-    from llavaction.ek100.metrics import action_topk
-
-    verb_p, noun_p = verb_logits.softmax(-1), noun_logits.softmax(-1)
-    verbs, nouns = verb_p.topk(k), noun_p.topk(k)
-    action_v, action_n = action_topk(verb_logits[None], noun_logits[None], k)
-    return {
-        "top_verbs": [[int(c), round(float(p), 4)] for p, c in zip(*verbs)],
-        "top_nouns": [[int(c), round(float(p), 4)] for p, c in zip(*nouns)],
-        "top_actions": [
-            [f"{int(v)}:{int(n)}", round(float(verb_p[v] * noun_p[n]), 4)] for v, n in zip(action_v[0], action_n[0])
-        ],
-    }
-
-
-def save_strip(frames: np.ndarray, caption: str, path: Path) -> None:
-    """The frames the model saw in a row (upscaled to at least 128 px), the answer under them."""
-    plt = pyplot()
-    columns = min(len(frames), 8)
-    rows = -(-len(frames) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.6 * rows + 0.6), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, frame in zip(axes.flat, frames):
-        axis.imshow(frame, interpolation="nearest")
-    figure.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom", wrap=True)
-    figure.tight_layout(rect=(0, 0.12, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_png(figure, path, dpi=100)
-
-
-def describe(result: dict) -> str:
-    lines = [f"{result['name']} ({result['start']:.2f}-{result['end']:.2f} s): {result['answer']}"]
-    if "chosen_option" in result:
-        chosen = result["chosen_option"]
-        lines.append(f"  chosen option: {chosen}" if chosen is not None else "  the answer matches none of the options")
-    for key in ("top_verbs", "top_nouns", "top_actions"):
-        if key in result:
-            lines.append(f"  {key.replace('_', ' ')}: " + ", ".join(f"{c} {p:.2f}" for c, p in result[key]))
-    return "\n".join(lines)

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from llavaction.benchmark.card import read_card
 from llavaction.evaluation.checkpoints import LoadedCheckpoint
-from llavaction.evaluation.mqa import MQAEvaluation, evaluate_mqa
+from llavaction.evaluation.mqa import MQAEvaluation, evaluate_mqa, evaluation_inputs
 from llavaction.utils.figures import pyplot, save_png
-from llavaction.utils.files import exclusive_output
+from llavaction.utils.files import check_apart, claim_folder, exclusive_output
 from llavaction.utils.jsonl import write_json
 
 TABLE_FILE, FIGURE_FILE = "difficulty.json", "difficulty.png"
 SWEEP_SUFFIX = ".sweep.json"  # build_mqa's index of a sweep's builds
+DIFFICULTY_COMMAND = "llavaction evaluate difficulty"  # the marker of a sweep's folder
 
 
 def sweep_build(path: Path) -> tuple[str, int]:
@@ -43,10 +44,12 @@ def sweep_files(paths: list[Path]) -> list[Path]:
 def evaluate_difficulty(run: MQAEvaluation) -> dict | None:
     """Evaluate each question file of `run` (or of a sweep's index) into run.out/<stem>, then write the table and the
     figure into run.out; returns the table on the global-zero process."""
+    check_apart({"--out": run.out}, evaluation_inputs(run), folders=True)
     builds = {path: sweep_build(path) for path in sweep_files(run.questions)}
     if len(set(builds.values())) < len(builds):
         raise ValueError(f"two question files are the same build (tier and K): {sorted(builds.values())}")
     with exclusive_output(run.out):
+        claim_folder(run.out, DIFFICULTY_COMMAND)  # new, empty or an earlier sweep's: each build's folder replaced
         rows, loaded = [], LoadedCheckpoint.open(run.checkpoint, run.tokenizer)  # read once for every build
         for path, (tier, k) in sorted(builds.items(), key=lambda item: item[1]):
             results = evaluate_mqa(replace(run, questions=[path], out=run.out / path.stem), loaded)

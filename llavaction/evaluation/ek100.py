@@ -63,7 +63,8 @@ def ek100_metrics(
     scores: dict[str, np.ndarray], annotations: Path, split: str, partial: bool = False, source: str = "scores"
 ) -> dict:
     """The EPIC action-recognition figures (percent) of the scored segments, with `segments` (how many) and
-    `split_segments`. A file covering only part of the split is an error unless partial."""
+    `split_segments`; a figure over no segment (annotations without tail classes or unseen participants) is None and
+    named in `not_applicable`. A file covering only part of the split is an error unless partial."""
     ann = EpicAnnotations.load(annotations, split)
     by_id = {s.narration_id: s for s in ann.segments}
     unknown = [n for n in scores["narration_id"] if n not in by_id]
@@ -89,8 +90,12 @@ def ek100_metrics(
     )
     metric = EpicActionMetrics()
     metric.update(verb_scores, noun_scores, *labels)
-    figures = {k: round(float(v), 4) for k, v in metric.compute().items()}
+    computed = metric.compute()
+    figures = {k: round(float(computed[k]), 4) if k in computed else None for k in METRIC_KEYS}
     return figures | {
+        "not_applicable": {
+            k: f"no {segment_group(k).replace('_', ' ')} segment" for k in METRIC_KEYS if k not in computed
+        },
         "intervals": figure_intervals(verb_scores, noun_scores, labels, [s.video_id for s in segments]),
         "segments": len(segments),
         "split_segments": len(by_id),

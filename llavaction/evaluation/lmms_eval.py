@@ -26,11 +26,12 @@ from llavaction.model.families import DEFAULT_BACKBONE, Backbone
 from llavaction.model.family import REGISTRY
 from llavaction.prompts.wording import can_show_priors, with_pseudo_priors
 from llavaction.utils.figures import upscale_nearest
-from llavaction.utils.files import atomic_folder, exclusive_output
+from llavaction.utils.files import check_apart, check_output_folder, replaced_folder
 from llavaction.utils.jsonl import read_jsonl, write_json, write_jsonl
 
 TEMPLATE = Path(__file__).parent / "lmms_eval_task"
 TASK = "ek100_mqa"
+LMMS_EXPORT_COMMAND = "llavaction evaluate lmms-export"  # the marker of a task folder (utils.files.replaced_folder)
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,25 @@ class ExportSettings:
     backbone: Backbone = DEFAULT_BACKBONE
     checkpoint: str | None = None
 
+    @property
+    def model_folder(self) -> str:
+        """What the lmms-eval command's pretrained= names: the checkpoint when it is a model folder or a hub id; a
+        Lightning .ckpt is not one lmms-eval reads (EXPORTED_MODEL: the folder `llavaction export` writes from it)."""
+        if self.checkpoint is None:
+            return "CHECKPOINT"
+        return EXPORTED_MODEL if self.checkpoint.endswith(".ckpt") else self.checkpoint
+
     def command(self, task_folder: Path, task: str = TASK) -> str:
         """The lmms-eval command that runs the task with this family's lmms-eval model (0.7.x)."""
         model = REGISTRY.get(self.backbone).lmms_eval
-        arguments = model.arguments.format(pretrained=self.checkpoint or "CHECKPOINT", num_frames=self.num_frames)
+        arguments = model.arguments.format(pretrained=self.model_folder, num_frames=self.num_frames)
         return (
             f"lmms-eval --model {model.name} --model_args {arguments} --tasks {task} --include_path {task_folder} "
             "--batch_size 1"
         )
+
+
+EXPORTED_MODEL = "EXPORTED_MODEL"  # stands for the model folder a Lightning .ckpt is exported to
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,8 +88,8 @@ class LmmsExport(QuestionOptions):
         questions: question files of data_prep.build_mqa.
         shards: their shard sets (directories or URLs), built from these question files.
         frames: instead of shards, frame stores holding the questions' clips (built from any question file).
-        out: the task folder (for lmms-eval's --include_path); written whole, replacing an earlier export only when
-            complete.
+        out: the task folder (for lmms-eval's --include_path): new, empty or an earlier export, written whole (an
+            earlier export replaced only when the new one is complete); any other folder is refused.
         checkpoint: ask what this checkpoint was trained with (time instruction, frame times, frames); its backbone
             names the lmms-eval model in the task.
         visual: 'video' (an MP4 per question, for video models such as llava_vid) or 'frames' (its JPEG frames).
@@ -111,6 +123,10 @@ def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
     from llavaction.evaluation.checkpoints import LoadedCheckpoint, TrainedSettings, question_settings
     from llavaction.evaluation.questions import check_frames, question_cards, read_questions
 
+    inputs = {"--questions": run.questions, "--shards": run.shards, "--frames": run.frames}
+    inputs |= {"--checkpoint": run.checkpoint, "--pseudo_predictions": run.pseudo_predictions}
+    check_apart({"--out": run.out}, inputs, folders=True)
+    check_output_folder(run.out, LMMS_EXPORT_COMMAND)  # before any work; again when the folder is written
     if run.group is None:
         questions = read_questions(run.questions)
     else:  # each file its own task: the same segments may be asked in several
@@ -131,7 +147,7 @@ def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
         backbone=backbone,
         checkpoint=run.checkpoint,
     )
-    with exclusive_output(run.out), atomic_folder(run.out) as folder:
+    with replaced_folder(run.out, LMMS_EXPORT_COMMAND) as folder:
         if run.group is None:
             return export_task(questions, locations, folder, settings, named=run.out, cards=cards), settings
         names = {path: task_name(path, cards[path]) for path in questions}
@@ -193,10 +209,12 @@ def export_task(
     if settings.prior_actions == "pseudo":
         pseudo = chosen_option_texts(read_jsonl(settings.pseudo_predictions))
     records, sizes = {}, location_sizes(shards)
-    for sample in tqdm(iter_samples(sizes, sizes), desc="export", unit="question"):
+    progress = tqdm(total=len(wanted), desc="export", unit="question", mininterval=1)  # the store may hold more
+    for sample in iter_samples(sizes, sizes):
         key = sample["__key__"]
         if key not in wanted:
             continue
+        progress.update()
         meta = sample_meta(sample) | wanted[key]  # the question file's question over the stored frames
         chosen = frame_indices(meta["num_frames"], settings.num_frames)
         jpegs = [sample[frame_name(i)] for i in chosen]
@@ -207,6 +225,7 @@ def export_task(
             for index, jpeg in enumerate(jpegs):
                 (out / "frames" / key / frame_name(index)).write_bytes(jpeg)
         records[key] = question_doc(meta, settings, pseudo)
+    progress.close()
     missing = sorted(set(wanted) - set(records))
     if missing:
         raise ValueError(f"{len(missing)} questions have no frames in {', '.join(map(str, shards))}: {missing[:5]}")

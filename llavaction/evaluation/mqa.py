@@ -7,7 +7,6 @@ logit or option-text likelihood.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -26,7 +25,7 @@ from llavaction.evaluation.options import MAX_NEW_TOKENS, EvaluationOptions, Que
 from llavaction.evaluation.questions import check_frames, check_frames_source, question_cards, read_questions
 from llavaction.evaluation.serving import vllm_predictions
 from llavaction.utils.checks import check_count
-from llavaction.utils.files import atomic_folder, exclusive_output
+from llavaction.utils.files import check_apart, check_output_folder, exclusive_output, replaced_folder
 from llavaction.utils.jsonl import write_json, write_jsonl
 from llavaction.utils.version import code_version
 
@@ -105,36 +104,33 @@ class MQAEvaluation(QuestionOptions, EngineOptions):
 def evaluate_mqa(run: MQAEvaluation, loaded: LoadedCheckpoint | None = None) -> dict | None:
     """Run the evaluation, write predictions.jsonl, results.json and the lmms-eval layout into run.out; returns the
     results on the global-zero process (None elsewhere). The questions are checked against the shards and the
-    checkpoint is read before any forward pass (loaded: the checkpoint already read, for several evaluations of it)."""
+    checkpoint is read before any forward pass (loaded: the checkpoint already read, for several evaluations of it).
+    run.out is new, empty or an earlier evaluation's, which this one replaces whole; any other folder (a run folder, a
+    home directory) is refused before any work."""
+    check_apart({"--out": run.out}, evaluation_inputs(run), folders=True)
     with exclusive_output(run.out):
+        check_output_folder(run.out, MQA_COMMAND)
         return _evaluate_mqa(run, loaded)
 
 
-# What an evaluation folder holds: an earlier evaluation's folder is replaced whole; any other folder is refused.
-EVALUATION_FILES = re.compile(
-    r"(predictions\.jsonl|results\.json|head_scores\.npz|head_candidates\.json|\d{8}_\d{6}_(results\.json|samples_\w+\.jsonl))"
-)
+MQA_COMMAND = "llavaction evaluate mqa"  # the marker of an evaluation folder (utils.files.replaced_folder)
 
 
-def check_evaluation_folder(out: Path) -> None:
-    """`out` is new, empty or an earlier evaluation's (which this one replaces whole); a folder holding anything else
-    (a run folder, a home directory) is refused before any work, naming one of its files."""
-    foreign = (
-        sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and not EVALUATION_FILES.fullmatch(p.name))
-        if out.is_dir()
-        else []
-    )
-    if foreign:
-        raise ValueError(
-            f"--out {out} holds {foreign[0]!r}, which an evaluation does not write; an evaluation replaces its folder "
-            "whole: give a new folder, or an earlier evaluation's"
-        )
+def evaluation_inputs(run: MQAEvaluation) -> dict:
+    """What an evaluation reads, by option (no output may be one of them)."""
+    return {
+        "--questions": run.questions,
+        "--shards": run.shards,
+        "--frames": run.frames,
+        "--checkpoint": run.checkpoint,
+        "--tokenizer": run.tokenizer,
+        "--pseudo_predictions": run.pseudo_predictions,
+    }
 
 
 def _evaluate_mqa(run: MQAEvaluation, loaded: LoadedCheckpoint | None) -> dict | None:
     import lightning as L
 
-    check_evaluation_folder(run.out)
     questions = read_questions(run.questions)
     locations = check_frames(questions, run.shards, run.frames)
     loaded = loaded or LoadedCheckpoint.open(run.checkpoint, run.tokenizer)
@@ -201,7 +197,7 @@ def _evaluate_mqa(run: MQAEvaluation, loaded: LoadedCheckpoint | None) -> dict |
         "config": {k: str(v) for k, v in asdict(run).items()},
         "code_version": code_version(),
     }
-    with atomic_folder(run.out) as folder:  # an earlier evaluation in out is replaced whole, not added to
+    with replaced_folder(run.out, MQA_COMMAND) as folder:  # an earlier evaluation is replaced whole, not added to
         if heads:
             write_head_outputs(predictions, folder, run.candidates)
         write_jsonl(folder / "predictions.jsonl", predictions)

@@ -24,7 +24,7 @@ from llavaction.data.shards import frame_name, iter_samples, location_sizes, sam
 from llavaction.evaluation.report_html import item_html, strip_file, write_html
 from llavaction.utils.checks import check_count
 from llavaction.utils.figures import accuracy_bars, confusion_heatmap, frame_strip, save_png
-from llavaction.utils.files import exclusive_output
+from llavaction.utils.files import check_apart, replaced_folder
 from llavaction.utils.jsonl import read_jsonl, write_json
 
 DURATION_BINS = (0.0, 1.0, 2.0, 4.0, 8.0, float("inf"))
@@ -64,6 +64,44 @@ def load_predictions(folder: Path) -> list[dict]:
                 f"answer_index {record['answer_index']} says otherwise: the file was edited or mixes two runs"
             )
     return records
+
+
+GENERATE_RULE = "the paper's rule on greedy answers"  # results.json's `rule` of a generate-mode evaluation
+
+
+def scoring_rule(folder: Path, records: list[dict]) -> str | None:
+    """The rule that scored an evaluation's `correct`: the one its results.json names (older files: their mode and
+    scoring); without results.json, the paper's rule when the records hold generated answers, else None (the best
+    score, by a scoring that nothing names)."""
+    results = folder / "results.json"
+    if results.exists():
+        figures = json.loads(results.read_text())
+        if figures.get("rule"):
+            return figures["rule"]
+        if figures.get("mode") == "generate":
+            return GENERATE_RULE
+        if figures.get("scoring"):
+            return f"{figures['scoring']} scores"
+    return GENERATE_RULE if any(r.get("generation") is not None for r in records) else None
+
+
+def check_same_rule(a: tuple[Path, list[dict]], b: tuple[Path, list[dict]]) -> str:
+    """Two evaluations compared must be scored by one rule (both name it): the paper's rule on greedy answers and
+    letter scoring answer different questions of a model, and a difference between them is no difference between
+    models. Returns the rule; otherwise one line naming both."""
+    rules = [scoring_rule(folder, records) for folder, records in (a, b)]
+    for (folder, _), rule in zip((a, b), rules):
+        if rule is None:
+            raise ValueError(
+                f"{folder}: no results.json names the rule that scored its answers (best scores, by letter or "
+                "likelihood?); compare evaluation folders of `llavaction evaluate mqa`"
+            )
+    if rules[0] != rules[1]:
+        raise ValueError(
+            f"{a[0]} is scored by {rules[0]}, {b[0]} by {rules[1]}: a difference between two rules is not one between "
+            "models; evaluate both with the same --mode (and --scoring)"
+        )
+    return rules[0]
 
 
 def paired(predictions: list[dict], other: list[dict], intersection: bool, where: Path) -> tuple[list, dict]:
@@ -258,19 +296,32 @@ class ReportOptions:
         check_count("gallery_size", self.gallery_size, minimum=1)
 
 
+ANALYZE_COMMAND = "llavaction analyze"  # the marker of a report folder (utils.files.replaced_folder)
+
+
 def analyze(run: ReportOptions) -> dict:
-    """Write the report (the output folder held by this process while it writes); returns analysis.json's tables."""
-    with exclusive_output(run.out):
-        return _analyze(run)
+    """Write the report, whole (run.out: new, empty or an earlier report, replaced when the new one is complete; any
+    other folder refused); returns analysis.json's tables."""
+    inputs = {
+        "results": run.results,
+        "--shards": run.shards,
+        "--annotations": run.annotations,
+        "--compare": run.compare,
+    }
+    check_apart({"--out": run.out}, inputs, folders=True)
+    with replaced_folder(run.out, ANALYZE_COMMAND) as out:
+        return _analyze(run, out)
 
 
-def _analyze(run: ReportOptions) -> dict:
-    folder, shards, out, annotations = run.results, run.shards, run.out, run.annotations
+def _analyze(run: ReportOptions, out: Path) -> dict:
+    folder, shards, annotations = run.results, run.shards, run.annotations
     compare, gallery_size, seed, intersection = run.compare, run.gallery_size, run.seed, run.intersection
     predictions = load_predictions(folder)
     other = None
     if compare:
-        predictions, other = paired(predictions, load_predictions(compare), intersection, compare)
+        theirs = load_predictions(compare)
+        check_same_rule((compare, theirs), (folder, predictions))
+        predictions, other = paired(predictions, theirs, intersection, compare)
     wanted = {r["narration_id"] for r in predictions}
     sizes = location_sizes(shards)
     metas = {}
@@ -287,9 +338,7 @@ def _analyze(run: ReportOptions) -> dict:
     analysis["benchmark"] = json.loads(results.read_text()).get("benchmark") if results.exists() else None
     if other is not None:
         analysis["comparison"] = compare_records(other, rows).as_dict() | {"a": str(compare), "b": str(folder)}
-    generated = any(r.get("generation") is not None for r in rows)
-    analysis["rule"] = "the paper's rule on greedy answers" if generated else "the best-scoring option"
-    out.mkdir(parents=True, exist_ok=True)
+    analysis["rule"] = scoring_rule(folder, rows) or "the best-scoring option"
     figures = save_figures(analysis, out)
     chosen, note = gallery_items(rows, other, gallery_size, seed)
     if compare and intersection:

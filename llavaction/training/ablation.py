@@ -19,19 +19,22 @@ against --base and its directories.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import logging
 import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from llavaction.benchmark.uncertainty import paired_comparison
 from llavaction.utils.configs import config_chain, differences, merged_config, named_base
 from llavaction.utils.figures import pyplot, save_png
-from llavaction.utils.files import atomic_output
+from llavaction.utils.files import atomic_output, check_apart
 from llavaction.utils.jsonl import read_jsonl, write_json
 
 RESULT = "result.json"
@@ -234,13 +237,27 @@ class AblationRun:
             chain(Path(self.base), Path(row))
 
 
+@contextlib.contextmanager
+def quiet_seeding() -> Iterator[None]:
+    """Lightning's "Seed set to N" line left out while a config is only parsed."""
+    logger = logging.getLogger("lightning.fabric.utilities.seed")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def run_ablation(run: AblationRun, extra: list[str], config_problem=None) -> int:
     """Run (or describe, submit, collect) the rows; `extra` goes to every `train.py fit` call. `config_problem(configs,
     extra)`, the training CLI's own check (llavaction.cli.train), says why a row's config would be refused: every row
     is checked before anything runs, so a typo'd key in the last row is not found hours after the first trained."""
     base, rows, out = Path(run.base), [Path(r) for r in run.rows], Path(run.out)
+    check_apart({"--out": out}, {"--base": base, "rows": rows}, folders=True)
     for row in rows if config_problem is not None and not run.collect else []:
-        problem = config_problem(chain(base, row), extra)
+        with quiet_seeding():  # each row's parse seeds as a fit would: one "Seed set to 0" line per row otherwise
+            problem = config_problem(chain(base, row), extra)
         if problem:
             raise AblationError(f"{row}: train.py fit would refuse this row: {problem}")
     if run.dry_run:

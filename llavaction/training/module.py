@@ -18,11 +18,12 @@ from llavaction.model.architecture import ModelSettings, build_model, resolve_ar
 from llavaction.model.families import DEFAULT_BACKBONE, Backbone
 from llavaction.model.options import ActionSupervision, ComputeOptions
 from llavaction.training import sharding
-from llavaction.training.losses import action_supervision_loss
-from llavaction.training.optim import optimizer_steps, param_groups, trainable
+from llavaction.training.losses import action_supervision_loss, task_losses
+from llavaction.training.optim import optimizer_steps, param_groups, trainable, warmup_steps
 from llavaction.training.options import OptimizerOptions, TrainableParts
 from llavaction.training.start import StartCheckpoint
 from llavaction.utils.checks import as_options
+from llavaction.utils.files import check_output_folder
 
 
 class LlavaActionModule(MQAModule):
@@ -148,7 +149,10 @@ class LlavaActionModule(MQAModule):
         return self.action.head_layers if self.action.mode else super().head_layers()
 
     def setup(self, stage: str) -> None:
-        """Before any step: action supervision needs training samples with verb/noun classes."""
+        """Before any step: action supervision needs training samples with verb/noun classes; model.export_dir is new,
+        empty or an earlier export (never found to be someone else's folder after the fit)."""
+        if stage == "fit" and self.hparams.export_dir:
+            check_output_folder(self.hparams.export_dir, checkpoints.EXPORT_COMMAND, "model.export_dir")
         data = getattr(self._trainer, "datamodule", None)
         if stage == "fit" and self.action.mode and not getattr(data, "has_class_labels", lambda: True)():
             raise ValueError("model.action.mode is on but no training source carries verb/noun classes")
@@ -171,6 +175,8 @@ class LlavaActionModule(MQAModule):
             self.log("train/action_loss", action_loss, batch_size=size)
             loss = loss + self.action.loss_weight * action_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        for task, value in task_losses(out.logits, out.labels, batch.tasks).items():  # TensorBoard's per-task curves
+            self.log(f"train/loss_{task}", value, batch_size=size)
         self.log("train/truncated", batch.truncated.sum().float(), reduce_fx="sum", batch_size=size)
         self._log_sample_accounting(batch, size)
         return loss
@@ -197,7 +203,7 @@ class LlavaActionModule(MQAModule):
         data = getattr(self.trainer, "datamodule", None)
         batches = data.train_batches() * self.updates_per_batch if data is not None else None
         total = optimizer_steps(self.trainer, batches)
-        scheduler = get_cosine_schedule_with_warmup(optimizer, int(options.warmup_ratio * total), total)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps(total, options.warmup_ratio), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     @property

@@ -39,3 +39,9 @@ def optimizer_steps(trainer, batches_per_epoch: int | None) -> int:
     if trainer.max_steps not in (None, -1):
         return max(1, trainer.max_steps if by_epochs is None else min(trainer.max_steps, by_epochs))
     return max(1, by_epochs or per_epoch)
+
+
+def warmup_steps(total: int, ratio: float) -> int:
+    """The warmup's optimizer steps as the reference's trainer takes them (transformers' TrainingArguments:
+    ceil(total x warmup_ratio); 158, not 157, at 5,235 steps and 0.03)."""
+    return math.ceil(total * ratio)

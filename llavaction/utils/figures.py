@@ -43,7 +43,8 @@ def accuracy_bars(
     intervals: Sequence[tuple[float, float]] | None = None,
 ):
     """One bar per label, accuracies in percent (with their intervals as error bars when given), labels slanted under
-    the bars; the width grows with the bars."""
+    the bars; the width grows with the bars. Each bar's top is also marked in its colour, and the axis starts a little
+    below 0, so a 0% bar stays visible with its colour (a tail class) and its interval."""
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(max(6, 0.4 * len(labels) + 2), 4))
     errors = None
@@ -52,9 +53,11 @@ def accuracy_bars(
             [a - low for a, (low, _) in zip(accuracies, intervals)],
             [h - a for a, (_, h) in zip(accuracies, intervals)],
         ]
-    axis.bar(range(len(labels)), accuracies, color=colours, yerr=errors, capsize=2 if errors else 0)
-    axis.set_xticks(range(len(labels)), labels, rotation=65, ha="right", fontsize=7)
-    axis.set(xlabel=xlabel, ylabel=ylabel, ylim=(0, 100), title=title)
+    positions = range(len(labels))
+    axis.bar(positions, accuracies, color=colours, yerr=errors, capsize=2 if errors else 0)
+    axis.hlines(accuracies, [x - 0.4 for x in positions], [x + 0.4 for x in positions], colors=colours, linewidth=3)
+    axis.set_xticks(positions, labels, rotation=65, ha="right", fontsize=7)
+    axis.set(xlabel=xlabel, ylabel=ylabel, ylim=(-3, 100), title=title)
     figure.tight_layout()
     return figure
 

@@ -35,7 +35,8 @@ class ArgumentParser(JsonArgumentParser):
 
 def one_line(message: str) -> str:
     """jsonargparse's multi-line messages ('Parser key "mode":\\n  Expected ...') on one line; a value outside an
-    option's choices as `--mode: expected one of generate, score, got scor`."""
+    option's choices as `--mode: expected one of generate, score, got scor`; a value that no type of an optional
+    option takes as the one reason that matters (`--data.train: task 'mqaa' not in ...`), not every type's."""
     text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
     key = re.search(r'Parser key "([^"]+)"', text)
     choices = re.search(r"Literal\[([^\]]*)\]", text)
@@ -44,6 +45,17 @@ def one_line(message: str) -> str:
         listed = ", ".join(choice.strip().strip("'\"") for choice in choices.group(1).split(","))
         optional = " (or null)" if "NoneType" in text else ""
         return f"--{key.group(1)}: expected one of {listed}{optional}, got {given.group(1).strip()}"
+    union = re.search(
+        r"Does not validate against any of the Union subtypes .*?Errors: (.*?)(?: Given value type:|$)", text
+    )
+    if key and union:
+        reasons = [r.strip() for r in re.split(r"(?:^|\s)- ", union.group(1)) if r.strip() and "NoneType" not in r]
+        if len(reasons) == 1:  # the one type the option takes besides null
+            reason = re.sub(r"^Not of type \w+: ", "", reasons[0])
+            reason = re.sub(r"^Expected a <class '(\w+)'>", r"expected a \1", reason)
+            given = re.search(r"Given value type: <class '(\w+)'>", text)
+            reason += f", given a {given.group(1)}" if given and reason.startswith("expected a") else ""
+            return f"--{key.group(1)}: {reason}"
     return text
 
 

@@ -123,3 +123,32 @@ def test_the_command_audits_a_built_file_as_text_and_json(demo_dir, tmp_path, ca
     broken.write_text(json.dumps({"narration_id": "x", "options": ["a"]}) + "\n")
     error = one_line_exit(capsys, lambda: audit_mqa([str(broken), "--annotations", str(annotations)]))
     assert error.startswith(f"error: {broken}:1: not an MQA question: it lacks option_actions")
+
+
+def test_the_audit_names_its_examples_and_refuses_what_would_mislead_it(demo_dir, tmp_path, capsys):
+    """The text names example questions (not only counts); an answer_index that names no option, or a card built
+    from other annotation CSVs than --annotations, is refused in one line."""
+    import shutil
+
+    annotations = tmp_path / "annotations"
+    shutil.copytree(demo_dir / "annotations", annotations)
+    questions = tmp_path / "val.jsonl"
+    build_mqa(["--annotations", str(annotations), "--split", "validation", "--out", str(questions)])
+    records = [json.loads(line) for line in questions.read_text().splitlines()]
+    twice = records[0] | {"options": [records[0]["options"][0]] * len(records[0]["options"])}
+    unpinned = tmp_path / "unpinned.jsonl"
+    unpinned.write_text("".join(json.dumps(r) + "\n" for r in [twice, *records[1:]]))
+    capsys.readouterr()
+    assert audit_mqa([str(unpinned), "--annotations", str(annotations)]) == 0
+    assert (
+        f"options with identical text: 4 in 1 questions, e.g. {records[0]['narration_id']}" in capsys.readouterr().out
+    )
+    wrong = records[0] | {"answer_index": len(records[0]["options"])}
+    unpinned.write_text("".join(json.dumps(r) + "\n" for r in [wrong, *records[1:]]))
+    error = one_line_exit(capsys, lambda: audit_mqa([str(unpinned), "--annotations", str(annotations)]))
+    assert f"{unpinned}:1: answer_index 5 names no option of its 5" in error
+    # the annotations changed since the build: the card's digests of them are stale
+    train = annotations / "EPIC_100_train.csv"
+    train.write_bytes(train.read_bytes().replace(b"\n", b"\r\n"))  # the same rows, other bytes
+    error = one_line_exit(capsys, lambda: audit_mqa([str(questions), "--annotations", str(annotations)]))
+    assert "its card records another EPIC_100_train.csv than" in error and "built from other annotations" in error

@@ -1,6 +1,8 @@
-"""Benchmark cards: the same build gives the same card anywhere; a question file changed after its build is refused."""
+"""Benchmark cards: the same build gives the same card anywhere; a question file changed after its build, or a card its
+file contradicts, is refused."""
 
 import json
+import re
 
 import pytest
 
@@ -44,3 +46,50 @@ def test_a_question_file_changed_after_its_build_is_refused(demo_dir, tmp_path, 
     assert "val.card.json records" in error and not (tmp_path / "s").exists()
     card_path(questions).unlink()  # without its card the file is used unpinned
     assert read_card(questions) is None and len(read_questions([questions])[str(questions)]) == 8
+
+
+@pytest.mark.parametrize(
+    "edit, claim",
+    [
+        ({"num_options": 3}, "it claims num_options 3, but the file's questions have 5 options"),
+        ({"tier": "random"}, "its name 'EK-100-MQA/annotations/K5' is not its build's (tier random"),
+        ({"tier": "hard"}, "tier 'hard'; expected EK-100-MQA and one of"),
+        ({"name": "EK-100-MQA/random/K5"}, "its name 'EK-100-MQA/random/K5' is not its build's"),
+        ({"tier": "random", "name": "EK-100-MQA/random/K5", "num_options": 4}, "claims num_options 4"),
+        ({"questions": "count"}, "it claims None questions"),
+        ({"ground_truth_forced": True, "name": "EK-100-MQA/annotations/K5+gt"}, None),
+        ({"predictions_file": "avion.json"}, "it names predictions file 'avion.json' for tier 'annotations'"),
+    ],
+)
+def test_a_card_that_its_file_contradicts_is_refused(demo_dir, tmp_path, capsys, edit, claim):
+    """A hand-edited card (num_options 3 on a 5-option file, another tier) is not carried into results: every reader
+    checks what it claims against the file it describes."""
+    questions = tmp_path / "val.jsonl"
+    build(demo_dir / "annotations", questions)
+    card = json.loads(card_path(questions).read_text())
+    if edit == {"questions": "count"}:
+        card["questions"]["count"] = None
+    else:
+        card |= edit
+    card_path(questions).write_text(json.dumps(card))
+    if claim is None:  # a forced ground truth the file bears out (every question has it): a true claim
+        assert read_card(questions)["ground_truth_forced"] is True
+        return
+    with pytest.raises(CardError, match=re.escape(claim)):
+        read_questions([questions])
+    error = one_line_exit(capsys, lambda: extract_frames(extract_args(questions, demo_dir / "videos", tmp_path / "s")))
+    assert "val.card.json: " in error and "the card was edited" in error and not (tmp_path / "s").exists()
+
+
+def test_a_forced_ground_truth_the_file_lacks_is_refused(demo_dir, tmp_path):
+    questions = tmp_path / "val.jsonl"
+    build(demo_dir / "annotations", questions)
+    lines = [json.loads(line) for line in questions.read_text().splitlines()]
+    lines[0] |= {"answer_index": None, "answer_letter": None}
+    questions.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    card = json.loads(card_path(questions).read_text())
+    card["questions"]["digest"] = file_digest(questions)  # a card rewritten by hand for the edited file
+    card |= {"ground_truth_forced": True, "name": card["name"] + "+gt"}
+    card_path(questions).write_text(json.dumps(card))
+    with pytest.raises(CardError, match=r"claims 0 questions without the ground truth .* but the file has 1"):
+        read_card(questions)

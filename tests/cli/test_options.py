@@ -104,3 +104,23 @@ def test_commands_and_the_console(capsys):
     listed = capsys.readouterr().out
     assert all(name in listed for name in COMMANDS)
     assert "unknown command" in one_line_exit(capsys, lambda: main(["nothing"]))
+
+
+def test_a_malformed_training_source_is_one_line_with_its_own_reason(demo_dir, demo_shards, tmp_path, capsys):
+    """jsonargparse lists why each type of `data.train` (a list of sources, or null) refused the value; the line says
+    the reason of the list's type, not null's."""
+    from llavaction.cli.train import main as train
+    from tests.helpers import demo_args
+
+    args = demo_args(demo_dir, demo_shards, tmp_path / "run")
+    for value, reason in [
+        ('[{"path": "x", "task": "mqaa"}]', "--data.train: task 'mqaa' not in ('mqa', 'narration', 'temporal', 'qa')"),
+        ('{"path": "x"}', "--data.train: expected a list, given a dict"),
+        (
+            '[{"pth": "x", "task": "mqa"}]',
+            "--data.train: TaskSource.__init__() got an unexpected keyword argument 'pth'",
+        ),
+    ]:
+        error = one_line_exit(capsys, lambda value=value: train([*args, f"--data.train={value}"]))
+        assert error == f"error: {reason}"
+    assert not (tmp_path / "run").exists()

@@ -30,6 +30,31 @@ def test_plan_cli_prints_the_table_and_refuses_bad_settings(demo_dir, demo_shard
         TaskSource("x", "mqa", "first:-1")
 
 
+def test_a_missing_question_file_names_its_build_command(demo_dir, demo_shards, tmp_path, capsys):
+    from llavaction.cli.plan import main as plan
+    from tests.helpers import demo_args, one_line_exit
+
+    args = demo_args(demo_dir, demo_shards, tmp_path)[1:]
+    source = json.dumps([{"frames": str(demo_shards["train_mqa"]), "questions": "nowhere/q.jsonl", "task": "mqa"}])
+    error = one_line_exit(capsys, lambda: plan([*args, f"--data.train={source}"]))
+    assert error == (
+        "error: nowhere/q.jsonl: no such question file; build it with: python -m data_prep.build_mqa --annotations "
+        "DIR --split train|validation --out nowhere/q.jsonl"
+    )
+
+
+def test_the_plan_library_run_as_a_command_names_the_command():
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    ran = subprocess.run(
+        [sys.executable, "-m", "llavaction.data.plan", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert ran.returncode == 1 and "the command is `llavaction plan --config CONFIG`" in ran.stderr
+
+
 def test_plan_shows_an_epoch_resumed_on_another_world(demo_dir, demo_shards, tmp_path, capsys):
     """--ckpt_path: the epoch a resume on 2 ranks continues, after 4 ranks read a step of it (3 batches each): the
     rows read before, then those read after, numbered in the epoch; together the whole epoch's, each once."""

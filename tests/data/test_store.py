@@ -80,6 +80,15 @@ def test_questions_about_other_clips_or_none_in_the_store_are_refused(demo_dir, 
     check_clips({"k3.jsonl": records}, [str(old)])
     with pytest.raises(ValueError, match=r"another clip"):
         check_clips({"k3.jsonl": moved}, [str(old)])
+    # an index whose clip digest was edited (the sample's clip is the question's): said so, naming the shard
+    edited = tmp_path / "edited_store"
+    shutil.copytree(store, edited)
+    index = json.loads((edited / INDEX_FILE).read_text())
+    shard, entries = next(iter(index.items()))
+    entries[0]["clip"] = "0" * len(entries[0]["clip"])
+    (edited / INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=rf"{shard}: index.json records another clip digest for {entries[0]['key']}"):
+        check_clips({"k3.jsonl": records}, [str(edited)])
 
 
 def _written(path, records):

@@ -9,8 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from data_prep.build_mqa import annotation_distractors, narration_distractor
 from data_prep.build_mqa import main as build_mqa
+from data_prep.build_mqa import narration_distractor
+from data_prep.distractors import annotation_distractors
 from llavaction.ek100.annotations import EpicAnnotations, parse_action
 from llavaction.utils.jsonl import read_jsonl
 from tests.helpers import one_line_exit
@@ -271,6 +272,10 @@ def test_sweep_builds_every_tier_and_k_over_the_same_segments(demo_dir, tmp_path
 def test_sweep_arguments_are_checked(demo_dir, tmp_path, capsys):
     args = ["--annotations", str(demo_dir / "annotations"), "--split", "validation", "--out", str(tmp_path / "v.jsonl")]
     error = one_line_exit(capsys, lambda: build_mqa([*args, "--sweep", "--sweep-options", "2", "30"]))
-    assert "--num_options must be between 2 and 26, got 30" in error
+    assert "--sweep_options must be between 2 and 26, got 30" in error
+    error = one_line_exit(capsys, lambda: build_mqa([*args, "--sweep", "--sweep-options", "1"]))
+    assert "--sweep_options must be between 2 and 26, got 1" in error
+    error = one_line_exit(capsys, lambda: build_mqa([*args, "--num-options", "27"]))
+    assert "--num_options must be between 2 and 26, got 27" in error
     error = one_line_exit(capsys, lambda: build_mqa([*args, "--sweep", "--sweep-tiers", "random", "predictions"]))
-    assert "--predictions FILE goes with --distractors predictions" in error
+    assert "--predictions FILE goes with --sweep_tiers predictions" in error

@@ -135,8 +135,11 @@ def test_a_segment_past_its_video_end_is_a_bad_row(annotations, tmp_path, capsys
 def test_optional_csvs_that_change_figures_are_noted_when_absent(annotations, tmp_path, capsys):
     assert run_build(annotations, tmp_path / "q.jsonl") == 0
     err = capsys.readouterr().err
-    assert "lacks EPIC_100_tail_verbs.csv (no verb is tail)" in err
+    assert "EPIC_100_tail_verbs.csv (no verb is tail)" in err
     assert "EPIC_100_unseen_participant_ids_validation.csv (no participant is unseen)" in err
+    # a folder without a training CSV (a newcomer's own data): what that changes is said too
+    assert "EPIC_100_train.csv (the action vocabulary (action_index) and the narration options come from the " in err
+    assert "hard distractors are weighted by this split's own action counts" in err
     (annotations / "EPIC_100_tail_verbs.csv").write_text("verb\n0\n")
     assert run_build(annotations, tmp_path / "q.jsonl") == 0
     assert "EPIC_100_tail_verbs.csv" not in capsys.readouterr().err

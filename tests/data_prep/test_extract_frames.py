@@ -260,8 +260,10 @@ def test_extract_frames_faults(demo_dir, demo_questions, tmp_path, capsys):
     assert "no sample written, every one of the 2 was skipped" in one_line_error(capsys).split(": ", 2)[2]
     with pytest.raises(ShardError, match=f"{tmp_path / 'empty'}: the shard set holds no sample"):
         read_sizes(tmp_path / "empty")
-    assert extract_main(extract_args(questions, videos, questions)) == 2
+    assert extract_main(extract_args(questions, videos, other)) == 2
     assert "an existing file" in one_line_error(capsys)
+    assert extract_main(extract_args(questions, videos, questions)) == 2
+    assert "is also this command's input --questions" in one_line_error(capsys)
     (tmp_path / "bad.jsonl").write_text(json.dumps(records[0]) + "\n{oops\n")
     assert extract_main(extract_args(tmp_path / "bad.jsonl", videos, tmp_path / "x")) == 2
     assert (

@@ -1,14 +1,25 @@
-"""extract_frames --add: a store takes the clips it lacks, with its own clip rule, and is read as one set."""
+"""extract_frames --add: a store takes the clips it lacks, with its own clip rule, and is read as one set; two writers
+never list a key twice; a plain extraction never replaces a store or a user's files."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
+import pytest
+
+from data_prep.extract_frames import extract
 from data_prep.extract_frames import main as extract_frames
 from data_prep.merge_shards import main as merge_shards
-from llavaction.data.shards import iter_samples, read_index, read_sizes, shard_urls
+from data_prep.stores import clips_to_add, list_addition
+from data_prep.tasks import ArrayTask
+from llavaction.data.shards import indexed_keys, iter_samples, read_index, read_sizes, shard_urls
 from llavaction.data.store import check_clips
 from llavaction.utils.jsonl import read_jsonl
-from tests.helpers import extract_args, one_line_exit
+from tests.helpers import ROOT, extract_args, extract_config, one_line_exit
 
 
 def add_args(questions, videos, store, *extra):
@@ -77,3 +88,159 @@ def test_an_addition_by_array_tasks_is_listed_when_merged(demo_dir, demo_questio
     capsys.readouterr()
     assert extract_frames(add_args(train, videos, arrayed)) == 0
     assert "nothing to add" in capsys.readouterr().err
+
+
+def test_two_additions_of_the_same_clips_never_list_a_key_twice(demo_dir, demo_questions, demo_shards, tmp_path):
+    """Two additions of the same clips extracted before either is listed (two runs, each reading the store before
+    the other listed): the second listing is refused under the store's lock, and the store stays readable."""
+    store = tmp_path / "store"
+    shutil.copytree(demo_shards["validation_mqa"], store)
+    records, config = read_jsonl(demo_questions["train_mqa"]), extract_config(demo_dir / "videos")
+    for name in ("add-first", "add-second"):
+        extract(clips_to_add(records, store, config), store / name, config)
+    list_addition(store, "add-first")
+    before = (store / "sizes.json").read_bytes()
+    with pytest.raises(
+        ValueError, match=r"clips of .*add-second are listed in the store already .* store is unchanged"
+    ):
+        list_addition(store, "add-second")
+    assert (store / "sizes.json").read_bytes() == before
+    held = indexed_keys([str(store)])  # one place per key: readable by every reader
+    assert set(held) == {r["narration_id"] for r in records} | {
+        r["narration_id"] for r in read_jsonl(demo_questions["validation_mqa"])
+    }
+    list_addition(store, "add-first")  # listed already (a merge run twice): left as it is
+    assert (store / "sizes.json").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_two_concurrent_additions_into_one_store(demo_dir, demo_questions, demo_shards, tmp_path):
+    """Two `extract_frames --add` of the same clips started together into one store (two question files about the
+    same segments): the one that holds the store adds them, the other is refused at once in one line, or finds them
+    there; either way each key is listed once."""
+    store = tmp_path / "store"
+    shutil.copytree(demo_shards["validation_mqa"], store)
+    records = read_jsonl(demo_questions["train_mqa"])
+    other = tmp_path / "train_other.jsonl"  # other questions (options), the same clips: another addition's name
+    other.write_text("".join(json.dumps(r | {"options": list(reversed(r["options"]))}) + "\n" for r in records))
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    commands = [
+        [sys.executable, "-m", "data_prep.extract_frames", *add_args(q, demo_dir / "videos", store)]
+        for q in (demo_questions["train_mqa"], other)
+    ]
+    runs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    for run in runs:
+        run.stdout.close()
+        run.stderr.close()
+    assert sorted(code for code, _ in results) in ([0, 0], [0, 2]), results
+    for code, err in results:
+        if code == 2:
+            errors = [line for line in err.strip().splitlines() if line.startswith("error: ")]
+            assert len(errors) == 1 and "Traceback" not in err and "is being written by pid" in errors[0], err
+    held = indexed_keys([str(store)])
+    assert {r["narration_id"] for r in records} <= set(held)
+    assert len(list(store.glob("add-*/sizes.json"))) == 1  # one addition extracted; the other decoded nothing
+
+
+def test_a_plain_extraction_never_replaces_a_store_or_a_users_files(
+    demo_dir, demo_questions, demo_store, tmp_path, capsys
+):
+    """Without --add, an existing store is refused whoever built it (one run with additions, an array merged), and so
+    is a folder holding a user's own index.json, sizes.json or report.json; --resume of a finished extraction leaves
+    its listing (additions included) as it is."""
+    videos, train = demo_dir / "videos", demo_questions["train_mqa"]
+    store = tmp_path / "store"
+    shutil.copytree(demo_store, store)  # the training clips, the validation ones added
+    before = (store / "sizes.json").read_bytes()
+    assert any(name.startswith("add-") for name in read_sizes(store))
+    error = one_line_exit(capsys, lambda: extract_frames(extract_args(train, videos, store, "--num-frames", "8")))
+    assert f"--out {store} is a frame store already (sizes.json): add the clips it lacks with --add" in error
+    # --resume of the extraction that made it: finished, nothing to do, the addition still listed
+    report = extract(read_jsonl(train), store, extract_config(videos), resume=True)
+    assert report["written"] == len(read_jsonl(train)) and (store / "sizes.json").read_bytes() == before
+    # a store built by array tasks and merge_shards (no _progress.json of its own): refused, with --resume too
+    merged = tmp_path / "merged"
+    for index in range(2):
+        extract(read_jsonl(train), merged, extract_config(videos), task=ArrayTask(index, 2))
+    assert merge_shards(["--out", str(merged)]) == 0
+    listing = (merged / "sizes.json").read_bytes()
+    for extra in ((), ("--resume",)):
+        args = extract_args(train, videos, merged, "--num-frames", "8", *extra)
+        assert "is a frame store already" in one_line_exit(capsys, lambda args=args: extract_frames(args))
+    assert (merged / "sizes.json").read_bytes() == listing
+    # an addition to the merged store, then merge_shards again: refused (it would unlist the addition)
+    assert extract_frames(add_args(demo_questions["validation_mqa"], videos, merged)) == 0
+    listing = (merged / "sizes.json").read_bytes()
+    assert "merging again would unlist them" in one_line_exit(capsys, lambda: merge_shards(["--out", str(merged)]))
+    assert (merged / "sizes.json").read_bytes() == listing
+    # a user's own folder: index.json, sizes.json, report.json, or a thesis
+    for name in ("index.json", "sizes.json", "report.json", "thesis.tex"):
+        mine = tmp_path / f"mine_{name}"
+        mine.mkdir()
+        (mine / name).write_text('{"mine": 1}\n')
+        error = one_line_exit(
+            capsys, lambda mine=mine: extract_frames(extract_args(train, videos, mine, "--num-frames", "8"))
+        )
+        assert str(mine) in error and ("is a frame store already" in error or f"holds {name!r}" in error)
+        assert sorted(p.name for p in mine.iterdir()) == [name] and (mine / name).read_text() == '{"mine": 1}\n'
+
+
+def test_ctrl_c_during_an_addition_is_one_line_and_the_store_is_unchanged(
+    demo_dir, demo_questions, demo_shards, tmp_path, capsys, monkeypatch
+):
+    from data_prep import extract_frames as module
+
+    def interrupted(job):
+        raise KeyboardInterrupt
+
+    store = tmp_path / "store"
+    shutil.copytree(demo_shards["validation_mqa"], store)
+    before = snapshot_listing(store)
+    monkeypatch.setattr(module, "decode_video", interrupted)
+    assert extract_frames(add_args(demo_questions["train_mqa"], demo_dir / "videos", store)) == 130
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: interrupted (Ctrl-C)") and "Traceback" not in "\n".join(lines)
+    assert snapshot_listing(store) == before
+
+
+@pytest.mark.slow
+def test_sigint_during_an_addition_by_worker_processes_is_one_line(demo_dir, demo_questions, demo_shards, tmp_path):
+    """A real Ctrl-C (SIGINT to the process group) while 2 worker processes decode: one line from the command, no
+    traceback from it or its workers, the store as it was, and the addition continues with --resume."""
+    store = tmp_path / "store"
+    shutil.copytree(demo_shards["validation_mqa"], store)
+    before = snapshot_listing(store)
+    args = add_args(demo_questions["train_mqa"], demo_dir / "videos", store, "--workers", "2", "--shard-size", "1")
+    slow = (  # each video's decoding made slow, in the workers too (they import this module's patched copy)
+        "import sys, time, data_prep.decoding as d\n"
+        "real = d.decode_video\n"
+        "def slow(job):\n    time.sleep(2)\n    return real(job)\n"
+        "d.decode_video = slow\n"
+        "import data_prep.extract_frames as e\ne.decode_video = slow\n"
+        "print('started', flush=True)\n"
+        f"sys.exit(e.main({[str(a) for a in args]!r}))\n"
+    )
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    run = subprocess.Popen(
+        [sys.executable, "-c", slow],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert run.stdout.readline().strip() == "started"
+    time.sleep(3)  # the pool started, a video being decoded
+    os.killpg(run.pid, signal.SIGINT)
+    code, err = run.wait(timeout=120), run.stderr.read()
+    run.stdout.close()
+    run.stderr.close()
+    assert code == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: interrupted (Ctrl-C)")
+    assert snapshot_listing(store) == before
+    assert extract_frames(add_args(demo_questions["train_mqa"], demo_dir / "videos", store, "--resume")) == 0
+
+
+def snapshot_listing(store):
+    return (store / "sizes.json").read_bytes(), (store / "index.json").read_bytes()

@@ -78,6 +78,7 @@ def test_ek100_metrics_equal_numpy_on_the_real_validation_split(epic_dir, tmp_pa
     ours = json.loads((tmp_path / "ek100.json").read_text())
     assert ours.pop("segments") == len(segments) and ours.pop("split_segments") == 9668
     intervals = ours.pop("intervals")  # clustered by video, around each top-k figure
+    assert ours.pop("not_applicable") == {}  # the real split has tail classes and unseen participants
     assert intervals and all(i["low"] <= ours[name] <= i["high"] for name, i in intervals.items())
     expected = numpy_epic(
         verb_scores,
@@ -112,3 +113,39 @@ def test_metric_on_a_hand_computed_example():
     assert out["all_verb_accuracy_at_1"] == 100 and out["all_noun_accuracy_at_1"] == 50
     assert out["all_action_accuracy_at_1"] == 50 and out["tail_verb_accuracy_at_1"] == 100
     assert out["tail_action_accuracy_at_1"] == 0 and out["unseen_noun_accuracy_at_1"] == 0
+    assert "tail_noun_accuracy_at_1" not in out  # no tail noun among the segments: not applicable, never 0
+
+
+def test_figures_without_tail_classes_or_unseen_participants_are_not_applicable(epic_dir, tmp_path, capsys):
+    """Annotations that define no tail class and no unseen participant (a newcomer's own data): those figures are
+    not applicable, said so, never 0.0."""
+    import shutil
+
+    from llavaction.cli.evaluate import main as evaluate
+
+    own = tmp_path / "annotations"
+    shutil.copytree(epic_dir, own)
+    for name in (
+        "EPIC_100_tail_verbs.csv",
+        "EPIC_100_tail_nouns.csv",
+        "EPIC_100_unseen_participant_ids_validation.csv",
+    ):
+        (own / name).unlink()
+    segments = EpicAnnotations.load(own, "validation").segments[:40]
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "scores.npz",
+        verb_output=rng.normal(size=(len(segments), 97)).astype(np.float32),
+        noun_output=rng.normal(size=(len(segments), 300)).astype(np.float32),
+        narration_id=np.array([s.narration_id for s in segments]),
+    )
+    args = ["ek100", "--scores", str(tmp_path / "scores.npz"), "--annotations", str(own), "--partial"]
+    assert evaluate([*args, "--out", str(tmp_path / "ek100.json")]) == 0
+    figures = json.loads((tmp_path / "ek100.json").read_text())
+    inapplicable = [k for k in figures["not_applicable"]]
+    assert sorted(inapplicable) == sorted(k for k in figures if k.startswith(("tail_", "unseen_")))
+    assert all(figures[k] is None for k in inapplicable) and figures["all_verb_accuracy_at_1"] is not None
+    assert (
+        "tail_verb_accuracy_at_1" + " " * 9 + "     n/a  (not applicable: no tail verb segment"
+        in capsys.readouterr().out
+    )

@@ -91,7 +91,7 @@ def test_answers_a_clip_with_heads_and_a_strip(checkpoint, video, tmp_path, caps
         )
         == 0
     )
-    assert "top verbs:" in capsys.readouterr().out  # the narration question, in text form
+    assert "top verbs (class ids; --annotations names them):" in capsys.readouterr().out  # the narration question
 
 
 def test_frames_and_prompts_are_those_of_extract_frames_and_render(checkpoint, video, tmp_path):
@@ -299,3 +299,30 @@ def test_a_question_file_of_build_mqa_is_a_clips_file(checkpoint, demo_dir, demo
     assert lines[0]["video"].endswith(".mp4")  # the renamed video, found
     assert predict(args) == 2  # without --videos: one line saying so
     assert "a question of build_mqa names its video by id: give --videos" in capsys.readouterr().err
+
+
+def test_an_answer_whose_letter_and_text_disagree_says_so_and_head_classes_are_named(demo_dir):
+    """`E. lower cup` where option E is another text: the chosen option is the one the text names (the paper's
+    rule), shown with its letter, and the letter's other option is pointed out; the heads' top classes carry their
+    names given the annotations, and say they are ids without."""
+    import torch
+
+    from llavaction.evaluation.clip_output import describe, top_classes
+    from llavaction.evaluation.report import class_names
+
+    result = {"name": "c", "start": 0.0, "end": 1.0, "answer": "E. lower cup"}
+    result |= {"chosen_option": "lower cup", "chosen_letter": "B", "answer_letter": "E"}
+    text = describe(result)
+    assert "chosen option (the paper's rule, by its text): B. lower cup" in text
+    assert "the answer's letter E names another option" in text
+    agreeing = describe(result | {"answer_letter": "B"})
+    assert "note:" not in agreeing
+    names = class_names(demo_dir / "annotations", {})
+    verbs, nouns = torch.randn(len(names[0])), torch.randn(len(names[1]))
+    named = top_classes(verbs, nouns, names=names)
+    first = named["top_verbs"][0]
+    assert len(first) == 3 and first[2] == names[0][first[0]]
+    lines = describe({"name": "c", "start": 0.0, "end": 1.0, "answer": "x"} | named).splitlines()
+    assert lines[1].startswith(f"  top verbs: {first[2]} ({first[0]}) ")
+    bare = describe({"name": "c", "start": 0.0, "end": 1.0, "answer": "x"} | top_classes(verbs, nouns))
+    assert "top verbs (class ids; --annotations names them): " in bare

@@ -12,8 +12,10 @@ import simplejpeg
 
 from llavaction.cli.evaluate import main as evaluate
 from llavaction.data.shards import iter_samples, shard_urls
+from llavaction.evaluation.lmms_eval import ExportSettings
 from llavaction.prompts.wording import PromptOptions, user_text
 from llavaction.utils.jsonl import read_jsonl
+from tests.helpers import one_line_exit
 
 
 def export(demo_questions, demo_shards, out: Path, *extra) -> None:
@@ -255,3 +257,32 @@ def test_the_real_lmms_eval_loads_the_group(sweep_group):
     docs = {name: list(task.test_docs()) for name, task in loaded.items()}
     assert sorted(docs) == TASKS and all(len(d) == 8 for d in docs.values())
     assert {len(d[0]["options"]) for d in docs.values()} == {2, 3}
+
+
+def test_an_export_refuses_a_folder_it_did_not_write_and_names_a_model_folder(
+    demo_dir, demo_questions, demo_shards, tmp_path, capsys
+):
+    """`--out` a folder holding a thesis, or the shards it reads: refused in one line, nothing touched. With a
+    Lightning .ckpt, the printed lmms-eval command names the model folder to export, not the .ckpt; the progress
+    counts the questions, not the store's samples."""
+    thesis = tmp_path / "d"
+    thesis.mkdir()
+    (thesis / "thesis.tex").write_text("x\n")
+    questions, shards = str(demo_questions["validation_mqa"]), str(demo_shards["validation_mqa"])
+    args = ["lmms-export", "--questions", questions, "--shards", shards]
+    error = one_line_exit(capsys, lambda: evaluate([*args, "--out", str(thesis)]))
+    assert "holds 'thesis.tex', which llavaction evaluate lmms-export did not write" in error
+    assert [p.name for p in thesis.iterdir()] == ["thesis.tex"]
+    before = sorted(p.name for p in Path(shards).iterdir())
+    error = one_line_exit(capsys, lambda: evaluate([*args, "--out", shards]))
+    assert "is also this command's input --shards" in error and sorted(p.name for p in Path(shards).iterdir()) == before
+    command = ExportSettings(num_frames=8, checkpoint="runs/demo/checkpoints/last.ckpt").command(thesis)
+    assert "pretrained=EXPORTED_MODEL," in command and ".ckpt" not in command
+    assert "pretrained=org/model," in ExportSettings(num_frames=8, checkpoint="org/model").command(thesis)
+    # the store holds more samples than the file asks: the bar counts the file's questions
+    store = str(demo_shards["train_mqa"])
+    capsys.readouterr()
+    some = tmp_path / "some.jsonl"
+    some.write_text("".join(json.dumps(q) + "\n" for q in read_jsonl(demo_questions["train_mqa"])[:3]))
+    assert evaluate(["lmms-export", "--questions", str(some), "--frames", store, "--out", str(tmp_path / "t")]) == 0
+    assert "3/3" in capsys.readouterr().err

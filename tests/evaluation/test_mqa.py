@@ -11,6 +11,7 @@ from llavaction.benchmark.answers import (
 )
 from llavaction.cli.evaluate import main as evaluate
 from llavaction.evaluation.ek100 import load_scores
+from llavaction.utils.files import mark_folder
 from tests.helpers import one_line_exit, run_mqa
 
 
@@ -155,4 +156,9 @@ def test_an_evaluation_replaces_its_folder_whole_and_refuses_a_foreign_one(
     (out / "notes.txt").write_text("mine")
     capsys.readouterr()
     error = one_line_exit(capsys, lambda: evaluate(args))
-    assert "holds 'notes.txt', which an evaluation does not write" in error and (out / "notes.txt").exists()
+    assert "holds 'notes.txt', which llavaction evaluate mqa did not write" in error and (out / "notes.txt").exists()
+    # a folder another command wrote (an export), or a run folder: refused, nothing touched
+    (out / "notes.txt").unlink()
+    mark_folder(out, "llavaction export", sorted(p.name for p in out.iterdir() if not p.name.startswith(".")))
+    error = one_line_exit(capsys, lambda: evaluate(args))
+    assert f"--out {out}: it is the output of llavaction export" in error

@@ -10,24 +10,27 @@ import pytest
 
 from llavaction.cli.analyze import main as analyze
 from llavaction.evaluation.report_html import strip_file
-from tests.helpers import ROOT, original_checkpoint_at, run_mqa
+from tests.helpers import ROOT, one_line_exit, original_checkpoint_at, run_mqa
 
 
 @pytest.fixture(scope="module")
 def evaluations(demo_dir, demo_questions, demo_shards, tmp_path_factory):
-    """Two evaluations of the demo questions: a random-init tiny model by the paper's rule and by letter scores."""
+    """Evaluations of the demo questions: a random-init tiny model by the paper's rule and by letter scores, and
+    another random-init model by letter scores."""
     root = tmp_path_factory.mktemp("evals")
     checkpoint = original_checkpoint_at(demo_dir, root / "ckpt")
     run_mqa(checkpoint, demo_questions, demo_shards, root / "generate")
     run_mqa(checkpoint, demo_questions, demo_shards, root / "score", "--mode", "score")
+    other = original_checkpoint_at(demo_dir, root / "other_ckpt", seed=1)
+    run_mqa(other, demo_questions, demo_shards, root / "other_score", "--mode", "score")
     return root
 
 
-def build(evaluations, demo_dir, demo_shards, out, *extra):
+def build(evaluations, demo_dir, demo_shards, out, *extra, results="generate"):
     assert (
         analyze(
             [
-                str(evaluations / "generate"),
+                str(evaluations / results),
                 "--shards",
                 str(demo_shards["validation_mqa"]),
                 "--annotations",
@@ -87,17 +90,18 @@ def test_comparing_two_evaluations_and_a_sampled_gallery(evaluations, demo_dir, 
         demo_shards,
         tmp_path / "compare",
         "--compare",
-        str(evaluations / "score"),
+        str(evaluations / "other_score"),
         "--gallery-size",
         "2",
+        results="score",
     )
     ours = {
         json.loads(line)["narration_id"]: json.loads(line)["correct"]
-        for line in open(evaluations / "generate" / "predictions.jsonl")
+        for line in open(evaluations / "score" / "predictions.jsonl")
     }
     theirs = {
         json.loads(line)["narration_id"]: json.loads(line)["correct"]
-        for line in open(evaluations / "score" / "predictions.jsonl")
+        for line in open(evaluations / "other_score" / "predictions.jsonl")
     }
     differing = sorted(k for k in ours if ours[k] != theirs[k])
     assert set(analysis["gallery"]["items"]) <= set(differing)
@@ -121,9 +125,26 @@ def test_evaluate_compare_gives_the_difference_its_interval_and_p(evaluations, t
     assert "B - A: +0.0 points [+0.0, +0.0], p = 1.000 (8 questions, 2 videos)" in capsys.readouterr().out
     result = json.loads((tmp_path / "same.json").read_text())
     assert result["difference"]["value"] == 0 and result["p_value"] == 1
-    assert evaluate(["compare", str(evaluations / "score"), str(evaluations / "generate")]) == 0
+    assert evaluate(["compare", str(evaluations / "other_score"), str(evaluations / "score")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("A: ") and lines[1].startswith("B: ") and lines[2].startswith("B - A: ")
+    assert lines[2].endswith("(both scored by letter scores)")
+
+
+def test_evaluations_scored_by_different_rules_are_not_compared(evaluations, demo_dir, demo_shards, tmp_path, capsys):
+    """The paper's rule on greedy answers against letter scoring: a difference between rules, not models; refused by
+    `evaluate compare` and `analyze --compare`, each naming both rules. A file that names no rule is refused too."""
+    from llavaction.cli.evaluate import main as evaluate
+
+    generate, score = str(evaluations / "generate"), str(evaluations / "score")
+    error = one_line_exit(capsys, lambda: evaluate(["compare", score, generate]))
+    assert f"{score} is scored by letter scores, {generate} by the paper's rule on greedy answers" in error
+    args = [generate, "--shards", str(demo_shards["validation_mqa"]), "--compare", score, "--out", str(tmp_path / "r")]
+    error = one_line_exit(capsys, lambda: analyze(args))
+    assert "is scored by letter scores" in error and not (tmp_path / "r").exists()
+    bare = write_predictions(tmp_path / "bare", [json.loads(line) for line in open(Path(score) / "predictions.jsonl")])
+    error = one_line_exit(capsys, lambda: evaluate(["compare", str(bare), score]))
+    assert f"{bare}: no results.json names the rule" in error
 
 
 def test_another_build_of_the_questions_is_refused(evaluations, tmp_path, capsys):

@@ -1,10 +1,13 @@
 """Checkpoints written whole or not at all."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import demo_args, one_line_exit, step_checkpoint, step_checkpoints
+from tests.helpers import ROOT, demo_args, one_line_exit, step_checkpoint, step_checkpoints
 
 
 def test_a_checkpoint_that_cannot_be_written_leaves_no_checkpoint(demo_dir, demo_shards, tmp_path, monkeypatch):
@@ -66,13 +69,25 @@ def test_a_refused_resume_changes_nothing_and_names_the_setting(demo_dir, demo_s
 
 def test_two_fits_into_one_run_folder_are_refused_before_either_writes(demo_dir, demo_shards, tmp_path, capsys):
     from llavaction.cli.train import main
-    from llavaction.utils.files import exclusive_output
 
     root = tmp_path / "run"
     args = demo_args(demo_dir, demo_shards, root, "--data.loader.samples_per_epoch=8", "--trainer.max_epochs=1")
-    with exclusive_output(root):  # another fit writing this run folder right now
-        error = one_line_exit(capsys, lambda: main(args))
-    assert f"{root} is being written by pid" in error and not (root / "checkpoints").exists()
+    holder = subprocess.Popen(  # another fit writing this run folder right now (a process holding it)
+        [
+            sys.executable,
+            "-c",
+            f"from llavaction.utils.files import exclusive_output\nwith exclusive_output({str(root)!r}):"
+            "\n    print('held', flush=True)\n    input()",
+        ],
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    error = one_line_exit(capsys, lambda: main(args))
+    holder.communicate("\n", timeout=60)
+    assert f"{root} is being written by pid {holder.pid}" in error and not (root / "checkpoints").exists()
     assert main(args) == 0 and main([*args, "--trainer.max_epochs=2", "--ckpt_path=last"]) == 0  # released each time
 
 
