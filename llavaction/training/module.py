@@ -104,7 +104,7 @@ class LlavaActionModule(MQAModule):
             settings.from_preset,
             video_format,
         )
-        # a start's tokenizer is a temporary folder (the data is given it): not recorded, its checkpoints carry the files
+        # a start's tokenizer is a temporary folder (the data is given it): unrecorded, its checkpoints carry the files
         self.save_hyperparameters(ignore=["tokenizer"] if self._start_tokenizer else None)
         self.hparams["architecture"] = dataclasses.asdict(self.config)
         self.hparams["video_format"] = self.video_format.as_dict()

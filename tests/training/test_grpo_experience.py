@@ -114,6 +114,8 @@ def test_advantages_of_the_experience_follow_scale_rewards(scale):
     sampler = ScriptedSampler([FIRST])
     collector = Collector(sampler, build_rewards(RewardOptions(), False), RewardOptions(), RolloutOptions(group_size=4))
     ids = torch.tensor([[5, 6, 7], [5, 6, 7]])
-    experience = collector(Visual(), make_batch(2, length=3, meta=QUESTIONS, input_ids=ids), None, torch.Generator(), scale)
+    experience = collector(
+        Visual(), make_batch(2, length=3, meta=QUESTIONS, input_ids=ids), None, torch.Generator(), scale
+    )
     expected = advantages(experience.rewards["total"].view(2, 4), scale).flatten()
     assert torch.allclose(experience.advantages, expected)

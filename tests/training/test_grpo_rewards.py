@@ -10,7 +10,13 @@ QUESTION = {"narration_id": "a", "options": ["open drawer", "close drawer", "was
 
 
 def test_accuracy_is_the_papers_rule_and_reads_after_the_last_think():
-    texts = ["B. close drawer", "close drawer.", "A. open drawer", "B. shut it", "<think>A. open drawer?</think> close drawer"]
+    texts = [
+        "B. close drawer",
+        "close drawer.",
+        "A. open drawer",
+        "B. shut it",
+        "<think>A. open drawer?</think> close drawer",
+    ]
     accuracy = build_rewards(RewardOptions(), reasoning=False)["accuracy"]
     assert accuracy(Completions(texts, [QUESTION], 5)) == [1.0, 1.0, 0.0, 0.0, 0.0]
     assert accuracy(Completions(texts, [QUESTION], 5, reasoning=True))[-1] == 1.0
@@ -22,7 +28,12 @@ def test_accuracy_is_the_papers_rule_and_reads_after_the_last_think():
 def test_format_and_weighted_sum():
     options = RewardOptions(weights={"accuracy": 1.0, "format": 0.5})
     rewards = build_rewards(options, reasoning=True)
-    texts = ["<think>it closes</think> B. close drawer", "B. close drawer", "<think></think>", "<think>x</think>A. open"]
+    texts = [
+        "<think>it closes</think> B. close drawer",
+        "B. close drawer",
+        "<think></think>",
+        "<think>x</think>A. open",
+    ]
     values = score(rewards, options.weights, Completions(texts, [QUESTION], 4, reasoning=True))
     assert values["format"] == [1.0, 0.0, 0.0, 1.0] and values["accuracy"] == [1.0, 1.0, 0.0, 0.0]
     assert values["total"] == [1.5, 1.0, 0.0, 0.5]

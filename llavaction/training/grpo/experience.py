@@ -159,7 +159,9 @@ class Collector:
         ).to(batch.frames.device)
         frames = batch.frames[torch.arange(questions, device=batch.frames.device)[:, None], order]
         moved = model.encode_video(model.preprocess(frames, batch.clips))
-        return self.sampler.draw(model, batch, moved, [q for q in range(questions) for _ in range(self.shuffled)], generator)
+        return self.sampler.draw(
+            model, batch, moved, [q for q in range(questions) for _ in range(self.shuffled)], generator
+        )
 
     def _refill(self, model, batch, visual, generator, drawn: Drawn, completions, values, real) -> tuple[int, int]:
         """Groups whose rewards are all equal drawn again, up to refill_attempts times, each replaced by the first
