@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # experiments/demo.yaml reads its data from here.
 DEMO_DIR := demo_data
 
-.PHONY: venv venv-vllm demo demo-data ablation-data demo-ablation lint test test-slow test-lmms test-vllm gpu-wheels gpu-check-smoke bench-cpu clean
+.PHONY: venv venv-vllm demo demo-data ablation-data demo-ablation demo-grpo lint test test-slow test-lmms test-vllm gpu-wheels gpu-check-smoke bench-cpu clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -51,6 +51,23 @@ demo-ablation: ablation-data
 demo: demo-data
 	$(PY) train.py fit --config experiments/demo.yaml
 	@$(PY) -m llavaction.cli.report runs/demo
+
+# RL post-training on the demo: GRPO from the demo's supervised checkpoint (make demo first) on the demo's training
+# questions (experiments/grpo_demo.yaml), then the validation questions answered before and after by the paper's rule
+# and the paired comparison. Each step is skipped when its output exists; a killed GRPO run resumes.
+DEMO_SFT := runs/demo/checkpoints/last.ckpt
+DEMO_GRPO := runs/demo_grpo
+DEMO_GRPO_EVAL := --questions $(DEMO_DIR)/questions/val_mqa.jsonl --frames $(DEMO_DIR)/shards/mqa --max-new-tokens 24 \
+	--batch-size 32 --num-workers 1
+demo-grpo: demo-data
+	@test -f $(DEMO_SFT) || { echo "error: $(DEMO_SFT) is missing: make demo builds it" >&2; exit 2; }
+	test -f $(DEMO_GRPO)_eval/before/results.json || $(PY) -m llavaction.cli.evaluate mqa $(DEMO_GRPO_EVAL) \
+		--checkpoint $(DEMO_SFT) --out $(DEMO_GRPO)_eval/before
+	test -f $(DEMO_GRPO)/done || { $(PY) train.py fit --config experiments/grpo_demo.yaml \
+		$$(test -e $(DEMO_GRPO)/checkpoints/last.ckpt && echo --ckpt_path last) && touch $(DEMO_GRPO)/done; }
+	test -f $(DEMO_GRPO)_eval/after/results.json || $(PY) -m llavaction.cli.evaluate mqa $(DEMO_GRPO_EVAL) \
+		--checkpoint $(DEMO_GRPO)/checkpoints/last.ckpt --out $(DEMO_GRPO)_eval/after
+	$(PY) -m llavaction.cli.evaluate compare $(DEMO_GRPO)_eval/before $(DEMO_GRPO)_eval/after
 
 lint: venv
 	$(PY) -m ruff check .

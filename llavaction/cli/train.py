@@ -18,6 +18,7 @@ import dataclasses
 import importlib
 import io
 import os
+import re
 import signal
 import sys
 import warnings
@@ -60,8 +61,9 @@ class OneLineParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None):
         line = one_line(message)
         # the model's own parser (the model is a class or subclass of it) names its keys without `model.` before them
-        if line.startswith("--") and "--backbone" in self._option_string_actions:
-            line = f"--model.{line.removeprefix('--')}"
+        if "--backbone" in self._option_string_actions:
+            line = re.sub(r"(^|\s)--(?!model\.)", r"\1--model.", line)
+            line = re.sub(r"^Option '([^']+)' is not accepted", r"Group 'model' does not accept option '\1'", line)
         print(f"error: {line}", file=sys.stderr)
         raise SystemExit(2)
 

@@ -193,6 +193,11 @@ class LoadedCheckpoint:
         from llavaction.evaluation.module import MQAModule
         from llavaction.model.architecture import resolve_architecture
 
+        if self._init_args.get("reasoning"):  # the GRPO stage's reasoning format: its prompts and its answers' reading
+            raise CheckpointError(
+                f"{self.source}: trained to reason in <think> </think> before answering (model.reasoning), which this "
+                "command does not ask for: validate it with `train.py validate --config <its config> --ckpt_path ...`"
+            )
         if self._module is None:
             settings = self.model_settings
             config = resolve_architecture(settings)

@@ -79,9 +79,19 @@ def test_grpo_steps_and_validates_on_every_backbone(backbone, demo_dir, demo_sha
     assert all(t > 0 for t in figures["rl/time/rollout"].values())
     if "--model.objective.beta=0.04" in BACKBONES[backbone]:
         assert "rl/reward/temporal" in figures and all(t > 0 for t in figures["rl/time/reference"].values())
+        assert all(m > 0 for m in figures["rl/reference_memory_gib"].values())
+    else:
+        assert "rl/reference_memory_gib" not in figures
     results = json.loads(next(tmp_path.rglob("validation_results.json")).read_text())
     assert results["val/questions"] == 8 and results["step"] == steps
     assert "validation MQA accuracy:" in capsys.readouterr().out
+    if "--model.reasoning=true" in BACKBONES[backbone]:  # evaluate mqa would ask without the reasoning format
+        from llavaction.cli.evaluate import main as evaluate
+
+        questions = next(demo_dir.rglob("validation_mqa.jsonl"))
+        ask = ["mqa", "--questions", str(questions), "--shards", str(demo_shards["validation_mqa"])]
+        ask += ["--checkpoint", str(tmp_path / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "eval")]
+        assert "trained to reason in <think> </think>" in one_line_exit(capsys, lambda: evaluate(ask))
 
 
 def test_a_resumed_run_samples_and_trains_as_the_uninterrupted_run(demo_dir, demo_shards, tmp_path):
@@ -182,6 +192,7 @@ def refused(capsys, args) -> str:
         (["--model.rollout.max_new_tokens=0"], "model.rollout.max_new_tokens must be an integer >= 1"),
         (["--model.rewards.weights={acuracy: 1.0}"], "unknown reward 'acuracy'; known: accuracy, format, temporal"),
         (["--model.backbone=qwen2_5_vl"], "is a llava_video checkpoint but model.backbone is qwen2_5_vl"),
+        (["--model.rollout.group_sise=4"], "error: unrecognized arguments: --model.rollout.group_sise=4"),
     ],
 )
 def test_bad_options_are_refused_in_one_line(extra, message, sft_checkpoint, demo_dir, demo_shards, tmp_path, capsys):

@@ -189,6 +189,8 @@ class GRPOModule(LlavaActionModule):
             figures = self._update(experience, pixels, ref_logp, batch)
         figures |= {f"time/{name}": seconds for name, seconds in timings.items()}
         figures["rollout_tokens_per_second"] = experience.generated / max(timings["rollout"], 1e-9)
+        if self.reference is not None:  # what the KL term costs in memory on this rank
+            figures["reference_memory_gib"] = self.reference.parameter_bytes() / 2**30
         report.log_step(self, experience, figures, len(batch))
         if self.log_every and step % self.log_every == 0:
             report.log_completions(self, experience, step)
