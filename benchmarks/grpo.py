@@ -31,7 +31,9 @@ FIGURES = ("rollout_tokens_per_second", "time/rollout", "time/reference", "time/
 
 
 def fit_args(run: Path, data: Path, backbone: str, args: argparse.Namespace) -> list[str]:
-    train = json.dumps([{"frames": str(data / "shards"), "questions": str(data / "q.jsonl"), "task": "mqa"}])
+    train = json.dumps(
+        [{"frames": str(data / "shards"), "questions": str(data / "q.jsonl"), "task": "mqa", "weight": "size"}]
+    )
     return [
         "fit",
         "--config",

@@ -119,3 +119,31 @@ def test_advantages_of_the_experience_follow_scale_rewards(scale):
     )
     expected = advantages(experience.rewards["total"].view(2, 4), scale).flatten()
     assert torch.allclose(experience.advantages, expected)
+
+
+def test_rollouts_never_draw_special_tokens_and_the_loss_scores_them_alike(demo_dir):
+    """A completion holding a vision placeholder would not read back as its text (a Qwen row would then hold one
+    video token too many): the sampler never draws the special tokens but the end of turn, even when they are the most
+    likely, and the loss's log-probabilities leave them out alike."""
+    from llavaction.training.grpo.module import GRPOModule
+    from llavaction.training.grpo.rollouts import token_scores
+
+    for backbone in ("qwen2_5_vl", "llava_video"):
+        sampler = GRPOModule(backbone=backbone, tokenizer=str(demo_dir / "tokenizer")).collect.sampler
+        tokens = sampler.tokenizer.convert_ids_to_tokens(list(sampler.banned))
+        assert "<|im_start|>" in tokens and sampler.eos not in sampler.banned
+        assert ("<|video_pad|>" in tokens) == (backbone == "qwen2_5_vl")
+    logits = torch.zeros(64, len(sampler.tokenizer))
+    logits[:, list(sampler.banned)] = 50.0
+    drawn = sampler.sampling.choose(logits, torch.Generator().manual_seed(0))
+    assert not set(drawn.tolist()) & set(sampler.banned) and drawn.unique().numel() > 1
+
+    class Scripted(torch.nn.Module):
+        def forward(self, input_ids, pixels, attention_mask, labels, visual_tokens=None, pack=False):
+            return type("Out", (), {"logits": logits[:2], "labels": labels})()
+
+    rows = {"input_ids": torch.zeros(1, 3, dtype=torch.long), "attention_mask": torch.ones(1, 3)}
+    rows["labels"] = torch.tensor([[IGNORE_INDEX, 5, 6]])
+    scores = token_scores(Scripted(), rows, None, 1.0, banned=sampler.banned)
+    expected = -torch.log(torch.tensor(float(len(sampler.tokenizer) - len(sampler.banned))))
+    assert torch.allclose(scores.logp, expected.expand(2))

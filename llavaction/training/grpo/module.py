@@ -184,7 +184,8 @@ class GRPOModule(LlavaActionModule):
         with self._timed(timings, "rollout"), torch.no_grad(), evaluating(model):
             experience = self.collect(model, batch, pixels, generator, self.objective.scale_rewards)
         with self._timed(timings, "reference"):
-            ref_logp = self.reference.logp(experience, pixels, self.rollout.temperature) if self.reference else None
+            banned, reference = self.collect.sampler.banned, self.reference
+            ref_logp = reference.logp(experience, pixels, self.rollout.temperature, banned) if reference else None
         with self._timed(timings, "update"):
             figures = self._update(experience, pixels, ref_logp, batch)
         figures |= {f"time/{name}": seconds for name, seconds in timings.items()}
@@ -202,7 +203,8 @@ class GRPOModule(LlavaActionModule):
         for epoch in range(objective.ppo_epochs):
             visual = model.encode_video(pixels)
             rows, temperature = experience.rows, self.rollout.temperature
-            scores = token_scores(model, rows, visual[experience.question], temperature, self.compute.pack_sequences)
+            pack, banned = self.compute.pack_sequences, self.collect.sampler.banned
+            scores = token_scores(model, rows, visual[experience.question], temperature, pack, banned)
             old = scores.logp.detach() if old is None else old  # the first update's policy is the rollout's
             tokens = CompletionTokens(scores.logp, old, scores.row, len(experience.kept), ref_logp)
             terms = grpo_loss(

@@ -27,10 +27,11 @@ class ReferencePolicy:
         return sum(_local(p).numel() * p.element_size() for p in self.model.parameters())
 
     @torch.no_grad()
-    def logp(self, experience, pixels, temperature: float) -> torch.Tensor:
+    def logp(self, experience, pixels, temperature: float, banned: tuple[int, ...] = ()) -> torch.Tensor:
         """[T] each completion token's log-probability under the reference, in the policy's token order."""
         visual = self.model.encode_video(pixels)
-        return token_scores(self.model, experience.rows, visual[experience.question], temperature).logp
+        rows = experience.rows
+        return token_scores(self.model, rows, visual[experience.question], temperature, banned=banned).logp
 
 
 def _local(parameter: torch.Tensor) -> torch.Tensor:

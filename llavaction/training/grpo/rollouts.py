@@ -33,14 +33,40 @@ class Drawn:
     ended: list[bool]
 
 
+@dataclass(frozen=True)
+class TextSampling(Sampling):
+    """Sampling that never draws the banned token ids."""
+
+    banned: tuple[int, ...] = ()
+
+    def choose(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return super().choose(without(logits, self.banned), generator)
+
+
+def without(logits: torch.Tensor, banned: tuple[int, ...]) -> torch.Tensor:
+    """[..., V] logits with the banned ids at -inf."""
+    if not banned:
+        return logits
+    return logits.index_fill(-1, torch.tensor(banned, device=logits.device), float("-inf"))
+
+
+def banned_ids(tokenizer, eos: int) -> tuple[int, ...]:
+    """The tokenizer's special tokens but the end of turn: a completion holding one (a vision placeholder, a turn's
+    start) would not read back as the text it decodes to, so rollouts never draw them and the loss scores the
+    completions under the same distribution."""
+    return tuple(sorted(i for i, token in tokenizer.added_tokens_decoder.items() if token.special and i != eos))
+
+
 class Sampler:
-    """Samples completions of a batch's prompts with the model's generate."""
+    """Samples completions of a batch's prompts with the model's generate (special tokens but the end of turn never
+    drawn: banned_ids)."""
 
     def __init__(self, tokenizer, options: RolloutOptions):
         self.tokenizer, self.options = tokenizer, options
         self.eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
         self.pad = tokenizer.pad_token_id
-        self.sampling = Sampling(options.temperature, options.top_p, options.top_k)
+        self.banned = banned_ids(tokenizer, self.eos)
+        self.sampling = TextSampling(options.temperature, options.top_p, options.top_k, banned=self.banned)
 
     def draw(self, model, batch: Batch, visual, questions: list[int], generator: torch.Generator) -> Drawn:
         """One completion for each entry of `questions` (row numbers of the batch, repeated for a group), from the
@@ -99,13 +125,16 @@ class TokenScores:
     entropy: torch.Tensor
 
 
-def token_scores(model, rows: dict[str, torch.Tensor], visual, temperature: float, pack: bool = False) -> TokenScores:
+def token_scores(
+    model, rows: dict[str, torch.Tensor], visual, temperature: float, pack: bool = False, banned: tuple[int, ...] = ()
+) -> TokenScores:
     """The completion tokens' log-probabilities by the model's training forward (logits at the supervised positions
-    only), the logits divided by the sampling temperature as the tokens were drawn (as TRL and verl do)."""
+    only), the logits divided by the sampling temperature as the tokens were drawn (as TRL and verl do) and the
+    banned ids left out as the sampler leaves them out."""
     out = model(rows["input_ids"], None, rows["attention_mask"], rows["labels"], visual_tokens=visual, pack=pack)
     targets = out.labels[:, 1:]
     supervised = targets != IGNORE_INDEX
-    log_probs = (out.logits.float() / temperature).log_softmax(-1)
+    log_probs = (without(out.logits.float(), banned) / temperature).log_softmax(-1)
     logp = log_probs.gather(1, targets[supervised][:, None]).squeeze(1)
     with torch.no_grad():
         entropy = -(log_probs.exp() * log_probs).sum(-1)
