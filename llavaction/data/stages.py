@@ -20,13 +20,8 @@ from llavaction.data.buffers import FrameBuffers, fresh_frames
 from llavaction.data.shards import frame_name
 from llavaction.prompts.encoding import PromptEncoder, VisualSpan, pad_right
 from llavaction.prompts.formats import ClipTiming
-from llavaction.prompts.wording import (
-    PromptOptions,
-    can_show_priors,
-    prompt_turns,
-    user_text,
-    with_pseudo_priors,
-)
+from llavaction.prompts.tasks import can_show_priors, prompt_turns, user_text
+from llavaction.prompts.wording import PromptOptions, with_pseudo_priors
 from llavaction.utils.constants import IGNORE_INDEX
 from llavaction.utils.jsonl import read_jsonl
 

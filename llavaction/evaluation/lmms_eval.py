@@ -24,7 +24,8 @@ from llavaction.data.shards import frame_name, iter_samples, location_sizes, sam
 from llavaction.evaluation.options import QuestionOptions
 from llavaction.model.families import DEFAULT_BACKBONE, Backbone
 from llavaction.model.family import REGISTRY
-from llavaction.prompts.wording import can_show_priors, with_pseudo_priors
+from llavaction.prompts.tasks import can_show_priors
+from llavaction.prompts.wording import with_pseudo_priors
 from llavaction.utils.figures import upscale_nearest
 from llavaction.utils.files import check_apart, check_output_folder, replaced_folder
 from llavaction.utils.jsonl import read_jsonl, write_json, write_jsonl

@@ -13,7 +13,8 @@ import simplejpeg
 from llavaction.cli.evaluate import main as evaluate
 from llavaction.data.shards import iter_samples, shard_urls
 from llavaction.evaluation.lmms_eval import ExportSettings
-from llavaction.prompts.wording import PromptOptions, user_text
+from llavaction.prompts.tasks import user_text
+from llavaction.prompts.wording import PromptOptions
 from llavaction.utils.jsonl import read_jsonl
 from tests.helpers import one_line_exit
 

@@ -5,8 +5,9 @@ import pytest
 
 from llavaction.prompts.encoding import PromptEncoder, PromptTooLong, chat_prompt
 from llavaction.prompts.formats import ClipTiming, SplicedVideo
+from llavaction.prompts.tasks import answer_text, user_text
 from llavaction.prompts.tokenizer import build_tokenizer
-from llavaction.prompts.wording import PromptError, PromptOptions, answer_text, user_text
+from llavaction.prompts.wording import PromptError, PromptOptions
 from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from tests.helpers import RECORD
 
