@@ -8,8 +8,9 @@ from torch import nn
 
 from llavaction.model.family import LmmsEvalModel, ModelFamily
 from llavaction.model.hf_layout import ServingFiles, save_hf_layout
-from llavaction.model.qwen_vl.config import MODEL_TYPES, QWEN_PRESETS, QwenVLConfig, processor_files, with_token_ids
+from llavaction.model.qwen_vl.config import MODEL_TYPES, QwenVLConfig, processor_files, with_token_ids
 from llavaction.model.qwen_vl.model import QwenVLModel
+from llavaction.model.qwen_vl.presets import QWEN_PRESETS
 from llavaction.model.qwen_vl.prompt import IMAGE_BLOCK, VISION_TOKENS, QwenVideo
 
 
