@@ -113,7 +113,7 @@ $(VLLM_VENV)/.installed:
 venv-vllm: $(VLLM_VENV)/.installed
 
 test-vllm: venv venv-vllm
-	$(PY) -m pytest -q -m vllm --vllm-python $(VLLM_PY)
+	$(PY) -m pytest -q -m vllm tests --vllm-python $(VLLM_PY)
 
 # A lent GPU: the wheels its image lacks (Python 3.12, x86-64), carried as .whl; then `bash benchmarks/gpu_check.sh`
 # there (README, "GPU check"). `make gpu-check-smoke` runs the same script here on the CPU.

@@ -27,8 +27,9 @@ from synthetic import epic_validation_questions
 
 from llavaction.model.llava_video import preset
 from llavaction.prompts.encoding import PromptEncoder
+from llavaction.prompts.tasks import answer_text, user_text
 from llavaction.prompts.tokenizer import build_tokenizer
-from llavaction.prompts.wording import PromptOptions, answer_text, user_text
+from llavaction.prompts.wording import PromptOptions
 from llavaction.utils.jsonl import read_jsonl
 
 WEIGHTS = {"mqa": 1.0, "narration": 0.5, "temporal": 0.5, "qa": 0.5}

@@ -25,6 +25,7 @@ from data_prep.distractors import (
     random_distractors,
 )
 from llavaction.benchmark.card import TIERS, card_path, make_card
+from llavaction.benchmark.questions import QuestionRecord
 from llavaction.ek100.annotations import EpicAnnotations, Segment, action_id, noun_text, verb_text
 from llavaction.ek100.inputs import absent_inputs, drop_past_video_end
 from llavaction.prompts.wording import reference_number
@@ -76,7 +77,7 @@ def option_texts(
     return texts
 
 
-def base_record(segment: Segment, ann: EpicAnnotations, task: str) -> dict:
+def base_record(segment: Segment, ann: EpicAnnotations, task: str) -> QuestionRecord:
     """The fields every task file carries; clip_{start,stop}_sec is the window whose frames the sample shows."""
     return {
         "task": task,
@@ -115,7 +116,7 @@ def mqa_record(
     benchmark: bool,
     representation: str,
     seed: int,
-) -> dict:
+) -> QuestionRecord:
     rng = item_rng(seed, segment.narration_id, "mqa")
     gt = (segment.verb_class, segment.noun_class)
     if distractors == "random":
@@ -145,7 +146,7 @@ def mqa_record(
     }
 
 
-def narration_record(segment: Segment, ann: EpicAnnotations, priors: list) -> dict:
+def narration_record(segment: Segment, ann: EpicAnnotations, priors: list) -> QuestionRecord:
     """Direct narration: the answer is the segment's narration."""
     return base_record(segment, ann, "narration") | {
         "answer": segment.narration,
@@ -153,7 +154,7 @@ def narration_record(segment: Segment, ann: EpicAnnotations, priors: list) -> di
     }
 
 
-def temporal_record(segment: Segment, ann: EpicAnnotations, seed: int) -> dict:
+def temporal_record(segment: Segment, ann: EpicAnnotations, seed: int) -> QuestionRecord:
     """Temporal detection as the reference builds it: the segment padded by 5 s in total, split at random before and
     after, the window's bounds rounded to 2 decimals; the answer is "start, end" relative to the window, each rounded to
     2 decimals and printed as Python prints a float ("2.13, 4.5"). Unlike the reference, the window also stops at the
@@ -305,7 +306,7 @@ def build(args: BuildOptions) -> int:
     return 0
 
 
-def task_record(task: str, segment: Segment, ann: EpicAnnotations, priors: dict, seed: int) -> dict:
+def task_record(task: str, segment: Segment, ann: EpicAnnotations, priors: dict, seed: int) -> QuestionRecord:
     if task == "narration":
         return narration_record(segment, ann, priors[segment.narration_id])
     return temporal_record(segment, ann, seed)

@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from data_prep.tasks import ArrayTask
+from data_prep.job_array import ArrayJob
 from llavaction.data.sampling import SamplingStrategy
 from llavaction.data.video import VideoError, video_duration
 from llavaction.utils.checks import check_count
@@ -96,7 +96,7 @@ def video_key(record) -> str:
 
 
 def build(
-    entries: list[tuple[Path, SamplingStrategy]], videos: Path, seed: int, task: ArrayTask | None = None
+    entries: list[tuple[Path, SamplingStrategy]], videos: Path, seed: int, task: ArrayJob | None = None
 ) -> tuple[list[dict], list[dict]]:
     """Replay records (one per video, holding its conversations in file order) and the skipped records. As an array
     task, only the records of its contiguous share of the videos (in order of first appearance; each video's
@@ -170,7 +170,7 @@ def run(args: ReplayOptions) -> int:
                 print(f"note: {path} left out (not a video instruction .json file)", file=sys.stderr)
     else:
         usable = [(path, SamplingStrategy("all")) for path in args.conversations]
-    task = ArrayTask.from_args(args.num_tasks, args.task_index)
+    task = ArrayJob.from_args(args.num_tasks, args.task_index)
     out = output_of(args.out, task)
     written = [out, out.with_suffix(".skipped.jsonl")] + ([out.with_suffix(".json")] if task is not None else [])
     inputs = {"--data_yaml": args.data_yaml, "--conversations": [path for path, _ in usable], "--videos": args.videos}
@@ -204,7 +204,7 @@ def run(args: ReplayOptions) -> int:
     return 0
 
 
-def output_of(out: Path, task: ArrayTask | None) -> Path:
+def output_of(out: Path, task: ArrayJob | None) -> Path:
     """Where a run writes its records: --out, or as an array task its part, OUT.parts/part-IIII-of-NNNN.jsonl."""
     return out if task is None else out.with_name(out.name + ".parts") / f"{task.part_name}.jsonl"
 
@@ -241,7 +241,7 @@ class ReplayOptions:
 
 
 def locked(options: ReplayOptions) -> int:
-    task = ArrayTask.from_args(options.num_tasks, options.task_index)
+    task = ArrayJob.from_args(options.num_tasks, options.task_index)
     with exclusive_output(output_of(options.out, task)):  # one writer of these records at a time
         return run(options)
 

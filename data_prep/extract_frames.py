@@ -25,6 +25,7 @@ from typing import Literal
 from tqdm import tqdm
 
 from data_prep.decoding import ExtractConfig, decode_video, video_jobs
+from data_prep.job_array import ArrayJob
 from data_prep.shard_writer import (
     INDEX_PARTS_FILE,
     REPORT_FILE,
@@ -40,7 +41,6 @@ from data_prep.stores import (
     clips_to_add,
     list_addition,
 )
-from data_prep.tasks import ArrayTask
 from llavaction.benchmark.card import copy_card_into, read_card
 from llavaction.data.shards import CONVERSATIONS_FILE, INDEX_FILE, SIZES_FILE, index_entry
 from llavaction.ek100.annotations import EpicAnnotations
@@ -97,7 +97,7 @@ def extract(
     config: ExtractConfig,
     workers: int = 1,
     resume: bool = False,
-    task: ArrayTask | None = None,
+    task: ArrayJob | None = None,
 ) -> dict:
     """Write the shards and return the report (written, skipped with reasons, clamped); the output folder is held by
     this process while it writes (llavaction.utils.files.exclusive_output). As an array task, its share of the videos
@@ -120,7 +120,7 @@ def sample_cost(record: dict, num_frames: int) -> float:
     return max(float(num_frames), seconds * float(record.get("fps") or 30.0))
 
 
-def task_videos(records: list[dict], task: ArrayTask, num_frames: int) -> list[dict]:
+def task_videos(records: list[dict], task: ArrayJob, num_frames: int) -> list[dict]:
     """A task's records: a contiguous run of the videos in extraction order (each video whole, opened by one task),
     balanced by the frames they decode."""
     videos = [list(group) for _, group in itertools.groupby(records, key=lambda r: r["video_id"])]
@@ -129,7 +129,7 @@ def task_videos(records: list[dict], task: ArrayTask, num_frames: int) -> list[d
 
 
 def _extract(
-    records: list[dict], out: Path, config: ExtractConfig, workers: int, resume: bool, task: ArrayTask | None
+    records: list[dict], out: Path, config: ExtractConfig, workers: int, resume: bool, task: ArrayJob | None
 ) -> dict:
     check_records(records)
     entries = {record["narration_id"]: index_entry(record, line) for line, record in enumerate(records)}
@@ -280,7 +280,7 @@ def run(args: ExtractOptions) -> int:
         chunk_seconds=args.chunk_seconds,
         shard_size=args.shard_size,
     )
-    task = ArrayTask.from_args(args.num_tasks, args.task_index)
+    task = ArrayJob.from_args(args.num_tasks, args.task_index)
     if args.add:
         return add_clips(records, args, config, task)
     report = extract(records, args.out, config, workers=args.workers, resume=args.resume, task=task)
@@ -293,7 +293,7 @@ def run(args: ExtractOptions) -> int:
     return 0
 
 
-def add_clips(records: list[dict], args: ExtractOptions, config: ExtractConfig, task: ArrayTask | None) -> int:
+def add_clips(records: list[dict], args: ExtractOptions, config: ExtractConfig, task: ArrayJob | None) -> int:
     """--add: the clips the store lacks, extracted into it (data_prep.stores), the store held from reading its clips
     to listing the addition, so a second writer is refused at once; by an array of tasks, each extracts its share
     into the addition's part folder and merge_shards of the addition lists it in the store (checking, under the
@@ -304,7 +304,7 @@ def add_clips(records: list[dict], args: ExtractOptions, config: ExtractConfig, 
     return _add_clips(records, args, config, task)
 
 
-def _add_clips(records: list[dict], args: ExtractOptions, config: ExtractConfig, task: ArrayTask | None) -> int:
+def _add_clips(records: list[dict], args: ExtractOptions, config: ExtractConfig, task: ArrayJob | None) -> int:
     new = clips_to_add(records, args.out, config)
     if not new:
         print(f"{args.out} holds the clips of every question of {args.questions}: nothing to add", file=sys.stderr)

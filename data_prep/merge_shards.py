@@ -20,8 +20,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_prep.job_array import PART_NAME
 from data_prep.stores import check_merge_root, is_addition, list_addition
-from data_prep.tasks import PART_NAME
 from llavaction.data.shards import CONVERSATIONS_FILE, INDEX_FILE, SIZES_FILE
 from llavaction.utils.files import exclusive_output
 from llavaction.utils.jsonl import read_jsonl, write_json, write_jsonl

@@ -10,7 +10,7 @@ from pathlib import Path
 import webdataset as wds
 
 from data_prep.decoding import ExtractConfig, SampleResult
-from data_prep.tasks import ArrayTask
+from data_prep.job_array import ArrayJob
 from llavaction.data.shards import SHARD_PATTERN
 from llavaction.utils.files import atomic_output
 from llavaction.utils.jsonl import write_json
@@ -65,7 +65,7 @@ def questions_digest(records: list[dict]) -> str:
     return hashlib.sha256(json.dumps(records, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def load_progress(out: Path, config: ExtractConfig, resume: bool, digest: str, task: ArrayTask | None = None) -> dict:
+def load_progress(out: Path, config: ExtractConfig, resume: bool, digest: str, task: ArrayJob | None = None) -> dict:
     fresh = {
         "config": config.__dict__,
         "questions_digest": digest,

@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 
 from data_prep.decoding import ExtractConfig
+from data_prep.job_array import PART_NAME
 from data_prep.shard_writer import PROGRESS_FILE, REPORT_FILE, questions_digest
-from data_prep.tasks import PART_NAME
 from llavaction.data.shards import INDEX_FILE, SIZES_FILE, clip_digest, read_index, read_sizes
 from llavaction.data.store import store_clips
 from llavaction.utils.files import claim_folder, exclusive_output, foreign_entries, mark_folder, output_owner

@@ -20,6 +20,8 @@ from llavaction.utils.jsonl import write_json
 
 BENCHMARK = "EK-100-MQA"
 VERSION = "1.0"
+# the layout of a question file's records (benchmark.questions.QuestionRecord), recorded in each card
+QUESTION_RECORD_VERSION = 1
 CARD_SUFFIX = ".card.json"
 SHARD_CARD = "card.json"
 TIERS = ("random", "predictions", "annotations")  # where a build's distractors come from (build_mqa --distractors)
@@ -67,6 +69,7 @@ def make_card(
     return {
         "benchmark": BENCHMARK,
         "version": VERSION,
+        "record_version": QUESTION_RECORD_VERSION,
         "name": build_name(tier, num_options, benchmark),
         "split": split,
         "tier": tier,
@@ -98,6 +101,11 @@ def read_card(questions: Path | str) -> dict | None:
         expected = card["questions"]["digest"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise CardError(f"{path}: not a benchmark card ({err})") from None
+    if card.get("record_version", 1) > QUESTION_RECORD_VERSION:
+        raise CardError(
+            f"{path}: its questions are records of version {card['record_version']}; this code reads version "
+            f"{QUESTION_RECORD_VERSION} and older: update llavaction"
+        )
     actual, facts = read_facts(questions)
     if actual != expected:
         raise CardError(

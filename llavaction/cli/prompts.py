@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llavaction.evaluation.options import QuestionOptions
-from llavaction.prompts.wording import Task
+from llavaction.prompts.tasks import Task
 from llavaction.utils.options import Command, dispatch
 
 
@@ -37,7 +37,7 @@ class RenderOptions(QuestionOptions):
 
 def run_render(options: RenderOptions) -> int:
     from llavaction.benchmark.answers import chosen_option_texts
-    from llavaction.data.store import read_questions_file
+    from llavaction.benchmark.questions import read_question_file
     from llavaction.evaluation.checkpoints import LoadedCheckpoint, TrainedSettings, question_settings
     from llavaction.prompts.encoding import render
     from llavaction.utils.files import check_apart
@@ -53,7 +53,7 @@ def run_render(options: RenderOptions) -> int:
     if options.prior_actions == "pseudo":
         pseudo = chosen_option_texts(read_jsonl(options.pseudo_predictions))
     rows = render(
-        read_questions_file(options.questions),  # a file that no longer matches its card is refused
+        read_question_file(options.questions),  # a file that no longer matches its card is refused
         options.task,
         settings.num_frames,
         settings.prompt,

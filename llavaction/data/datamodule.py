@@ -11,16 +11,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from llavaction.benchmark.answers import chosen_option_texts
+from llavaction.benchmark.questions import read_question_file
 from llavaction.data.epochs import EpochPlanner
 from llavaction.data.options import LoaderOptions, PriorActionOptions, SampleFormat, TaskSource
 from llavaction.data.resume import EpochPart, EpochPlans, ResumedEpoch
 from llavaction.data.shards import first_sample, indexed_keys, read_sizes, sample_meta
 from llavaction.data.sources import SourceItems, apply_strategy, epoch_quotas, source_items
 from llavaction.data.stages import Collate, DecodeFrames, Descriptions, EncodePrompt, SkipCounter
-from llavaction.data.store import StoreQuestions, check_clips, questions_by_key, read_questions_file, store_clips
+from llavaction.data.store import StoreQuestions, check_clips, questions_by_key, store_clips
 from llavaction.data.streams import EvalStream, SourceStream, TrainStream
 from llavaction.prompts.encoding import PromptEncoder
 from llavaction.prompts.formats import video_format
+from llavaction.prompts.tasks import TASKS
 from llavaction.prompts.wording import PromptOptions
 from llavaction.utils.checks import as_options, check_count
 from llavaction.utils.jsonl import read_jsonl
@@ -112,7 +114,9 @@ class EpicDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         """Check, before any step, that the shards can serve what the configuration asks of them."""
-        mqa_sets = [s.shards for s in self.train_sources if s.task == "mqa"] + self.val_sets + self.test_sets
+        shown = (
+            [s.shards for s in self.train_sources if TASKS.get(s.task).shows_priors] + self.val_sets + self.test_sets
+        )
         for location in [s.shards for s in self.train_sources] + self.val_sets + self.test_sets:
             meta = self._first_meta(location)
             if self.hparams.num_frames > meta["num_frames"]:
@@ -120,7 +124,7 @@ class EpicDataModule(L.LightningDataModule):
                     f"{location}: shards hold {meta['num_frames']} frames per sample, "
                     f"{self.hparams.num_frames} asked for (num_frames)"
                 )
-            if self.prior_actions.shown and location in mqa_sets and "prior_actions" not in meta:
+            if self.prior_actions.shown and location in shown and "prior_actions" not in meta:
                 raise ValueError(f"{location}: prior actions are switched on but the samples carry no prior_actions")
         indexed_keys(self.val_sets)  # a validation question in two sets (or a set named twice) would count twice
         if self.test_sets != self.val_sets:
@@ -132,12 +136,12 @@ class EpicDataModule(L.LightningDataModule):
                     held[source.shards] = store_clips([source.shards])
                 self.joined(source).check(source.shards, held[source.shards])
         if self.question_files and self.asked is None:
-            files = {path: read_questions_file(path) for path in self.question_files}
+            files = {path: read_question_file(path) for path in self.question_files}
             check_clips(files, sorted(set(self.val_sets + self.test_sets)))
             self.asked = questions_by_key(files)
         for source in self.train_sources:
-            if source.task == "temporal" and "answer" not in self._first_meta(source.shards):
-                raise ValueError(f"{source.shards}: task 'temporal' needs shards of temporal-detection questions")
+            if not source.questions and TASKS.get(source.task).samples == "questions":
+                TASKS.get(source.task).check(self._first_meta(source.shards), source.shards)
 
     def ask(self, questions: dict[str, list[dict]]) -> None:
         """Ask these questions ({file: records}) over the val/test sets, read and checked against them by the caller

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from llavaction.data.sampling import SamplingStrategy
-from llavaction.prompts.wording import TASKS, Task
+from llavaction.prompts.tasks import TASKS, Task
 from llavaction.utils.checks import check_count
 
 
@@ -123,7 +123,8 @@ class TaskSource:
 
     def __post_init__(self):
         if self.task not in TASKS:
-            raise ValueError(f"task {self.task!r} not in {TASKS}")
+            raise ValueError(f"task {self.task!r} not in {', '.join(TASKS.names())}")
+        samples = TASKS.get(self.task).samples
         if (self.path is None) == (self.frames is None):
             raise ValueError(
                 "a training source names a shard set (path) or a frame store with the questions asked over it "
@@ -133,12 +134,12 @@ class TaskSource:
             raise ValueError(f"{self.path}: questions are asked over a frame store: name it `frames:` (not `path:`)")
         if self.frames is not None and self.questions is None and self.descriptions is None:
             raise ValueError(f"{self.frames}: a frame store asks a question file: give `questions:` (or use `path:`)")
-        if self.questions is not None and self.task == "qa":
-            raise ValueError(
-                f"{self.frames}: a question file over a frame store goes with task mqa, narration or temporal"
-            )
-        if self.descriptions is not None and self.task != "qa":
-            raise ValueError(f"{self.shards}: a descriptions file goes with task 'qa'")
+        if self.questions is not None and samples != "questions":
+            asked = ", ".join(n for n in TASKS.names() if TASKS.get(n).samples == "questions")
+            raise ValueError(f"{self.frames}: a question file over a frame store goes with a task of {asked}")
+        if self.descriptions is not None and samples != "descriptions":
+            takes = ", ".join(repr(n) for n in TASKS.names() if TASKS.get(n).samples == "descriptions")
+            raise ValueError(f"{self.shards}: a descriptions file goes with task {takes}")
         if isinstance(self.weight, str):
             try:
                 SamplingStrategy.parse("all" if self.weight == "size" else self.weight)

@@ -20,13 +20,8 @@ from llavaction.data.buffers import FrameBuffers, fresh_frames
 from llavaction.data.shards import frame_name
 from llavaction.prompts.encoding import PromptEncoder, VisualSpan, pad_right
 from llavaction.prompts.formats import ClipTiming
-from llavaction.prompts.wording import (
-    PromptOptions,
-    can_show_priors,
-    prompt_turns,
-    user_text,
-    with_pseudo_priors,
-)
+from llavaction.prompts.tasks import can_show_priors, prompt_turns, user_text
+from llavaction.prompts.wording import PromptOptions, with_pseudo_priors
 from llavaction.utils.constants import IGNORE_INDEX
 from llavaction.utils.jsonl import read_jsonl
 
@@ -186,7 +181,7 @@ class EncodePrompt:
     An MQA question whose sample carries its two prior actions shows them with probability prior_probability, decided
     per (seed, epoch, sample) so that any world size or worker count makes the same choice; pseudo_priors (evaluation:
     narration_id -> the model's own earlier answer) replaces the ground-truth texts of the prior actions; reasoning:
-    an MQA question asks for the reasoning first (prompts.wording.REASONING_FORMAT)."""
+    the question asks for the reasoning first (prompts.wording.REASONING_FORMAT)."""
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from llavaction.benchmark.card import file_digest, read_card
+from llavaction.benchmark.questions import iter_question_file
 from llavaction.data.shards import (
     CLIP_FIELDS,
     clip_digest,
@@ -23,7 +24,7 @@ from llavaction.data.shards import (
     sample_meta,
     text_words,
 )
-from llavaction.utils.jsonl import iter_jsonl, read_jsonl, read_jsonl_at
+from llavaction.utils.jsonl import read_jsonl_at
 
 
 def store_clips(stores: list[str]) -> dict[str, tuple[str, str]]:
@@ -79,12 +80,6 @@ def check_file_clips(
         )
 
 
-def read_questions_file(path: str) -> list[dict]:
-    """A question file's records, refused when it no longer matches its benchmark card."""
-    read_card(path)
-    return read_jsonl(path)
-
-
 def questions_by_key(questions: dict[str, list[dict]]) -> dict[str, dict]:
     """{key: question} over question files (read and checked by the caller)."""
     return {record["narration_id"]: record for records in questions.values() for record in records}
@@ -102,14 +97,10 @@ class StoreQuestions:
         # what each epoch's readers check the file against: its card's digest (checked just now), else its own
         self.digest = card["questions"]["digest"] if card is not None else file_digest(path)
         self.path, self.at, self._words, self.clips = path, {}, {}, {}
-        for number, offset, record in iter_jsonl(path):
-            key = record.get("narration_id")
-            if not isinstance(key, str) or key in self.at:
-                raise ValueError(f"{path}:{number}: a question without a narration_id, or asked twice")
+        for number, offset, record in iter_question_file(path, card_read=True):
+            key = record["narration_id"]
             self.at[key], self._words[key] = (number, offset), sum(text_words(record))
             self.clips[key] = clip_digest(record)
-        if not self.at:
-            raise ValueError(f"{path}: holds no question")
 
     @property
     def line(self) -> dict[str, int]:

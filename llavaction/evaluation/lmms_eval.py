@@ -24,7 +24,8 @@ from llavaction.data.shards import frame_name, iter_samples, location_sizes, sam
 from llavaction.evaluation.options import QuestionOptions
 from llavaction.model.families import DEFAULT_BACKBONE, Backbone
 from llavaction.model.family import REGISTRY
-from llavaction.prompts.wording import can_show_priors, with_pseudo_priors
+from llavaction.prompts.tasks import can_show_priors
+from llavaction.prompts.wording import with_pseudo_priors
 from llavaction.utils.figures import upscale_nearest
 from llavaction.utils.files import check_apart, check_output_folder, replaced_folder
 from llavaction.utils.jsonl import read_jsonl, write_json, write_jsonl
@@ -47,6 +48,8 @@ class ExportSettings:
         visual: 'video' (an MP4 per question, for video models) or 'frames' (JPEGs, for image-list models).
         backbone: the model family the task is run with (it decides the lmms-eval model named in the task).
         checkpoint: the checkpoint the task is run with, named in the task's lmms-eval command.
+        engine: what the printed lmms-eval command runs the model with: 'hf' (the family's own lmms-eval model) or
+            'vllm' (lmms-eval's vllm model serving the export; the Qwen families).
     """
 
     num_frames: int
@@ -57,6 +60,13 @@ class ExportSettings:
     visual: Literal["video", "frames"] = "video"
     backbone: Backbone = DEFAULT_BACKBONE
     checkpoint: str | None = None
+    engine: Literal["hf", "vllm"] = "hf"
+
+    def __post_init__(self):
+        family = REGISTRY.get(self.backbone)
+        if self.engine == "vllm" and family.lmms_eval_vllm is None:
+            served = ", ".join(f.name for f in REGISTRY if f.lmms_eval_vllm is not None)
+            raise ValueError(f"--engine vllm: vLLM does not serve {family.name} exports (it serves {served})")
 
     @property
     def model_folder(self) -> str:
@@ -68,10 +78,13 @@ class ExportSettings:
 
     def command(self, task_folder: Path, task: str = TASK) -> str:
         """The lmms-eval command that runs the task with this family's lmms-eval model (0.7.x)."""
-        model = REGISTRY.get(self.backbone).lmms_eval
-        arguments = model.arguments.format(pretrained=self.model_folder, num_frames=self.num_frames)
+        family = REGISTRY.get(self.backbone)
+        name, arguments = family.lmms_eval.name, family.lmms_eval.arguments
+        if self.engine == "vllm":
+            name, arguments = "vllm", family.lmms_eval_vllm
+        arguments = arguments.format(pretrained=self.model_folder, num_frames=self.num_frames)
         return (
-            f"lmms-eval --model {model.name} --model_args {arguments} --tasks {task} --include_path {task_folder} "
+            f"lmms-eval --model {name} --model_args {arguments} --tasks {task} --include_path {task_folder} "
             "--batch_size 1"
         )
 
@@ -96,6 +109,8 @@ class LmmsExport(QuestionOptions):
         backbone: the model family that runs the task (default: the checkpoint's, else LLaVA-Video).
         group: export each question file as its own task (named after its card: ek100_mqa_random_k2_gt), in one
             lmms-eval group of this name (a sweep's builds); default: one task of every question.
+        engine: the printed lmms-eval command's engine: 'hf' (the family's lmms-eval model) or 'vllm' (lmms-eval's
+            vllm model over the export; the Qwen families).
     """
 
     questions: list[Path]
@@ -106,6 +121,7 @@ class LmmsExport(QuestionOptions):
     visual: Literal["video", "frames"] = "video"
     backbone: Backbone | None = None
     group: str | None = None
+    engine: Literal["hf", "vllm"] = "hf"
 
     def __post_init__(self):
         super().__post_init__()
@@ -146,6 +162,7 @@ def export_lmms_task(run: LmmsExport) -> tuple[int, ExportSettings]:
         visual=run.visual,
         backbone=backbone,
         checkpoint=run.checkpoint,
+        engine=run.engine,
     )
     with replaced_folder(run.out, LMMS_EXPORT_COMMAND) as folder:
         if run.group is None:

@@ -8,9 +8,9 @@ import dataclasses
 
 import lightning as L
 import torch
-from torchmetrics import SumMetric
 
-from llavaction.benchmark.answers import prediction_record, rule_choice
+from llavaction.benchmark.answers import prediction_record
+from llavaction.benchmark.metrics import mqa_figures
 from llavaction.benchmark.uncertainty import cluster_of, hit_intervals
 from llavaction.data.batch import Batch
 from llavaction.data.options import SampleFormat
@@ -72,11 +72,10 @@ class MQAModule(L.LightningModule):
     def set_evaluation(self, evaluation: EvaluationOptions) -> None:
         """How questions are answered from now on (the metrics start over)."""
         self.evaluation = evaluation
-        self.val_total, self.val_chance = SumMetric(), SumMetric()
-        self.val_unmatched = SumMetric()  # generated answers that match no option (the paper's rule)
-        self.val_correct = torch.nn.ModuleDict({mode: SumMetric() for mode in evaluation.mqa_scoring})
-        # per question of this rank: its id, its video and whether each figure counts it right
-        self.val_hits: list[tuple[str, str, dict[str, bool]]] = []
+        # per scoring mode, this rank's prediction records (benchmark.answers), whose figures benchmark.metrics defines
+        self.val_records: dict[str, list[dict]] = {mode: [] for mode in evaluation.mqa_scoring}
+        # per question of this rank with a class: its id, video and action heads' hits (EK-100's figures)
+        self.val_head_hits: list[tuple[str, str, dict[str, bool]]] = []
         self.validation_questions: list[tuple[str, str, dict[str, bool]]] = []  # the last validation's, every rank's
         if self.model is not None:
             self.answerer = MQAAnswerer(self.model, self.tokenizer, self.video_format, evaluation.max_new_tokens)
@@ -128,66 +127,84 @@ class MQAModule(L.LightningModule):
             head_hits = {
                 f"ek100/all_{kind}_accuracy_at_{k}": top5[kind][:, :k].any(-1).tolist() for kind in top5 for k in (1, 5)
             }
-        answerable = real & (batch.answer_index >= 0)
-        chosen = {mode: scores.argmax(-1) for mode, scores in answers.scores.items()}
-        if "generate" in modes:
-            picks = [
-                rule_choice(self.final_answer(text), meta["options"], meta["answer_index"])
-                for text, meta in zip(answers.generations, batch.meta)
+        rows = real.nonzero().flatten().tolist()
+        chosen = {}
+        for mode in modes:
+            generate = mode == "generate"
+            scores = answers.scores.get("letter" if generate else mode)
+            records = [
+                prediction_record(
+                    batch.meta[row],
+                    [] if scores is None else scores[row, : len(batch.meta[row]["options"])].tolist(),
+                    self.final_answer(answers.generations[row]) if generate else None,
+                )
+                | ({"generation": answers.generations[row]} if generate else {})  # the whole text, reasoning included
+                for row in rows
             ]
-            chosen["generate"] = torch.tensor([-1 if c is None else c for c in picks], device=real.device)
-            self.val_unmatched.update(((chosen["generate"] < 0) & real).sum().float())
-        per_mode = {}
-        for mode, correct in self.val_correct.items():
-            # one rule per mode: a question counts when the mode's choice is the right option
-            hits = (chosen[mode].to(real.device) == batch.answer_index) & answerable
-            correct.update(hits.sum().float())
-            per_mode[f"mqa_accuracy_{mode}"] = hits.tolist()
-        for row in real.nonzero().flatten().tolist():
-            has_classes = int(batch.verb_class[row]) >= 0
-            hits = {name: bool(values[row]) for name, values in per_mode.items()}
-            hits |= {name: bool(values[row]) for name, values in head_hits.items() if has_classes}
-            meta = batch.meta[row]
-            self.val_hits.append((meta["narration_id"], cluster_of(meta), hits))
-        self.val_total.update(real.sum())
-        self.val_chance.update((real / batch.num_options.clamp(min=1)).sum())
+            self.val_records[mode] += records
+            picks = torch.full((len(batch.meta),), -1, dtype=torch.long)
+            picks[rows] = torch.tensor(
+                [-1 if r["rule_choice_index"] is None else r["rule_choice_index"] for r in records]
+            )
+            chosen[mode] = picks.to(real.device)
+        for row in rows if head_hits else ():
+            if int(batch.verb_class[row]) >= 0:
+                meta = batch.meta[row]
+                hits = {name: bool(values[row]) for name, values in head_hits.items()}
+                self.val_head_hits.append((meta["narration_id"], cluster_of(meta), hits))
         return {"chosen": chosen[modes[0]], "generations": answers.generations}
 
     def _eval_epoch_end(self, prefix: str) -> None:
-        total = self.val_total.compute()
-        # The metrics are already summed over ranks; sync_dist only averages identical values.
-        for i, (mode, correct) in enumerate(self.val_correct.items()):
-            accuracy = 100.0 * correct.compute() / total.clamp(min=1)
-            self.log(f"{prefix}/mqa_accuracy_{mode}", accuracy, sync_dist=True)
-            if i == 0:
-                self.log(f"{prefix}/mqa_accuracy", accuracy, prog_bar=True, sync_dist=True)
-        self.log(f"{prefix}/chance", 100.0 * self.val_chance.compute() / total.clamp(min=1), sync_dist=True)
-        self.log(f"{prefix}/questions", total, sync_dist=True)
-        if "generate" in self.val_correct:
-            self.log(f"{prefix}/no_option_matched", self.val_unmatched.compute(), sync_dist=True)
-        if self.val_ek100.update_count:
-            self.log_dict({f"{prefix}/ek100/{k}": v for k, v in self.val_ek100.compute().items()}, sync_dist=True)
-        self._log_intervals(prefix)
-        for metric in (self.val_total, self.val_chance, self.val_unmatched, self.val_ek100, *self.val_correct.values()):
-            metric.reset()
-
-    def _log_intervals(self, prefix: str) -> None:
-        """The 95% interval of each figure (a bootstrap over videos) as `<figure>_low` / `_high` scalars; every rank
-        gathers every rank's questions, so each logs the same values."""
-        rows = self.val_hits
+        """Logs every mode's figures (benchmark.metrics, as `evaluate mqa` computes them) over every rank's questions,
+        so each rank logs the same values, and the action heads' EK-100 figures with their intervals."""
+        records, head_hits = self.val_records, self.val_head_hits
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             gathered = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, rows)
-            rows = [row for part in gathered for row in part]
-        self.val_hits, self.validation_questions = [], rows
-        if not rows:
+            torch.distributed.all_gather_object(gathered, (records, head_hits))
+            records = {mode: [r for part, _ in gathered for r in part[mode]] for mode in records}
+            head_hits = [row for _, part in gathered for row in part]
+        self.val_records = {mode: [] for mode in records}
+        self.val_head_hits = []
+        modes = self.evaluation.mqa_scoring
+        if not records[modes[0]]:
             return
-        headline = f"mqa_accuracy_{self.evaluation.mqa_scoring[0]}"
-        for name, interval in hit_intervals([(video, hits) for _, video, hits in rows]).items():
-            for label in {name, "mqa_accuracy"} if name == headline else {name}:
-                self.log(f"{prefix}/{label}_low", interval.low, sync_dist=True)
-                self.log(f"{prefix}/{label}_high", interval.high, sync_dist=True)
-        self.log(f"{prefix}/videos", float(len({video for _, video, _ in rows})), sync_dist=True)
+        for mode in modes:
+            figures = mqa_figures(records[mode], mode)
+            names = [f"mqa_accuracy_{mode}", "mqa_accuracy"] if mode == modes[0] else [f"mqa_accuracy_{mode}"]
+            for name in names:
+                self._log_figure(f"{prefix}/{name}", figures["accuracy"], figures["accuracy_interval"])
+            if mode == modes[0]:
+                scalars = {"chance": figures["chance"], "questions": figures["count"], "videos": figures["videos"]}
+                self.log_dict({f"{prefix}/{k}": float(v) for k, v in scalars.items()}, sync_dist=True)
+                for part, values in figures["breakdown"].items():
+                    if values["count"]:
+                        self._log_figure(f"{prefix}/breakdown/{part}", values["accuracy"], values["interval"])
+            if mode == "generate":
+                self.log(f"{prefix}/no_option_matched", float(figures["no_option_matched"]), sync_dist=True)
+                self.log(f"{prefix}/parse_failures", float(figures["parse_failures"]), sync_dist=True)
+                self._log_figure(f"{prefix}/reference_exact_accuracy", figures["reference_exact_accuracy"], None)
+        if self.val_ek100.update_count:
+            self.log_dict({f"{prefix}/ek100/{k}": v for k, v in self.val_ek100.compute().items()}, sync_dist=True)
+            for name, found in hit_intervals([(video, hits) for _, video, hits in head_hits]).items():
+                self._log_figure(f"{prefix}/{name}", None, found.as_dict())
+        self.val_ek100.reset()
+        heads = {name: hits for name, _, hits in head_hits}
+        self.validation_questions = [
+            (
+                r["narration_id"],
+                cluster_of(r),
+                {f"mqa_accuracy_{m}": bool(records[m][i]["correct"]) for m in modes} | heads.get(r["narration_id"], {}),
+            )
+            for i, r in enumerate(records[modes[0]])
+        ]
+
+    def _log_figure(self, name: str, value: float | None, interval: dict | None) -> None:
+        """A figure in percent as `name`, its 95% interval as `name_low` / `name_high` (either may be absent)."""
+        if value is not None:
+            self.log(name, float(value), sync_dist=True)
+        if interval is not None:
+            self.log(f"{name}_low", float(interval["low"]), sync_dist=True)
+            self.log(f"{name}_high", float(interval["high"]), sync_dist=True)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> dict:
         return self._eval_step(batch)

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from llavaction.benchmark.uncertainty import record_interval
+from llavaction.benchmark.metrics import mqa_figures
 from llavaction.data.options import LoaderOptions, PriorActionOptions
 from llavaction.data.shards import stored_frames
 from llavaction.evaluation.candidates import write_head_outputs
@@ -28,15 +28,6 @@ from llavaction.utils.checks import check_count
 from llavaction.utils.files import check_apart, check_output_folder, exclusive_output, replaced_folder
 from llavaction.utils.jsonl import write_json, write_jsonl
 from llavaction.utils.version import code_version
-
-BREAKDOWN = {
-    "verb_head": ("verb_tail", False),
-    "verb_tail": ("verb_tail", True),
-    "noun_head": ("noun_tail", False),
-    "noun_tail": ("noun_tail", True),
-    "seen_participants": ("unseen_participant", False),
-    "unseen_participants": ("unseen_participant", True),
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -183,9 +174,9 @@ def _evaluate_mqa(run: MQAEvaluation, loaded: LoadedCheckpoint | None) -> dict |
             "gave other samples than their index lists; nothing written"
         )
     heads = any("verb_scores" in r for r in predictions)
-    results = mqa_results(predictions, run.mode) | {
+    results = mqa_figures(predictions, run.mode) | {
         "per_question_file": {
-            path: mqa_results([r for r in predictions if r["narration_id"] in keys], run.mode)
+            path: mqa_figures([r for r in predictions if r["narration_id"] in keys], run.mode)
             for path, keys in ids.items()
         },
         "scoring": None if run.mode == "generate" else run.scoring,
@@ -204,44 +195,3 @@ def _evaluate_mqa(run: MQAEvaluation, loaded: LoadedCheckpoint | None) -> dict |
         write_json(folder / "results.json", results)
         write_results_layout(folder, predictions, results)
     return results
-
-
-def _percent(rows: list[dict], key: str) -> float | None:
-    return round(100.0 * sum(bool(r.get(key)) for r in rows) / len(rows), 4) if rows else None
-
-
-def _interval(rows: list[dict], key: str) -> dict | None:
-    interval = record_interval(rows, key)
-    return None if interval is None else interval.as_dict()
-
-
-def mqa_results(predictions: list[dict], mode: str) -> dict:
-    """Accuracy (percent) with its 95% interval from a bootstrap over videos (llavaction.benchmark.uncertainty) and,
-    under 'generate', the lenient letter parse, the reference's exact rule (each with its interval), parse failures
-    and answers matching no option; breakdowns over head/tail classes and seen/unseen participants."""
-    results = {
-        "mode": mode,
-        "accuracy": _percent(predictions, "correct"),
-        "accuracy_interval": _interval(predictions, "correct"),
-        "count": len(predictions),
-    }
-    if mode == "generate":
-        failures = sum(r["parse_failed"] for r in predictions)
-        results |= {
-            "letter_accuracy": _percent(predictions, "letter_correct"),
-            "letter_accuracy_interval": _interval(predictions, "letter_correct"),
-            "reference_exact_accuracy": _percent(predictions, "reference_exact_correct"),
-            "reference_exact_accuracy_interval": _interval(predictions, "reference_exact_correct"),
-            "parse_failures": failures,
-            "parse_failure_rate": round(100.0 * failures / max(1, len(predictions)), 4),
-            "no_option_matched": sum(r.get("rule_choice_index") is None for r in predictions),
-        }
-    breakdown = {}
-    for name, (key, value) in BREAKDOWN.items():
-        rows = [r for r in predictions if r.get(key) is value]
-        breakdown[name] = {
-            "accuracy": _percent(rows, "correct"),
-            "interval": _interval(rows, "correct"),
-            "count": len(rows),
-        }
-    return results | {"breakdown": breakdown}

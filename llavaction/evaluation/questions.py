@@ -7,25 +7,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from llavaction.benchmark.card import card_summary, read_card
+from llavaction.benchmark.questions import iter_question_file
 from llavaction.data.shards import QUESTION_FIELDS, indexed_keys, iter_shard, join, question_digest, sample_meta
-from llavaction.data.store import check_clips, read_questions_file
+from llavaction.data.store import check_clips
 
 
 def read_questions(paths: list[Path]) -> dict[str, list[dict]]:
-    """{file: its question records}; a record without narration_id, or one asked twice (in a file or across
-    files), is an error naming the file and line; a file that no longer matches its benchmark card is refused."""
+    """{file: its question records} (benchmark.questions, the one reader: card, ids, duplicates); a question asked in
+    two of the files is an error naming both places."""
     questions, seen = {}, {}
     for path in paths:
-        records = read_questions_file(path)
-        for number, record in enumerate(records, start=1):
-            key = record.get("narration_id")
-            if not isinstance(key, str) or not key:
-                raise ValueError(f"{path}:{number}: a question without a narration_id")
+        records = []
+        for number, _, record in iter_question_file(path):
+            key = record["narration_id"]
             if key in seen:
                 raise ValueError(f"{path}:{number}: question {key} is asked twice (first at {seen[key]})")
             seen[key] = f"{path}:{number}"
-        if not records:
-            raise ValueError(f"{path}: holds no question")
+            records.append(record)
         questions[str(path)] = records
     return questions
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from llavaction.benchmark.breakdown import accuracy_table, confusion, sharing_options
-from llavaction.benchmark.uncertainty import Comparison, cluster_of, paired_comparison, record_interval
+from llavaction.benchmark.metrics import interval, percent
+from llavaction.benchmark.uncertainty import Comparison, cluster_of, paired_comparison
 from llavaction.data.shards import frame_name, iter_samples, location_sizes, sample_meta
 from llavaction.evaluation.report_html import item_html, strip_file, write_html
 from llavaction.utils.checks import check_count
@@ -169,11 +170,10 @@ def tables(rows: list[dict], verbs: dict, nouns: dict) -> dict:
         high = DURATION_BINS[index + 1]
         return f"{DURATION_BINS[index]:g}-{high:g} s" if high != float("inf") else f">= {DURATION_BINS[index]:g} s"
 
-    interval = record_interval(rows)
     return {
         "count": len(rows),
-        "accuracy": round(100.0 * sum(r["correct"] for r in rows) / max(1, len(rows)), 2),
-        "accuracy_interval": None if interval is None else interval.as_dict(),
+        "accuracy": percent(rows, "correct") or 0.0,
+        "accuracy_interval": interval(rows, "correct"),
         "by_verb": accuracy_table(rows, lambda r: r["verb_class"], verbs, verb_tails),
         "by_noun": accuracy_table(rows, lambda r: r["noun_class"], nouns, noun_tails),
         "by_duration": sorted(

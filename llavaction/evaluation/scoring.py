@@ -11,7 +11,8 @@ from llavaction.data.batch import Batch
 from llavaction.evaluation.options import MAX_NEW_TOKENS
 from llavaction.prompts.encoding import PromptEncoder, VisualSpan, pad_right
 from llavaction.prompts.formats import VideoFormat
-from llavaction.prompts.wording import MAX_OPTIONS, PromptOptions, user_text
+from llavaction.prompts.tasks import user_text
+from llavaction.prompts.wording import MAX_OPTIONS, PromptOptions
 from llavaction.utils.constants import IGNORE_INDEX
 
 

@@ -77,6 +77,8 @@ class ModelFamily:
         with_options: applies them (validated by the architecture).
         lmms_eval: the lmms-eval model that runs its checkpoints.
         vllm_architecture: the architecture name vLLM serves its transformers-layout exports as (None: vLLM cannot).
+        lmms_eval_vllm: the --model_args of lmms-eval's `vllm` model for its exports (format fields: pretrained,
+            num_frames); None where vLLM cannot serve it.
         special_tokens: tokens its prompts need from the tokenizer (a preset's tokenizer gets them appended).
         meet_tokenizer: (architecture, tokenizer) -> the architecture with the tokenizer's ids of its special tokens.
         frame_size: (architecture) -> the side clips are decoded at when it answers about video files.
@@ -101,6 +103,7 @@ class ModelFamily:
     options: tuple[str, ...] = ()
     with_options: Callable[[Any, dict], Any] = lambda config, options: config
     vllm_architecture: str | None = None
+    lmms_eval_vllm: str | None = None
     special_tokens: tuple[str, ...] = ()
     meet_tokenizer: Callable[[Any, Any], Any] = lambda config, tokenizer: config
     frame_size: Callable[[Any], int] = field(default=lambda config: config.image_size)

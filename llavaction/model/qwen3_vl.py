@@ -11,5 +11,6 @@ QWEN3_VL = REGISTRY.register(
         "Qwen3-VL: its ViT with deepstack mergers, timestamps a temporal group and Qwen3 LLM with interleaved M-RoPE",
         (Qwen3VLVisionBlock, Qwen3VLTextDecoderLayer),
         vllm="Qwen3VLForConditionalGeneration",
+        lmms_vllm_extra=",is_qwen3_vl=True",  # its video metadata (timestamps) passed to vLLM
     )
 )

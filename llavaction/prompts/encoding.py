@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 
 from llavaction.prompts.formats import ClipTiming, SplicedVideo, VideoFormat
+from llavaction.prompts.tasks import answer_text, can_show_priors, user_text
 from llavaction.prompts.wording import (
     CAPTION_QUESTION,
     FRAME_TIMES,
@@ -25,10 +26,7 @@ from llavaction.prompts.wording import (
     TIME_INSTRUCTION,
     PromptError,
     PromptOptions,
-    answer_text,
-    can_show_priors,
     option_letters,
-    user_text,
     with_pseudo_priors,
 )
 from llavaction.utils.constants import EOS_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX, SYSTEM_MESSAGE

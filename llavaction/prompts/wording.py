@@ -1,19 +1,14 @@
-"""The reference's prompt wording, byte for byte: the task questions, the time instruction, prior actions, answers and
-the text of every exchange of a sample (user text after the video, answer). The published checkpoints were trained on
-it (README, "Differences from the reference code", lists where we deliberately depart); the chat template and
-tokenisation around it are encoding.py's.
+"""The reference's prompt wording, byte for byte: the sentences of the task questions, the time instruction, prior
+actions, options and conversations (tasks.py puts them together, a task at a time). The published checkpoints were
+trained on it (README, "Differences from the reference code", lists where we deliberately depart); the chat template
+and tokenisation around it are encoding.py's.
 """
 
 from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import Literal
 
-from llavaction.utils.constants import IMAGE_PLACEHOLDER
-
-Task = Literal["mqa", "narration", "temporal", "qa"]
-TASKS: tuple[str, ...] = ("mqa", "narration", "temporal", "qa")
 MAX_OPTIONS = 26
 
 # The reference's sentences (format_task_related_prompt, format_time_instruction, the temporal-detection data).
@@ -127,11 +122,6 @@ def prior_actions_text(priors: list[dict]) -> str:
     )
 
 
-def can_show_priors(record: dict, task: str) -> bool:
-    """An MQA question whose record carries its two prior actions (the others are asked plainly)."""
-    return task == "mqa" and len(record.get("prior_actions") or []) == 2
-
-
 def with_pseudo_priors(record: dict, pseudo: dict[str, str]) -> dict:
     """The record with its prior actions named by the model's own earlier answers (narration_id -> chosen text)."""
     priors = record.get("prior_actions") or []
@@ -140,27 +130,6 @@ def with_pseudo_priors(record: dict, pseudo: dict[str, str]) -> dict:
         name = record.get("narration_id", "?")
         raise PromptError(f"{name}: no earlier prediction for its prior action {absent[0]}")
     return record | {"prior_actions": [p | {"text": pseudo[p["narration_id"]]} for p in priors]}
-
-
-def task_prompt(record: dict, task: str, use_priors: bool = False) -> str:
-    """The task's question as the reference words it (format_task_related_prompt)."""
-    if task == "mqa":
-        check_options(record)
-        options = lettered_options(record["options"])
-        if use_priors:
-            return f"{PERSPECTIVE}\n{prior_actions_text(record['prior_actions'])}{options}"
-        return f"{PERSPECTIVE}{MQA_ANSWER_FORMAT}\n{MQA_OPTIONS_HEADER}{options}"
-    if task == "narration":
-        return f"{PERSPECTIVE}{NARRATION_QUESTION}"
-    if task == "temporal":
-        duration = float(record["stop_sec"]) - float(record["start_sec"])
-        return TEMPORAL_QUESTION.format(narration=record["narration"], duration=reference_number(duration))
-    if task == "qa":
-        if record.get("conversation"):
-            return exchanges(record)[0][0].replace(IMAGE_PLACEHOLDER, "").strip()
-        question = record.get("qa_question")
-        return f"{PERSPECTIVE}{CAPTION_QUESTION}" if question is None else question
-    raise PromptError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
 def exchanges(record: dict) -> list[tuple[str, str]]:
@@ -179,50 +148,3 @@ def exchanges(record: dict) -> list[tuple[str, str]]:
     if not pairs:
         raise PromptError(f"{name}: the conversation holds no question with an answer")
     return pairs
-
-
-def user_text(
-    record: dict, task: str, num_frames: int, options: PromptOptions, use_priors: bool = False, reasoning: bool = False
-) -> str:
-    """The user turn after `<image>\\n`: the time instruction glued to the task prompt (no separator, as the
-    reference's format_llava_prompt glues them), or for replayed general video data the reference trainer's own time
-    sentence on a line of its own. reasoning: an MQA question then asks for the reasoning first (REASONING_FORMAT)."""
-    if record.get("replay"):
-        question = task_prompt(record, task)
-        if not options.time_instruction:
-            return question
-        sentence = REPLAY_TIME_INSTRUCTION.format(duration=clip_duration(record), num_frames=num_frames)
-        if record.get("conversation"):  # the reference keeps the question's own text after `<image>` ("\nQ")
-            return f"{sentence}\n{exchanges(record)[0][0].replace(IMAGE_PLACEHOLDER, '')}"
-        return f"{sentence}\n{question}"
-    question = task_prompt(record, task, use_priors) + (REASONING_FORMAT if reasoning and task == "mqa" else "")
-    return (time_instruction(record, num_frames, options) if options.time_instruction else "") + question
-
-
-def answer_text(record: dict, task: str) -> str:
-    """The target text (without <|im_end|>): 'B. option text' for MQA, the narration, 'start, end', or the answer."""
-    name = record.get("narration_id", "?")
-    if task == "mqa":
-        check_options(record)
-        index = record.get("answer_index")
-        if index is None:
-            raise PromptError(f"{name}: no correct option among its options")
-        return f"{option_letters(len(record['options']))[index]}. {record['options'][index]}"
-    if task == "narration":
-        return record["narration"]
-    if task == "temporal":
-        return record["answer"]
-    if task == "qa":
-        return exchanges(record)[0][1] if record.get("conversation") else record["qa_answer"]
-    raise PromptError(f"unknown task {task!r}; expected one of {TASKS}")
-
-
-def prompt_turns(
-    record: dict, task: str, num_frames: int, options: PromptOptions, use_priors: bool = False
-) -> list[tuple[str, str]]:
-    """(user text, answer) of every exchange of a sample: one for the EK-100 tasks, each of a conversation's for `qa`
-    samples that carry one; the first user text is what follows `<image>\n`."""
-    first = (user_text(record, task, num_frames, options, use_priors), answer_text(record, task))
-    if task == "qa" and record.get("conversation"):
-        return [first, *exchanges(record)[1:]]
-    return [first]

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from llavaction.prompts.encoding import PromptEncoder
+from llavaction.prompts.tasks import prompt_turns
 from llavaction.prompts.tokenizer import build_tokenizer
-from llavaction.prompts.wording import PromptOptions, prompt_turns
+from llavaction.prompts.wording import PromptOptions
 from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from tests.helpers import CONVERSATION
 

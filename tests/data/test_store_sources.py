@@ -97,7 +97,7 @@ def test_a_worker_reads_only_the_questions_it_serves(demo_dir, demo_shards, demo
         (dict(task="mqa"), "names a shard set \\(path\\) or a frame store"),
         (dict(path="s", questions="q"), "name it `frames:`"),
         (dict(frames="f"), "give `questions:`"),
-        (dict(frames="f", questions="q", task="qa"), "goes with task mqa, narration or temporal"),
+        (dict(frames="f", questions="q", task="qa"), "goes with a task of mqa, narration, temporal"),
     ],
 )
 def test_a_source_names_its_frames_one_way(fields, message):

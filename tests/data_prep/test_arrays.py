@@ -8,8 +8,8 @@ import pytest
 
 from data_prep import extract_frames as extract_module
 from data_prep.extract_frames import extract
+from data_prep.job_array import ArrayJob
 from data_prep.merge_shards import main as merge
-from data_prep.tasks import ArrayTask
 from llavaction.data.shards import iter_samples, location_sizes, read_index, read_sizes
 from llavaction.utils.files import OUTPUT_MARKER
 from llavaction.utils.jsonl import read_jsonl
@@ -37,7 +37,7 @@ def single(questions, demo_dir, tmp_path_factory):
 def test_three_tasks_merged_equal_one_run(questions, single, demo_dir, tmp_path, capsys):
     out = tmp_path / "shards"
     for index in range(3):
-        extract(questions, out, extract_config(demo_dir / "videos"), task=ArrayTask(index, 3))
+        extract(questions, out, extract_config(demo_dir / "videos"), task=ArrayJob(index, 3))
     assert sorted(p.name for p in out.iterdir() if p.name != OUTPUT_MARKER) == [
         f"part-000{i}-of-0003" for i in range(3)
     ]
@@ -67,11 +67,11 @@ def test_a_killed_task_resumes(questions, single, demo_dir, tmp_path, monkeypatc
 
     monkeypatch.setattr(extract_module, "decode_video", killed_after_one_video)
     with pytest.raises(KeyboardInterrupt):
-        extract(questions, out, config, task=ArrayTask(0, 2))
+        extract(questions, out, config, task=ArrayJob(0, 2))
     monkeypatch.setattr(extract_module, "decode_video", real)
     assert not (out / "part-0000-of-0002" / "sizes.json").exists()
-    extract(questions, out, config, task=ArrayTask(0, 2), resume=True)
-    extract(questions, out, config, task=ArrayTask(1, 2))
+    extract(questions, out, config, task=ArrayJob(0, 2), resume=True)
+    extract(questions, out, config, task=ArrayJob(1, 2))
     assert merge(["--out", str(out)]) == 0
     assert samples_of(out) == samples_of(single)
 
@@ -79,16 +79,16 @@ def test_a_killed_task_resumes(questions, single, demo_dir, tmp_path, monkeypatc
 def test_missing_unfinished_and_foreign_parts_are_refused(questions, demo_dir, tmp_path, capsys):
     out = tmp_path / "shards"
     config = extract_config(demo_dir / "videos")
-    extract(questions, out, config, task=ArrayTask(0, 2))
+    extract(questions, out, config, task=ArrayJob(0, 2))
     assert merge(["--out", str(out)]) == 2
     assert "1 of the 2 parts are missing (task 1 first)" in capsys.readouterr().err
-    extract(questions, out, extract_config(demo_dir / "videos", size=16), task=ArrayTask(1, 2))
+    extract(questions, out, extract_config(demo_dir / "videos", size=16), task=ArrayJob(1, 2))
     assert merge(["--out", str(out)]) == 2
     error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "part-0001-of-0002: written with other settings" in error[0]
     other = [q | {"options": q["options"][::-1]} for q in questions]
     shutil.rmtree(out / "part-0001-of-0002")  # task 1 again, from another version of the question file
-    extract(other, out, config, task=ArrayTask(1, 2))
+    extract(other, out, config, task=ArrayJob(1, 2))
     assert merge(["--out", str(out)]) == 2
     assert "written from other questions" in capsys.readouterr().err
     (out / "part-0001-of-0002" / "sizes.json").unlink()
@@ -97,16 +97,16 @@ def test_missing_unfinished_and_foreign_parts_are_refused(questions, demo_dir, t
 
 
 def test_array_task_from_slurm(monkeypatch):
-    assert ArrayTask.from_args(None, None) is None
+    assert ArrayJob.from_args(None, None) is None
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "8")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")
     monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
-    assert ArrayTask.from_args(None, None) == ArrayTask(3, 8)
-    assert ArrayTask.from_args(2, 1) == ArrayTask(1, 2)
+    assert ArrayJob.from_args(None, None) == ArrayJob(3, 8)
+    assert ArrayJob.from_args(2, 1) == ArrayJob(1, 2)
     with pytest.raises(ValueError, match="task index 5 of 2"):
-        ArrayTask.from_args(2, 5)
+        ArrayJob.from_args(2, 5)
     costs = [5.0, 1.0, 1.0, 1.0, 4.0, 1.0, 3.0]
-    shares = [ArrayTask(i, 3).share(costs) for i in range(3)]
+    shares = [ArrayJob(i, 3).share(costs) for i in range(3)]
     assert [u for share in shares for u in share] == list(range(len(costs)))  # contiguous, covering, disjoint
 
 
@@ -128,4 +128,4 @@ def test_replay_tasks_merged_equal_one_run(demo_dir, tmp_path):
 @pytest.mark.parametrize("count,index", [(1, 5), (3, 3), (0, 0), (2, -1)])
 def test_an_impossible_task_index_is_refused(count, index):
     with pytest.raises(ValueError, match=f"task index {index} of {count} task"):
-        ArrayTask.from_args(count, index)
+        ArrayJob.from_args(count, index)

@@ -13,9 +13,9 @@ import pytest
 
 from data_prep.extract_frames import extract
 from data_prep.extract_frames import main as extract_frames
+from data_prep.job_array import ArrayJob
 from data_prep.merge_shards import main as merge_shards
 from data_prep.stores import clips_to_add, list_addition
-from data_prep.tasks import ArrayTask
 from llavaction.data.shards import indexed_keys, iter_samples, read_index, read_sizes, shard_urls
 from llavaction.data.store import check_clips
 from llavaction.utils.jsonl import read_jsonl
@@ -162,7 +162,7 @@ def test_a_plain_extraction_never_replaces_a_store_or_a_users_files(
     # a store built by array tasks and merge_shards (no _progress.json of its own): refused, with --resume too
     merged = tmp_path / "merged"
     for index in range(2):
-        extract(read_jsonl(train), merged, extract_config(videos), task=ArrayTask(index, 2))
+        extract(read_jsonl(train), merged, extract_config(videos), task=ArrayJob(index, 2))
     assert merge_shards(["--out", str(merged)]) == 0
     listing = (merged / "sizes.json").read_bytes()
     for extra in ((), ("--resume",)):

@@ -36,7 +36,7 @@ def test_a_module_answers_by_the_options_it_was_last_given(original_checkpoint, 
     loaded.datamodule([str(demo_shards["validation_mqa"])], settings, LoaderOptions(num_workers=0))
     assert loaded.module() is module and module.answerer.max_new_tokens == 12
     assert loaded.module(EvaluationOptions(("letter",))) is module and module.evaluation.mqa_scoring == ("letter",)
-    assert module.answerer.max_new_tokens == 4096 and list(module.val_correct) == ["letter"]
+    assert module.answerer.max_new_tokens == 4096 and list(module.val_records) == ["letter"]
 
 
 def test_an_export_keeps_the_earlier_weights_until_the_new_ones_are_complete(demo_dir, tmp_path, monkeypatch):

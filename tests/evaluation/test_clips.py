@@ -136,7 +136,7 @@ def test_frames_and_prompts_are_those_of_extract_frames_and_render(checkpoint, v
     rendered = render([record], "mqa", 8, options, False)[0]["prompt"]
     meta = record | {"qa_question": None}
     from llavaction.prompts.encoding import PromptEncoder
-    from llavaction.prompts.wording import user_text
+    from llavaction.prompts.tasks import user_text
 
     assert chat_prompt(user_text(meta, clip.task, 8, options)) == rendered
     batch = predictor.batch([clip], [found])

@@ -13,7 +13,8 @@ import simplejpeg
 from llavaction.cli.evaluate import main as evaluate
 from llavaction.data.shards import iter_samples, shard_urls
 from llavaction.evaluation.lmms_eval import ExportSettings
-from llavaction.prompts.wording import PromptOptions, user_text
+from llavaction.prompts.tasks import user_text
+from llavaction.prompts.wording import PromptOptions
 from llavaction.utils.jsonl import read_jsonl
 from tests.helpers import one_line_exit
 
@@ -286,3 +287,31 @@ def test_an_export_refuses_a_folder_it_did_not_write_and_names_a_model_folder(
     some.write_text("".join(json.dumps(q) + "\n" for q in read_jsonl(demo_questions["train_mqa"])[:3]))
     assert evaluate(["lmms-export", "--questions", str(some), "--frames", store, "--out", str(tmp_path / "t")]) == 0
     assert "3/3" in capsys.readouterr().err
+
+
+def test_the_vllm_engine_names_lmms_evals_vllm_model_for_the_qwen_families(
+    demo_questions, demo_shards, tmp_path, capsys
+):
+    qwen3 = ExportSettings(num_frames=16, checkpoint="exports/q3", backbone="qwen3_vl", engine="vllm")
+    assert "--model vllm --model_args model=exports/q3,tensor_parallel_size=1,data_parallel_size=1,nframes=16," in (
+        qwen3.command(tmp_path)
+    )
+    assert qwen3.command(tmp_path).count("is_qwen3_vl=True") == 1
+    qwen2_5 = ExportSettings(num_frames=8, checkpoint="exports/q2", backbone="qwen2_5_vl", engine="vllm")
+    assert "max_frame_num=8 --tasks" in qwen2_5.command(tmp_path) and "is_qwen3_vl" not in qwen2_5.command(tmp_path)
+    assert "--model qwen2_5_vl " in ExportSettings(num_frames=8, backbone="qwen2_5_vl").command(tmp_path)
+    questions, shards = str(demo_questions["validation_mqa"]), str(demo_shards["validation_mqa"])
+    args = [
+        "lmms-export",
+        "--questions",
+        questions,
+        "--shards",
+        shards,
+        "--engine",
+        "vllm",
+        "--out",
+        str(tmp_path / "t"),
+    ]
+    error = one_line_exit(capsys, lambda: evaluate(args))  # the demo's LLaVA-Video
+    assert "--engine vllm: vLLM does not serve llava_video exports (it serves qwen2_5_vl, qwen3_vl)" in error
+    assert not (tmp_path / "t").exists()

@@ -199,7 +199,7 @@ def test_vllm_serve_answers_a_chat_request_as_the_hf_engine(trained, demo_dir, d
                 assert server.poll() is None, "the server exited"
                 time.sleep(1)
         meta = batch.meta[0]
-        from llavaction.prompts.wording import user_text
+        from llavaction.prompts.tasks import user_text
 
         question = user_text(meta, "mqa", data.hparams.num_frames, data.prompt)
         body = {

@@ -67,7 +67,7 @@ def test_positions_equal_transformers_where_the_rules_agree(backbone):
     from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
     from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLModel
 
-    from llavaction.model.qwen_vl.config import qwen_preset
+    from llavaction.model.qwen_vl.presets import qwen_preset
 
     hf = qwen_preset(backbone, "tiny").hf | {"video_token_id": VIDEO}
     config = (Qwen2_5_VLConfig if backbone == "qwen2_5_vl" else Qwen3VLConfig)(**hf)

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from llavaction.model.qwen_vl.config import QwenVLConfig, qwen_preset, rule_from_processor, tiny_hf
+from llavaction.model.qwen_vl.config import QwenVLConfig, rule_from_processor
 from llavaction.model.qwen_vl.frames import FrameRule, qwen2_resize, qwen3_resize
 from llavaction.model.qwen_vl.model import QwenVLModel
+from llavaction.model.qwen_vl.presets import qwen_preset, tiny_hf
 from llavaction.prompts.formats import ACTION_TOKEN_INDEX, ClipTiming
 from llavaction.utils.constants import IGNORE_INDEX
 

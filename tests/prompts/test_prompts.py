@@ -5,8 +5,9 @@ import pytest
 
 from llavaction.prompts.encoding import PromptEncoder, PromptTooLong, chat_prompt
 from llavaction.prompts.formats import ClipTiming, SplicedVideo
+from llavaction.prompts.tasks import answer_text, user_text
 from llavaction.prompts.tokenizer import build_tokenizer
-from llavaction.prompts.wording import PromptError, PromptOptions, answer_text, user_text
+from llavaction.prompts.wording import PromptError, PromptOptions
 from llavaction.utils.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from tests.helpers import RECORD
 
@@ -148,7 +149,7 @@ def test_inconsistent_questions_name_the_item(change, message):
 def test_each_backbone_reads_the_prompt_in_its_own_template():
     """LLaVA-Video: the qwen_1_5 template with `<image>\\n`; Qwen2.5-VL: its template's default system turn and a
     vision block; Qwen3-VL: no system turn; the reference's wording after the clip in every case."""
-    from llavaction.model.qwen_vl.config import qwen_preset
+    from llavaction.model.qwen_vl.presets import qwen_preset
     from llavaction.model.qwen_vl.prompt import VIDEO_BLOCK as QWEN_VIDEO_BLOCK
 
     question = user_text(RECORD, "mqa", 8, PromptOptions())
@@ -161,7 +162,7 @@ def test_each_backbone_reads_the_prompt_in_its_own_template():
 
 
 def test_visual_ids_lay_out_each_backbones_clip(tokenizer):
-    from llavaction.model.qwen_vl.config import qwen_preset
+    from llavaction.model.qwen_vl.presets import qwen_preset
     from llavaction.prompts.formats import ACTION_TOKEN_INDEX
 
     encode = PromptEncoder(tokenizer)._ids

@@ -8,7 +8,8 @@ lmms_eval_specific_kwargs; prior actions, when exported, are in each question (`
 from pathlib import Path
 
 from llavaction.benchmark.answers import paper_correct, parse_choice
-from llavaction.prompts.wording import PromptOptions, user_text
+from llavaction.prompts.tasks import user_text
+from llavaction.prompts.wording import PromptOptions
 
 TASK_DIR = Path(__file__).parent
 DEFAULTS = {"num_frames": 16, "time_instruction": False, "frame_times": False, "visual": "video"}

@@ -8,8 +8,9 @@ from torch import nn
 
 from llavaction.model.family import LmmsEvalModel, ModelFamily
 from llavaction.model.hf_layout import ServingFiles, save_hf_layout
-from llavaction.model.qwen_vl.config import MODEL_TYPES, QWEN_PRESETS, QwenVLConfig, processor_files, with_token_ids
+from llavaction.model.qwen_vl.config import MODEL_TYPES, QwenVLConfig, processor_files, with_token_ids
 from llavaction.model.qwen_vl.model import QwenVLModel
+from llavaction.model.qwen_vl.presets import QWEN_PRESETS
 from llavaction.model.qwen_vl.prompt import IMAGE_BLOCK, VISION_TOKENS, QwenVideo
 
 
@@ -44,7 +45,10 @@ def export(model: QwenVLModel, state: dict, folder: Path, tokenizer, layout: str
     save_hf_layout(model, folder, state, tokenizer, {"frame_size": model.config.frame_size}, serving)
 
 
-def qwen_family(backbone: str, title: str, blocks: tuple[type[nn.Module], ...], vllm: str) -> ModelFamily:
+def qwen_family(
+    backbone: str, title: str, blocks: tuple[type[nn.Module], ...], vllm: str, lmms_vllm_extra: str = ""
+) -> ModelFamily:
+    """A Qwen-VL family; lmms_vllm_extra: what lmms-eval's vllm model needs besides the model and frames."""
     return ModelFamily(
         name=backbone,
         title=title,
@@ -60,6 +64,9 @@ def qwen_family(backbone: str, title: str, blocks: tuple[type[nn.Module], ...], 
         export_layouts=("original", "transformers"),
         lmms_eval=LmmsEvalModel(backbone, "pretrained={pretrained},max_num_frames={num_frames}"),
         vllm_architecture=vllm,
+        # lmms-eval's vllm model (0.7.x): one GPU by default, the clip's frames as the export's evaluation shows them
+        lmms_eval_vllm="model={pretrained},tensor_parallel_size=1,data_parallel_size=1,nframes={num_frames},"
+        "max_frame_num={num_frames}" + lmms_vllm_extra,
         special_tokens=VISION_TOKENS,
         meet_tokenizer=with_token_ids,
         frame_size=lambda config: config.frame_size,

@@ -12,7 +12,7 @@ import torch
 from llavaction.data.batch import Batch
 from llavaction.model.generation import Sampling
 from llavaction.prompts.encoding import pad_right
-from llavaction.prompts.wording import answer_text
+from llavaction.prompts.tasks import answer_text
 from llavaction.training.grpo.options import RolloutOptions
 from llavaction.utils.constants import IGNORE_INDEX
 

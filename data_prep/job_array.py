@@ -12,7 +12,7 @@ PART_NAME = re.compile(r"^part-(\d{4})-of-(\d{4})$")
 
 
 @dataclass(frozen=True)
-class ArrayTask:
+class ArrayJob:
     """One task of an array.
 
     Args:
@@ -30,7 +30,7 @@ class ArrayTask:
             raise ValueError(f"{self.count} tasks: at most 9999")
 
     @classmethod
-    def from_args(cls, num_tasks: int | None, task_index: int | None) -> ArrayTask | None:
+    def from_args(cls, num_tasks: int | None, task_index: int | None) -> ArrayJob | None:
         """The task given, else SLURM's array task (SLURM_ARRAY_TASK_COUNT, SLURM_ARRAY_TASK_ID minus
         SLURM_ARRAY_TASK_MIN); None for a single run."""
         environment = os.environ
