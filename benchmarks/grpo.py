@@ -3,8 +3,9 @@ reference, update) and the memory the reference policy holds with beta > 0 (what
 `rl/rollout_tokens_per_second` and `rl/reference_memory_gib` log).
 
 Each backbone runs `train.py fit` with experiments/grpo_demo.yaml from its tiny preset (random init) over the
-benchmarks' synthetic demo questions: 4 questions x 8 completions a step of up to 24 new tokens, 8 frames of 32 px,
-beta 0.04 (a reference held). The first step (warm-up) is left out of the medians.
+benchmarks' synthetic demo questions: 4 questions x 8 completions a step of up to 16 new tokens (the demo's), 8
+frames of 32 px, the LLM trained (the demo's), beta 0.04 (a reference held). The first step (warm-up) is left out of
+the medians.
 
     python benchmarks/grpo.py [--steps 4] [--backbones llava_video qwen2_5_vl]
     python benchmarks/grpo.py --backbones qwen2_5_vl --preset 7b --num-frames 16 --accelerator gpu \
@@ -85,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     print(
         f"{args.accelerator}, CPU threads {torch.get_num_threads()}; preset {args.preset}, {args.num_frames} frames of "
-        "32 px, 4 questions x 8 completions a step, up to 24 new tokens, beta 0.04"
+        "32 px, 4 questions x 8 completions a step, up to 16 new tokens, beta 0.04"
     )
     print(
         f"{'backbone':<12} {'rollout tok/s':>13} {'rollout s':>10} {'reference s':>12} {'update s':>9} {'ref. MiB':>9}"
