@@ -77,6 +77,7 @@ def test_grpo_steps_and_validates_on_every_backbone(backbone, demo_dir, demo_sha
     assert set(FIGURES) <= set(figures), sorted(set(FIGURES) - set(figures))
     assert len(figures["rl/reward"]) == 2 and all(0 <= v <= 2 for v in figures["rl/reward"].values())
     assert all(t > 0 for t in figures["rl/time/rollout"].values())
+    assert all(0 <= v < 10 for name in ("rl/entropy", "rl/kl") for v in figures[name].values())  # finite, not NaN
     if "--model.objective.beta=0.04" in BACKBONES[backbone]:
         assert "rl/reward/temporal" in figures and all(t > 0 for t in figures["rl/time/reference"].values())
         assert all(m > 0 for m in figures["rl/reference_memory_gib"].values())

@@ -147,3 +147,4 @@ def test_rollouts_never_draw_special_tokens_and_the_loss_scores_them_alike(demo_
     scores = token_scores(Scripted(), rows, None, 1.0, banned=sampler.banned)
     expected = -torch.log(torch.tensor(float(len(sampler.tokenizer) - len(sampler.banned))))
     assert torch.allclose(scores.logp, expected.expand(2))
+    assert torch.allclose(scores.entropy, -expected.expand(2))  # uniform over the allowed ids; the banned add nothing

@@ -137,5 +137,5 @@ def token_scores(
     log_probs = (without(out.logits.float(), banned) / temperature).log_softmax(-1)
     logp = log_probs.gather(1, targets[supervised][:, None]).squeeze(1)
     with torch.no_grad():
-        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        entropy = torch.special.entr(log_probs.exp()).sum(-1)  # -p log p, 0 where p is 0 (the banned ids)
     return TokenScores(logp, supervised.nonzero()[:, 0], entropy)
