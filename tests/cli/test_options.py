@@ -114,7 +114,7 @@ def test_a_malformed_training_source_is_one_line_with_its_own_reason(demo_dir, d
 
     args = demo_args(demo_dir, demo_shards, tmp_path / "run")
     for value, reason in [
-        ('[{"path": "x", "task": "mqaa"}]', "--data.train: task 'mqaa' not in ('mqa', 'narration', 'temporal', 'qa')"),
+        ('[{"path": "x", "task": "mqaa"}]', "--data.train: task 'mqaa' not in mqa, narration, temporal, qa"),
         ('{"path": "x"}', "--data.train: expected a list, given a dict"),
         (
             '[{"pth": "x", "task": "mqa"}]',
