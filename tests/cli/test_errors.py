@@ -1,6 +1,7 @@
 """Command lines refuse bad values in one line naming the option, and unreadable files in one line naming the file."""
 
-from tests.helpers import demo_args, one_line_exit, truncated_copy
+from tests.fit_helpers import demo_args
+from tests.helpers import one_line_exit, truncated_copy
 
 
 def test_counts_are_positive_integers_checked_where_read(demo_dir, demo_shards, demo_questions, tmp_path, capsys):

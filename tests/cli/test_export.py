@@ -9,7 +9,8 @@ import torch
 
 from llavaction.cli.export import main as export
 from llavaction.cli.train import main as train
-from tests.helpers import demo_args, one_line_exit
+from tests.fit_helpers import demo_args
+from tests.helpers import one_line_exit
 
 
 def test_a_grid_checkpoint_is_refused_for_transformers_layout(original_checkpoint, tmp_path, capsys):

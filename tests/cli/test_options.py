@@ -110,7 +110,7 @@ def test_a_malformed_training_source_is_one_line_with_its_own_reason(demo_dir, d
     """jsonargparse lists why each type of `data.train` (a list of sources, or null) refused the value; the line says
     the reason of the list's type, not null's."""
     from llavaction.cli.train import main as train
-    from tests.helpers import demo_args
+    from tests.fit_helpers import demo_args
 
     args = demo_args(demo_dir, demo_shards, tmp_path / "run")
     for value, reason in [

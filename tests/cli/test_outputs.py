@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from tests.helpers import ROOT, demo_args, one_line_exit
+from tests.fit_helpers import demo_args
+from tests.helpers import ROOT, one_line_exit
 
 PRECIOUS = "precious, not to be overwritten\n"
 

@@ -7,7 +7,7 @@ import pytest
 
 def test_plan_cli_prints_the_table_and_refuses_bad_settings(demo_dir, demo_shards, tmp_path, capsys):
     from llavaction.cli.plan import main as plan
-    from tests.helpers import demo_args
+    from tests.fit_helpers import demo_args
 
     args = demo_args(demo_dir, demo_shards, tmp_path)[1:]  # what `train.py fit` takes, without the subcommand
     assert plan([*args, "--world-size=2", "--data.loader.samples_per_epoch=20"]) == 0
@@ -32,7 +32,8 @@ def test_plan_cli_prints_the_table_and_refuses_bad_settings(demo_dir, demo_shard
 
 def test_a_missing_question_file_names_its_build_command(demo_dir, demo_shards, tmp_path, capsys):
     from llavaction.cli.plan import main as plan
-    from tests.helpers import demo_args, one_line_exit
+    from tests.fit_helpers import demo_args
+    from tests.helpers import one_line_exit
 
     args = demo_args(demo_dir, demo_shards, tmp_path)[1:]
     source = json.dumps([{"frames": str(demo_shards["train_mqa"]), "questions": "nowhere/q.jsonl", "task": "mqa"}])
@@ -62,7 +63,8 @@ def test_plan_shows_an_epoch_resumed_on_another_world(demo_dir, demo_shards, tmp
 
     from llavaction.cli.plan import main as plan
     from llavaction.data.options import TaskSource
-    from tests.helpers import datamodule, demo_args, loader_state, write_checkpoint
+    from tests.fit_helpers import demo_args
+    from tests.helpers import datamodule, loader_state, write_checkpoint
 
     shards = str(demo_shards["train_mqa"])
     train = [TaskSource(shards, "mqa", 1.0), TaskSource(shards, "narration", 0.5)]  # demo_args' sources

@@ -5,7 +5,8 @@ import subprocess
 import sys
 import time
 
-from tests.helpers import ROOT, demo_args
+from tests.fit_helpers import demo_args
+from tests.helpers import ROOT
 
 
 def test_train_cli_errors_are_one_line_and_the_demo_checkpoints_every_epoch(demo_dir, demo_shards, tmp_path):

@@ -13,7 +13,8 @@ import pytest
 from llavaction.cli.evaluate import main as evaluate
 from llavaction.cli.predict import main as predict
 from llavaction.cli.train import cli
-from tests.helpers import ROOT, demo_args, hub_cache
+from tests.fit_helpers import demo_args
+from tests.helpers import ROOT, hub_cache
 
 
 @pytest.fixture(scope="module", params=["qwen2_5_vl", "internvl"])

@@ -14,7 +14,7 @@ from llavaction.evaluation.scoring import MQAAnswerer
 from llavaction.prompts.encoding import chat_prompt
 from llavaction.utils.constants import IMAGE_PLACEHOLDER, IMAGE_TOKEN_INDEX
 from llavaction.utils.jsonl import read_jsonl
-from tests.helpers import demo_args
+from tests.fit_helpers import demo_args
 
 
 def decoded(tokenizer, ids: list[int]) -> str:

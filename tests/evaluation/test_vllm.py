@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from llavaction.cli.train import cli
-from tests.helpers import ROOT, demo_args, free_port, run_mqa
+from tests.fit_helpers import demo_args
+from tests.helpers import ROOT, free_port, run_mqa
 
 pytestmark = pytest.mark.vllm
 FAMILIES = ["qwen2_5_vl", "qwen3_vl"]

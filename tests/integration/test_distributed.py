@@ -11,20 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (
-    ROOT,
+from tests.fit_helpers import (
     assert_fit_consumed_the_plan,
     assert_same_curve,
     config_diff,
     csv_logged,
     demo_args,
-    free_port,
     read_losses,
     record_keys,
-    run_mqa,
     step_checkpoint,
     step_checkpoints,
 )
+from tests.helpers import ROOT, free_port, run_mqa
 
 
 @pytest.mark.slow

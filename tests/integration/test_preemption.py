@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from tests.helpers import ROOT, assert_same_curve, csv_logged, demo_args, read_losses
+from tests.fit_helpers import assert_same_curve, csv_logged, demo_args, read_losses
+from tests.helpers import ROOT
 
 
 def train_command(demo_dir, demo_shards, root: Path, *extra) -> list[str]:

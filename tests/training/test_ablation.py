@@ -6,7 +6,8 @@ import re
 import pytest
 
 from llavaction.cli.ablate import main as ablate
-from tests.helpers import ROOT, demo_args
+from tests.fit_helpers import demo_args
+from tests.helpers import ROOT
 
 
 def test_runner_on_two_tiny_rows(demo_dir, demo_shards, tmp_path, capsys):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, demo_args, one_line_exit, step_checkpoint, step_checkpoints
+from tests.fit_helpers import demo_args, step_checkpoint, step_checkpoints
+from tests.helpers import ROOT, one_line_exit
 
 
 def test_a_checkpoint_that_cannot_be_written_leaves_no_checkpoint(demo_dir, demo_shards, tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import pytest
 from llavaction.cli.train import cli
 from llavaction.model.llava_video import LlavaVideoModel
 from llavaction.prompts.tokenizer import load_tokenizer
-from tests.helpers import (
+from tests.fit_helpers import (
     assert_fit_consumed_the_plan,
     assert_same_curve,
     csv_logged,

@@ -10,17 +10,16 @@ import pytest
 import torch
 
 from llavaction.cli.train import cli
-from tests.helpers import (
-    ROOT,
+from tests.fit_helpers import (
     csv_logged,
     demo_args,
     grpo_args,
-    one_line_exit,
     read_losses,
     read_metrics,
     step_checkpoint,
     step_checkpoints,
 )
+from tests.helpers import ROOT, one_line_exit
 
 FIGURES = [
     "rl/reward",

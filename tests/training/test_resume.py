@@ -11,17 +11,8 @@ import pytest
 import torch
 
 from llavaction.training.resume import ResumedPosition, apply_resume, plan_resume
-from tests.helpers import (
-    csv_logged,
-    datamodule,
-    demo_args,
-    loader_state,
-    one_line_exit,
-    record_keys,
-    step_checkpoint,
-    step_checkpoints,
-    write_checkpoint,
-)
+from tests.fit_helpers import csv_logged, demo_args, record_keys, step_checkpoint, step_checkpoints
+from tests.helpers import datamodule, loader_state, one_line_exit, write_checkpoint
 
 
 def test_the_global_batch_is_kept_or_the_resume_refused(demo_dir, demo_shards, tmp_path):
