@@ -73,7 +73,7 @@ def record_keys(root: Path) -> str:
         "record_keys",
         f"""trainer:
   callbacks+:
-    - class_path: tests.helpers.RecordKeys
+    - class_path: tests.fit_helpers.RecordKeys
       init_args: {{folder: {root}}}
 """,
     )

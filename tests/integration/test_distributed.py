@@ -252,7 +252,7 @@ def test_fsdp2_on_four_processes_resumed_on_two(demo_dir, demo_shards, tmp_path)
     callback = config_diff(
         tmp_path,
         "save_state",
-        "trainer:\n  callbacks+:\n    - class_path: tests.helpers.SaveRestoredState\n"
+        "trainer:\n  callbacks+:\n    - class_path: tests.fit_helpers.SaveRestoredState\n"
         f"      init_args: {{path: {restored}}}\n",
     )
     notes = fsdp_processes(demo_dir, demo_shards, resumed, 2, f"--ckpt_path={checkpoint}", callback)

@@ -29,7 +29,7 @@ def train_command(demo_dir, demo_shards, root: Path, *extra) -> list[str]:
 
 def test_sigterm_writes_a_checkpoint_and_the_resumed_run_continues_the_curve(demo_dir, demo_shards, tmp_path):
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    announce = "--trainer.callbacks+=tests.helpers.AnnounceSteps"
+    announce = "--trainer.callbacks+=tests.fit_helpers.AnnounceSteps"
     whole = subprocess.run(
         train_command(demo_dir, demo_shards, tmp_path / "whole"),
         env=env,
@@ -76,7 +76,7 @@ def test_sigusr1_outside_slurm_stops_with_a_checkpoint(demo_dir, demo_shards, tm
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")} | {"PYTHONPATH": str(ROOT)}
     root = tmp_path / "usr1"
     process = subprocess.Popen(
-        train_command(demo_dir, demo_shards, root, "--trainer.callbacks+=tests.helpers.AnnounceSteps"),
+        train_command(demo_dir, demo_shards, root, "--trainer.callbacks+=tests.fit_helpers.AnnounceSteps"),
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

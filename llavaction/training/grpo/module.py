@@ -19,6 +19,7 @@ from llavaction.evaluation.checkpoint_format import ExportLayout
 from llavaction.evaluation.options import EvaluationOptions
 from llavaction.model.families import DEFAULT_BACKBONE, Backbone
 from llavaction.model.options import ActionSupervision, ComputeOptions
+from llavaction.prompts.tasks import TASKS
 from llavaction.training.grpo import report
 from llavaction.training.grpo.experience import Collector, Experience
 from llavaction.training.grpo.objective import CompletionTokens, grpo_loss
@@ -161,10 +162,11 @@ class GRPOModule(LlavaActionModule):
         if stage != "fit" or data is None:
             return
         for number, source in enumerate(data.train_sources):
-            if source.task != "mqa":
+            # the rewards read a question's options and its right one (the paper's answer rule)
+            if not {"options", "answer_index"} <= set(TASKS.get(source.task).fields):
                 raise ValueError(
-                    f"data.train[{number}] ({source.shards}) is task {source.task!r}: the GRPO stage learns from MQA "
-                    "questions' rewards only"
+                    f"data.train[{number}] ({source.shards}) is task {source.task!r}: the GRPO stage learns from "
+                    "multiple-choice questions' rewards only (a task whose records carry options and answer_index)"
                 )
         missing = data.unanswered()
         if missing is not None:
