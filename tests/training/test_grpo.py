@@ -214,7 +214,9 @@ def test_training_data_without_answers_or_not_mqa_is_refused_before_any_rollout(
     assert f"{unanswered}:3: question {records[2]['narration_id']} has no answer_index" in refused(capsys, args)
     narration = json.dumps([{"path": str(demo_shards["train_mqa"]), "task": "narration"}])
     args = grpo_args(demo_dir, demo_shards, tmp_path, f"--data.train={narration}")
-    assert "is task 'narration': the GRPO stage learns from multiple-choice questions' rewards only" in refused(capsys, args)
+    assert "is task 'narration': the GRPO stage learns from multiple-choice questions' rewards only" in refused(
+        capsys, args
+    )
     assert not (tmp_path / "checkpoints").exists()
 
 
