@@ -212,16 +212,19 @@ def test_sigint_during_an_addition_by_worker_processes_is_one_line(demo_dir, dem
     shutil.copytree(demo_shards["validation_mqa"], store)
     before = snapshot_listing(store)
     args = add_args(demo_questions["train_mqa"], demo_dir / "videos", store, "--workers", "2", "--shard-size", "1")
-    slow = (  # each video's decoding made slow, in the workers too (they import this module's patched copy)
-        "import sys, time, data_prep.decoding as d\n"
-        "real = d.decode_video\n"
-        "def slow(job):\n    time.sleep(2)\n    return real(job)\n"
-        "d.decode_video = slow\n"
-        "import data_prep.extract_frames as e\ne.decode_video = slow\n"
+    # each video's decoding made slow, in the workers too: a module they can import (a function of `python -c`'s
+    # __main__ cannot be sent to a spawned worker)
+    (tmp_path / "slow_decoding.py").write_text(
+        "import time\nimport data_prep.decoding as d\nimport data_prep.extract_frames as e\n"
+        "real = d.decode_video\n\n\ndef slow(job):\n    time.sleep(2)\n    return real(job)\n\n\n"
+        "d.decode_video = slow\ne.decode_video = slow\n"
+    )
+    slow = (
+        "import sys, slow_decoding, data_prep.extract_frames as e\n"
         "print('started', flush=True)\n"
         f"sys.exit(e.main({[str(a) for a in args]!r}))\n"
     )
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
     run = subprocess.Popen(
         [sys.executable, "-c", slow],
         env=env,
