@@ -143,8 +143,8 @@ class MQAModule(L.LightningModule):
             ]
             self.val_records[mode] += records
             picks = torch.full((len(batch.meta),), -1, dtype=torch.long)
-            picks[rows] = torch.tensor(
-                [-1 if r["rule_choice_index"] is None else r["rule_choice_index"] for r in records]
+            picks[rows] = torch.tensor(  # long even for a batch of padding only (no rows)
+                [-1 if r["rule_choice_index"] is None else r["rule_choice_index"] for r in records], dtype=torch.long
             )
             chosen[mode] = picks.to(real.device)
         for row in rows if head_hits else ():
