@@ -68,6 +68,7 @@ class PlainProgress(L.Callback):
         check_count("every_n_steps", every_n_steps, minimum=1)
         self.every_n_steps, self.when = every_n_steps, when
         self.active, self.total, self.started, self.first, self.last = False, None, 0.0, 0, -1
+        self.loss = None  # this process's last training loss (trainer.callback_metrics syncs every rank: not here)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         terminal = sys.stdout.isatty()
@@ -83,6 +84,8 @@ class PlainProgress(L.Callback):
         print(f"training from step {trainer.global_step}{of} (a line every {self.every_n_steps} steps)", flush=True)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if self.active and isinstance(outputs, dict) and outputs.get("loss") is not None:
+            self.loss = outputs["loss"].detach()
         step = trainer.global_step
         if self.active and step != self.last and step % self.every_n_steps == 0:
             self.last = step
@@ -99,9 +102,8 @@ class PlainProgress(L.Callback):
             f"epoch {trainer.current_epoch + 1}{epochs}",
             f"step {step}" + (f"/{self.total}" if self.total else ""),
         ]
-        loss = trainer.callback_metrics.get("train/loss")
-        if loss is not None:
-            parts.append(f"loss {float(loss):.4f}")
+        if self.loss is not None:  # read on rank 0 alone, so never a metric whose reading waits for the other ranks
+            parts.append(f"loss {float(self.loss):.4f}")
         done = step - self.first
         if done > 0:
             per_step = elapsed / done

@@ -50,12 +50,14 @@ def test_plain_progress_lines_when_stdout_is_not_a_terminal(capsys, monkeypatch)
     from llavaction.training.callbacks import PlainProgress
 
     progress = PlainProgress(every_n_steps=2)
-    trainer = fake_trainer(callback_metrics={"train/loss": torch.tensor(2.5)})
+    trainer = fake_trainer()
     progress.on_train_start(trainer, None)  # pytest's stdout is not a terminal
+    # the loss of this process's last batch (reading trainer.callback_metrics would wait for the other ranks)
+    outputs = {"loss": torch.tensor(2.5)}
     for step in range(1, 6):
         trainer.global_step = step
-        progress.on_train_batch_end(trainer, None, None, None, step)
-        progress.on_train_batch_end(trainer, None, None, None, step)  # accumulation: one line a step
+        progress.on_train_batch_end(trainer, None, outputs, None, step)
+        progress.on_train_batch_end(trainer, None, outputs, None, step)  # accumulation: one line a step
     trainer.global_step = 10
     progress.on_train_epoch_end(trainer, None)
     lines = capsys.readouterr().out.splitlines()
