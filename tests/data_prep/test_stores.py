@@ -219,7 +219,10 @@ def test_sigint_during_an_addition_by_worker_processes_is_one_line(demo_dir, dem
         "real = d.decode_video\n\n\ndef slow(job):\n    time.sleep(2)\n    return real(job)\n\n\n"
         "d.decode_video = slow\ne.decode_video = slow\n"
     )
+    # Ctrl-C handled as in a terminal's foreground: a test run in the background (`cmd &`, nohup) inherits SIGINT
+    # ignored, and Python then keeps ignoring it
     slow = (
+        "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "import sys, slow_decoding, data_prep.extract_frames as e\n"
         "print('started', flush=True)\n"
         f"sys.exit(e.main({[str(a) for a in args]!r}))\n"
