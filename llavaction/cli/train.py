@@ -32,7 +32,7 @@ from llavaction.data.datamodule import EpicDataModule
 from llavaction.data.options import TaskSource
 from llavaction.evaluation.checkpoint_format import check_checkpoint_file
 from llavaction.evaluation.module import DATA_LINKS
-from llavaction.training.checkpointing import LAST, RunCheckpoint, RunFolderLock, checkpoint_folder, launched_first
+from llavaction.training.checkpointing import LAST, RunCheckpoint, RunFolderLock, checkpoint_folder
 from llavaction.training.module import LlavaActionModule
 from llavaction.training.resume import apply_resume, plan_resume
 from llavaction.utils.configs import expand_config_args, flat
@@ -123,7 +123,7 @@ class LlavaActionCLI(LightningCLI):
                     print(f"resume: {note}", file=sys.stderr)
         elif self.subcommand == "fit":
             refuse_earlier_checkpoints(trainer)
-        if self.subcommand == "fit" and launched_first():  # one fit at a time in a run folder, held by its rank 0
+        if self.subcommand == "fit":  # one fit at a time in a run folder, held by its first process (exclusive_output)
             trainer.callbacks.append(RunFolderLock(Path(trainer.default_root_dir)))
 
     before_validate = before_test = before_predict = before_fit

@@ -26,16 +26,6 @@ def checkpoint_folder(default_root_dir: str | Path, dirpath: str | Path | None =
     return Path(dirpath) if dirpath else Path(default_root_dir) / "checkpoints"
 
 
-# a process of a fit launched beside others (another node, another task of srun or torchrun) says its rank here
-RANK_VARIABLES = ("NODE_RANK", "GROUP_RANK", "SLURM_NODEID", "SLURM_PROCID", "RANK", "LOCAL_RANK")
-
-
-def launched_first() -> bool:
-    """Whether this process is a fit's first (its rank 0 on node 0): the one that holds the run folder; the others
-    write into it under that process's lock."""
-    return all(os.environ.get(name, "0") in ("", "0") for name in RANK_VARIABLES)
-
-
 class RunFolderLock(L.Callback):
     """The run folder held by one fit: a second fit into it fails at once naming the holder (exclusive_output), made
     before the fit starts so that the refused one writes nothing; released when the fit ends, finished or not."""

@@ -116,6 +116,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# a process of a job launched beside others (another node, another task of srun or torchrun) says its rank here
+RANK_VARIABLES = ("NODE_RANK", "GROUP_RANK", "SLURM_NODEID", "SLURM_PROCID", "RANK", "LOCAL_RANK")
+
+
+def launched_first() -> bool:
+    """Whether this process is its job's first (rank 0 on node 0, or a process launched alone)."""
+    return all(os.environ.get(name, "0") in ("", "0") for name in RANK_VARIABLES)
+
+
 UNREADABLE_LOCK_SEC = 2.0  # a lock still unreadable this long after it was written is not being written
 
 
@@ -124,10 +133,10 @@ def exclusive_output(output: Path | str) -> Iterator[None]:
     """Hold an output folder or file for one writer: a second process writing the same output fails at once, naming
     the holder (pid, host, command, start). A lock left by a process that died on this host is taken over; one from
     another host that is no longer running must be removed by hand (its path is in the message). Only the launching
-    process of a multi-process job takes it (ranks started with LOCAL_RANK, NODE_RANK, RANK or SLURM_PROCID above 0
-    do not). Taken again by the process that holds it (a command holding a store while it lists an addition), it is
-    held on, and released by the outer hold."""
-    if any(int(os.environ.get(name, "0") or 0) > 0 for name in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID")):
+    process of a multi-process job takes it (launched_first); the others write under its hold. Taken again by the
+    process that holds it (a command holding a store while it lists an addition), it is held on, and released by
+    the outer hold."""
+    if not launched_first():
         yield
         return
     output = Path(output)
