@@ -55,11 +55,23 @@ demo: demo-data
 # RL post-training on the demo: GRPO from the demo's supervised checkpoint (make demo first) on the demo's training
 # questions (experiments/grpo_demo.yaml), then the validation questions answered before and after by the paper's rule
 # and the paired comparison. Each step is skipped when its output exists; a killed GRPO run resumes.
+# Its questions name the options by their class texts (build_mqa --representation official_key, asked over the demo's
+# store: nothing decoded): README, "RL post-training", says why.
 DEMO_SFT := runs/demo/checkpoints/last.ckpt
 DEMO_GRPO := runs/demo_grpo
-DEMO_GRPO_EVAL := --questions $(DEMO_DIR)/questions/val_mqa.jsonl --frames $(DEMO_DIR)/shards/mqa --max-new-tokens 24 \
-	--batch-size 32 --num-workers 1
-demo-grpo: demo-data
+DEMO_KEY_QUESTIONS := $(DEMO_DIR)/questions/train_mqa_key.jsonl $(DEMO_DIR)/questions/val_mqa_key.jsonl
+DEMO_GRPO_EVAL := --questions $(DEMO_DIR)/questions/val_mqa_key.jsonl --frames $(DEMO_DIR)/shards/mqa \
+	--max-new-tokens 24 --batch-size 32 --num-workers 1
+
+$(DEMO_DIR)/questions/train_mqa_key.jsonl: $(DEMO_DIR)/shards/mqa.done
+	$(PY) -m data_prep.build_mqa --annotations $(DEMO_DIR)/annotations --split train --distractors annotations \
+		--representation official_key --seed 0 --out $@
+
+$(DEMO_DIR)/questions/val_mqa_key.jsonl: $(DEMO_DIR)/shards/mqa.done
+	$(PY) -m data_prep.build_mqa --annotations $(DEMO_DIR)/annotations --split validation --distractors annotations \
+		--representation official_key --seed 0 --out $@
+
+demo-grpo: demo-data $(DEMO_KEY_QUESTIONS)
 	@test -f $(DEMO_SFT) || { echo "error: $(DEMO_SFT) is missing: make demo builds it" >&2; exit 2; }
 	test -f $(DEMO_GRPO)_eval/before/results.json || $(PY) -m llavaction.cli.evaluate mqa $(DEMO_GRPO_EVAL) \
 		--checkpoint $(DEMO_SFT) --out $(DEMO_GRPO)_eval/before

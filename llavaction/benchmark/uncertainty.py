@@ -83,6 +83,12 @@ def clustered_interval(
     return Interval(100 * sums.sum() / sizes.sum(), float(low), float(high), confidence, resamples, len(sums), seed)
 
 
+def p_value_text(p_value: float) -> str:
+    """Three decimals, or four significant digits below 0.1, so that no p-value of 1000 resamples prints as a
+    threshold it is under (10/1001 = 0.00999 is not "0.010", 50/1001 = 0.04995 not "0.050")."""
+    return f"{p_value:.3f}" if p_value >= 0.1 else f"{p_value:.4g}"
+
+
 @dataclass(frozen=True)
 class Comparison:
     """B less A in points over the same questions, its clustered interval, and the paired test's p-value."""
@@ -92,12 +98,13 @@ class Comparison:
     questions: int
 
     def as_dict(self) -> dict:
-        return {"difference": self.difference.as_dict(), "p_value": round(self.p_value, 4), "questions": self.questions}
+        p_value = float(f"{self.p_value:.4g}")
+        return {"difference": self.difference.as_dict(), "p_value": p_value, "questions": self.questions}
 
     def text(self) -> str:
         d = self.difference
         return (
-            f"{d.value:+.1f} points [{d.low:+.1f}, {d.high:+.1f}], p = {self.p_value:.3f} "
+            f"{d.value:+.1f} points [{d.low:+.1f}, {d.high:+.1f}], p = {p_value_text(self.p_value)} "
             f"({self.questions} questions, {d.clusters} videos)"
         )
 

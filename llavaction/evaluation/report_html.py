@@ -9,6 +9,7 @@ import urllib.parse
 from pathlib import Path
 
 from llavaction.benchmark.answers import choice_index
+from llavaction.benchmark.uncertainty import p_value_text
 from llavaction.utils.files import atomic_output, safe_name
 
 PAGE_SIZE = 40
@@ -106,7 +107,8 @@ def write_html(
         c, d = analysis["comparison"], analysis["comparison"]["difference"]
         body.append(
             f"<p>Against {text(c['a'])}: {d['value']:+.2f} points [{d['low']:+.2f}, {d['high']:+.2f}] (95% interval, "
-            f"bootstrap over {d['clusters']} videos), paired p = {c['p_value']:.3f} on {c['questions']} questions.</p>"
+            f"bootstrap over {d['clusters']} videos), paired p = {p_value_text(c['p_value'])} on {c['questions']} "
+            "questions.</p>"
         )
     body.append("<div class=figures>")
     body += [

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from llavaction.benchmark.uncertainty import paired_comparison
+from llavaction.benchmark.uncertainty import p_value_text, paired_comparison
 from llavaction.utils.configs import config_chain, differences, merged_config, named_base
 from llavaction.utils.figures import pyplot, save_png
 from llavaction.utils.files import atomic_output, check_apart
@@ -132,7 +132,7 @@ def row_differences(results: list[dict], out: Path) -> list[str]:
             [b[n]["video_id"] for n in shared],
         )
         d = comparison.difference
-        cells.append(f"{d.value:+.1f} [{d.low:+.1f}, {d.high:+.1f}], p = {comparison.p_value:.3f}")
+        cells.append(f"{d.value:+.1f} [{d.low:+.1f}, {d.high:+.1f}], p = {p_value_text(comparison.p_value)}")
     return cells
 
 

@@ -4,7 +4,13 @@ questions are independent, widens where they are correlated within videos, and t
 import numpy as np
 import pytest
 
-from llavaction.benchmark.uncertainty import cluster_of, clustered_interval, paired_comparison, record_interval
+from llavaction.benchmark.uncertainty import (
+    cluster_of,
+    clustered_interval,
+    p_value_text,
+    paired_comparison,
+    record_interval,
+)
 
 
 def test_independent_questions_give_the_normal_approximation():
@@ -43,6 +49,18 @@ def test_identical_files_differ_by_nothing_with_p_one_and_a_real_gap_is_found():
     better = paired_comparison(a, b, videos)
     assert better.difference.value > 5 and better.difference.low > 0 and better.p_value < 0.01
     assert paired_comparison(b, a, videos).difference.value == pytest.approx(-better.difference.value)
+
+
+def test_a_p_value_under_a_threshold_never_prints_or_saves_as_the_threshold():
+    """With 8 videos every one of which improves, the sign-flip test's p is (1 + 9) / 1001 for seed 0's draws:
+    under 0.01, where three decimals would print 0.010 and four would save 0.01."""
+    videos = np.repeat([f"v{v}" for v in range(8)], 4)
+    better = paired_comparison(np.zeros(32), np.tile([1.0, 0.0, 0.0, 0.0], 8), videos)
+    assert better.p_value == pytest.approx(10 / 1001)
+    assert "p = 0.00999 (32 questions, 8 videos)" in better.text()
+    assert better.as_dict()["p_value"] == 0.009990
+    texts = [p_value_text(p) for p in (1.0, 0.1, 50 / 1001, 0.05, 1 / 1001)]
+    assert texts == ["1.000", "0.100", "0.04995", "0.05", "0.000999"]
 
 
 def test_the_interval_is_seeded_and_says_how_it_was_drawn():
