@@ -3,7 +3,7 @@ that has vLLM, often its own (vLLM pins its own transformers), it loads one mode
 requests over a local authenticated connection. It imports nothing of llavaction, so it runs in that environment.
 
 Messages (dicts of plain values and numpy arrays): the engine sends the engine settings first; then
-{"op": "generate", "requests": [{"prompt_token_ids", "frames", "metadata"}], "sampling": {...}} answered by
+{"op": "generate", "requests": [{"prompt_token_ids", "frames", "metadata", "seed"?}], "sampling": {...}} answered by
 {"outputs": [{"prompt_token_ids", "samples": [{"token_ids", "first_logprobs"}]}]}, {"op": "load_weights", "path":
 a safetensors file} answered by {"loaded": count}, and {"op": "close"}. A failure is answered {"error": "..."}.
 """
@@ -40,7 +40,9 @@ def generate(llm, message: dict) -> dict:
         }
         for request in message["requests"]
     ]
-    outputs = llm.generate(prompts, SamplingParams(**message["sampling"]), use_tqdm=False)
+    # a request's own seed (RL rollouts: drawn from the training step's generator) makes its sample reproducible
+    sampling = [SamplingParams(**message["sampling"], seed=request.get("seed")) for request in message["requests"]]
+    outputs = llm.generate(prompts, sampling, use_tqdm=False)
     return {
         "outputs": [
             {
@@ -62,17 +64,21 @@ def generate(llm, message: dict) -> dict:
 
 def load_weights(llm, message: dict) -> dict:
     """New weights (a safetensors file in transformers' names) into the running model, as RL rollouts need after each
-    update."""
-    from safetensors.torch import load_file
-
-    weights = load_file(message["path"])
+    update: vLLM's in-place reload (it repacks them as at load), then the caches the old weights filled (the encoder's
+    outputs and the prefix KV blocks) emptied."""
+    path = message["path"]
 
     def apply(worker) -> int:
-        model = worker.model_runner.model
-        model.load_weights(weights.items())
+        from safetensors.torch import load_file
+
+        weights = load_file(path)
+        worker.model_runner.reload_weights(weights_iterator=iter(weights.items()))
         return len(weights)
 
-    return {"loaded": llm.collective_rpc(apply)[0]}
+    loaded = llm.collective_rpc(apply)[0]
+    llm.llm_engine.reset_encoder_cache()  # the scheduler's record of the outputs too, or it skips encoding
+    llm.reset_prefix_cache()
+    return {"loaded": loaded}
 
 
 def main() -> int:

@@ -33,6 +33,7 @@ FIGURES = [
     "rl/completion_length",
     "rl/no_option_matched",
     "rl/zero_variance_groups",
+    "rl/time/push",
     "rl/time/rollout",
     "rl/time/reference",
     "rl/time/update",

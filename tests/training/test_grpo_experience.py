@@ -22,7 +22,7 @@ RIGHT, WRONG = "B. close drawer", "A. open drawer"
 class ScriptedSampler:
     """Gives the next scripted texts for the rows asked (their tokens: the characters' codes) and records the asks."""
 
-    eos, pad = 1, 0
+    eos, pad, encodes = 1, 0, True
 
     def __init__(self, draws: list[list[str]]):
         self.draws, self.asked = list(draws), []

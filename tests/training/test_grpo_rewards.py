@@ -79,7 +79,7 @@ def test_a_reward_added_to_the_registry_is_used_by_name():
         (lambda: RolloutOptions(temperature=0.0), "temperature 0 samples 8 equal completions"),
         (lambda: RolloutOptions(temperature=-1.0), "temperature must be a number >= 0"),
         (lambda: RolloutOptions(max_new_tokens=0), "max_new_tokens must be an integer >= 1"),
-        (lambda: RolloutOptions(engine="vllm"), "engine 'vllm' is not available"),
+        (lambda: RolloutOptions(engine="vllm", vllm_memory=0.0), "vllm_memory must be a number between 0.05 and 1.0"),
     ],
 )
 def test_bad_options_are_refused_in_one_line(make, message):

@@ -5,7 +5,7 @@ sharded model's generation is collective)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -98,7 +98,7 @@ class Collector:
         """The experience of a batch (pixels: the model's preprocess of its frames), drawn without a graph."""
         g, questions = self.options.group_size, len(batch)
         device = batch.input_ids.device
-        visual = model.encode_video(pixels)
+        visual = model.encode_video(pixels) if self.sampler.encodes else None
         drawn = self.sampler.draw(model, batch, visual, [q for q in range(questions) for _ in range(g)], generator)
         generated = sum(map(len, drawn.tokens))
         shuffled = None
@@ -158,9 +158,13 @@ class Collector:
             [torch.randperm(steps, generator=generator, device=generator.device) for _ in range(questions)]
         ).to(batch.frames.device)
         frames = batch.frames[torch.arange(questions, device=batch.frames.device)[:, None], order]
-        moved = model.encode_video(model.preprocess(frames, batch.clips))
+        moved = model.encode_video(model.preprocess(frames, batch.clips)) if self.sampler.encodes else None
         return self.sampler.draw(
-            model, batch, moved, [q for q in range(questions) for _ in range(self.shuffled)], generator
+            model,
+            replace(batch, frames=frames),
+            moved,
+            [q for q in range(questions) for _ in range(self.shuffled)],
+            generator,
         )
 
     def _refill(self, model, batch, visual, generator, drawn: Drawn, completions, values, real) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from llavaction.training.grpo.options import ObjectiveOptions, RewardOptions, Ro
 from llavaction.training.grpo.reference import ReferencePolicy
 from llavaction.training.grpo.rewards import build_rewards, final_answer
 from llavaction.training.grpo.rollouts import Sampler, rollout_generator, supervised_rows, token_scores
+from llavaction.training.grpo.served import ServedSampler
 from llavaction.training.module import LlavaActionModule
 from llavaction.training.options import OptimizerOptions, TrainableParts
 from llavaction.utils.checks import as_options, check_count
@@ -117,7 +118,10 @@ class GRPOModule(LlavaActionModule):
         self.automatic_optimization = False
         self.rollout, self.objective = groups["rollout"], groups["objective"]
         self.reasoning, self.log_every = reasoning, log_completions_every_n_steps
-        sampler = Sampler(self.tokenizer, self.rollout)
+        if self.rollout.engine == "vllm":
+            sampler = ServedSampler(self.tokenizer, self.rollout, self.video_format)
+        else:
+            sampler = Sampler(self.tokenizer, self.rollout)
         self.collect = Collector(sampler, reward_functions, groups["rewards"], self.rollout, reasoning)
         self.reference: ReferencePolicy | None = None  # held outside the module's state: never in its checkpoints
         self.gradient_clip: tuple[float, str] | None = None
@@ -173,16 +177,30 @@ class GRPOModule(LlavaActionModule):
             raise ValueError(f"{missing}: the GRPO stage rewards answers against it")
         if dataclasses.asdict(data.sample_format) != self.sample_format:
             raise ValueError(f"data.sample_format is {data.sample_format}; the GRPO stage needs {self.sample_format}")
+        if self.rollout.engine == "vllm":
+            if self.family.vllm_architecture is None:
+                raise ValueError(f"model.rollout.engine 'vllm': vLLM does not run the {self.family.name} family here")
+            if self.trainer.world_size > 1:
+                raise ValueError(
+                    f"model.rollout.engine 'vllm' serves one training process (one engine beside it), not "
+                    f"{self.trainer.world_size}: use engine 'model'"
+                )
 
     def on_fit_start(self) -> None:
         if self.reference is not None:
             self.reference.place(self)
+
+    def teardown(self, stage: str) -> None:
+        self.collect.sampler.close()  # a vLLM engine's worker stops with the fit
+        super().teardown(stage)
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         step, timings = self.global_step, {}
         model = self.model
         generator = rollout_generator(self.rollout.seed, step, self.global_rank, self.device)
         pixels = model.preprocess(batch.frames, batch.clips)
+        with self._timed(timings, "push"):
+            self.collect.sampler.serve(self)
         with self._timed(timings, "rollout"), torch.no_grad(), evaluating(model):
             experience = self.collect(model, batch, pixels, generator, self.objective.scale_rewards)
         with self._timed(timings, "reference"):

@@ -36,7 +36,11 @@ class RolloutOptions:
         top_k: sample from the k most likely tokens (0: all; verl -1, TRL 0).
         max_new_tokens: longest completion; generation stops earlier at the end-of-turn token (TRL's 512).
         engine: 'model': the model's own KV-cached sampling in the training process, on the weights being trained
-            (every backbone); 'vllm': a vLLM engine (not available yet: refused in one line).
+            (every backbone); 'vllm': vLLM serving the policy's export in a worker process, the weights pushed to it
+            after each update (the families vLLM runs; one training process).
+        vllm_python: engine 'vllm': the Python of an environment with vLLM (None: this one); vLLM pins its own
+            transformers, so it usually has an environment of its own (README, "Engines").
+        vllm_memory: engine 'vllm': share of the GPU's memory the engine may hold beside the training.
         seed: the rollouts' generator is seeded from (seed, optimizer step, rank), so that a resumed run samples the
             rollouts of the run it continues.
         dynamic_sampling: groups whose rewards are all equal carry no signal: 'keep' them in the loss (zero
@@ -52,6 +56,8 @@ class RolloutOptions:
     top_k: int = 0
     max_new_tokens: int = 512
     engine: RolloutEngine = "model"
+    vllm_python: str | None = None
+    vllm_memory: float = 0.3
     seed: int = 0
     dynamic_sampling: DynamicSampling = "keep"
     refill_attempts: int = 10
@@ -70,11 +76,7 @@ class RolloutOptions:
         check_count("model.rollout.top_k", self.top_k, minimum=0)
         check_count("model.rollout.max_new_tokens", self.max_new_tokens, minimum=1)
         check_count("model.rollout.refill_attempts", self.refill_attempts, minimum=1)
-        if self.engine == "vllm":
-            raise ValueError(
-                "model.rollout.engine 'vllm' is not available for training rollouts yet (the engine serves exports, "
-                "and pushing each update's weights into it is not implemented): use engine 'model'"
-            )
+        check_range("model.rollout.vllm_memory", self.vllm_memory, 0.05, 1.0)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,8 @@ class Sampler:
     """Samples completions of a batch's prompts with the model's generate (special tokens but the end of turn never
     drawn: banned_ids)."""
 
+    encodes = True  # draws from the clips' visual tokens, which the caller encodes
+
     def __init__(self, tokenizer, options: RolloutOptions):
         self.tokenizer, self.options = tokenizer, options
         self.eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
@@ -85,6 +87,12 @@ class Sampler:
         )
         # fewer tokens than the limit: the end token stopped it (one generated at the last step is not kept either)
         return Drawn(out.tokens, [len(t) < self.options.max_new_tokens for t in out.tokens])
+
+    def serve(self, module) -> None:
+        """Nothing: the model being trained samples its own completions (an engine's sampler loads its weights)."""
+
+    def close(self) -> None:
+        """Nothing to stop (an engine's sampler stops its engine)."""
 
     def decode(self, tokens: list[list[int]]) -> list[str]:
         return [self.tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
