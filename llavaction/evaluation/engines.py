@@ -198,17 +198,19 @@ class VllmEngine:
 
 
 def batch_requests(batch: Batch) -> list[dict]:
-    """The real rows of a batch whose prompts keep their clip's marker (UnexpandedVideo) as vLLM requests: the prompt
-    ids, the clip's frames and its video metadata (the frames already sampled: vLLM keeps each)."""
+    """The real rows of a batch whose prompts keep their clip's marker (UnexpandedVideo) as vLLM requests."""
     rows = (~batch.is_padding).nonzero().flatten().tolist()
-    return [
-        {
-            "prompt_token_ids": batch.input_ids[row][batch.attention_mask[row].bool()].tolist(),
-            "frames": batch.frames[row].cpu().numpy(),
-            "metadata": batch.clips[row].as_metadata() | {"do_sample_frames": False},
-        }
-        for row in rows
-    ]
+    return [row_request(batch, row, batch.input_ids[row][batch.attention_mask[row].bool()].tolist()) for row in rows]
+
+
+def row_request(batch: Batch, row: int, prompt_ids: list[int]) -> dict:
+    """A vLLM request of a batch row: its prompt ids (the clip's marker unexpanded), the clip's frames and its video
+    metadata (the frames already sampled: vLLM keeps each)."""
+    return {
+        "prompt_token_ids": prompt_ids,
+        "frames": batch.frames[row].cpu().numpy(),
+        "metadata": batch.clips[row].as_metadata() | {"do_sample_frames": False},
+    }
 
 
 def greedy(max_new_tokens: int, eos_token_id: int) -> dict:

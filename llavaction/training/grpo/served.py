@@ -16,7 +16,7 @@ import torch
 
 from llavaction.data.batch import Batch
 from llavaction.evaluation.checkpoint_format import export_model
-from llavaction.evaluation.engines import EngineOptions, VllmEngine
+from llavaction.evaluation.engines import EngineOptions, VllmEngine, row_request
 from llavaction.evaluation.serving import unexpanded_format
 from llavaction.prompts.encoding import PromptEncoder
 from llavaction.prompts.tokenizer import load_tokenizer
@@ -98,8 +98,8 @@ class ServedSampler(Sampler):
         }
 
     def request(self, batch: Batch, row: int) -> dict:
-        """A batch row as a vLLM request: its prompt ids with the clip's visual ids put back to the served format's
-        marker, the clip's frames and video metadata (the frames already sampled: vLLM keeps each)."""
+        """A batch row as a vLLM request, its prompt ids with the clip's visual ids put back to the served format's
+        marker."""
         ids = batch.input_ids[row][batch.attention_mask[row].bool()].tolist()
         clip, size = batch.clips[row], batch.frames.shape[2]
         prefix, visual = self.expanded.prefix_ids, self.expanded.visual(clip, size).ids
@@ -110,11 +110,7 @@ class ServedSampler(Sampler):
                 "format puts it, so the prompt cannot be served"
             )
         unexpanded = self.unexpanded
-        return {
-            "prompt_token_ids": unexpanded.prefix_ids + unexpanded.visual(clip, size).ids + ids[end:],
-            "frames": batch.frames[row].cpu().numpy(),
-            "metadata": clip.as_metadata() | {"do_sample_frames": False},
-        }
+        return row_request(batch, row, unexpanded.prefix_ids + unexpanded.visual(clip, size).ids + ids[end:])
 
 
 def vocabulary_size(folder: Path) -> int:
